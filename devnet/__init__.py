@@ -1,0 +1,1 @@
+"""Local EVM devnet (anvil) management and contract deployment."""

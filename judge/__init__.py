@@ -1,0 +1,1 @@
+"""Duel scheduling, judge prompts, vote parsing and verdict submission. Built in a later issue."""
