@@ -1,0 +1,14 @@
+# Image for the wwwserve CLI and node (used by docker-compose.yml's deployer and, later, node services).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY contracts ./contracts
+COPY devnet ./devnet
+COPY ledger ./ledger
+COPY node ./node
+COPY judge ./judge
+COPY wwwserve ./wwwserve
+RUN pip install --no-cache-dir .
+ENV WWWSERVE_HOME=/data
+ENTRYPOINT []
+CMD ["wwwserve", "--help"]

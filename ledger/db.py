@@ -1,0 +1,242 @@
+"""SQLAlchemy tables of the event indexer: the raw event log and the state derived from it.
+
+One database indexes one WWWServe deployment (contract address + chain id, recorded in `cursor`).
+`events` keeps every decoded log exactly once (UNIQUE(tx_hash, log_index)); the other tables are a
+pure function of `events`, written in the same transaction as the cursor advance.
+
+uint256 quantities (wei, and the contract's timestamps, which are uint256 too) exceed 64-bit
+integers. They use the `Uint256` column type: NUMERIC(78, 0) where the database has exact numerics
+of that size (PostgreSQL), and a zero-padded 78-digit string on SQLite, whose NUMERIC affinity would
+silently round big values to a float. Zero padding keeps ORDER BY numeric on both. Python code only
+ever sees `int`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    make_url,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from ledger.home import wwwserve_home
+
+UINT256_MAX = 2**256 - 1
+UINT256_DIGITS = 78  # len(str(2**256 - 1))
+ADDRESS_LEN = 42  # "0x" + 40 hex digits, EIP-55 checksummed
+HASH_LEN = 66  # "0x" + 64 hex digits
+
+# SQLite only turns an INTEGER PRIMARY KEY into an auto-increment rowid; BIGINT elsewhere.
+_RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Uint256(TypeDecorator[int]):
+    """An unsigned 256-bit integer column that round-trips Python ints exactly on every backend."""
+
+    impl = Numeric(UINT256_DIGITS, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(UINT256_DIGITS))
+        return dialect.type_descriptor(Numeric(UINT256_DIGITS, 0))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Uint256 column needs an int, got {value!r}")
+        if not 0 <= value <= UINT256_MAX:
+            raise ValueError(f"Uint256 column value out of range: {value}")
+        if dialect.name == "sqlite":
+            return f"{value:0{UINT256_DIGITS}d}"
+        return Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the indexer tables."""
+
+
+class EventRow(Base):
+    """One decoded contract log. Re-reading a log is a no-op thanks to UNIQUE(tx_hash, log_index)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_events_tx_log"),)
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, index=True)
+    block_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    tx_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    log_index: Mapped[int] = mapped_column(Integer)
+    event_name: Mapped[str] = mapped_column(String(64), index=True)
+    # bytes as 0x-hex, addresses checksummed, integers exact (JSON numbers have no size limit here)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class NodeRow(Base):
+    """The registry entry of a node operator (address = node id)."""
+
+    __tablename__ = "nodes"
+
+    address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True)
+    pubkey: Mapped[str] = mapped_column(String(HASH_LEN))  # ed25519 public key, 0x-hex
+    endpoint: Mapped[str] = mapped_column(String(256))
+    models: Mapped[list[str]] = mapped_column(JSON)
+    # `metadata` is reserved on declarative classes, hence the attribute name
+    node_metadata: Mapped[str] = mapped_column("metadata", Text)
+    active: Mapped[bool] = mapped_column(Boolean, index=True)
+    leaf: Mapped[int] = mapped_column(Integer)
+    registered_block: Mapped[int] = mapped_column(BigInteger)  # latest (re-)registration
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class AccountRow(Base):
+    """Balances of one address, derived from events only."""
+
+    __tablename__ = "accounts"
+
+    address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True)
+    credit_wei: Mapped[int] = mapped_column(Uint256, default=0)
+    pending_withdrawal_wei: Mapped[int] = mapped_column(Uint256, default=0)
+    withdrawable_at: Mapped[int] = mapped_column(Uint256, default=0)  # unix seconds
+    active_stake_wei: Mapped[int] = mapped_column(Uint256, default=0, index=True)
+    unbonding_stake_wei: Mapped[int] = mapped_column(Uint256, default=0)
+    unbonding_end: Mapped[int] = mapped_column(Uint256, default=0)  # unix seconds
+    updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DuelRow(Base):
+    """A duel's lifecycle: opened -> judges drawn -> settled, or cancelled."""
+
+    __tablename__ = "duels"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    origin: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    a: Mapped[str] = mapped_column(String(ADDRESS_LEN))
+    b: Mapped[str] = mapped_column(String(ADDRESS_LEN))
+    question_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    answer_a_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    answer_b_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    seed_block: Mapped[int] = mapped_column(BigInteger)
+    commit_end: Mapped[int | None] = mapped_column(BigInteger)
+    reveal_end: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    cancel_reason: Mapped[str | None] = mapped_column(String(16))
+    votes_a: Mapped[int | None] = mapped_column(Integer)
+    votes_b: Mapped[int | None] = mapped_column(Integer)
+    escrow_wei: Mapped[int] = mapped_column(Uint256)
+    stake_moved_wei: Mapped[int | None] = mapped_column(Uint256)
+    judge_pool_wei: Mapped[int | None] = mapped_column(Uint256)
+    opened_block: Mapped[int] = mapped_column(BigInteger)
+    settled_block: Mapped[int | None] = mapped_column(BigInteger)  # settled or cancelled
+
+
+class DuelJudgeRow(Base):
+    """One seat on a duel's panel (position = 0-based panel order, as in getJudges())."""
+
+    __tablename__ = "duel_judges"
+
+    duel_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("duels.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    judge: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    commitment: Mapped[str | None] = mapped_column(String(HASH_LEN))
+    vote: Mapped[int | None] = mapped_column(Integer)  # 1=A 2=B 3=abstain 4=no evidence
+    committed_block: Mapped[int | None] = mapped_column(BigInteger)
+    revealed_block: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StakeMoveRow(Base):
+    """A movement of value caused by a duel: escrow, slash, reward, fee or refund."""
+
+    __tablename__ = "stake_moves"
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id"), index=True)
+    duel_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    node: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    amount_wei: Mapped[int] = mapped_column(Uint256)
+    # escrow | slashed_lost_duel | slashed_minority_judge | slashed_abstained_judge | reward_stake_won
+    # | reward_judge_pool | fee_duelist | fee_judge | refund_escrow
+    kind: Mapped[str] = mapped_column(String(32))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class VoucherClaimRow(Base):
+    """A fee voucher claim, with the credit/pending split the contract applied."""
+
+    __tablename__ = "vouchers_claimed"
+
+    id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id"), index=True)
+    origin: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    executor: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    cumulative_amount_wei: Mapped[int] = mapped_column(Uint256)
+    paid_wei: Mapped[int] = mapped_column(Uint256)
+    from_credit_wei: Mapped[int] = mapped_column(Uint256)
+    from_pending_wei: Mapped[int] = mapped_column(Uint256)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+
+
+class CursorRow(Base):
+    """The last fully processed block of a deployment, with its hash (to detect reorgs)."""
+
+    __tablename__ = "cursor"
+
+    contract_address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+
+
+def default_db_url(chain_id: int) -> str:
+    """`sqlite:///<WWWSERVE_HOME>/index-<chain_id>.sqlite`."""
+    return f"sqlite:///{wwwserve_home() / f'index-{chain_id}.sqlite'}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the node's readers query while the indexer thread writes a batch.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with the schema created. SQLite files get their directory created."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # The indexer's run() thread and the node's request threads share one engine.
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(engine)
+    return engine

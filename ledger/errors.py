@@ -1,0 +1,325 @@
+"""Typed errors of the ledger layer: one root, stdlib twins, and one class per contract revert reason.
+
+Callers catch by meaning (`InsufficientCreditError`, `StakeLockedError`) instead of matching strings.
+Everything raised by `ledger.*` derives from `LedgerError`; where a stdlib exception fits, the class
+also derives from it (web3 style: `LedgerValueError(LedgerError, ValueError)`), so generic callers
+still work.
+
+The contract reverts with `"<Domain>: <problem>"` strings. `REVERT_REASONS` maps every such string
+in contracts/*.vy to a class (a unit test checks the table against the sources); an unknown reason
+of a known domain becomes that domain's base class and anything else a plain `ContractRevertedError`.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error raised by the ledger layer."""
+
+
+class LedgerValueError(LedgerError, ValueError):
+    """An argument is invalid; raised before anything is sent to the chain."""
+
+
+class LedgerTypeError(LedgerError, TypeError):
+    """An argument has the wrong type; raised before anything is sent to the chain."""
+
+
+class InvalidAmountError(LedgerValueError):
+    """An amount of money could not be parsed or is out of range."""
+
+
+# ---------------------------------------------------------------------------------------------
+# chain access
+
+
+class ChainUnreachableError(LedgerError, ConnectionError):
+    """The chain's JSON-RPC endpoint did not answer (refused, timed out, or kept failing)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"chain RPC at {url} is unreachable: {detail}")
+
+
+class ChainRequestError(LedgerError):
+    """The node answered a request with an error that is neither a revert nor a connection problem."""
+
+    def __init__(self, function: str, detail: str) -> None:
+        self.function = function
+        self.detail = detail
+        super().__init__(f"{function}: the node returned an error: {detail}")
+
+
+class TransactionRejectedError(LedgerError):
+    """The node refused a signed transaction (not a revert: e.g. too little ETH for gas, bad nonce)."""
+
+    def __init__(self, function: str, detail: str) -> None:
+        self.function = function
+        self.detail = detail
+        super().__init__(f"{function}: the node rejected the transaction: {detail}")
+
+
+class TransactionTimeoutError(LedgerError, TimeoutError):
+    """A sent transaction was not mined within the timeout. It may still be mined later."""
+
+    def __init__(self, function: str, tx_hash: str, timeout_s: float) -> None:
+        self.function = function
+        self.tx_hash = tx_hash
+        self.timeout_s = timeout_s
+        super().__init__(f"{function}: transaction {tx_hash} was not mined within {timeout_s:g} s")
+
+
+class DeploymentNotFoundError(LedgerError, LookupError):
+    """No WWWServe contract where one was expected (no code, other code, or no deployment record)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# contract reverts
+
+
+class ContractRevertedError(LedgerError):
+    """A contract call reverted. `reason` is the contract's revert string ("" when it gave none)."""
+
+    def __init__(self, reason: str, function: str, tx_hash: str | None = None) -> None:
+        self.reason = reason
+        self.function = function
+        self.tx_hash = tx_hash
+        shown = reason or "reverted without a reason"
+        where = f" (tx {tx_hash})" if tx_hash else ""
+        super().__init__(f"{function}: {shown}{where}")
+
+
+class ParamsError(ContractRevertedError):
+    """The constructor rejected the deployment parameters ("Params: ...")."""
+
+
+class SortitionError(ContractRevertedError):
+    """The sortition tree refused ("Sortition: ...")."""
+
+
+class SortitionFullError(SortitionError):
+    """Every leaf of the sortition tree has an owner; no new node can register."""
+
+
+class RegistryError(ContractRevertedError):
+    """The node registry refused ("Registry: ...")."""
+
+
+class AlreadyRegisteredError(RegistryError):
+    """The sender is already a registered, active node."""
+
+
+class NotRegisteredError(RegistryError):
+    """The sender (or the origin of a duel) is not a registered, active node."""
+
+
+class EmptyPublicKeyError(RegistryError):
+    """The node's ed25519 public key is all zeros."""
+
+
+class PublicKeyTakenError(RegistryError):
+    """Another active node already registered this public key."""
+
+
+class NoModelsError(RegistryError):
+    """A node must serve at least one model."""
+
+
+class BankError(ContractRevertedError):
+    """Credits or stake accounting refused ("Bank: ...")."""
+
+
+class ZeroAmountError(BankError):
+    """The amount must be greater than zero."""
+
+
+class InsufficientCreditError(BankError):
+    """Not enough free credit for the deposit-backed operation (withdrawal, stake, duel escrow)."""
+
+
+class InsufficientStakeError(BankError):
+    """Not enough active stake to unstake that amount."""
+
+
+class NoPendingWithdrawalError(BankError):
+    """There is no pending withdrawal to cancel or pay out."""
+
+
+class WithdrawalNoticeError(BankError):
+    """The withdrawal notice period has not passed yet."""
+
+
+class NothingUnbondingError(BankError):
+    """There is no unbonding stake to withdraw."""
+
+
+class StillUnbondingError(BankError):
+    """The unbonding period has not ended yet."""
+
+
+class StakeLockedError(BankError):
+    """The stake is locked until every duel the node takes part in can no longer be open."""
+
+
+class VoucherError(ContractRevertedError):
+    """A fee voucher was refused ("Voucher: ...")."""
+
+
+class StaleVoucherError(VoucherError):
+    """The voucher's cumulative amount is not above what was already claimed."""
+
+
+class VoucherSignatureError(VoucherError):
+    """The voucher signature is malformed or was not made by the origin."""
+
+
+class VoucherUnfundedError(VoucherError):
+    """The origin has neither credit nor pending withdrawal left to pay the voucher."""
+
+
+class DuelError(ContractRevertedError):
+    """A duel operation was refused ("Duel: ...")."""
+
+
+class UnknownDuelError(DuelError):
+    """No duel has this id."""
+
+
+class DuelPartiesError(DuelError):
+    """The duelists must be two different registered nodes, neither of them the origin."""
+
+
+class DuelStateError(DuelError):
+    """The duel is not in the state this operation needs (awaiting judges, or voting)."""
+
+
+class DuelWindowError(DuelError):
+    """The operation is outside its block window (seed, draw, commit, reveal or settle)."""
+
+
+class NotAJudgeError(DuelError):
+    """The sender was not drawn as a judge of this duel."""
+
+
+class AlreadyVotedError(DuelError):
+    """The judge already committed (or revealed) a vote in this duel."""
+
+
+class VoteCommitmentError(DuelError):
+    """The commitment is empty, missing, or does not match the revealed vote and salt."""
+
+
+class InvalidVoteError(DuelError):
+    """The vote is not one of A, B, abstain or no-evidence."""
+
+
+# Every revert string in contracts/*.vy, and the class it becomes (tests/unit/test_client_errors.py
+# checks that this table and the sources agree).
+REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
+    "Params: min_stake must be > 0": ParamsError,
+    "Params: k_judges out of range": ParamsError,
+    "Params: seed_delay must be >= 1": ParamsError,
+    "Params: draw_window out of range": ParamsError,
+    "Params: windows must be >= 1": ParamsError,
+    "Params: tree_depth must be <= 24": ParamsError,
+    "Params: bps > 10000": ParamsError,
+    "Sortition: depth out of range": ParamsError,
+    "Sortition: tree full": SortitionFullError,
+    "Registry: already registered": AlreadyRegisteredError,
+    "Registry: not registered": NotRegisteredError,
+    "Registry: empty public key": EmptyPublicKeyError,
+    "Registry: public key already registered": PublicKeyTakenError,
+    "Registry: no models": NoModelsError,
+    "Bank: zero amount": ZeroAmountError,
+    "Bank: insufficient credit": InsufficientCreditError,
+    "Bank: insufficient stake": InsufficientStakeError,
+    "Bank: no pending withdrawal": NoPendingWithdrawalError,
+    "Bank: withdrawal notice not over": WithdrawalNoticeError,
+    "Bank: nothing unbonding": NothingUnbondingError,
+    "Bank: still unbonding": StillUnbondingError,
+    "Bank: stake locked by an open duel": StakeLockedError,
+    "Voucher: bad signature length": VoucherSignatureError,
+    "Voucher: malformed signature": VoucherSignatureError,
+    "Voucher: bad signature": VoucherSignatureError,
+    "Voucher: stale voucher": StaleVoucherError,
+    "Voucher: origin has no funds": VoucherUnfundedError,
+    "Duel: duelists must differ": DuelPartiesError,
+    "Duel: origin cannot duel": DuelPartiesError,
+    "Duel: duelist not registered": DuelPartiesError,
+    "Duel: unknown duel": UnknownDuelError,
+    "Duel: not awaiting judges": DuelStateError,
+    "Duel: not in voting": DuelStateError,
+    "Duel: seed block not mined yet": DuelWindowError,
+    "Duel: draw window over": DuelWindowError,
+    "Duel: draw window not over": DuelWindowError,
+    "Duel: commit window over": DuelWindowError,
+    "Duel: reveal window not open": DuelWindowError,
+    "Duel: reveal window over": DuelWindowError,
+    "Duel: reveal window not over": DuelWindowError,
+    "Duel: not a judge of this duel": NotAJudgeError,
+    "Duel: empty commitment": VoteCommitmentError,
+    "Duel: already committed": AlreadyVotedError,
+    "Duel: already revealed": AlreadyVotedError,
+    "Duel: no commitment": VoteCommitmentError,
+    "Duel: reveal does not match commitment": VoteCommitmentError,
+    "Duel: invalid vote": InvalidVoteError,
+    # an internal packing guard; reaching it means a block number or leaf outgrew its bit field
+    "Duel: field overflow": DuelError,
+}
+
+# Fallback by domain prefix, for reasons added to the contract after this table.
+REVERT_DOMAINS: dict[str, type[ContractRevertedError]] = {
+    "Params": ParamsError,
+    "Sortition": SortitionError,
+    "Registry": RegistryError,
+    "Bank": BankError,
+    "Voucher": VoucherError,
+    "Duel": DuelError,
+}
+
+
+def revert_error(reason: str, function: str, tx_hash: str | None = None) -> ContractRevertedError:
+    """The typed error for a contract revert `reason` raised while calling `function`."""
+    reason = reason.strip()
+    cls = REVERT_REASONS.get(reason)
+    if cls is None:
+        domain, sep, _ = reason.partition(":")
+        cls = REVERT_DOMAINS.get(domain.strip(), ContractRevertedError) if sep else ContractRevertedError
+    return cls(reason, function, tx_hash)
+
+
+# ---------------------------------------------------------------------------------------------
+# wallets
+
+
+class WalletError(LedgerError):
+    """A wallet (encrypted keystore) could not be created, imported or opened."""
+
+
+class InvalidWalletNameError(WalletError, ValueError):
+    """Wallet names are 1-64 characters of letters, digits, '.', '_' and '-' (no path separators)."""
+
+
+class KeystoreNotFoundError(WalletError, FileNotFoundError):
+    """No keystore file with that wallet name."""
+
+
+class KeystoreCorruptError(WalletError, ValueError):
+    """The keystore file is not a valid encrypted key (bad JSON or missing fields)."""
+
+
+class WalletExistsError(WalletError, FileExistsError):
+    """A wallet with that name already exists; wallets are never overwritten."""
+
+
+class WrongPasswordError(WalletError, ValueError):
+    """The password does not decrypt the keystore."""
+
+
+class MissingPasswordError(WalletError, ValueError):
+    """No password was given and WWWSERVE_PASSWORD is not set (or it is empty)."""
+
+
+class InvalidPrivateKeyError(WalletError, ValueError):
+    """The private key is not 32 bytes of hex within the secp256k1 range."""

@@ -1,0 +1,477 @@
+"""Send transactions for one local account, and turn every chain failure into a typed ledger error.
+
+`TxSender` owns one eth-account `LocalAccount` (keys never leave the process; nodes never need an
+unlocked account) and works over any web3 provider. Per transaction it:
+
+1. estimates gas (a revert here becomes the contract's typed error and nothing is sent) and adds a margin;
+2. reads EIP-1559 fees from the node, or a legacy gas price where the chain has no base fee;
+3. under a lock, takes the next local nonce (fetched from the node's pending count once, then counted
+   locally), signs, and sends the raw bytes. A transient transport failure resends the *same bytes*, so
+   a retry can never become a second transaction; a nonce conflict (another process used the key) first
+   checks whether our own transaction is already known, and only then re-signs once with a fresh nonce;
+4. waits for the receipt; a status-0 receipt is replayed with eth_call to recover the revert reason.
+
+`call_with_retries` gives read calls the same treatment: bounded retries with backoff for transient
+transport errors, ending in `ChainUnreachableError` naming the URL; reverts become typed errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TooManyRequests,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.types import TxReceipt
+
+from ledger.errors import (
+    ChainRequestError,
+    ChainUnreachableError,
+    LedgerError,
+    LedgerValueError,
+    TransactionRejectedError,
+    TransactionTimeoutError,
+    revert_error,
+)
+
+T = TypeVar("T")
+
+ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string), what Vyper's `assert x, "..."` emits
+_REVERT_PREFIX = "execution reverted"
+
+# Substrings of the node's answer to eth_sendRawTransaction (geth, anvil, hardhat, eth-tester).
+_ALREADY_KNOWN = ("already known", "already imported", "known transaction")
+_NONCE_CONFLICT = (
+    "nonce too low",
+    "invalid transaction nonce",
+    "replacement transaction underpriced",
+    "replacement underpriced",
+    "nonce has already been used",
+)
+
+# anvil --prune-history keeps only the newest state: a request that resolved "latest" to block N while
+# block N+1 was being mined fails with this; asking again resolves "latest" afresh.
+_RACY_NODE_ERRORS = ("BlockOutOfRangeError",)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient RPC failures (refused, reset, timed out, rate-limited) are retried."""
+
+    # total tries of one request before ChainUnreachableError
+    attempts: int = 4
+    # sleep before the 2nd try; doubled for each later try
+    backoff_s: float = 0.2
+    # cap on a single sleep
+    max_backoff_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise LedgerValueError("RetryPolicy.attempts must be >= 1")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise LedgerValueError("RetryPolicy backoffs must be >= 0")
+
+    def delays_s(self) -> Iterator[float]:
+        """The sleeps between tries (attempts - 1 of them)."""
+        delay = self.backoff_s
+        for _ in range(self.attempts - 1):
+            yield min(delay, self.max_backoff_s)
+            delay *= 2
+
+
+def connect(url: str, *, timeout_s: float = 10.0) -> Web3:
+    """A Web3 over HTTP(S) with a request timeout. web3's own HTTP retries are turned off because
+    `call_with_retries`/`TxSender` retry with their own bounded policy (two layers would multiply)."""
+    return Web3(
+        Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
+    )
+
+
+def endpoint_of(w3: Web3) -> str:
+    """The provider's endpoint for messages: URL without credentials or query, IPC path, or class name."""
+    provider = w3.provider
+    uri = getattr(provider, "endpoint_uri", None) or getattr(provider, "ipc_path", None)
+    if not uri:
+        return type(provider).__name__
+    parts = urlsplit(str(uri))
+    if not parts.scheme:
+        return str(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: transport errors (the request may not have reached the node)
+    and node answers that only reflect a race with block production."""
+    if isinstance(exc, LedgerError):
+        return False
+    if isinstance(exc, Web3RPCError):
+        message = _rpc_message(exc)
+        return any(marker in message for marker in _RACY_NODE_ERRORS)
+    # requests' ConnectionError/Timeout/HTTPError and socket errors all derive from OSError
+    return isinstance(exc, (OSError, ProviderConnectionError, RequestTimedOut, TooManyRequests))
+
+
+def decode_revert_data(data: bytes) -> str | None:
+    """The reason string of ABI-encoded `Error(string)` revert data, else None."""
+    if data[:4] != ERROR_STRING_SELECTOR:
+        return None
+    try:
+        (reason,) = abi_decode(["string"], data[4:])
+    except Exception:
+        return None
+    return str(reason)
+
+
+def _strip_revert_prefix(message: str) -> str:
+    text = message.strip()
+    if text.startswith(_REVERT_PREFIX):
+        text = text[len(_REVERT_PREFIX) :].lstrip(":").strip()
+    return text
+
+
+def revert_reason_of(exc: BaseException) -> str | None:
+    """The revert reason if `exc` reports a contract revert ("" when it had none), else None.
+
+    web3 raises ContractLogicError for nodes that speak JSON-RPC; the in-process eth-tester backend
+    raises its own TransactionFailed("execution reverted: <reason>"), recognised by name so that
+    production code does not import a test-only package.
+    """
+    if isinstance(exc, ContractLogicError):
+        data = exc.data
+        if isinstance(data, str) and data.startswith("0x"):
+            try:
+                decoded = decode_revert_data(bytes.fromhex(data[2:]))
+            except ValueError:
+                decoded = None
+            if decoded is not None:
+                return decoded
+        return _strip_revert_prefix(str(exc.message or ""))
+    if type(exc).__name__ == "TransactionFailed" and type(exc).__module__.startswith("eth_tester"):
+        return _strip_revert_prefix(str(exc))
+    if isinstance(exc, Web3RPCError) and _REVERT_PREFIX in str(exc.message or ""):
+        return _strip_revert_prefix(str(exc.message))
+    return None
+
+
+def _rpc_message(exc: BaseException) -> str:
+    if isinstance(exc, Web3RPCError) and exc.message:
+        return str(exc.message)
+    return str(exc) or type(exc).__name__
+
+
+def call_with_retries(
+    w3: Web3,
+    op: Callable[[], T],
+    *,
+    function: str,
+    retry: RetryPolicy | None = None,
+) -> T:
+    """Run one RPC operation: retry transient failures, map reverts and node errors to ledger errors.
+
+    `function` names the operation in error messages ("WWWServe.stake", "eth_getBalance").
+    """
+    policy = retry or RetryPolicy()
+    delays = policy.delays_s()
+    while True:
+        try:
+            return op()
+        except LedgerError:
+            raise
+        except Exception as exc:
+            reason = revert_reason_of(exc)
+            if reason is not None:
+                raise revert_error(reason, function) from exc
+            if is_transient(exc):
+                delay = next(delays, None)
+                if delay is None:
+                    raise ChainUnreachableError(
+                        endpoint_of(w3), f"{type(exc).__name__}: {exc} (after {policy.attempts} attempts)"
+                    ) from exc
+                time.sleep(delay)
+                continue
+            if isinstance(exc, Web3RPCError):
+                raise ChainRequestError(function, _rpc_message(exc)) from exc
+            raise
+
+
+@dataclass(frozen=True)
+class PendingTx:
+    """A transaction the node accepted but that may not be mined yet."""
+
+    tx_hash: str
+    nonce: int
+    function: str
+    # what was sent, kept to replay a failed transaction with eth_call and recover its revert reason
+    call: dict[str, Any]
+
+
+class _NonceConflictError(Exception):
+    """Internal: the node refused the nonce (used by someone else, or by a lost earlier attempt)."""
+
+
+class TxSender:
+    """Signs and sends transactions for one local account, with its own thread-safe nonce counter.
+
+    One TxSender per account per process. Several processes may use different accounts on one node
+    without coordination; two processes sharing a key are survived (nonce conflicts resync) but not
+    recommended.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        account: LocalAccount,
+        *,
+        gas_margin_bps: int = 2_000,
+        receipt_timeout_s: float = 120.0,
+        poll_interval_s: float = 0.05,
+        retry: RetryPolicy | None = None,
+        priority_fee_wei: int | None = None,
+    ) -> None:
+        """`gas_margin_bps` is added to each gas estimate (2_000 = +20 %); `priority_fee_wei` overrides the
+        node's suggested tip."""
+        if not isinstance(account, LocalAccount):
+            raise LedgerValueError("TxSender needs an eth-account LocalAccount (the key must be local)")
+        if gas_margin_bps < 0:
+            raise LedgerValueError("gas_margin_bps must be >= 0")
+        self._w3 = w3
+        self._account = account
+        self._gas_margin_bps = gas_margin_bps
+        self._receipt_timeout_s = receipt_timeout_s
+        self._poll_interval_s = poll_interval_s
+        self._retry = retry or RetryPolicy()
+        self._priority_fee_wei = priority_fee_wei
+        self._lock = threading.Lock()
+        self._next_nonce: int | None = None
+        self._chain_id: int | None = None
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def w3(self) -> Web3:
+        return self._w3
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """Checksummed address of the sending account."""
+        return self._account.address
+
+    @property
+    def account(self) -> LocalAccount:
+        return self._account
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id, read once from the node."""
+        if self._chain_id is None:
+            self._chain_id = int(self._rpc(lambda: self._w3.eth.chain_id, "eth_chainId"))
+        return self._chain_id
+
+    def reset_nonce(self) -> None:
+        """Forget the local nonce; the next send reads the pending count from the node again."""
+        with self._lock:
+            self._next_nonce = None
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(
+        self,
+        *,
+        to: str | None,
+        data: bytes | str = b"",
+        value_wei: int = 0,
+        gas: int | None = None,
+        function: str = "transaction",
+    ) -> TxReceipt:
+        """Send a transaction and wait for a successful receipt.
+
+        `to=None` deploys `data` as a contract. `gas=None` estimates it (a revert raises the typed error
+        before anything is sent). Raises ContractRevertedError subclasses, TransactionRejectedError,
+        TransactionTimeoutError or ChainUnreachableError.
+        """
+        return self.wait(self.submit(to=to, data=data, value_wei=value_wei, gas=gas, function=function))
+
+    def submit(
+        self,
+        *,
+        to: str | None,
+        data: bytes | str = b"",
+        value_wei: int = 0,
+        gas: int | None = None,
+        function: str = "transaction",
+    ) -> PendingTx:
+        """Sign and send a transaction without waiting for it to be mined."""
+        if isinstance(value_wei, bool) or not isinstance(value_wei, int) or value_wei < 0:
+            raise LedgerValueError(f"{function}: value_wei must be a non-negative int, got {value_wei!r}")
+        payload = HexBytes(data)
+        call: dict[str, Any] = {"from": self.address, "data": payload, "value": value_wei}
+        if to is not None:
+            call["to"] = Web3.to_checksum_address(to)
+        if gas is None:
+            estimate = int(self._rpc(lambda: self._w3.eth.estimate_gas(cast(Any, call)), function))
+            gas = estimate + estimate * self._gas_margin_bps // 10_000
+        fees = self._fees(function)
+        tx: dict[str, Any] = {**call, "gas": gas, "chainId": self.chain_id, **fees}
+        del tx["from"]
+        with self._lock:
+            return self._send_locked(tx, call, function)
+
+    def _send_locked(self, tx: dict[str, Any], call: dict[str, Any], function: str) -> PendingTx:
+        nonce = self._take_nonce(function)
+        tx_hash = self._sign_and_push(tx, nonce, function)
+        if tx_hash is None:
+            # Someone else holds this nonce. Our own earlier attempt may have landed (a reply lost in
+            # transit); only when it did not is it safe to sign the same call with a fresh nonce.
+            self._next_nonce = None
+            nonce = self._take_nonce(function)
+            tx_hash = self._sign_and_push(tx, nonce, function)
+            if tx_hash is None:
+                self._next_nonce = None
+                raise TransactionRejectedError(function, "nonce conflict persisted after resyncing the nonce")
+        self._next_nonce = nonce + 1
+        return PendingTx(tx_hash=tx_hash, nonce=nonce, function=function, call=dict(call, gas=tx["gas"]))
+
+    def _take_nonce(self, function: str) -> int:
+        if self._next_nonce is None:
+            address = self._account.address
+            self._next_nonce = int(
+                self._rpc(lambda: self._w3.eth.get_transaction_count(address, "pending"), function)
+            )
+        return self._next_nonce
+
+    def _sign_and_push(self, tx: dict[str, Any], nonce: int, function: str) -> str | None:
+        """Send `tx` with `nonce`; the hash once the node holds it, None on a nonce conflict."""
+        signed = self._account.sign_transaction({**tx, "nonce": nonce})
+        raw = bytes(signed.raw_transaction)
+        tx_hash = "0x" + keccak(raw).hex()
+        delays = self._retry.delays_s()
+        while True:
+            try:
+                self._w3.eth.send_raw_transaction(raw)
+                return tx_hash
+            except Exception as exc:
+                if isinstance(exc, LedgerError):
+                    raise
+                message = _rpc_message(exc).lower()
+                if any(marker in message for marker in _ALREADY_KNOWN):
+                    return tx_hash  # these exact bytes reached the node earlier
+                if any(marker in message for marker in _NONCE_CONFLICT):
+                    return tx_hash if self._is_known(tx_hash, function) else None
+                reason = revert_reason_of(exc)
+                if reason is not None:  # nodes that simulate on submission (hardhat) revert here
+                    raise revert_error(reason, function) from exc
+                if is_transient(exc):
+                    delay = next(delays, None)
+                    if delay is not None:
+                        time.sleep(delay)
+                        continue
+                    # The node may or may not hold the transaction: forget the nonce so the next send
+                    # asks the node instead of guessing.
+                    self._next_nonce = None
+                    raise ChainUnreachableError(
+                        endpoint_of(self._w3),
+                        f"{type(exc).__name__}: {exc} (after {self._retry.attempts} attempts; "
+                        f"{function} transaction {tx_hash} may or may not have reached the node)",
+                    ) from exc
+                raise TransactionRejectedError(function, _rpc_message(exc)) from exc
+
+    def _is_known(self, tx_hash: str, function: str) -> bool:
+        def lookup() -> bool:
+            try:
+                self._w3.eth.get_transaction(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return False
+            return True
+
+        return self._rpc(lookup, function)
+
+    def _fees(self, function: str) -> dict[str, int]:
+        """EIP-1559 fees (max fee = 2 x base fee + tip, so a few fuller blocks do not strand it), or a
+        legacy gas price when the latest block has no base fee or the node has no fee suggestion."""
+        block = self._rpc(lambda: self._w3.eth.get_block("latest"), function)
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is not None:
+            tip = self._priority_fee_wei
+            if tip is None:
+                try:
+                    tip = int(self._rpc(lambda: self._w3.eth.max_priority_fee, function))
+                except ChainUnreachableError:
+                    raise
+                except Exception:
+                    tip = None
+            if tip is not None:
+                return {"maxFeePerGas": 2 * int(base_fee) + tip, "maxPriorityFeePerGas": tip}
+        return {"gasPrice": int(self._rpc(lambda: self._w3.eth.gas_price, function))}
+
+    # -- receipts -----------------------------------------------------------------------------
+    def wait(self, pending: PendingTx, timeout_s: float | None = None) -> TxReceipt:
+        """Wait for `pending` to be mined; raise the typed revert error if it failed."""
+        timeout = self._receipt_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        tx_hash = HexBytes(pending.tx_hash)
+        failures = 0
+        while True:
+            try:
+                receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+                break
+            except TransactionNotFound:
+                failures = 0
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise ChainUnreachableError(
+                        endpoint_of(self._w3),
+                        f"{type(exc).__name__}: {exc} (while waiting for {pending.tx_hash})",
+                    ) from exc
+            if time.monotonic() >= deadline:
+                raise TransactionTimeoutError(pending.function, pending.tx_hash, timeout)
+            time.sleep(self._poll_interval_s)
+        if receipt["status"] == 0:
+            raise self._failed_tx_error(pending, receipt)
+        return receipt
+
+    def _failed_tx_error(self, pending: PendingTx, receipt: TxReceipt) -> LedgerError:
+        """Recover why a mined transaction failed by replaying it with eth_call.
+
+        The state just before its block is the faithful replay; with a pruned history (anvil
+        --prune-history) that state is gone, so the block itself and then latest are tried.
+        """
+        block = int(receipt["blockNumber"])
+        call = dict(pending.call)
+        for block_id in (block - 1, block, "latest"):
+            try:
+                self._w3.eth.call(cast(Any, call), block_id)
+            except Exception as exc:
+                reason = revert_reason_of(exc)
+                if reason is not None:
+                    return revert_error(reason, pending.function, pending.tx_hash)
+                continue
+            break
+        return revert_error("", pending.function, pending.tx_hash)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _rpc(self, op: Callable[[], T], function: str) -> T:
+        return call_with_retries(self._w3, op, function=function, retry=self._retry)

@@ -1,0 +1,665 @@
+"""The `wwwserve` command line.
+
+Every command reads balances and state on-chain through the typed ledger client. Bad input, a missing
+wallet, a wrong password, an unreachable chain or a contract revert print one clear line
+(`error: ...`) and exit non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wwwserve import __version__
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+
+app = typer.Typer(
+    name="wwwserve",
+    help="WWW.Serve: a decentralized network of LLM service providers with stake on an EVM chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+devnet_app = typer.Typer(help="Start, inspect and stop the local devnet (anvil) and deploy the contracts.",
+                         no_args_is_help=True)
+wallet_app = typer.Typer(help="Encrypted operator wallets (eth-account keystores).", no_args_is_help=True)
+node_app = typer.Typer(help="Register, update and leave the on-chain node registry.", no_args_is_help=True)
+credit_app = typer.Typer(help="Deposit native ETH as credit and withdraw it after the notice period.",
+                         no_args_is_help=True)
+stake_app = typer.Typer(help="Stake credit, unstake (unbonding), withdraw, and show stake tables.",
+                        no_args_is_help=True)
+duel_app = typer.Typer(help="Inspect duels recorded on-chain.", no_args_is_help=True)
+for sub, name in ((devnet_app, "devnet"), (wallet_app, "wallet"), (node_app, "node"), (credit_app, "credit"),
+                  (stake_app, "stake"), (duel_app, "duel")):
+    app.add_typer(sub, name=name)
+
+
+@dataclass
+class Options:
+    """Global options shared by every command."""
+
+    rpc_url: str
+    contract: str | None
+    wallet: str | None
+
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn the project's typed errors into one line and a non-zero exit."""
+    from devnet.anvil import DevnetError
+    from ledger.errors import LedgerError
+
+    try:
+        yield
+    except (LedgerError, DevnetError) as exc:
+        fail(str(exc))
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    rpc_url: Annotated[str, typer.Option(envvar="WWWSERVE_RPC_URL",
+                                         help="JSON-RPC URL of the chain.")] = DEFAULT_RPC_URL,
+    contract: Annotated[str | None, typer.Option(envvar="WWWSERVE_CONTRACT",
+                                                 help="WWWServe address (default: deployments/<chain>.json).")] = None,
+    wallet: Annotated[str | None, typer.Option("--wallet", "-w", envvar="WWWSERVE_WALLET",
+                                               help="Name of the keystore that signs transactions.")] = None,
+    home: Annotated[Path | None, typer.Option(envvar="WWWSERVE_HOME",
+                                              help="State directory (default ~/.wwwserve).")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"wwwserve {__version__}")
+        raise typer.Exit(0)
+    if home is not None:
+        os.environ["WWWSERVE_HOME"] = str(home)
+    ctx.obj = Options(rpc_url=rpc_url, contract=contract, wallet=wallet)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+def _opts(ctx: typer.Context) -> Options:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Options)
+    return obj
+
+
+def _web3(rpc_url: str) -> Any:
+    from web3 import Web3
+
+    from devnet.anvil import chain_id_at
+    from ledger.errors import ChainUnreachableError
+
+    if chain_id_at(rpc_url, timeout_s=3.0) is None:
+        raise ChainUnreachableError(rpc_url, "nothing answers there (start a devnet with `wwwserve devnet up`)")
+    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+
+
+def _contract_address(w3: Any, opts: Options) -> str:
+    from web3 import Web3
+
+    from ledger.deployment import load_deployment
+    from ledger.errors import DeploymentNotFoundError
+
+    if opts.contract:
+        if not Web3.is_address(opts.contract):
+            fail(f"--contract: not an address: {opts.contract!r}", 2)
+        address = str(Web3.to_checksum_address(opts.contract))
+    else:
+        address = load_deployment(w3.eth.chain_id).address
+    if not w3.eth.get_code(address):
+        raise DeploymentNotFoundError(f"no contract code at {address} on chain {w3.eth.chain_id} "
+                                      "(was the devnet restarted? run `wwwserve devnet up`)")
+    return str(address)
+
+
+def _password(confirm: bool = False) -> str:
+    env = os.environ.get("WWWSERVE_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        fail("no password: set WWWSERVE_PASSWORD or run in a terminal to be prompted")
+    pw = getpass.getpass("keystore password: ")
+    if confirm and getpass.getpass("repeat password: ") != pw:
+        fail("passwords do not match")
+    return pw
+
+
+def _account(opts: Options) -> Any:
+    from ledger.wallet import load_wallet
+
+    if not opts.wallet:
+        fail("no wallet: pass --wallet NAME (or set WWWSERVE_WALLET); create one with `wwwserve wallet new NAME`", 2)
+    return load_wallet(opts.wallet, _password())
+
+
+def _client(ctx: typer.Context, signing: bool = True) -> Any:
+    from ledger.client import WWWServeClient
+    from ledger.tx import TxSender
+
+    opts = _opts(ctx)
+    w3 = _web3(opts.rpc_url)
+    address = _contract_address(w3, opts)
+    sender = TxSender(w3, _account(opts)) if signing else None
+    return WWWServeClient(w3, address, sender)
+
+
+def _amount(text: str, what: str = "amount") -> int:
+    from ledger.errors import InvalidAmountError
+    from ledger.units import parse_amount
+
+    try:
+        wei = parse_amount(text)
+    except InvalidAmountError as exc:
+        fail(f"{what}: {exc}", 2)
+    if wei <= 0:
+        fail(f"{what} must be positive, got {text!r}", 2)
+    return int(wei)
+
+
+def _address(text: str) -> str:
+    from web3 import Web3
+
+    if not Web3.is_address(text):
+        fail(f"not an address: {text!r}", 2)
+    return str(Web3.to_checksum_address(text))
+
+
+def _fmt(wei: int) -> str:
+    from ledger.units import format_wei
+
+    return str(format_wei(wei))
+
+
+def _done(what: str, result: Any) -> None:
+    console.print(f"[green]✓[/] {what} (tx {result.tx_hash}, block {result.block_number}, gas {result.gas_used})",
+                  highlight=False)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    with friendly_errors():
+        return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------------------------
+# stake tables
+def stake_rows(client: Any, addresses: list[str]) -> list[dict[str, Any]]:
+    """On-chain balances and registry entries for `addresses`, sorted by active stake."""
+    rows = []
+    for address in addresses:
+        info = client.node(address)
+        bal = client.balances(address)
+        rows.append({"address": address, "node": info, "balances": bal})
+    rows.sort(key=lambda r: r["balances"].active_stake_wei, reverse=True)
+    return rows
+
+
+def all_node_addresses(client: Any) -> list[str]:
+    """Every address that ever registered, read from the sortition leaves on-chain (no indexer needed)."""
+    owners = (client.leaf_owner(i) for i in range(client.leaf_count()))
+    return [str(a) for a in owners if a is not None]
+
+
+def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on-chain)") -> None:
+    total_weight = client.total_weight()
+    table = Table(title=title)
+    for col in ("node", "active", "endpoint", "models", "stake", "unbonding", "credit", "route share"):
+        table.add_column(col, justify="right" if col in ("stake", "unbonding", "credit", "route share") else "left")
+    for row in stake_rows(client, addresses):
+        info, bal = row["node"], row["balances"]
+        weight = client.leaf_weight(info.leaf) if info is not None else 0
+        share = f"{100 * weight / total_weight:.1f}%" if total_weight else "-"
+        table.add_row(
+            row["address"],
+            "yes" if info is not None and info.active else "no",
+            info.endpoint if info else "-",
+            ",".join(info.models) if info else "-",
+            _fmt(bal.active_stake_wei),
+            _fmt(bal.unbonding_stake_wei),
+            _fmt(bal.credit_wei),
+            share,
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------
+# devnet
+def _devnet_state_path() -> Path:
+    from ledger.home import wwwserve_home
+
+    return wwwserve_home() / "devnet.json"
+
+
+def _is_local(rpc_url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return (urlparse(rpc_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _port_of(rpc_url: str) -> int:
+    from urllib.parse import urlparse
+
+    return urlparse(rpc_url).port or 8545
+
+
+def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Callable[[str], None]) -> Any:
+    from devnet.anvil import DEV_KEYS
+    from devnet.deploy import bring_up_demo_nodes, ensure_deployment
+
+    w3 = _web3(rpc_url)
+    deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress)
+    nodes = bring_up_demo_nodes(w3, deployment, demo_nodes, stake_wei=stake_wei, deposit_wei=stake_wei,
+                                progress=progress) if demo_nodes else []
+    return w3, deployment, nodes
+
+
+@devnet_app.command("up")
+def devnet_up(
+    ctx: typer.Context,
+    block_time: Annotated[int, typer.Option(help="Seconds per block (0 = a block per transaction).")] = 1,
+    demo_nodes: Annotated[int, typer.Option(min=0, max=16, help="Demo nodes to register and stake.")] = 1,
+    stake: Annotated[str, typer.Option(help="Stake of each demo node.")] = "1eth",
+) -> None:
+    """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
+    from devnet.anvil import chain_id_at, start_anvil
+    from ledger.home import wwwserve_home
+
+    opts = _opts(ctx)
+    stake_wei = _amount(stake, "--stake")
+
+    def go() -> None:
+        if chain_id_at(opts.rpc_url) is not None:
+            console.print(f"attaching to the chain at {opts.rpc_url}")
+        elif _is_local(opts.rpc_url):
+            home = wwwserve_home()
+            home.mkdir(parents=True, exist_ok=True)
+            node = start_anvil(port=_port_of(opts.rpc_url), block_time_s=block_time or None,
+                               log_path=home / "anvil.log", detach=True)
+            _devnet_state_path().write_text(json.dumps({"pid": node.pid, "rpcUrl": node.rpc_url,
+                                                        "log": str(home / "anvil.log")}))
+            console.print(f"started anvil (pid {node.pid}) at {node.rpc_url}")
+        else:
+            fail(f"nothing answers at {opts.rpc_url}, and it is not local, so no devnet can be started there")
+        w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print)
+        from ledger.client import WWWServeClient
+
+        client = WWWServeClient(w3, deployment.address, None)
+        console.print(f"contract {deployment.address} on chain {deployment.chain_id}; "
+                      f"record in {Path(os.environ.get('WWWSERVE_HOME', '~/.wwwserve'))}/deployments/")
+        print_stake_table(client, all_node_addresses(client))
+
+    _run(go)
+
+
+@devnet_app.command("down")
+def devnet_down() -> None:
+    """Stop the anvil started by `wwwserve devnet up`."""
+    path = _devnet_state_path()
+    if not path.exists():
+        fail("no devnet started by `wwwserve devnet up` is recorded here")
+    state = json.loads(path.read_text())
+    try:
+        os.kill(int(state["pid"]), signal.SIGTERM)
+        console.print(f"stopped anvil (pid {state['pid']})")
+    except ProcessLookupError:
+        console.print(f"anvil (pid {state['pid']}) was not running")
+    path.unlink()
+
+
+@devnet_app.command("status")
+def devnet_status(ctx: typer.Context) -> None:
+    """Is the chain up, which block, and is the contract deployed there?"""
+    from devnet.anvil import chain_id_at, rpc_call
+    from devnet.deploy import deployed_code_matches
+    from ledger.deployment import load_deployment
+    from ledger.errors import DeploymentNotFoundError
+
+    opts = _opts(ctx)
+    chain_id = chain_id_at(opts.rpc_url)
+    if chain_id is None:
+        fail(f"chain unreachable at {opts.rpc_url}")
+    block = int(str(rpc_call(opts.rpc_url, "eth_blockNumber")), 16)
+    console.print(f"chain {chain_id} at {opts.rpc_url}, block {block}")
+    try:
+        dep = load_deployment(chain_id)
+    except DeploymentNotFoundError as exc:
+        console.print(f"contract: {exc}")
+        raise typer.Exit(1) from None
+    ok = _run(lambda: deployed_code_matches(_web3(opts.rpc_url), dep.address))
+    console.print(f"contract {dep.address}: {'deployed' if ok else 'MISSING (redeploy with `wwwserve devnet up`)'}")
+    if not ok:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# up: the README's main command
+@app.command("up")
+def up(
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="Demo nodes to register and stake.")] = 3,
+    port: Annotated[int, typer.Option(help="Port of the devnet's JSON-RPC.")] = 8545,
+    block_time: Annotated[int, typer.Option(help="Seconds per block (0 = a block per transaction).")] = 1,
+    stake: Annotated[str, typer.Option(help="Stake of each demo node.")] = "1eth",
+    exit_after_setup: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
+    """Bring up a local network: devnet, contracts, N demo nodes registered and staked. Ctrl-C stops it."""
+    from devnet.anvil import chain_id_at, start_anvil
+    from ledger.client import WWWServeClient
+    from ledger.home import wwwserve_home
+
+    stake_wei = _amount(stake, "--stake")
+    rpc_url = f"http://127.0.0.1:{port}"
+    if chain_id_at(rpc_url, timeout_s=0.5) is not None:
+        fail(f"port {port} is taken by a running chain: stop it (`wwwserve devnet down`) or use --port")
+    home = wwwserve_home()
+    home.mkdir(parents=True, exist_ok=True)
+    anvil = None
+
+    def go() -> None:
+        nonlocal anvil
+        with console.status("starting anvil ...") as status:
+            anvil = start_anvil(port=port, block_time_s=block_time or None, log_path=home / "anvil.log")
+            w3, deployment, demo = _deploy_and_demo(rpc_url, nodes, stake_wei,
+                                                    lambda msg: status.update(msg))
+        client = WWWServeClient(w3, deployment.address, None)
+        console.print(f"[bold]devnet[/] {rpc_url} (chain {deployment.chain_id}), "
+                      f"contract {deployment.address}")
+        print_stake_table(client, [n.address for n in demo], title=f"{len(demo)} demo nodes, registered and staked")
+        console.print(f"In another terminal:  wwwserve --rpc-url {rpc_url} stake show --all")
+        console.print("Ctrl-C stops the network.")
+
+    try:
+        _run(go)
+        if exit_after_setup:
+            return
+        while anvil is not None and anvil.alive():
+            time.sleep(0.5)
+        if anvil is not None and anvil.killed_for_memory:
+            fail(f"anvil passed its memory cap ({anvil.memory_cap_mb} MB) and was stopped")
+        fail("anvil exited unexpectedly (see ~/.wwwserve/anvil.log)")
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        if anvil is not None:
+            anvil.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# wallet
+@wallet_app.command("new")
+def wallet_new(name: Annotated[str, typer.Argument(help="Keystore name.")]) -> None:
+    """Create a new encrypted keystore."""
+    from ledger.wallet import create_wallet
+
+    pw = _password(confirm=True)
+    w = _run(lambda: create_wallet(name, pw))
+    console.print(f"created wallet {name}: {w.address} ({w.path})", highlight=False)
+
+
+@wallet_app.command("import")
+def wallet_import(
+    name: Annotated[str, typer.Argument(help="Keystore name.")],
+    key_file: Annotated[Path | None, typer.Option(help="File holding the hex private key.")] = None,
+) -> None:
+    """Import a private key (from --key-file, $WWWSERVE_PRIVATE_KEY, or a prompt) into a keystore."""
+    from ledger.wallet import import_wallet
+
+    if key_file is not None:
+        if not key_file.exists():
+            fail(f"key file not found: {key_file}")
+        key = key_file.read_text().strip()
+    elif os.environ.get("WWWSERVE_PRIVATE_KEY"):
+        key = os.environ["WWWSERVE_PRIVATE_KEY"]
+    elif sys.stdin.isatty():
+        key = getpass.getpass("private key (hex): ")
+    else:
+        fail("no key: pass --key-file, set WWWSERVE_PRIVATE_KEY, or run in a terminal")
+    pw = _password(confirm=True)
+    w = _run(lambda: import_wallet(name, key, pw))
+    console.print(f"imported wallet {name}: {w.address} ({w.path})", highlight=False)
+
+
+@wallet_app.command("show")
+def wallet_show(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Keystore name (default: --wallet).")] = None,
+) -> None:
+    """Show a wallet's address and, if the chain is up, its ETH, credit and stake."""
+    from ledger.wallet import wallet_info
+
+    opts = _opts(ctx)
+    name = name or opts.wallet
+    if not name:
+        fail("which wallet? pass a NAME or --wallet", 2)
+    address = _run(lambda: wallet_info(name).address)
+    console.print(f"wallet {name}: {address}", highlight=False)
+
+    def balances() -> None:
+        client = _client(ctx, signing=False)
+        bal = client.balances(address)
+        console.print(f"ETH {_fmt(client.w3.eth.get_balance(address))} · credit {_fmt(bal.credit_wei)} · "
+                      f"stake {_fmt(bal.active_stake_wei)} · unbonding {_fmt(bal.unbonding_stake_wei)} · "
+                      f"pending withdrawal {_fmt(bal.pending_withdrawal_wei)}", highlight=False)
+
+    _run(balances)
+
+
+@wallet_app.command("list")
+def wallet_list() -> None:
+    """List keystores."""
+    from ledger.wallet import list_wallets
+
+    for w in _run(list_wallets):
+        console.print(f"{w.name}\t{w.address}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# node registry
+def _node_fields(endpoint: str, models: list[str], metadata: str) -> None:
+    if not endpoint.startswith(("http://", "https://")):
+        fail(f"--endpoint must be an http(s) URL, got {endpoint!r}", 2)
+    if not models:
+        fail("give at least one --model", 2)
+    try:
+        json.loads(metadata)
+    except ValueError:
+        fail(f"--metadata must be JSON, got {metadata!r}", 2)
+
+
+@node_app.command("register")
+def node_register(
+    ctx: typer.Context,
+    endpoint: Annotated[str, typer.Option(help="Public URL of the node's API.")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model served (repeat).")],
+    metadata: Annotated[str, typer.Option(help="Free JSON metadata.")] = "{}",
+) -> None:
+    """Register the wallet as a node, with a new (or existing) ed25519 identity key."""
+    from node.identity import load_or_create_identity, public_key_bytes
+
+    _node_fields(endpoint, model, metadata)
+    client = _client(ctx)
+    key = load_or_create_identity(_opts(ctx).wallet or "default")
+    result = _run(lambda: client.register(public_key_bytes(key), endpoint, model, metadata))
+    _done(f"registered {client.sender.address} with ed25519 key {public_key_bytes(key).hex()}", result)
+
+
+@node_app.command("update")
+def node_update(
+    ctx: typer.Context,
+    endpoint: Annotated[str | None, typer.Option(help="New endpoint URL.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Models served (repeat).")] = None,
+    metadata: Annotated[str | None, typer.Option(help="New JSON metadata.")] = None,
+) -> None:
+    """Change the node's endpoint, models or metadata (unspecified fields stay)."""
+    client = _client(ctx)
+    me = client.sender.address
+    info = _run(lambda: client.node(me))
+    if info is None or not info.active:
+        fail(f"{me} is not a registered node")
+    ep, ms, md = endpoint or info.endpoint, model or list(info.models), metadata or info.metadata
+    _node_fields(ep, ms, md)
+    result = _run(lambda: client.update_node(info.pubkey, ep, ms, md))
+    _done("updated node", result)
+
+
+@node_app.command("leave")
+def node_leave(ctx: typer.Context) -> None:
+    """Leave the registry: no longer routable nor a judge. Stake stays until unstaked."""
+    client = _client(ctx)
+    _done("left the network", _run(client.leave))
+
+
+@node_app.command("show")
+def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="Node address.")]) -> None:
+    """Show a node's registry entry and balances."""
+    client = _client(ctx, signing=False)
+    addr = _address(address)
+    info = _run(lambda: client.node(addr))
+    if info is None:
+        fail(f"{addr} never registered")
+    console.print(f"node {addr}: {'active' if info.active else 'left'}\n  endpoint {info.endpoint}\n"
+                  f"  models {', '.join(info.models)}\n  ed25519 {info.pubkey.hex()}\n  metadata {info.metadata}",
+                  highlight=False)
+    print_stake_table(client, [addr])
+
+
+# ------------------------------------------------------------------------------------------------
+# credit
+@credit_app.command("deposit")
+def credit_deposit(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1.5eth, 100credit")]) -> None:
+    """Deposit native ETH as credit."""
+    wei = _amount(amount)
+    client = _client(ctx)
+    _done(f"deposited {_fmt(wei)}", _run(lambda: client.deposit(wei)))
+
+
+@credit_app.command("withdraw")
+def credit_withdraw(
+    ctx: typer.Context,
+    amount: Annotated[str | None, typer.Argument(help="Amount to request; omit to complete a pending one.")] = None,
+    cancel: Annotated[bool, typer.Option(help="Cancel the pending withdrawal.")] = False,
+) -> None:
+    """Request a withdrawal (notice period), complete it once the notice is over, or cancel it."""
+    client = _client(ctx)
+    if cancel:
+        _done("cancelled the pending withdrawal", _run(client.cancel_withdrawal))
+        return
+    if amount is not None:
+        wei = _amount(amount)
+        result = _run(lambda: client.request_withdrawal(wei))
+        bal = client.balances(client.sender.address)
+        _done(f"requested withdrawal of {_fmt(wei)}; available at unix time {bal.withdrawable_at_s}", result)
+        return
+    result = _run(client.withdraw)
+    _done("withdrew the pending withdrawal to the wallet", result)
+
+
+# ------------------------------------------------------------------------------------------------
+# stake
+@stake_app.command("add")
+def stake_add(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1eth")]) -> None:
+    """Move free credit into active stake."""
+    wei = _amount(amount)
+    client = _client(ctx)
+    _done(f"staked {_fmt(wei)}", _run(lambda: client.stake(wei)))
+
+
+@stake_app.command("remove")
+def stake_remove(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 0.5eth")]) -> None:
+    """Start unbonding stake (still slashable until withdrawn)."""
+    wei = _amount(amount)
+    client = _client(ctx)
+    result = _run(lambda: client.request_unstake(wei))
+    bal = client.balances(client.sender.address)
+    _done(f"unbonding {_fmt(wei)} until unix time {bal.unbonding_end_s}", result)
+
+
+@stake_app.command("withdraw")
+def stake_withdraw(ctx: typer.Context) -> None:
+    """Move fully unbonded stake back to free credit."""
+    client = _client(ctx)
+    _done("moved unbonded stake to credit", _run(client.withdraw_stake))
+
+
+@stake_app.command("show")
+def stake_show(
+    ctx: typer.Context,
+    address: Annotated[str | None, typer.Argument(help="Address (default: --wallet's).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every node that ever registered.")] = False,
+) -> None:
+    """Stake, unbonding stake and credit, read on-chain."""
+    from ledger.wallet import wallet_info
+
+    opts = _opts(ctx)
+    client = _run(lambda: _client(ctx, signing=False))
+    if all_:
+        addresses = _run(lambda: all_node_addresses(client))
+        if not addresses:
+            console.print("no node has registered yet")
+            return
+    elif address:
+        addresses = [_address(address)]
+    elif opts.wallet:
+        addresses = [_run(lambda: wallet_info(str(opts.wallet)).address)]
+    else:
+        fail("give an ADDRESS, --wallet NAME, or --all", 2)
+    _run(lambda: print_stake_table(client, addresses))
+
+
+# ------------------------------------------------------------------------------------------------
+# duels
+@duel_app.command("show")
+def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, help="Duel id.")]) -> None:
+    """Who duelled, the hashes, the judges and their votes, and the outcome."""
+    client = _run(lambda: _client(ctx, signing=False))
+    d = _run(lambda: client.duel(duel_id))
+    table = Table(title=f"duel {duel_id}: {d.status.name.lower()}"
+                  + (f", {d.outcome.name.lower()}" if d.outcome.value else ""))
+    table.add_column("field")
+    table.add_column("value")
+    for k, v in (("origin", d.origin), ("A", d.a), ("B", d.b), ("evidence hash", "0x" + d.evidence.hex()),
+                 ("seed block", d.seed_block), ("commit until block", d.commit_end_block),
+                 ("reveal until block", d.reveal_end_block)):
+        table.add_row(k, str(v))
+    for judge, vote in zip(d.judges, d.votes, strict=False):
+        table.add_row("judge", f"{judge}: {vote.name.lower()}")
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
