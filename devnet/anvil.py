@@ -240,3 +240,14 @@ def start_anvil(
         time.sleep(0.05)
     node.stop()
     raise DevnetError(f"anvil did not answer at {url} within {ready_timeout_s:.0f} s")
+
+
+def mine(url: str, blocks: int = 1) -> None:
+    """Mine `blocks` empty blocks at once (anvil_mine); for tests and demos on an automine devnet."""
+    rpc_call(url, "anvil_mine", [hex(blocks)])
+
+
+def increase_time(url: str, seconds: int) -> None:
+    """Move the devnet clock forward and mine a block so the new time is visible to the next call."""
+    rpc_call(url, "evm_increaseTime", [seconds])
+    mine(url, 1)

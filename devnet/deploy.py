@@ -37,9 +37,12 @@ def demo_account(index: int) -> LocalAccount:
 
 
 def deployed_code_matches(w3: Web3, address: str) -> bool:
-    """True when `address` holds exactly the runtime code of the committed artifact."""
-    code = w3.eth.get_code(Web3.to_checksum_address(address))
-    return code.hex().removeprefix("0x") == load_artifact().deployed_bytecode.removeprefix("0x")
+    """True when `address` holds the runtime code of the committed artifact."""
+    try:
+        WWWServeClient(w3, address).ensure_deployed()
+    except DeploymentNotFoundError:
+        return False
+    return True
 
 
 def ensure_deployment(

@@ -19,24 +19,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from wwwserve import __version__
 
 console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 
+class _FriendlyGroup(typer.core.TyperGroup):
+    """Root command group: every typed error raised anywhere below becomes one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with friendly_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_FriendlyGroup,
     name="wwwserve",
     help="WWW.Serve: a decentralized network of LLM service providers with stake on an EVM chain.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain click usage errors: one "Error: ..." line instead of a box
+    rich_markup_mode=None,
 )
+# "-5" must reach the amount parser (which explains what is wrong) instead of being read as an option
+AMOUNT_COMMAND = {"context_settings": {"ignore_unknown_options": True}}
 devnet_app = typer.Typer(help="Start, inspect and stop the local devnet (anvil) and deploy the contracts.",
                          no_args_is_help=True)
 wallet_app = typer.Typer(help="Encrypted operator wallets (eth-account keystores).", no_args_is_help=True)
@@ -181,7 +196,7 @@ def _amount(text: str, what: str = "amount") -> int:
     try:
         wei = parse_amount(text)
     except InvalidAmountError as exc:
-        fail(f"{what}: {exc}", 2)
+        fail(str(exc) if what == "amount" else f"{what}: {exc}", 2)
     if wei <= 0:
         fail(f"{what} must be positive, got {text!r}", 2)
     return int(wei)
@@ -316,8 +331,12 @@ def devnet_up(
 
         client = WWWServeClient(w3, deployment.address, None)
         console.print(f"contract {deployment.address} on chain {deployment.chain_id}; "
-                      f"record in {Path(os.environ.get('WWWSERVE_HOME', '~/.wwwserve'))}/deployments/")
-        print_stake_table(client, all_node_addresses(client))
+                      f"record in {wwwserve_home() / 'deployments'}")
+        addresses = all_node_addresses(client)
+        if addresses:
+            print_stake_table(client, addresses)
+        else:
+            console.print("no node has registered yet")
 
     _run(go)
 
@@ -555,7 +574,7 @@ def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="N
 
 # ------------------------------------------------------------------------------------------------
 # credit
-@credit_app.command("deposit")
+@credit_app.command("deposit", **AMOUNT_COMMAND)
 def credit_deposit(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1.5eth, 100credit")]) -> None:
     """Deposit native ETH as credit."""
     wei = _amount(amount)
@@ -563,7 +582,7 @@ def credit_deposit(ctx: typer.Context, amount: Annotated[str, typer.Argument(hel
     _done(f"deposited {_fmt(wei)}", _run(lambda: client.deposit(wei)))
 
 
-@credit_app.command("withdraw")
+@credit_app.command("withdraw", **AMOUNT_COMMAND)
 def credit_withdraw(
     ctx: typer.Context,
     amount: Annotated[str | None, typer.Argument(help="Amount to request; omit to complete a pending one.")] = None,
@@ -586,7 +605,7 @@ def credit_withdraw(
 
 # ------------------------------------------------------------------------------------------------
 # stake
-@stake_app.command("add")
+@stake_app.command("add", **AMOUNT_COMMAND)
 def stake_add(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1eth")]) -> None:
     """Move free credit into active stake."""
     wei = _amount(amount)
@@ -594,7 +613,7 @@ def stake_add(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.
     _done(f"staked {_fmt(wei)}", _run(lambda: client.stake(wei)))
 
 
-@stake_app.command("remove")
+@stake_app.command("remove", **AMOUNT_COMMAND)
 def stake_remove(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 0.5eth")]) -> None:
     """Start unbonding stake (still slashable until withdrawn)."""
     wei = _amount(amount)

@@ -1,0 +1,115 @@
+"""The CLI against a real anvil: deploy, wallet, register, deposit, stake, unstake, withdraw, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from typer.testing import CliRunner
+
+from devnet.anvil import DEV_KEYS, AnvilProcess, increase_time
+from ledger.deployment import load_deployment
+from ledger.params import DeploymentParams
+from ledger.tx import TxSender, connect
+from wwwserve.cli import app
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def cli(anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> str:
+        result = runner.invoke(app, list(args), env=env)
+        out = result.output
+        assert "Traceback" not in out, out
+        assert result.exit_code == code, f"wwwserve {' '.join(args)} -> {result.exit_code}\n{out}"
+        return out
+
+    return run
+
+
+def _fund(anvil: AnvilProcess, address: str, wei: int) -> None:
+    w3 = connect(anvil.rpc_url)
+    TxSender(w3, Account.from_key(DEV_KEYS[0])).send(to=address, value_wei=wei, function="fund")
+
+
+def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProcess, wwwserve_home: Path) -> None:  # type: ignore[no-untyped-def]
+    out = cli("devnet", "up", "--demo-nodes", "0")
+    assert "attaching" in out and "deployed WWWServe" in out
+    dep = load_deployment(31337)
+    assert dep.params == DeploymentParams()
+    assert (wwwserve_home / "deployments" / "31337.json").exists()
+    # idempotent: a second `devnet up` reuses the contract
+    assert "already deployed" in cli("devnet", "up", "--demo-nodes", "0")
+    assert "deployed" in cli("devnet", "status")
+
+    out = cli("wallet", "new", "alice")
+    address = out.split(": ")[1].split()[0]
+    _fund(anvil, address, 5 * 10**18)
+    cli("-w", "alice", "node", "register", "--endpoint", "http://127.0.0.1:9000", "-m", "smollm2", "-m", "qwen3")
+    cli("-w", "alice", "credit", "deposit", "2eth")
+    cli("-w", "alice", "stake", "add", "1.5eth")
+    table = cli("stake", "show", "--all")
+    assert address in table and "1.5 ETH" in table and "100.0%" in table
+    shown = cli("-w", "alice", "wallet", "show")
+    assert "stake 1.5 ETH" in shown and "credit 0.5 ETH" in shown
+    assert "smollm2, qwen3" in cli("node", "show", address)
+
+    # unstake -> unbonding -> withdraw after the period -> credit -> withdrawal after the notice
+    cli("-w", "alice", "stake", "remove", "0.5eth")
+    out = cli("-w", "alice", "stake", "withdraw", code=1)
+    assert "still unbonding" in out
+    increase_time(anvil.rpc_url, dep.params.unbonding_period_s + 1)
+    cli("-w", "alice", "stake", "withdraw")
+    cli("-w", "alice", "credit", "withdraw", "1eth")
+    assert "notice" in cli("-w", "alice", "credit", "withdraw", code=1)
+    increase_time(anvil.rpc_url, dep.params.withdrawal_notice_s + 1)
+    before = connect(anvil.rpc_url).eth.get_balance(address)
+    cli("-w", "alice", "credit", "withdraw")
+    after = connect(anvil.rpc_url).eth.get_balance(address)
+    assert 0.99 * 10**18 < after - before <= 10**18  # 1 ETH back, minus gas
+    assert "stake 1 ETH" in cli("-w", "alice", "wallet", "show")
+
+    cli("-w", "alice", "node", "update", "--endpoint", "http://127.0.0.1:9001")
+    assert "http://127.0.0.1:9001" in cli("node", "show", address)
+    cli("-w", "alice", "node", "leave")
+    assert "left" in cli("node", "show", address)
+
+
+def test_bad_input_is_one_line_and_nonzero(cli, anvil: AnvilProcess) -> None:  # type: ignore[no-untyped-def]
+    cli("devnet", "up", "--demo-nodes", "0")
+    out = cli("wallet", "new", "bob")
+    address = out.split(": ")[1].split()[0]
+    _fund(anvil, address, 10**18)
+
+    def one_error(out: str, needle: str) -> None:
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert lines[-1].lower().startswith("error:") and needle in lines[-1], out
+
+    one_error(cli("-w", "bob", "stake", "add", "-5", code=2), "amount")
+    one_error(cli("-w", "bob", "stake", "add", "lots", code=2), "amount")
+    one_error(cli("-w", "bob", "credit", "deposit", "0", code=2), "positive")
+    one_error(cli("-w", "bob", "stake", "add", "1eth", code=1), "not registered")
+    cli("-w", "bob", "node", "register", "--endpoint", "http://127.0.0.1:9100", "-m", "m")
+    one_error(cli("-w", "bob", "stake", "add", "1eth", code=1), "insufficient credit")
+    one_error(cli("-w", "nobody", "stake", "add", "1eth", code=1), "nobody")
+    one_error(cli("-w", "bob", "stake", "add", "1eth", code=1, env={"WWWSERVE_PASSWORD": "wrong"}), "password")
+    one_error(cli("stake", "show", "0x1234", code=2), "not an address")
+    one_error(cli("stake", "show", code=2), "--all")
+    one_error(cli("--rpc-url", "http://127.0.0.1:1", "stake", "show", "--all", code=1), "unreachable")
+    one_error(cli("--contract", "0x000000000000000000000000000000000000dEaD", "stake", "show", "--all", code=1),
+              "no contract code")
+    one_error(cli("-w", "bob", "node", "register", "--endpoint", "ftp://x", "-m", "m", code=2), "http")
+    one_error(cli("-w", "bob", "node", "register", "--endpoint", "http://x", "-m", "m", "--metadata", "{", code=2),
+              "JSON")
+    one_error(cli("duel", "show", "7", code=1), "unknown duel")
+    one_error(cli("stake", "add", "1eth", code=2), "wallet")
+    # nothing above changed any state
+    assert "0 ETH" in cli("-w", "bob", "wallet", "show")
