@@ -307,7 +307,8 @@ def devnet_up(
     stake: Annotated[str, typer.Option(help="Stake of each demo node.")] = "1eth",
 ) -> None:
     """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
-    from devnet.anvil import chain_id_at, start_anvil
+    from devnet.anvil import chain_id_at
+    from devnet.supervisor import start_background
     from ledger.home import wwwserve_home
 
     opts = _opts(ctx)
@@ -319,11 +320,11 @@ def devnet_up(
         elif _is_local(opts.rpc_url):
             home = wwwserve_home()
             home.mkdir(parents=True, exist_ok=True)
-            node = start_anvil(port=_port_of(opts.rpc_url), block_time_s=block_time or None,
-                               log_path=home / "anvil.log", detach=True)
-            _devnet_state_path().write_text(json.dumps({"pid": node.pid, "rpcUrl": node.rpc_url,
+            pid = start_background(_port_of(opts.rpc_url), block_time, home / "anvil.log")
+            _devnet_state_path().write_text(json.dumps({"pid": pid, "rpcUrl": opts.rpc_url,
                                                         "log": str(home / "anvil.log")}))
-            console.print(f"started anvil (pid {node.pid}) at {node.rpc_url}")
+            console.print(f"started anvil in the background (supervisor pid {pid}) at {opts.rpc_url}; "
+                          "stop it with `wwwserve devnet down`")
         else:
             fail(f"nothing answers at {opts.rpc_url}, and it is not local, so no devnet can be started there")
         w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print)
@@ -347,13 +348,20 @@ def devnet_down() -> None:
     path = _devnet_state_path()
     if not path.exists():
         fail("no devnet started by `wwwserve devnet up` is recorded here")
+    from devnet.anvil import chain_id_at
+
     state = json.loads(path.read_text())
     try:
         os.kill(int(state["pid"]), signal.SIGTERM)
-        console.print(f"stopped anvil (pid {state['pid']})")
     except ProcessLookupError:
-        console.print(f"anvil (pid {state['pid']}) was not running")
+        console.print(f"the devnet (pid {state['pid']}) was not running")
+        path.unlink()
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and chain_id_at(state["rpcUrl"], timeout_s=0.3) is not None:
+        time.sleep(0.1)
     path.unlink()
+    console.print(f"stopped the devnet at {state['rpcUrl']}")
 
 
 @devnet_app.command("status")
