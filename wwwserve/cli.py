@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 import typer.core
 from rich.console import Console
@@ -35,7 +34,7 @@ DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 class _FriendlyGroup(typer.core.TyperGroup):
     """Root command group: every typed error raised anywhere below becomes one line and exit 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         with friendly_errors():
             return super().invoke(ctx)
 
@@ -51,7 +50,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # "-5" must reach the amount parser (which explains what is wrong) instead of being read as an option
-AMOUNT_COMMAND = {"context_settings": {"ignore_unknown_options": True}}
+AMOUNT_SETTINGS: dict[str, Any] = {"ignore_unknown_options": True}
 devnet_app = typer.Typer(help="Start, inspect and stop the local devnet (anvil) and deploy the contracts.",
                          no_args_is_help=True)
 wallet_app = typer.Typer(help="Encrypted operator wallets (eth-account keystores).", no_args_is_help=True)
@@ -73,9 +72,6 @@ class Options:
     rpc_url: str
     contract: str | None
     wallet: str | None
-
-
-T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -221,12 +217,6 @@ def _done(what: str, result: Any) -> None:
                   highlight=False)
 
 
-def _run(fn: Callable[[], T]) -> T:
-    with friendly_errors():
-        return fn()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 # ------------------------------------------------------------------------------------------------
 # stake tables
 def stake_rows(client: Any, addresses: list[str]) -> list[dict[str, Any]]:
@@ -339,7 +329,7 @@ def devnet_up(
         else:
             console.print("no node has registered yet")
 
-    _run(go)
+    go()
 
 
 @devnet_app.command("down")
@@ -383,7 +373,7 @@ def devnet_status(ctx: typer.Context) -> None:
     except DeploymentNotFoundError as exc:
         console.print(f"contract: {exc}")
         raise typer.Exit(1) from None
-    ok = _run(lambda: deployed_code_matches(_web3(opts.rpc_url), dep.address))
+    ok = (deployed_code_matches(_web3(opts.rpc_url), dep.address))
     console.print(f"contract {dep.address}: {'deployed' if ok else 'MISSING (redeploy with `wwwserve devnet up`)'}")
     if not ok:
         raise typer.Exit(1)
@@ -426,7 +416,7 @@ def up(
         console.print("Ctrl-C stops the network.")
 
     try:
-        _run(go)
+        go()
         if exit_after_setup:
             return
         while anvil is not None and anvil.alive():
@@ -449,7 +439,7 @@ def wallet_new(name: Annotated[str, typer.Argument(help="Keystore name.")]) -> N
     from ledger.wallet import create_wallet
 
     pw = _password(confirm=True)
-    w = _run(lambda: create_wallet(name, pw))
+    w = (create_wallet(name, pw))
     console.print(f"created wallet {name}: {w.address} ({w.path})", highlight=False)
 
 
@@ -472,7 +462,7 @@ def wallet_import(
     else:
         fail("no key: pass --key-file, set WWWSERVE_PRIVATE_KEY, or run in a terminal")
     pw = _password(confirm=True)
-    w = _run(lambda: import_wallet(name, key, pw))
+    w = (import_wallet(name, key, pw))
     console.print(f"imported wallet {name}: {w.address} ({w.path})", highlight=False)
 
 
@@ -488,7 +478,7 @@ def wallet_show(
     name = name or opts.wallet
     if not name:
         fail("which wallet? pass a NAME or --wallet", 2)
-    address = _run(lambda: wallet_info(name).address)
+    address = (wallet_info(name).address)
     console.print(f"wallet {name}: {address}", highlight=False)
 
     def balances() -> None:
@@ -498,7 +488,7 @@ def wallet_show(
                       f"stake {_fmt(bal.active_stake_wei)} · unbonding {_fmt(bal.unbonding_stake_wei)} · "
                       f"pending withdrawal {_fmt(bal.pending_withdrawal_wei)}", highlight=False)
 
-    _run(balances)
+    balances()
 
 
 @wallet_app.command("list")
@@ -506,7 +496,7 @@ def wallet_list() -> None:
     """List keystores."""
     from ledger.wallet import list_wallets
 
-    for w in _run(list_wallets):
+    for w in list_wallets():
         console.print(f"{w.name}\t{w.address}", highlight=False)
 
 
@@ -536,7 +526,7 @@ def node_register(
     _node_fields(endpoint, model, metadata)
     client = _client(ctx)
     key = load_or_create_identity(_opts(ctx).wallet or "default")
-    result = _run(lambda: client.register(public_key_bytes(key), endpoint, model, metadata))
+    result = (client.register(public_key_bytes(key), endpoint, model, metadata))
     _done(f"registered {client.sender.address} with ed25519 key {public_key_bytes(key).hex()}", result)
 
 
@@ -550,12 +540,12 @@ def node_update(
     """Change the node's endpoint, models or metadata (unspecified fields stay)."""
     client = _client(ctx)
     me = client.sender.address
-    info = _run(lambda: client.node(me))
+    info = (client.node(me))
     if info is None or not info.active:
         fail(f"{me} is not a registered node")
     ep, ms, md = endpoint or info.endpoint, model or list(info.models), metadata or info.metadata
     _node_fields(ep, ms, md)
-    result = _run(lambda: client.update_node(info.pubkey, ep, ms, md))
+    result = (client.update_node(info.pubkey, ep, ms, md))
     _done("updated node", result)
 
 
@@ -563,7 +553,7 @@ def node_update(
 def node_leave(ctx: typer.Context) -> None:
     """Leave the registry: no longer routable nor a judge. Stake stays until unstaked."""
     client = _client(ctx)
-    _done("left the network", _run(client.leave))
+    _done("left the network", client.leave())
 
 
 @node_app.command("show")
@@ -571,7 +561,7 @@ def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="N
     """Show a node's registry entry and balances."""
     client = _client(ctx, signing=False)
     addr = _address(address)
-    info = _run(lambda: client.node(addr))
+    info = (client.node(addr))
     if info is None:
         fail(f"{addr} never registered")
     console.print(f"node {addr}: {'active' if info.active else 'left'}\n  endpoint {info.endpoint}\n"
@@ -582,15 +572,15 @@ def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="N
 
 # ------------------------------------------------------------------------------------------------
 # credit
-@credit_app.command("deposit", **AMOUNT_COMMAND)
+@credit_app.command("deposit", context_settings=AMOUNT_SETTINGS)
 def credit_deposit(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1.5eth, 100credit")]) -> None:
     """Deposit native ETH as credit."""
     wei = _amount(amount)
     client = _client(ctx)
-    _done(f"deposited {_fmt(wei)}", _run(lambda: client.deposit(wei)))
+    _done(f"deposited {_fmt(wei)}", (client.deposit(wei)))
 
 
-@credit_app.command("withdraw", **AMOUNT_COMMAND)
+@credit_app.command("withdraw", context_settings=AMOUNT_SETTINGS)
 def credit_withdraw(
     ctx: typer.Context,
     amount: Annotated[str | None, typer.Argument(help="Amount to request; omit to complete a pending one.")] = None,
@@ -599,34 +589,34 @@ def credit_withdraw(
     """Request a withdrawal (notice period), complete it once the notice is over, or cancel it."""
     client = _client(ctx)
     if cancel:
-        _done("cancelled the pending withdrawal", _run(client.cancel_withdrawal))
+        _done("cancelled the pending withdrawal", client.cancel_withdrawal())
         return
     if amount is not None:
         wei = _amount(amount)
-        result = _run(lambda: client.request_withdrawal(wei))
+        result = (client.request_withdrawal(wei))
         bal = client.balances(client.sender.address)
         _done(f"requested withdrawal of {_fmt(wei)}; available at unix time {bal.withdrawable_at_s}", result)
         return
-    result = _run(client.withdraw)
+    result = client.withdraw()
     _done("withdrew the pending withdrawal to the wallet", result)
 
 
 # ------------------------------------------------------------------------------------------------
 # stake
-@stake_app.command("add", **AMOUNT_COMMAND)
+@stake_app.command("add", context_settings=AMOUNT_SETTINGS)
 def stake_add(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 1eth")]) -> None:
     """Move free credit into active stake."""
     wei = _amount(amount)
     client = _client(ctx)
-    _done(f"staked {_fmt(wei)}", _run(lambda: client.stake(wei)))
+    _done(f"staked {_fmt(wei)}", (client.stake(wei)))
 
 
-@stake_app.command("remove", **AMOUNT_COMMAND)
+@stake_app.command("remove", context_settings=AMOUNT_SETTINGS)
 def stake_remove(ctx: typer.Context, amount: Annotated[str, typer.Argument(help="e.g. 0.5eth")]) -> None:
     """Start unbonding stake (still slashable until withdrawn)."""
     wei = _amount(amount)
     client = _client(ctx)
-    result = _run(lambda: client.request_unstake(wei))
+    result = (client.request_unstake(wei))
     bal = client.balances(client.sender.address)
     _done(f"unbonding {_fmt(wei)} until unix time {bal.unbonding_end_s}", result)
 
@@ -635,7 +625,7 @@ def stake_remove(ctx: typer.Context, amount: Annotated[str, typer.Argument(help=
 def stake_withdraw(ctx: typer.Context) -> None:
     """Move fully unbonded stake back to free credit."""
     client = _client(ctx)
-    _done("moved unbonded stake to credit", _run(client.withdraw_stake))
+    _done("moved unbonded stake to credit", client.withdraw_stake())
 
 
 @stake_app.command("show")
@@ -648,19 +638,19 @@ def stake_show(
     from ledger.wallet import wallet_info
 
     opts = _opts(ctx)
-    client = _run(lambda: _client(ctx, signing=False))
+    client = (_client(ctx, signing=False))
     if all_:
-        addresses = _run(lambda: all_node_addresses(client))
+        addresses = (all_node_addresses(client))
         if not addresses:
             console.print("no node has registered yet")
             return
     elif address:
         addresses = [_address(address)]
     elif opts.wallet:
-        addresses = [_run(lambda: wallet_info(str(opts.wallet)).address)]
+        addresses = [(wallet_info(str(opts.wallet)).address)]
     else:
         fail("give an ADDRESS, --wallet NAME, or --all", 2)
-    _run(lambda: print_stake_table(client, addresses))
+    (print_stake_table(client, addresses))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -668,8 +658,8 @@ def stake_show(
 @duel_app.command("show")
 def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, help="Duel id.")]) -> None:
     """Who duelled, the hashes, the judges and their votes, and the outcome."""
-    client = _run(lambda: _client(ctx, signing=False))
-    d = _run(lambda: client.duel(duel_id))
+    client = (_client(ctx, signing=False))
+    d = (client.duel(duel_id))
     table = Table(title=f"duel {duel_id}: {d.status.name.lower()}"
                   + (f", {d.outcome.name.lower()}" if d.outcome.value else ""))
     table.add_column("field")
