@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -28,6 +27,7 @@ from web3.contract import Contract
 from web3.types import Wei
 
 from contracts import load_artifact
+from ledger.client import sign_voucher_offline, voucher_digest
 from ledger.db import (
     AccountRow,
     Base,
@@ -95,33 +95,12 @@ def send(w3: Web3, fn: Any, sender: str, value: int = 0, gas: int | None = 2_000
 
 
 def sign_voucher(w3: Web3, contract: Contract, key: bytes, origin: str, executor: str, amount: int) -> bytes:
-    """EIP-712 Voucher signature, cross-checked against the contract's own digest."""
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Voucher": [
-                {"name": "origin", "type": "address"},
-                {"name": "executor", "type": "address"},
-                {"name": "cumulativeAmount", "type": "uint256"},
-            ],
-        },
-        "primaryType": "Voucher",
-        "domain": {
-            "name": "WWWServe",
-            "version": "1",
-            "chainId": w3.eth.chain_id,
-            "verifyingContract": contract.address,
-        },
-        "message": {"origin": origin, "executor": executor, "cumulativeAmount": amount},
-    }
-    signed = Account.sign_message(encode_typed_data(full_message=typed), key)
-    assert signed.message_hash == contract.functions.voucherDigest(origin, executor, amount).call()
-    return bytes(signed.signature)
+    """EIP-712 Voucher signature (the client's signer), cross-checked against the contract's own digest."""
+    account = Account.from_key(key)
+    assert account.address == origin
+    digest = voucher_digest(w3.eth.chain_id, contract.address, origin, executor, amount)
+    assert digest == contract.functions.voucherDigest(origin, executor, amount).call()
+    return sign_voucher_offline(account, w3.eth.chain_id, contract.address, executor, amount)
 
 
 def eth_testing(w3: Web3) -> Any:
