@@ -115,7 +115,6 @@ claimed: public(HashMap[address, HashMap[address, uint256]])
 # Nodes are referred to by their sortition leaf, which never changes owner.
 duelInfo: HashMap[uint256, uint256]
 duelPanel: HashMap[uint256, uint256]
-duelEvidence: public(HashMap[uint256, bytes32])  # keccak256(abi_encode(qHash, aHash, bHash))
 duelCount: public(uint256)
 commitments: public(HashMap[uint256, HashMap[address, bytes32]])  # cleared on reveal
 lockedUntil: public(HashMap[address, uint256])  # block until which stake cannot be withdrawn
@@ -259,7 +258,6 @@ def __init__(
     # blockhash() only reaches 256 blocks back
     assert draw_window >= 1 and draw_window <= 250, "Params: draw_window out of range"
     assert commit_window >= 1 and reveal_window >= 1 and settle_window >= 1, "Params: windows must be >= 1"
-    assert tree_depth <= 24, "Params: tree_depth must be <= 24"
     assert gamma_bps <= BPS and minority_slash_bps <= BPS and abstain_slash_bps <= BPS, "Params: bps > 10000"
     sortition.__init__(tree_depth)
     MIN_STAKE = min_stake
@@ -285,26 +283,36 @@ def __init__(
 # ---------------------------------------------------------------------------------------------
 # internal helpers
 @internal
-def _sync_weight(node: address):
+def _set_weight(node: address, leaf: uint256):
     """@dev The routable weight is the active stake of a registered node holding >= MIN_STAKE."""
-    if not self.registeredOnce[node]:
-        return
     w: uint256 = 0
     if self.nodes[node].active and self.activeStake[node] >= MIN_STAKE:
         w = self.activeStake[node]
-    sortition._set(self.nodes[node].leaf, w)
+    sortition._set(leaf, w)
 
 
 @internal
-def _slash(node: address, amount: uint256) -> uint256:
-    """@dev Take up to `amount` from the node's active stake, then from its unbonding stake."""
+def _sync_weight(node: address):
+    if self.registeredOnce[node]:
+        self._set_weight(node, self.nodes[node].leaf)
+
+
+@internal
+def _slash(node: address, leaf: uint256, amount: uint256) -> uint256:
+    """
+    @dev Take up to `amount` from the node's active stake, then from its unbonding stake. Duel
+         parties are named by their leaf, so the caller passes it (saves two storage reads).
+    """
     act: uint256 = self.activeStake[node]
     unb: uint256 = self.unbondingStake[node]
     taken: uint256 = min(amount, act + unb)
+    if taken == 0:
+        return 0
     from_active: uint256 = min(taken, act)
     self.activeStake[node] = act - from_active
-    self.unbondingStake[node] = unb - (taken - from_active)
-    self._sync_weight(node)
+    if taken > from_active:
+        self.unbondingStake[node] = unb - (taken - from_active)
+    self._set_weight(node, leaf)
     return taken
 
 
@@ -579,11 +587,13 @@ def _panel_addresses(panel: uint256) -> DynArray[address, MAX_K]:
 @internal
 def _panel_position(panel: uint256, who: address) -> uint256:
     """@dev 1-based position of `who` on the panel, 0 if not a judge."""
-    if not self.registeredOnce[who]:
-        return 0
     leaf: uint256 = self.nodes[who].leaf
     for i: uint256 in range(self._field(panel, P_SIZE, 4), bound=MAX_K):
         if self._field(panel, i * LEAF_BITS, LEAF_BITS) == leaf:
+            # A stored leaf of 0 is also what an address that never registered reads; only the
+            # owner of leaf 0 may take that seat. (Checked only then: saves a read per vote.)
+            if leaf == 0 and sortition.leafOwner[0] != who:
+                return 0
             return i + 1
     return 0
 
@@ -621,7 +631,6 @@ def openDuel(
     info = self._with(info, I_B, LEAF_BITS, self.nodes[b].leaf)
     info = self._with(info, I_SEED, BLOCK_BITS, seed_block)
     self.duelInfo[duel_id] = info
-    self.duelEvidence[duel_id] = keccak256(abi_encode(question_hash, answer_a_hash, answer_b_hash))
     latest_end: uint256 = seed_block + DRAW_WINDOW + COMMIT_WINDOW + REVEAL_WINDOW + SETTLE_WINDOW
     self._lock(a, latest_end)
     self._lock(b, latest_end)
@@ -641,15 +650,18 @@ def openDuel(
 
 @view
 @external
-def getDuel(duel_id: uint256) -> (address, address, address, bytes32, uint256, uint256, uint256, uint8, uint8):
-    """@notice (origin, a, b, evidence, seedBlock, commitEnd, revealEnd, status, outcome)"""
+def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, uint256, uint8, uint8):
+    """
+    @notice (origin, a, b, seedBlock, commitEnd, revealEnd, status, outcome). The question and answer
+            hashes are recorded in the DuelOpened event only: nothing on-chain reads them, and keeping
+            them out of storage saves 22k gas per duel.
+    """
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
     return (
         self._owner(self._field(info, I_ORIGIN, LEAF_BITS)),
         self._owner(self._field(info, I_A, LEAF_BITS)),
         self._owner(self._field(info, I_B, LEAF_BITS)),
-        self.duelEvidence[duel_id],
         self._field(info, I_SEED, BLOCK_BITS),
         self._field(info, I_COMMIT_END, BLOCK_BITS),
         self._field(info, I_REVEAL_END, BLOCK_BITS),
@@ -793,8 +805,9 @@ def settleDuel(duel_id: uint256):
             call it; it succeeds exactly once. Majority wins: GAMMA_BPS of the loser's stake goes to
             the winner's credit; minority judges lose MINORITY_SLASH_BPS of their stake, abstaining
             and silent judges ABSTAIN_SLASH_BPS, pooled and split equally among majority judges.
-            A tie moves no stake. If a majority of judges report no evidence, nothing is slashed
-            and the origin forfeits its escrow (fees are paid as usual).
+            A tie moves no stake (and slashes nobody). If a majority of judges report no evidence,
+            the duel is voided: nothing is slashed and the escrow is paid out as fees, so the origin
+            gets back only the fees of judges that never revealed.
     """
     info: uint256 = self.duelInfo[duel_id]
     assert self._field(info, I_STATUS, 4) == convert(DUEL_VOTING, uint256), "Duel: not in voting"
@@ -820,8 +833,10 @@ def settleDuel(duel_id: uint256):
     assert (
         block.number > self._field(info, I_REVEAL_END, BLOCK_BITS) or n_revealed == size
     ), "Duel: reveal window not over"
-    a: address = self._owner(self._field(info, I_A, LEAF_BITS))
-    b: address = self._owner(self._field(info, I_B, LEAF_BITS))
+    a_leaf: uint256 = self._field(info, I_A, LEAF_BITS)
+    b_leaf: uint256 = self._field(info, I_B, LEAF_BITS)
+    a: address = self._owner(a_leaf)
+    b: address = self._owner(b_leaf)
 
     outcome: uint8 = OUTCOME_TIE
     moved: uint256 = 0
@@ -831,16 +846,18 @@ def settleDuel(duel_id: uint256):
     elif n_a != n_b:
         winner: address = a
         loser: address = b
+        loser_leaf: uint256 = b_leaf
         win_vote: uint8 = VOTE_A
         lose_vote: uint8 = VOTE_B
         outcome = OUTCOME_A_WON
         if n_b > n_a:
             winner = b
             loser = a
+            loser_leaf = a_leaf
             win_vote = VOTE_B
             lose_vote = VOTE_A
             outcome = OUTCOME_B_WON
-        moved = self._slash(loser, self._total_stake(loser) * GAMMA_BPS // BPS)
+        moved = self._slash(loser, loser_leaf, self._total_stake(loser) * GAMMA_BPS // BPS)
         if moved > 0:
             log StakeSlashed(duelId=duel_id, node=loser, amount=moved, reason=SLASH_LOST_DUEL)
             self._pay(duel_id, winner, moved, REWARD_STAKE_WON)
@@ -855,7 +872,9 @@ def settleDuel(duel_id: uint256):
             if v == lose_vote:
                 bps = MINORITY_SLASH_BPS
                 reason = SLASH_MINORITY_JUDGE
-            cut: uint256 = self._slash(judges[i], self._total_stake(judges[i]) * bps // BPS)
+            cut: uint256 = self._slash(
+                judges[i], self._field(panel, i * LEAF_BITS, LEAF_BITS), self._total_stake(judges[i]) * bps // BPS
+            )
             if cut > 0:
                 pool += cut
                 log StakeSlashed(duelId=duel_id, node=judges[i], amount=cut, reason=reason)
@@ -875,10 +894,7 @@ def settleDuel(duel_id: uint256):
     for i: uint256 in range(size, bound=MAX_K):
         if ballots[i] != VOTE_NONE:
             self._pay(duel_id, judges[i], JUDGE_FEE, REWARD_JUDGE_FEE)
-    self._pay(
-        duel_id,
-        self._owner(self._field(info, I_ORIGIN, LEAF_BITS)),
-        (K_JUDGES - n_revealed) * JUDGE_FEE,
-        REWARD_ESCROW_REFUND,
-    )
+    refund: uint256 = (K_JUDGES - n_revealed) * JUDGE_FEE
+    if refund > 0:  # look the origin up only when it gets something back
+        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), refund, REWARD_ESCROW_REFUND)
     log DuelSettled(duelId=duel_id, outcome=outcome, votesA=n_a, votesB=n_b, stakeMoved=moved, judgePool=pool)

@@ -4,9 +4,14 @@
 @title Stake-weighted sortition over a fixed-depth sum tree
 @notice Each registered node owns one leaf for life; the leaf holds the node's routable weight
         (its active stake when eligible, else 0). An internal node holds the sum of its two children,
-        so the root is the total weight. Updates and draws cost O(depth): nothing loops over nodes.
+        so the root is the total weight. Updates and draws walk one path: nothing loops over nodes.
         Draws are without replacement and can exclude a few leaves (the origin and the duelists of a
         duel): excluded weight is subtracted on the way down, so no rejection loop is needed.
+        Leaves are handed out left to right, so all weight sits in the leftmost subtree that holds
+        the allocated leaves (its root is at level `topLevel`). Only that subtree and the root are
+        kept up to date, and draws start at its root: every level above it would send the draw left
+        anyway, so skipping them gives the same leaves while updates and draws cost O(log leafCount)
+        instead of O(DEPTH).
 """
 
 MAX_DEPTH: constant(uint256) = 20
@@ -21,6 +26,8 @@ LEAVES: immutable(uint256)
 tree: HashMap[uint256, uint256]
 leafOwner: public(HashMap[uint256, address])
 leafCount: public(uint256)
+# level of the root of the leftmost subtree that covers every allocated leaf (DEPTH: just leaf 0)
+topLevel: uint256
 
 
 @deploy
@@ -28,6 +35,7 @@ def __init__(depth: uint256):
     assert depth >= 1 and depth <= MAX_DEPTH, "Sortition: depth out of range"
     DEPTH = depth
     LEAVES = 1 << depth
+    self.topLevel = depth
 
 
 @view
@@ -50,6 +58,12 @@ def _allocate(owner: address) -> uint256:
     assert leaf < LEAVES, "Sortition: tree full"
     self.leafCount = leaf + 1
     self.leafOwner[leaf] = owner
+    top: uint256 = self.topLevel
+    if leaf == 1 << (DEPTH - top):
+        # the leaf falls outside the covered subtree: cover twice as many leaves; the new right
+        # half is empty, so the new subtree root starts with the old one's sum
+        self.tree[1 << (top - 1)] = self.tree[1 << top]
+        self.topLevel = top - 1
     return leaf
 
 
@@ -61,19 +75,25 @@ def _weight(leaf: uint256) -> uint256:
 
 @internal
 def _set(leaf: uint256, weight: uint256):
-    """@dev Set a leaf's weight and fix the sums on its path to the root."""
+    """@dev Set a leaf's weight and fix the sums on its path to the covered subtree's root, and the root."""
     node: uint256 = LEAVES + leaf
     old: uint256 = self.tree[node]
     if old == weight:
         return
+    top: uint256 = 1 << self.topLevel
     for _i: uint256 in range(MAX_DEPTH + 1):
         if weight > old:
             self.tree[node] += weight - old
         else:
             self.tree[node] -= old - weight
-        if node == 1:
+        if node == top:
             break
         node = node >> 1
+    if top != 1:
+        if weight > old:
+            self.tree[1] += weight - old
+        else:
+            self.tree[1] -= old - weight
 
 
 @view
@@ -99,12 +119,14 @@ def _draw(
         total -= w
 
     drawn: DynArray[uint256, MAX_DRAW] = []
+    top_level: uint256 = self.topLevel
     for k: uint256 in range(MAX_DRAW):
         if k == count or total == 0:
             break
         r: uint256 = convert(keccak256(concat(seed, convert(k, bytes32))), uint256) % total
-        node: uint256 = 1
-        for level: uint256 in range(MAX_DEPTH):
+        # above the covered subtree all weight is on the left: start at its root
+        node: uint256 = 1 << top_level
+        for level: uint256 in range(top_level, top_level + MAX_DEPTH, bound=MAX_DEPTH):
             if level == DEPTH:
                 break
             left: uint256 = node << 1

@@ -8,7 +8,7 @@ clear `LedgerValueError` instead of an ABI or bare-revert error; rules that depe
 stay with the contract and come back as the typed errors of `ledger.errors`.
 
 Off-chain helpers mirror the contract byte for byte: `voucher_typed_data`/`sign_voucher` (EIP-712,
-domain "WWWServe" version "1"), `vote_commitment`, `duel_evidence_hash`.
+domain "WWWServe" version "1") and `vote_commitment`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ledger.errors import (
     InvalidAmountError,
     LedgerError,
     LedgerValueError,
+    UnknownDuelError,
 )
 from ledger.params import DeploymentParams
 from ledger.tx import RetryPolicy, TxSender, call_with_retries
@@ -191,7 +192,6 @@ class DuelInfo:
     origin: str
     a: str
     b: str
-    evidence: bytes
     seed_block: int
     commit_end_block: int
     reveal_end_block: int
@@ -367,19 +367,6 @@ def vote_commitment(chain_id: int, contract: str, duel_id: int, judge: str, vote
         )
     )
 
-
-def duel_evidence_hash(question_hash: bytes | str, answer_a_hash: bytes | str, answer_b_hash: bytes | str) -> bytes:
-    """keccak256(abi_encode(q, a, b)): what the contract stores as a duel's evidence."""
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32"],
-            [
-                bytes32(question_hash, "question_hash"),
-                bytes32(answer_a_hash, "answer_a_hash"),
-                bytes32(answer_b_hash, "answer_b_hash"),
-            ],
-        )
-    )
 
 
 def _plain(value: Any) -> Any:
@@ -762,13 +749,12 @@ class WWWServeClient:
     def duel(self, duel_id: int) -> DuelInfo:
         """A duel's state, judges and revealed votes; UnknownDuelError if there is none."""
         did = _uint(duel_id, "duel_id")
-        origin, a, b, evidence, seed, commit_end, reveal_end, status, outcome = self._view("getDuel", did)
+        origin, a, b, seed, commit_end, reveal_end, status, outcome = self._view("getDuel", did)
         return DuelInfo(
             duel_id=did,
             origin=str(origin),
             a=str(a),
             b=str(b),
-            evidence=bytes(evidence),
             seed_block=int(seed),
             commit_end_block=int(commit_end),
             reveal_end_block=int(reveal_end),
@@ -785,8 +771,22 @@ class WWWServeClient:
         """Revealed votes in panel order (Vote.NONE = not revealed)."""
         return tuple(Vote(v) for v in self._view("getVotes", _uint(duel_id, "duel_id")))
 
-    def duel_evidence(self, duel_id: int) -> bytes:
-        return bytes(self._view("duelEvidence", _uint(duel_id, "duel_id")))
+    def duel_hashes(self, duel_id: int, from_block: int = 0) -> tuple[bytes, bytes, bytes]:
+        """(question, answer A, answer B) hashes of a duel, from its DuelOpened event (not kept in storage).
+
+        `from_block` narrows the log search on chains whose RPC limits ranges (use the deployment block).
+        """
+        did = _uint(duel_id, "duel_id")
+        logs = self._view_raw(
+            lambda: self._contract.events.DuelOpened().get_logs(
+                from_block=from_block, argument_filters={"duelId": did}
+            ),
+            "eth_getLogs(DuelOpened)",
+        )
+        if not logs:
+            raise UnknownDuelError("Duel: unknown duel", "WWWServe.duel_hashes")
+        args = logs[0]["args"]
+        return bytes(args["questionHash"]), bytes(args["answerAHash"]), bytes(args["answerBHash"])
 
     def duel_count(self) -> int:
         """Duels opened so far (ids run 1..duel_count)."""

@@ -222,7 +222,6 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Params: seed_delay must be >= 1": ParamsError,
     "Params: draw_window out of range": ParamsError,
     "Params: windows must be >= 1": ParamsError,
-    "Params: tree_depth must be <= 24": ParamsError,
     "Params: bps > 10000": ParamsError,
     "Sortition: depth out of range": ParamsError,
     "Sortition: tree full": SortitionFullError,

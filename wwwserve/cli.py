@@ -659,12 +659,14 @@ def stake_show(
 def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, help="Duel id.")]) -> None:
     """Who duelled, the hashes, the judges and their votes, and the outcome."""
     client = (_client(ctx, signing=False))
-    d = (client.duel(duel_id))
+    d = client.duel(duel_id)
+    question, answer_a, answer_b = client.duel_hashes(duel_id)
     table = Table(title=f"duel {duel_id}: {d.status.name.lower()}"
                   + (f", {d.outcome.name.lower()}" if d.outcome.value else ""))
     table.add_column("field")
     table.add_column("value")
-    for k, v in (("origin", d.origin), ("A", d.a), ("B", d.b), ("evidence hash", "0x" + d.evidence.hex()),
+    for k, v in (("origin", d.origin), ("A", d.a), ("B", d.b), ("question hash", "0x" + question.hex()),
+                 ("answer A hash", "0x" + answer_a.hex()), ("answer B hash", "0x" + answer_b.hex()),
                  ("seed block", d.seed_block), ("commit until block", d.commit_end_block),
                  ("reveal until block", d.reveal_end_block)):
         table.add_row(k, str(v))

@@ -24,7 +24,6 @@ from ledger.client import (
     RewardReason,
     Vote,
     WWWServeClient,
-    duel_evidence_hash,
     voucher_digest,
 )
 from ledger.errors import DeploymentNotFoundError, InvalidAmountError, LedgerValueError
@@ -136,7 +135,6 @@ ABI_TO_CLIENT = {
     "commitVote": "commit_vote",
     "revealVote": "reveal_vote",
     "settleDuel": "settle_duel",
-    "duelEvidence": "duel_evidence",
     "duelCount": "duel_count",
     "commitments": "commitment",
     "totalWeight": "total_weight",
@@ -346,7 +344,7 @@ def test_duel_full_lifecycle(world: World) -> None:
     opened = c.duel(duel_id)
     assert opened.status is DuelStatus.AWAITING_JUDGES and opened.outcome is DuelOutcome.NONE
     assert (opened.origin, opened.a, opened.b) == (addr(world, "origin"), addr(world, "a"), addr(world, "b"))
-    assert opened.evidence == duel_evidence_hash(*hashes) == c.duel_evidence(duel_id)
+    assert c.duel_hashes(duel_id) == hashes
     assert opened.judges == () and opened.votes == ()
     assert c.locked_until(addr(world, "a")) > opened.seed_block
 

@@ -170,7 +170,7 @@ def build_scenario() -> Chain:
         commitment = f.voteCommitment(1, judge, chain.votes[judge], salts[judge]).call()
         send(w3, f.commitVote(1, commitment), judge)
     duel: Any = f.getDuel(1).call()
-    commit_end = duel[5]
+    commit_end = duel[4]
     mine_until(w3, commit_end)
     for judge in chain.judges:
         send(w3, f.revealVote(1, chain.votes[judge], salts[judge]), judge)
