@@ -354,6 +354,26 @@ def devnet_down() -> None:
     console.print(f"stopped the devnet at {state['rpcUrl']}")
 
 
+@devnet_app.command("fund", context_settings=AMOUNT_SETTINGS)
+def devnet_fund(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="Address to send ETH to.")],
+    amount: Annotated[str, typer.Argument(help="e.g. 5eth")] = "10eth",
+) -> None:
+    """Send native ETH from anvil's first dev account (devnet only: its key is public)."""
+    from eth_account import Account
+
+    from devnet.anvil import DEFAULT_CHAIN_ID, DEV_KEYS
+    from ledger.tx import TxSender
+
+    to, wei = _address(address), _amount(amount)
+    w3 = _web3(_opts(ctx).rpc_url)
+    if w3.eth.chain_id != DEFAULT_CHAIN_ID:
+        fail(f"`devnet fund` only works on the local devnet (chain {DEFAULT_CHAIN_ID}), not chain {w3.eth.chain_id}")
+    receipt = TxSender(w3, Account.from_key(DEV_KEYS[0])).send(to=to, value_wei=wei, function="fund")
+    console.print(f"[green]✓[/] sent {_fmt(wei)} to {to} (tx {receipt['transactionHash'].hex()})", highlight=False)
+
+
 @devnet_app.command("status")
 def devnet_status(ctx: typer.Context) -> None:
     """Is the chain up, which block, and is the contract deployed there?"""

@@ -52,7 +52,8 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
 
     out = cli("wallet", "new", "alice")
     address = out.split(": ")[1].split()[0]
-    _fund(anvil, address, 5 * 10**18)
+    cli("devnet", "fund", address, "5eth")
+    assert connect(anvil.rpc_url).eth.get_balance(address) == 5 * 10**18
     cli("-w", "alice", "node", "register", "--endpoint", "http://127.0.0.1:9000", "-m", "smollm2", "-m", "qwen3")
     cli("-w", "alice", "credit", "deposit", "2eth")
     cli("-w", "alice", "stake", "add", "1.5eth")
