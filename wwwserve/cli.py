@@ -432,7 +432,8 @@ def up(
         console.print(f"[bold]devnet[/] {rpc_url} (chain {deployment.chain_id}), "
                       f"contract {deployment.address}")
         print_stake_table(client, [n.address for n in demo], title=f"{len(demo)} demo nodes, registered and staked")
-        console.print(f"In another terminal:  wwwserve --rpc-url {rpc_url} stake show --all")
+        flag = "" if rpc_url == DEFAULT_RPC_URL else f"--rpc-url {rpc_url} "
+        console.print(f"In another terminal:  wwwserve {flag}stake show --all")
         console.print("Ctrl-C stops the network.")
 
     try:
