@@ -1,0 +1,599 @@
+"""A backend that talks to any OpenAI-compatible server (vLLM, SGLang, llama.cpp server) over HTTP.
+
+Generation is `POST /v1/chat/completions` or `/v1/completions`, whole or streamed (SSE `data:` events
+ending with `data: [DONE]`; usage is requested with `stream_options.include_usage`). Each request
+runs in its own task so that `abort(request_id)` can cancel it: cancelling closes the HTTP connection,
+which is how vLLM and SGLang learn that a request is abandoned and free its KV cache.
+
+Health and model discovery use `GET /v1/models` (vLLM also reports each model's `max_model_len`
+there). Load comes from the server's Prometheus `/metrics` when it has one: vLLM
+(`vllm:kv_cache_usage_perc`, older `vllm:gpu_cache_usage_perc`, `vllm:num_requests_running`,
+`vllm:num_requests_waiting`), SGLang (`sglang:token_usage`, `sglang:num_running_reqs`,
+`sglang:num_queue_reqs`) or llama.cpp (`llamacpp:kv_cache_usage_ratio`, `llamacpp:requests_processing`,
+`llamacpp:requests_deferred`). Without metrics it is estimated from this backend's own in-flight
+requests against `max_concurrency`.
+
+Upstream failures become the node's typed errors: connection failures and 5xx →
+`BackendUnavailableError`; timeouts → `UpstreamTimeoutError`; a 400 about the context length →
+`ContextLengthExceededError`; 429 → `OverloadedError`; other 4xx → `InvalidRequestError` carrying the
+upstream message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from node.backends.base import (
+    BackendLoad,
+    GenerationAbortedError,
+    GenerationRequest,
+    GenerationResult,
+    StreamDelta,
+    estimate_tokens,
+    normalize_finish_reason,
+)
+from node.errors import (
+    BackendUnavailableError,
+    ContextLengthExceededError,
+    InvalidRequestError,
+    NodeError,
+    OverloadedError,
+    UpstreamTimeoutError,
+)
+from node.protocol import FinishReason
+
+__all__ = [
+    "MetricsLoad",
+    "OpenAIBackend",
+    "PrometheusSample",
+    "SSEDecoder",
+    "error_from_upstream",
+    "load_from_metrics",
+    "parse_prometheus_text",
+]
+
+logger = logging.getLogger(__name__)
+
+# Metric names in order of preference; the first present in a scrape wins.
+KV_USAGE_METRICS = (
+    "vllm:kv_cache_usage_perc",  # vLLM V1 (a fraction despite the name)
+    "vllm:gpu_cache_usage_perc",  # vLLM V0 and older V1 releases
+    "sglang:token_usage",
+    "llamacpp:kv_cache_usage_ratio",
+)
+RUNNING_METRICS = ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing")
+WAITING_METRICS = ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "llamacpp:requests_deferred")
+
+_CONTEXT_WORDING = re.compile(
+    r"context length|context_length|context window|context size|exceed_context|max_model_len|"
+    r"maximum model length|n_ctx",
+    re.IGNORECASE,
+)
+_MAX_CONTEXT_NUMBER = re.compile(r"(?:maximum context length is|context length \()\s*(\d+)", re.IGNORECASE)
+_UPSTREAM_MESSAGE_LIMIT = 1000  # characters of an upstream error message passed on to the user
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus text format
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSample:
+    """One sample line of a Prometheus text exposition."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+_SAMPLE_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?\s*$")
+_LABEL_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_LABEL_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _parse_labels(text: str) -> dict[str, str] | None:
+    inner = text[1:-1]
+    labels: dict[str, str] = {}
+    pos = 0
+    while pos < len(inner):
+        if not inner[pos:].strip():
+            break
+        match = _LABEL_PAIR.match(inner, pos)
+        if match is None:
+            return None
+        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _LABEL_UNESCAPE[m.group(0)], match.group(2))
+        pos = match.end()
+    return labels
+
+
+def parse_prometheus_text(text: str) -> list[PrometheusSample]:
+    """Samples of a Prometheus text page; comments, blank and malformed lines are skipped, not fatal.
+
+    Values follow the format's float spelling (`NaN`, `+Inf`, `1e-3`); an optional timestamp is ignored.
+    """
+    samples: list[PrometheusSample] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE_LINE.match(line)
+        if match is None:
+            continue
+        name, label_text, value_text = match.groups()
+        labels = _parse_labels(label_text) if label_text else {}
+        if labels is None:
+            continue
+        try:
+            value = float(value_text)
+        except ValueError:
+            continue
+        samples.append(PrometheusSample(name, labels, value))
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsLoad:
+    """What a metrics scrape said about load; None where the server exports no such metric."""
+
+    kv_usage: float | None
+    running: int | None
+    waiting: int | None
+
+
+def _values(samples: Iterable[PrometheusSample], names: tuple[str, ...], model: str | None) -> list[float]:
+    by_name: dict[str, list[float]] = {}
+    for sample in samples:
+        if sample.name in names and not math.isnan(sample.value):
+            served = sample.labels.get("model_name")
+            if model is not None and served is not None and served != model:
+                continue
+            by_name.setdefault(sample.name, []).append(sample.value)
+    for name in names:
+        if name in by_name:
+            return by_name[name]
+    return []
+
+
+def load_from_metrics(samples: Iterable[PrometheusSample], model: str | None = None) -> MetricsLoad:
+    """The load a vLLM / SGLang / llama.cpp scrape reports, summed over engines (data-parallel ranks).
+
+    KV usage is the mean over engines: a data-parallel server routes each request to its least
+    loaded engine, so the mean says how much room the server as a whole has. With `model`, samples
+    labelled with another `model_name` are ignored.
+    """
+    listed = list(samples)
+    kv = _values(listed, KV_USAGE_METRICS, model)
+    running = _values(listed, RUNNING_METRICS, model)
+    waiting = _values(listed, WAITING_METRICS, model)
+    return MetricsLoad(
+        kv_usage=min(1.0, max(0.0, sum(kv) / len(kv))) if kv else None,
+        running=max(0, round(sum(running))) if running else None,
+        waiting=max(0, round(sum(waiting))) if waiting else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# server-sent events
+
+
+class SSEDecoder:
+    """Assembles SSE lines into event payloads (`data:` lines joined by newlines; others ignored)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """Feed one line (without its newline); returns an event's data when a blank line ends it."""
+        if not line:
+            return self.flush()
+        if line.startswith(":"):
+            return None  # comment / keep-alive
+        field_name, _, value = line.partition(":")
+        if field_name == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def flush(self) -> str | None:
+        """The pending event's data, if any (also used at end of stream without a trailing blank line)."""
+        if not self._data:
+            return None
+        data = "\n".join(self._data)
+        self._data = []
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# error mapping
+
+
+def _upstream_error_fields(body: str) -> tuple[str, dict[str, Any]]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.strip()[:_UPSTREAM_MESSAGE_LIMIT], {}
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message", ""))[:_UPSTREAM_MESSAGE_LIMIT], error
+        if isinstance(error, str):
+            return error[:_UPSTREAM_MESSAGE_LIMIT], parsed
+        for key in ("message", "detail"):  # older vLLM: {"object": "error", "message": ...}; FastAPI
+            if isinstance(parsed.get(key), str):
+                return parsed[key][:_UPSTREAM_MESSAGE_LIMIT], parsed
+    return body.strip()[:_UPSTREAM_MESSAGE_LIMIT], {}
+
+
+def _retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    value = (headers or {}).get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 and math.isfinite(seconds) else None
+
+
+def _int_field(fields: Mapping[str, Any], key: str) -> int | None:
+    value = fields.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def error_from_upstream(status: int, body: str, headers: Mapping[str, str] | None = None) -> NodeError:
+    """The node error for an upstream HTTP error answer (status, raw body, response headers)."""
+    message, fields = _upstream_error_fields(body)
+    code = str(fields.get("code") or "") + " " + str(fields.get("type") or "")
+    if status in (408, 504):
+        return UpstreamTimeoutError()
+    if status == 429:
+        return OverloadedError(
+            "The model backend is saturated. Please retry later.", retry_after_s=_retry_after_s(headers)
+        )
+    if status >= 500 or status in (401, 403):
+        # The user cannot fix a crashed engine or this node's credentials: a retryable 503, details in the log.
+        logger.warning("model backend answered %d: %s", status, message)
+        return BackendUnavailableError(retry_after_s=_retry_after_s(headers))
+    if _CONTEXT_WORDING.search(message) or _CONTEXT_WORDING.search(code):
+        found = _MAX_CONTEXT_NUMBER.search(message)
+        max_context = int(found.group(1)) if found else _int_field(fields, "n_ctx")
+        return ContextLengthExceededError(
+            message or None, prompt_tokens=_int_field(fields, "n_prompt_tokens"), max_context_tokens=max_context
+        )
+    param = fields.get("param")
+    return InvalidRequestError(
+        message or f"The model backend rejected the request ({status}).",
+        param=param if isinstance(param, str) else None,
+    )
+
+
+def _from_transport_error(exc: httpx.HTTPError) -> NodeError:
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        # No connection at all is an unavailable backend, not a slow model.
+        return BackendUnavailableError("The model backend is not reachable. Please retry later.")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError()
+    logger.warning("model backend transport error: %r", exc)
+    return BackendUnavailableError()
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+
+_END = object()  # stream queue sentinel: the stream is over (normally, or aborted)
+
+
+class OpenAIBackend:
+    """A `Backend` over an OpenAI-compatible HTTP server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        models: list[str] | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 600.0,
+        metrics_url: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        *,
+        name: str | None = None,
+        max_concurrency: int = 16,
+        metrics_ttl_s: float = 0.5,
+        health_timeout_s: float = 5.0,
+    ) -> None:
+        if timeout_s <= 0 or max_concurrency < 1:
+            raise ValueError("timeout_s must be > 0 and max_concurrency >= 1")
+        root = base_url.rstrip("/")
+        # Accept both http://host:8000 and http://host:8000/v1 (what OpenAI clients are given).
+        self._root = root[: -len("/v1")] if root.endswith("/v1") else root
+        self.name = name or f"openai:{self._root}"
+        self.models: list[str] = list(models) if models is not None else []
+        self._discover = models is None
+        # timeout_s bounds each wait (connect, or the gap between bytes), so a long stream that keeps
+        # producing is never cut, while a server that stops answering is.
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._health_timeout = httpx.Timeout(min(health_timeout_s, timeout_s))
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._metrics_url = metrics_url or f"{self._root}/metrics"
+        self._metrics_ttl_s = metrics_ttl_s
+        self.max_concurrency = max_concurrency
+        self._owns_client = client is None
+        # The engine queues requests itself, so the pool must not cap concurrency below it.
+        self._client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        )
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._aborted: set[str] = set()
+        self._context_tokens: dict[str, int] = {}  # model -> max_model_len, from /v1/models
+        self._models_fetched = False
+        self._metrics: MetricsLoad | None = None
+        self._metrics_at = -math.inf
+        self._metrics_lock = asyncio.Lock()
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def _body(self, req: GenerationRequest, stream: bool) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": req.model, "stream": stream}
+        if req.is_chat:
+            path, body["messages"] = "/v1/chat/completions", req.messages
+        else:
+            path, body["prompt"] = "/v1/completions", req.prompt
+        for key in ("max_tokens", "temperature", "top_p", "seed"):
+            value = getattr(req, key)
+            if value is not None:
+                body[key] = value
+        if req.stop:
+            body["stop"] = req.stop
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return self._root + path, body
+
+    def _register(self, request_id: str, task: asyncio.Task[Any]) -> None:
+        if request_id in self._tasks:
+            task.cancel()
+            raise ValueError(f"request {request_id} is already in flight")
+        self._tasks[request_id] = task
+
+    def _unregister(self, request_id: str, task: asyncio.Task[Any]) -> None:
+        if self._tasks.get(request_id) is task:
+            del self._tasks[request_id]
+            self._aborted.discard(request_id)
+
+    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
+        try:
+            response = await self._client.post(url, json=body, headers=self._headers, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise _from_transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise error_from_upstream(response.status_code, response.text, response.headers)
+        try:
+            return response.json()
+        except ValueError:
+            logger.warning("model backend answered with invalid JSON: %.200r", response.text)
+            raise BackendUnavailableError() from None
+
+    async def generate(self, req: GenerationRequest) -> GenerationResult:
+        """One non-streamed request; the HTTP call is a task of its own so that `abort` can cancel it."""
+        url, body = self._body(req, stream=False)
+        task = asyncio.create_task(self._post_json(url, body))
+        self._register(req.request_id, task)
+        try:
+            data = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if req.request_id in self._aborted and (current is None or not current.cancelling()):
+                raise GenerationAbortedError(req.request_id) from None
+            raise
+        finally:
+            self._unregister(req.request_id, task)
+        return self._result(req, data)
+
+    def _result(self, req: GenerationRequest, data: Any) -> GenerationResult:
+        try:
+            choice = data["choices"][0]
+            text = (choice["message"].get("content") if req.is_chat else choice.get("text")) or ""
+            finish = normalize_finish_reason(choice.get("finish_reason"))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            logger.warning("model backend answer has no choice: %.200r", data)
+            raise BackendUnavailableError() from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+        return GenerationResult(
+            text=str(text),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else estimate_tokens(req.prompt_text),
+            completion_tokens=completion_tokens if isinstance(completion_tokens, int) else estimate_tokens(str(text)),
+        )
+
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        """Stream deltas; a producer task reads the SSE response so that `abort` can cancel it."""
+        url, body = self._body(req, stream=True)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        producer = asyncio.create_task(self._pump(req, url, body, queue))
+        self._register(req.request_id, producer)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._unregister(req.request_id, producer)
+            if not producer.done():
+                # The consumer left (client disconnect, error): close the upstream request too.
+                producer.cancel()
+                await asyncio.wait([producer])
+
+    async def _pump(self, req: GenerationRequest, url: str, body: dict[str, Any], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async with self._client.stream(
+                "POST", url, json=body, headers=self._headers, timeout=self._timeout
+            ) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode("utf-8", errors="replace")
+                    raise error_from_upstream(response.status_code, text, response.headers)
+                await self._read_events(req, response, queue)
+        except asyncio.CancelledError:
+            queue.put_nowait(_END)  # aborted: the stream ends without a final delta
+            raise
+        except NodeError as exc:
+            queue.put_nowait(exc)
+        except httpx.HTTPError as exc:
+            queue.put_nowait(_from_transport_error(exc))
+        except Exception as exc:
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_END)
+
+    async def _read_events(self, req: GenerationRequest, response: httpx.Response, queue: asyncio.Queue[Any]) -> None:
+        decoder = SSEDecoder()
+        finish: FinishReason | None = None
+        usage: dict[str, Any] = {}
+        text_deltas = 0
+        done = False
+
+        def handle(data: str) -> bool:
+            nonlocal finish, usage, text_deltas
+            if data.strip() == "[DONE]":
+                return True
+            try:
+                event = json.loads(data)
+            except ValueError:
+                logger.warning("model backend sent a malformed stream event: %.200r", data)
+                raise BackendUnavailableError() from None
+            if not isinstance(event, dict):
+                return False
+            if "error" in event:
+                # vLLM reports failures after the first byte as an error event inside the stream.
+                error = event["error"]
+                status = error.get("code") if isinstance(error, dict) else None
+                status = status if isinstance(status, int) and 400 <= status < 600 else 500
+                raise error_from_upstream(status, json.dumps(event))
+            for choice in event.get("choices") or []:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") if req.is_chat else choice
+                piece = delta.get("content") if req.is_chat and isinstance(delta, dict) else choice.get("text")
+                if isinstance(piece, str) and piece:
+                    text_deltas += 1
+                    queue.put_nowait(StreamDelta(text=piece))
+                if choice.get("finish_reason") is not None:
+                    finish = normalize_finish_reason(choice["finish_reason"])
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            return False
+
+        async for line in response.aiter_lines():
+            data = decoder.feed(line)
+            if data is not None and handle(data):
+                done = True
+                break
+        if not done:
+            tail = decoder.flush()
+            done = tail is not None and handle(tail)
+        if not done and finish is None:
+            raise BackendUnavailableError("The model backend closed the stream before it finished. Please retry.")
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+        queue.put_nowait(
+            StreamDelta(
+                finish_reason=finish or "stop",
+                prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
+                # Without usage, one delta per token is what vLLM/SGLang send: a fair estimate.
+                completion_tokens=completion_tokens if isinstance(completion_tokens, int) else text_deltas,
+            )
+        )
+
+    async def abort(self, request_id: str) -> None:
+        """Cancel the request's HTTP call; the closed connection makes the server drop the request."""
+        task = self._tasks.get(request_id)
+        if task is not None and not task.done():
+            self._aborted.add(request_id)
+            task.cancel()
+
+    # ---- health, models, load ---------------------------------------------------------------
+
+    async def discover_models(self) -> list[str]:
+        """The model ids `GET /v1/models` lists (and their `max_model_len` where given)."""
+        try:
+            response = await self._client.get(
+                f"{self._root}/v1/models", headers=self._headers, timeout=self._health_timeout
+            )
+        except httpx.HTTPError as exc:
+            raise _from_transport_error(exc) from exc
+        if response.status_code != 200:
+            raise error_from_upstream(response.status_code, response.text, response.headers)
+        try:
+            cards = response.json()["data"]
+            ids = [str(card["id"]) for card in cards]
+        except (ValueError, KeyError, TypeError):
+            raise BackendUnavailableError("The model backend's model list is malformed.") from None
+        for card in cards:
+            length = card.get("max_model_len")
+            if isinstance(length, int) and length > 0:
+                self._context_tokens[str(card["id"])] = length
+        self._models_fetched = True
+        if self._discover:
+            self.models = ids
+        return ids
+
+    async def health(self) -> bool:
+        """True when `GET /v1/models` answers (refreshes discovered models); never raises."""
+        try:
+            await self.discover_models()
+        except NodeError:
+            return False
+        return True
+
+    async def _scrape(self) -> MetricsLoad | None:
+        try:
+            response = await self._client.get(self._metrics_url, headers=self._headers, timeout=self._health_timeout)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        model = self.models[0] if len(self.models) == 1 else None
+        metrics = load_from_metrics(parse_prometheus_text(response.text), model)
+        if metrics.kv_usage is None and metrics.running is None and metrics.waiting is None:
+            return None  # a /metrics page, but not an engine we know
+        return metrics
+
+    async def load(self) -> BackendLoad:
+        """Metrics-based load (scraped at most every `metrics_ttl_s`), else estimated from in-flight requests."""
+        if not self._models_fetched:
+            await self.health()  # learns max_model_len once; a failure just leaves it unknown
+            self._models_fetched = True
+        async with self._metrics_lock:
+            now = time.monotonic()
+            if now - self._metrics_at >= self._metrics_ttl_s:
+                self._metrics = await self._scrape()
+                self._metrics_at = time.monotonic()
+            metrics = self._metrics
+        in_flight = len(self._tasks)
+        kv_usage = metrics.kv_usage if metrics and metrics.kv_usage is not None else None
+        running = metrics.running if metrics and metrics.running is not None else in_flight
+        waiting = metrics.waiting if metrics and metrics.waiting is not None else 0
+        if kv_usage is None:
+            kv_usage = min(1.0, (running + waiting) / self.max_concurrency)
+        limits = [self._context_tokens[m] for m in self.models if m in self._context_tokens]
+        return BackendLoad(
+            kv_usage=kv_usage, running=running, waiting=waiting, max_context_tokens=min(limits) if limits else None
+        )
+
+    async def aclose(self) -> None:
+        """Cancel in-flight requests and close the HTTP client if this backend created it."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
+        if self._owns_client:
+            await self._client.aclose()
