@@ -136,11 +136,13 @@ class FakeBackend:
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         """Word by word; an aborted stream just ends, without a final delta."""
-        try:
-            async for delta in self._run(req):
-                yield delta
-        except _AbortedError:
-            return
+        # close the inner generator explicitly, so an abandoned stream frees its slot at once, not at GC
+        async with contextlib.aclosing(self._run(req)) as inner:
+            try:
+                async for delta in inner:
+                    yield delta
+            except _AbortedError:
+                return
 
     async def abort(self, request_id: str) -> None:
         """Stop an in-flight request at its next word (or while it waits for a slot)."""

@@ -1,0 +1,410 @@
+"""The node's HTTP app: the OpenAI-compatible user API served from this node's own backends.
+
+Routes stay thin: check the API key, read the body within the size limit, validate it with the
+`node.protocol` models, hand it to the Request manager, and format the answer, each with the
+executor's signed `wwwserve` attestation (`node.signing`). Every error leaves in the OpenAI shape
+(`node.errors`): as a JSON answer when nothing was sent yet, as an SSE error event plus `[DONE]` when
+a stream had already started.
+
+Delegation to peers and chain calls are not wired in yet: every request runs locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import nacl.signing
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from node.backends.base import Backend, GenerationRequest
+from node.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    from_validation_error,
+    install_error_handlers,
+    sse_error_events,
+)
+from node.managers.model import ModelManager
+from node.managers.request import LocalStream, RequestManager
+from node.metrics import PROMETHEUS_CONTENT_TYPE, Metrics, MetricsMiddleware
+from node.protocol import (
+    SSE_DONE,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionDelta,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+    new_request_id,
+    sse_event,
+)
+from node.settings import NodeSettings
+from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
+
+__all__ = ["EXECUTOR_HEADER", "ROUTES", "create_app"]
+
+M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
+
+EXECUTOR_HEADER = "X-WWWServe-Executor"
+"""Names the node that executed a request; sent on every generation answer, streamed or not."""
+
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity; JSON does not, and canonical hashing of the prompt cannot.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_body(request: Request, limit_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit_bytes` (header or bytes read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit_bytes:
+                raise RequestTooLargeError(limit_bytes)
+        except ValueError:
+            raise InvalidRequestError("The Content-Length header is not a number.") from None
+    chunks: list[bytes] = []
+    size = 0
+    # Counted while streaming too: a chunked body has no Content-Length to trust.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise RequestTooLargeError(limit_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise InvalidRequestError("The request needs a JSON body.", code="missing_body")
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
+    return data
+
+
+def _validate(model: type[M], data: Mapping[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always runs `on_close`, even when the client disconnects mid-stream.
+
+    Starlette neither closes the body iterator nor runs background tasks on a disconnect, so without
+    this the backend would keep generating for nobody.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: under a cancelled scope every await would be cancelled again at once.
+            with anyio.CancelScope(shield=True):
+                await self._on_close()
+
+
+class _Signer:
+    """Builds the `wwwserve` extension: the executor's signature over one request's result."""
+
+    def __init__(self, key: nacl.signing.SigningKey, node_address: str, chain_id: int) -> None:
+        self.key = key
+        self.node_address = check_address(node_address, "node_address")
+        self.chain_id = chain_id
+
+    def sign(
+        self, request_id: str, prompt: Sequence[Mapping[str, Any]] | str, model: str, output: str
+    ) -> dict[str, Any]:
+        """`SignedResult.to_json()` of this node's claim over one result, route = [this node]."""
+        claim = ResultClaim(
+            chain_id=self.chain_id,
+            request_id=request_id,
+            prompt_sha256=prompt_hash(prompt, model),
+            output_sha256=sha256_text(output),
+            model=model,
+            executor=self.node_address,
+            timestamp_ms=int(time.time() * 1000),
+        )
+        return sign_result(self.key, claim, route=[self.node_address]).to_json()
+
+
+def create_app(
+    settings: NodeSettings,
+    backends: list[Backend],
+    signing_key: nacl.signing.SigningKey,
+    node_address: str,
+    chain_id: int,
+    *,
+    queue_limit: int | None = None,
+) -> FastAPI:
+    """The node's FastAPI app serving `backends` locally.
+
+    At most `settings.server.max_concurrent_requests` generations run at once; `queue_limit` more may
+    wait (default: as many as may run). `node_address` is the node's on-chain id, named as executor.
+    """
+    server = settings.server
+    model_manager = ModelManager(backends)
+    requests = RequestManager(
+        model_manager,
+        max_concurrent=server.max_concurrent_requests,
+        queue_limit=server.max_concurrent_requests if queue_limit is None else queue_limit,
+        request_timeout_s=server.request_timeout_s,
+    )
+    signer = _Signer(signing_key, node_address, chain_id)
+    metrics = Metrics(known_routes=ROUTES)
+    api_keys = [key.get_secret_value().encode() for key in server.api_keys]
+    executor_headers = {EXECUTOR_HEADER: signer.node_address}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await model_manager.aclose()
+
+    app = FastAPI(
+        title="wwwserve node", strict_content_type=False, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.model_manager = model_manager
+    app.state.request_manager = requests
+    app.state.metrics = metrics
+
+    def check_api_key(request: Request) -> None:
+        if not api_keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = token.strip().encode()
+        # Compare against every key (no early exit) in constant time, so timing reveals nothing.
+        matched = False
+        for key in api_keys:
+            matched |= hmac.compare_digest(presented, key)
+        if scheme.lower() != "bearer" or not matched:
+            raise AuthenticationError()
+
+    async def read_request(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
+        check_api_key(request)
+        data = _parse_json_object(await _read_body(request, server.max_body_bytes))
+        return _validate(model, data), data
+
+    def stream_response(stream: LocalStream, events: AsyncIterator[bytes]) -> Response:
+        return _ClosingStreamingResponse(
+            events,
+            on_close=stream.aclose,
+            media_type="text/event-stream",
+            headers={**_SSE_HEADERS, **executor_headers},
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        req, raw = await read_request(request, ChatCompletionRequest)
+        request_id = new_request_id("chatcmpl")
+        greq = GenerationRequest.from_chat(req, request_id)
+        # The prompt hash covers the messages exactly as the client sent them (node.signing).
+        messages: list[Mapping[str, Any]] = raw["messages"]
+        if not req.stream:
+            result = await requests.generate(greq)
+            body = ChatCompletionResponse(
+                id=request_id,
+                model=req.model,
+                choices=[
+                    ChatCompletionChoice(
+                        message=ChatCompletionMessage(content=result.text), finish_reason=result.finish_reason
+                    )
+                ],
+                usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+                wwwserve=signer.sign(request_id, messages, req.model, result.text),
+            )
+            return JSONResponse(body.model_dump(), headers=executor_headers)
+        stream = await requests.open_stream(greq)
+        created = int(time.time())
+
+        async def events() -> AsyncIterator[bytes]:
+            pieces: list[str] = []
+            try:
+                yield sse_event(
+                    ChatCompletionChunk(
+                        id=request_id,
+                        created=created,
+                        model=req.model,
+                        choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))],
+                    )
+                )
+                async for delta in stream:
+                    if delta.text:
+                        pieces.append(delta.text)
+                        yield sse_event(
+                            ChatCompletionChunk(
+                                id=request_id,
+                                created=created,
+                                model=req.model,
+                                choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=delta.text))],
+                            )
+                        )
+                    if delta.finish_reason is None:
+                        continue
+                    attestation = signer.sign(request_id, messages, req.model, "".join(pieces))
+                    usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
+                    yield sse_event(
+                        ChatCompletionChunk(
+                            id=request_id,
+                            created=created,
+                            model=req.model,
+                            choices=[
+                                ChatCompletionChunkChoice(
+                                    delta=ChatCompletionDelta(), finish_reason=delta.finish_reason
+                                )
+                            ],
+                            wwwserve=None if req.include_usage else attestation,
+                        )
+                    )
+                    if req.include_usage:
+                        yield sse_event(
+                            ChatCompletionChunk(
+                                id=request_id,
+                                created=created,
+                                model=req.model,
+                                choices=[],
+                                usage=usage,
+                                wwwserve=attestation,
+                            )
+                        )
+                    yield SSE_DONE
+                    return
+                raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
+            except Exception as exc:
+                yield sse_error_events(exc)
+            finally:
+                await stream.aclose()
+
+        return stream_response(stream, events())
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        req, _ = await read_request(request, CompletionRequest)
+        request_id = new_request_id("cmpl")
+        greq = GenerationRequest.from_completion(req, request_id)
+        prompt = req.prompt_text
+        if not req.stream:
+            result = await requests.generate(greq)
+            body = CompletionResponse(
+                id=request_id,
+                model=req.model,
+                choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+                usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+                wwwserve=signer.sign(request_id, prompt, req.model, result.text),
+            )
+            return JSONResponse(body.model_dump(), headers=executor_headers)
+        stream = await requests.open_stream(greq)
+        created = int(time.time())
+
+        async def events() -> AsyncIterator[bytes]:
+            pieces: list[str] = []
+            try:
+                async for delta in stream:
+                    if delta.text:
+                        pieces.append(delta.text)
+                        yield sse_event(
+                            CompletionChunk(
+                                id=request_id,
+                                created=created,
+                                model=req.model,
+                                choices=[CompletionChoice(text=delta.text, finish_reason=None)],
+                            )
+                        )
+                    if delta.finish_reason is None:
+                        continue
+                    attestation = signer.sign(request_id, prompt, req.model, "".join(pieces))
+                    yield sse_event(
+                        CompletionChunk(
+                            id=request_id,
+                            created=created,
+                            model=req.model,
+                            choices=[CompletionChoice(text="", finish_reason=delta.finish_reason)],
+                            wwwserve=None if req.include_usage else attestation,
+                        )
+                    )
+                    if req.include_usage:
+                        yield sse_event(
+                            CompletionChunk(
+                                id=request_id,
+                                created=created,
+                                model=req.model,
+                                choices=[],
+                                usage=Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0),
+                                wwwserve=attestation,
+                            )
+                        )
+                    yield SSE_DONE
+                    return
+                raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
+            except Exception as exc:
+                yield sse_error_events(exc)
+            finally:
+                await stream.aclose()
+
+        return stream_response(stream, events())
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        check_api_key(request)
+        # Local models only until discovery is wired in: this node is the one node serving each.
+        body = ModelList(data=[ModelCard(id=model, wwwserve_nodes=1) for model in model_manager.models()])
+        return JSONResponse(body.model_dump())
+
+    @app.get("/health")
+    async def health() -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """Readiness: at least one backend can serve now."""
+        status = await model_manager.health()
+        if not any(status.values()):
+            raise BackendUnavailableError("No model backend of this node is ready.", retry_after_s=1.0)
+        return JSONResponse({"status": "ready", "backends": status, "models": model_manager.models()})
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition of the node's counters."""
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    return app
+

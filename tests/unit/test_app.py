@@ -1,0 +1,404 @@
+"""The node's HTTP app on the local serving path, driven with FakeBackend through TestClient."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import nacl.signing
+import pytest
+from fastapi.testclient import TestClient
+
+from node.app import EXECUTOR_HEADER, create_app
+from node.backends.base import GenerationRequest
+from node.backends.fake import FakeBackend
+from node.errors import OverloadedError, UpstreamTimeoutError
+from node.managers.model import ModelManager
+from node.managers.request import RequestManager
+from node.settings import NodeSettings, load_settings
+from node.signing import SignedResult, verify_result
+
+MODEL = "fake-model"
+NODE = "0x" + "ab" * 20
+CHAIN_ID = 31337
+KEY = nacl.signing.SigningKey(b"\x07" * 32)
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "one two three four"}]}
+
+
+def make_settings(**server: Any) -> NodeSettings:
+    return load_settings(overrides={"server": server, "backend": {"kind": "fake", "models": [MODEL]}})
+
+
+def make_client(backend: FakeBackend | None = None, queue_limit: int | None = None, **server: Any) -> TestClient:
+    backend = backend or FakeBackend([MODEL])
+    app = create_app(make_settings(**server), [backend], KEY, NODE, CHAIN_ID, queue_limit=queue_limit)
+    return TestClient(app)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with make_client() as c:
+        yield c
+
+
+def sse_payloads(text: str) -> list[Any]:
+    out: list[Any] = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        data = block[len("data: "):]
+        out.append("[DONE]" if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def assert_signed(ext: dict[str, Any], output: str, prompt: Any) -> None:
+    signed = SignedResult.from_json(ext)
+    verify_result(signed, bytes(KEY.verify_key), output_text=output, prompt=prompt, expected_chain_id=CHAIN_ID)
+    assert signed.executor.lower() == NODE
+    assert [hop.lower() for hop in signed.route] == [NODE]
+
+
+def assert_error(resp: httpx.Response, status: int, code: str | None, param: str | None = None) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code
+    if param is not None:
+        assert body["error"]["param"] == param
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+# ---- happy paths ------------------------------------------------------------------------------
+
+
+def test_chat_plain_is_signed(client: TestClient) -> None:
+    resp = client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    text = body["choices"][0]["message"]["content"]
+    assert text == "four three two one"
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+    assert body["wwwserve"]["request_id"] == body["id"]
+    assert_signed(body["wwwserve"], text, CHAT["messages"])
+    assert resp.headers[EXECUTOR_HEADER].lower() == NODE
+
+
+def test_signature_does_not_verify_for_other_output(client: TestClient) -> None:
+    body = client.post("/v1/chat/completions", json=CHAT).json()
+    with pytest.raises(Exception, match="does not match"):
+        assert_signed(body["wwwserve"], "something else", CHAT["messages"])
+
+
+def test_chat_stream_concatenates_and_signs(client: TestClient) -> None:
+    resp = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    assert resp.headers[EXECUTOR_HEADER].lower() == NODE
+    events = sse_payloads(resp.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "four three two one"
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in last
+    assert all("wwwserve" not in c for c in chunks[:-1])
+    assert_signed(last["wwwserve"], text, CHAT["messages"])
+
+
+def test_chat_stream_include_usage_puts_attestation_on_usage_chunk(client: TestClient) -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = sse_payloads(client.post("/v1/chat/completions", json=body).text)[:-1]
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert_signed(usage_chunk["wwwserve"], text, CHAT["messages"])
+
+
+def test_completions_plain_and_stream(client: TestClient) -> None:
+    req = {"model": MODEL, "prompt": "a b c", "max_tokens": 2}
+    body = client.post("/v1/completions", json=req).json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "c b"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert_signed(body["wwwserve"], "c b", "a b c")
+
+    stream_req = {**req, "stream": True, "stream_options": {"include_usage": True}}
+    events = sse_payloads(client.post("/v1/completions", json=stream_req).text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == "c b"
+    assert chunks[-1]["usage"]["completion_tokens"] == 2
+    assert_signed(chunks[-1]["wwwserve"], text, "a b c")
+
+
+def test_models_health_ready(client: TestClient) -> None:
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [(m["id"], m["wwwserve_nodes"]) for m in models["data"]] == [(MODEL, 1)]
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 200
+
+
+def test_ready_503_when_backend_down_and_requests_503() -> None:
+    backend = FakeBackend([MODEL])
+    with make_client(backend) as client:
+        backend.set_down(True)
+        assert_error(client.get("/ready"), 503, "backend_unavailable")
+        assert client.get("/health").status_code == 200
+        assert_error(client.post("/v1/chat/completions", json=CHAT), 503, "backend_unavailable")
+        assert_error(client.post("/v1/chat/completions", json={**CHAT, "stream": True}), 503, "backend_unavailable")
+        backend.set_down(False)
+        assert client.get("/ready").status_code == 200
+
+
+def test_metrics_count_requests(client: TestClient) -> None:
+    client.post("/v1/chat/completions", json=CHAT)
+    client.post("/v1/chat/completions", json={"model": "nope", "messages": CHAT["messages"]})
+    client.get("/nowhere")
+    text = client.get("/metrics").text
+    assert 'wwwserve_http_requests_total{route="/v1/chat/completions",method="POST",status="200"} 1' in text
+    assert 'wwwserve_http_requests_total{route="/v1/chat/completions",method="POST",status="404"} 1' in text
+    assert 'wwwserve_http_requests_total{route="other",method="GET",status="404"} 1' in text
+    assert "wwwserve_http_requests_in_flight 1" in text  # the /metrics request itself
+    assert 'wwwserve_http_request_duration_seconds_count{route="/v1/chat/completions"} 2' in text
+    assert 'wwwserve_http_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"} 2' in text
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+def test_malformed_json(client: TestClient) -> None:
+    resp = client.post("/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"})
+    assert_error(resp, 400, "invalid_json")
+    assert_error(client.post("/v1/chat/completions", content=b"[1]"), 400, "invalid_type")
+    assert_error(client.post("/v1/chat/completions", content=b'{"model": NaN}'), 400, "invalid_json")
+
+
+def test_curl_style_form_content_type_is_parsed(client: TestClient) -> None:
+    resp = client.post(
+        "/v1/chat/completions",
+        content=json.dumps(CHAT).encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status_code == 200
+
+
+def test_wrong_types_name_the_param(client: TestClient) -> None:
+    err = assert_error(client.post("/v1/chat/completions", json={**CHAT, "temperature": "0.5"}), 400, "invalid_type")
+    assert err["param"] == "temperature"
+    err = assert_error(
+        client.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": 3}]}),
+        400,
+        "invalid_type",
+    )
+    assert err["param"] == "messages[0].content"
+
+
+def test_empty_messages(client: TestClient) -> None:
+    err = assert_error(client.post("/v1/chat/completions", json={"model": MODEL, "messages": []}), 400, "invalid_value")
+    assert err["param"] == "messages"
+    assert err["type"] == "invalid_request_error"
+
+
+def test_unknown_model(client: TestClient) -> None:
+    assert_error(client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}), 404, "model_not_found", "model")
+    assert_error(client.post("/v1/completions", json={"model": "gpt-9", "prompt": "x", "stream": True}), 404,
+                 "model_not_found")
+
+
+def test_context_too_long() -> None:
+    with make_client(FakeBackend([MODEL], max_context_tokens=3)) as client:
+        assert_error(client.post("/v1/chat/completions", json=CHAT), 400, "context_length_exceeded")
+        assert_error(client.post("/v1/chat/completions", json={**CHAT, "stream": True}), 400,
+                     "context_length_exceeded")
+
+
+def test_body_over_limit_is_413() -> None:
+    with make_client(max_body_bytes=1024) as client:
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}
+        assert_error(client.post("/v1/chat/completions", json=big), 413, "request_too_large")
+
+        # Chunked (no Content-Length): counted while reading.
+        def chunks() -> Iterator[bytes]:
+            yield b'{"model": "fake-model", "messages": [{"role": "user", "content": "'
+            for _ in range(30):
+                yield b"y" * 100
+            yield b'"}]}'
+
+        assert_error(client.post("/v1/chat/completions", content=chunks()), 413, "request_too_large")
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_api_keys() -> None:
+    with make_client(api_keys=["secret-key-1", "secret-key-2"]) as client:
+        assert_error(client.post("/v1/chat/completions", json=CHAT), 401, "invalid_api_key")
+        bad = {"authorization": "Bearer wrong"}
+        assert_error(client.post("/v1/chat/completions", json=CHAT, headers=bad), 401, "invalid_api_key")
+        assert_error(client.get("/v1/models", headers={"authorization": "Basic secret-key-1"}), 401, "invalid_api_key")
+        ok = {"authorization": "Bearer secret-key-2"}
+        assert client.post("/v1/chat/completions", json=CHAT, headers=ok).status_code == 200
+        assert client.get("/v1/models", headers=ok).status_code == 200
+        assert client.get("/health").status_code == 200
+
+
+def test_overload_is_503_with_retry_after() -> None:
+    backend = FakeBackend([MODEL], latency_s=0.5)
+    with make_client(backend, queue_limit=0, max_concurrent_requests=1) as client:
+        results: list[httpx.Response] = []
+        started = threading.Event()
+
+        def slow() -> None:
+            started.set()
+            results.append(client.post("/v1/chat/completions", json=CHAT))
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        started.wait()
+        for _ in range(100):  # wait until the first request holds the slot
+            if backend.running:
+                break
+            threading.Event().wait(0.01)
+        assert backend.running == 1
+        resp = client.post("/v1/chat/completions", json=CHAT)
+        assert_error(resp, 503, "overloaded")
+        assert resp.headers["retry-after"] == "1"
+        thread.join()
+        assert results[0].status_code == 200
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # slot came back
+
+
+def test_hundred_invalid_requests_then_valid(client: TestClient) -> None:
+    bad_bodies: list[Any] = [b"{", b"[]", {"model": MODEL}, {"model": MODEL, "messages": []}, {**CHAT, "n": 2}]
+    for i in range(100):
+        body = bad_bodies[i % len(bad_bodies)]
+        resp = (
+            client.post("/v1/chat/completions", content=body)
+            if isinstance(body, bytes)
+            else client.post("/v1/chat/completions", json=body)
+        )
+        assert resp.status_code == 400
+    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    assert client.get("/health").status_code == 200
+
+
+def test_stream_failing_midway_ends_with_error_event_and_done() -> None:
+    with make_client(FakeBackend([MODEL], fail_after_words=2)) as client:
+        resp = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert resp.status_code == 200
+        events = sse_payloads(resp.text)
+        assert events[-1] == "[DONE]"
+        assert events[-2]["error"]["code"] == "backend_unavailable"
+        text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
+        assert text == "four three"
+        # The slot was released: the next request is served.
+        assert client.post("/v1/completions", json={"model": MODEL, "prompt": "x"}).status_code == 200
+
+
+# ---- Request manager --------------------------------------------------------------------------
+
+
+def gen_req(request_id: str, prompt: str = "a b c d e f") -> GenerationRequest:
+    return GenerationRequest(request_id=request_id, model=MODEL, prompt=prompt)
+
+
+def test_request_manager_hands_slots_over_in_order() -> None:
+    async def main() -> list[str]:
+        backend = FakeBackend([MODEL], latency_s=0.05)
+        manager = RequestManager(ModelManager([backend]), max_concurrent=1, queue_limit=2)
+        order: list[str] = []
+
+        async def run(name: str) -> None:
+            await manager.generate(gen_req(name))
+            order.append(name)
+
+        tasks = [asyncio.create_task(run(f"r{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert manager.running == 1 and manager.waiting == 2
+        with pytest.raises(OverloadedError) as info:
+            await manager.generate(gen_req("r3"))
+        assert info.value.retry_after_s == 1
+        await asyncio.gather(*tasks)
+        assert manager.running == 0 and manager.waiting == 0
+        return order
+
+    assert asyncio.run(main()) == ["r0", "r1", "r2"]
+
+
+def test_request_manager_queue_timeout() -> None:
+    async def main() -> None:
+        backend = FakeBackend([MODEL], latency_s=0.5)
+        manager = RequestManager(ModelManager([backend]), max_concurrent=1, queue_limit=1, request_timeout_s=0.05)
+        first = asyncio.create_task(manager.generate(gen_req("a")))
+        await asyncio.sleep(0.01)
+        with pytest.raises(UpstreamTimeoutError):
+            await manager.generate(gen_req("b"))
+        with pytest.raises(UpstreamTimeoutError):  # the running one hits the end-to-end deadline too
+            await first
+        assert manager.running == 0 and manager.waiting == 0
+
+    asyncio.run(main())
+
+
+class _AbortSpy(FakeBackend):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aborted: list[str] = []
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+        await super().abort(request_id)
+
+
+def test_request_manager_stream_close_aborts_backend() -> None:
+    async def main() -> None:
+        backend = _AbortSpy([MODEL], tokens_per_s=50)
+        manager = RequestManager(ModelManager([backend]), max_concurrent=1, queue_limit=0)
+        stream = await manager.open_stream(gen_req("s1"))
+        got = []
+        async for delta in stream:
+            got.append(delta.text)
+            if len(got) == 2:
+                break
+        assert backend.running == 1
+        await stream.aclose()  # what the app does when the client disconnects
+        assert backend.aborted == ["s1"]
+        assert manager.running == 0
+        assert backend.running == 0  # the backend freed its slot at once, not at garbage collection
+        await stream.aclose()  # idempotent: the slot is not released twice
+        assert manager.running == 0
+        stream2 = await manager.open_stream(gen_req("s2", "x y"))
+        texts = [d.text async for d in stream2]
+        await stream2.aclose()
+        assert "".join(texts) == "y x"
+        assert backend.aborted == ["s1"]  # a stream that reached its end is not aborted
+
+    asyncio.run(main())
+
+
+def test_request_manager_cancelled_generate_aborts() -> None:
+    async def main() -> None:
+        backend = FakeBackend([MODEL], latency_s=5)
+        manager = RequestManager(ModelManager([backend]), max_concurrent=1, queue_limit=0)
+        task = asyncio.create_task(manager.generate(gen_req("g")))
+        await asyncio.sleep(0.01)
+        assert backend.running == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert manager.running == 0
+        await asyncio.sleep(0)
+        assert backend.running == 0
+
+    asyncio.run(main())
