@@ -696,6 +696,93 @@ def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, 
     console.print(table)
 
 
+# ------------------------------------------------------------------------------------------------
+# running a node, verifying its signed answers
+@node_app.command("run")
+def node_run(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting: section.field=value "
+                                                  "(repeat).")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API from this node's backend until Ctrl-C (or SIGTERM)."""
+    from node.main import NodeStartupError, run_node
+    from node.settings import SettingsError, load_settings, parse_override_pairs
+
+    opts = _opts(ctx)
+    try:
+        overrides = parse_override_pairs(set_ or [])
+        settings = load_settings(config, overrides)
+        # The global --wallet/--rpc-url/--contract fill what the settings (file, env, --set) leave unset.
+        fill: dict[str, Any] = {}
+        if opts.wallet and "wallet" not in settings.identity.model_fields_set:
+            fill["identity.wallet"] = opts.wallet
+        if "rpc_url" not in settings.chain.model_fields_set:
+            fill["chain.rpc_url"] = opts.rpc_url
+        if opts.contract and "contract_address" not in settings.chain.model_fields_set:
+            fill["chain.contract_address"] = opts.contract
+        if fill:
+            settings = load_settings(config, {**overrides, **fill})
+    except SettingsError as exc:
+        fail("; ".join(exc.problems), 2)
+    try:
+        run_node(settings)
+    except (NodeStartupError, SettingsError) as exc:
+        fail(str(exc).replace("\n", " "), 1 if isinstance(exc, NodeStartupError) else 2)
+
+
+def _signed_output(data: Any) -> tuple[Any, str]:
+    """The `wwwserve` extension and the answer text of a saved chat or completion response."""
+    from node.signing import MalformedSignedResultError, SignedResult
+
+    if not isinstance(data, dict):
+        raise MalformedSignedResultError("not an OpenAI response: expected a JSON object")
+    if "wwwserve" not in data:
+        raise MalformedSignedResultError("the response has no `wwwserve` extension (not served by a wwwserve node?)")
+    signed = SignedResult.from_json(data["wwwserve"])
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedSignedResultError("the response has no choices[0]")
+    choice = choices[0]
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else choice.get("text")
+    if not isinstance(text, str):
+        raise MalformedSignedResultError("choices[0] has neither message.content (chat) nor text (completion)")
+    return signed, text
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="Saved OpenAI JSON response, or - for stdin.")],
+) -> None:
+    """Check a response's `wwwserve` signature against the key its executor registered on-chain."""
+    from ledger.client import WWWServeClient
+    from node.signing import MalformedSignedResultError, SigningError, verify_against_chain
+
+    if file == "-":
+        raw = sys.stdin.read()
+    else:
+        path = Path(file)
+        if not path.is_file():
+            fail(f"no such file: {file}")
+        raw = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedSignedResultError(f"{file}: not JSON: {exc}") from None
+        signed, text = _signed_output(data)
+        opts = _opts(ctx)
+        w3 = _web3(opts.rpc_url)
+        client = WWWServeClient(w3, _contract_address(w3, opts))
+        verify_against_chain(signed, client, output_text=text)
+    except SigningError as exc:
+        fail(str(exc))
+    console.print(f"[green]✓[/] signed by {signed.executor} ({signed.claim.model}, request {signed.request_id})",
+                  highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

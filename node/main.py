@@ -1,0 +1,138 @@
+"""Run a node: build its backends from the settings, resolve who it is, and serve the app with uvicorn.
+
+`run_node(settings)` is what `wwwserve node run` calls. Every startup problem a user can fix (a missing
+wallet, an unreachable chain, an unreadable identity key, a backend kind this version lacks) raises
+`NodeStartupError` or `SettingsError` with one clear line, before anything listens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Generator
+
+import nacl.exceptions
+import nacl.signing
+import uvicorn
+
+from node.backends.base import Backend
+from node.backends.fake import FakeBackend
+from node.backends.openai_compat import OpenAIBackend
+from node.identity import load_or_create_identity
+from node.settings import NodeSettings, SettingsError
+
+CHAIN_PROBE_TIMEOUT_S = 3.0
+
+
+class NodeStartupError(Exception):
+    """The node cannot start; the message says why and what to do, in one line."""
+
+
+def build_backends(settings: NodeSettings) -> list[Backend]:
+    """The backends of `settings.backend.kind`; raises SettingsError for a kind this version lacks."""
+    backend = settings.backend
+    if backend.kind == "fake":
+        return [FakeBackend(list(backend.models), latency_s=backend.fake.latency_s)]
+    if backend.kind == "openai":
+        openai = backend.openai
+        if openai.base_url is None:  # the settings validator already requires it; keeps mypy honest
+            raise SettingsError(["backend.openai.base_url: required when backend.kind is 'openai'"])
+        api_key = openai.api_key.get_secret_value() if openai.api_key is not None else None
+        return [OpenAIBackend(str(openai.base_url), models=list(backend.models), api_key=api_key,
+                              timeout_s=settings.server.request_timeout_s)]
+    raise SettingsError([
+        f"backend.kind: {backend.kind!r} is not available in this version yet "
+        "(use 'fake', or 'openai' with backend.openai.base_url pointing at a running server)"
+    ])
+
+
+def node_address(settings: NodeSettings) -> str:
+    """The node's on-chain id: the address of the operator wallet `settings.identity.wallet`."""
+    from ledger.errors import LedgerError
+    from ledger.wallet import wallet_info
+
+    name = settings.identity.wallet
+    if not name:
+        raise NodeStartupError("no operator wallet: pass --wallet NAME (or --set identity.wallet=NAME); "
+                               "create one with `wwwserve wallet new NAME`")
+    try:
+        return wallet_info(name).address
+    except (LedgerError, FileNotFoundError) as exc:
+        raise NodeStartupError(f"operator wallet {name!r}: {exc}") from None
+
+
+def identity_key(settings: NodeSettings) -> nacl.signing.SigningKey:
+    """The ed25519 key that signs results.
+
+    An explicit key_path must exist. Otherwise the named identity is used, created on first use; when
+    key_name was not set explicitly it defaults to the wallet's name, the key `wwwserve node register`
+    created and registered on-chain for that wallet.
+    """
+    ident = settings.identity
+    if ident.key_path is not None:
+        path = ident.key_path
+        try:
+            return nacl.signing.SigningKey(bytes.fromhex(path.read_text().strip()))
+        except OSError as exc:
+            raise NodeStartupError(f"identity.key_path {path}: cannot be read: {exc.strerror or exc}") from None
+        except (ValueError, nacl.exceptions.CryptoError):
+            raise NodeStartupError(f"identity.key_path {path}: not a hex ed25519 seed of 32 bytes") from None
+    name = ident.key_name
+    if "key_name" not in ident.model_fields_set and ident.wallet:
+        name = ident.wallet
+    try:
+        return load_or_create_identity(name)
+    except (OSError, ValueError, nacl.exceptions.CryptoError) as exc:
+        raise NodeStartupError(f"identity key {name!r}: cannot be loaded: {exc}") from None
+
+
+def chain_id(settings: NodeSettings) -> int:
+    """The chain id served at settings.chain.rpc_url; NodeStartupError if nothing answers there."""
+    from devnet.anvil import chain_id_at
+
+    url = str(settings.chain.rpc_url)
+    found = chain_id_at(url, timeout_s=CHAIN_PROBE_TIMEOUT_S)
+    if found is None:
+        raise NodeStartupError(f"chain unreachable at {url}: start a devnet (`wwwserve devnet up`) "
+                               "or set chain.rpc_url")
+    return found
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after a graceful shutdown.
+
+    uvicorn re-raises SIGINT/SIGTERM once it has drained, which would turn a clean stop into a
+    KeyboardInterrupt or a death by signal; the node treats a stop signal as a normal exit (status 0).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
+    """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown)."""
+    from node.app import create_app
+
+    backends = build_backends(settings)  # first: a settings problem is reported before any I/O
+    address = node_address(settings)
+    key = identity_key(settings)
+    chain = chain_id(settings)
+    app = create_app(settings, backends, key, address, chain)
+    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
+                            lifespan="on", timeout_graceful_shutdown=10)
+    server = _QuietServer(config)
+    server.run()
+    if not server.started:
+        # uvicorn logs the cause (port taken, bad host) and returns instead of raising.
+        raise NodeStartupError(f"could not listen on {settings.server.host}:{settings.server.port} "
+                               "(see the log above: is the port taken?)")

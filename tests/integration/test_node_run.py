@@ -1,0 +1,130 @@
+"""`wwwserve node run` as a real process against anvil, and `wwwserve verify` of what it signed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from devnet.anvil import AnvilProcess, free_port
+from wwwserve.cli import app
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+MESSAGES = [{"role": "user", "content": "Say hello to the network."}]
+
+
+def _last_line(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines, "no output"
+    return lines[-1]
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"node exited early with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("node never became ready")
+
+
+def test_node_run_serves_signed_answers_that_verify(
+    anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
+    runner = CliRunner()
+
+    def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
+        result = runner.invoke(app, list(args), input=stdin)
+        out = result.output
+        assert "Traceback" not in out, out
+        assert result.exit_code == code, f"wwwserve {' '.join(args)} -> {result.exit_code}\n{out}"
+        return out
+
+    cli("devnet", "up", "--demo-nodes", "0")
+    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
+    cli("devnet", "fund", address, "2eth")
+    port = free_port()
+    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+
+    # Bad settings never start a server: exit 2, one error line naming the field.
+    bad = cli("-w", "op", "node", "run", "--set", "backend.kind=fake", "--set", "server.port=-1", code=2)
+    assert _last_line(bad).startswith("error:") and "server.port" in _last_line(bad), bad
+    # A backend this version lacks is refused the same way.
+    local = cli("-w", "op", "node", "run", "--set", "backend.kind=local", code=2)
+    assert _last_line(local).startswith("error:") and "not available" in _last_line(local), local
+
+    env = {**os.environ, "WWWSERVE_HOME": str(wwwserve_home), "WWWSERVE_PASSWORD": PASSWORD,
+           "WWWSERVE_RPC_URL": anvil.rpc_url, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wwwserve.cli", "-w", "op", "node", "run", "--set", "backend.kind=fake",
+         "--set", f"server.port={port}", "--set", "backend.models=['fake-model']"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, proc)
+        resp = httpx.post(f"{base}/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES},
+                          timeout=10.0)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["wwwserve"]["executor"] == address
+        assert body["wwwserve"]["chain_id"] == anvil.chain_id
+        assert body["choices"][0]["message"]["content"]
+
+        with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=10.0,
+                          json={"model": "fake-model", "messages": MESSAGES, "stream": True}) as stream:
+            assert stream.status_code == 200
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]"
+        pieces = [json.loads(e[len("data: "):]) for e in events[:-1]]
+        streamed = "".join(p["choices"][0]["delta"].get("content") or "" for p in pieces if p.get("choices"))
+        assert streamed == body["choices"][0]["message"]["content"]  # the fake backend is deterministic
+
+        saved = tmp_path / "answer.json"
+        saved.write_text(json.dumps(body))
+        ok = cli("verify", str(saved))
+        assert f"signed by {address}" in ok and "fake-model" in ok and body["id"] in ok, ok
+        assert "signed by" in cli("verify", "-", stdin=json.dumps(body))
+
+        tampered = json.loads(json.dumps(body))
+        tampered["choices"][0]["message"]["content"] += " (edited)"
+        bad_file = tmp_path / "tampered.json"
+        bad_file.write_text(json.dumps(tampered))
+        out = cli("verify", str(bad_file), code=1)
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and "does not match" in lines[0], out
+
+        forged = json.loads(json.dumps(body))
+        forged["wwwserve"]["model"] = "other-model"  # the signature covers the model
+        bad_file.write_text(json.dumps(forged))
+        assert _last_line(cli("verify", str(bad_file), code=1)).startswith("error:")
+        bad_file.write_text(json.dumps({"choices": []}))
+        assert "wwwserve" in _last_line(cli("verify", str(bad_file), code=1))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, log
+    assert "Traceback" not in log, log
