@@ -52,6 +52,7 @@ from node.protocol import (
     CompletionChunk,
     CompletionRequest,
     CompletionResponse,
+    FinishReason,
     ModelCard,
     ModelList,
     Usage,
@@ -165,6 +166,46 @@ class _Signer:
         return sign_result(self.key, claim, route=[self.node_address]).to_json()
 
 
+async def _sse_events(
+    stream: LocalStream,
+    *,
+    opening: BaseModel | None,
+    text_chunk: Callable[[str], BaseModel],
+    finish_chunk: Callable[[FinishReason, dict[str, Any] | None], BaseModel],
+    usage_chunk: Callable[[Usage, dict[str, Any]], BaseModel],
+    include_usage: bool,
+    sign: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed chat or completion answer; the chunk factories say which.
+
+    Text deltas as they come; then the finish chunk, which carries the signed `wwwserve` attestation over
+    the whole output (or the usage chunk does, when the client asked for usage); then [DONE]. A failure
+    after the stream started becomes an OpenAI error event, and the backend stream is always closed.
+    """
+    pieces: list[str] = []
+    try:
+        if opening is not None:
+            yield sse_event(opening)
+        async for delta in stream:
+            if delta.text:
+                pieces.append(delta.text)
+                yield sse_event(text_chunk(delta.text))
+            if delta.finish_reason is None:
+                continue
+            attestation = sign("".join(pieces))
+            yield sse_event(finish_chunk(delta.finish_reason, None if include_usage else attestation))
+            if include_usage:
+                usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
+                yield sse_event(usage_chunk(usage, attestation))
+            yield SSE_DONE
+            return
+        raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
+    except Exception as exc:
+        yield sse_error_events(exc)
+    finally:
+        await stream.aclose()
+
+
 def create_app(
     settings: NodeSettings,
     backends: list[Backend],
@@ -255,65 +296,21 @@ def create_app(
         stream = await requests.open_stream(greq)
         created = int(time.time())
 
-        async def events() -> AsyncIterator[bytes]:
-            pieces: list[str] = []
-            try:
-                yield sse_event(
-                    ChatCompletionChunk(
-                        id=request_id,
-                        created=created,
-                        model=req.model,
-                        choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))],
-                    )
-                )
-                async for delta in stream:
-                    if delta.text:
-                        pieces.append(delta.text)
-                        yield sse_event(
-                            ChatCompletionChunk(
-                                id=request_id,
-                                created=created,
-                                model=req.model,
-                                choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=delta.text))],
-                            )
-                        )
-                    if delta.finish_reason is None:
-                        continue
-                    attestation = signer.sign(request_id, messages, req.model, "".join(pieces))
-                    usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
-                    yield sse_event(
-                        ChatCompletionChunk(
-                            id=request_id,
-                            created=created,
-                            model=req.model,
-                            choices=[
-                                ChatCompletionChunkChoice(
-                                    delta=ChatCompletionDelta(), finish_reason=delta.finish_reason
-                                )
-                            ],
-                            wwwserve=None if req.include_usage else attestation,
-                        )
-                    )
-                    if req.include_usage:
-                        yield sse_event(
-                            ChatCompletionChunk(
-                                id=request_id,
-                                created=created,
-                                model=req.model,
-                                choices=[],
-                                usage=usage,
-                                wwwserve=attestation,
-                            )
-                        )
-                    yield SSE_DONE
-                    return
-                raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
-            except Exception as exc:
-                yield sse_error_events(exc)
-            finally:
-                await stream.aclose()
+        def chunk(**fields: Any) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=request_id, created=created, model=req.model, **fields)
 
-        return stream_response(stream, events())
+        events = _sse_events(
+            stream,
+            opening=chunk(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]),
+            text_chunk=lambda text: chunk(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]),
+            finish_chunk=lambda reason, att: chunk(
+                choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], wwwserve=att
+            ),
+            usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+            include_usage=req.include_usage,
+            sign=lambda text: signer.sign(request_id, messages, req.model, text),
+        )
+        return stream_response(stream, events)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -334,52 +331,21 @@ def create_app(
         stream = await requests.open_stream(greq)
         created = int(time.time())
 
-        async def events() -> AsyncIterator[bytes]:
-            pieces: list[str] = []
-            try:
-                async for delta in stream:
-                    if delta.text:
-                        pieces.append(delta.text)
-                        yield sse_event(
-                            CompletionChunk(
-                                id=request_id,
-                                created=created,
-                                model=req.model,
-                                choices=[CompletionChoice(text=delta.text, finish_reason=None)],
-                            )
-                        )
-                    if delta.finish_reason is None:
-                        continue
-                    attestation = signer.sign(request_id, prompt, req.model, "".join(pieces))
-                    yield sse_event(
-                        CompletionChunk(
-                            id=request_id,
-                            created=created,
-                            model=req.model,
-                            choices=[CompletionChoice(text="", finish_reason=delta.finish_reason)],
-                            wwwserve=None if req.include_usage else attestation,
-                        )
-                    )
-                    if req.include_usage:
-                        yield sse_event(
-                            CompletionChunk(
-                                id=request_id,
-                                created=created,
-                                model=req.model,
-                                choices=[],
-                                usage=Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0),
-                                wwwserve=attestation,
-                            )
-                        )
-                    yield SSE_DONE
-                    return
-                raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
-            except Exception as exc:
-                yield sse_error_events(exc)
-            finally:
-                await stream.aclose()
+        def chunk(**fields: Any) -> CompletionChunk:
+            return CompletionChunk(id=request_id, created=created, model=req.model, **fields)
 
-        return stream_response(stream, events())
+        events = _sse_events(
+            stream,
+            opening=None,
+            text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
+            finish_chunk=lambda reason, att: chunk(
+                choices=[CompletionChoice(text="", finish_reason=reason)], wwwserve=att
+            ),
+            usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+            include_usage=req.include_usage,
+            sign=lambda text: signer.sign(request_id, prompt, req.model, text),
+        )
+        return stream_response(stream, events)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
