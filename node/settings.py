@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
+from ledger.params import WEI_PER_CREDIT
 from node.identity import identity_path
 from node.policy import DEFAULT_POLICY_PATH, PolicyConfig
 
@@ -222,6 +223,9 @@ class ChainSettings(_Section):
     )
     poll_interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between polls of the chain for new events."
+    )
+    voucher_claim_interval_s: PositiveSeconds = Field(
+        default=30.0, description="Seconds between on-chain claims of the fee vouchers this node has earned."
     )
 
 
@@ -414,6 +418,12 @@ class PeerSettings(_Section):
     )
     envelope_window_s: float = Field(
         default=30.0, gt=0, le=3600, description="Accepted clock skew/age of a signed peer envelope."
+    )
+    fee_wei: int = Field(
+        default=WEI_PER_CREDIT, ge=0, description="Fee the origin pays the executor per delegated request (wei)."
+    )
+    max_hops: int = Field(
+        default=3, ge=1, le=16, description="Longest route a request may take (origin excluded) before it must run."
     )
 
     @model_validator(mode="after")
