@@ -6,7 +6,9 @@ executor's signed `wwwserve` attestation (`node.signing`). Every error leaves in
 (`node.errors`): as a JSON answer when nothing was sent yet, as an SSE error event plus `[DONE]` when
 a stream had already started.
 
-Delegation to peers and chain calls are not wired in yet: every request runs locally.
+With a Communication manager the app also serves the peer API (`/peer/probe`, `/peer/delegate`,
+`/peer/voucher`), every message checked as a signed envelope before it runs, and the Dispatcher may hand
+user requests to peers (PoS delegation); a delegated answer streams back with the executor's attestation.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import contextlib
 import hmac
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 import nacl.signing
@@ -27,18 +30,34 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from node.backends.base import Backend, GenerationRequest
+from node.envelope import EnvelopeError
 from node.errors import (
     AuthenticationError,
     BackendUnavailableError,
     InvalidRequestError,
+    PeerRejectedError,
     RequestTooLargeError,
+    UpstreamTimeoutError,
     from_validation_error,
     install_error_handlers,
     sse_error_events,
 )
+from node.managers.communication import (
+    PATH_DELEGATE,
+    PATH_PROBE,
+    PATH_VOUCHER,
+    CommunicationManager,
+    DelegateBody,
+    PeerFailedError,
+    ProbeBody,
+    RemoteStream,
+)
+from node.managers.dispatch import Dispatcher, Source
 from node.managers.model import ModelManager
+from node.managers.policy import PolicyManager
 from node.managers.request import LocalStream, RequestManager
 from node.metrics import PROMETHEUS_CONTENT_TYPE, Metrics, MetricsMiddleware
+from node.policy import Policy, load_policy
 from node.protocol import (
     SSE_DONE,
     ChatCompletionChoice,
@@ -71,9 +90,30 @@ logger = logging.getLogger(__name__)
 EXECUTOR_HEADER = "X-WWWServe-Executor"
 """Names the node that executed a request; sent on every generation answer, streamed or not."""
 
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
+ROUTES = (
+    "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics",
+    "/peer/probe", "/peer/delegate", "/peer/voucher",
+)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class NodeLedger(Protocol):
+    """What the app needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits)."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def credit_wei(self) -> int: ...
+
+    def pubkey_of(self, address: str) -> bytes | None: ...
+
+    def recent_block_hash(self) -> bytes: ...
+
+    def record_fee(self, executor: str, fee_wei: int) -> Any: ...
+
+    def accept_voucher(self, voucher: Any) -> int: ...
 
 
 def _reject_constant(name: str) -> Any:
@@ -151,9 +191,14 @@ class _Signer:
         self.chain_id = chain_id
 
     def sign(
-        self, request_id: str, prompt: Sequence[Mapping[str, Any]] | str, model: str, output: str
+        self,
+        request_id: str,
+        prompt: Sequence[Mapping[str, Any]] | str,
+        model: str,
+        output: str,
+        route: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """`SignedResult.to_json()` of this node's claim over one result, route = [this node]."""
+        """`SignedResult.to_json()` of this node's claim over one result; route = `route` + this node."""
         claim = ResultClaim(
             chain_id=self.chain_id,
             request_id=request_id,
@@ -163,11 +208,11 @@ class _Signer:
             executor=self.node_address,
             timestamp_ms=int(time.time() * 1000),
         )
-        return sign_result(self.key, claim, route=[self.node_address]).to_json()
+        return sign_result(self.key, claim, route=[*route, self.node_address]).to_json()
 
 
 async def _sse_events(
-    stream: LocalStream,
+    stream: LocalStream | RemoteStream,
     *,
     opening: BaseModel | None,
     text_chunk: Callable[[str], BaseModel],
@@ -180,7 +225,7 @@ async def _sse_events(
 
     Text deltas as they come; then the finish chunk, which carries the signed `wwwserve` attestation over
     the whole output (or the usage chunk does, when the client asked for usage); then [DONE]. A failure
-    after the stream started becomes an OpenAI error event, and the backend stream is always closed.
+    after the stream started becomes an OpenAI error event, and the stream is always closed.
     """
     pieces: list[str] = []
     try:
@@ -201,6 +246,8 @@ async def _sse_events(
             return
         raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
     except Exception as exc:
+        if isinstance(exc, PeerFailedError):
+            exc = UpstreamTimeoutError("The peer executing this request failed mid-answer. Please retry.")
         yield sse_error_events(exc)
     finally:
         await stream.aclose()
@@ -214,11 +261,16 @@ def create_app(
     chain_id: int,
     *,
     queue_limit: int | None = None,
+    policy: Policy | None = None,
+    ledger: NodeLedger | None = None,
+    communication: CommunicationManager | None = None,
 ) -> FastAPI:
-    """The node's FastAPI app serving `backends` locally.
+    """The node's FastAPI app: the user API, and the peer API when `communication` is given.
 
     At most `settings.server.max_concurrent_requests` generations run at once; `queue_limit` more may
     wait (default: as many as may run). `node_address` is the node's on-chain id, named as executor.
+    Without `communication` every request runs locally (no peers). `ledger` (the Ledger manager) gives
+    the free credit, the peers' keys and fee vouchers; the app starts and stops it and `communication`.
     """
     server = settings.server
     model_manager = ModelManager(backends)
@@ -228,15 +280,42 @@ def create_app(
         queue_limit=server.max_concurrent_requests if queue_limit is None else queue_limit,
         request_timeout_s=server.request_timeout_s,
     )
+    if policy is None:
+        rng = random.Random(settings.policy.rng_seed)
+        policy = load_policy(settings.policy.policy_class, settings.policy.to_config(), rng)
+    policy_manager = PolicyManager(
+        policy, model_manager, requests, credit_wei=ledger.credit_wei if ledger is not None else (lambda: 0)
+    )
+    dispatcher = Dispatcher(
+        my_address=node_address,
+        chain_id=chain_id,
+        requests=requests,
+        policy=policy_manager,
+        communication=communication,
+        ledger=ledger,
+        fee_wei=settings.peers.fee_wei,
+        max_hops=settings.peers.max_hops,
+        k_exec=policy.config.k_exec,
+        retry_delay_s=policy.config.retry_delay_s,
+    )
     signer = _Signer(signing_key, node_address, chain_id)
     metrics = Metrics(known_routes=ROUTES)
     api_keys = [key.get_secret_value().encode() for key in server.api_keys]
-    executor_headers = {EXECUTOR_HEADER: signer.node_address}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await model_manager.aclose()
+        if ledger is not None:
+            await ledger.start()
+        if communication is not None:
+            communication.start()
+        try:
+            yield
+        finally:
+            if communication is not None:
+                await communication.aclose()
+            if ledger is not None:
+                await ledger.aclose()
+            await model_manager.aclose()
 
     app = FastAPI(
         title="wwwserve node", strict_content_type=False, docs_url=None, redoc_url=None, lifespan=lifespan
@@ -245,6 +324,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.model_manager = model_manager
     app.state.request_manager = requests
+    app.state.policy_manager = policy_manager
+    app.state.dispatcher = dispatcher
     app.state.metrics = metrics
 
     def check_api_key(request: Request) -> None:
@@ -259,100 +340,131 @@ def create_app(
         if scheme.lower() != "bearer" or not matched:
             raise AuthenticationError()
 
-    async def read_request(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
-        check_api_key(request)
-        data = _parse_json_object(await _read_body(request, server.max_body_bytes))
-        return _validate(model, data), data
+    async def read_json(request: Request) -> dict[str, Any]:
+        return _parse_json_object(await _read_body(request, server.max_body_bytes))
 
-    def stream_response(stream: LocalStream, events: AsyncIterator[bytes]) -> Response:
+    async def serve(
+        kind: Literal["chat", "completion"],
+        raw: dict[str, Any],
+        route: Sequence[str],
+        source: Source,
+        request_id: str | None = None,
+    ) -> Response:
+        """Validate, dispatch (here or a peer) and format one chat or completion request."""
+        req: ChatCompletionRequest | CompletionRequest
+        if kind == "chat":
+            req = _validate(ChatCompletionRequest, raw)
+            request_id = request_id or new_request_id("chatcmpl")
+            greq = GenerationRequest.from_chat(req, request_id)
+            # The prompt hash covers the messages exactly as the client sent them (node.signing).
+            prompt: list[Mapping[str, Any]] | str = raw["messages"]
+        else:
+            req = _validate(CompletionRequest, raw)
+            request_id = request_id or new_request_id("cmpl")
+            greq = GenerationRequest.from_completion(req, request_id)
+            prompt = req.prompt_text
+        model = req.model
+        rid = request_id
+
+        if not req.stream:
+            result, remote = await dispatcher.generate(greq, kind, raw, prompt, route, source)
+            attestation = (
+                remote.to_json() if remote is not None else signer.sign(rid, prompt, model, result.text, route)
+            )
+            executor = remote.executor if remote is not None else signer.node_address
+            usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+            body: BaseModel
+            if kind == "chat":
+                body = ChatCompletionResponse(
+                    id=rid,
+                    model=model,
+                    choices=[ChatCompletionChoice(message=ChatCompletionMessage(content=result.text),
+                                                  finish_reason=result.finish_reason)],
+                    usage=usage,
+                    wwwserve=attestation,
+                )
+            else:
+                body = CompletionResponse(
+                    id=rid,
+                    model=model,
+                    choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+                    usage=usage,
+                    wwwserve=attestation,
+                )
+            return JSONResponse(body.model_dump(), headers={EXECUTOR_HEADER: executor})
+
+        stream = await dispatcher.open_stream(greq, kind, raw, route, source)
+
+        def sign(text: str) -> dict[str, Any]:
+            if isinstance(stream, RemoteStream):
+                return dispatcher.finish_remote(stream, text, prompt).to_json()
+            return signer.sign(rid, prompt, model, text, route)
+
+        created = int(time.time())
+        if kind == "chat":
+
+            def chunk(**fields: Any) -> BaseModel:
+                return ChatCompletionChunk(id=rid, created=created, model=model, **fields)
+
+            events = _sse_events(
+                stream,
+                opening=chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]
+                ),
+                text_chunk=lambda text: chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]
+                ),
+                finish_chunk=lambda reason, att: chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)],
+                    wwwserve=att,
+                ),
+                usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+                include_usage=req.include_usage,
+                sign=sign,
+            )
+        else:
+
+            def chunk(**fields: Any) -> BaseModel:
+                return CompletionChunk(id=rid, created=created, model=model, **fields)
+
+            events = _sse_events(
+                stream,
+                opening=None,
+                text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
+                finish_chunk=lambda reason, att: chunk(
+                    choices=[CompletionChoice(text="", finish_reason=reason)], wwwserve=att
+                ),
+                usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+                include_usage=req.include_usage,
+                sign=sign,
+            )
+        executor_name = stream.peer.address if isinstance(stream, RemoteStream) else signer.node_address
         return _ClosingStreamingResponse(
             events,
             on_close=stream.aclose,
             media_type="text/event-stream",
-            headers={**_SSE_HEADERS, **executor_headers},
+            headers={**_SSE_HEADERS, EXECUTOR_HEADER: executor_name},
         )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        req, raw = await read_request(request, ChatCompletionRequest)
-        request_id = new_request_id("chatcmpl")
-        greq = GenerationRequest.from_chat(req, request_id)
-        # The prompt hash covers the messages exactly as the client sent them (node.signing).
-        messages: list[Mapping[str, Any]] = raw["messages"]
-        if not req.stream:
-            result = await requests.generate(greq)
-            body = ChatCompletionResponse(
-                id=request_id,
-                model=req.model,
-                choices=[
-                    ChatCompletionChoice(
-                        message=ChatCompletionMessage(content=result.text), finish_reason=result.finish_reason
-                    )
-                ],
-                usage=Usage.of(result.prompt_tokens, result.completion_tokens),
-                wwwserve=signer.sign(request_id, messages, req.model, result.text),
-            )
-            return JSONResponse(body.model_dump(), headers=executor_headers)
-        stream = await requests.open_stream(greq)
-        created = int(time.time())
-
-        def chunk(**fields: Any) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=request_id, created=created, model=req.model, **fields)
-
-        events = _sse_events(
-            stream,
-            opening=chunk(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]),
-            text_chunk=lambda text: chunk(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]),
-            finish_chunk=lambda reason, att: chunk(
-                choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], wwwserve=att
-            ),
-            usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
-            include_usage=req.include_usage,
-            sign=lambda text: signer.sign(request_id, messages, req.model, text),
-        )
-        return stream_response(stream, events)
+        check_api_key(request)
+        return await serve("chat", await read_json(request), (), "user")
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        req, _ = await read_request(request, CompletionRequest)
-        request_id = new_request_id("cmpl")
-        greq = GenerationRequest.from_completion(req, request_id)
-        prompt = req.prompt_text
-        if not req.stream:
-            result = await requests.generate(greq)
-            body = CompletionResponse(
-                id=request_id,
-                model=req.model,
-                choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
-                usage=Usage.of(result.prompt_tokens, result.completion_tokens),
-                wwwserve=signer.sign(request_id, prompt, req.model, result.text),
-            )
-            return JSONResponse(body.model_dump(), headers=executor_headers)
-        stream = await requests.open_stream(greq)
-        created = int(time.time())
-
-        def chunk(**fields: Any) -> CompletionChunk:
-            return CompletionChunk(id=request_id, created=created, model=req.model, **fields)
-
-        events = _sse_events(
-            stream,
-            opening=None,
-            text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
-            finish_chunk=lambda reason, att: chunk(
-                choices=[CompletionChoice(text="", finish_reason=reason)], wwwserve=att
-            ),
-            usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
-            include_usage=req.include_usage,
-            sign=lambda text: signer.sign(request_id, prompt, req.model, text),
-        )
-        return stream_response(stream, events)
+        check_api_key(request)
+        return await serve("completion", await read_json(request), (), "user")
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         check_api_key(request)
-        # Local models only until discovery is wired in: this node is the one node serving each.
-        body = ModelList(data=[ModelCard(id=model, wwwserve_nodes=1) for model in model_manager.models()])
-        return JSONResponse(body.model_dump())
+        counts = communication.network_models() if communication is not None else {}
+        local = model_manager.models()
+        names = list(local) + sorted(m for m in counts if m not in local)
+        # A local model this node has not (yet) registered still counts this node once.
+        cards = [ModelCard(id=m, wwwserve_nodes=max(counts.get(m, 0), 1 if m in local else 0)) for m in names]
+        return JSONResponse(ModelList(data=cards).model_dump())
 
     @app.get("/health")
     async def health() -> Response:
@@ -372,5 +484,58 @@ def create_app(
         """Prometheus text exposition of the node's counters."""
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
-    return app
+    if communication is None:
+        return app
 
+    # ---- the peer API: every message is a signed envelope, checked before anything runs ----------
+
+    comm = communication
+
+    async def verified(request: Request, path: str) -> tuple[str, dict[str, Any]]:
+        body = await _read_body(request, server.max_body_bytes)
+        try:
+            sender = comm.verifier.verify(request.headers, body, path=path)
+        except EnvelopeError as exc:
+            raise PeerRejectedError(f"peer message rejected: {exc}", exc.http_status) from None
+        return sender, _parse_json_object(body)
+
+    @app.post(PATH_PROBE)
+    async def peer_probe(request: Request) -> Response:
+        sender, data = await verified(request, PATH_PROBE)
+        probe = _validate(ProbeBody, data)
+        me = signer.node_address.lower()
+        on_route = any(hop.lower() == me for hop in probe.route)
+        accept = not on_route and bool(probe.route) and probe.route[-1].lower() == sender.lower()
+        accept = accept and await policy_manager.accept_probe(probe.model)
+        return JSONResponse({"accept": accept})
+
+    @app.post(PATH_DELEGATE)
+    async def peer_delegate(request: Request) -> Response:
+        sender, data = await verified(request, PATH_DELEGATE)
+        body = _validate(DelegateBody, data)
+        me = signer.node_address.lower()
+        if body.route[-1].lower() != sender.lower():
+            raise InvalidRequestError("The route must end with the sending node.", param="route")
+        if any(hop.lower() == me for hop in body.route):
+            raise InvalidRequestError("This node is already on the route (a cycle).", param="route")
+        if len(body.route) > settings.peers.max_hops:
+            raise InvalidRequestError(f"The route is longer than {settings.peers.max_hops} hops.", param="route")
+        return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id)
+
+    @app.post(PATH_VOUCHER)
+    async def peer_voucher(request: Request) -> Response:
+        sender, data = await verified(request, PATH_VOUCHER)
+        from node.vouchers import SignedVoucher, VoucherError
+
+        if ledger is None:
+            raise BackendUnavailableError("This node keeps no ledger; it cannot take vouchers.")
+        try:
+            voucher = SignedVoucher.from_json(data)
+            if voucher.origin.lower() != sender.lower():
+                raise InvalidRequestError("A voucher must come from its origin.", param="origin")
+            earned = ledger.accept_voucher(voucher)
+        except VoucherError as exc:
+            raise InvalidRequestError(f"Voucher refused: {exc}", param="voucher") from None
+        return JSONResponse({"accepted": True, "earned_wei": str(earned)})
+
+    return app

@@ -172,6 +172,17 @@ class BackendUnavailableError(_RetryableError):
     default_message = "The model backend is unavailable. Please retry later."
 
 
+class PeerRejectedError(NodeError):
+    """A peer API message failed its signed-envelope check; `http_status` comes from the check (400/401/409)."""
+
+    error_type = "invalid_request_error"
+    code = "peer_envelope_rejected"
+
+    def __init__(self, message: str, http_status: int) -> None:
+        self.http_status = http_status
+        super().__init__(message)
+
+
 class UpstreamTimeoutError(NodeError):
     """The backend or the peer executing the request did not answer in time (504)."""
 

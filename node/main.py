@@ -8,9 +8,12 @@ wallet, an unreachable chain, an unreadable identity key, a backend kind this ve
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import threading
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
@@ -22,7 +25,15 @@ from node.backends.openai_compat import OpenAIBackend
 from node.identity import load_or_create_identity
 from node.settings import NodeSettings, SettingsError
 
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from node.managers.communication import CommunicationManager
+    from node.managers.ledger import LedgerManager
+
 CHAIN_PROBE_TIMEOUT_S = 3.0
+
+logger = logging.getLogger(__name__)
 
 
 class NodeStartupError(Exception):
@@ -33,7 +44,17 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
     """The backends of `settings.backend.kind`; raises SettingsError for a kind this version lacks."""
     backend = settings.backend
     if backend.kind == "fake":
-        return [FakeBackend(list(backend.models), latency_s=backend.fake.latency_s)]
+        fake = backend.fake
+        return [FakeBackend(list(backend.models), latency_s=fake.latency_s, tokens_per_s=fake.tokens_per_s,
+                            capacity=fake.capacity, words=fake.words)]
+    if backend.kind == "local":
+        from node.backends.local import build_local_backend
+
+        return [build_local_backend(settings)]
+    if backend.kind == "vllm":
+        from node.backends.vllm import build_vllm_backend
+
+        return [build_vllm_backend(settings)]
     if backend.kind == "openai":
         openai = backend.openai
         if openai.base_url is None:  # the settings validator already requires it; keeps mypy honest
@@ -41,10 +62,7 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
         api_key = openai.api_key.get_secret_value() if openai.api_key is not None else None
         return [OpenAIBackend(str(openai.base_url), models=list(backend.models), api_key=api_key,
                               timeout_s=settings.server.request_timeout_s)]
-    raise SettingsError([
-        f"backend.kind: {backend.kind!r} is not available in this version yet "
-        "(use 'fake', or 'openai' with backend.openai.base_url pointing at a running server)"
-    ])
+    raise SettingsError([f"backend.kind: unknown kind {backend.kind!r}"])
 
 
 def node_address(settings: NodeSettings) -> str:
@@ -59,6 +77,28 @@ def node_address(settings: NodeSettings) -> str:
     try:
         return wallet_info(name).address
     except (LedgerError, FileNotFoundError) as exc:
+        raise NodeStartupError(f"operator wallet {name!r}: {exc}") from None
+
+
+def operator_account(settings: NodeSettings) -> LocalAccount | None:
+    """The operator wallet's key, for the node's own transactions and fee vouchers.
+
+    Decrypted with `WWWSERVE_PASSWORD`; without it the node still serves (and executes for peers) but
+    cannot pay peers or claim what it earned, which is logged once at start.
+    """
+    from ledger.errors import LedgerError
+    from ledger.wallet import PASSWORD_ENV, load_wallet
+
+    name = settings.identity.wallet
+    if not name:
+        return None
+    if not os.environ.get(PASSWORD_ENV):
+        logger.warning("%s is not set: wallet %r stays locked, so this node will not pay peers for delegated "
+                       "requests nor claim the fees it earns", PASSWORD_ENV, name)
+        return None
+    try:
+        return load_wallet(name)
+    except (LedgerError, OSError) as exc:
         raise NodeStartupError(f"operator wallet {name!r}: {exc}") from None
 
 
@@ -99,6 +139,39 @@ def chain_id(settings: NodeSettings) -> int:
     return found
 
 
+def build_network(
+    settings: NodeSettings,
+    chain: int,
+    address: str,
+    key: nacl.signing.SigningKey,
+    account: LocalAccount | None,
+) -> tuple[LedgerManager, CommunicationManager]:
+    """The Ledger manager (registry, stakes, vouchers from the chain) and the Communication manager."""
+    from ledger.errors import LedgerError
+    from node.managers.communication import CommunicationManager
+    from node.managers.ledger import LedgerManager
+
+    try:
+        ledger = LedgerManager.from_settings(settings, chain_id=chain, my_address=address, account=account)
+    except (LedgerError, OSError, ValueError) as exc:
+        raise NodeStartupError(f"cannot read the network's ledger: {exc} (is the contract deployed? "
+                               "`wwwserve devnet up` deploys it; or set chain.contract_address)") from None
+    peers = settings.peers
+    communication = CommunicationManager(
+        my_address=address,
+        chain_id=chain,
+        signing_key=key,
+        directory=ledger,
+        probe_timeout_s=peers.probe_timeout_s,
+        delegate_timeout_s=peers.delegate_timeout_s,
+        ban_initial_s=peers.ban_initial_s,
+        ban_max_s=peers.ban_max_s,
+        liveness_interval_s=peers.discovery_interval_s,
+        envelope_window_s=peers.envelope_window_s,
+    )
+    return ledger, communication
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the stop signal after a graceful shutdown.
 
@@ -127,7 +200,9 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     address = node_address(settings)
     key = identity_key(settings)
     chain = chain_id(settings)
-    app = create_app(settings, backends, key, address, chain)
+    account = operator_account(settings)
+    ledger, communication = build_network(settings, chain, address, key, account)
+    app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
                             lifespan="on", timeout_graceful_shutdown=10)
     server = _QuietServer(config)

@@ -336,6 +336,11 @@ class FakeBackendSettings(_Section):
     """kind = "fake": a deterministic in-process backend for tests and benchmarks."""
 
     latency_s: float = Field(default=0.0, ge=0, le=3600, description="Delay before each fake answer.")
+    tokens_per_s: float | None = Field(
+        default=None, gt=0, description="Streaming speed in words per second; unset: as fast as possible."
+    )
+    words: int | None = Field(default=None, ge=1, le=100_000, description="Words per answer; unset: from max_tokens.")
+    capacity: int = Field(default=4, ge=1, description="Requests the fake engine runs at once (its KV 'capacity').")
 
 
 class BackendSettings(_Section):

@@ -56,6 +56,8 @@ class RequestManager:
         self._running = 0
         # Futures of waiting requests, oldest first; a released slot is handed to the first live one.
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # The two queues of DESIGN §2 share one FIFO of slots; these count who waits, for the policy.
+        self._waiting_by_source: dict[str, int] = {"user": 0, "node": 0}
 
     # ---- admission --------------------------------------------------------------------------
 
@@ -69,11 +71,28 @@ class RequestManager:
         """Requests queued for a slot now."""
         return sum(1 for fut in self._waiters if not fut.done())
 
-    async def acquire(self, timeout_s: float | None = None) -> None:
+    def waiting_from(self, source: str) -> int:
+        """Requests queued for a slot now that came from `source`: "user" or "node" (a peer)."""
+        return self._waiting_by_source.get(source, 0)
+
+    @property
+    def occupancy(self) -> float:
+        """Share of slots in use, 0..1: the load of a backend that cannot report its own."""
+        return min(1.0, self._running / self.max_concurrent)
+
+    async def acquire(self, timeout_s: float | None = None, source: str = "user") -> None:
         """Take a slot, waiting in the queue up to `timeout_s` (default: the request timeout).
 
         Raises `OverloadedError` at once when the queue is full, `UpstreamTimeoutError` on timeout.
+        `source` says which queue the request counts in while it waits ("user" or "node").
         """
+        self._waiting_by_source[source] = self._waiting_by_source.get(source, 0) + 1
+        try:
+            await self._acquire(timeout_s)
+        finally:
+            self._waiting_by_source[source] -= 1
+
+    async def _acquire(self, timeout_s: float | None) -> None:
         if self._running < self.max_concurrent and not self.waiting:
             self._running += 1
             return
@@ -111,7 +130,7 @@ class RequestManager:
 
     # ---- execution --------------------------------------------------------------------------
 
-    async def generate(self, req: GenerationRequest) -> GenerationResult:
+    async def generate(self, req: GenerationRequest, source: str = "user") -> GenerationResult:
         """Admit `req`, run it on its model's backend and return the whole answer.
 
         If the caller is cancelled (its client went away) the backend's work is aborted.
@@ -119,7 +138,7 @@ class RequestManager:
         backend = self.model_manager.backend_for(req.model)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout_s
-        await self.acquire()
+        await self.acquire(source=source)
         try:
             async with asyncio.timeout_at(deadline):
                 return await backend.generate(req)
@@ -135,11 +154,11 @@ class RequestManager:
         finally:
             self.release()
 
-    async def open_stream(self, req: GenerationRequest) -> LocalStream:
+    async def open_stream(self, req: GenerationRequest, source: str = "user") -> LocalStream:
         """Admit `req`, start its stream and pull the first delta; errors up to there are raised here."""
         backend = self.model_manager.backend_for(req.model)
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
-        await self.acquire()
+        await self.acquire(source=source)
         stream = LocalStream(self, backend, req, deadline)
         try:
             await stream.prime()
@@ -159,6 +178,7 @@ class LocalStream:
         self._deadline = deadline
         self._agen: AsyncGenerator[StreamDelta, None] = backend.stream(req)
         self._first: StreamDelta | None = None
+        self.attestation = None  # a local stream is signed by this node itself (see RemoteStream)
         self._finished = False  # the final delta was seen (nothing left to abort)
         self._closed = False
 

@@ -1,0 +1,566 @@
+"""The Communication manager: who the peers are, talking to them with signed envelopes, and bans.
+
+Peers come from the on-chain registry through the Ledger manager (`PeerDirectory`); this module adds
+what only the network can tell: whether a peer answers. Every message to a peer is sealed with this
+node's ed25519 identity key (`node.envelope`), bound to its path, and every message from a peer is
+verified against the sender's registered key before anything executes it.
+
+A peer that fails (refuses the connection, times out, answers garbage or a 5xx, or sends a result whose
+signature does not hold) is banned with exponential backoff: `ban_initial_s`, doubled per consecutive
+failure up to `ban_max_s`; one success clears its record. Banned peers are left out of PoS sampling.
+
+The peer API (served by `node.peer_api`):
+- `POST /peer/probe`     {request_id, model, route}        → {"accept": bool}
+- `POST /peer/delegate`  {request_id, kind, request, route} → the OpenAI SSE stream of the executor's
+  answer (`stream: true` and `include_usage` forced), its final chunk carrying the signed attestation
+- `POST /peer/voucher`   a signed fee voucher (`node.managers.ledger.SignedVoucher.to_json()`)
+`RemoteStream` turns a delegated SSE answer back into the `StreamDelta`s the local path produces, so the
+user-facing code treats local and delegated work alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import httpx
+import nacl.signing
+from pydantic import BaseModel, ConfigDict, Field
+
+from node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
+from node.envelope import EnvelopeVerifier, seal
+from node.errors import (
+    BackendUnavailableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NodeError,
+    OverloadedError,
+    UpstreamTimeoutError,
+)
+from node.routing import Peer
+from node.signing import MalformedSignedResultError, SignedResult
+
+__all__ = [
+    "PATH_DELEGATE",
+    "PATH_PROBE",
+    "PATH_VOUCHER",
+    "BanList",
+    "CommunicationManager",
+    "DelegateBody",
+    "DirectoryPeer",
+    "PeerDirectory",
+    "PeerFailedError",
+    "ProbeBody",
+    "RemoteStream",
+]
+
+logger = logging.getLogger(__name__)
+
+PATH_PROBE = "/peer/probe"
+PATH_DELEGATE = "/peer/delegate"
+PATH_VOUCHER = "/peer/voucher"
+PATH_HEALTH = "/health"
+
+MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
+"""Longest SSE line accepted from a peer: a line beyond it is a broken or hostile peer, not an answer."""
+
+
+class PeerFailedError(Exception):
+    """A peer did not do what it was asked (unreachable, timeout, bad answer, bad signature).
+
+    `started` tells whether the peer had already streamed output when it failed: before that the request
+    can be re-dispatched elsewhere, after it the user's stream must end with an error event.
+    """
+
+    def __init__(self, address: str, message: str, *, started: bool = False) -> None:
+        super().__init__(f"peer {address}: {message}")
+        self.address = address
+        self.started = started
+
+
+# ---------------------------------------------------------------------------------------------
+# wire bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProbeBody(_Body):
+    """Would you run this request now? (acceptance probe, DESIGN §2 step 3)."""
+
+    request_id: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=256)
+    route: list[str] = Field(default_factory=list, max_length=32)
+
+
+class DelegateBody(_Body):
+    """Run this request and stream the answer back; `route` lists the nodes it passed, origin first."""
+
+    request_id: str = Field(min_length=1, max_length=256)
+    kind: Literal["chat", "completion"]
+    request: dict[str, Any]
+    route: list[str] = Field(min_length=1, max_length=32)
+
+
+# ---------------------------------------------------------------------------------------------
+# directory and bans
+
+
+class DirectoryPeer(Protocol):
+    """A registry entry as the Ledger manager keeps it (`node.managers.ledger.PeerRecord` fits)."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def models(self) -> frozenset[str]: ...
+
+    @property
+    def stake_wei(self) -> int: ...
+
+
+class PeerDirectory(Protocol):
+    """The registry view the Communication manager reads (`LedgerManager` fits)."""
+
+    def peers(self) -> Sequence[DirectoryPeer]: ...
+
+    def peer(self, address: str) -> DirectoryPeer | None: ...
+
+    def pubkey_of(self, address: str) -> bytes | None: ...
+
+
+@dataclass
+class _BanRecord:
+    failures: int = 0
+    until: float = 0.0
+
+
+class BanList:
+    """Exponential-backoff bans: the n-th consecutive failure bans for `initial_s * 2**(n-1)`, capped."""
+
+    def __init__(self, initial_s: float, max_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if initial_s <= 0 or max_s < initial_s:
+            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self._clock = clock
+        self._records: dict[str, _BanRecord] = {}
+
+    def fail(self, address: str) -> float:
+        """Record a failure of `address`; returns the length of the ban it now serves (seconds)."""
+        record = self._records.setdefault(address.lower(), _BanRecord())
+        record.failures += 1
+        # min() before the power: 2**failures must not overflow a float after a very long outage.
+        duration = float(min(self.max_s, self.initial_s * 2 ** min(record.failures - 1, 60)))
+        record.until = self._clock() + duration
+        return duration
+
+    def succeed(self, address: str) -> None:
+        """A success clears the peer's record (its next failure bans for `initial_s` again)."""
+        self._records.pop(address.lower(), None)
+
+    def is_banned(self, address: str) -> bool:
+        """Whether `address` is serving a ban now."""
+        record = self._records.get(address.lower())
+        return record is not None and record.until > self._clock()
+
+    def failures(self, address: str) -> int:
+        """Consecutive failures recorded for `address`."""
+        record = self._records.get(address.lower())
+        return 0 if record is None else record.failures
+
+    def banned(self) -> dict[str, float]:
+        """Address (lower-case) → seconds of ban left, for peers banned now."""
+        now = self._clock()
+        return {a: r.until - now for a, r in self._records.items() if r.until > now}
+
+
+# ---------------------------------------------------------------------------------------------
+# delegated streams
+
+
+def _error_from_event(data: Mapping[str, Any]) -> NodeError:
+    """The NodeError an executor's OpenAI error event stands for (so the user sees the same error)."""
+    error = data.get("error")
+    if not isinstance(error, Mapping):
+        return BackendUnavailableError("A peer sent a malformed error event.")
+    message = str(error.get("message") or "The executing peer failed.")
+    code = error.get("code")
+    if code == "model_not_found":
+        return ModelNotFoundError(str(error.get("param") or ""), message)
+    if code == "context_length_exceeded":
+        return InvalidRequestError(message, param=error.get("param"), code="context_length_exceeded")
+    if error.get("type") == "invalid_request_error":
+        return InvalidRequestError(message, param=error.get("param"), code=code if isinstance(code, str) else None)
+    if code == "timeout":
+        return UpstreamTimeoutError(message)
+    return BackendUnavailableError(message)
+
+
+class RemoteStream:
+    """A delegated request's answer, read back from the executor's SSE stream as `StreamDelta`s.
+
+    `attestation` holds the executor's signed result once the final chunk arrived. Iterate it like a
+    `LocalStream`; `aclose()` closes the HTTP stream (the executor then aborts its backend's work).
+    """
+
+    def __init__(
+        self,
+        peer: DirectoryPeer,
+        request: GenerationRequest,
+        response: httpx.Response,
+        on_close: Callable[[], Any] | None = None,
+    ) -> None:
+        self.peer = peer
+        self.request = request
+        self.attestation: SignedResult | None = None
+        self._response = response
+        self._lines = response.aiter_lines()
+        self._first: StreamDelta | None = None
+        self._started = False  # text was handed to the consumer: no re-dispatch after this
+        self._finished = False
+        self._closed = False
+        self._agen: AsyncGenerator[StreamDelta, None] = self._read()
+        self._on_close = on_close
+
+    @property
+    def executor(self) -> str:
+        """The executor's address (from the attestation once known, else the peer asked)."""
+        return self.attestation.executor if self.attestation is not None else self.peer.address
+
+    @property
+    def started(self) -> bool:
+        """Whether output already reached the consumer."""
+        return self._started
+
+    def _fail(self, message: str) -> PeerFailedError:
+        return PeerFailedError(self.peer.address, message, started=self._started)
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        async for line in self._lines:
+            if len(line) > MAX_SSE_LINE_BYTES:
+                raise self._fail("sent an oversized SSE line")
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                raise self._fail("sent a malformed SSE event") from None
+            if not isinstance(event, dict):
+                raise self._fail("sent a non-object SSE event")
+            yield event
+
+    async def _read(self) -> AsyncGenerator[StreamDelta, None]:
+        """Parse chunks into deltas; the final delta is held until the attestation has arrived."""
+        final: StreamDelta | None = None
+        try:
+            async for event in self._events():
+                if "error" in event:
+                    error = _error_from_event(event)
+                    if isinstance(error, InvalidRequestError | ModelNotFoundError):
+                        raise error  # about the request itself: any other peer would say the same
+                    raise self._fail(f"executor error: {error.message}")
+                if "wwwserve" in event and event["wwwserve"] is not None:
+                    try:
+                        self.attestation = SignedResult.from_json(event["wwwserve"])
+                    except MalformedSignedResultError as exc:
+                        raise self._fail(f"sent a malformed attestation: {exc}") from None
+                usage = event.get("usage")
+                choices = event.get("choices") or []
+                for choice in choices:
+                    if not isinstance(choice, Mapping):
+                        raise self._fail("sent a malformed choice")
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
+                    if isinstance(text, str) and text:
+                        yield StreamDelta(text=text)
+                    reason = choice.get("finish_reason")
+                    if reason is not None:
+                        final = StreamDelta(finish_reason=normalize_finish_reason(reason))
+                if isinstance(usage, Mapping) and final is not None:
+                    final = StreamDelta(
+                        finish_reason=final.finish_reason,
+                        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                        completion_tokens=int(usage.get("completion_tokens") or 0),
+                    )
+        except httpx.HTTPError as exc:
+            raise self._fail(f"stream broke: {type(exc).__name__}: {exc}") from None
+        if final is None:
+            raise self._fail("stream ended without a final chunk")
+        if self.attestation is None:
+            raise self._fail("stream ended without the signed attestation")
+        yield final
+
+    async def prime(self) -> None:
+        """Read up to the first delta, so a peer failing before any output can be replaced."""
+        try:
+            self._first = await self._agen.__anext__()
+        except StopAsyncIteration:
+            raise self._fail("stream ended before any output") from None
+
+    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        """The deltas: text pieces, then one final delta with the finish reason and usage."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            self._started = True
+            if first.is_final:
+                self._finished = True
+            yield first
+        while not self._finished and not self._closed:
+            try:
+                delta = await self._agen.__anext__()
+            except StopAsyncIteration:
+                return
+            self._started = True
+            if delta.is_final:
+                self._finished = True
+            yield delta
+
+    async def aclose(self) -> None:
+        """Close the HTTP stream (idempotent); an unfinished one makes the executor abort its work."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._agen.aclose()
+        with contextlib.suppress(Exception):
+            await self._response.aclose()
+        if self._on_close is not None:
+            self._on_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the manager
+
+
+class CommunicationManager:
+    """Signed HTTP to peers, verification of what peers send, liveness probes and bans."""
+
+    def __init__(
+        self,
+        *,
+        my_address: str,
+        chain_id: int,
+        signing_key: nacl.signing.SigningKey,
+        directory: PeerDirectory,
+        probe_timeout_s: float = 2.0,
+        delegate_timeout_s: float = 600.0,
+        ban_initial_s: float = 5.0,
+        ban_max_s: float = 300.0,
+        liveness_interval_s: float = 10.0,
+        envelope_window_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.my_address = my_address
+        self.chain_id = chain_id
+        self.directory = directory
+        self.probe_timeout_s = probe_timeout_s
+        self.delegate_timeout_s = delegate_timeout_s
+        self.liveness_interval_s = liveness_interval_s
+        self.bans = BanList(ban_initial_s, ban_max_s)
+        self.verifier = EnvelopeVerifier(my_address, chain_id, directory.pubkey_of, window_s=envelope_window_s)
+        self._key = signing_key
+        # One pooled client: keep-alive to each peer is what keeps a hop at a millisecond or two.
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(delegate_timeout_s, connect=probe_timeout_s),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+            follow_redirects=False,
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._liveness: asyncio.Task[None] | None = None
+
+    # ---- peers -----------------------------------------------------------------------------
+
+    def routable_peers(self, model: str | None = None) -> list[Peer]:
+        """Registered peers with stake, not banned, not this node, serving `model` when given."""
+        out: list[Peer] = []
+        me = self.my_address.lower()
+        for record in self.directory.peers():
+            if record.address.lower() == me or record.stake_wei <= 0 or self.bans.is_banned(record.address):
+                continue
+            if model is not None and model not in record.models:
+                continue
+            out.append(Peer(record.address, record.stake_wei, frozenset(record.models), record.endpoint))
+        return out
+
+    def network_models(self) -> dict[str, int]:
+        """Model → how many registered nodes with stake serve it (this node included), bans ignored."""
+        counts: dict[str, int] = {}
+        for record in self.directory.peers():
+            if record.stake_wei <= 0:
+                continue
+            for model in record.models:
+                counts[model] = counts.get(model, 0) + 1
+        return counts
+
+    # ---- outgoing --------------------------------------------------------------------------
+
+    def _sealed(self, receiver: str, path: str, payload: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = seal(self._key, self.my_address, receiver, body, self.chain_id, path=path)
+        headers["Content-Type"] = "application/json"
+        return body, headers
+
+    def _url(self, peer: DirectoryPeer | Peer, path: str) -> str:
+        return peer.endpoint.rstrip("/") + path
+
+    def _failed(self, peer: DirectoryPeer | Peer, message: str, *, started: bool = False) -> PeerFailedError:
+        duration = self.bans.fail(peer.address)
+        logger.warning("peer %s failed (%s); banned for %.0f s", peer.address, message, duration)
+        return PeerFailedError(peer.address, message, started=started)
+
+    async def probe(self, peer: DirectoryPeer | Peer, body: ProbeBody) -> bool:
+        """Ask `peer` whether it takes the request now; a failing peer answers False and is banned."""
+        data, headers = self._sealed(peer.address, PATH_PROBE, body.model_dump())
+        try:
+            response = await self._client.post(
+                self._url(peer, PATH_PROBE), content=data, headers=headers, timeout=self.probe_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            self._failed(peer, f"probe failed: {type(exc).__name__}")
+            return False
+        if response.status_code != 200:
+            if response.status_code >= 500 or response.status_code in (401, 403):
+                self._failed(peer, f"probe answered HTTP {response.status_code}")
+            return False
+        try:
+            accept = response.json().get("accept") is True
+        except (ValueError, AttributeError):
+            self._failed(peer, "probe answer is not JSON")
+            return False
+        self.bans.succeed(peer.address)
+        return accept
+
+    async def open_delegation(
+        self, peer: DirectoryPeer | Peer, body: DelegateBody, request: GenerationRequest
+    ) -> RemoteStream:
+        """Send `request` to `peer` and read up to its first output; raises `PeerFailedError` if it fails.
+
+        Errors the executor reports about the request itself (a 4xx in the OpenAI shape: context too
+        long, model unknown) are raised as that `NodeError`, since another peer would answer the same.
+        """
+        data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
+        http_request = self._client.build_request(
+            "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._failed(peer, f"delegation failed: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            content = await response.aread()
+            await response.aclose()
+            error: NodeError | None = None
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(content)
+                if isinstance(parsed, dict) and "error" in parsed:
+                    error = _error_from_event(parsed)
+            if response.status_code in (400, 404) and error is not None:
+                raise error
+            if response.status_code in (429, 503):
+                # Busy after accepting the probe: not a fault, no ban; the caller tries elsewhere.
+                raise PeerFailedError(peer.address, f"busy (HTTP {response.status_code})")
+            raise self._failed(peer, f"delegation answered HTTP {response.status_code}")
+        stream = RemoteStream(peer, request, response)
+        try:
+            await stream.prime()
+        except PeerFailedError as exc:
+            await stream.aclose()
+            raise self._failed(peer, str(exc)) from None
+        except NodeError as exc:
+            await stream.aclose()
+            if isinstance(exc, InvalidRequestError | ModelNotFoundError):
+                raise
+            raise self._failed(peer, f"executor error: {exc}") from None
+        except BaseException:
+            await stream.aclose()
+            raise
+        self.bans.succeed(peer.address)
+        return stream
+
+    def send_voucher_soon(self, peer: DirectoryPeer | Peer, voucher_json: Mapping[str, Any]) -> None:
+        """Deliver a fee voucher in the background (off the request path); failures are logged."""
+        task = asyncio.get_running_loop().create_task(self._send_voucher(peer, dict(voucher_json)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_voucher(self, peer: DirectoryPeer | Peer, voucher_json: dict[str, Any]) -> None:
+        data, headers = self._sealed(peer.address, PATH_VOUCHER, voucher_json)
+        for attempt in range(3):
+            try:
+                response = await self._client.post(
+                    self._url(peer, PATH_VOUCHER), content=data, headers=headers, timeout=self.probe_timeout_s
+                )
+                if response.status_code == 200:
+                    return
+                logger.warning("peer %s refused voucher: HTTP %s %s", peer.address, response.status_code,
+                               response.text[:200])
+                return
+            except httpx.HTTPError as exc:
+                logger.info("voucher to %s failed (%s), attempt %d", peer.address, type(exc).__name__, attempt + 1)
+                await asyncio.sleep(0.5 * 2**attempt)
+                # A resend needs a fresh envelope: the receiver refuses a replayed nonce.
+                data, headers = self._sealed(peer.address, PATH_VOUCHER, voucher_json)
+
+    # ---- liveness --------------------------------------------------------------------------
+
+    async def check_liveness(self) -> dict[str, bool]:
+        """GET /health of every registered peer once; a peer that does not answer is banned."""
+        peers = [p for p in self.directory.peers() if p.address.lower() != self.my_address.lower()]
+
+        async def one(peer: DirectoryPeer) -> bool:
+            try:
+                response = await self._client.get(self._url(peer, PATH_HEALTH), timeout=self.probe_timeout_s)
+            except httpx.HTTPError:
+                response = None
+            if response is None or response.status_code != 200:
+                if not self.bans.is_banned(peer.address):
+                    self._failed(peer, "health check failed")
+                return False
+            self.bans.succeed(peer.address)
+            return True
+
+        results = await asyncio.gather(*(one(p) for p in peers))
+        return {p.address: ok for p, ok in zip(peers, results, strict=True)}
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.liveness_interval_s)
+            try:
+                await self.check_liveness()
+            except Exception:
+                logger.warning("liveness round failed", exc_info=True)
+
+    def start(self) -> None:
+        """Start the periodic liveness probes."""
+        if self._liveness is None:
+            self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
+
+    async def aclose(self) -> None:
+        """Stop probes, let pending voucher deliveries finish briefly, close connections."""
+        if self._liveness is not None:
+            self._liveness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._liveness
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        await self._client.aclose()
+
+
+def overloaded(message: str) -> OverloadedError:
+    """The 503 a node answers when neither it nor any peer can take a request now."""
+    return OverloadedError(message, retry_after_s=1.0)

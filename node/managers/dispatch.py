@@ -1,0 +1,295 @@
+"""Dispatch, the decision half of the Request manager: run here, or delegate to a peer chosen by stake.
+
+For each request (a user's, or a peer's delegated one) `Dispatcher.plan` asks the policy (DESIGN §2):
+LOCAL or QUEUE → the caller runs it on this node's Request manager; OFFLOAD → `k_exec + 2` candidates are
+drawn by PoS from the registry (never this node, never a node already on the route, never a banned
+peer), probed in parallel, and the first acceptor in candidate order gets the request over the signed
+peer API; no acceptor → the policy's fallback (QUEUE or RETRY after `retry_delay_s`). A request for a
+model this node does not serve is always offloaded. A route of `max_hops` delegations must run where it is.
+
+Nothing here polls: a decision is made the moment a request arrives, and a RETRY waits only
+`retry_delay_s` (paced, not ticked). A delegated answer streams back as a `RemoteStream`; `finish_remote`
+checks the executor's signature against its registered key and the hashes of what was actually relayed,
+then records the fee voucher for the peer the request was handed to (it pays its own next hop in turn).
+
+Failure: a peer that fails before its first output is banned and the request re-dispatched; for a
+non-streaming request nothing has reached the user yet, so any failure is re-dispatched
+(`Dispatcher.generate`); a streaming request that already sent text ends with an OpenAI error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+from node.backends.base import GenerationRequest, GenerationResult, StreamDelta
+from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutError
+from node.managers.communication import (
+    CommunicationManager,
+    DelegateBody,
+    PeerFailedError,
+    ProbeBody,
+    RemoteStream,
+)
+from node.managers.policy import PolicyManager
+from node.managers.request import LocalStream, RequestManager
+from node.policy import Action
+from node.routing import candidates_for_delegation, selection_seed
+from node.signing import SignedResult, SigningError, verify_result
+
+__all__ = ["Dispatcher", "FeeLedger", "Source"]
+
+logger = logging.getLogger(__name__)
+
+Source = Literal["user", "node"]
+
+NO_PEER_WAIT_S = 30.0
+"""Longest a request for a model served only elsewhere waits for a peer to accept, before a 503."""
+
+MAX_REDISPATCHES = 8
+"""Peers one request may try after failures before the user gets the error."""
+
+
+class FeeLedger(Protocol):
+    """What dispatch needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits)."""
+
+    def pubkey_of(self, address: str) -> bytes | None: ...
+
+    def recent_block_hash(self) -> bytes: ...
+
+    def record_fee(self, executor: str, fee_wei: int) -> Any: ...
+
+
+class Dispatcher:
+    """Decides where each request runs and drives delegations; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        my_address: str,
+        chain_id: int,
+        requests: RequestManager,
+        policy: PolicyManager,
+        communication: CommunicationManager | None = None,
+        ledger: FeeLedger | None = None,
+        fee_wei: int = 0,
+        max_hops: int = 3,
+        k_exec: int = 1,
+        retry_delay_s: float = 0.1,
+    ) -> None:
+        self.my_address = my_address
+        self.chain_id = chain_id
+        self.requests = requests
+        self.policy = policy
+        self.communication = communication
+        self.ledger = ledger
+        self.fee_wei = fee_wei
+        self.max_hops = max_hops
+        self.k_exec = k_exec
+        self.retry_delay_s = retry_delay_s
+        self._fee_warned = False
+
+    # ---- planning ----------------------------------------------------------------------------
+
+    def _serves(self, model: str) -> bool:
+        return model in self.requests.model_manager.models()
+
+    async def plan(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str] = (),
+        avoid: set[str] | None = None,
+    ) -> RemoteStream | None:
+        """None: run `greq` here (LOCAL/QUEUE). Otherwise the primed stream of the peer that took it.
+
+        `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
+        peers that failed this request, so a re-dispatch goes elsewhere.
+        """
+        model = greq.model
+        local = self._serves(model)
+        comm = self.communication
+        if comm is None or len(route) >= self.max_hops:
+            if not local:
+                raise ModelNotFoundError(model)
+            return None
+        if not local and model not in comm.network_models():
+            raise ModelNotFoundError(model)
+        loop = asyncio.get_running_loop()
+        wait_s = self.requests.request_timeout_s if local else min(NO_PEER_WAIT_S, self.requests.request_timeout_s)
+        deadline = loop.time() + wait_s
+        avoid = set() if avoid is None else avoid
+        while True:
+            action = Action.OFFLOAD if not local else (await self.policy.decide(model)).action
+            if action in (Action.LOCAL, Action.QUEUE):
+                return None
+            if action == Action.OFFLOAD:
+                stream = await self._offload(greq, kind, raw_request, route, avoid)
+                if stream is not None:
+                    return stream
+                if local:
+                    action = (await self.policy.fallback(model)).action
+                    if action == Action.QUEUE:
+                        return None
+            if loop.time() + self.retry_delay_s > deadline:
+                if local:
+                    return None  # waited long enough for the network: take it on the local queue
+                raise OverloadedError(
+                    f"No node of the network can take a request for model {model!r} now. Please retry shortly.",
+                    retry_after_s=1.0,
+                )
+            await asyncio.sleep(self.retry_delay_s)
+
+    async def _offload(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str],
+        avoid: set[str],
+    ) -> RemoteStream | None:
+        comm = self.communication
+        assert comm is not None  # plan() checked
+        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in avoid]
+        if not peers:
+            return None
+        block_hash = self.ledger.recent_block_hash() if self.ledger is not None else b""
+        seed = selection_seed(greq.request_id, block_hash, len(route))
+        candidates = candidates_for_delegation(peers, self.my_address, route, seed, self.k_exec, greq.model)
+        if not candidates:
+            return None
+        onward = [*route, self.my_address]
+        probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
+        probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in candidates]
+        body = DelegateBody(request_id=greq.request_id, kind=kind, request=_streamed(raw_request), route=onward)
+        try:
+            # Probed in parallel; the first acceptor *in candidate order* executes (DESIGN §3).
+            for peer, answer in zip(candidates, probes, strict=True):
+                if not await answer:
+                    continue
+                try:
+                    return await comm.open_delegation(peer, body, greq)
+                except PeerFailedError as exc:
+                    logger.info("delegation of %s to %s failed: %s", greq.request_id, peer.address, exc)
+                    avoid.add(peer.address.lower())
+            return None
+        finally:
+            for task in probes:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*probes, return_exceptions=True)
+
+    # ---- results -------------------------------------------------------------------------------
+
+    def finish_remote(
+        self, stream: RemoteStream, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
+    ) -> SignedResult:
+        """Check a delegated result and pay for it; returns the executor's attestation to pass on.
+
+        The attestation must be for this request and model, signed by the key the executor registered
+        on-chain, over exactly `output_text` and `prompt`. A peer that fails this is banned and the
+        failure raised as `PeerFailedError` (the output is never passed on as signed).
+        """
+        att = stream.attestation
+        peer = stream.peer
+        comm = self.communication
+        try:
+            if att is None:
+                raise SigningError("no attestation")
+            if att.request_id != stream.request.request_id or att.claim.model != stream.request.model:
+                raise SigningError("attestation is for another request or model")
+            key = self.ledger.pubkey_of(att.executor) if self.ledger is not None else None
+            if key is None and comm is not None:
+                key = comm.directory.pubkey_of(att.executor)
+            if key is None:
+                raise SigningError(f"executor {att.executor} has no registered key")
+            verify_result(att, key, output_text, prompt, expected_chain_id=self.chain_id)
+        except SigningError as exc:
+            if comm is not None:
+                comm.bans.fail(peer.address)
+            raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
+        self._pay(peer.address, peer)
+        return att
+
+    def _pay(self, address: str, peer: Any) -> None:
+        if self.ledger is None or self.fee_wei <= 0:
+            return
+        try:
+            voucher = self.ledger.record_fee(address, self.fee_wei)
+        except Exception as exc:
+            if not self._fee_warned:
+                logger.warning("cannot pay peers (fee voucher not recorded): %s", exc)
+                self._fee_warned = True
+            return
+        if self.communication is not None:
+            self.communication.send_voucher_soon(peer, voucher.to_json())
+
+    async def generate(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+        route: Sequence[str] = (),
+        source: Source = "user",
+    ) -> tuple[GenerationResult, SignedResult | None]:
+        """The whole answer, from here or a peer; None as attestation means "sign it yourself".
+
+        Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
+        """
+        avoid: set[str] = set()
+        for _ in range(MAX_REDISPATCHES):
+            stream = await self.plan(greq, kind, raw_request, route, avoid)
+            if stream is None:
+                return await self.requests.generate(greq, source=source), None
+            try:
+                pieces: list[str] = []
+                final: StreamDelta | None = None
+                async for delta in stream:
+                    pieces.append(delta.text)
+                    if delta.is_final:
+                        final = delta
+                if final is None or final.finish_reason is None:
+                    raise PeerFailedError(stream.peer.address, "stream ended early", started=True)
+                text = "".join(pieces)
+                att = self.finish_remote(stream, text, prompt)
+                result = GenerationResult(
+                    text=text,
+                    finish_reason=final.finish_reason,
+                    prompt_tokens=final.prompt_tokens or 0,
+                    completion_tokens=final.completion_tokens or 0,
+                )
+                return result, att
+            except PeerFailedError as exc:
+                logger.info("re-dispatching %s after %s", greq.request_id, exc)
+                avoid.add(exc.address.lower())
+            finally:
+                await stream.aclose()
+        raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
+
+    async def open_stream(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str] = (),
+        source: Source = "user",
+    ) -> LocalStream | RemoteStream:
+        """A primed stream from here or a peer; failures before the first output were re-dispatched."""
+        stream = await self.plan(greq, kind, raw_request, route, set())
+        if stream is None:
+            return await self.requests.open_stream(greq, source=source)
+        return stream
+
+
+def _streamed(raw_request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as the executor gets it: always streamed, usage always reported (for the fee record)."""
+    body = dict(raw_request)
+    body["stream"] = True
+    options = body.get("stream_options")
+    body["stream_options"] = {**(options if isinstance(options, Mapping) else {}), "include_usage": True}
+    return body

@@ -1,0 +1,512 @@
+"""PoS delegation between in-process nodes: probes, signed envelopes, relayed attestations, bans, fees.
+
+Several node apps talk over an httpx transport that routes each peer URL to that node's ASGI app, with a
+fake registry (`Directory`) in place of the chain. What is checked is the node's own behaviour: who gets
+the request, what the user sees, that signatures and envelopes hold, and what happens when a peer fails
+or lies. The same paths over real processes and a real chain are in tests/integration/test_delegation_net.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import nacl.signing
+import pytest
+
+from node.app import create_app
+from node.backends.base import Backend
+from node.backends.fake import FakeBackend
+from node.envelope import seal
+from node.managers.communication import PATH_DELEGATE, PATH_PROBE, CommunicationManager
+from node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
+from node.settings import load_settings
+from node.signing import SignedResult, verify_result
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "fake-model"
+CHAIN_ID = 31337
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "one two three"}]}
+
+
+@dataclass(frozen=True)
+class Record:
+    address: str
+    pubkey: bytes
+    endpoint: str
+    models: frozenset[str]
+    stake_wei: int
+
+
+@dataclass
+class Voucher:
+    origin: str
+    executor: str
+    cumulative_wei: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "executor": self.executor, "cumulative_wei": str(self.cumulative_wei)}
+
+
+@dataclass
+class FakeLedger:
+    """The registry (shared by all nodes) plus this node's fee book."""
+
+    me: str
+    registry: dict[str, Record]
+    credit: int = 10**18
+    promised: dict[str, int] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def peers(self) -> list[Record]:
+        return list(self.registry.values())
+
+    def peer(self, address: str) -> Record | None:
+        return self.registry.get(address)
+
+    def pubkey_of(self, address: str) -> bytes | None:
+        record = self.registry.get(address)
+        return None if record is None else record.pubkey
+
+    def credit_wei(self) -> int:
+        return self.credit
+
+    def recent_block_hash(self) -> bytes:
+        return b"\x11" * 32
+
+    def record_fee(self, executor: str, fee_wei: int) -> Voucher:
+        self.promised[executor] = self.promised.get(executor, 0) + fee_wei
+        return Voucher(self.me, executor, self.promised[executor])
+
+    def accept_voucher(self, voucher: Any) -> int:  # pragma: no cover - the real one is tested elsewhere
+        return 0
+
+
+class Router(httpx.AsyncBaseTransport):
+    """Routes http://<name>/... to the ASGI app registered under <name>; unknown hosts refuse to connect."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, httpx.ASGITransport] = {}
+        self.down: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host in self.down or host not in self.apps:
+            raise httpx.ConnectError(f"connection refused: {host}", request=request)
+        return await self.apps[host].handle_async_request(request)
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    key: nacl.signing.SigningKey
+    ledger: FakeLedger
+    comm: CommunicationManager
+    app: Any
+
+
+class Net:
+    def __init__(self) -> None:
+        self.registry: dict[str, Record] = {}
+        self.router = Router()
+        self.nodes: dict[str, Node] = {}
+
+    def add(
+        self,
+        name: str,
+        *,
+        backends: list[Backend] | None = None,
+        policy: dict[str, Any] | None = None,
+        stake_wei: int = 10**18,
+        models: tuple[str, ...] = (MODEL,),
+        max_hops: int = 3,
+        policy_obj: Any = None,
+    ) -> Node:
+        index = len(self.nodes) + 1
+        address = "0x" + f"{index:02x}" * 20
+        key = nacl.signing.SigningKey(bytes([index]) * 32)
+        from eth_utils.address import to_checksum_address
+
+        address = to_checksum_address(address)
+        self.registry[address] = Record(address, bytes(key.verify_key), f"http://{name}", frozenset(models), stake_wei)
+        ledger = FakeLedger(address, self.registry)
+        comm = CommunicationManager(
+            my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger, transport=self.router,
+            probe_timeout_s=1.0, ban_initial_s=30.0, ban_max_s=60.0,
+        )
+        pol = {"rng_seed": index, "auto_stake": False, **(policy or {})}
+        settings = load_settings(overrides={
+            "backend": {"kind": "fake", "models": list(models) or ["unused"]},
+            "policy": pol,
+            "peers": {"fee_wei": 1000, "max_hops": max_hops},
+        })
+        if backends is None:
+            backends = [FakeBackend(list(models))] if models else []
+        app = create_app(settings, backends, key, address, CHAIN_ID, ledger=ledger, communication=comm,
+                         policy=policy_obj)
+        self.router.apps[name] = httpx.ASGITransport(app=app)
+        node = Node(name, address, key, ledger, comm, app)
+        self.nodes[name] = node
+        return node
+
+    def client(self, name: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.router, base_url=f"http://{name}", timeout=10)
+
+
+class ForwardingPolicy(DefaultPolicy):
+    """Accepts every probe for a model it serves, then always offloads: a pure relay (for multi-hop)."""
+
+    def __init__(self) -> None:
+        super().__init__(PolicyConfig(auto_stake=False), random.Random(0))
+
+    def accept_probe(self, snapshot: LoadSnapshot, model: str | None) -> bool:
+        return True
+
+    def decide_dispatch(self, request_model: str, snapshot: LoadSnapshot) -> Decision:
+        return Decision(Action.OFFLOAD)
+
+
+DISPATCHER = {"target_token_usage": -1.0, "offload_frequency": 1.0, "accept_frequency": 0.0}
+EXECUTOR = {"accept_frequency": 1.0}
+
+
+def sse(text: str) -> list[Any]:
+    out = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[6:]
+            out.append("[DONE]" if data == "[DONE]" else json.loads(data))
+    return out
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def net() -> Net:
+    return Net()
+
+
+async def settle() -> None:
+    # Let background voucher deliveries run.
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# ---- the happy path -----------------------------------------------------------------------------
+
+
+async def test_busy_origin_delegates_and_user_gets_verifiable_answer(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    c = net.add("c", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    signed = SignedResult.from_json(body["wwwserve"])
+    assert signed.executor in (b.address, c.address)
+    assert list(signed.route) == [a.address, signed.executor]
+    executor_key = net.registry[signed.executor].pubkey
+    verify_result(signed, executor_key, body["choices"][0]["message"]["content"], CHAT["messages"],
+                  expected_chain_id=CHAIN_ID)
+    assert resp.headers["x-wwwserve-executor"] == signed.executor
+    # The origin recorded a fee for its executor, and nothing for the other peer.
+    assert a.ledger.promised == {signed.executor: 1000}
+
+
+async def test_streamed_delegation_relays_chunks_and_attestation(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions",
+                                 json={**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    assert resp.status_code == 200
+    events = sse(resp.text)
+    assert events[-1] == "[DONE]"
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if isinstance(e, dict) and e["choices"]
+    )
+    assert text
+    usage_chunk = events[-2]
+    assert usage_chunk["usage"]["completion_tokens"] > 0
+    signed = SignedResult.from_json(usage_chunk["wwwserve"])
+    assert signed.executor == b.address
+    assert list(signed.route) == [a.address, b.address]
+    verify_result(signed, bytes(b.key.verify_key), text, CHAT["messages"], expected_chain_id=CHAIN_ID)
+    # One id for the whole answer: the origin's request id, which the executor signed.
+    assert {e["id"] for e in events[:-1]} == {signed.request_id}
+
+
+async def test_completion_delegates_too(net: Net) -> None:
+    net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/completions", json={"model": MODEL, "prompt": "say one"})
+    assert resp.status_code == 200, resp.text
+    signed = SignedResult.from_json(resp.json()["wwwserve"])
+    verify_result(signed, bytes(b.key.verify_key), resp.json()["choices"][0]["text"], "say one")
+
+
+async def test_idle_origin_serves_locally(net: Net) -> None:
+    a = net.add("a", policy={"offload_frequency": 1.0})
+    net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    signed = SignedResult.from_json(resp.json()["wwwserve"])
+    assert signed.executor == a.address and list(signed.route) == [a.address]
+    assert a.ledger.promised == {}
+
+
+async def test_model_served_only_elsewhere_is_forwarded(net: Net) -> None:
+    a = net.add("a", models=("other",), policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+        models = (await client.get("/v1/models")).json()["data"]
+    assert SignedResult.from_json(resp.json()["wwwserve"]).executor == b.address
+    assert {m["id"]: m["wwwserve_nodes"] for m in models} == {"other": 1, MODEL: 1}
+    del a
+
+
+async def test_model_nowhere_in_network_is_404(net: Net) -> None:
+    net.add("a", policy=DISPATCHER)
+    net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "model_not_found"
+
+
+async def test_models_list_counts_nodes_network_wide(net: Net) -> None:
+    net.add("a")
+    net.add("b")
+    net.add("c", models=(MODEL, "big"))
+    net.add("d", models=("big",), stake_wei=0)  # no stake: not routable, not counted
+    async with net.client("a") as client:
+        data = (await client.get("/v1/models")).json()["data"]
+    assert {m["id"]: m["wwwserve_nodes"] for m in data} == {MODEL: 3, "big": 1}
+
+
+# ---- multi-hop and routes -------------------------------------------------------------------------
+
+
+async def test_multi_hop_route_and_no_cycles(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    # b takes every probe and forwards; with 9x c's stake it is almost always a's first candidate.
+    b = net.add("b", policy_obj=ForwardingPolicy(), stake_wei=9 * 10**18)
+    c = net.add("c", policy=EXECUTOR)
+    routes = set()
+    async with net.client("a") as client:
+        for _ in range(12):
+            resp = await client.post("/v1/chat/completions", json=CHAT)
+            assert resp.status_code == 200, resp.text
+            signed = SignedResult.from_json(resp.json()["wwwserve"])
+            routes.add(tuple(signed.route))
+            assert len(set(signed.route)) == len(signed.route)  # never a cycle
+            assert signed.route[-1] == signed.executor == c.address
+            verify_result(signed, bytes(c.key.verify_key), resp.json()["choices"][0]["message"]["content"],
+                          CHAT["messages"])
+    assert (a.address, b.address, c.address) in routes
+    # Each delegating node pays its own next hop.
+    assert set(a.ledger.promised) <= {b.address, c.address}
+    assert set(b.ledger.promised) == {c.address}
+
+
+async def test_max_hops_forces_local_execution(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER, max_hops=1)
+    b = net.add("b", policy_obj=ForwardingPolicy(), max_hops=1)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    signed = SignedResult.from_json(resp.json()["wwwserve"])
+    # b would forward, but the route is already max_hops long, so it runs the request itself.
+    assert list(signed.route) == [a.address, b.address]
+
+
+# ---- failures ---------------------------------------------------------------------------------------
+
+
+async def test_dead_peer_is_banned_and_request_redispatched(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    c = net.add("c", policy=EXECUTOR)
+    net.router.down.add("b")
+    async with net.client("a") as client:
+        for _ in range(4):
+            resp = await client.post("/v1/chat/completions", json=CHAT)
+            assert resp.status_code == 200, resp.text
+            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
+    assert a.comm.bans.is_banned(b.address)
+    assert not a.comm.bans.is_banned(c.address)
+
+
+async def test_executor_failing_before_output_is_replaced(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    net.add("b", backends=[FakeBackend([MODEL], fail=True)], policy=EXECUTOR)
+    c = net.add("c", policy=EXECUTOR)
+    async with net.client("a") as client:
+        for _ in range(3):
+            resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert resp.status_code == 200
+            final = [e for e in sse(resp.text) if isinstance(e, dict) and e.get("wwwserve")]
+            assert SignedResult.from_json(final[0]["wwwserve"]).executor == c.address
+    del a
+
+
+async def test_executor_dying_mid_answer_non_stream_is_redispatched(net: Net) -> None:
+    net.add("a", policy=DISPATCHER)
+    net.add("b", backends=[FakeBackend([MODEL], fail_after_words=2, words=10)], policy=EXECUTOR)
+    c = net.add("c", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
+
+
+async def test_executor_dying_mid_stream_ends_with_error_event(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", backends=[FakeBackend([MODEL], fail_after_words=2, words=10)], policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = sse(resp.text)
+    assert events[-1] == "[DONE]"
+    assert "error" in events[-2]
+    assert set(events[-2]["error"]) == {"message", "type", "param", "code"}
+    # Text had reached the user before the failure, and no chunk claims a signature.
+    assert any(isinstance(e, dict) and e.get("choices") and e["choices"][0]["delta"].get("content")
+               for e in events)
+    assert not any(isinstance(e, dict) and e.get("wwwserve") for e in events)
+    assert a.ledger.promised == {}
+    del b
+
+
+async def test_lying_executor_is_rejected_banned_and_not_paid(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    liar = net.add("b", policy=EXECUTOR)
+    honest = net.add("c", policy=EXECUTOR)
+    # The liar signs with a key other than the one it registered.
+    net.registry[liar.address] = Record(liar.address, b"\x99" * 32, "http://b", frozenset({MODEL}), 10**18)
+    async with net.client("a") as client:
+        for _ in range(4):
+            resp = await client.post("/v1/chat/completions", json=CHAT)
+            assert resp.status_code == 200, resp.text
+            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == honest.address
+    assert liar.address not in a.ledger.promised
+
+
+async def test_no_peer_accepts_falls_back_to_local_queue(net: Net) -> None:
+    a = net.add("a", policy={"target_token_usage": -1.0, "offload_frequency": 1.0, "queue_frequency": 1.0})
+    net.add("b", policy={"accept_frequency": 0.0})
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert SignedResult.from_json(resp.json()["wwwserve"]).executor == a.address
+
+
+async def test_forwarded_model_without_accepting_peer_is_503(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.managers.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "NO_PEER_WAIT_S", 0.3)
+    net.add("a", models=("other",), policy=DISPATCHER)
+    net.add("b", policy={"accept_frequency": 0.0})
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "overloaded"
+    assert "retry-after" in resp.headers
+
+
+# ---- the peer API refuses what is not properly signed -----------------------------------------------
+
+
+def _delegate_body(route: list[str]) -> bytes:
+    return json.dumps({"request_id": "req-1", "kind": "chat", "request": {**CHAT, "stream": True},
+                       "route": route}).encode()
+
+
+async def test_peer_api_rejects_unsigned_forged_replayed_and_cycles(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    backend = FakeBackend([MODEL])
+    b = net.add("b", backends=[backend], policy=EXECUTOR)
+    stranger = nacl.signing.SigningKey(b"\x42" * 32)
+    async with net.client("b") as client:
+        body = _delegate_body([a.address])
+        unsigned = await client.post(PATH_DELEGATE, content=body)
+        assert unsigned.status_code in (400, 401)
+        assert set(unsigned.json()["error"]) == {"message", "type", "param", "code"}
+        forged = seal(stranger, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE)
+        assert (await client.post(PATH_DELEGATE, content=body, headers=forged)).status_code == 401
+        wrong_path = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_PROBE)
+        assert (await client.post(PATH_DELEGATE, content=body, headers=wrong_path)).status_code == 401
+        good = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE)
+        first = await client.post(PATH_DELEGATE, content=body, headers=good)
+        assert first.status_code == 200 and sse(first.text)[-1] == "[DONE]"
+        replay = await client.post(PATH_DELEGATE, content=body, headers=good)
+        assert replay.status_code == 409
+        tampered = body.replace(b"one two three", b"one two four!")
+        fresh = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE)
+        assert (await client.post(PATH_DELEGATE, content=tampered, headers=fresh)).status_code == 401
+        cycle = _delegate_body([b.address, a.address])
+        sealed = seal(a.key, a.address, b.address, cycle, CHAIN_ID, path=PATH_DELEGATE)
+        resp = await client.post(PATH_DELEGATE, content=cycle, headers=sealed)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "route"
+        not_sender = _delegate_body([b.address])
+        sealed = seal(a.key, a.address, b.address, not_sender, CHAIN_ID, path=PATH_DELEGATE)
+        assert (await client.post(PATH_DELEGATE, content=not_sender, headers=sealed)).status_code == 400
+    # Of all these messages only the one genuine, fresh, well-routed delegation ran.
+    assert backend.requests_seen == 1
+
+
+async def test_probe_answers_by_policy_and_refuses_cycles(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+
+    async def probe(route: list[str], model: str = MODEL) -> bool:
+        body = json.dumps({"request_id": "r", "model": model, "route": route}).encode()
+        headers = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_PROBE)
+        async with net.client("b") as client:
+            resp = await client.post(PATH_PROBE, content=body, headers=headers)
+        assert resp.status_code == 200, resp.text
+        accept: bool = resp.json()["accept"]
+        return accept
+
+    assert await probe([a.address]) is True
+    assert await probe([a.address], model="other") is False
+    assert await probe([b.address, a.address]) is False
+
+
+# ---- bans --------------------------------------------------------------------------------------------
+
+
+def test_ban_backoff_doubles_and_caps() -> None:
+    from node.managers.communication import BanList
+
+    now = [0.0]
+    bans = BanList(5.0, 30.0, clock=lambda: now[0])
+    assert [bans.fail("0xA") for _ in range(5)] == [5.0, 10.0, 20.0, 30.0, 30.0]
+    assert bans.is_banned("0xa")
+    now[0] = 29.0
+    assert bans.is_banned("0xA")
+    now[0] = 31.0
+    assert not bans.is_banned("0xA")
+    assert bans.failures("0xA") == 5
+    bans.succeed("0xA")
+    assert bans.fail("0xA") == 5.0
+
+
+async def _aiter(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
