@@ -286,6 +286,10 @@ def create_app(
     policy_manager = PolicyManager(
         policy, model_manager, requests, credit_wei=ledger.credit_wei if ledger is not None else (lambda: 0)
     )
+    attach = getattr(ledger, "use_policy", None)
+    if attach is not None:
+        # The Ledger manager's auto-stake reads the same policy and the same live load as dispatch.
+        attach(policy, policy_manager.snapshot)
     dispatcher = Dispatcher(
         my_address=node_address,
         chain_id=chain_id,
