@@ -286,6 +286,7 @@ def create_app(
     policy_manager = PolicyManager(
         policy, model_manager, requests, credit_wei=ledger.credit_wei if ledger is not None else (lambda: 0)
     )
+    metrics = Metrics(known_routes=ROUTES)
     attach = getattr(ledger, "use_policy", None)
     if attach is not None:
         # The Ledger manager's auto-stake reads the same policy and the same live load as dispatch.
@@ -301,9 +302,9 @@ def create_app(
         max_hops=settings.peers.max_hops,
         k_exec=policy.config.k_exec,
         retry_delay_s=policy.config.retry_delay_s,
+        metrics=metrics,
     )
     signer = _Signer(signing_key, node_address, chain_id)
-    metrics = Metrics(known_routes=ROUTES)
     api_keys = [key.get_secret_value().encode() for key in server.api_keys]
 
     @contextlib.asynccontextmanager
@@ -500,7 +501,9 @@ def create_app(
         try:
             sender = comm.verifier.verify(request.headers, body, path=path)
         except EnvelopeError as exc:
+            metrics.count("wwwserve_peer_messages_total", path=path, outcome="rejected")
             raise PeerRejectedError(f"peer message rejected: {exc}", exc.http_status) from None
+        metrics.count("wwwserve_peer_messages_total", path=path, outcome="accepted")
         return sender, _parse_json_object(body)
 
     @app.post(PATH_PROBE)

@@ -1,9 +1,10 @@
 """The node's Prometheus metrics, written by hand in the text exposition format (no client library).
 
-Three families, enough to see traffic, errors and latency per route:
+HTTP traffic, errors and latency per route:
 - `wwwserve_http_requests_total{route,method,status}`: answered requests (counter);
 - `wwwserve_http_requests_in_flight`: requests being answered now, streams until their last byte (gauge);
 - `wwwserve_http_request_duration_seconds{route}`: time to the last byte (histogram).
+and the network's side (`EVENT_COUNTERS`): dispatch decisions, delegations by outcome, peer bans.
 
 Routes are the fixed paths of the API; anything else is counted as `other`, so a scanner probing
 random URLs cannot grow the label set without bound.
@@ -54,6 +55,14 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
+EVENT_COUNTERS: dict[str, str] = {
+    "wwwserve_dispatch_decisions_total": "Dispatch decisions for requests, by action (local, offload, queue, retry).",
+    "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified).",
+    "wwwserve_peer_messages_total": "Peer API messages received, by path and outcome (accepted, rejected).",
+}
+"""The event counters a node keeps, with their help text; labels come from fixed small sets."""
+
+
 class Metrics:
     """In-memory counters of one node process; single event loop, so no locking."""
 
@@ -65,6 +74,14 @@ class Metrics:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.in_flight = 0
         self.durations: dict[str, _Histogram] = {}
+        self.events: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+
+    def count(self, name: str, **labels: str) -> None:
+        """Add one to the event counter `name` (one of `EVENT_COUNTERS`) with `labels`."""
+        if name not in EVENT_COUNTERS:
+            raise ValueError(f"unknown counter {name!r}")
+        key = (name, tuple(sorted(labels.items())))
+        self.events[key] = self.events.get(key, 0) + 1
 
     def route_label(self, path: str) -> str:
         """The `route` label for a request path: the path itself if it is an API route, else `other`."""
@@ -103,6 +120,11 @@ class Metrics:
                 lines.append(f"{name}_bucket{_labels(route=route, le=le)} {cumulative}")
             lines.append(f"{name}_sum{_labels(route=route)} {_number(hist.sum_s)}")
             lines.append(f"{name}_count{_labels(route=route)} {hist.total}")
+        for counter, help_text in EVENT_COUNTERS.items():
+            lines += [f"# HELP {counter} {help_text}", f"# TYPE {counter} counter"]
+            for (event, labels), value in sorted(self.events.items()):
+                if event == counter:
+                    lines.append(f"{counter}{_labels(**dict(labels))} {value}")
         return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,7 @@ from node.managers.communication import (
 )
 from node.managers.policy import PolicyManager
 from node.managers.request import LocalStream, RequestManager
+from node.metrics import Metrics
 from node.policy import Action
 from node.routing import candidates_for_delegation, selection_seed
 from node.signing import SignedResult, SigningError, verify_result
@@ -79,6 +80,7 @@ class Dispatcher:
         max_hops: int = 3,
         k_exec: int = 1,
         retry_delay_s: float = 0.1,
+        metrics: Metrics | None = None,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -91,6 +93,11 @@ class Dispatcher:
         self.k_exec = k_exec
         self.retry_delay_s = retry_delay_s
         self._fee_warned = False
+        self.metrics = metrics
+
+    def _count(self, name: str, **labels: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count(name, **labels)
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -125,6 +132,7 @@ class Dispatcher:
         avoid = set() if avoid is None else avoid
         while True:
             action = Action.OFFLOAD if not local else (await self.policy.decide(model)).action
+            self._count("wwwserve_dispatch_decisions_total", action=action.value)
             if action in (Action.LOCAL, Action.QUEUE):
                 return None
             if action == Action.OFFLOAD:
@@ -133,6 +141,7 @@ class Dispatcher:
                     return stream
                 if local:
                     action = (await self.policy.fallback(model)).action
+                    self._count("wwwserve_dispatch_decisions_total", action=action.value)
                     if action == Action.QUEUE:
                         return None
             if loop.time() + self.retry_delay_s > deadline:
@@ -172,10 +181,13 @@ class Dispatcher:
                 if not await answer:
                     continue
                 try:
-                    return await comm.open_delegation(peer, body, greq)
+                    stream = await comm.open_delegation(peer, body, greq)
                 except PeerFailedError as exc:
+                    self._count("wwwserve_delegations_total", outcome="failed")
                     logger.info("delegation of %s to %s failed: %s", greq.request_id, peer.address, exc)
                     avoid.add(peer.address.lower())
+                    continue
+                return stream
             return None
         finally:
             for task in probes:
@@ -209,9 +221,11 @@ class Dispatcher:
                 raise SigningError(f"executor {att.executor} has no registered key")
             verify_result(att, key, output_text, prompt, expected_chain_id=self.chain_id)
         except SigningError as exc:
+            self._count("wwwserve_delegations_total", outcome="unverified")
             if comm is not None:
                 comm.bans.fail(peer.address)
             raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
+        self._count("wwwserve_delegations_total", outcome="ok")
         self._pay(peer.address, peer)
         return att
 

@@ -352,6 +352,10 @@ async def test_dead_peer_is_banned_and_request_redispatched(net: Net) -> None:
             assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
     assert a.comm.bans.is_banned(b.address)
     assert not a.comm.bans.is_banned(c.address)
+    async with net.client("a") as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'wwwserve_delegations_total{outcome="ok"} 4' in metrics
+    assert 'wwwserve_dispatch_decisions_total{action="offload"} 4' in metrics
 
 
 async def test_executor_failing_before_output_is_replaced(net: Net) -> None:
