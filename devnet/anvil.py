@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,12 +209,14 @@ def start_anvil(
     detach: bool = False,
     ready_timeout_s: float = 15.0,
     anvil: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AnvilProcess:
     """Start anvil and wait until it answers JSON-RPC.
 
     `block_time_s=None` mines a block per transaction (fast tests); an integer mines on an interval like
     a real chain. `detach=True` starts it in its own session so it outlives this process
-    (`wwwserve devnet up`); the memory watchdog then only runs while this process does.
+    (`wwwserve devnet up`); the memory watchdog then only runs while this process does. `preexec_fn` runs
+    in the child before anvil starts (`wwwserve up` uses it to have anvil die with its parent).
     """
     binary = anvil or ensure_anvil()
     port = port or free_port(host)
@@ -224,7 +227,7 @@ def start_anvil(
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
     try:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=detach)
+                                start_new_session=detach, preexec_fn=preexec_fn)
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]

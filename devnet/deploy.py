@@ -3,12 +3,18 @@
 `ensure_deployment()` reuses the contract recorded in `deployments/<chain_id>.json` when the chain still
 has its code (an attached devnet), and deploys afresh otherwise (a restarted anvil forgets everything).
 It works against any EVM RPC URL; only the funding of demo accounts assumes anvil's dev keys.
+
+The demo node wallets are deterministic and their keys are public knowledge (`demo_account(i)` derives
+them from a fixed string), as is `DEMO_PASSWORD`, the password of their keystores `demo-node-<i>`: they
+exist so that `wwwserve up` can run node processes that sign transactions on a local devnet. Never fund
+them on a chain with real value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -16,12 +22,18 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from contracts import load_artifact
-from devnet.anvil import DEV_KEYS
+from devnet.anvil import DEV_KEYS, DevnetError
 from ledger.client import WWWServeClient
 from ledger.deployment import Deployment, load_deployment
 from ledger.errors import DeploymentNotFoundError
 from ledger.params import WEI_PER_ETH, DeploymentParams
 from ledger.tx import TxSender
+from ledger.wallet import Kdf, import_wallet, wallet_info, wallet_path
+
+# Public devnet password of the demo keystores `demo-node-<i>` (their keys are public anyway).
+DEMO_PASSWORD = "wwwserve-devnet-demo"
+# The keys are public, so a slow KDF would protect nothing; a cheap one keeps node start-up fast.
+DEMO_KDF = Kdf("scrypt", 2**10)
 
 Progress = Callable[[str], None]
 
@@ -34,6 +46,29 @@ def demo_account(index: int) -> LocalAccount:
     """Deterministic demo node wallet number `index` (devnet only: the key is public knowledge)."""
     account: LocalAccount = Account.from_key(keccak(text=f"wwwserve-demo-node-{index}"))
     return account
+
+
+def demo_wallet_name(index: int) -> str:
+    """Keystore (and identity key) name of demo node number `index` (1-based)."""
+    return f"demo-node-{index}"
+
+
+def ensure_demo_wallet(index: int, password: str = DEMO_PASSWORD, home: Path | None = None) -> str:
+    """Import demo account `index` as keystore `demo-node-<index>` unless present; return its name.
+
+    An existing keystore of that name must hold the demo account: a different key there would make the
+    node sign as someone other than the registered demo node.
+    """
+    name = demo_wallet_name(index)
+    expected = demo_account(index).address
+    if wallet_path(name, home).exists():
+        found = wallet_info(name, home).address
+        if found != expected:
+            raise DevnetError(f"keystore {name!r} holds {found}, not demo account {expected}: "
+                              f"move {wallet_path(name, home)} away and run again")
+        return name
+    import_wallet(name, bytes(demo_account(index).key), password, home=home, kdf=DEMO_KDF)
+    return name
 
 
 def deployed_code_matches(w3: Web3, address: str) -> bool:
@@ -93,12 +128,15 @@ def fund(w3: Web3, funder: TxSender, addresses: list[str], amount_wei: int) -> N
 
 @dataclass(frozen=True)
 class DemoNode:
-    """A demo node set up by `bring_up_demo_nodes`."""
+    """A demo node set up by `bring_up_demo_nodes`; `wallet` names its keystore and identity key."""
 
     name: str
     address: str
     endpoint: str
     pubkey_hex: str
+    wallet: str
+    models: tuple[str, ...]
+    stake_wei: int
 
 
 def bring_up_demo_nodes(
@@ -108,24 +146,45 @@ def bring_up_demo_nodes(
     stake_wei: int,
     deposit_wei: int,
     base_port: int = 9101,
-    models: tuple[str, ...] = ("smollm2-135m-instruct",),
+    models: tuple[str, ...] | None = None,
     progress: Progress = _quiet,
+    password: str = DEMO_PASSWORD,
+    endpoint_host: str = "127.0.0.1",
 ) -> list[DemoNode]:
-    """Fund, register and stake `count` deterministic demo nodes (idempotent on re-run)."""
-    from node.identity import load_or_create_identity, public_key_bytes
+    """Fund, register and stake `count` deterministic demo nodes (idempotent on re-run).
 
+    Each gets keystore and identity key `demo-node-<i>` (imported/created if missing) and is registered
+    with endpoint `http://<endpoint_host>:<base_port + i - 1>` and `models` (default: the local backend's
+    model). A re-run with other models, another port or a new identity key updates the registration,
+    so the chain always says what the node processes about to start will serve.
+    """
+    from node.identity import load_or_create_identity, public_key_bytes
+    from node.settings import DEFAULT_LOCAL_MODEL
+
+    wanted_models = tuple(models) if models else (DEFAULT_LOCAL_MODEL,)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     accounts = [demo_account(i + 1) for i in range(count)]
     fund(w3, funder, [a.address for a in accounts], deposit_wei + stake_wei + WEI_PER_ETH)
     nodes = []
     for i, account in enumerate(accounts):
-        name = f"demo-node-{i + 1}"
+        name = ensure_demo_wallet(i + 1, password)
         client = WWWServeClient(w3, deployment.address, TxSender(w3, account))
         key = load_or_create_identity(name)
-        endpoint = f"http://127.0.0.1:{base_port + i}"
-        if client.node(account.address) is None:
+        pubkey = public_key_bytes(key)
+        host = f"[{endpoint_host}]" if ":" in endpoint_host else endpoint_host
+        endpoint = f"http://{host}:{base_port + i}"
+        info = client.node(account.address)
+        if info is None:
             progress(f"registering {name} ({account.address})")
-            client.register(public_key_bytes(key), endpoint, list(models), '{"demo": true}')
+            client.register(pubkey, endpoint, list(wanted_models), '{"demo": true}')
+        elif (info.models, info.endpoint, info.pubkey) != (wanted_models, endpoint, pubkey) or not info.active:
+            if not info.active:
+                # A node that left cannot update; registering again re-activates it.
+                progress(f"re-registering {name} ({account.address})")
+                client.register(pubkey, endpoint, list(wanted_models), '{"demo": true}')
+            else:
+                progress(f"updating {name}: {endpoint}, {', '.join(wanted_models)}")
+                client.update_node(pubkey, endpoint, list(wanted_models), '{"demo": true}')
         balances = client.balances(account.address)
         if balances.active_stake_wei < stake_wei:
             missing = stake_wei - balances.active_stake_wei
@@ -133,5 +192,7 @@ def bring_up_demo_nodes(
                 client.deposit(missing + deposit_wei - balances.credit_wei)
             progress(f"staking {name}")
             client.stake(missing)
-        nodes.append(DemoNode(name, account.address, endpoint, public_key_bytes(key).hex()))
+            balances = client.balances(account.address)
+        nodes.append(DemoNode(name, account.address, endpoint, pubkey.hex(), name, wanted_models,
+                              balances.active_stake_wei))
     return nodes

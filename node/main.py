@@ -196,6 +196,9 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown)."""
     from node.app import create_app
 
+    # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(levelname)s:     %(name)s: %(message)s")
     backends = build_backends(settings)  # first: a settings problem is reported before any I/O
     address = node_address(settings)
     key = identity_key(settings)

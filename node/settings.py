@@ -83,6 +83,7 @@ _TOML_PATH: ContextVar[Path | None] = ContextVar("wwwserve_node_toml_path", defa
 _SECRET_LEAVES = frozenset({"api_key", "api_keys"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_PREFIXED_INT_RE = re.compile(r"^[+-]?0[xXoObB]")
 _POLICY_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
@@ -531,7 +532,8 @@ def parse_override_pairs(pairs: Sequence[str]) -> dict[str, Any]:
     """`["server.port=8001", "server.api_keys=['k']", "server.host=0.0.0.0"]` -> a dotted overrides dict.
 
     Each value is read as a TOML value (numbers, booleans, arrays, inline tables); anything that is not
-    valid TOML is taken as a plain string, so hosts and URLs need no quoting. Raises SettingsError for
+    valid TOML is taken as a plain string, so hosts and URLs need no quoting; 0x-prefixed values (addresses)
+    stay strings. Raises SettingsError for
     pairs without '=' or with an empty key.
     """
     out: dict[str, Any] = {}
@@ -546,6 +548,9 @@ def parse_override_pairs(pairs: Sequence[str]) -> dict[str, Any]:
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
+            value = raw
+        if isinstance(value, int) and _PREFIXED_INT_RE.match(raw):
+            # TOML reads 0x.../0o.../0b... as integers; on a command line they are addresses and keys.
             value = raw
         out[key] = value
     if problems:

@@ -181,6 +181,13 @@ def test_parse_override_pairs() -> None:
         parse_override_pairs(["server.port"])
 
 
+def test_override_addresses_stay_strings() -> None:
+    address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    pairs = parse_override_pairs([f"chain.contract_address={address}", "peers.fee_wei=1000"])
+    assert pairs == {"chain.contract_address": address, "peers.fee_wei": 1000}
+    assert load_settings(None, pairs).chain.contract_address == address
+
+
 # ------------------------------------------------------------------------------------------------
 # one clear line per bad value
 
