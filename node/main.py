@@ -48,9 +48,12 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
         return [FakeBackend(list(backend.models), latency_s=fake.latency_s, tokens_per_s=fake.tokens_per_s,
                             capacity=fake.capacity, words=fake.words)]
     if backend.kind == "local":
-        from node.backends.local import build_local_backend
+        from node.backends.local import LocalModelUnavailableError, build_local_backend
 
-        return [build_local_backend(settings)]
+        try:
+            return [build_local_backend(settings)]
+        except LocalModelUnavailableError as exc:
+            raise NodeStartupError(str(exc)) from None
     if backend.kind == "vllm":
         from node.backends.vllm import build_vllm_backend
 

