@@ -481,7 +481,11 @@ def create_app(
         """Readiness: at least one backend can serve now."""
         status = await model_manager.health()
         if not any(status.values()):
-            raise BackendUnavailableError("No model backend of this node is ready.", retry_after_s=1.0)
+            # A backend may say why (the local model: "loading: ..."), which the progress display shows.
+            details = "; ".join(f"{b.name}: {getattr(b, 'status', '')}" for b in model_manager.backends
+                                if isinstance(getattr(b, "status", None), str))
+            message = "No model backend of this node is ready" + (f" ({details})." if details else ".")
+            raise BackendUnavailableError(message, retry_after_s=1.0)
         return JSONResponse({"status": "ready", "backends": status, "models": model_manager.models()})
 
     @app.get("/metrics")
