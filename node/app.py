@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import random
@@ -309,6 +310,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for backend in backends:
+            # Backends that own a process (vllm) start it here, so /ready reports it while it loads.
+            start = getattr(backend, "start", None)
+            if start is not None:
+                started = start()
+                if inspect.isawaitable(started):
+                    await started
         if ledger is not None:
             await ledger.start()
         if communication is not None:

@@ -240,6 +240,7 @@ def _load_models(
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _drop_gguf_tag(tmp / "config.json")
         marker = {"format": CACHE_FORMAT, "source": gguf.name, "source_bytes": gguf.stat().st_size}
         (tmp / CACHE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         try:
@@ -253,6 +254,22 @@ def _load_models(
     return tokenizer, model, gguf
 
 
+def _drop_gguf_tag(config_path: Path) -> None:
+    """Remove the `quantization_config` of the GGUF source from a converted model's config.json.
+
+    The weights are plain fp32 after conversion, but transformers keeps the GGUF tag in the saved config,
+    and vLLM refuses the directory because of it ("Unknown quantization method: gguf"). Idempotent, so
+    it also repairs a directory converted before this fix.
+    """
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    tag = config.get("quantization_config")
+    if isinstance(tag, dict) and tag.get("quant_method") == "gguf":
+        del config["quantization_config"]
+        tmp = config_path.with_name(config_path.name + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(config_path)
+
+
 def export_hf_model(dest: Path | None = None) -> Path:
     """A Hugging Face directory of SmolLM2-135M-Instruct (fp32 safetensors + tokenizer), e.g. for vLLM.
 
@@ -263,6 +280,7 @@ def export_hf_model(dest: Path | None = None) -> Path:
     target = dest if dest is not None else default_hf_cache_dir()
     if not _cache_complete(target):
         _load_models(DEFAULT_MODEL_FILE, DEFAULT_PACKAGE, target, lambda message: logger.info("%s", message))
+    _drop_gguf_tag(target / "config.json")
     return target
 
 
