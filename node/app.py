@@ -284,9 +284,11 @@ def create_app(
     if policy is None:
         rng = random.Random(settings.policy.rng_seed)
         policy = load_policy(settings.policy.policy_class, settings.policy.to_config(), rng)
-    policy_manager = PolicyManager(
-        policy, model_manager, requests, credit_wei=ledger.credit_wei if ledger is not None else (lambda: 0)
-    )
+    def free_credit_wei() -> int:
+        # Fees owed but not yet in a voucher are spent already, as far as the policy is concerned.
+        return 0 if ledger is None else max(0, ledger.credit_wei() - dispatcher.pending_fees_wei())
+
+    policy_manager = PolicyManager(policy, model_manager, requests, credit_wei=free_credit_wei)
     metrics = Metrics(known_routes=ROUTES)
     attach = getattr(ledger, "use_policy", None)
     if attach is not None:
@@ -324,6 +326,7 @@ def create_app(
         try:
             yield
         finally:
+            await dispatcher.aclose()
             if communication is not None:
                 await communication.aclose()
             if ledger is not None:

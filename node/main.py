@@ -210,7 +210,7 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     ledger, communication = build_network(settings, chain, address, key, account)
     app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
-                            lifespan="on", timeout_graceful_shutdown=10)
+                            lifespan="on", timeout_graceful_shutdown=10, access_log=settings.server.access_log)
     server = _QuietServer(config)
     server.run()
     if not server.started:

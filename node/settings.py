@@ -250,6 +250,9 @@ class ServerSettings(_Section):
     request_timeout_s: PositiveSeconds = Field(
         default=600.0, description="Most time one user request may take end to end (reference: 600 s)."
     )
+    access_log: bool = Field(
+        default=False, description="Log one line per HTTP request (costly at thousands of requests per second)."
+    )
     cors_origins: list[CorsOrigin] = Field(
         default_factory=list, description="Browser origins allowed by CORS ('*' for any); empty: CORS off."
     )

@@ -21,6 +21,7 @@ with signed vouchers, duels with the signed result itself).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -165,15 +166,25 @@ def _check_bytes(value: object, what: str, size: int) -> bytes:
     return value
 
 
-def check_address(value: object, what: str) -> str:
-    """`value` as a checksummed EVM address; a mixed-case address with a wrong EIP-55 checksum is refused."""
-    if not isinstance(value, str) or not is_address(value):
-        raise MalformedSignedResultError(f"{what} must be a 20-byte hex address, got {value!r}")
+@functools.lru_cache(maxsize=4096)
+def _checksummed(value: str) -> tuple[bool, str]:
+    """(True, checksummed address) or (False, the problem). Cached: the same few addresses recur on every
+    result, and EIP-55 (keccak in pure Python) was a tenth of a busy node's CPU."""
+    if not is_address(value):
+        return False, "must be a 20-byte hex address"
     digits = value[2:] if value.startswith(("0x", "0X")) else value
     # All-lower or all-upper hex carries no checksum; mixed case does and must match (EIP-55).
     if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-        raise MalformedSignedResultError(f"{what} has a wrong EIP-55 checksum: {value!r}")
-    return str(to_checksum_address(value))
+        return False, "has a wrong EIP-55 checksum"
+    return True, str(to_checksum_address(value))
+
+
+def check_address(value: object, what: str) -> str:
+    """`value` as a checksummed EVM address; a mixed-case address with a wrong EIP-55 checksum is refused."""
+    ok, result = _checksummed(value) if isinstance(value, str) else (False, "must be a 20-byte hex address")
+    if not ok:
+        raise MalformedSignedResultError(f"{what} {result}, got {value!r}")
+    return result
 
 
 @dataclass(frozen=True)

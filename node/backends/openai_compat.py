@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,6 +290,20 @@ def _from_transport_error(exc: httpx.HTTPError) -> NodeError:
 _END = object()  # stream queue sentinel: the stream is over (normally, or aborted)
 
 
+async def _drain(lines: AsyncIterator[str], timeout_s: float = 1.0) -> None:
+    """Read what follows `[DONE]` to the end of the body, so the keep-alive connection goes back to the pool.
+
+    Leaving a streamed body unread makes httpx close the connection, and every stream would then pay
+    for a new one. A server that keeps the body open after `[DONE]` is cut off after `timeout_s`.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+
+
 class OpenAIBackend:
     """A `Backend` over an OpenAI-compatible HTTP server."""
 
@@ -492,11 +506,14 @@ class OpenAIBackend:
                 usage = event["usage"]
             return False
 
-        async for line in response.aiter_lines():
+        lines = response.aiter_lines()
+        async for line in lines:
             data = decoder.feed(line)
             if data is not None and handle(data):
                 done = True
                 break
+        if done:
+            await _drain(lines)
         if not done:
             tail = decoder.flush()
             done = tail is not None and handle(tail)

@@ -254,6 +254,11 @@ class RemoteStream:
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
+                # Read to the end of the body so the keep-alive connection to the peer is reused.
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                    async with asyncio.timeout(1.0):
+                        async for _ in self._lines:
+                            pass
                 return
             try:
                 event = json.loads(payload)

@@ -10,7 +10,8 @@ model this node does not serve is always offloaded. A route of `max_hops` delega
 Nothing here polls: a decision is made the moment a request arrives, and a RETRY waits only
 `retry_delay_s` (paced, not ticked). A delegated answer streams back as a `RemoteStream`; `finish_remote`
 checks the executor's signature against its registered key and the hashes of what was actually relayed,
-then records the fee voucher for the peer the request was handed to (it pays its own next hop in turn).
+then owes the fee to the peer the request was handed to (it pays its own next hop in turn); fees owed
+are paid by one cumulative voucher per peer every `fee_flush_interval_s`.
 
 Failure: a peer that fails before its first output is banned and the request re-dispatched; for a
 non-streaming request nothing has reached the user yet, so any failure is re-dispatched
@@ -81,6 +82,7 @@ class Dispatcher:
         k_exec: int = 1,
         retry_delay_s: float = 0.1,
         metrics: Metrics | None = None,
+        fee_flush_interval_s: float = 0.5,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -94,6 +96,9 @@ class Dispatcher:
         self.retry_delay_s = retry_delay_s
         self._fee_warned = False
         self.metrics = metrics
+        self.fee_flush_interval_s = fee_flush_interval_s
+        self._dues: dict[str, tuple[Any, int]] = {}  # peer address (lower) -> (peer, wei owed, no voucher yet)
+        self._flusher: asyncio.Task[None] | None = None
 
     def _count(self, name: str, **labels: str) -> None:
         if self.metrics is not None:
@@ -230,17 +235,52 @@ class Dispatcher:
         return att
 
     def _pay(self, address: str, peer: Any) -> None:
+        """Owe `peer` one fee; a voucher covering every fee owed to it leaves within `fee_flush_interval_s`.
+
+        Batched because a voucher costs an EIP-712 signature, a durable write and an HTTP call: per
+        request that was most of a hop's cost. The voucher is cumulative, so one per interval per peer
+        pays everything; the fees owed meanwhile count against the credit the policy sees.
+        """
         if self.ledger is None or self.fee_wei <= 0:
             return
-        try:
-            voucher = self.ledger.record_fee(address, self.fee_wei)
-        except Exception as exc:
-            if not self._fee_warned:
-                logger.warning("cannot pay peers (fee voucher not recorded): %s", exc)
-                self._fee_warned = True
+        key = address.lower()
+        owed = self._dues.get(key)
+        self._dues[key] = (peer, (owed[1] if owed is not None else 0) + self.fee_wei)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    def pending_fees_wei(self) -> int:
+        """Fees owed to peers that no voucher covers yet."""
+        return sum(amount for _, amount in self._dues.values())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.fee_flush_interval_s)
+        await self.flush_fees()
+
+    async def flush_fees(self) -> None:
+        """Record (durably, then signed) and send one voucher per peer for the fees owed so far."""
+        dues, self._dues = self._dues, {}
+        if self.ledger is None:
             return
-        if self.communication is not None:
-            self.communication.send_voucher_soon(peer, voucher.to_json())
+        for peer, amount in dues.values():
+            try:
+                # Off the event loop: the store's durable commit and the signature take milliseconds.
+                voucher = await asyncio.to_thread(self.ledger.record_fee, peer.address, amount)
+            except Exception as exc:
+                if not self._fee_warned:
+                    logger.warning("cannot pay peers (fee voucher not recorded): %s", exc)
+                    self._fee_warned = True
+                continue
+            if self.communication is not None:
+                self.communication.send_voucher_soon(peer, voucher.to_json())
+
+    async def aclose(self) -> None:
+        """Pay what is owed before the node stops."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_fees()
 
     async def generate(
         self,

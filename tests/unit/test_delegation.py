@@ -225,8 +225,12 @@ async def test_busy_origin_delegates_and_user_gets_verifiable_answer(net: Net) -
     verify_result(signed, executor_key, body["choices"][0]["message"]["content"], CHAT["messages"],
                   expected_chain_id=CHAIN_ID)
     assert resp.headers["x-wwwserve-executor"] == signed.executor
-    # The origin recorded a fee for its executor, and nothing for the other peer.
+    # The origin owes a fee to its executor, and nothing to the other peer; a voucher records it soon.
+    dispatcher = a.app.state.dispatcher
+    assert dispatcher.pending_fees_wei() == 1000
+    await dispatcher.flush_fees()
     assert a.ledger.promised == {signed.executor: 1000}
+    assert dispatcher.pending_fees_wei() == 0
 
 
 async def test_streamed_delegation_relays_chunks_and_attestation(net: Net) -> None:
@@ -323,6 +327,8 @@ async def test_multi_hop_route_and_no_cycles(net: Net) -> None:
                           CHAT["messages"])
     assert (a.address, b.address, c.address) in routes
     # Each delegating node pays its own next hop.
+    await a.app.state.dispatcher.flush_fees()
+    await b.app.state.dispatcher.flush_fees()
     assert set(a.ledger.promised) <= {b.address, c.address}
     assert set(b.ledger.promised) == {c.address}
 
@@ -409,7 +415,9 @@ async def test_lying_executor_is_rejected_banned_and_not_paid(net: Net) -> None:
             resp = await client.post("/v1/chat/completions", json=CHAT)
             assert resp.status_code == 200, resp.text
             assert SignedResult.from_json(resp.json()["wwwserve"]).executor == honest.address
+    await a.app.state.dispatcher.flush_fees()
     assert liar.address not in a.ledger.promised
+    assert a.ledger.promised == {honest.address: 4000}  # one voucher for four fees
 
 
 async def test_no_peer_accepts_falls_back_to_local_queue(net: Net) -> None:
