@@ -27,13 +27,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import httpx
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
-from node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
+from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
     BackendUnavailableError,
@@ -57,6 +57,7 @@ __all__ = [
     "PeerDirectory",
     "PeerFailedError",
     "ProbeBody",
+    "RemoteAnswer",
     "RemoteStream",
 ]
 
@@ -347,6 +348,17 @@ class RemoteStream:
             self._on_close()
 
 
+@dataclass
+class RemoteAnswer:
+    """A delegated request's whole answer (non-streamed), with the executor's attestation."""
+
+    peer: DirectoryPeer | Peer
+    request: GenerationRequest
+    result: GenerationResult
+    attestation: SignedResult
+    started: bool = False  # nothing reached the user: a failure of this answer can always be re-dispatched
+
+
 # ---------------------------------------------------------------------------------------------
 # the manager
 
@@ -469,17 +481,7 @@ class CommunicationManager:
         if response.status_code != 200:
             content = await response.aread()
             await response.aclose()
-            error: NodeError | None = None
-            with contextlib.suppress(ValueError):
-                parsed = json.loads(content)
-                if isinstance(parsed, dict) and "error" in parsed:
-                    error = _error_from_event(parsed)
-            if response.status_code in (400, 404) and error is not None:
-                raise error
-            if response.status_code in (429, 503):
-                # Busy after accepting the probe: not a fault, no ban; the caller tries elsewhere.
-                raise PeerFailedError(peer.address, f"busy (HTTP {response.status_code})")
-            raise self._failed(peer, f"delegation answered HTTP {response.status_code}")
+            self._raise_refusal(peer, response.status_code, content)
         stream = RemoteStream(peer, request, response)
         try:
             await stream.prime()
@@ -496,6 +498,55 @@ class CommunicationManager:
             raise
         self.bans.succeed(peer.address)
         return stream
+
+    def _raise_refusal(self, peer: DirectoryPeer | Peer, status: int, content: bytes) -> NoReturn:
+        """Raise what a non-200 answer to a delegation means (see `open_delegation`)."""
+        error: NodeError | None = None
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(content)
+            if isinstance(parsed, dict) and "error" in parsed:
+                error = _error_from_event(parsed)
+        if status in (400, 404) and error is not None:
+            raise error
+        if status in (429, 503):
+            # Busy after accepting the probe: not a fault, no ban; the caller tries elsewhere.
+            raise PeerFailedError(peer.address, f"busy (HTTP {status})")
+        raise self._failed(peer, f"delegation answered HTTP {status}")
+
+    async def delegate_whole(
+        self, peer: DirectoryPeer | Peer, body: DelegateBody, request: GenerationRequest
+    ) -> RemoteAnswer:
+        """Send `request` to `peer` for a whole (non-streamed) answer; same errors as `open_delegation`.
+
+        For a user who waits for the whole answer anyway, one JSON answer costs both nodes far less
+        than relaying an SSE stream chunk by chunk.
+        """
+        data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
+        try:
+            response = await self._client.post(self._url(peer, PATH_DELEGATE), content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise self._failed(peer, f"delegation failed: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            self._raise_refusal(peer, response.status_code, response.content)
+        try:
+            answer = response.json()
+            choice = answer["choices"][0]
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
+            usage = answer.get("usage") or {}
+            if not isinstance(text, str):
+                raise ValueError("no text in choices[0]")
+            result = GenerationResult(
+                text=text,
+                finish_reason=normalize_finish_reason(choice.get("finish_reason")),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+            attestation = SignedResult.from_json(answer["wwwserve"])
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, MalformedSignedResultError) as exc:
+            raise self._failed(peer, f"sent a malformed answer: {exc}") from None
+        self.bans.succeed(peer.address)
+        return RemoteAnswer(peer, request, result, attestation)
 
     def send_voucher_soon(self, peer: DirectoryPeer | Peer, voucher_json: Mapping[str, Any]) -> None:
         """Deliver a fee voucher in the background (off the request path); failures are logged."""

@@ -15,7 +15,8 @@ are paid by one cumulative voucher per peer every `fee_flush_interval_s`.
 
 Failure: a peer that fails before its first output is banned and the request re-dispatched; for a
 non-streaming request nothing has reached the user yet, so any failure is re-dispatched
-(`Dispatcher.generate`); a streaming request that already sent text ends with an OpenAI error event.
+(`Dispatcher.generate`, which also asks the peer for one whole JSON answer instead of a stream); a
+streaming request that already sent text ends with an OpenAI error event.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from node.backends.base import GenerationRequest, GenerationResult, StreamDelta
+from node.backends.base import GenerationRequest, GenerationResult
 from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutError
 from node.managers.communication import (
     CommunicationManager,
     DelegateBody,
     PeerFailedError,
     ProbeBody,
+    RemoteAnswer,
     RemoteStream,
 )
 from node.managers.policy import PolicyManager
@@ -116,8 +118,10 @@ class Dispatcher:
         raw_request: Mapping[str, Any],
         route: Sequence[str] = (),
         avoid: set[str] | None = None,
-    ) -> RemoteStream | None:
-        """None: run `greq` here (LOCAL/QUEUE). Otherwise the primed stream of the peer that took it.
+        streamed: bool = True,
+    ) -> RemoteStream | RemoteAnswer | None:
+        """None: run `greq` here (LOCAL/QUEUE). Otherwise the peer's answer: its primed stream, or (with
+        `streamed=False`) its whole answer.
 
         `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
         peers that failed this request, so a re-dispatch goes elsewhere.
@@ -141,9 +145,9 @@ class Dispatcher:
             if action in (Action.LOCAL, Action.QUEUE):
                 return None
             if action == Action.OFFLOAD:
-                stream = await self._offload(greq, kind, raw_request, route, avoid)
-                if stream is not None:
-                    return stream
+                remote = await self._offload(greq, kind, raw_request, route, avoid, streamed)
+                if remote is not None:
+                    return remote
                 if local:
                     action = (await self.policy.fallback(model)).action
                     self._count("wwwserve_dispatch_decisions_total", action=action.value)
@@ -165,7 +169,8 @@ class Dispatcher:
         raw_request: Mapping[str, Any],
         route: Sequence[str],
         avoid: set[str],
-    ) -> RemoteStream | None:
+        streamed: bool,
+    ) -> RemoteStream | RemoteAnswer | None:
         comm = self.communication
         assert comm is not None  # plan() checked
         peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in avoid]
@@ -179,20 +184,25 @@ class Dispatcher:
         onward = [*route, self.my_address]
         probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
         probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in candidates]
-        body = DelegateBody(request_id=greq.request_id, kind=kind, request=_streamed(raw_request), route=onward)
+        request = _streamed(raw_request) if streamed else _whole(raw_request)
+        body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward)
         try:
             # Probed in parallel; the first acceptor *in candidate order* executes (DESIGN §3).
             for peer, answer in zip(candidates, probes, strict=True):
                 if not await answer:
                     continue
                 try:
-                    stream = await comm.open_delegation(peer, body, greq)
+                    remote: RemoteStream | RemoteAnswer
+                    if streamed:
+                        remote = await comm.open_delegation(peer, body, greq)
+                    else:
+                        remote = await comm.delegate_whole(peer, body, greq)
                 except PeerFailedError as exc:
                     self._count("wwwserve_delegations_total", outcome="failed")
                     logger.info("delegation of %s to %s failed: %s", greq.request_id, peer.address, exc)
                     avoid.add(peer.address.lower())
                     continue
-                return stream
+                return remote
             return None
         finally:
             for task in probes:
@@ -203,7 +213,7 @@ class Dispatcher:
     # ---- results -------------------------------------------------------------------------------
 
     def finish_remote(
-        self, stream: RemoteStream, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
+        self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
     ) -> SignedResult:
         """Check a delegated result and pay for it; returns the executor's attestation to pass on.
 
@@ -297,32 +307,15 @@ class Dispatcher:
         """
         avoid: set[str] = set()
         for _ in range(MAX_REDISPATCHES):
-            stream = await self.plan(greq, kind, raw_request, route, avoid)
-            if stream is None:
+            remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False)
+            if remote is None:
                 return await self.requests.generate(greq, source=source), None
+            assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
             try:
-                pieces: list[str] = []
-                final: StreamDelta | None = None
-                async for delta in stream:
-                    pieces.append(delta.text)
-                    if delta.is_final:
-                        final = delta
-                if final is None or final.finish_reason is None:
-                    raise PeerFailedError(stream.peer.address, "stream ended early", started=True)
-                text = "".join(pieces)
-                att = self.finish_remote(stream, text, prompt)
-                result = GenerationResult(
-                    text=text,
-                    finish_reason=final.finish_reason,
-                    prompt_tokens=final.prompt_tokens or 0,
-                    completion_tokens=final.completion_tokens or 0,
-                )
-                return result, att
+                return remote.result, self.finish_remote(remote, remote.result.text, prompt)
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 avoid.add(exc.address.lower())
-            finally:
-                await stream.aclose()
         raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
 
     async def open_stream(
@@ -334,10 +327,19 @@ class Dispatcher:
         source: Source = "user",
     ) -> LocalStream | RemoteStream:
         """A primed stream from here or a peer; failures before the first output were re-dispatched."""
-        stream = await self.plan(greq, kind, raw_request, route, set())
-        if stream is None:
+        remote = await self.plan(greq, kind, raw_request, route, set())
+        if remote is None:
             return await self.requests.open_stream(greq, source=source)
-        return stream
+        assert isinstance(remote, RemoteStream)
+        return remote
+
+
+def _whole(raw_request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as the executor gets it when the user waits for the whole answer: not streamed."""
+    body = dict(raw_request)
+    body["stream"] = False
+    body.pop("stream_options", None)
+    return body
 
 
 def _streamed(raw_request: Mapping[str, Any]) -> dict[str, Any]:
