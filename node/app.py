@@ -37,6 +37,7 @@ from node.errors import (
     BackendUnavailableError,
     InvalidRequestError,
     PeerRejectedError,
+    ProbeDeclinedError,
     RequestTooLargeError,
     UpstreamTimeoutError,
     from_validation_error,
@@ -542,6 +543,9 @@ def create_app(
             raise InvalidRequestError("This node is already on the route (a cycle).", param="route")
         if len(body.route) > settings.peers.max_hops:
             raise InvalidRequestError(f"The route is longer than {settings.peers.max_hops} hops.", param="route")
+        model = body.request.get("model")
+        if body.accept_check and not (isinstance(model, str) and await policy_manager.accept_probe(model)):
+            raise ProbeDeclinedError()
         return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id)
 
     @app.post(PATH_VOUCHER)

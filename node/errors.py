@@ -183,6 +183,18 @@ class PeerRejectedError(NodeError):
         super().__init__(message)
 
 
+class ProbeDeclinedError(NodeError):
+    """A peer asked this node to run a request only if it would accept a probe for it, and it would not (409).
+
+    Peer API only: the asking node tries its next candidate; nothing ran.
+    """
+
+    http_status = 409
+    error_type = "server_error"
+    code = "probe_declined"
+    default_message = "This node does not take the request now."
+
+
 class UpstreamTimeoutError(NodeError):
     """The backend or the peer executing the request did not answer in time (504)."""
 

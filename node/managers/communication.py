@@ -54,6 +54,7 @@ __all__ = [
     "CommunicationManager",
     "DelegateBody",
     "DirectoryPeer",
+    "PeerDeclinedError",
     "PeerDirectory",
     "PeerFailedError",
     "ProbeBody",
@@ -70,6 +71,10 @@ PATH_HEALTH = "/health"
 
 MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
 """Longest SSE line accepted from a peer: a line beyond it is a broken or hostile peer, not an answer."""
+
+
+class PeerDeclinedError(Exception):
+    """A peer declined a delegation sent with `accept_check` (as it would have declined the probe)."""
 
 
 class PeerFailedError(Exception):
@@ -108,6 +113,9 @@ class DelegateBody(_Body):
     kind: Literal["chat", "completion"]
     request: dict[str, Any]
     route: list[str] = Field(min_length=1, max_length=32)
+    # Run it only if you would accept a probe for it now (else 409 probe_declined): the first candidate's
+    # probe and the delegation in one round trip instead of two.
+    accept_check: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,10 +510,14 @@ class CommunicationManager:
     def _raise_refusal(self, peer: DirectoryPeer | Peer, status: int, content: bytes) -> NoReturn:
         """Raise what a non-200 answer to a delegation means (see `open_delegation`)."""
         error: NodeError | None = None
+        code = None
         with contextlib.suppress(ValueError):
             parsed = json.loads(content)
-            if isinstance(parsed, dict) and "error" in parsed:
+            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 error = _error_from_event(parsed)
+                code = parsed["error"].get("code")
+        if status == 409 and code == "probe_declined":
+            raise PeerDeclinedError(peer.address)
         if status in (400, 404) and error is not None:
             raise error
         if status in (429, 503):

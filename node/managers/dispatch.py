@@ -3,9 +3,11 @@
 For each request (a user's, or a peer's delegated one) `Dispatcher.plan` asks the policy (DESIGN §2):
 LOCAL or QUEUE → the caller runs it on this node's Request manager; OFFLOAD → `k_exec + 2` candidates are
 drawn by PoS from the registry (never this node, never a node already on the route, never a banned
-peer), probed in parallel, and the first acceptor in candidate order gets the request over the signed
-peer API; no acceptor → the policy's fallback (QUEUE or RETRY after `retry_delay_s`). A request for a
-model this node does not serve is always offloaded. A route of `max_hops` delegations must run where it is.
+peer); the first gets the request with its probe folded in (it runs it only if it would accept the
+probe), and if it declines the others are probed in parallel and the first acceptor in candidate order
+gets the request over the signed peer API; no acceptor → the policy's fallback (QUEUE or RETRY after
+`retry_delay_s`). A request for a model this node does not serve is always offloaded. A route of
+`max_hops` delegations must run where it is.
 
 Nothing here polls: a decision is made the moment a request arrives, and a RETRY waits only
 `retry_delay_s` (paced, not ticked). A delegated answer streams back as a `RemoteStream`; `finish_remote`
@@ -32,6 +34,7 @@ from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutErro
 from node.managers.communication import (
     CommunicationManager,
     DelegateBody,
+    PeerDeclinedError,
     PeerFailedError,
     ProbeBody,
     RemoteAnswer,
@@ -41,7 +44,7 @@ from node.managers.policy import PolicyManager
 from node.managers.request import LocalStream, RequestManager
 from node.metrics import Metrics
 from node.policy import Action
-from node.routing import candidates_for_delegation, selection_seed
+from node.routing import Peer, candidates_for_delegation, selection_seed
 from node.signing import SignedResult, SigningError, verify_result
 
 __all__ = ["Dispatcher", "FeeLedger", "Source"]
@@ -182,27 +185,38 @@ class Dispatcher:
         if not candidates:
             return None
         onward = [*route, self.my_address]
-        probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
-        probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in candidates]
         request = _streamed(raw_request) if streamed else _whole(raw_request)
-        body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward)
+
+        async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | RemoteAnswer | None:
+            body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
+                                accept_check=accept_check)
+            try:
+                if streamed:
+                    return await comm.open_delegation(peer, body, greq)
+                return await comm.delegate_whole(peer, body, greq)
+            except PeerDeclinedError:
+                return None
+            except PeerFailedError as exc:
+                self._count("wwwserve_delegations_total", outcome="failed")
+                logger.info("delegation of %s to %s failed: %s", greq.request_id, peer.address, exc)
+                avoid.add(peer.address.lower())
+                return None
+
+        # The first candidate's probe travels with the request itself (it runs it only if it would have
+        # accepted the probe), saving a round trip in the common case; the others are then probed in
+        # parallel and the first acceptor in candidate order executes (DESIGN §3).
+        remote = await delegate(candidates[0], accept_check=True)
+        if remote is not None:
+            return remote
+        rest = candidates[1:]
+        probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
+        probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in rest]
         try:
-            # Probed in parallel; the first acceptor *in candidate order* executes (DESIGN §3).
-            for peer, answer in zip(candidates, probes, strict=True):
-                if not await answer:
-                    continue
-                try:
-                    remote: RemoteStream | RemoteAnswer
-                    if streamed:
-                        remote = await comm.open_delegation(peer, body, greq)
-                    else:
-                        remote = await comm.delegate_whole(peer, body, greq)
-                except PeerFailedError as exc:
-                    self._count("wwwserve_delegations_total", outcome="failed")
-                    logger.info("delegation of %s to %s failed: %s", greq.request_id, peer.address, exc)
-                    avoid.add(peer.address.lower())
-                    continue
-                return remote
+            for peer, answer in zip(rest, probes, strict=True):
+                if await answer:
+                    remote = await delegate(peer, accept_check=False)
+                    if remote is not None:
+                        return remote
             return None
         finally:
             for task in probes:

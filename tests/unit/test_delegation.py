@@ -522,3 +522,17 @@ def test_ban_backoff_doubles_and_caps() -> None:
 async def _aiter(items: list[bytes]) -> AsyncIterator[bytes]:
     for item in items:
         yield item
+
+
+async def test_delegation_with_accept_check_is_declined_without_running(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    backend = FakeBackend([MODEL])
+    b = net.add("b", backends=[backend], policy={"accept_frequency": 0.0})
+    body = json.dumps({"request_id": "req-2", "kind": "chat", "request": CHAT, "route": [a.address],
+                       "accept_check": True}).encode()
+    headers = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE)
+    async with net.client("b") as client:
+        resp = await client.post(PATH_DELEGATE, content=body, headers=headers)
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "probe_declined"
+    assert backend.requests_seen == 0
+    assert not a.comm.bans.is_banned(b.address)  # declining is not a fault
