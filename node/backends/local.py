@@ -216,11 +216,13 @@ def _load_models(
     progress: Callable[[str], None],
 ) -> tuple[Any, Any, Path]:
     """(tokenizer, fp32 model, what it was loaded from): the converted cache, or the GGUF (then cached)."""
+    # tqdm bars would flood the node's log; `progress` reports the steps instead. The GGUF conversion
+    # uses tqdm directly, which only the environment switch silences (read when tqdm is imported).
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    # tqdm bars would flood the node's log; `progress` reports the steps instead.
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if _cache_complete(cache_dir):
         progress(f"loading {cache_dir}")

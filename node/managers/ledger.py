@@ -37,6 +37,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from web3 import Web3
 
 from ledger.client import TxResult, WWWServeClient, sign_voucher_offline
 from ledger.db import VoucherClaimRow
@@ -128,9 +129,27 @@ class _View:
     block_hash: bytes = b"\x00" * 32
 
 
-def default_index_db_url(home: Path, chain_id: int, contract: str, node: str) -> str:
-    """`sqlite:///<home>/indexes/<chain>-<contract>-<node>.sqlite`: one file per node, no sharing."""
-    return f"sqlite:///{home / 'indexes' / f'{chain_id}-{contract}-{node}.sqlite'}"
+def default_index_db_url(home: Path, chain_id: int, contract: str, node: str, instance: str | None = None) -> str:
+    """`sqlite:///<home>/indexes/<chain>-<contract>-<node>[-<instance>].sqlite`: one file per node, no sharing."""
+    suffix = f"-{instance}" if instance else ""
+    return f"sqlite:///{home / 'indexes' / f'{chain_id}-{contract}-{node}{suffix}.sqlite'}"
+
+
+def deployment_instance(rpc_url: str, block_number: int, timeout_s: float = 5.0) -> str | None:
+    """A short tag of one deployment: the first 12 hex digits of its deployment block's hash.
+
+    A devnet started afresh redeploys the contract at the same address on the same chain id, so address
+    and chain id alone would let a node reuse the index and vouchers of a chain that no longer exists
+    (the index's cursor then points at a block the new chain lacks, and start-up fails). The block hash
+    differs between the two chains. None when the chain cannot say (the files then go untagged).
+    """
+    try:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+        block = w3.eth.get_block(block_number)
+        return bytes(block["hash"]).hex()[:12]
+    except Exception as exc:
+        logger.warning("could not read block %d to tag the index files: %s", block_number, exc)
+        return None
 
 
 class LedgerManager:
@@ -151,6 +170,7 @@ class LedgerManager:
         policy: Policy | None = None,
         load_snapshot: Callable[[], Awaitable[LoadSnapshot]] | None = None,
         index_start_block: int = 0,
+        instance: str | None = None,
     ) -> None:
         """Cheap: nothing touches the chain until `start()`. The voucher store is opened here.
 
@@ -169,11 +189,12 @@ class LedgerManager:
         self._load_snapshot = load_snapshot
         self._home = home or wwwserve_home()
         self._index_db_url = index_db_url or default_index_db_url(
-            self._home, chain_id, self.contract_address, self.my_address
+            self._home, chain_id, self.contract_address, self.my_address, instance
         )
         self._index_start_block = index_start_block
+        tag = f"-{instance}" if instance else ""
         self.store = VoucherStore(
-            self._home / "vouchers" / f"{chain_id}-{self.my_address}.db", contract_address=self.contract_address
+            self._home / "vouchers" / f"{chain_id}-{self.my_address}{tag}.db", contract_address=self.contract_address
         )
         # Cached so credit_wei() (on the request path) never reads the database.
         self._promised: dict[str, int] = self.store.promised()
@@ -217,6 +238,7 @@ class LedgerManager:
             start_block = record.block_number  # nothing of this contract happened before it was deployed
         assert contract is not None
         return cls(
+            instance=deployment_instance(str(chain.rpc_url), start_block),
             rpc_url=str(chain.rpc_url),
             contract_address=contract,
             chain_id=chain_id,

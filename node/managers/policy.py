@@ -46,9 +46,11 @@ class PolicyManager:
                 models[name] = ModelLoad(kv_usage=occupancy, running=self.request_manager.running,
                                          waiting=self.request_manager.waiting)
             else:
-                # The node's own slots bound what the backend sees; the busier of the two is the truth.
-                models[name] = ModelLoad(kv_usage=max(load.kv_usage, occupancy), running=load.running,
-                                         waiting=load.waiting)
+                # The node's own slots bound what the backend sees; the busier of the two is the truth. An
+                # engine that queues requests is full whatever its KV figure says (vLLM only queues when
+                # its KV cache is; a one-at-a-time engine like the local backend queues at once).
+                kv_usage = 1.0 if load.waiting > 0 else max(load.kv_usage, occupancy)
+                models[name] = ModelLoad(kv_usage=kv_usage, running=load.running, waiting=load.waiting)
         try:
             credit = self._credit_wei()
         except Exception:

@@ -268,6 +268,20 @@ def test_up_refuses_a_taken_port_before_starting_anything(wwwserve_home: Path, r
     assert chain_id_at(f"http://127.0.0.1:{port}", timeout_s=0.5) is None
 
 
+def test_up_twice_with_the_same_home(wwwserve_home: Path, run_up: list[Up]) -> None:
+    """A second `up` is a new chain with the contract at the same address: the nodes must not resume the
+    first chain's index (its cursor is a block the new chain lacks) and serve again."""
+    for _ in range(2):
+        port, base = free_port(), _free_port_block(2)
+        up = Up(wwwserve_home, "--backend", "fake", "--nodes", "2", "--port", str(port), "--base-port", str(base),
+                "--block-time", "0", "--exit-after-setup")
+        run_up.append(up)
+        out = up.finish(timeout_s=240)
+        assert up.proc.returncode == 0, out
+        assert READY_LINE in out and "Traceback" not in out, out
+    assert len(list((wwwserve_home / "indexes").glob("*.sqlite"))) == 4  # 2 nodes x 2 chains, never shared
+
+
 def test_demo_nodes_get_keystores_and_follow_the_served_model(anvil: AnvilProcess, wwwserve_home: Path) -> None:
     """Re-running the set-up with another backend or port updates the registration instead of keeping it."""
     w3 = connect(anvil.rpc_url)
