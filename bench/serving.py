@@ -964,7 +964,8 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
                 "policy.accept_frequency=0"]),
             # C: in-process fake backend, latency 0 (the >= 1,000 req/s target).
             "demo-node-3": NodeSpec("demo-node-3", ports["demo-node-3"], ["backend.kind=fake",
-                                                                           "backend.fake.latency_s=0"]),
+                                                                           "backend.fake.latency_s=0",
+                                                                           "backend.fake.capacity=100000"]),
         }
         node_procs = {}
         for name, spec in nodes.items():

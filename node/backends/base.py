@@ -174,6 +174,9 @@ class BackendLoad:
     running: int = 0  # requests being generated
     waiting: int = 0  # requests queued inside the backend
     max_context_tokens: int | None = None  # the model's context window, when known
+    # Requests the engine runs at once when that is fixed (a one-at-a-time CPU model: 1); None for engines
+    # that batch as far as their KV cache allows (vLLM, SGLang), whose kv_usage already says when they are full.
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
         # NaN fails the range test, so a broken metric cannot pass for an idle backend.

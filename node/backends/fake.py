@@ -161,6 +161,7 @@ class FakeBackend:
             running=self._running,
             waiting=self._waiting,
             max_context_tokens=self.max_context_tokens,
+            max_running=self.capacity,
         )
 
     async def aclose(self) -> None:

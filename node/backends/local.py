@@ -712,6 +712,7 @@ class LocalBackend:
             running=len(running),
             waiting=waiting,
             max_context_tokens=self.max_context_tokens,
+            max_running=1,
         )
 
     async def aclose(self) -> None:

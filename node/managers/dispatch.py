@@ -144,6 +144,10 @@ class Dispatcher:
         avoid = set() if avoid is None else avoid
         while True:
             action = Action.OFFLOAD if not local else (await self.policy.decide(model)).action
+            if action == Action.OFFLOAD and local and not comm.routable_peers(model):
+                # Nobody else serves this model (or every such peer is banned): waiting for one is only
+                # delay, so the request queues here.
+                action = Action.QUEUE
             self._count("wwwserve_dispatch_decisions_total", action=action.value)
             if action in (Action.LOCAL, Action.QUEUE):
                 return None

@@ -55,15 +55,19 @@ class ModelManager:
         return any((await self.health()).values())
 
     async def load(self) -> dict[str, BackendLoad | None]:
-        """Model name → its backend's load now (None when the backend cannot report it)."""
+        """Model name → its backend's load now (None when the backend cannot report it).
+
+        One backend after the other, not gathered: `load()` is cheap (cached or computed in memory), and
+        awaiting coroutines that do not suspend keeps a dispatch decision and the admission that follows
+        it in one step of the event loop, so a burst of requests cannot all decide on the same stale load.
+        """
         loads: dict[int, BackendLoad | None] = {}
-        results = await asyncio.gather(*(b.load() for b in self.backends), return_exceptions=True)
-        for backend, result in zip(self.backends, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.warning("load of backend %s raised", backend.name, exc_info=result)
+        for backend in self.backends:
+            try:
+                loads[id(backend)] = await backend.load()
+            except Exception as exc:
+                logger.warning("load of backend %s raised", backend.name, exc_info=exc)
                 loads[id(backend)] = None
-            else:
-                loads[id(backend)] = result
         return {model: loads[id(backend)] for model, backend in self._by_model.items()}
 
     async def aclose(self) -> None:

@@ -50,6 +50,10 @@ class PolicyManager:
                 # engine that queues requests is full whatever its KV figure says (vLLM only queues when
                 # its KV cache is; a one-at-a-time engine like the local backend queues at once).
                 kv_usage = 1.0 if load.waiting > 0 else max(load.kv_usage, occupancy)
+                if load.max_running is not None and self.request_manager.active(name) >= load.max_running:
+                    # A fixed-concurrency engine with every slot taken by requests admitted here (some
+                    # perhaps not handed to it yet): one more would wait.
+                    kv_usage = 1.0
                 models[name] = ModelLoad(kv_usage=kv_usage, running=load.running, waiting=load.waiting)
         try:
             credit = self._credit_wei()

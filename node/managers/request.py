@@ -58,6 +58,8 @@ class RequestManager:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         # The two queues of DESIGN §2 share one FIFO of slots; these count who waits, for the policy.
         self._waiting_by_source: dict[str, int] = {"user": 0, "node": 0}
+        # Requests admitted per model and not finished (running or waiting here or inside the backend).
+        self._active_by_model: dict[str, int] = {}
 
     # ---- admission --------------------------------------------------------------------------
 
@@ -70,6 +72,16 @@ class RequestManager:
     def waiting(self) -> int:
         """Requests queued for a slot now."""
         return sum(1 for fut in self._waiters if not fut.done())
+
+    def active(self, model: str) -> int:
+        """Requests for `model` admitted here and not finished yet."""
+        return self._active_by_model.get(model, 0)
+
+    def _enter(self, model: str) -> None:
+        self._active_by_model[model] = self._active_by_model.get(model, 0) + 1
+
+    def _leave(self, model: str) -> None:
+        self._active_by_model[model] -= 1
 
     def waiting_from(self, source: str) -> int:
         """Requests queued for a slot now that came from `source`: "user" or "node" (a peer)."""
@@ -138,7 +150,12 @@ class RequestManager:
         backend = self.model_manager.backend_for(req.model)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout_s
-        await self.acquire(source=source)
+        self._enter(req.model)
+        try:
+            await self.acquire(source=source)
+        except BaseException:
+            self._leave(req.model)
+            raise
         try:
             async with asyncio.timeout_at(deadline):
                 return await backend.generate(req)
@@ -152,13 +169,19 @@ class RequestManager:
             # Only an abort we did not ask for gets here (e.g. the backend shutting down).
             raise UpstreamTimeoutError("The generation was aborted by the backend. Please retry.") from None
         finally:
+            self._leave(req.model)
             self.release()
 
     async def open_stream(self, req: GenerationRequest, source: str = "user") -> LocalStream:
         """Admit `req`, start its stream and pull the first delta; errors up to there are raised here."""
         backend = self.model_manager.backend_for(req.model)
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
-        await self.acquire(source=source)
+        self._enter(req.model)
+        try:
+            await self.acquire(source=source)
+        except BaseException:
+            self._leave(req.model)
+            raise
         stream = LocalStream(self, backend, req, deadline)
         try:
             await stream.prime()
@@ -224,6 +247,7 @@ class LocalStream:
         except Exception:
             logger.warning("closing stream %s failed", self.request.request_id, exc_info=True)
         finally:
+            self._manager._leave(self.request.model)
             self._manager.release()
 
 

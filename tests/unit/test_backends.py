@@ -156,14 +156,16 @@ def test_fake_max_tokens_stop_and_words() -> None:
 def test_fake_load_accounting_with_capacity() -> None:
     async def go() -> None:
         fake = FakeBackend(["m"], latency_s=0.05, tokens_per_s=100, capacity=2, max_context_tokens=100)
-        assert await fake.load() == BackendLoad(kv_usage=0.0, running=0, waiting=0, max_context_tokens=100)
+        assert await fake.load() == BackendLoad(kv_usage=0.0, running=0, waiting=0, max_context_tokens=100,
+                                                max_running=2)
         tasks = [asyncio.create_task(fake.generate(req("a b c d", request_id=f"r{i}"))) for i in range(3)]
         await asyncio.sleep(0.02)
         busy = await fake.load()
         assert (busy.kv_usage, busy.running, busy.waiting) == (1.0, 2, 1)
         results = await asyncio.gather(*tasks)
         assert {r.text for r in results} == {"d c b a"}
-        assert await fake.load() == BackendLoad(kv_usage=0.0, running=0, waiting=0, max_context_tokens=100)
+        assert await fake.load() == BackendLoad(kv_usage=0.0, running=0, waiting=0, max_context_tokens=100,
+                                                max_running=2)
 
     asyncio.run(go())
 

@@ -539,3 +539,14 @@ async def test_delegation_with_accept_check_is_declined_without_running(net: Net
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "probe_declined"
     assert backend.requests_seen == 0
     assert not a.comm.bans.is_banned(b.address)  # declining is not a fault
+
+
+async def test_a_burst_on_a_one_slot_node_spreads_to_peers(net: Net) -> None:
+    # One slot, slow answers: the first request runs here, the ones arriving meanwhile see every slot
+    # taken (decision and admission happen in one step, so a burst cannot all see the node idle).
+    a = net.add("a", backends=[FakeBackend([MODEL], capacity=1, latency_s=0.2)], policy={"offload_frequency": 1.0})
+    b = net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=CHAT) for _ in range(4)))
+    executors = [SignedResult.from_json(r.json()["wwwserve"]).executor for r in responses]
+    assert executors.count(a.address) == 1 and executors.count(b.address) == 3, executors
