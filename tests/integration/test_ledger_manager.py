@@ -344,10 +344,12 @@ def test_from_settings_finds_the_contract_in_the_deployment_record(chain: Chain,
             assert mgr.peer(node.address) is not None and mgr.stake_wei() == UNIT
         finally:
             await mgr.aclose()
-        # The default index is one file per chain, contract and node, under <home>/indexes.
-        index = home / "indexes" / f"{chain.anvil.chain_id}-{chain.contract}-{node.address}.sqlite"
+        # The default index is one file per chain, contract, node and deployment (tagged by the hash of
+        # the deployment block: a restarted devnet redeploys at the same address), under <home>/indexes.
+        tag = bytes(chain.w3.eth.get_block(chain.deploy_block)["hash"]).hex()[:12]
+        index = home / "indexes" / f"{chain.anvil.chain_id}-{chain.contract}-{node.address}-{tag}.sqlite"
         assert index.exists()
-        assert (home / "vouchers" / f"{chain.anvil.chain_id}-{node.address}.db").exists()
+        assert (home / "vouchers" / f"{chain.anvil.chain_id}-{node.address}-{tag}.db").exists()
 
     asyncio.run(scenario())
 
