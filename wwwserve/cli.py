@@ -421,7 +421,7 @@ def _up_examples(endpoint: str, model: str) -> str:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    # SIGTERM/SIGHUP take the same clean path as Ctrl-C: the `finally` of `up` stops every child.
+    # SIGINT, SIGTERM and SIGHUP take one clean path: the `finally` of `up` stops every child.
     raise KeyboardInterrupt
 
 
@@ -499,7 +499,9 @@ def up(
         _prepare_local_model()
     anvil = None
     network: LocalNetwork | None = None
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too, explicitly: a process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt on its own.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         with console.status("starting anvil ...") as status:
             # anvil dies with `up` even when `up` is SIGKILLed (Linux), like the node processes.
@@ -560,7 +562,6 @@ def up(
             anvil.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         if anvil is not None:
             console.print(f"stopped {stopped} node process{'es' if stopped != 1 else ''} and the devnet.",
                           highlight=False)
