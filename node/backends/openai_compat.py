@@ -57,6 +57,7 @@ __all__ = [
     "OpenAIBackend",
     "PrometheusSample",
     "SSEDecoder",
+    "drain_lines",
     "error_from_upstream",
     "load_from_metrics",
     "parse_prometheus_text",
@@ -290,7 +291,7 @@ def _from_transport_error(exc: httpx.HTTPError) -> NodeError:
 _END = object()  # stream queue sentinel: the stream is over (normally, or aborted)
 
 
-async def _drain(lines: AsyncIterator[str], timeout_s: float = 1.0) -> None:
+async def drain_lines(lines: AsyncIterator[str], timeout_s: float = 1.0) -> None:
     """Read what follows `[DONE]` to the end of the body, so the keep-alive connection goes back to the pool.
 
     Leaving a streamed body unread makes httpx close the connection, and every stream would then pay
@@ -513,7 +514,7 @@ class OpenAIBackend:
                 done = True
                 break
         if done:
-            await _drain(lines)
+            await drain_lines(lines)
         if not done:
             tail = decoder.flush()
             done = tail is not None and handle(tail)

@@ -34,13 +34,13 @@ import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
+from node.backends.openai_compat import drain_lines
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
     BackendUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
     NodeError,
-    OverloadedError,
     UpstreamTimeoutError,
 )
 from node.routing import Peer
@@ -228,7 +228,6 @@ class RemoteStream:
         peer: DirectoryPeer,
         request: GenerationRequest,
         response: httpx.Response,
-        on_close: Callable[[], Any] | None = None,
     ) -> None:
         self.peer = peer
         self.request = request
@@ -240,7 +239,6 @@ class RemoteStream:
         self._finished = False
         self._closed = False
         self._agen: AsyncGenerator[StreamDelta, None] = self._read()
-        self._on_close = on_close
 
     @property
     def executor(self) -> str:
@@ -263,11 +261,7 @@ class RemoteStream:
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
-                # Read to the end of the body so the keep-alive connection to the peer is reused.
-                with contextlib.suppress(TimeoutError, httpx.HTTPError):
-                    async with asyncio.timeout(1.0):
-                        async for _ in self._lines:
-                            pass
+                await drain_lines(self._lines)  # so the keep-alive connection to the peer is reused
                 return
             try:
                 event = json.loads(payload)
@@ -352,8 +346,6 @@ class RemoteStream:
             await self._agen.aclose()
         with contextlib.suppress(Exception):
             await self._response.aclose()
-        if self._on_close is not None:
-            self._on_close()
 
 
 @dataclass
@@ -628,7 +620,3 @@ class CommunicationManager:
             await asyncio.wait(set(self._tasks), timeout=2.0)
         await self._client.aclose()
 
-
-def overloaded(message: str) -> OverloadedError:
-    """The 503 a node answers when neither it nor any peer can take a request now."""
-    return OverloadedError(message, retry_after_s=1.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,12 +198,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def net() -> Net:
     return Net()
-
-
-async def settle() -> None:
-    # Let background voucher deliveries run.
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 # ---- the happy path -----------------------------------------------------------------------------
@@ -520,11 +513,6 @@ def test_ban_backoff_doubles_and_caps() -> None:
     assert bans.failures("0xA") == 5
     bans.succeed("0xA")
     assert bans.fail("0xA") == 5.0
-
-
-async def _aiter(items: list[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
 
 
 async def test_delegation_with_accept_check_is_declined_without_running(net: Net) -> None:
