@@ -144,7 +144,8 @@ class Dispatcher:
         avoid = set() if avoid is None else avoid
         while True:
             action = Action.OFFLOAD if not local else (await self.policy.decide(model)).action
-            if action == Action.OFFLOAD and local and not comm.routable_peers(model):
+            peers = comm.routable_peers(model) if action == Action.OFFLOAD else []
+            if action == Action.OFFLOAD and local and not peers:
                 # Nobody else serves this model (or every such peer is banned): waiting for one is only
                 # delay, so the request queues here.
                 action = Action.QUEUE
@@ -152,7 +153,7 @@ class Dispatcher:
             if action in (Action.LOCAL, Action.QUEUE):
                 return None
             if action == Action.OFFLOAD:
-                remote = await self._offload(greq, kind, raw_request, route, avoid, streamed)
+                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed)
                 if remote is not None:
                     return remote
                 if local:
@@ -175,12 +176,13 @@ class Dispatcher:
         kind: Literal["chat", "completion"],
         raw_request: Mapping[str, Any],
         route: Sequence[str],
+        routable: Sequence[Peer],
         avoid: set[str],
         streamed: bool,
     ) -> RemoteStream | RemoteAnswer | None:
         comm = self.communication
         assert comm is not None  # plan() checked
-        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in avoid]
+        peers = [p for p in routable if p.address.lower() not in avoid]
         if not peers:
             return None
         block_hash = self.ledger.recent_block_hash() if self.ledger is not None else b""
