@@ -202,7 +202,7 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(levelname)s:     %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per peer call would drown the rest
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # web3 and the CLI use httpx; one line per call would drown the rest
     backends = build_backends(settings)  # first: a settings problem is reported before any I/O
     address = node_address(settings)
     key = identity_key(settings)
@@ -211,7 +211,10 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     ledger, communication = build_network(settings, chain, address, key, account)
     app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
-                            lifespan="on", timeout_graceful_shutdown=10, access_log=settings.server.access_log)
+                            lifespan="on", timeout_graceful_shutdown=10, access_log=settings.server.access_log,
+                            # No X-Forwarded-* rewriting: the node never uses the client address, and it
+                            # is one middleware less per request.
+                            proxy_headers=False)
     server = _QuietServer(config)
     server.run()
     if not server.started:

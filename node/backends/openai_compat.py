@@ -27,11 +27,9 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from node.backends.base import (
     BackendLoad,
@@ -50,6 +48,7 @@ from node.errors import (
     OverloadedError,
     UpstreamTimeoutError,
 )
+from node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, HttpTimeoutError, drain_lines
 from node.protocol import FinishReason
 
 __all__ = [
@@ -57,7 +56,6 @@ __all__ = [
     "OpenAIBackend",
     "PrometheusSample",
     "SSEDecoder",
-    "drain_lines",
     "error_from_upstream",
     "load_from_metrics",
     "parse_prometheus_text",
@@ -275,11 +273,11 @@ def error_from_upstream(status: int, body: str, headers: Mapping[str, str] | Non
     )
 
 
-def _from_transport_error(exc: httpx.HTTPError) -> NodeError:
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+def _from_transport_error(exc: HttpError) -> NodeError:
+    if isinstance(exc, HttpConnectError) or (isinstance(exc, HttpTimeoutError) and exc.connect):
         # No connection at all is an unavailable backend, not a slow model.
         return BackendUnavailableError("The model backend is not reachable. Please retry later.")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, HttpTimeoutError):
         return UpstreamTimeoutError()
     logger.warning("model backend transport error: %r", exc)
     return BackendUnavailableError()
@@ -289,20 +287,6 @@ def _from_transport_error(exc: httpx.HTTPError) -> NodeError:
 # the backend
 
 _END = object()  # stream queue sentinel: the stream is over (normally, or aborted)
-
-
-async def drain_lines(lines: AsyncIterator[str], timeout_s: float = 1.0) -> None:
-    """Read what follows `[DONE]` to the end of the body, so the keep-alive connection goes back to the pool.
-
-    Leaving a streamed body unread makes httpx close the connection, and every stream would then pay
-    for a new one. A server that keeps the body open after `[DONE]` is cut off after `timeout_s`.
-    """
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for _ in lines:
-                pass
-    except (TimeoutError, httpx.HTTPError):
-        pass
 
 
 class OpenAIBackend:
@@ -315,7 +299,7 @@ class OpenAIBackend:
         api_key: str | None = None,
         timeout_s: float = 600.0,
         metrics_url: str | None = None,
-        client: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         *,
         name: str | None = None,
         max_concurrency: int = 16,
@@ -332,16 +316,17 @@ class OpenAIBackend:
         self._discover = models is None
         # timeout_s bounds each wait (connect, or the gap between bytes), so a long stream that keeps
         # producing is never cut, while a server that stops answering is.
-        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
-        self._health_timeout = httpx.Timeout(min(health_timeout_s, timeout_s))
+        self._timeout_s = timeout_s
+        self._health_timeout_s = min(health_timeout_s, timeout_s)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._post_headers = {**self._headers, "Content-Type": "application/json"}
         self._metrics_url = metrics_url or f"{self._root}/metrics"
         self._metrics_ttl_s = metrics_ttl_s
         self.max_concurrency = max_concurrency
-        self._owns_client = client is None
+        self._owns_client = http is None
         # The engine queues requests itself, so the pool must not cap concurrency below it.
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._client: HttpClient = http or AiohttpClient(
+            read_timeout_s=timeout_s, connect_timeout_s=min(timeout_s, 10.0), max_connections=4096
         )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._aborted: set[str] = set()
@@ -382,11 +367,13 @@ class OpenAIBackend:
 
     async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
         try:
-            response = await self._client.post(url, json=body, headers=self._headers, timeout=self._timeout)
-        except httpx.HTTPError as exc:
+            response = await self._client.request(
+                "POST", url, content=json.dumps(body).encode(), headers=self._post_headers
+            )
+        except HttpError as exc:
             raise _from_transport_error(exc) from exc
-        if response.status_code >= 400:
-            raise error_from_upstream(response.status_code, response.text, response.headers)
+        if response.status >= 400:
+            raise error_from_upstream(response.status, response.text, response.headers)
         try:
             return response.json()
         except ValueError:
@@ -450,26 +437,29 @@ class OpenAIBackend:
 
     async def _pump(self, req: GenerationRequest, url: str, body: dict[str, Any], queue: asyncio.Queue[Any]) -> None:
         try:
-            async with self._client.stream(
-                "POST", url, json=body, headers=self._headers, timeout=self._timeout
-            ) as response:
-                if response.status_code >= 400:
-                    text = (await response.aread()).decode("utf-8", errors="replace")
-                    raise error_from_upstream(response.status_code, text, response.headers)
+            response = await self._client.open_stream(
+                "POST", url, content=json.dumps(body).encode(), headers=self._post_headers
+            )
+            try:
+                if response.status >= 400:
+                    text = (await response.read()).decode("utf-8", errors="replace")
+                    raise error_from_upstream(response.status, text, response.headers)
                 await self._read_events(req, response, queue)
+            finally:
+                await response.aclose()
         except asyncio.CancelledError:
             queue.put_nowait(_END)  # aborted: the stream ends without a final delta
             raise
         except NodeError as exc:
             queue.put_nowait(exc)
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             queue.put_nowait(_from_transport_error(exc))
         except Exception as exc:
             queue.put_nowait(exc)
         else:
             queue.put_nowait(_END)
 
-    async def _read_events(self, req: GenerationRequest, response: httpx.Response, queue: asyncio.Queue[Any]) -> None:
+    async def _read_events(self, req: GenerationRequest, response: HttpStream, queue: asyncio.Queue[Any]) -> None:
         decoder = SSEDecoder()
         finish: FinishReason | None = None
         usage: dict[str, Any] = {}
@@ -507,7 +497,7 @@ class OpenAIBackend:
                 usage = event["usage"]
             return False
 
-        lines = response.aiter_lines()
+        lines = response.lines()
         async for line in lines:
             data = decoder.feed(line)
             if data is not None and handle(data):
@@ -543,13 +533,13 @@ class OpenAIBackend:
     async def discover_models(self) -> list[str]:
         """The model ids `GET /v1/models` lists (and their `max_model_len` where given)."""
         try:
-            response = await self._client.get(
-                f"{self._root}/v1/models", headers=self._headers, timeout=self._health_timeout
+            response = await self._client.request(
+                "GET", f"{self._root}/v1/models", headers=self._headers, timeout_s=self._health_timeout_s
             )
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             raise _from_transport_error(exc) from exc
-        if response.status_code != 200:
-            raise error_from_upstream(response.status_code, response.text, response.headers)
+        if response.status != 200:
+            raise error_from_upstream(response.status, response.text, response.headers)
         try:
             cards = response.json()["data"]
             ids = [str(card["id"]) for card in cards]
@@ -574,10 +564,12 @@ class OpenAIBackend:
 
     async def _scrape(self) -> MetricsLoad | None:
         try:
-            response = await self._client.get(self._metrics_url, headers=self._headers, timeout=self._health_timeout)
-        except httpx.HTTPError:
+            response = await self._client.request(
+                "GET", self._metrics_url, headers=self._headers, timeout_s=self._health_timeout_s
+            )
+        except HttpError:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             return None
         model = self.models[0] if len(self.models) == 1 else None
         metrics = load_from_metrics(parse_prometheus_text(response.text), model)

@@ -29,12 +29,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol
 
-import httpx
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
-from node.backends.openai_compat import drain_lines
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
     BackendUnavailableError,
@@ -43,6 +41,7 @@ from node.errors import (
     NodeError,
     UpstreamTimeoutError,
 )
+from node.http import AiohttpClient, HttpClient, HttpError, HttpStream, drain_lines
 from node.routing import Peer
 from node.signing import MalformedSignedResultError, SignedResult
 
@@ -227,13 +226,13 @@ class RemoteStream:
         self,
         peer: DirectoryPeer,
         request: GenerationRequest,
-        response: httpx.Response,
+        response: HttpStream,
     ) -> None:
         self.peer = peer
         self.request = request
         self.attestation: SignedResult | None = None
         self._response = response
-        self._lines = response.aiter_lines()
+        self._lines = response.lines()
         self._first: StreamDelta | None = None
         self._started = False  # text was handed to the consumer: no re-dispatch after this
         self._finished = False
@@ -304,8 +303,8 @@ class RemoteStream:
                         prompt_tokens=int(usage.get("prompt_tokens") or 0),
                         completion_tokens=int(usage.get("completion_tokens") or 0),
                     )
-        except httpx.HTTPError as exc:
-            raise self._fail(f"stream broke: {type(exc).__name__}: {exc}") from None
+        except HttpError as exc:
+            raise self._fail(f"stream broke: {exc}") from None
         if final is None:
             raise self._fail("stream ended without a final chunk")
         if self.attestation is None:
@@ -379,7 +378,7 @@ class CommunicationManager:
         ban_max_s: float = 300.0,
         liveness_interval_s: float = 10.0,
         envelope_window_s: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -391,11 +390,8 @@ class CommunicationManager:
         self.verifier = EnvelopeVerifier(my_address, chain_id, directory.pubkey_of, window_s=envelope_window_s)
         self._key = signing_key
         # One pooled client: keep-alive to each peer is what keeps a hop at a millisecond or two.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(delegate_timeout_s, connect=probe_timeout_s),
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-            follow_redirects=False,
+        self._client: HttpClient = http or AiohttpClient(
+            read_timeout_s=delegate_timeout_s, connect_timeout_s=probe_timeout_s
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._liveness: asyncio.Task[None] | None = None
@@ -444,15 +440,15 @@ class CommunicationManager:
         """Ask `peer` whether it takes the request now; a failing peer answers False and is banned."""
         data, headers = self._sealed(peer.address, PATH_PROBE, body.model_dump())
         try:
-            response = await self._client.post(
-                self._url(peer, PATH_PROBE), content=data, headers=headers, timeout=self.probe_timeout_s
+            response = await self._client.request(
+                "POST", self._url(peer, PATH_PROBE), content=data, headers=headers, timeout_s=self.probe_timeout_s
             )
-        except httpx.HTTPError as exc:
-            self._failed(peer, f"probe failed: {type(exc).__name__}")
+        except HttpError as exc:
+            self._failed(peer, f"probe failed: {exc}")
             return False
-        if response.status_code != 200:
-            if response.status_code >= 500 or response.status_code in (401, 403):
-                self._failed(peer, f"probe answered HTTP {response.status_code}")
+        if response.status != 200:
+            if response.status >= 500 or response.status in (401, 403):
+                self._failed(peer, f"probe answered HTTP {response.status}")
             return False
         try:
             accept = response.json().get("accept") is True
@@ -471,17 +467,20 @@ class CommunicationManager:
         long, model unknown) are raised as that `NodeError`, since another peer would answer the same.
         """
         data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
-        http_request = self._client.build_request(
-            "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
-        )
         try:
-            response = await self._client.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._failed(peer, f"delegation failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            content = await response.aread()
-            await response.aclose()
-            self._raise_refusal(peer, response.status_code, content)
+            response = await self._client.open_stream(
+                "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
+            )
+        except HttpError as exc:
+            raise self._failed(peer, f"delegation failed: {exc}") from None
+        if response.status != 200:
+            try:
+                content = await response.read()
+            except HttpError:
+                content = b""
+            finally:
+                await response.aclose()
+            self._raise_refusal(peer, response.status, content)
         stream = RemoteStream(peer, request, response)
         try:
             await stream.prime()
@@ -527,11 +526,13 @@ class CommunicationManager:
         """
         data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
         try:
-            response = await self._client.post(self._url(peer, PATH_DELEGATE), content=data, headers=headers)
-        except httpx.HTTPError as exc:
-            raise self._failed(peer, f"delegation failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            self._raise_refusal(peer, response.status_code, response.content)
+            response = await self._client.request(
+                "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
+            )
+        except HttpError as exc:
+            raise self._failed(peer, f"delegation failed: {exc}") from None
+        if response.status != 200:
+            self._raise_refusal(peer, response.status, response.content)
         try:
             answer = response.json()
             choice = answer["choices"][0]
@@ -562,16 +563,17 @@ class CommunicationManager:
         data, headers = self._sealed(peer.address, PATH_VOUCHER, voucher_json)
         for attempt in range(3):
             try:
-                response = await self._client.post(
-                    self._url(peer, PATH_VOUCHER), content=data, headers=headers, timeout=self.probe_timeout_s
+                response = await self._client.request(
+                    "POST", self._url(peer, PATH_VOUCHER), content=data, headers=headers,
+                    timeout_s=self.probe_timeout_s,
                 )
-                if response.status_code == 200:
+                if response.status == 200:
                     return
-                logger.warning("peer %s refused voucher: HTTP %s %s", peer.address, response.status_code,
+                logger.warning("peer %s refused voucher: HTTP %s %s", peer.address, response.status,
                                response.text[:200])
                 return
-            except httpx.HTTPError as exc:
-                logger.info("voucher to %s failed (%s), attempt %d", peer.address, type(exc).__name__, attempt + 1)
+            except HttpError as exc:
+                logger.info("voucher to %s failed (%s), attempt %d", peer.address, exc, attempt + 1)
                 await asyncio.sleep(0.5 * 2**attempt)
                 # A resend needs a fresh envelope: the receiver refuses a replayed nonce.
                 data, headers = self._sealed(peer.address, PATH_VOUCHER, voucher_json)
@@ -584,10 +586,12 @@ class CommunicationManager:
 
         async def one(peer: DirectoryPeer) -> bool:
             try:
-                response = await self._client.get(self._url(peer, PATH_HEALTH), timeout=self.probe_timeout_s)
-            except httpx.HTTPError:
+                response = await self._client.request(
+                    "GET", self._url(peer, PATH_HEALTH), timeout_s=self.probe_timeout_s
+                )
+            except HttpError:
                 response = None
-            if response is None or response.status_code != 200:
+            if response is None or response.status != 200:
                 if not self.bans.is_banned(peer.address):
                     self._failed(peer, "health check failed")
                 return False

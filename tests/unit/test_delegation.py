@@ -1,6 +1,7 @@
 """PoS delegation between in-process nodes: probes, signed envelopes, relayed attestations, bans, fees.
 
-Several node apps talk over an httpx transport that routes each peer URL to that node's ASGI app, with a
+Several node apps talk over an httpx transport that routes each peer URL to that node's ASGI app (in place
+of the aiohttp client, whose own tests are in tests/unit/test_http.py), with a
 fake registry (`Directory`) in place of the chain. What is checked is the node's own behaviour: who gets
 the request, what the user sees, that signatures and envelopes hold, and what happens when a peer fails
 or lies. The same paths over real processes and a real chain are in tests/integration/test_delegation_net.py.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from node.app import create_app
 from node.backends.base import Backend
 from node.backends.fake import FakeBackend
 from node.envelope import seal
+from node.http import HttpConnectError, HttpError, HttpResponse
 from node.managers.communication import PATH_DELEGATE, PATH_PROBE, CommunicationManager
 from node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
 from node.settings import load_settings
@@ -106,6 +109,62 @@ class Router(httpx.AsyncBaseTransport):
         return await self.apps[host].handle_async_request(request)
 
 
+class RouterStream:
+    """`node.http.HttpStream` over an httpx streamed response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers = response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self.response.aread()
+        except httpx.HTTPError as exc:
+            raise HttpError(str(exc)) from exc
+
+    async def lines(self) -> AsyncIterator[str]:
+        try:
+            async for line in self.response.aiter_lines():
+                yield line
+        except httpx.HTTPError as exc:
+            raise HttpError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class RouterClient:
+    """`node.http.HttpClient` over the Router: the nodes' peer calls reach the in-process apps."""
+
+    def __init__(self, router: Router) -> None:
+        self.client = httpx.AsyncClient(transport=router, timeout=10)
+
+    async def request(self, method: str, url: str, *, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None, timeout_s: float | None = None) -> HttpResponse:
+        try:
+            response = await self.client.request(method, url, content=content, headers=headers)
+        except httpx.ConnectError as exc:
+            raise HttpConnectError(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise HttpError(str(exc)) from exc
+        return HttpResponse(response.status_code, response.headers, response.content)
+
+    async def open_stream(self, method: str, url: str, *, content: bytes | None = None,
+                          headers: Mapping[str, str] | None = None, timeout_s: float | None = None) -> RouterStream:
+        try:
+            response = await self.client.send(self.client.build_request(method, url, content=content,
+                                                                        headers=headers), stream=True)
+        except httpx.ConnectError as exc:
+            raise HttpConnectError(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise HttpError(str(exc)) from exc
+        return RouterStream(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 @dataclass
 class Node:
     name: str
@@ -142,7 +201,7 @@ class Net:
         self.registry[address] = Record(address, bytes(key.verify_key), f"http://{name}", frozenset(models), stake_wei)
         ledger = FakeLedger(address, self.registry)
         comm = CommunicationManager(
-            my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger, transport=self.router,
+            my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger, http=RouterClient(self.router),
             probe_timeout_s=1.0, ban_initial_s=30.0, ban_max_s=60.0,
         )
         pol = {"rng_seed": index, "auto_stake": False, **(policy or {})}
