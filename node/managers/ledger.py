@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -334,6 +335,14 @@ class LedgerManager:
     def _build_view(self) -> _View:
         indexer = self._require_indexer()
         indexer.sync()
+        cursor = indexer.cursor()
+        view = self._view
+        if (
+            cursor is not None
+            and cursor.block_number == view.block_number
+            and bytes.fromhex(cursor.block_hash.removeprefix("0x")) == view.block_hash
+        ):
+            return view  # no new block since the last view: nothing to rebuild (the GIL is shared with serving)
         peers: dict[str, PeerRecord] = {}
         pubkeys: dict[str, bytes] = {}
         funds: dict[str, int] = {}
@@ -370,7 +379,6 @@ class LedgerManager:
         # Claims someone else submitted (or that raced ours) still count as paid (the mark only rises).
         for origin, paid in claimed_by_me.items():
             self.store.mark_claimed(origin, paid)
-        cursor = indexer.cursor()
         if cursor is not None:
             block_number, block_hash = cursor.block_number, bytes.fromhex(cursor.block_hash.removeprefix("0x"))
         else:
@@ -606,7 +614,9 @@ class LedgerManager:
             delay_s = interval_s
 
 
+@functools.lru_cache(maxsize=4096)
 def _checksum_or_none(address: str) -> str | None:
+    # Cached: EIP-55 is a pure-Python keccak (~0.1 ms), and the same few peers are looked up per request.
     try:
         return str(to_checksum_address(address))
     except (ValueError, TypeError):
