@@ -128,6 +128,26 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+async def measured(metrics: Metrics, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app` for one HTTP request, timing it and counting its status (500 when it raised before
+    answering). Shared by `MetricsMiddleware` and the node's direct request-path routes."""
+    status = 500
+    started = time.perf_counter()
+
+    async def send_wrapper(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        await send(message)
+
+    metrics.in_flight += 1
+    try:
+        await app(scope, receive, send_wrapper)
+    finally:
+        metrics.in_flight -= 1
+        metrics.observe(metrics.route_label(scope["path"]), scope["method"], status, time.perf_counter() - started)
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware feeding `Metrics`: it sees a stream's true end, unlike a route handler."""
 
@@ -140,20 +160,4 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        self.metrics.in_flight += 1
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.in_flight -= 1
-            self.metrics.observe(
-                self.metrics.route_label(scope["path"]), scope["method"], status, time.perf_counter() - started
-            )
+        await measured(self.metrics, self.app, scope, receive, send)
