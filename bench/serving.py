@@ -812,6 +812,31 @@ def check_delegated(port: int, dispatcher: str, executor: str) -> str | None:
     return None
 
 
+def dispatch_counters(port: int) -> dict[str, float]:
+    """Node A's dispatch decisions and delegation outcomes so far, from its /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5.0).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("wwwserve_dispatch_decisions_total{", "wwwserve_delegations_total{")):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def delegation_note(before: dict[str, float], after: dict[str, float]) -> str:
+    """How node A handled the requests of a measurement: decisions and delegation outcomes (a delta)."""
+    parts = []
+    for name in sorted(after):
+        delta = after[name] - before.get(name, 0.0)
+        if delta:
+            label = name.split("{", 1)[1].rstrip("}").replace('"', "")
+            kind = "decision" if name.startswith("wwwserve_dispatch") else "delegation"
+            parts.append(f"{kind} {label}: {delta:,.0f}")
+    return "node A: " + (", ".join(parts) if parts else "no dispatch recorded")
+
+
 def top_frames(collapsed: str, n: int = 12) -> list[tuple[str, float, float]]:
     """(frame, self share, inclusive share) of the n frames with most self time in py-spy raw output.
 
@@ -1009,9 +1034,12 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
             progress(f"hop: not delegated ({why})")
         else:
             before = backend_stats(backend_port)
+            counted = dispatch_counters(ports["demo-node-1"])
             results["hop"] = measure(runner, hop_target, PATH_LABELS["hop"], args.concurrency, progress,
                                      profiler=profiler, profile_pids=profile_of["hop"])
             note_upstream(results["hop"], before, backend_stats(backend_port))
+            results["hop"].note = ((results["hop"].note + "; ") if results["hop"].note else "") + \
+                delegation_note(counted, dispatch_counters(ports["demo-node-1"]))
             why = check_delegated(ports["demo-node-1"], addresses["demo-node-1"], addresses["demo-node-2"])
             if why is not None:
                 results["hop"].note = f"after the load, an answer was not delegated ({why}): figures may mix paths"
