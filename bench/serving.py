@@ -137,6 +137,8 @@ class PathResult:
     latency: LatencyStats | None = None
     throughput: list[Throughput] = field(default_factory=list)
     ttft: LatencyStats | None = None
+    # CPU (ms, user + system) per request of each server process during the sequential measurement.
+    sequential_cpu_ms: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     note: str | None = None
 
@@ -230,6 +232,9 @@ def format_report(results: dict[str, PathResult], checks: Sequence[TargetCheck],
         if row is head:
             lines.append("  ".join("-" * w for w in widths))
     notes = [f"  {r.label}: {r.note}" for r in results.values() if r.note]
+    notes += [f"  {r.label}: CPU per sequential request " +
+              ", ".join(f"{name} {ms:.2f} ms" for name, ms in r.sequential_cpu_ms.items())
+              for r in results.values() if r.sequential_cpu_ms]
     if notes:
         lines += ["", "notes:", *notes]
     lines += ["", "targets:"]
@@ -431,7 +436,7 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
     host, port, path, body = spec["host"], spec["port"], spec["path"], spec["body"]
     conns = [RawConnection(host, port, path, body) for _ in range(spec["concurrency"])]
     latencies: list[float] = []
-    counts = {"ok": 0, "errors": 0}
+    counts = {"ok": 0, "errors": 0, "sent": 0}
     record = {"on": False}
     warm_end = time.perf_counter() + spec["warmup_s"]
     end = warm_end + spec["duration_s"]
@@ -450,6 +455,7 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
                 await conn.close()
                 await asyncio.sleep(0.01)
             t1 = time.perf_counter()
+            counts["sent"] += 1
             if t0 >= warm_end and record["on"]:
                 if status == 200:
                     counts["ok"] += 1
@@ -470,7 +476,7 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
     wall = spec["duration_s"] if max_requests is None else time.perf_counter() - warm_end
     for c in conns:
         await c.close()
-    return {"ok": counts["ok"], "errors": counts["errors"], "wall_s": wall,
+    return {"ok": counts["ok"], "errors": counts["errors"], "sent": counts["sent"], "wall_s": wall,
             "cpu_s": time.process_time() - cpu0, "latencies_s": latencies}
 
 
@@ -550,15 +556,20 @@ class LoadRunner:
         return Throughput(concurrency, ok, errors, wall, ok / wall, client_cpu, server_cpu,
                           max(0.0, busy - client_cpu - server_cpu))
 
-    def latency(self, target: Target) -> LatencyStats:
-        """One client, sequential requests on one keep-alive connection."""
+    def latency(self, target: Target, cpu_pids: dict[str, int] | None = None) -> tuple[LatencyStats, dict[str, float]]:
+        """One client, sequential requests on one keep-alive connection; also the CPU (ms, user + system)
+        each process in `cpu_pids` spent per request meanwhile."""
         spec = {"host": HOST, "port": target.port, "path": target.path, "body": CHAT_BODY, "concurrency": 1,
                 "warmup_s": min(self.warmup_s, 0.5), "duration_s": self.latency_cap_s, "keep_latencies": True,
                 "max_requests": self.latency_requests}
+        pids = cpu_pids or {}
+        before = {label: _proc_cpu_s([pid]) for label, pid in pids.items()}
         out = self.pool.submit(load_worker, spec).result()
         if not out["latencies_s"]:
             raise BenchError(f"{target.name}: no successful request ({out['errors']} errors)")
-        return LatencyStats.from_seconds(out["latencies_s"])
+        sent = max(1, out["sent"])
+        cpu = {label: (_proc_cpu_s([pid]) - before[label]) / sent * 1000.0 for label, pid in pids.items()}
+        return LatencyStats.from_seconds(out["latencies_s"]), cpu
 
     def ttft(self, target: Target) -> LatencyStats:
         """Time to the first content token of a stream (httpx, sequential, keep-alive)."""
@@ -924,15 +935,15 @@ def note_upstream(result: PathResult, before: dict[str, int], after: dict[str, i
 
 def measure(runner: LoadRunner, target: Target, label: str, concurrencies: Sequence[int],
             progress: Callable[[str], None], ttft: bool = True, profiler: Profiler | None = None,
-            profile_pids: dict[str, int] | None = None) -> PathResult:
+            profile_pids: dict[str, int] | None = None, cpu_pids: dict[str, int] | None = None) -> PathResult:
     """Latency, throughput at each concurrency and TTFT of one path."""
     result = PathResult(target.name, label)
     progress(f"{label}: sequential latency ({runner.latency_requests} requests or {runner.latency_cap_s:.0f} s)")
     if profiler is not None and profile_pids:
         with profiler.record(f"{target.name}-sequential", profile_pids, idle=True):
-            result.latency = runner.latency(target)
+            result.latency, result.sequential_cpu_ms = runner.latency(target, cpu_pids)
     else:
-        result.latency = runner.latency(target)
+        result.latency, result.sequential_cpu_ms = runner.latency(target, cpu_pids)
     progress(f"{label}: p50 {result.latency.p50_ms:.2f} ms, p99 {result.latency.p99_ms:.2f} ms")
     for c in concurrencies:
         progress(f"{label}: throughput at concurrency {c} ({runner.warmup_s:.0f}+{runner.duration_s:.0f} s)")
@@ -1019,10 +1030,16 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
                      "C": node_procs["demo-node-3"].pid}
         profile_of = {"node": {"B": node_pids["B"]}, "node-fake": {"C": node_pids["C"]},
                       "hop": {"A": node_pids["A"], "B": node_pids["B"]}}
+        # CPU per sequential request of each process on the path (the fake backend's work is the same on
+        # every path, so its figure shows how much the machine slows a process down as more take turns).
+        cpu_of = {"direct": {"backend": backend.pid}, "node": {"B": node_pids["B"], "backend": backend.pid},
+                  "node-fake": {"C": node_pids["C"]},
+                  "hop": {"A": node_pids["A"], "B": node_pids["B"], "backend": backend.pid}}
         for target in targets:
             before = backend_stats(backend_port)
             results[target.name] = measure(runner, target, PATH_LABELS[target.name], args.concurrency, progress,
-                                           profiler=profiler, profile_pids=profile_of.get(target.name))
+                                           profiler=profiler, profile_pids=profile_of.get(target.name),
+                                           cpu_pids=cpu_of.get(target.name))
             note_upstream(results[target.name], before, backend_stats(backend_port))
 
         # (e) the hop: only figures from answers that really went A -> B count.
@@ -1036,7 +1053,7 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
             before = backend_stats(backend_port)
             counted = dispatch_counters(ports["demo-node-1"])
             results["hop"] = measure(runner, hop_target, PATH_LABELS["hop"], args.concurrency, progress,
-                                     profiler=profiler, profile_pids=profile_of["hop"])
+                                     profiler=profiler, profile_pids=profile_of["hop"], cpu_pids=cpu_of["hop"])
             note_upstream(results["hop"], before, backend_stats(backend_port))
             results["hop"].note = ((results["hop"].note + "; ") if results["hop"].note else "") + \
                 delegation_note(counted, dispatch_counters(ports["demo-node-1"]))

@@ -202,7 +202,7 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(levelname)s:     %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # web3 and the CLI use httpx; one line per call would drown the rest
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per httpx call would drown the rest
     backends = build_backends(settings)  # first: a settings problem is reported before any I/O
     address = node_address(settings)
     key = identity_key(settings)

@@ -153,3 +153,14 @@ def test_upstream_note_counts_new_connections_per_request() -> None:
     direct = bs.PathResult("direct", bs.PATH_LABELS["direct"])
     bs.note_upstream(direct, {"connections": 0, "requests": 0}, {"connections": 5, "requests": 50})
     assert direct.note is None
+
+
+def test_report_gives_cpu_per_sequential_request_and_delegation_counts() -> None:
+    results = _results(hop_p50=2.5, node_fake_rps=1200.0, node_p50=1.2, litellm_p50=4.2)
+    results["hop"].sequential_cpu_ms = {"A": 1.5, "B": 1.25, "backend": 0.125}  # type: ignore[attr-defined]
+    text = bs.format_report(results, bs.evaluate_targets(results), "2 cores (test)")
+    assert "(e) node A -> node B (hop): CPU per sequential request A 1.50 ms, B 1.25 ms, backend 0.12 ms" in text
+    before = {'wwwserve_delegations_total{outcome="ok"}': 3.0}
+    after = {'wwwserve_delegations_total{outcome="ok"}': 10.0, 'wwwserve_dispatch_decisions_total{action="retry"}': 2.0}
+    assert bs.delegation_note(before, after) == "node A: delegation outcome=ok: 7, decision action=retry: 2"
+    assert bs.delegation_note(after, after) == "node A: no dispatch recorded"
