@@ -7,6 +7,7 @@ wallet, a wrong password, an unreachable chain or a contract revert print one cl
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
@@ -808,6 +809,72 @@ def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, 
         table.add_row(k, str(v))
     for judge, vote in zip(d.judges, d.votes, strict=False):
         table.add_row("judge", f"{judge}: {vote.name.lower()}")
+    console.print(table)
+
+
+def _duels(client: Any, last: int | None) -> list[Any]:
+    """The newest `last` duels from the contract (all when None), newest first, with a progress bar."""
+    from rich.progress import Progress
+
+    count = client.duel_count()
+    ids = list(range(count, 0 if last is None else max(0, count - last), -1))
+    out = []
+    with Progress(console=console, transient=True, disable=len(ids) < 20) as progress:
+        task = progress.add_task("reading duels", total=len(ids))
+        for duel_id in ids:
+            out.append(client.duel(duel_id))
+            progress.advance(task)
+    return out
+
+
+@duel_app.command("list")
+def duel_list(
+    ctx: typer.Context,
+    last: Annotated[int, typer.Option("--last", min=1, help="How many of the newest duels.")] = 20,
+) -> None:
+    """The newest duels: who duelled, their state, the revealed votes and the outcome."""
+    from ledger.client import Vote
+
+    client = _client(ctx, signing=False)
+    duels = _duels(client, last)
+    if not duels:
+        console.print("no duel has been opened yet")
+        return
+    table = Table(title=f"duels (newest {len(duels)} of {client.duel_count()})")
+    for column in ("id", "state", "outcome", "origin", "A", "B", "votes A/B/abstain/none"):
+        table.add_column(column)
+    for d in duels:
+        votes = [sum(v is kind for v in d.votes) for kind in (Vote.A, Vote.B, Vote.ABSTAIN, Vote.NONE)]
+        table.add_row(str(d.duel_id), d.status.name.lower(), d.outcome.name.lower() if d.outcome.value else "-",
+                      d.origin, d.a, d.b, "/".join(map(str, votes)) if d.judges else "-")
+    console.print(table)
+
+
+@duel_app.command("leaderboard")
+def duel_leaderboard(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the standings as JSON.")] = False,
+) -> None:
+    """Rank nodes by their settled duels: wins, losses, ties, win rate, Bradley–Terry score with 95 % CI."""
+    from judge.leaderboard import bradley_terry, results_from_duels
+
+    client = _client(ctx, signing=False)
+    results = results_from_duels(_duels(client, None))
+    standings = bradley_terry(results)
+    if as_json:
+        typer.echo(json.dumps([{**dataclasses.asdict(s), "win_rate": s.win_rate} for s in standings], indent=2))
+        return
+    if not standings:
+        console.print("no settled duel yet: nothing to rank")
+        return
+    table = Table(title=f"leaderboard ({len(results)} settled duels; score = Bradley–Terry log-strength, "
+                        "0 = network mean)")
+    for column in ("rank", "node", "duels", "won", "lost", "tied", "win rate", "score", "95 % CI"):
+        table.add_column(column)
+    for rank, s in enumerate(standings, start=1):
+        rate = "-" if s.win_rate is None else f"{s.win_rate:.2f}"
+        table.add_row(str(rank), s.node, str(s.duels), str(s.wins), str(s.losses), str(s.ties), rate,
+                      f"{s.score:+.2f}", f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]")
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -102,3 +103,11 @@ def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve
     assert "settled" in result.output and "b_won" in result.output.lower()
     for j in judges:
         assert j in result.output
+    listed = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "b_won" in listed.output and "1/2/0/0" in listed.output  # votes A/B/abstain/none: A 1, B 2
+    ranked = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "leaderboard", "--json"])
+    assert ranked.exit_code == 0, ranked.output
+    standings = json.loads(ranked.output)
+    assert [s["node"] for s in standings] == [b, a]  # the winner first
+    assert standings[0]["wins"] == 1 and standings[1]["losses"] == 1 and standings[0]["score"] > 0
