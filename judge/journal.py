@@ -1,0 +1,206 @@
+"""A judge's vote journal and what it must do next for a duel: never a lost vote, never a double vote.
+
+Commit-then-reveal spans minutes and two transactions; a node can crash or restart in between. The
+journal (SQLite) records a judge's decision **before** its commitment is sent: the vote, the random
+salt and the commitment. After a restart the same (vote, salt) is used, so the reveal always matches
+what was committed, and a judge never decides twice (a second, different decision would need a second
+commitment, which the contract refuses anyway).
+
+`next_step` is the whole schedule as a pure function of the chain's state (`DuelView`, from the indexer
+or the contract), the journal entry and the current block: decide, commit, reveal, settle, wait or done.
+What the chain says wins over the journal: a commitment already on-chain is not re-sent, a vote already
+revealed is not revealed again (the journal is then only brought up to date).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Engine, Integer, String, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+__all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
+
+# Contract vote values (ledger.client.Vote): what a judge may reveal.
+VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE = 1, 2, 3, 4
+VALID_VOTES = frozenset({VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE})
+
+
+class VoteJournalError(Exception):
+    """A journal operation that would lose or change a vote (e.g. deciding twice differently)."""
+
+
+class JudgeStep(enum.Enum):
+    """What a judge does next for one duel."""
+
+    DECIDE = "decide"  # fetch the evidence, ask the model, record the vote (then commit)
+    COMMIT = "commit"  # send the recorded commitment
+    REVEAL = "reveal"  # send the recorded vote and salt
+    SETTLE = "settle"  # the reveal window is over and nobody settled yet
+    WAIT = "wait"  # nothing to do before a later block
+    DONE = "done"  # settled, cancelled, or too late for this judge
+
+
+@dataclass(frozen=True)
+class DuelView:
+    """The chain's state of one duel as far as one judge is concerned."""
+
+    duel_id: int
+    status: str  # awaiting_judges | voting | settled | cancelled (ledger.indexer names)
+    commit_end: int
+    reveal_end: int
+    committed: bool  # this judge's commitment is on-chain (or its vote already revealed)
+    revealed_vote: int | None  # this judge's revealed vote, None if not revealed
+    all_revealed: bool = False  # every judge revealed: settle need not wait for the window
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One recorded decision."""
+
+    duel_id: int
+    vote: int
+    salt: bytes
+    commitment: bytes
+    state: str  # decided | committed | revealed
+    commit_tx: str | None = None
+    reveal_tx: str | None = None
+
+
+def next_step(view: DuelView, entry: JournalEntry | None, block: int, *, settle_grace_blocks: int = 0) -> JudgeStep:
+    """The judge's next step for this duel at `block` (see the module docstring).
+
+    `settle_grace_blocks`: how long after the reveal window a judge waits for someone else (by default
+    the origin) to settle before settling itself.
+    """
+    if view.status in ("settled", "cancelled"):
+        return JudgeStep.DONE
+    if view.status != "voting":
+        return JudgeStep.WAIT  # judges not drawn yet
+    if view.revealed_vote is not None or (entry is not None and entry.state == "revealed"):
+        if view.all_revealed or block > view.reveal_end + settle_grace_blocks:
+            return JudgeStep.SETTLE
+        return JudgeStep.WAIT
+    if not view.committed:
+        if block > view.commit_end:
+            return JudgeStep.DONE  # too late: the contract counts this judge as silent
+        return JudgeStep.DECIDE if entry is None else JudgeStep.COMMIT
+    # Committed on-chain, not revealed yet.
+    if entry is None:
+        return JudgeStep.DONE  # committed by another installation of this wallet: its journal holds the salt
+    if block <= view.commit_end:
+        return JudgeStep.WAIT
+    if block <= view.reveal_end:
+        return JudgeStep.REVEAL
+    return JudgeStep.SETTLE if block > view.reveal_end + settle_grace_blocks else JudgeStep.WAIT
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _VoteRow(_Base):
+    __tablename__ = "judge_votes"
+
+    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    duel_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    vote: Mapped[int] = mapped_column(Integer)
+    salt: Mapped[str] = mapped_column(String(66))
+    commitment: Mapped[str] = mapped_column(String(66))
+    state: Mapped[str] = mapped_column(String(16))
+    commit_tx: Mapped[str | None] = mapped_column(String(66))
+    reveal_tx: Mapped[str | None] = mapped_column(String(66))
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a recorded decision survives a power cut
+    cursor.close()
+
+
+def _entry(row: _VoteRow) -> JournalEntry:
+    return JournalEntry(row.duel_id, row.vote, bytes.fromhex(row.salt[2:]), bytes.fromhex(row.commitment[2:]),
+                        row.state, row.commit_tx, row.reveal_tx)
+
+
+class VoteJournal:
+    """Durable record of one judge's decisions for one contract."""
+
+    def __init__(self, target: Path | str, *, contract_address: str) -> None:
+        """Open (or create) the journal: `target` is a SQLite file path or a SQLAlchemy URL."""
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{target}"
+        else:
+            url = target
+        self.contract = contract_address.lower()
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}} \
+            if url.startswith("sqlite") else {}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        _Base.metadata.create_all(self.engine)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the connections (the data stays on disk)."""
+        self.engine.dispose()
+
+    def get(self, duel_id: int) -> JournalEntry | None:
+        """The recorded decision for a duel, or None."""
+        with Session(self.engine) as session:
+            row = session.get(_VoteRow, (self.contract, duel_id))
+            return None if row is None else _entry(row)
+
+    def pending(self) -> list[JournalEntry]:
+        """Decisions not revealed yet (what a restarted judge must carry on with), oldest duel first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(_VoteRow).where(_VoteRow.contract == self.contract,
+                                                          _VoteRow.state != "revealed").order_by(_VoteRow.duel_id))
+            return [_entry(r) for r in rows]
+
+    def decide(self, duel_id: int, vote: int, commitment_of: Any, salt: bytes | None = None) -> JournalEntry:
+        """Record the decision for `duel_id` (durably) and return it; the commitment is
+        `commitment_of(vote, salt)`. Deciding again returns the first decision unchanged: a judge never
+        changes its vote, whatever a second look at the evidence would say."""
+        if vote not in VALID_VOTES:
+            raise VoteJournalError(f"vote must be one of {sorted(VALID_VOTES)}, got {vote!r}")
+        with self._lock, Session(self.engine) as session, session.begin():
+            row = session.get(_VoteRow, (self.contract, duel_id))
+            if row is not None:
+                return _entry(row)
+            salt = os.urandom(32) if salt is None else salt
+            commitment = bytes(commitment_of(vote, salt))
+            if len(salt) != 32 or len(commitment) != 32:
+                raise VoteJournalError("salt and commitment must be 32 bytes")
+            row = _VoteRow(contract=self.contract, duel_id=duel_id, vote=vote, salt="0x" + salt.hex(),
+                           commitment="0x" + commitment.hex(), state="decided", updated_ms=int(time.time() * 1000))
+            session.add(row)
+            session.flush()
+            return _entry(row)
+
+    def mark(self, duel_id: int, state: str, tx_hash: str | None = None) -> JournalEntry:
+        """Advance a decision to `committed` or `revealed` (never backwards); returns the entry."""
+        order = {"decided": 0, "committed": 1, "revealed": 2}
+        if state not in ("committed", "revealed"):
+            raise VoteJournalError(f"a decision can only be marked committed or revealed, not {state!r}")
+        with self._lock, Session(self.engine) as session, session.begin():
+            row = session.get(_VoteRow, (self.contract, duel_id))
+            if row is None:
+                raise VoteJournalError(f"no decision recorded for duel {duel_id}")
+            if order[state] > order[row.state]:
+                row.state = state
+                if state == "committed":
+                    row.commit_tx = tx_hash or row.commit_tx
+                else:
+                    row.reveal_tx = tx_hash or row.reveal_tx
+                row.updated_ms = int(time.time() * 1000)
+            return _entry(row)
