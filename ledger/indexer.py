@@ -763,6 +763,16 @@ class Indexer:
             rows = session.scalars(select(DuelRow).order_by(DuelRow.id.desc()).limit(limit)).all()
             return [_duel_info(session, row) for row in rows]
 
+    def duels_judged_by(self, judge: str, statuses: tuple[str, ...] = ("voting",)) -> list[DuelInfo]:
+        """Duels with `judge` on the panel, in one of `statuses` (default: voting), oldest first."""
+        address = to_checksum_address(judge)
+        with self._sessions() as session:
+            ids = select(DuelJudgeRow.duel_id).where(DuelJudgeRow.judge == address)
+            rows = session.scalars(
+                select(DuelRow).where(DuelRow.id.in_(ids), DuelRow.status.in_(statuses)).order_by(DuelRow.id)
+            ).all()
+            return [_duel_info(session, row) for row in rows]
+
     def stake_moves(self, duel_id: int | None = None) -> list[StakeMove]:
         """Value movements caused by duels (one duel, or all), in chain order."""
         stmt = select(StakeMoveRow).order_by(StakeMoveRow.event_id, StakeMoveRow.id)

@@ -1,0 +1,130 @@
+"""Judges on a real anvil: each judge's runner reads its own indexer, checks the signed evidence against
+the DuelOpened record, votes in both orders with a scripted model, commits, reveals and settles with its
+own wallet; stake moves as the contract rules. One judge colludes (votes for the worse answer) and loses
+20 % of its stake; one is restarted between commit and reveal and still reveals its committed vote."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from devnet.anvil import DEV_KEYS, AnvilProcess, mine
+from judge.chain import LedgerJudgeChain
+from judge.evidence import DuelRecord, Evidence, duel_hashes
+from judge.journal import VOTE_A, VOTE_B, VoteJournal
+from judge.runner import JudgeRunner
+from ledger.client import DuelOutcome, DuelStatus, WWWServeClient
+from ledger.indexer import Indexer
+from ledger.params import DeploymentParams
+from ledger.tx import TxSender, connect
+from node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
+
+pytestmark = pytest.mark.integration
+
+ETH = 10**18
+PARAMS = DeploymentParams(commit_window_blocks=8, reveal_window_blocks=8)
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def scripted(prefers: str):  # type: ignore[no-untyped-def]
+    """A judge model that picks whichever slot holds `prefers`, in either order."""
+
+    async def ask(prompt: str, max_tokens: int | None) -> str:
+        return "A" if prompt.split("Answer A: ")[1].startswith(prefers) else "B"
+
+    return ask
+
+
+def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, tmp_path: Path) -> None:
+    w3 = connect(anvil.rpc_url)
+    funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
+    contract, deploy_block = WWWServeClient.deploy(w3, funder, PARAMS)
+    accounts: list[LocalAccount] = [Account.create() for _ in range(7)]
+    keys = {acct.address: nacl.signing.SigningKey.generate() for acct in accounts}
+    clients: dict[str, WWWServeClient] = {}
+    for i, acct in enumerate(accounts):
+        funder.send(to=acct.address, value_wei=3 * ETH, function="fund")
+        c = WWWServeClient(w3, contract, TxSender(w3, acct))
+        c.register(bytes(keys[acct.address].verify_key), f"http://127.0.0.1:{9300 + i}", ["m"], "{}")
+        c.deposit(2 * ETH)
+        c.stake(ETH)
+        clients[acct.address] = c
+    origin, a, b = (acct.address for acct in accounts[:3])
+
+    # Two executors answered the same request and signed; the origin opens the duel with their hashes.
+    results = {}
+    for executor, text in ((a, "Lyon."), (b, "Paris.")):
+        claim = ResultClaim(chain_id=31337, request_id="chatcmpl-duel", prompt_sha256=prompt_hash(PROMPT, "m"),
+                            output_sha256=sha256_text(text), model="m", executor=executor, timestamp_ms=1)
+        results[executor] = sign_result(keys[executor], claim, route=[origin, executor])
+    q, ha, hb = duel_hashes(results[a], results[b])
+    duel_id = clients[origin].open_duel(a, b, q, ha, hb).duel_id
+    evidence = Evidence(duel_id, PROMPT, 32, "Lyon.", "Paris.", results[a], results[b])
+    mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
+    clients[origin].draw_judges(duel_id)
+    judges = list(clients[origin].duel(duel_id).judges)
+    assert len(judges) == 3 and not {origin, a, b} & set(judges)
+
+    served: list[int] = []
+
+    async def fetch(record: DuelRecord) -> Evidence | None:
+        served.append(record.duel_id)
+        return evidence
+
+    async def run_tx(fn: Any) -> Any:
+        return await asyncio.to_thread(fn)
+
+    models = {judges[0]: scripted("Paris."), judges[1]: scripted("Paris."), judges[2]: scripted("Lyon.")}
+    indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
+                           start_block=deploy_block) for j in judges}
+
+    def runner(judge: str, model: Any, evidence_fetch: Any = fetch) -> JudgeRunner:
+        journal = VoteJournal(tmp_path / f"{judge}-votes.sqlite", contract_address=contract)
+        chain = LedgerJudgeChain(indexers[judge], clients[judge], judge, run_tx)
+        return JudgeRunner(chain, journal, evidence_fetch, model, settle_grace_blocks=0)
+
+    runners = {j: runner(j, models[j]) for j in judges}
+
+    async def one_pass() -> list[Any]:
+        done = []
+        for j in judges:
+            indexers[j].sync()
+            done += await runners[j].run_once()
+        return done
+
+    before = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
+    first = asyncio.run(one_pass())
+    assert sorted(x.step.value for x in first) == ["decide"] * 3, first
+    assert served == [duel_id] * 3
+    assert all(clients[origin].commitment(duel_id, j) != b"\x00" * 32 for j in judges)
+
+    # Judge 2 restarts between commit and reveal: a new runner, the same journal file; its model and
+    # evidence source would now say something else, yet it reveals the vote it committed.
+    async def nothing(record: DuelRecord) -> Evidence | None:
+        return None
+
+    runners[judges[2]] = runner(judges[2], scripted("Paris."), nothing)
+    duel = clients[origin].duel(duel_id)
+    mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - w3.eth.block_number))
+    asyncio.run(one_pass())  # reveals
+    assert list(clients[origin].duel(duel_id).votes) == [VOTE_B, VOTE_B, VOTE_A]
+    asyncio.run(one_pass())  # every judge revealed: the first to look settles, the others see it settled
+    duel = clients[origin].duel(duel_id)
+    assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.B_WON
+
+    after = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
+    assert after[a].stake_wei == 0  # the loser's whole stake
+    assert after[b].credit_wei == before[b].credit_wei + ETH + PARAMS.duelist_fee_wei
+    assert after[judges[2]].stake_wei == ETH * 8 // 10  # the colluding judge loses 20 %
+    for j in judges[:2]:
+        assert after[j].credit_wei == before[j].credit_wei + (ETH // 5) // 2 + PARAMS.judge_fee_wei
+    assert w3.eth.get_balance(contract) == sum(x.total_wei for x in after.values())
+    assert asyncio.run(one_pass()) == []  # nothing left to do, nothing sent twice
+    for indexer in indexers.values():
+        indexer.close()
