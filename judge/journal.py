@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Integer, String, create_engine, event, select
+from sqlalchemy import BigInteger, Engine, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from ledger.db import durable_engine
 
 __all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
 
@@ -119,13 +121,6 @@ class _VoteRow(_Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a recorded decision survives a power cut
-    cursor.close()
-
-
 def _entry(row: _VoteRow) -> JournalEntry:
     return JournalEntry(row.duel_id, row.vote, bytes.fromhex(row.salt[2:]), bytes.fromhex(row.commitment[2:]),
                         row.state, row.commit_tx, row.reveal_tx)
@@ -136,18 +131,8 @@ class VoteJournal:
 
     def __init__(self, target: Path | str, *, contract_address: str) -> None:
         """Open (or create) the journal: `target` is a SQLite file path or a SQLAlchemy URL."""
-        if isinstance(target, Path):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{target}"
-        else:
-            url = target
         self.contract = contract_address.lower()
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}} \
-            if url.startswith("sqlite") else {}
-        self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        _Base.metadata.create_all(self.engine)
+        self.engine: Engine = durable_engine(target, _Base.metadata)
         self._lock = threading.Lock()
 
     def close(self) -> None:

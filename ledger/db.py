@@ -225,6 +225,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _durable_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # FULL sync: a record must survive a power cut once the call that wrote it returned.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def durable_engine(target: Path | str, metadata: Any) -> Engine:
+    """An engine for a node's own durable records (vouchers, votes, duel evidence), schema created.
+
+    `target` is a SQLite file path (its directory is created) or a SQLAlchemy URL; SQLite gets WAL and
+    synchronous=FULL, and may be shared by the event loop and worker threads.
+    """
+    if isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{target}"
+    else:
+        url = target
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, **({"connect_args": {"check_same_thread": False, "timeout": 30}} if sqlite else {}))
+    if sqlite:
+        event.listen(engine, "connect", _durable_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url` with the schema created. SQLite files get their directory created."""
     parsed = make_url(url)

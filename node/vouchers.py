@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
-from sqlalchemy import Engine, LargeBinary, String, create_engine, event, select
+from sqlalchemy import Engine, LargeBinary, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ledger.client import recover_voucher_signer
-from ledger.db import ADDRESS_LEN, UINT256_MAX, Uint256
+from ledger.db import ADDRESS_LEN, UINT256_MAX, Uint256, durable_engine
 from ledger.errors import LedgerError
 
 SIGNATURE_BYTES = 65  # r || s || v, what ledger.client.sign_voucher_offline produces
@@ -216,29 +216,8 @@ class EarnedVoucher:
         return max(0, self.voucher.cumulative_wei - self.claimed_wei)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # FULL sync: a promise or an accepted voucher must survive a power cut once the call returned.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
-
-
 def _engine(target: Path | str) -> Engine:
-    if isinstance(target, Path):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{target}"
-    else:
-        url = target
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # The event loop thread and the tx worker thread share this engine.
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-        event.listen(engine, "connect", _sqlite_pragmas)
-    _Base.metadata.create_all(engine)
-    return engine
+    return durable_engine(target, _Base.metadata)
 
 
 class VoucherStore:

@@ -138,3 +138,18 @@ def test_malformed_evidence_is_a_typed_error(mutate: object) -> None:
     _, evidence = duel()
     with pytest.raises(EvidenceMalformedError):
         Evidence.from_json(mutate(evidence.to_json()))  # type: ignore[operator]
+
+
+def test_the_origin_store_keeps_evidence_per_duel_durably(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from judge.store import EvidenceStore
+
+    _, evidence = duel()
+    store = EvidenceStore(tmp_path / "evidence.sqlite", contract_address="0x" + "cc" * 20)
+    assert store.get(7) is None
+    store.put(evidence)
+    store.put(dataclasses.replace(evidence, answer_a="something else"))  # a second put keeps the first
+    store.close()
+    reopened = EvidenceStore(tmp_path / "evidence.sqlite", contract_address="0x" + "cc" * 20)
+    assert reopened.get(7) == evidence and reopened.duel_ids() == [7]
+    other_contract = EvidenceStore(tmp_path / "evidence.sqlite", contract_address="0x" + "dd" * 20)
+    assert other_contract.get(7) is None
