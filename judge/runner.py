@@ -5,9 +5,10 @@ One `JudgeRunner.run_once()` pass looks at each duel where this node sits on the
 
 - DECIDE: fetch the evidence from the duel's origin, check it against the on-chain record
   (`judge.evidence.verify_evidence`), ask the judge model in both A/B orders (`judge.prompt`), and
-  record the vote in the journal. Evidence that cannot be fetched or does not verify is voted
-  NO_EVIDENCE (a majority of those voids the duel: nobody is slashed, DESIGN.md §4 "evidence
-  withheld"). A model that fails to answer is an abstention.
+  record the vote in the journal. Evidence that does not verify is voted NO_EVIDENCE at once; evidence
+  not served is asked for again on later passes until `commit_margin_blocks` before the commit window
+  closes, then voted NO_EVIDENCE (a majority of those voids the duel: nobody is slashed, DESIGN.md §4
+  "evidence withheld"). A model that fails to answer is an abstention.
 - COMMIT / REVEAL / SETTLE: send the transaction (the journal is advanced only after it is mined, and
   the chain is re-read every pass, so a lost reply or a restart repeats nothing the chain already has).
 
@@ -100,15 +101,21 @@ class JudgeRunner:
     fetch_evidence: EvidenceFetcher
     ask_model: JudgeModel
     settle_grace_blocks: int = 2
+    # Evidence not served yet is asked for again on later passes, until this many blocks before the commit
+    # window closes; then the judge votes NO_EVIDENCE (the origin may simply not have indexed the draw yet).
+    commit_margin_blocks: int = 2
 
-    async def decide(self, record: DuelRecord) -> tuple[int, str]:
-        """The vote for a duel (contract value) and why."""
+    async def decide(self, record: DuelRecord, last_chance: bool = True) -> tuple[int, str] | None:
+        """The vote for a duel (contract value) and why; None when the evidence is not there yet and this
+        is not the `last_chance` to commit."""
         try:
             evidence = await self.fetch_evidence(record)
         except Exception as exc:  # the origin is down, slow, or answered garbage
             logger.info("duel %d: evidence not fetched from %s: %s", record.duel_id, record.origin, exc)
             evidence = None
         if evidence is None:
+            if not last_chance:
+                return None
             return VOTE_NO_EVIDENCE, "the origin did not serve the evidence"
         try:
             verify_evidence(record, evidence, self.chain.key_of, chain_id=self.chain.chain_id)
@@ -138,18 +145,22 @@ class JudgeRunner:
                 entry = self.journal.mark(record.duel_id, "committed")
             step = next_step(view, entry, block, settle_grace_blocks=self.settle_grace_blocks)
             try:
-                detail = await self._do(step, record, view)
+                detail = await self._do(step, record, view, block)
             except Exception as exc:  # a reverted or failed tx: the next pass re-reads the chain and retries
                 logger.warning("duel %d: %s failed: %s", record.duel_id, step.value, exc)
                 detail = f"failed: {exc}"
-            if step not in (JudgeStep.WAIT, JudgeStep.DONE):
+            if step not in (JudgeStep.WAIT, JudgeStep.DONE) and detail is not None:
                 actions.append(JudgeAction(record.duel_id, step, detail))
         return actions
 
-    async def _do(self, step: JudgeStep, record: DuelRecord, view: DuelView) -> str:
+    async def _do(self, step: JudgeStep, record: DuelRecord, view: DuelView, block: int) -> str | None:
+        """Carry out `step`; returns what was done, or None when it waits for a later pass."""
         duel_id = record.duel_id
         if step is JudgeStep.DECIDE:
-            vote, why = await self.decide(record)
+            decision = await self.decide(record, last_chance=block >= view.commit_end - self.commit_margin_blocks)
+            if decision is None:
+                return None
+            vote, why = decision
             decided = self.journal.decide(duel_id, vote, lambda v, s: self.chain.commitment_of(duel_id, v, s))
             tx = await self.chain.commit(duel_id, decided.commitment)
             self.journal.mark(duel_id, "committed", tx)

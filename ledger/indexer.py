@@ -773,6 +773,15 @@ class Indexer:
             ).all()
             return [_duel_info(session, row) for row in rows]
 
+    def duels_opened_by(self, origin: str, statuses: tuple[str, ...] = ("awaiting_judges", "voting")) -> list[DuelInfo]:
+        """Duels `origin` opened, in one of `statuses` (default: not over yet), oldest first."""
+        address = to_checksum_address(origin)
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(DuelRow).where(DuelRow.origin == address, DuelRow.status.in_(statuses)).order_by(DuelRow.id)
+            ).all()
+            return [_duel_info(session, row) for row in rows]
+
     def stake_moves(self, duel_id: int | None = None) -> list[StakeMove]:
         """Value movements caused by duels (one duel, or all), in chain order."""
         stmt = select(StakeMoveRow).order_by(StakeMoveRow.event_id, StakeMoveRow.id)

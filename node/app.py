@@ -13,6 +13,7 @@ user requests to peers (PoS delegation); a delegated answer streams back with th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import inspect
@@ -49,6 +50,7 @@ from node.errors import (
 )
 from node.managers.communication import (
     PATH_DELEGATE,
+    PATH_EVIDENCE,
     PATH_PROBE,
     PATH_VOUCHER,
     CommunicationManager,
@@ -58,6 +60,7 @@ from node.managers.communication import (
     RemoteStream,
 )
 from node.managers.dispatch import Dispatcher, Source
+from node.managers.duel import DuelManager, EvidenceRefusedError, model_asker
 from node.managers.model import ModelManager
 from node.managers.policy import PolicyManager
 from node.managers.request import LocalStream, RequestManager
@@ -263,6 +266,48 @@ async def _sse_events(
         await stream.aclose()
 
 
+def _duel_manager(
+    settings: NodeSettings,
+    node_address: str,
+    chain_id: int,
+    ledger: Any,
+    communication: CommunicationManager | None,
+    policy: Policy,
+    requests: RequestManager,
+    model_manager: ModelManager,
+    metrics: Metrics,
+) -> DuelManager | None:
+    """The duel manager when this node can take part in duels: peers, a ledger with a wallet, judging on."""
+    if communication is None or not settings.judge.enabled or not getattr(ledger, "has_account", False):
+        return None
+    from judge.journal import VoteJournal
+    from judge.store import EvidenceStore
+
+    served = model_manager.models()
+    judge_model = settings.judge.model or (served[0] if served else None)
+    if judge_model is None:
+        return None
+    contract = ledger.contract_address
+
+    async def generate(req: GenerationRequest) -> Any:
+        return await requests.generate(req, source="node")
+
+    return DuelManager(
+        my_address=node_address,
+        chain_id=chain_id,
+        ledger=ledger,
+        communication=communication,
+        should_inspect=policy.should_inspect,
+        store=EvidenceStore(ledger.data_path("duels"), contract_address=contract),
+        journal=VoteJournal(ledger.data_path("votes"), contract_address=contract),
+        ask_model=model_asker(generate, judge_model),
+        k_exec=policy.config.k_exec,
+        poll_interval_s=settings.judge.poll_interval_s,
+        settle_grace_blocks=settings.judge.settle_grace_blocks,
+        count=metrics.count,
+    )
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -363,6 +408,9 @@ def create_app(
     )
     signer = _Signer(signing_key, node_address, chain_id)
     api_keys = [key.get_secret_value().encode() for key in server.api_keys]
+    duels = _duel_manager(settings, node_address, chain_id, ledger, communication, policy, requests, model_manager,
+                          metrics)
+    dispatcher.duels = duels
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -377,9 +425,13 @@ def create_app(
             await ledger.start()
         if communication is not None:
             communication.start()
+        if duels is not None:
+            duels.start()
         try:
             yield
         finally:
+            if duels is not None:
+                await duels.aclose()
             await dispatcher.aclose()
             if communication is not None:
                 await communication.aclose()
@@ -452,7 +504,10 @@ def create_app(
 
         def sign(text: str) -> dict[str, Any]:
             if isinstance(stream, RemoteStream):
-                return dispatcher.finish_remote(stream, text, prompt).to_json()
+                attestation = dispatcher.finish_remote(stream, text, prompt)
+                if duels is not None:
+                    duels.consider(greq, kind, raw, prompt, text, attestation, route)
+                return attestation.to_json()
             return signer.sign(rid, prompt, model, text, route)
 
         created = int(time.time())
@@ -588,6 +643,20 @@ def create_app(
 
     app.add_fast_route(PATH_PROBE, peer_probe)
     app.add_fast_route(PATH_DELEGATE, peer_delegate)
+
+    @app.post(PATH_EVIDENCE)
+    async def peer_evidence(request: Request) -> Response:
+        sender, data = await verified(request, PATH_EVIDENCE)
+        duel_id = data.get("duel_id")
+        if not isinstance(duel_id, int) or isinstance(duel_id, bool) or duel_id < 1:
+            raise InvalidRequestError("duel_id must be a positive integer.", param="duel_id")
+        if duels is None:
+            raise BackendUnavailableError("This node takes no part in duels (judge.enabled is off or no wallet).")
+        try:
+            evidence = await asyncio.to_thread(duels.evidence_for, duel_id, sender)
+        except EvidenceRefusedError as exc:
+            raise PeerRejectedError(str(exc), exc.http_status) from None
+        return JSONResponse(evidence.to_json())
 
     @app.post(PATH_VOUCHER)
     async def peer_voucher(request: Request) -> Response:

@@ -46,7 +46,7 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
     if backend.kind == "fake":
         fake = backend.fake
         return [FakeBackend(list(backend.models), latency_s=fake.latency_s, tokens_per_s=fake.tokens_per_s,
-                            capacity=fake.capacity, words=fake.words)]
+                            capacity=fake.capacity, words=fake.words, judge_rule=fake.judge_rule)]
     if backend.kind == "local":
         from node.backends.local import LocalModelUnavailableError, build_local_backend
 

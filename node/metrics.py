@@ -4,7 +4,8 @@ HTTP traffic, errors and latency per route:
 - `wwwserve_http_requests_total{route,method,status}`: answered requests (counter);
 - `wwwserve_http_requests_in_flight`: requests being answered now, streams until their last byte (gauge);
 - `wwwserve_http_request_duration_seconds{route}`: time to the last byte (histogram).
-and the network's side (`EVENT_COUNTERS`): dispatch decisions, delegations by outcome, peer bans.
+and the network's side (`EVENT_COUNTERS`): dispatch decisions, delegations by outcome, peer messages,
+duels and judging.
 
 Routes are the fixed paths of the API; anything else is counted as `other`, so a scanner probing
 random URLs cannot grow the label set without bound.
@@ -59,6 +60,9 @@ EVENT_COUNTERS: dict[str, str] = {
     "wwwserve_dispatch_decisions_total": "Dispatch decisions for requests, by action (local, offload, queue, retry).",
     "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified).",
     "wwwserve_peer_messages_total": "Peer API messages received, by path and outcome (accepted, rejected).",
+    "wwwserve_duels_total": "Duels this node took part in as origin, by event (opened, open_failed, "
+    "no_second_executor, judges_drawn, settled).",
+    "wwwserve_judge_steps_total": "Steps this node took as a duel judge, by step (decide, commit, reveal, settle).",
 }
 """The event counters a node keeps, with their help text; labels come from fixed small sets."""
 

@@ -345,6 +345,11 @@ class FakeBackendSettings(_Section):
     )
     words: int | None = Field(default=None, ge=1, le=100_000, description="Words per answer; unset: from max_tokens.")
     capacity: int = Field(default=4, ge=1, description="Requests the fake engine runs at once (its KV 'capacity').")
+    judge_rule: Literal["longer", "shorter"] | None = Field(
+        default=None,
+        description="A scripted judge for tests: asked the judge prompt, answer the slot holding the longer "
+        "(or shorter) answer; unset: judge prompts get ordinary fake text (a vote nobody can read).",
+    )
 
 
 class BackendSettings(_Section):
@@ -445,6 +450,22 @@ class PeerSettings(_Section):
         return self
 
 
+class JudgeSettings(_Section):
+    """Duels and judging (DESIGN.md §4). Whether an offloaded request becomes a duel is `policy.p_inspect`."""
+
+    enabled: bool = Field(
+        default=True, description="Judge the duels this node is drawn for, and open duels as an origin."
+    )
+    model: str | None = Field(
+        default=None, min_length=1, description="The served model to judge with; unset: the first one served."
+    )
+    poll_interval_s: PositiveSeconds = Field(default=1.0, description="Seconds between looks at open duels.")
+    settle_grace_blocks: int = Field(
+        default=2, ge=0, le=10_000,
+        description="Blocks after the reveal window before a judge settles a duel its origin left unsettled.",
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # the whole
 
@@ -466,6 +487,7 @@ class NodeSettings(BaseSettings):
     backend: BackendSettings = Field(default_factory=BackendSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     peers: PeerSettings = Field(default_factory=PeerSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
 
     @classmethod
     def settings_customise_sources(

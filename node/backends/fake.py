@@ -8,7 +8,8 @@ whitespace-separated words, for the prompt, the output and the context limit ali
 It behaves like a small engine where tests need it to: at most `capacity` requests run at once and
 the rest wait (so `load()` reports `kv_usage = running / capacity` and a waiting count), an optional
 first-token latency and token rate, `abort`, `set_down(True)` for a dead backend, `fail=True` for one
-that looks healthy but errors, and `fail_after_words` for a stream that dies midway.
+that looks healthy but errors, and `fail_after_words` for a stream that dies midway. With
+`judge_rule` it is also a scripted duel judge: the judge prompt gets "A" or "B" by answer length.
 """
 
 from __future__ import annotations
@@ -31,6 +32,25 @@ from node.protocol import FinishReason
 __all__ = ["FakeBackend"]
 
 
+def _scripted_verdict(prompt: str, rule: str) -> str | None:
+    """A scripted judge (`judge_rule`): for the judge prompt of `judge.prompt`, the slot whose answer is
+    longer (or shorter), "#" when they are as long; None for any other prompt."""
+    from judge.prompt import REFERENCE_PROMPT
+
+    if not prompt.lstrip().startswith(REFERENCE_PROMPT.split("{", 1)[0].strip()):
+        return None
+    try:
+        rest = prompt.split("\n\nAnswer A: ", 1)[1]
+        answer_a, rest = rest.split("\n\nAnswer B: ", 1)
+        answer_b = rest.rsplit("\n\nPlease provide your choice", 1)[0]
+    except (IndexError, ValueError):
+        return None
+    if len(answer_a) == len(answer_b):
+        return "#"
+    a_longer = len(answer_a) > len(answer_b)
+    return "A" if a_longer == (rule == "longer") else "B"
+
+
 class _AbortedError(Exception):
     """Internal: the request was aborted while it ran."""
 
@@ -50,6 +70,7 @@ class FakeBackend:
         max_context_tokens: int | None = None,
         fail_after_words: int | None = None,
         name: str = "fake",
+        judge_rule: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("a FakeBackend needs at least one model")
@@ -59,6 +80,9 @@ class FakeBackend:
             raise ValueError("latency_s must be >= 0 and tokens_per_s > 0")
         if words is not None and words < 1:
             raise ValueError(f"words must be >= 1, got {words}")
+        if judge_rule not in (None, "longer", "shorter"):
+            raise ValueError(f"judge_rule must be 'longer', 'shorter' or None, got {judge_rule!r}")
+        self.judge_rule = judge_rule
         self.name = name
         self.models = list(models)
         self.latency_s = latency_s
@@ -82,6 +106,10 @@ class FakeBackend:
 
     def answer(self, req: GenerationRequest) -> tuple[str, FinishReason]:
         """The text and finish reason `req` gets, without any timing or load effects."""
+        if self.judge_rule is not None:
+            verdict = _scripted_verdict(req.prompt_text, self.judge_rule)
+            if verdict is not None:
+                return verdict, "stop"
         source = list(reversed(req.prompt_text.split())) or ["ok"]
         shift = (req.seed or 0) % len(source)
         source = source[shift:] + source[:shift]

@@ -32,6 +32,7 @@ from typing import Any, Literal, NoReturn, Protocol
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
+from judge.evidence import Evidence, EvidenceMalformedError
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
@@ -47,6 +48,7 @@ from node.signing import MalformedSignedResultError, SignedResult
 
 __all__ = [
     "PATH_DELEGATE",
+    "PATH_EVIDENCE",
     "PATH_PROBE",
     "PATH_VOUCHER",
     "BanList",
@@ -66,6 +68,7 @@ logger = logging.getLogger(__name__)
 PATH_PROBE = "/peer/probe"
 PATH_DELEGATE = "/peer/delegate"
 PATH_VOUCHER = "/peer/voucher"
+PATH_EVIDENCE = "/peer/evidence"
 PATH_HEALTH = "/health"
 
 MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
@@ -552,6 +555,32 @@ class CommunicationManager:
             raise self._failed(peer, f"sent a malformed answer: {exc}") from None
         self.bans.succeed(peer.address)
         return RemoteAnswer(peer, request, result, attestation)
+
+    async def fetch_evidence(self, peer: DirectoryPeer | Peer, duel_id: int) -> Evidence | None:
+        """A duel's evidence from its origin `peer` (this node must be one of the duel's judges).
+
+        None when the origin does not serve it (refuses, has none, is down); `EvidenceError` when what it
+        serves is malformed. A failing origin is not banned for this: a withheld answer is what the
+        judges' NO_EVIDENCE votes are for.
+        """
+        data, headers = self._sealed(peer.address, PATH_EVIDENCE, {"duel_id": duel_id})
+        try:
+            response = await self._client.request(
+                "POST", self._url(peer, PATH_EVIDENCE), content=data, headers=headers,
+                timeout_s=self.probe_timeout_s * 5,
+            )
+        except HttpError as exc:
+            logger.info("evidence of duel %d from %s: %s", duel_id, peer.address, exc)
+            return None
+        if response.status != 200:
+            logger.info("evidence of duel %d from %s: HTTP %s %s", duel_id, peer.address, response.status,
+                        response.text[:200])
+            return None
+        try:
+            payload = response.json()
+        except ValueError:
+            raise EvidenceMalformedError("the evidence is not JSON") from None
+        return Evidence.from_json(payload)
 
     def send_voucher_soon(self, peer: DirectoryPeer | Peer, voucher_json: Mapping[str, Any]) -> None:
         """Deliver a fee voucher in the background (off the request path); failures are logged."""

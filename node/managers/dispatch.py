@@ -103,6 +103,8 @@ class Dispatcher:
         self.metrics = metrics
         self.fee_flush_interval_s = fee_flush_interval_s
         self._dues: dict[str, tuple[Any, int]] = {}  # peer address (lower) -> (peer, wei owed, no voucher yet)
+        # Set by the app when the node takes part in duels (node.managers.duel.DuelManager).
+        self.duels: Any = None
         self._flusher: asyncio.Task[None] | None = None
 
     def _count(self, name: str, **labels: str) -> None:
@@ -332,10 +334,14 @@ class Dispatcher:
                 return await self.requests.generate(greq, source=source), None
             assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
             try:
-                return remote.result, self.finish_remote(remote, remote.result.text, prompt)
+                attestation = self.finish_remote(remote, remote.result.text, prompt)
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 avoid.add(exc.address.lower())
+                continue
+            if self.duels is not None and source == "user":
+                self.duels.consider(greq, kind, raw_request, prompt, remote.result.text, attestation, route)
+            return remote.result, attestation
         raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
 
     async def open_stream(

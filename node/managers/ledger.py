@@ -193,10 +193,9 @@ class LedgerManager:
             self._home, chain_id, self.contract_address, self.my_address, instance
         )
         self._index_start_block = index_start_block
-        tag = f"-{instance}" if instance else ""
-        self.store = VoucherStore(
-            self._home / "vouchers" / f"{chain_id}-{self.my_address}{tag}.db", contract_address=self.contract_address
-        )
+        # Files of this node on this deployment: vouchers, judge votes, duel evidence.
+        self._data_tag = f"{chain_id}-{self.my_address}" + (f"-{instance}" if instance else "")
+        self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
         # Cached so credit_wei() (on the request path) never reads the database.
         self._promised: dict[str, int] = self.store.promised()
         self._promise_lock = threading.Lock()
@@ -546,6 +545,33 @@ class LedgerManager:
         if self._client is None:
             raise LedgerManagerError("the Ledger manager is not started")
         return self._client
+
+    def data_path(self, folder: str) -> Path:
+        """`<home>/<folder>/<chain>-<node>[-<deployment tag>].db`: a file of this node on this deployment."""
+        return self._home / folder / f"{self._data_tag}.db"
+
+    @property
+    def has_account(self) -> bool:
+        """Whether the manager can sign and send transactions."""
+        return self._account is not None
+
+    # -----------------------------------------------------------------------------------------
+    # duels: the chain side of judge.runner and node.managers.duel
+    async def run_tx(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (a blocking call that sends a transaction) on the transaction thread, one at a time."""
+        if self._account is None:
+            raise LedgerAccountMissingError("sending a transaction needs the operator account; the node has none")
+        return await self._in_pool(self._tx_pool, fn)
+
+    @property
+    def client(self) -> WWWServeClient:
+        """The contract client (with this node's account when it has one)."""
+        return self._require_client()
+
+    @property
+    def indexer(self) -> Indexer:
+        """The node's indexer (synced every `poll_interval_s`)."""
+        return self._require_indexer()
 
     # -----------------------------------------------------------------------------------------
     # stake

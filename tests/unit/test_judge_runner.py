@@ -148,7 +148,14 @@ def test_withheld_or_forged_evidence_is_voted_no_evidence(tmp_path: Path) -> Non
     judge = runner(tmp_path, chain, {1: None, 2: Evidence(2, forged.prompt, 32, "Lyon.", "Rome.", forged.result_a,
                                                            forged.result_b)}, model)
     actions = asyncio.run(judge.run_once())
-    assert "did not serve" in actions[0].detail and "refused" in actions[1].detail
+    # Forged evidence is refused at once; evidence not served yet is asked for again on later passes.
+    assert [(x.duel_id, x.step) for x in actions] == [(2, JudgeStep.DECIDE)] and "refused" in actions[0].detail
+    chain.block = 17
+    assert asyncio.run(judge.run_once()) == []
+    chain.block = 18  # two blocks before the commit window closes: the last chance to commit
+    actions = asyncio.run(judge.run_once())
+    assert [(x.duel_id, x.step) for x in actions] == [(1, JudgeStep.DECIDE)]
+    assert "did not serve" in actions[0].detail
     assert model.calls == []  # nothing unverified reaches the model
     chain.block = 25
     asyncio.run(judge.run_once())

@@ -393,4 +393,4 @@ def test_example_documents_every_field() -> None:
         assert described, f"{path} has no comment above it"
     # And the file sets nothing the model does not have (loading would fail, but say which).
     data = tomllib.loads(EXAMPLE.read_text())
-    assert set(data) == {"identity", "chain", "server", "backend", "policy", "peers"}
+    assert set(data) == {"identity", "chain", "server", "backend", "policy", "peers", "judge"}

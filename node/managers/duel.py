@@ -1,0 +1,278 @@
+"""Duels, node side (DESIGN.md §4): the origin's part and the judge's part, driven by one loop.
+
+Origin: with probability `policy.p_inspect`, a user's request that this node delegated and got a verified
+answer for becomes a duel. A second executor, drawn by PoS from the peers serving the model (never the
+first executor, never this node), answers the same request (with the probe folded in, as for any
+delegation); both answers are signed results. The user already has the first answer: the second runs
+after it, so a duel never delays a user. The origin then opens the duel on-chain with the question and
+answer hashes (`judge.evidence.duel_hashes`; the contract escrows the duel's fees from its credit),
+stores the evidence (`judge.store.EvidenceStore`) and serves it to the duel's drawn judges only
+(`/peer/evidence`). Its loop draws the judges once the seed block is mined and settles the duel after
+the reveal window.
+
+Judge: the same loop runs `judge.runner.JudgeRunner` over the duels this node was drawn for, asking the
+node's own model (`judge.model`, default the first one it serves).
+
+Everything here is off the request path and never raises into it: a failure is logged and counted
+(`wwwserve_duels_total{event}`) and the duel is simply not opened, or left to the chain's windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from judge.chain import LedgerJudgeChain
+from judge.evidence import DuelRecord, Evidence, EvidenceError, duel_hashes
+from judge.journal import VoteJournal
+from judge.runner import JudgeModel, JudgeRunner
+from judge.store import EvidenceStore
+from node.backends.base import GenerationRequest
+from node.managers.communication import CommunicationManager, DelegateBody, PeerDeclinedError, PeerFailedError
+from node.protocol import new_request_id
+from node.routing import candidates_for_delegation, selection_seed
+from node.signing import SignedResult, SigningError, verify_result
+
+__all__ = ["DuelManager", "EvidenceRefusedError"]
+
+logger = logging.getLogger(__name__)
+
+
+class EvidenceRefusedError(Exception):
+    """A peer asked for evidence it may not have (not a judge of that duel) or that this node lacks."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class DuelManager:
+    """Opens duels as an origin and judges the duels this node was drawn for (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        my_address: str,
+        chain_id: int,
+        ledger: Any,
+        communication: CommunicationManager,
+        should_inspect: Callable[[], bool],
+        store: EvidenceStore,
+        journal: VoteJournal,
+        ask_model: JudgeModel,
+        k_exec: int = 1,
+        poll_interval_s: float = 1.0,
+        settle_grace_blocks: int = 2,
+        count: Callable[..., None] | None = None,
+    ) -> None:
+        self.my_address = my_address
+        self.chain_id = chain_id
+        self.ledger = ledger
+        self.communication = communication
+        self.should_inspect = should_inspect
+        self.store = store
+        self.journal = journal
+        self.ask_model = ask_model
+        self.k_exec = k_exec
+        self.poll_interval_s = poll_interval_s
+        self.settle_grace_blocks = settle_grace_blocks
+        self._count = count or (lambda *_a, **_k: None)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runner: JudgeRunner | None = None
+
+    # ---- origin: opening duels ----------------------------------------------------------------
+
+    def consider(
+        self,
+        greq: GenerationRequest,
+        kind: str,
+        raw_request: Mapping[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+        first_text: str,
+        first: SignedResult,
+        route: Sequence[str],
+    ) -> None:
+        """After a verified delegated answer to a user: maybe make it a duel (in the background)."""
+        if route or not self.should_inspect():
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._duel(greq, kind, dict(raw_request), prompt, first_text, first)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _duel(
+        self,
+        greq: GenerationRequest,
+        kind: str,
+        raw_request: dict[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+        first_text: str,
+        first: SignedResult,
+    ) -> None:
+        try:
+            second = await self._second_answer(greq, kind, raw_request, prompt, first.executor)
+            if second is None:
+                self._count("wwwserve_duels_total", event="no_second_executor")
+                return
+            second_text, second_result = second
+            question, answer_a, answer_b = duel_hashes(first, second_result)
+            client = self.ledger.client
+            opened = await self.ledger.run_tx(
+                lambda: client.open_duel(first.executor, second_result.executor, question, answer_a, answer_b)
+            )
+            evidence = Evidence(opened.duel_id, prompt, greq.max_tokens, first_text, second_text, first, second_result)
+            await asyncio.to_thread(self.store.put, evidence)
+            self._count("wwwserve_duels_total", event="opened")
+            logger.info("duel %d opened: %s vs %s (tx %s)", opened.duel_id, first.executor, second_result.executor,
+                        opened.tx_hash)
+        except Exception as exc:  # off the request path: log, count, and leave it
+            self._count("wwwserve_duels_total", event="open_failed")
+            logger.warning("a duel for %s was not opened: %s", greq.request_id, exc)
+
+    async def _second_answer(
+        self,
+        greq: GenerationRequest,
+        kind: str,
+        raw_request: dict[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+        first_executor: str,
+    ) -> tuple[str, SignedResult] | None:
+        """A verified whole answer from a second executor (PoS, excluding the first), or None."""
+        comm = self.communication
+        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() != first_executor.lower()]
+        seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1)
+        candidates = candidates_for_delegation(peers, self.my_address, [first_executor], seed, self.k_exec,
+                                               greq.model)
+        request = {**raw_request, "stream": False}
+        request.pop("stream_options", None)
+        for peer in candidates:
+            body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
+                                route=[self.my_address], accept_check=True)
+            try:
+                answer = await comm.delegate_whole(peer, body, greq)
+            except (PeerDeclinedError, PeerFailedError) as exc:
+                logger.info("duel: %s did not answer the second copy of %s: %s", peer.address,
+                            greq.request_id, exc)
+                continue
+            att = answer.attestation
+            key = self.ledger.pubkey_of(att.executor)
+            try:
+                if key is None or att.executor.lower() != peer.address.lower():
+                    raise SigningError("the answer is not signed by the executor asked")
+                verify_result(att, key, answer.result.text, prompt, expected_chain_id=self.chain_id)
+            except SigningError as exc:
+                comm.bans.fail(peer.address)
+                logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
+                continue
+            return answer.result.text, att
+        return None
+
+    # ---- origin: serving evidence ---------------------------------------------------------------
+
+    def evidence_for(self, duel_id: int, requester: str) -> Evidence:
+        """The evidence of a duel this node opened, for one of its drawn judges only (blocking: reads the
+        indexer, and the contract when the indexer has not seen the draw yet)."""
+        me, who = self.my_address.lower(), requester.lower()
+        duel = self.ledger.indexer.duel(duel_id)
+        judges = [seat.judge for seat in duel.judges] if duel is not None else []
+        origin = duel.origin if duel is not None else None
+        if who not in (j.lower() for j in judges):
+            # A judge may have seen the draw before this node's indexer did: ask the contract.
+            try:
+                onchain = self.ledger.client.duel(duel_id)
+            except Exception as exc:
+                raise EvidenceRefusedError(f"duel {duel_id} is unknown here: {exc}", 404) from None
+            origin, judges = onchain.origin, list(onchain.judges)
+        if origin is None or origin.lower() != me:
+            raise EvidenceRefusedError(f"duel {duel_id} was not opened by this node", 404)
+        if who not in (j.lower() for j in judges):
+            raise EvidenceRefusedError(f"{requester} is not a judge of duel {duel_id}", 403)
+        evidence = self.store.get(duel_id)
+        if evidence is None:
+            raise EvidenceRefusedError(f"this node has no evidence for duel {duel_id}", 404)
+        return evidence
+
+    async def _fetch_evidence(self, record: DuelRecord) -> Evidence | None:
+        peer = self.ledger.peer(record.origin)
+        if peer is None:
+            return None
+        try:
+            return await self.communication.fetch_evidence(peer, record.duel_id)
+        except EvidenceError as exc:
+            logger.info("duel %d: the origin's evidence is malformed: %s", record.duel_id, exc)
+            return None
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    async def _origin_duties(self) -> None:
+        """Draw the judges of my duels once their seed block is mined; settle them after the reveal window."""
+        block = self._block()
+        client = self.ledger.client
+        for duel in self.ledger.indexer.duels_opened_by(self.my_address):
+            try:
+                if duel.status == "awaiting_judges" and block > duel.seed_block:
+                    await self.ledger.run_tx(lambda d=duel.id: client.draw_judges(d))
+                    self._count("wwwserve_duels_total", event="judges_drawn")
+                elif duel.status == "voting" and duel.reveal_end is not None and (
+                    block > duel.reveal_end or all(seat.vote is not None for seat in duel.judges)
+                ):
+                    await self.ledger.run_tx(lambda d=duel.id: client.settle_duel(d))
+                    self._count("wwwserve_duels_total", event="settled")
+            except Exception as exc:  # e.g. someone else settled first: the indexer will say so
+                logger.info("duel %d: %s", duel.id, exc)
+
+    def _block(self) -> int:
+        cursor = self.ledger.indexer.cursor()
+        return -1 if cursor is None else int(cursor.block_number)
+
+    async def run_once(self) -> None:
+        """One round of origin duties and judging."""
+        if self._runner is None:
+            chain = LedgerJudgeChain(self.ledger.indexer, self.ledger.client, self.my_address, self.ledger.run_tx)
+            self._runner = JudgeRunner(chain, self.journal, self._fetch_evidence, self.ask_model,
+                                       settle_grace_blocks=self.settle_grace_blocks)
+        await self._origin_duties()
+        for action in await self._runner.run_once():
+            self._count("wwwserve_judge_steps_total", step=action.step.value)
+            logger.info("judging duel %d: %s %s", action.duel_id, action.step.value, action.detail)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.run_once()
+            except Exception:
+                logger.warning("duel round failed", exc_info=True)
+
+    def start(self) -> None:
+        """Start the loop (origin duties and judging)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def aclose(self) -> None:
+        """Stop the loop; duels being opened get a moment to finish, then the stores close."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+        self.store.close()
+        self.journal.close()
+
+
+def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:
+    """A `JudgeModel` over this node's own backend: greedy, one user message, a short answer."""
+
+    async def ask(prompt: str, max_tokens: int | None) -> str:
+        req = GenerationRequest(request_id=new_request_id("judge"), model=model,
+                                messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.0)
+        result = await generate(req)
+        return str(result.text)
+
+    return ask
