@@ -788,6 +788,22 @@ class WWWServeClient:
         args = logs[0]["args"]
         return bytes(args["questionHash"]), bytes(args["answerAHash"]), bytes(args["answerBHash"])
 
+    def duel_settlement(self, duel_id: int, from_block: int = 0) -> dict[str, int] | None:
+        """What settling a duel moved, from its DuelSettled event: outcome, votes_a, votes_b, stake_moved_wei,
+        judge_pool_wei; None while it is not settled."""
+        did = _uint(duel_id, "duel_id")
+        logs = self._view_raw(
+            lambda: self._contract.events.DuelSettled().get_logs(
+                from_block=from_block, argument_filters={"duelId": did}
+            ),
+            "eth_getLogs(DuelSettled)",
+        )
+        if not logs:
+            return None
+        args = logs[0]["args"]
+        return {"outcome": int(args["outcome"]), "votes_a": int(args["votesA"]), "votes_b": int(args["votesB"]),
+                "stake_moved_wei": int(args["stakeMoved"]), "judge_pool_wei": int(args["judgePool"])}
+
     def duel_count(self) -> int:
         """Duels opened so far (ids run 1..duel_count)."""
         return int(self._view("duelCount"))

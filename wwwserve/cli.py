@@ -809,6 +809,11 @@ def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, 
         table.add_row(k, str(v))
     for judge, vote in zip(d.judges, d.votes, strict=False):
         table.add_row("judge", f"{judge}: {vote.name.lower()}")
+    settled = client.duel_settlement(duel_id)
+    if settled is not None:
+        table.add_row("votes A / B", f"{settled['votes_a']} / {settled['votes_b']}")
+        table.add_row("stake moved", _fmt(settled["stake_moved_wei"]))
+        table.add_row("judge pool", _fmt(settled["judge_pool_wei"]))
     console.print(table)
 
 

@@ -103,6 +103,8 @@ def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve
     assert "settled" in result.output and "b_won" in result.output.lower()
     for j in judges:
         assert j in result.output
+    assert "stake moved" in result.output and "1 / 2" in result.output  # votes A / B
+    assert client_settlement(clients[origin], duel_id) == (DuelOutcome.B_WON, ETH, ETH // 5)
     listed = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "list"])
     assert listed.exit_code == 0, listed.output
     assert "b_won" in listed.output and "1/2/0/0" in listed.output  # votes A/B/abstain/none: A 1, B 2
@@ -111,3 +113,9 @@ def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve
     standings = json.loads(ranked.output)
     assert [s["node"] for s in standings] == [b, a]  # the winner first
     assert standings[0]["wins"] == 1 and standings[1]["losses"] == 1 and standings[0]["score"] > 0
+
+
+def client_settlement(client: WWWServeClient, duel_id: int) -> tuple[DuelOutcome, int, int]:
+    settled = client.duel_settlement(duel_id)
+    assert settled is not None and client.duel_settlement(duel_id + 1) is None
+    return DuelOutcome(settled["outcome"]), settled["stake_moved_wei"], settled["judge_pool_wei"]
