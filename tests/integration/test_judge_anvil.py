@@ -1,7 +1,9 @@
 """Judges on a real anvil: each judge's runner reads its own indexer, checks the signed evidence against
 the DuelOpened record, votes in both orders with a scripted model, commits, reveals and settles with its
 own wallet; stake moves as the contract rules. One judge colludes (votes for the worse answer) and loses
-20 % of its stake; one is restarted between commit and reveal and still reveals its committed vote."""
+20 % of its stake; one is restarted between commit and reveal and still reveals its committed vote. In a
+second duel one judge commits and then goes silent: it loses 5 %, and the settlement waits for the
+reveal window to close."""
 
 from __future__ import annotations
 
@@ -126,5 +128,67 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
         assert after[j].credit_wei == before[j].credit_wei + (ETH // 5) // 2 + PARAMS.judge_fee_wei
     assert w3.eth.get_balance(contract) == sum(x.total_wei for x in after.values())
     assert asyncio.run(one_pass()) == []  # nothing left to do, nothing sent twice
+    for indexer in indexers.values():
+        indexer.close()
+
+
+def test_a_judge_that_commits_and_never_reveals_loses_five_percent(anvil: AnvilProcess, tmp_path: Path) -> None:
+    w3 = connect(anvil.rpc_url)
+    funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
+    contract, deploy_block = WWWServeClient.deploy(w3, funder, PARAMS)
+    accounts: list[LocalAccount] = [Account.create() for _ in range(6)]
+    keys = {acct.address: nacl.signing.SigningKey.generate() for acct in accounts}
+    clients: dict[str, WWWServeClient] = {}
+    for i, acct in enumerate(accounts):
+        funder.send(to=acct.address, value_wei=3 * ETH, function="fund")
+        c = WWWServeClient(w3, contract, TxSender(w3, acct))
+        c.register(bytes(keys[acct.address].verify_key), f"http://127.0.0.1:{9400 + i}", ["m"], "{}")
+        c.deposit(2 * ETH)
+        c.stake(ETH)
+        clients[acct.address] = c
+    origin, a, b = (acct.address for acct in accounts[:3])
+    results = {}
+    for executor, text in ((a, "Paris."), (b, "Lyon.")):
+        claim = ResultClaim(chain_id=31337, request_id="chatcmpl-silent", prompt_sha256=prompt_hash(PROMPT, "m"),
+                            output_sha256=sha256_text(text), model="m", executor=executor, timestamp_ms=1)
+        results[executor] = sign_result(keys[executor], claim)
+    duel_id = clients[origin].open_duel(a, b, *duel_hashes(results[a], results[b])).duel_id
+    evidence = Evidence(duel_id, PROMPT, 32, "Paris.", "Lyon.", results[a], results[b])
+    mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
+    clients[origin].draw_judges(duel_id)
+    judges = list(clients[origin].duel(duel_id).judges)
+    assert set(judges) == {acct.address for acct in accounts[3:]}
+
+    async def fetch(record: DuelRecord) -> Evidence | None:
+        return evidence
+
+    async def run_tx(fn: Any) -> Any:
+        return await asyncio.to_thread(fn)
+
+    indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
+                           start_block=deploy_block) for j in judges}
+    runners = {j: JudgeRunner(LedgerJudgeChain(indexers[j], clients[j], j, run_tx),
+                              VoteJournal(tmp_path / f"{j}-votes.sqlite", contract_address=contract), fetch,
+                              scripted("Paris."), settle_grace_blocks=0) for j in judges}
+    silent = judges[2]
+
+    async def one_pass(who: list[str]) -> None:
+        for j in who:
+            indexers[j].sync()
+            await runners[j].run_once()
+
+    asyncio.run(one_pass(judges))  # all three commit
+    before = clients[silent].balances(silent).stake_wei
+    duel = clients[origin].duel(duel_id)
+    mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - w3.eth.block_number))
+    asyncio.run(one_pass(judges[:2]))  # the silent judge is gone from here on: two reveals
+    asyncio.run(one_pass(judges[:2]))  # not every judge revealed: nobody may settle before the window ends
+    assert clients[origin].duel(duel_id).status is DuelStatus.VOTING
+    mine(anvil.rpc_url, max(0, duel.reveal_end_block + 1 - w3.eth.block_number))
+    asyncio.run(one_pass(judges[:2]))
+    duel = clients[origin].duel(duel_id)
+    assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.A_WON
+    assert list(duel.votes) == [VOTE_A, VOTE_A, 0]  # the silent judge's vote was never revealed
+    assert clients[silent].balances(silent).stake_wei == before * 95 // 100
     for indexer in indexers.values():
         indexer.close()
