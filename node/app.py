@@ -85,7 +85,7 @@ from node.protocol import (
     sse_event,
 )
 from node.settings import NodeSettings
-from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
+from node.signing import ResultClaim, SignedResult, check_address, prompt_hash, sha256_text, sign_result
 
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "create_app"]
 
@@ -276,6 +276,7 @@ def _duel_manager(
     requests: RequestManager,
     model_manager: ModelManager,
     metrics: Metrics,
+    verify: Callable[..., SignedResult],
 ) -> DuelManager | None:
     """The duel manager when this node can take part in duels: peers, a ledger with a wallet, judging on."""
     if communication is None or not settings.judge.enabled or not getattr(ledger, "has_account", False):
@@ -301,6 +302,7 @@ def _duel_manager(
         store=EvidenceStore(ledger.data_path("duels"), contract_address=contract),
         journal=VoteJournal(ledger.data_path("votes"), contract_address=contract),
         ask_model=model_asker(generate, judge_model),
+        verify=verify,
         k_exec=policy.config.k_exec,
         poll_interval_s=settings.judge.poll_interval_s,
         settle_grace_blocks=settings.judge.settle_grace_blocks,
@@ -409,7 +411,7 @@ def create_app(
     signer = _Signer(signing_key, node_address, chain_id)
     api_keys = [key.get_secret_value().encode() for key in server.api_keys]
     duels = _duel_manager(settings, node_address, chain_id, ledger, communication, policy, requests, model_manager,
-                          metrics)
+                          metrics, dispatcher.verify_remote)
     dispatcher.duels = duels
 
     @contextlib.asynccontextmanager

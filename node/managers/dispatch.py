@@ -193,7 +193,7 @@ class Dispatcher:
         if not candidates:
             return None
         onward = [*route, self.my_address]
-        request = _streamed(raw_request) if streamed else _whole(raw_request)
+        request = _streamed(raw_request) if streamed else whole_request(raw_request)
 
         async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | RemoteAnswer | None:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
@@ -237,11 +237,21 @@ class Dispatcher:
     def finish_remote(
         self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
     ) -> SignedResult:
-        """Check a delegated result and pay for it; returns the executor's attestation to pass on.
+        """Check a delegated result (`verify_remote`) and pay for it; returns the attestation to pass on."""
+        att = self.verify_remote(stream, output_text, prompt)
+        self._count("wwwserve_delegations_total", outcome="ok")
+        self._pay(stream.peer.address, stream.peer)
+        return att
 
-        The attestation must be for this request and model, signed by the key the executor registered
-        on-chain, over exactly `output_text` and `prompt`. A peer that fails this is banned and the
-        failure raised as `PeerFailedError` (the output is never passed on as signed).
+    def verify_remote(
+        self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
+    ) -> SignedResult:
+        """The executor's attestation of a delegated result, checked.
+
+        It must be for this request and model, signed by the key the executor registered on-chain, over
+        exactly `output_text` and `prompt` (the executor may be further down a multi-hop route than the
+        peer asked). A peer that fails this is banned and the failure raised as `PeerFailedError` (the
+        output is never passed on as signed).
         """
         att = stream.attestation
         peer = stream.peer
@@ -262,8 +272,6 @@ class Dispatcher:
             if comm is not None:
                 comm.bans.fail(peer.address)
             raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
-        self._count("wwwserve_delegations_total", outcome="ok")
-        self._pay(peer.address, peer)
         return att
 
     def _pay(self, address: str, peer: Any) -> None:
@@ -360,7 +368,7 @@ class Dispatcher:
         return remote
 
 
-def _whole(raw_request: Mapping[str, Any]) -> dict[str, Any]:
+def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:
     """The request as the executor gets it when the user waits for the whole answer: not streamed."""
     body = dict(raw_request)
     body["stream"] = False

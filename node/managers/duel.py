@@ -31,10 +31,17 @@ from judge.journal import VoteJournal
 from judge.runner import JudgeModel, JudgeRunner
 from judge.store import EvidenceStore
 from node.backends.base import GenerationRequest
-from node.managers.communication import CommunicationManager, DelegateBody, PeerDeclinedError, PeerFailedError
+from node.managers.communication import (
+    CommunicationManager,
+    DelegateBody,
+    PeerDeclinedError,
+    PeerFailedError,
+    RemoteAnswer,
+)
+from node.managers.dispatch import whole_request
 from node.protocol import new_request_id
 from node.routing import candidates_for_delegation, selection_seed
-from node.signing import SignedResult, SigningError, verify_result
+from node.signing import SignedResult
 
 __all__ = ["DuelManager", "EvidenceRefusedError"]
 
@@ -63,6 +70,7 @@ class DuelManager:
         store: EvidenceStore,
         journal: VoteJournal,
         ask_model: JudgeModel,
+        verify: Callable[[RemoteAnswer, str, Sequence[Mapping[str, Any]] | str], SignedResult],
         k_exec: int = 1,
         poll_interval_s: float = 1.0,
         settle_grace_blocks: int = 2,
@@ -76,6 +84,7 @@ class DuelManager:
         self.store = store
         self.journal = journal
         self.ask_model = ask_model
+        self.verify = verify  # Dispatcher.verify_remote
         self.k_exec = k_exec
         self.poll_interval_s = poll_interval_s
         self.settle_grace_blocks = settle_grace_blocks
@@ -148,8 +157,7 @@ class DuelManager:
         seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1)
         candidates = candidates_for_delegation(peers, self.my_address, [first_executor], seed, self.k_exec,
                                                greq.model)
-        request = {**raw_request, "stream": False}
-        request.pop("stream_options", None)
+        request = whole_request(raw_request)
         for peer in candidates:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
                                 route=[self.my_address], accept_check=True)
@@ -159,14 +167,10 @@ class DuelManager:
                 logger.info("duel: %s did not answer the second copy of %s: %s", peer.address,
                             greq.request_id, exc)
                 continue
-            att = answer.attestation
-            key = self.ledger.pubkey_of(att.executor)
             try:
-                if key is None or att.executor.lower() != peer.address.lower():
-                    raise SigningError("the answer is not signed by the executor asked")
-                verify_result(att, key, answer.result.text, prompt, expected_chain_id=self.chain_id)
-            except SigningError as exc:
-                comm.bans.fail(peer.address)
+                # The same check as any delegated answer (no fee voucher: the contract pays duelists).
+                att = self.verify(answer, answer.result.text, prompt)
+            except PeerFailedError as exc:
                 logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
                 continue
             return answer.result.text, att
@@ -209,9 +213,8 @@ class DuelManager:
 
     # ---- the loop -------------------------------------------------------------------------------
 
-    async def _origin_duties(self) -> None:
+    async def _origin_duties(self, block: int) -> None:
         """Draw the judges of my duels once their seed block is mined; settle them after the reveal window."""
-        block = self._block()
         client = self.ledger.client
         for duel in self.ledger.indexer.duels_opened_by(self.my_address):
             try:
@@ -226,17 +229,13 @@ class DuelManager:
             except Exception as exc:  # e.g. someone else settled first: the indexer will say so
                 logger.info("duel %d: %s", duel.id, exc)
 
-    def _block(self) -> int:
-        cursor = self.ledger.indexer.cursor()
-        return -1 if cursor is None else int(cursor.block_number)
-
     async def run_once(self) -> None:
         """One round of origin duties and judging."""
-        if self._runner is None:
+        if self._runner is None:  # built on first use: the ledger's indexer and client exist once it started
             chain = LedgerJudgeChain(self.ledger.indexer, self.ledger.client, self.my_address, self.ledger.run_tx)
             self._runner = JudgeRunner(chain, self.journal, self._fetch_evidence, self.ask_model,
                                        settle_grace_blocks=self.settle_grace_blocks)
-        await self._origin_duties()
+        await self._origin_duties(self._runner.chain.block_number())
         for action in await self._runner.run_once():
             self._count("wwwserve_judge_steps_total", step=action.step.value)
             logger.info("judging duel %d: %s %s", action.duel_id, action.step.value, action.detail)
