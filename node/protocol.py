@@ -398,34 +398,6 @@ class ChatCompletionResponse(_ResponseModel):
     wwwserve: dict[str, Any] | None = None
 
 
-def chat_completion_body(
-    request_id: str,
-    model: str,
-    text: str,
-    finish_reason: FinishReason | None,
-    prompt_tokens: int,
-    completion_tokens: int,
-    wwwserve: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """`ChatCompletionResponse(...).model_dump()` for one choice, built directly: it is on every request's
-    path, and the model's validation and serializer cost more than the rest of building the answer
-    (tests/unit/test_protocol.py checks the two stay identical)."""
-    body: dict[str, Any] = {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": _now_s(),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-        "system_fingerprint": None,
-    }
-    if wwwserve is not None:
-        body["wwwserve"] = wwwserve
-    return body
-
-
 class ChatCompletionDelta(_ResponseModel):
     """What one stream chunk adds to the message: the role first, then content pieces."""
 
@@ -486,6 +458,43 @@ class CompletionResponse(_ResponseModel):
     system_fingerprint: str | None = None
     wwwserve: dict[str, Any] | None = None
 
+
+def _answer_body(
+    obj: str, request_id: str, model: str, choice: dict[str, Any], prompt_tokens: int, completion_tokens: int,
+    wwwserve: dict[str, Any] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": obj,
+        "created": _now_s(),
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "system_fingerprint": None,
+    }
+    if wwwserve is not None:
+        body["wwwserve"] = wwwserve
+    return body
+
+
+def chat_completion_body(
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: FinishReason | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    wwwserve: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """`ChatCompletionResponse(...).model_dump()` for one choice, built directly: it is on every request's
+    path, and the model's validation and serializer cost more than the rest of building the answer
+    (tests/unit/test_protocol.py checks the two stay identical)."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+              "finish_reason": finish_reason}
+    return _answer_body("chat.completion", request_id, model, choice, prompt_tokens, completion_tokens, wwwserve)
+
+
 def completion_body(
     request_id: str,
     model: str,
@@ -496,19 +505,8 @@ def completion_body(
     wwwserve: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """`CompletionResponse(...).model_dump()` for one choice, built directly (see `chat_completion_body`)."""
-    body: dict[str, Any] = {
-        "id": request_id,
-        "object": "text_completion",
-        "created": _now_s(),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-        "system_fingerprint": None,
-    }
-    if wwwserve is not None:
-        body["wwwserve"] = wwwserve
-    return body
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    return _answer_body("text_completion", request_id, model, choice, prompt_tokens, completion_tokens, wwwserve)
 
 
 class CompletionChunk(_ResponseModel):

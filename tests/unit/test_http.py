@@ -1,8 +1,7 @@
 """The node's outbound HTTP client (`node.http.AiohttpClient`) against a real server on loopback.
 
 The server is a raw asyncio one, so each test can answer exactly as it needs: whole bodies, SSE split at
-awkward places, a server that stalls, one that hangs up mid-body. Also the direct answer builders of
-`node.protocol`, which must stay identical to the response models they stand in for.
+awkward places, a server that stalls, one that hangs up mid-body.
 """
 
 from __future__ import annotations
@@ -21,16 +20,6 @@ from node.http import (
     HttpTimeoutError,
     LineTooLongError,
     drain_lines,
-)
-from node.protocol import (
-    ChatCompletionChoice,
-    ChatCompletionMessage,
-    ChatCompletionResponse,
-    CompletionChoice,
-    CompletionResponse,
-    Usage,
-    chat_completion_body,
-    completion_body,
 )
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
@@ -291,24 +280,3 @@ def test_bad_settings_are_refused() -> None:
         AiohttpClient(read_timeout_s=0)
     with pytest.raises(ValueError):
         AiohttpClient(max_connections=0)
-
-
-# ---- the direct answer builders ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("wwwserve", [None, {"executor": "0xabc", "signature": "00"}])
-@pytest.mark.parametrize("finish", ["stop", "length", None])
-def test_answer_builders_match_the_response_models(wwwserve: dict[str, str] | None, finish: str | None) -> None:
-    chat = chat_completion_body("chatcmpl-1", "m", "Hello.", finish, 7, 3, wwwserve)  # type: ignore[arg-type]
-    model = ChatCompletionResponse(
-        id="chatcmpl-1", created=chat["created"], model="m",
-        choices=[ChatCompletionChoice(message=ChatCompletionMessage(content="Hello."), finish_reason=finish)],
-        usage=Usage.of(7, 3), wwwserve=wwwserve,
-    )
-    assert chat == model.model_dump()
-    plain = completion_body("cmpl-1", "m", "Hi", finish, 2, 1, wwwserve)  # type: ignore[arg-type]
-    expected = CompletionResponse(
-        id="cmpl-1", created=plain["created"], model="m",
-        choices=[CompletionChoice(text="Hi", finish_reason=finish)], usage=Usage.of(2, 1), wwwserve=wwwserve,
-    )
-    assert plain == expected.model_dump()

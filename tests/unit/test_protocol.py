@@ -27,6 +27,8 @@ from node.protocol import (
     ModelCard,
     ModelList,
     Usage,
+    chat_completion_body,
+    completion_body,
     new_request_id,
     sse_event,
 )
@@ -421,3 +423,24 @@ def test_new_request_id_is_prefixed_and_unique() -> None:
     assert len(ids) == 1000
     assert all(re.fullmatch(r"chatcmpl-[0-9a-f]{32}", i) for i in ids)
     assert new_request_id("cmpl").startswith("cmpl-")
+
+
+# ---- the direct answer builders ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wwwserve", [None, {"executor": "0xabc", "signature": "00"}])
+@pytest.mark.parametrize("finish", ["stop", "length", None])
+def test_answer_builders_match_the_response_models(wwwserve: dict[str, str] | None, finish: str | None) -> None:
+    chat = chat_completion_body("chatcmpl-1", "m", "Hello.", finish, 7, 3, wwwserve)  # type: ignore[arg-type]
+    model = ChatCompletionResponse(
+        id="chatcmpl-1", created=chat["created"], model="m",
+        choices=[ChatCompletionChoice(message=ChatCompletionMessage(content="Hello."), finish_reason=finish)],
+        usage=Usage.of(7, 3), wwwserve=wwwserve,
+    )
+    assert chat == model.model_dump()
+    plain = completion_body("cmpl-1", "m", "Hi", finish, 2, 1, wwwserve)  # type: ignore[arg-type]
+    expected = CompletionResponse(
+        id="cmpl-1", created=plain["created"], model="m",
+        choices=[CompletionChoice(text="Hi", finish_reason=finish)], usage=Usage.of(2, 1), wwwserve=wwwserve,
+    )
+    assert plain == expected.model_dump()
