@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import enum
 import os
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Integer, String, select
+from sqlalchemy import BigInteger, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ledger.db import durable_engine
+from ledger.db import DurableRecords
 
 __all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
 
@@ -126,18 +124,10 @@ def _entry(row: _VoteRow) -> JournalEntry:
                         row.state, row.commit_tx, row.reveal_tx)
 
 
-class VoteJournal:
+class VoteJournal(DurableRecords):
     """Durable record of one judge's decisions for one contract."""
 
-    def __init__(self, target: Path | str, *, contract_address: str) -> None:
-        """Open (or create) the journal: `target` is a SQLite file path or a SQLAlchemy URL."""
-        self.contract = contract_address.lower()
-        self.engine: Engine = durable_engine(target, _Base.metadata)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        """Release the connections (the data stays on disk)."""
-        self.engine.dispose()
+    metadata = _Base.metadata
 
     def get(self, duel_id: int) -> JournalEntry | None:
         """The recorded decision for a duel, or None."""

@@ -8,15 +8,13 @@ judges nothing to judge, and they vote NO_EVIDENCE (the duel is voided and the o
 from __future__ import annotations
 
 import json
-import threading
 import time
-from pathlib import Path
 
-from sqlalchemy import BigInteger, Engine, String, Text, select
+from sqlalchemy import BigInteger, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from judge.evidence import Evidence
-from ledger.db import durable_engine
+from ledger.db import DurableRecords
 
 __all__ = ["EvidenceStore"]
 
@@ -34,18 +32,10 @@ class _EvidenceRow(_Base):
     stored_ms: Mapped[int] = mapped_column(BigInteger)
 
 
-class EvidenceStore:
+class EvidenceStore(DurableRecords):
     """Evidence of the duels one origin opened, for one contract."""
 
-    def __init__(self, target: Path | str, *, contract_address: str) -> None:
-        """Open (or create) the store: `target` is a SQLite file path or a SQLAlchemy URL."""
-        self.contract = contract_address.lower()
-        self.engine: Engine = durable_engine(target, _Base.metadata)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        """Release the connections (the data stays on disk)."""
-        self.engine.dispose()
+    metadata = _Base.metadata
 
     def put(self, evidence: Evidence) -> None:
         """Store a duel's evidence (once: a second put for the same duel keeps the first)."""

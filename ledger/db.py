@@ -13,9 +13,10 @@ ever sees `int`.
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -250,6 +251,23 @@ def durable_engine(target: Path | str, metadata: Any) -> Engine:
         event.listen(engine, "connect", _durable_pragmas)
     metadata.create_all(engine)
     return engine
+
+
+class DurableRecords:
+    """Base of a node's own durable records for one contract (judge votes, duel evidence): the engine
+    (`durable_engine` over the subclass's `metadata`), a lock for read-modify-write, and `close()`."""
+
+    metadata: ClassVar[Any]
+
+    def __init__(self, target: Path | str, *, contract_address: str) -> None:
+        """Open (or create): `target` is a SQLite file path or a SQLAlchemy URL."""
+        self.contract = contract_address.lower()
+        self.engine: Engine = durable_engine(target, self.metadata)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the connections (the data stays on disk)."""
+        self.engine.dispose()
 
 
 def make_engine(url: str) -> Engine:
