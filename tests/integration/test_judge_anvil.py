@@ -8,6 +8,7 @@ reveal window to close."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,30 @@ def scripted(prefers: str):  # type: ignore[no-untyped-def]
     return ask
 
 
-def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, tmp_path: Path) -> None:
+@dataclass
+class OpenDuel:
+    """A duel opened on a fresh deployment, judges drawn: accounts[0] is the origin, [1] and [2] duel."""
+
+    w3: Any
+    contract: str
+    deploy_block: int
+    accounts: list[LocalAccount]
+    clients: dict[str, WWWServeClient]
+    duel_id: int
+    evidence: Evidence
+    judges: list[str]
+
+    @property
+    def origin(self) -> str:
+        return self.accounts[0].address
+
+
+def open_duel(anvil: AnvilProcess, nodes: int, answer_a: str, answer_b: str, request_id: str) -> OpenDuel:
+    """Deploy, register and stake `nodes` nodes, have two of them sign answers, open the duel, draw judges."""
     w3 = connect(anvil.rpc_url)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     contract, deploy_block = WWWServeClient.deploy(w3, funder, PARAMS)
-    accounts: list[LocalAccount] = [Account.create() for _ in range(7)]
+    accounts: list[LocalAccount] = [Account.create() for _ in range(nodes)]
     keys = {acct.address: nacl.signing.SigningKey.generate() for acct in accounts}
     clients: dict[str, WWWServeClient] = {}
     for i, acct in enumerate(accounts):
@@ -58,29 +78,36 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
         c.stake(ETH)
         clients[acct.address] = c
     origin, a, b = (acct.address for acct in accounts[:3])
-
     # Two executors answered the same request and signed; the origin opens the duel with their hashes.
     results = {}
-    for executor, text in ((a, "Lyon."), (b, "Paris.")):
-        claim = ResultClaim(chain_id=31337, request_id="chatcmpl-duel", prompt_sha256=prompt_hash(PROMPT, "m"),
+    for executor, text in ((a, answer_a), (b, answer_b)):
+        claim = ResultClaim(chain_id=31337, request_id=request_id, prompt_sha256=prompt_hash(PROMPT, "m"),
                             output_sha256=sha256_text(text), model="m", executor=executor, timestamp_ms=1)
         results[executor] = sign_result(keys[executor], claim, route=[origin, executor])
-    q, ha, hb = duel_hashes(results[a], results[b])
-    duel_id = clients[origin].open_duel(a, b, q, ha, hb).duel_id
-    evidence = Evidence(duel_id, PROMPT, 32, "Lyon.", "Paris.", results[a], results[b])
+    duel_id = clients[origin].open_duel(a, b, *duel_hashes(results[a], results[b])).duel_id
+    evidence = Evidence(duel_id, PROMPT, 32, answer_a, answer_b, results[a], results[b])
     mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
     clients[origin].draw_judges(duel_id)
     judges = list(clients[origin].duel(duel_id).judges)
     assert len(judges) == 3 and not {origin, a, b} & set(judges)
+    return OpenDuel(w3, contract, deploy_block, accounts, clients, duel_id, evidence, judges)
+
+
+async def run_tx(fn: Any) -> Any:
+    return await asyncio.to_thread(fn)
+
+
+def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, tmp_path: Path) -> None:
+    d = open_duel(anvil, 7, "Lyon.", "Paris.", "chatcmpl-duel")
+    w3, contract, deploy_block, accounts, clients = d.w3, d.contract, d.deploy_block, d.accounts, d.clients
+    duel_id, evidence, judges = d.duel_id, d.evidence, d.judges
+    origin, a, b = (acct.address for acct in accounts[:3])
 
     served: list[int] = []
 
     async def fetch(record: DuelRecord) -> Evidence | None:
         served.append(record.duel_id)
         return evidence
-
-    async def run_tx(fn: Any) -> Any:
-        return await asyncio.to_thread(fn)
 
     models = {judges[0]: scripted("Paris."), judges[1]: scripted("Paris."), judges[2]: scripted("Lyon.")}
     indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
@@ -133,40 +160,16 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
 
 
 def test_a_judge_that_commits_and_never_reveals_loses_five_percent(anvil: AnvilProcess, tmp_path: Path) -> None:
-    w3 = connect(anvil.rpc_url)
-    funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
-    contract, deploy_block = WWWServeClient.deploy(w3, funder, PARAMS)
-    accounts: list[LocalAccount] = [Account.create() for _ in range(6)]
-    keys = {acct.address: nacl.signing.SigningKey.generate() for acct in accounts}
-    clients: dict[str, WWWServeClient] = {}
-    for i, acct in enumerate(accounts):
-        funder.send(to=acct.address, value_wei=3 * ETH, function="fund")
-        c = WWWServeClient(w3, contract, TxSender(w3, acct))
-        c.register(bytes(keys[acct.address].verify_key), f"http://127.0.0.1:{9400 + i}", ["m"], "{}")
-        c.deposit(2 * ETH)
-        c.stake(ETH)
-        clients[acct.address] = c
-    origin, a, b = (acct.address for acct in accounts[:3])
-    results = {}
-    for executor, text in ((a, "Paris."), (b, "Lyon.")):
-        claim = ResultClaim(chain_id=31337, request_id="chatcmpl-silent", prompt_sha256=prompt_hash(PROMPT, "m"),
-                            output_sha256=sha256_text(text), model="m", executor=executor, timestamp_ms=1)
-        results[executor] = sign_result(keys[executor], claim)
-    duel_id = clients[origin].open_duel(a, b, *duel_hashes(results[a], results[b])).duel_id
-    evidence = Evidence(duel_id, PROMPT, 32, "Paris.", "Lyon.", results[a], results[b])
-    mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
-    clients[origin].draw_judges(duel_id)
-    judges = list(clients[origin].duel(duel_id).judges)
-    assert set(judges) == {acct.address for acct in accounts[3:]}
+    d = open_duel(anvil, 6, "Paris.", "Lyon.", "chatcmpl-silent")
+    w3, contract, clients, duel_id, evidence, judges = d.w3, d.contract, d.clients, d.duel_id, d.evidence, d.judges
+    origin = d.origin
+    assert set(judges) == {acct.address for acct in d.accounts[3:]}
 
     async def fetch(record: DuelRecord) -> Evidence | None:
         return evidence
 
-    async def run_tx(fn: Any) -> Any:
-        return await asyncio.to_thread(fn)
-
     indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
-                           start_block=deploy_block) for j in judges}
+                           start_block=d.deploy_block) for j in judges}
     runners = {j: JudgeRunner(LedgerJudgeChain(indexers[j], clients[j], j, run_tx),
                               VoteJournal(tmp_path / f"{j}-votes.sqlite", contract_address=contract), fetch,
                               scripted("Paris."), settle_grace_blocks=0) for j in judges}
