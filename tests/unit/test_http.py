@@ -7,8 +7,10 @@ awkward places, a server that stalls, one that hangs up mid-body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -25,10 +27,11 @@ from node.http import (
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def _serve(handler: Handler) -> tuple[asyncio.AbstractServer, str, list[int]]:
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
     """A server that reads each request's head and body and hands the body to `handler`.
 
-    Returns the server, its base URL and a list counting accepted connections.
+    Yields its base URL and a list counting accepted connections; closed on exit.
     """
     connections: list[int] = []
 
@@ -51,7 +54,20 @@ async def _serve(handler: Handler) -> tuple[asyncio.AbstractServer, str, list[in
 
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}", connections
+    try:
+        yield f"http://127.0.0.1:{port}", connections
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def http_client(**settings: Any) -> AsyncIterator[AiohttpClient]:
+    """An `AiohttpClient`, closed on exit."""
+    client = AiohttpClient(**settings)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def _response(body: bytes, status: str = "200 OK", headers: str = "") -> bytes:
@@ -79,9 +95,7 @@ def test_request_returns_status_headers_body_and_reuses_the_connection() -> None
         writer.write(_response(b'{"echo": ' + body + b"}", headers="retry-after: 3\r\n"))
 
     async def go() -> None:
-        server, url, connections = await _serve(handler)
-        client = AiohttpClient()
-        try:
+        async with serving(handler) as (url, connections), http_client() as client:
             for _ in range(3):
                 resp = await client.request("POST", url + "/x", content=b'"hi"',
                                             headers={"Content-Type": "application/json"})
@@ -90,9 +104,6 @@ def test_request_returns_status_headers_body_and_reuses_the_connection() -> None
                 assert resp.headers["Retry-After"] == "3"  # case-insensitive
                 assert resp.text == '{"echo": "hi"}'
             assert len(connections) == 1  # keep-alive: one connection for three calls
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
@@ -102,29 +113,21 @@ def test_error_statuses_are_answers_not_exceptions() -> None:
         writer.write(_response(b'{"error": {"message": "nope"}}', status="503 Service Unavailable"))
 
     async def go() -> None:
-        server, url, _ = await _serve(handler)
-        client = AiohttpClient()
-        try:
+        async with serving(handler) as (url, _), http_client() as client:
             resp = await client.request("GET", url + "/health")
             assert resp.status == 503
             assert resp.json()["error"]["message"] == "nope"
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
 
 def test_refused_connection_is_a_connect_error() -> None:
     async def go() -> None:
-        client = AiohttpClient(connect_timeout_s=2.0)
-        try:
+        async with http_client(connect_timeout_s=2.0) as client:
             with pytest.raises(HttpConnectError):
                 await client.request("GET", f"http://127.0.0.1:{_free_port()}/health")
             with pytest.raises(HttpConnectError):
                 await client.open_stream("POST", f"http://127.0.0.1:{_free_port()}/v1/x", content=b"{}")
-        finally:
-            await client.aclose()
 
     asyncio.run(go())
 
@@ -142,10 +145,8 @@ def test_a_stalled_server_times_out_and_a_slow_but_steady_stream_does_not() -> N
         writer.write(b"0\r\n\r\n")
 
     async def go() -> None:
-        stalled, stalled_url, _ = await _serve(stall)
-        flowing, flowing_url, _ = await _serve(steady)
-        client = AiohttpClient(read_timeout_s=0.3)
-        try:
+        async with serving(stall) as (stalled_url, _), serving(steady) as (flowing_url, _), \
+                http_client(read_timeout_s=0.3) as client:
             with pytest.raises(HttpTimeoutError) as info:
                 await client.request("GET", stalled_url + "/x")
             assert not info.value.connect
@@ -153,10 +154,6 @@ def test_a_stalled_server_times_out_and_a_slow_but_steady_stream_does_not() -> N
             lines = [line async for line in stream.lines() if line]
             await stream.aclose()
             assert lines == [f"data: {i}" for i in range(6)]
-        finally:
-            await client.aclose()
-            stalled.close()
-            flowing.close()
 
     asyncio.run(go())
 
@@ -173,18 +170,13 @@ def test_stream_lines_are_split_across_chunks_and_crlf() -> None:
         writer.write(b"0\r\n\r\n")
 
     async def go() -> None:
-        server, url, _ = await _serve(handler)
-        client = AiohttpClient()
-        try:
+        async with serving(handler) as (url, _), http_client() as client:
             stream = await client.open_stream("POST", url + "/x", content=b"{}")
             assert stream.status == 200
             lines = [line async for line in stream.lines()]
             await stream.aclose()
             # A multi-byte UTF-8 character split between chunks arrives whole; a last line without LF too.
             assert lines == ['data: {"a": 1}', "", "data: été", "", "data: [DONE]", "", "tail"]
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
@@ -199,17 +191,12 @@ def test_an_endless_line_is_refused() -> None:
         writer.write(b"0\r\n\r\n")
 
     async def go() -> None:
-        server, url, _ = await _serve(handler)
-        client = AiohttpClient()
-        try:
+        async with serving(handler) as (url, _), http_client() as client:
             stream = await client.open_stream("POST", url + "/x", content=b"{}")
             with pytest.raises(LineTooLongError):
                 async for _ in stream.lines():
                     pass
             await stream.aclose()
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
@@ -221,14 +208,9 @@ def test_a_body_cut_short_is_an_http_error() -> None:
         writer.close()
 
     async def go() -> None:
-        server, url, _ = await _serve(handler)
-        client = AiohttpClient()
-        try:
+        async with serving(handler) as (url, _), http_client() as client:
             with pytest.raises(HttpError):
                 await client.request("GET", url + "/x")
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
@@ -250,9 +232,7 @@ def test_closing_an_unfinished_stream_hangs_up_and_a_drained_one_keeps_the_conne
             except ConnectionError:
                 gone.set()
 
-        server, url, connections = await _serve(endless)
-        client = AiohttpClient()
-        try:
+        async with serving(endless) as (url, connections), http_client() as client:
             for _ in range(2):  # read to [DONE], drain the rest: the connection goes back to the pool
                 stream = await client.open_stream("POST", url + "/x", content=b"short")
                 lines = stream.lines()
@@ -268,9 +248,6 @@ def test_closing_an_unfinished_stream_hangs_up_and_a_drained_one_keeps_the_conne
                     break
             await stream.aclose()  # the server sees the hang-up (what makes an engine abort its work)
             await asyncio.wait_for(gone.wait(), timeout=5)
-        finally:
-            await client.aclose()
-            server.close()
 
     asyncio.run(go())
 
