@@ -101,6 +101,7 @@ class JudgeRunner:
     fetch_evidence: EvidenceFetcher
     ask_model: JudgeModel
     settle_grace_blocks: int = 2
+    max_tokens: int = JUDGE_MAX_TOKENS  # the judge model's output budget per order
     # Evidence not served yet is asked for again on later passes, until this many blocks before the commit
     # window closes; then the judge votes NO_EVIDENCE (the origin may simply not have indexed the draw yet).
     commit_margin_blocks: int = 2
@@ -124,8 +125,8 @@ class JudgeRunner:
         prompts = build_prompt(prompt_text(evidence.prompt), evidence.answer_a, evidence.answer_b,
                                evidence.max_tokens)
         try:
-            first = parse_vote(await self.ask_model(prompts.in_order, JUDGE_MAX_TOKENS))
-            second = parse_vote(await self.ask_model(prompts.swapped, JUDGE_MAX_TOKENS))
+            first = parse_vote(await self.ask_model(prompts.in_order, self.max_tokens))
+            second = parse_vote(await self.ask_model(prompts.swapped, self.max_tokens))
         except Exception as exc:
             logger.warning("duel %d: the judge model failed: %s", record.duel_id, exc)
             return VOTE_ABSTAIN, f"the judge model failed: {exc}"

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from node.backends.base import Backend, GenerationRequest
+from node.backends.openai_compat import OpenAIBackend
 from node.envelope import EnvelopeError
 from node.errors import (
     AuthenticationError,
@@ -84,7 +85,7 @@ from node.protocol import (
     new_request_id,
     sse_event,
 )
-from node.settings import NodeSettings
+from node.settings import NodeSettings, SettingsError
 from node.signing import ResultClaim, SignedResult, check_address, prompt_hash, sha256_text, sign_result
 
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "create_app"]
@@ -284,14 +285,26 @@ def _duel_manager(
     from judge.journal import VoteJournal
     from judge.store import EvidenceStore
 
+    judge = settings.judge
     served = model_manager.models()
-    judge_model = settings.judge.model or (served[0] if served else None)
+    judge_model = judge.model or (served[0] if served else None)
     if judge_model is None:
         return None
     contract = ledger.contract_address
+    on_close = None
+    if judge.base_url is not None:
+        # A separate judge: its own OpenAI-compatible endpoint, not this node's backend or queue.
+        key = judge.api_key.get_secret_value() if judge.api_key is not None else None
+        judge_backend = OpenAIBackend(judge.base_url, models=[judge_model], api_key=key, name="judge")
+        generate: Callable[[GenerationRequest], Awaitable[Any]] = judge_backend.generate
+        on_close = judge_backend.aclose
+    else:
+        if judge_model not in served:
+            raise SettingsError([f"judge.model: {judge_model!r} is not served by this node (it serves "
+                                 f"{', '.join(served)}); set judge.base_url to judge with another endpoint"])
 
-    async def generate(req: GenerationRequest) -> Any:
-        return await requests.generate(req, source="node")
+        async def generate(req: GenerationRequest) -> Any:
+            return await requests.generate(req, source="node")
 
     return DuelManager(
         my_address=node_address,
@@ -304,9 +317,11 @@ def _duel_manager(
         ask_model=model_asker(generate, judge_model),
         verify=verify,
         k_exec=policy.config.k_exec,
-        poll_interval_s=settings.judge.poll_interval_s,
-        settle_grace_blocks=settings.judge.settle_grace_blocks,
+        poll_interval_s=judge.poll_interval_s,
+        settle_grace_blocks=judge.settle_grace_blocks,
+        judge_max_tokens=judge.max_tokens,
         count=metrics.count,
+        on_close=on_close,
     )
 
 

@@ -457,13 +457,34 @@ class JudgeSettings(_Section):
         default=True, description="Judge the duels this node is drawn for, and open duels as an origin."
     )
     model: str | None = Field(
-        default=None, min_length=1, description="The served model to judge with; unset: the first one served."
+        default=None, min_length=1,
+        description="The model to judge with: one this node serves, or (with base_url) one of that endpoint; "
+        "unset: the first one served.",
+    )
+    base_url: HttpUrl | None = Field(
+        default=None,
+        description="An OpenAI-compatible API to judge with instead of this node's own backend (a different, "
+        "stronger model than the one served); needs judge.model.",
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer key of judge.base_url, if it needs one.")
+    max_tokens: int = Field(
+        default=16, ge=1, le=32_768,
+        description="Most tokens the judge model may answer with, per order (raise it for a model that "
+        "reasons before its verdict).",
     )
     poll_interval_s: PositiveSeconds = Field(default=1.0, description="Seconds between looks at open duels.")
     settle_grace_blocks: int = Field(
         default=2, ge=0, le=10_000,
         description="Blocks after the reveal window before a judge settles a duel its origin left unsettled.",
     )
+
+    @model_validator(mode="after")
+    def _endpoint_names_its_model(self) -> JudgeSettings:
+        if self.base_url is not None and self.model is None:
+            _raise_problems(
+                "JudgeSettings", [_problem("model", "must name the model to ask when judge.base_url is set", None)]
+            )
+        return self
 
 
 # ------------------------------------------------------------------------------------------------

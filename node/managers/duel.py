@@ -11,7 +11,8 @@ stores the evidence (`judge.store.EvidenceStore`) and serves it to the duel's dr
 the reveal window.
 
 Judge: the same loop runs `judge.runner.JudgeRunner` over the duels this node was drawn for, asking the
-node's own model (`judge.model`, default the first one it serves).
+node's own model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
+OpenAI-compatible endpoint (a stronger model than the one served).
 
 Everything here is off the request path and never raises into it: a failure is logged and counted
 (`wwwserve_duels_total{event}`) and the duel is simply not opened, or left to the chain's windows.
@@ -28,7 +29,7 @@ from typing import Any
 from judge.chain import LedgerJudgeChain
 from judge.evidence import DuelRecord, Evidence, EvidenceError, duel_hashes
 from judge.journal import VoteJournal
-from judge.runner import JudgeModel, JudgeRunner
+from judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
 from judge.store import EvidenceStore
 from node.backends.base import GenerationRequest
 from node.managers.communication import (
@@ -74,7 +75,9 @@ class DuelManager:
         k_exec: int = 1,
         poll_interval_s: float = 1.0,
         settle_grace_blocks: int = 2,
+        judge_max_tokens: int = JUDGE_MAX_TOKENS,
         count: Callable[..., None] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -88,6 +91,8 @@ class DuelManager:
         self.k_exec = k_exec
         self.poll_interval_s = poll_interval_s
         self.settle_grace_blocks = settle_grace_blocks
+        self.judge_max_tokens = judge_max_tokens
+        self._on_close = on_close  # e.g. closes a judge backend of its own
         self._count = count or (lambda *_a, **_k: None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -234,7 +239,8 @@ class DuelManager:
         if self._runner is None:  # built on first use: the ledger's indexer and client exist once it started
             chain = LedgerJudgeChain(self.ledger.indexer, self.ledger.client, self.my_address, self.ledger.run_tx)
             self._runner = JudgeRunner(chain, self.journal, self._fetch_evidence, self.ask_model,
-                                       settle_grace_blocks=self.settle_grace_blocks)
+                                       settle_grace_blocks=self.settle_grace_blocks,
+                                       max_tokens=self.judge_max_tokens)
         await self._origin_duties(self._runner.chain.block_number())
         for action in await self._runner.run_once():
             self._count("wwwserve_judge_steps_total", step=action.step.value)
@@ -263,6 +269,8 @@ class DuelManager:
             await asyncio.wait(set(self._tasks), timeout=5.0)
         self.store.close()
         self.journal.close()
+        if self._on_close is not None:
+            await self._on_close()
 
 
 def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:

@@ -761,3 +761,63 @@ def test_error_from_upstream_mapping() -> None:
     assert type(not_found) is InvalidRequestError and not_found.message == "The model `x` does not exist."
     empty = error_from_upstream(422, "")
     assert type(empty) is InvalidRequestError and "422" in empty.message
+
+
+# ---------------------------------------------------------------------------------------------
+# a node's judge: its own backend, or a separate OpenAI-compatible endpoint (judge.base_url)
+
+
+@dataclass
+class _JudgeLedger:
+    """What the duel manager reads from the Ledger manager when it is built."""
+
+    home: Any
+    has_account: bool = True
+    contract_address: str = "0x" + "ab" * 20
+
+    def data_path(self, folder: str) -> Any:
+        return self.home / folder / "test.db"
+
+
+def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
+    import random
+
+    from node.app import _duel_manager
+    from node.managers.model import ModelManager
+    from node.metrics import Metrics
+    from node.policy import DefaultPolicy, PolicyConfig
+    from node.settings import load_settings
+
+    settings = load_settings(overrides={"backend": {"kind": "fake", "models": ["served"]}, "judge": judge})
+    models = ModelManager([FakeBackend(["served"])])
+    policy = DefaultPolicy(PolicyConfig(auto_stake=False), random.Random(0))
+    return _duel_manager(settings, "0x" + "11" * 20, 31337, _JudgeLedger(tmp_path), object(), policy,
+                         object(), models, Metrics(), lambda *a: None)
+
+
+def test_a_node_can_judge_with_a_separate_endpoint(live: LiveServer, tmp_path: Any) -> None:
+    manager = _judge_manager(tmp_path, {"base_url": live.url + "/v1", "model": "tiny", "max_tokens": 7})
+    assert manager.judge_max_tokens == 7
+
+    async def ask() -> str:
+        try:
+            return str(await manager.ask_model("answer a or b", 7))
+        finally:
+            await manager.aclose()
+
+    assert asyncio.run(ask()) == "ANSWER A OR B"  # the endpoint's answer, not the node's fake backend's
+    body = live.state.bodies[-1]
+    assert body["model"] == "tiny" and body["max_tokens"] == 7 and body["temperature"] == 0.0
+    assert body["messages"] == [{"role": "user", "content": "answer a or b"}]
+
+
+def test_a_judge_model_must_be_served_or_have_an_endpoint(tmp_path: Any) -> None:
+    from node.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"judge.model.*not served by this node.*judge.base_url"):
+        _judge_manager(tmp_path, {"model": "other"})
+    with pytest.raises(SettingsError, match="model"):
+        load_settings(overrides={"backend": {"kind": "fake", "models": ["m"]},
+                                 "judge": {"base_url": "http://127.0.0.1:9/v1"}})
+    # The default: the first served model, through the node's own queue.
+    assert _judge_manager(tmp_path, {}) is not None
