@@ -46,7 +46,8 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
     if backend.kind == "fake":
         fake = backend.fake
         return [FakeBackend(list(backend.models), latency_s=fake.latency_s, tokens_per_s=fake.tokens_per_s,
-                            capacity=fake.capacity, words=fake.words, judge_rule=fake.judge_rule)]
+                            capacity=fake.capacity, words=fake.words, judge_rule=fake.judge_rule,
+                            random_words=fake.random_words)]
     if backend.kind == "local":
         from node.backends.local import LocalModelUnavailableError, build_local_backend
 

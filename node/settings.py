@@ -334,6 +334,16 @@ class LocalBackendSettings(_Section):
     threads: int | None = Field(
         default=None, ge=1, description="CPU threads for inference; unset: the library's default."
     )
+    max_tokens_cap: int | None = Field(
+        default=None, ge=1,
+        description="A deliberately degraded provider, for incentive experiments: cut every answer to this "
+        "many tokens, whatever the request asks; unset: honest.",
+    )
+    force_temperature: float | None = Field(
+        default=None, ge=0, le=10,
+        description="A deliberately degraded provider: sample every answer at this temperature, whatever the "
+        "request asks; unset: honest.",
+    )
 
 
 class FakeBackendSettings(_Section):
@@ -345,6 +355,11 @@ class FakeBackendSettings(_Section):
     )
     words: int | None = Field(default=None, ge=1, le=100_000, description="Words per answer; unset: from max_tokens.")
     capacity: int = Field(default=4, ge=1, description="Requests the fake engine runs at once (its KV 'capacity').")
+    random_words: bool = Field(
+        default=False,
+        description="Answer with random nonsense words (a random responder, for incentive experiments) "
+        "instead of the reversed prompt.",
+    )
     judge_rule: Literal["longer", "shorter"] | None = Field(
         default=None,
         description="A scripted judge for tests: asked the judge prompt, answer the slot holding the longer "

@@ -9,13 +9,16 @@ It behaves like a small engine where tests need it to: at most `capacity` reques
 the rest wait (so `load()` reports `kv_usage = running / capacity` and a waiting count), an optional
 first-token latency and token rate, `abort`, `set_down(True)` for a dead backend, `fail=True` for one
 that looks healthy but errors, and `fail_after_words` for a stream that dies midway. With
-`judge_rule` it is also a scripted duel judge: the judge prompt gets "A" or "B" by answer length.
+`judge_rule` it is also a scripted duel judge: the judge prompt gets "A" or "B" by answer length. With
+`random_words` it is a random responder: nonsense words, seeded by the request id (incentive experiments).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import string
 from collections.abc import AsyncGenerator
 
 from node.backends.base import (
@@ -30,6 +33,8 @@ from node.errors import BackendUnavailableError, ContextLengthExceededError, Mod
 from node.protocol import FinishReason
 
 __all__ = ["FakeBackend"]
+
+_LETTERS = string.ascii_lowercase
 
 
 def _scripted_verdict(prompt: str, rule: str) -> str | None:
@@ -71,6 +76,7 @@ class FakeBackend:
         fail_after_words: int | None = None,
         name: str = "fake",
         judge_rule: str | None = None,
+        random_words: bool = False,
     ) -> None:
         if not models:
             raise ValueError("a FakeBackend needs at least one model")
@@ -83,6 +89,7 @@ class FakeBackend:
         if judge_rule not in (None, "longer", "shorter"):
             raise ValueError(f"judge_rule must be 'longer', 'shorter' or None, got {judge_rule!r}")
         self.judge_rule = judge_rule
+        self.random_words = random_words
         self.name = name
         self.models = list(models)
         self.latency_s = latency_s
@@ -110,7 +117,12 @@ class FakeBackend:
             verdict = _scripted_verdict(req.prompt_text, self.judge_rule)
             if verdict is not None:
                 return verdict, "stop"
-        source = list(reversed(req.prompt_text.split())) or ["ok"]
+        if self.random_words:
+            # Reproducible per request: nonsense words drawn with the request id (and seed) as the seed.
+            rng = random.Random(f"{req.request_id}/{req.seed}")
+            source = ["".join(rng.choice(_LETTERS) for _ in range(rng.randint(1, 9))) for _ in range(64)]
+        else:
+            source = list(reversed(req.prompt_text.split())) or ["ok"]
         shift = (req.seed or 0) % len(source)
         source = source[shift:] + source[:shift]
         count = self.words if self.words is not None else len(source)

@@ -417,7 +417,13 @@ class LocalBackend:
         start: bool = True,
         default_temperature: float = DEFAULT_TEMPERATURE,
         default_top_p: float = DEFAULT_TOP_P,
+        max_tokens_cap: int | None = None,
+        force_temperature: float | None = None,
     ) -> None:
+        if max_tokens_cap is not None and max_tokens_cap < 1:
+            raise ValueError(f"max_tokens_cap must be >= 1, got {max_tokens_cap}")
+        if force_temperature is not None and not 0.0 <= force_temperature <= 10.0:
+            raise ValueError(f"force_temperature must be in [0, 10], got {force_temperature}")
         if max_context_tokens < 16:
             raise ValueError(f"max_context_tokens must be >= 16, got {max_context_tokens}")
         if threads is not None and threads < 1:
@@ -431,6 +437,10 @@ class LocalBackend:
         self.cache_dir = cache_dir if cache_dir is not None else default_hf_cache_dir(model_file)
         self.default_temperature = default_temperature
         self.default_top_p = default_top_p
+        # A deliberately degraded provider (incentive experiments, bench/incentives.py): every answer is
+        # cut to max_tokens_cap tokens and/or sampled at force_temperature, whatever the request asks.
+        self.max_tokens_cap = max_tokens_cap
+        self.force_temperature = force_temperature
         self.status = "not started"  # one line for humans: loading step, "ready" or "failed: ..."
         self.load_seconds: float | None = None
         self.loaded_from: Path | None = None  # the converted directory, or the GGUF on a first start
@@ -572,6 +582,8 @@ class LocalBackend:
                 max_context_tokens=self.max_context_tokens,
                 param="messages" if req.is_chat else "prompt",
             )
+        if self.max_tokens_cap is not None:
+            max_new = min(max_new, self.max_tokens_cap)
         job = _Job(req=req, prompt_ids=prompt_ids, max_new_tokens=max_new, loop=asyncio.get_running_loop())
         self._jobs[req.request_id] = job
         self._worker.submit(self._run_job, job)
@@ -611,6 +623,8 @@ class LocalBackend:
         req = job.req
         model, tokenizer = self._model, self._tokenizer
         temperature = self.default_temperature if req.temperature is None else float(req.temperature)
+        if self.force_temperature is not None:
+            temperature = self.force_temperature
         top_p = self.default_top_p if req.top_p is None else float(req.top_p)
         generator = torch.Generator().manual_seed(req.seed if req.seed is not None else secrets.randbits(63))
         scanner = StopScanner(req.stop)
@@ -740,4 +754,6 @@ def build_local_backend(settings: NodeSettings, *, start: bool = True) -> LocalB
         max_context_tokens=local.max_context_tokens,
         threads=local.threads,
         start=start,
+        max_tokens_cap=local.max_tokens_cap,
+        force_temperature=local.force_temperature,
     )

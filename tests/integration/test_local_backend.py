@@ -125,6 +125,22 @@ def test_max_tokens_ends_with_length(backend: LocalBackend) -> None:
     assert result.text
 
 
+def test_a_degraded_backend_caps_tokens_and_forces_its_temperature(backend: LocalBackend) -> None:
+    """The knobs of a deliberately degraded provider (bench/incentives.py), whatever the request asks."""
+    honest = asyncio.run(backend.generate(chat("honest", temperature=0, max_tokens=24)))
+    try:
+        backend.max_tokens_cap = 3
+        capped = asyncio.run(backend.generate(chat("capped", temperature=0, max_tokens=24)))
+        assert (capped.completion_tokens, capped.finish_reason) == (3, "length")
+        assert honest.text.startswith(capped.text) and len(capped.text) < len(honest.text)
+        backend.max_tokens_cap, backend.force_temperature = None, 0.0
+        hot = [asyncio.run(backend.generate(chat(f"forced-{s}", temperature=1.5, seed=s, max_tokens=24)))
+               for s in (1, 2)]
+        assert [r.text for r in hot] == [honest.text, honest.text]  # forced greedy, the request's 1.5 ignored
+    finally:
+        backend.max_tokens_cap, backend.force_temperature = None, None
+
+
 def test_abort_mid_stream_ends_promptly_and_frees_the_backend(backend: LocalBackend) -> None:
     async def go() -> None:
         got: list[StreamDelta] = []

@@ -153,6 +153,14 @@ def test_fake_max_tokens_stop_and_words() -> None:
     asyncio.run(go())
 
 
+def test_fake_random_responder_is_nonsense_reproducible_per_request() -> None:
+    fake = FakeBackend(["m"], random_words=True)
+    one = fake.answer(req("one two three four", request_id="a", max_tokens=20))[0]
+    assert one == fake.answer(req("other words entirely", request_id="a", max_tokens=20))[0]  # not the prompt's
+    assert one != fake.answer(req("one two three four", request_id="b", max_tokens=20))[0]
+    assert len(one.split()) == 20 and not {"one", "two", "three", "four"} & set(one.split())
+
+
 def test_fake_load_accounting_with_capacity() -> None:
     async def go() -> None:
         fake = FakeBackend(["m"], latency_s=0.05, tokens_per_s=100, capacity=2, max_context_tokens=100)

@@ -202,6 +202,13 @@ def test_build_from_settings(tmp_path: Path) -> None:
     backend = build_local_backend(settings, start=False)
     assert (backend.models, backend.threads, backend.max_context_tokens) == (["tiny"], 1, 512)
     assert backend.status == "not started"
+    assert (backend.max_tokens_cap, backend.force_temperature) == (None, None)
+    degraded = load_settings(overrides={"backend.kind": "local", "backend.local.max_tokens_cap": 8,
+                                        "backend.local.force_temperature": 2.0})
+    backend = build_local_backend(degraded, start=False)
+    assert (backend.max_tokens_cap, backend.force_temperature) == (8, 2.0)
+    with pytest.raises(ValueError, match="max_tokens_cap"):
+        LocalBackend(start=False, max_tokens_cap=0)
 
 
 def test_missing_runtime_module_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
