@@ -17,7 +17,8 @@ Writes. All transactions (claims, stake changes) go through one `TxSender` on on
 they are serialized, never block the event loop, and reuse its retries of transient RPC errors.
 Auto-stake (policy.config.auto_stake) runs `node.policy.stake_change_wei` every
 `auto_stake_interval_s` and waits for each stake transaction and a refresh before deciding again, so
-at most one stake transaction is ever pending; with `fixed_stake_wei` it moves to that stake once.
+at most one stake transaction is ever pending; with `fixed_stake_wei` it moves to that stake at once and
+holds it (a lost duel's slash is topped up from free credit at the next interval).
 """
 
 from __future__ import annotations
@@ -635,8 +636,7 @@ class LedgerManager:
                 logger.warning("ledger: stake change failed: %s", exc)
                 delay_s = min(_STAKE_BACKOFF_MAX_S, max(interval_s, 2 * delay_s))
                 continue
-            if not config.auto_stake:
-                return  # fixed stake: moved toward it (or already there) once
+            # A fixed stake is held: checked every interval, topped up from credit after a lost duel took it.
             delay_s = interval_s
 
 

@@ -314,9 +314,14 @@ def test_auto_stake_follows_load_and_fixed_stake_is_reached(chain: Chain, tmp_pa
         assert seen == [UNIT, 3 * UNIT, 4 * UNIT, 2 * UNIT, 0]  # steps of at most 2 units, no overshoot
 
         fixed = PolicyConfig(auto_stake=False, fixed_stake_wei=3 * UNIT, auto_stake_interval_s=0.2)
-        mgr = manager(chain, node, tmp_path / "fixed", policy=DefaultPolicy(fixed, random.Random(1)))
+        mgr = manager(chain, node, tmp_path / "fixed", policy=DefaultPolicy(fixed, random.Random(1)),
+                      poll_interval_s=0.2)
         await mgr.start()
         try:
+            await _wait_for(lambda: stake_is(3))
+            # Stake taken away (as a lost duel does; here the operator's own unstake): held, so topped up.
+            chain.client(node).request_unstake(2 * UNIT)
+            assert reader.active_stake(node.address) == UNIT
             await _wait_for(lambda: stake_is(3))
         finally:
             await mgr.aclose()
