@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from node.backends.base import GenerationRequest, GenerationResult
 from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutError
@@ -46,6 +46,9 @@ from node.metrics import Metrics
 from node.policy import Action
 from node.routing import Peer, candidates_for_delegation, selection_seed
 from node.signing import SignedResult, SigningError, verify_result
+
+if TYPE_CHECKING:  # duel.py imports this module
+    from node.managers.duel import DuelRace
 
 __all__ = ["Dispatcher", "FeeLedger", "Source"]
 
@@ -124,12 +127,14 @@ class Dispatcher:
         route: Sequence[str] = (),
         avoid: set[str] | None = None,
         streamed: bool = True,
+        race: DuelRace | None = None,
     ) -> RemoteStream | RemoteAnswer | None:
         """None: run `greq` here (LOCAL/QUEUE). Otherwise the peer's answer: its primed stream, or (with
         `streamed=False`) its whole answer.
 
         `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
-        peers that failed this request, so a re-dispatch goes elsewhere.
+        peers that failed this request, so a re-dispatch goes elsewhere. With a `race` (a user's whole
+        request that may become a duel), the first delegation races a second executor's (`DuelRace`).
         """
         model = greq.model
         local = self._serves(model)
@@ -155,7 +160,7 @@ class Dispatcher:
             if action in (Action.LOCAL, Action.QUEUE):
                 return None
             if action == Action.OFFLOAD:
-                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed)
+                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed, race)
                 if remote is not None:
                     return remote
                 if local:
@@ -181,6 +186,7 @@ class Dispatcher:
         routable: Sequence[Peer],
         avoid: set[str],
         streamed: bool,
+        race: DuelRace | None = None,
     ) -> RemoteStream | RemoteAnswer | None:
         comm = self.communication
         assert comm is not None  # plan() checked
@@ -213,7 +219,13 @@ class Dispatcher:
         # The first candidate's probe travels with the request itself (it runs it only if it would have
         # accepted the probe), saving a round trip in the common case; the others are then probed in
         # parallel and the first acceptor in candidate order executes (DESIGN §3).
-        remote = await delegate(candidates[0], accept_check=True)
+        if race is not None and not streamed:
+            # A possible duel: a second executor (never this first candidate) starts now, and the user
+            # gets whichever verified answer arrives first.
+            race.start(exclude=[*route, candidates[0].address])
+            remote = await race.first_of(asyncio.ensure_future(delegate(candidates[0], accept_check=True)))
+        else:
+            remote = await delegate(candidates[0], accept_check=True)
         if remote is not None:
             return remote
         rest = candidates[1:]
@@ -336,21 +348,31 @@ class Dispatcher:
         Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
         """
         avoid: set[str] = set()
-        for _ in range(MAX_REDISPATCHES):
-            remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False)
-            if remote is None:
-                return await self.requests.generate(greq, source=source), None
-            assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
-            try:
-                attestation = self.finish_remote(remote, remote.result.text, prompt)
-            except PeerFailedError as exc:
-                logger.info("re-dispatching %s after %s", greq.request_id, exc)
-                avoid.add(exc.address.lower())
-                continue
-            if self.duels is not None and source == "user":
-                self.duels.consider(greq, kind, raw_request, prompt, remote.result.text, attestation, route)
-            return remote.result, attestation
-        raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
+        race = self.duels.race(greq, kind, raw_request, prompt) if self.duels is not None and source == "user" \
+            and not route else None
+        try:
+            for _ in range(MAX_REDISPATCHES):
+                remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, race=race)
+                if remote is None:
+                    if race is not None:
+                        race.cancel()
+                        race = None
+                    return await self.requests.generate(greq, source=source), None
+                assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
+                try:
+                    attestation = self.finish_remote(remote, remote.result.text, prompt)
+                except PeerFailedError as exc:
+                    logger.info("re-dispatching %s after %s", greq.request_id, exc)
+                    avoid.add(exc.address.lower())
+                    continue
+                if race is not None:
+                    race.served(remote, attestation)
+                    race = None
+                return remote.result, attestation
+            raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
+        finally:
+            if race is not None:  # failed, cancelled, or ran here: no duel
+                race.cancel()
 
     async def open_stream(
         self,

@@ -1,14 +1,15 @@
 """Duels, node side (DESIGN.md §4): the origin's part and the judge's part, driven by one loop.
 
-Origin: with probability `policy.p_inspect`, a user's request that this node delegated and got a verified
-answer for becomes a duel. A second executor, drawn by PoS from the peers serving the model (never the
-first executor, never this node), answers the same request (with the probe folded in, as for any
-delegation); both answers are signed results. The user already has the first answer: the second runs
-after it, so a duel never delays a user. The origin then opens the duel on-chain with the question and
-answer hashes (`judge.evidence.duel_hashes`; the contract escrows the duel's fees from its credit),
-stores the evidence (`judge.store.EvidenceStore`) and serves it to the duel's drawn judges only
-(`/peer/evidence`). Its loop draws the judges once the seed block is mined and settles the duel after
-the reveal window.
+Origin: a user's whole (non-streamed) request that this node delegates becomes a duel with probability
+`policy.p_inspect` (`DuelRace`): when the first delegation leaves, a second executor, drawn by PoS from
+the peers serving the model (never the first candidate, never this node), gets the same request at
+once; the user gets whichever verified answer arrives first, and the other is kept for judging (the
+served answer is A). A streamed request's stream goes to the user as it comes; its duel's second answer
+is asked for after the stream ended (`consider`). Both answers are signed results. The origin then opens
+the duel on-chain with the question and answer hashes (`judge.evidence.duel_hashes`; the contract
+escrows the duel's fees from its credit), stores the evidence (`judge.store.EvidenceStore`) and serves it
+to the duel's drawn judges only (`/peer/evidence`). Its loop draws the judges once the seed block is
+mined and settles the duel after the reveal window.
 
 Judge: the same loop runs `judge.runner.JudgeRunner` over the duels this node was drawn for, asking the
 node's own model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from judge.chain import LedgerJudgeChain
 from judge.evidence import DuelRecord, Evidence, EvidenceError, duel_hashes
@@ -47,6 +48,8 @@ from node.signing import SignedResult
 __all__ = ["DuelManager", "EvidenceRefusedError"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class EvidenceRefusedError(Exception):
@@ -110,7 +113,8 @@ class DuelManager:
         first: SignedResult,
         route: Sequence[str],
     ) -> None:
-        """After a verified delegated answer to a user: maybe make it a duel (in the background)."""
+        """After a verified delegated *streamed* answer to a user: maybe make it a duel (the second answer
+        is asked for now, in the background; whole requests race instead, see `race`)."""
         if route or not self.should_inspect():
             return
         task = asyncio.get_running_loop().create_task(
@@ -129,11 +133,26 @@ class DuelManager:
         first: SignedResult,
     ) -> None:
         try:
-            second = await self._second_answer(greq, kind, raw_request, prompt, first.executor)
-            if second is None:
-                self._count("wwwserve_duels_total", event="no_second_executor")
-                return
-            second_text, second_result = second
+            second = await self._second_answer(greq, kind, raw_request, prompt, [first.executor])
+        except Exception as exc:  # off the request path: log, count, and leave it
+            self._count("wwwserve_duels_total", event="open_failed")
+            logger.warning("a duel for %s was not opened: %s", greq.request_id, exc)
+            return
+        if second is None:
+            self._count("wwwserve_duels_total", event="no_second_executor")
+            return
+        await self._open(greq, prompt, (first_text, first), (second.result.text, second.attestation))
+
+    async def _open(
+        self,
+        greq: GenerationRequest,
+        prompt: Sequence[Mapping[str, Any]] | str,
+        served: tuple[str, SignedResult],
+        other: tuple[str, SignedResult],
+    ) -> None:
+        """Open the duel on-chain (the answer the user got as A) and store its evidence; never raises."""
+        (first_text, first), (second_text, second_result) = served, other
+        try:
             question, answer_a, answer_b = duel_hashes(first, second_result)
             client = self.ledger.client
             opened = await self.ledger.run_tx(
@@ -154,14 +173,15 @@ class DuelManager:
         kind: str,
         raw_request: dict[str, Any],
         prompt: Sequence[Mapping[str, Any]] | str,
-        first_executor: str,
-    ) -> tuple[str, SignedResult] | None:
-        """A verified whole answer from a second executor (PoS, excluding the first), or None."""
+        exclude: Sequence[str],
+    ) -> RemoteAnswer | None:
+        """A verified whole answer (its `attestation` checked) from an executor drawn by PoS among the peers
+        not in `exclude`, or None."""
         comm = self.communication
-        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() != first_executor.lower()]
+        skip = {address.lower() for address in exclude}
+        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip]
         seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1)
-        candidates = candidates_for_delegation(peers, self.my_address, [first_executor], seed, self.k_exec,
-                                               greq.model)
+        candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec, greq.model)
         request = whole_request(raw_request)
         for peer in candidates:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
@@ -174,12 +194,23 @@ class DuelManager:
                 continue
             try:
                 # The same check as any delegated answer (no fee voucher: the contract pays duelists).
-                att = self.verify(answer, answer.result.text, prompt)
+                answer.attestation = self.verify(answer, answer.result.text, prompt)
             except PeerFailedError as exc:
                 logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
                 continue
-            return answer.result.text, att
+            return answer
         return None
+
+    def race(
+        self,
+        greq: GenerationRequest,
+        kind: str,
+        raw_request: Mapping[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+    ) -> DuelRace:
+        """A race for one user request (see `DuelRace`); it becomes a duel only if it is offloaded and the
+        policy's `should_inspect` draw says so."""
+        return DuelRace(self, greq, kind, dict(raw_request), prompt)
 
     # ---- origin: serving evidence ---------------------------------------------------------------
 
@@ -271,6 +302,104 @@ class DuelManager:
         self.journal.close()
         if self._on_close is not None:
             await self._on_close()
+
+
+class DuelRace:
+    """Two executors answer one user request at once; the user gets whichever verified answer comes first.
+
+    The dispatcher calls `start` when it delegates the request (the duel draw happens there, so a request
+    run locally never becomes a duel), then `first_of` with its own delegation to the first candidate: it
+    returns the first of the two answers, and the slower one keeps running for the duel. `served` says
+    which answer the user got; the duel opens in the background once the other is in (A = the served
+    answer). `cancel` drops the race (the request ran locally, or failed).
+    """
+
+    def __init__(self, manager: DuelManager, greq: GenerationRequest, kind: str, raw_request: dict[str, Any],
+                 prompt: Sequence[Mapping[str, Any]] | str) -> None:
+        self.manager = manager
+        self.greq = greq
+        self.kind = kind
+        self.raw_request = raw_request
+        self.prompt = prompt
+        self.drawn = False
+        self.rival: asyncio.Task[RemoteAnswer | None] | None = None
+        self.contender: asyncio.Future[Any] | None = None  # the first candidate's delegation, if the rival won
+        self.rival_won = False
+
+    def start(self, exclude: Sequence[str]) -> None:
+        """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
+        if self.drawn:
+            return
+        self.drawn = True
+        if not self.manager.should_inspect():
+            return
+        self.rival = asyncio.get_running_loop().create_task(self._rival(exclude))
+
+    async def _rival(self, exclude: Sequence[str]) -> RemoteAnswer | None:
+        try:
+            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt, exclude)
+        except Exception as exc:  # off the request path
+            logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
+            return None
+
+    async def first_of(self, first: asyncio.Future[T]) -> T | RemoteAnswer:
+        """The first answer in: `first`'s (the dispatcher's delegation) or the rival's, when the rival's
+        arrives first and `first` has not answered yet."""
+        rival = self.rival
+        if rival is None or self.rival_won:
+            return await first
+        both: set[asyncio.Future[Any]] = {first, rival}
+        done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if first in done:
+            result = first.result()
+            if result is None and not rival.done():
+                # The first candidate declined: rather than ask more peers, the user gets the rival's
+                # answer (there is no duel then: the rival was the only answer).
+                answer = await rival
+                if answer is not None:
+                    self.rival_won = True
+                    return answer
+            return result
+        answer = rival.result()
+        if answer is None:
+            return await first
+        self.rival_won, self.contender = True, first
+        self.manager._count("wwwserve_duels_total", event="second_answered_first")
+        return answer
+
+    def served(self, remote: RemoteAnswer, attestation: SignedResult) -> None:
+        """The user got `remote` (checked: `attestation`); open the duel against the other answer."""
+        if self.rival is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._duel_after(remote, attestation))
+        self.manager._tasks.add(task)
+        task.add_done_callback(self.manager._tasks.discard)
+
+    async def _duel_after(self, remote: RemoteAnswer, attestation: SignedResult) -> None:
+        manager = self.manager
+        other: RemoteAnswer | None
+        if self.rival_won:
+            other = await self.contender if self.contender is not None else None
+            if other is not None:
+                try:
+                    other.attestation = manager.verify(other, other.result.text, self.prompt)
+                except PeerFailedError as exc:
+                    logger.warning("duel: the first executor's answer does not verify: %s", exc)
+                    other = None
+        else:
+            assert self.rival is not None
+            other = await self.rival
+        if other is None or other.attestation is None:
+            manager._count("wwwserve_duels_total", event="no_second_executor")
+            return
+        await manager._open(self.greq, self.prompt, (remote.result.text, attestation),
+                            (other.result.text, other.attestation))
+
+    def cancel(self) -> None:
+        """No duel after all: stop what is still running."""
+        for task in (self.rival, self.contender):
+            if task is not None and not task.done():
+                task.cancel()
 
 
 def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:

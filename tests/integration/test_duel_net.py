@@ -107,15 +107,28 @@ def test_a_users_request_becomes_a_duel_that_judges_settle_on_chain(
         first_executor = resp.json()["wwwserve"]["executor"]
         assert first_executor in addresses[1:3]
 
+        # A streamed request becomes a duel too: the stream comes from one executor, the other answers after.
+        streamed_executor = None
+        with httpx.stream("POST", f"http://127.0.0.1:{ports[0]}/v1/chat/completions", timeout=30,
+                          json={"model": MODEL, "stream": True,
+                                "messages": [{"role": "user", "content": "six seven eight nine ten"}]}) as stream:
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                if line.startswith("data: {") and '"wwwserve"' in line:
+                    streamed_executor = json.loads(line[6:])["wwwserve"]["executor"]
+        assert streamed_executor in addresses[1:3]
+
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
         deployment = load_deployment(anvil.chain_id)
         assert deployment is not None
         chain = WWWServeClient(w3, deployment.address, None)
         deadline = time.monotonic() + 120
-        while chain.duel_count() < 1 or chain.duel(1).status is not DuelStatus.SETTLED:
+        while chain.duel_count() < 2 or any(chain.duel(i).status is not DuelStatus.SETTLED for i in (1, 2)):
             assert time.monotonic() < deadline, "\n".join(log.read_text()[-3000:] for log in logs)
             time.sleep(0.5)
-        duel = chain.duel(1)
+        duels = [chain.duel(1), chain.duel(2)]
+        assert {d.a for d in duels} == {first_executor, streamed_executor} or first_executor == streamed_executor
+        duel = next(d for d in duels if d.a == first_executor)
         assert duel.origin == addresses[0]
         assert {duel.a, duel.b} == set(addresses[1:3]) and duel.a == first_executor
         assert set(duel.judges) == set(addresses[3:])  # never the origin or a duelist
@@ -125,9 +138,13 @@ def test_a_users_request_becomes_a_duel_that_judges_settle_on_chain(
         assert duel.outcome is (DuelOutcome.A_WON if duel.a == long_one else DuelOutcome.B_WON)
         assert chain.balances(short_one).stake_wei == 0  # the loser's stake went to the winner's credit
         assert chain.balances(long_one).credit_wei >= 2 * ETH  # its 1 eth of credit left + the 1 eth stake won
+        other = next(d for d in duels if d is not duel)  # the streamed one: same duelists, same verdict
+        assert {other.a, other.b} == set(addresses[1:3]) and other.a == streamed_executor
+        assert other.outcome is (DuelOutcome.A_WON if other.a == long_one else DuelOutcome.B_WON)
 
         standings = json.loads(_cli("duel", "leaderboard", "--json"))
         assert [s["node"] for s in standings] == [long_one, short_one]
+        assert [s["wins"] for s in standings] == [2, 0]
     finally:
         stop_mining.set()
         for proc in procs:

@@ -597,3 +597,68 @@ async def test_a_burst_on_a_one_slot_node_spreads_to_peers(net: Net) -> None:
         responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=CHAT) for _ in range(4)))
     executors = [SignedResult.from_json(r.json()["wwwserve"]).executor for r in responses]
     assert executors.count(a.address) == 1 and executors.count(b.address) == 3, executors
+
+
+# ---- duels: the user gets whichever of two answers comes first -----------------------------------
+
+
+class RecordingDuels:
+    """A `DuelManager` with the chain left out: records the duels it would open, and its events."""
+
+    def __init__(self, origin: Node, inspect: bool) -> None:
+        from node.managers.duel import DuelManager
+
+        self.events: list[str] = []
+        self.opened: list[tuple[str, str, str, str]] = []
+        recorder = self
+
+        class Manager(DuelManager):
+            async def _open(self, greq: Any, prompt: Any, served: Any, other: Any) -> None:
+                recorder.opened.append((served[1].executor, other[1].executor, served[0], other[0]))
+
+        self.manager = Manager(
+            my_address=origin.address, chain_id=CHAIN_ID, ledger=origin.ledger, communication=origin.comm,
+            should_inspect=lambda: inspect, store=None, journal=None, ask_model=None,  # type: ignore[arg-type]
+            verify=origin.app.state.dispatcher.verify_remote,
+            count=lambda name, **labels: self.events.append(labels.get("event", name)),
+        )
+        origin.app.state.dispatcher.duels = self.manager
+
+
+async def test_a_duel_races_two_executors_and_the_user_gets_the_first_answer(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    # Most stake: nearly always the first candidate, so the rival (never the first candidate) wins the race.
+    slow = net.add("slow", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=1.5, words=3)],
+                   stake_wei=100 * 10**18)
+    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9)])
+    duels = RecordingDuels(a, inspect=True)
+    loop = asyncio.get_running_loop()
+    async with net.client("a") as client:
+        for i in range(4):
+            started = loop.time()
+            resp = await client.post("/v1/chat/completions", json={**CHAT, "user": f"u{i}"})
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["wwwserve"]["executor"] == fast.address
+            assert loop.time() - started < 1.2  # never waited for the slow answer (1.5 s)
+            deadline = loop.time() + 5
+            while len(duels.opened) <= i and loop.time() < deadline:  # the slow answer is in: both idle again
+                await asyncio.sleep(0.05)
+    # Every duel: the served (fast) answer as A, the slow one, verified, as B.
+    assert [(x, y) for x, y, _, _ in duels.opened] == [(fast.address, slow.address)] * 4
+    assert all(len(x.split()) == 9 and len(y.split()) == 3 for _, _, x, y in duels.opened)
+    assert "second_answered_first" in duels.events  # the rival won the race
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {fast.address: 4000}  # only the served answers are paid (the duel pays the other)
+
+
+async def test_without_a_duel_draw_one_executor_answers(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    backends = [FakeBackend([MODEL]), FakeBackend([MODEL])]
+    net.add("b", policy=EXECUTOR, backends=[backends[0]])
+    net.add("c", policy=EXECUTOR, backends=[backends[1]])
+    duels = RecordingDuels(a, inspect=False)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    await asyncio.sleep(0.2)
+    assert sum(b.requests_seen for b in backends) == 1 and duels.opened == []
