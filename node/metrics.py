@@ -60,8 +60,8 @@ EVENT_COUNTERS: dict[str, str] = {
     "wwwserve_dispatch_decisions_total": "Dispatch decisions for requests, by action (local, offload, queue, retry).",
     "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified).",
     "wwwserve_peer_messages_total": "Peer API messages received, by path and outcome (accepted, rejected).",
-    "wwwserve_duels_total": "Duels this node took part in as origin, by event (opened, open_failed, "
-    "no_second_executor, judges_drawn, settled).",
+    "wwwserve_duels_total": "Duels this node took part in as origin, by event (opened, second_answered_first, "
+    "open_failed, no_second_executor, judges_drawn, settled).",
     "wwwserve_judge_steps_total": "Steps this node took as a duel judge, by step (decide, commit, reveal, settle).",
 }
 """The event counters a node keeps, with their help text; labels come from fixed small sets."""

@@ -352,9 +352,9 @@ class DuelRace:
         done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
         if first in done:
             result = first.result()
-            if result is None and not rival.done():
-                # The first candidate declined: rather than ask more peers, the user gets the rival's
-                # answer (there is no duel then: the rival was the only answer).
+            if result is None:
+                # The first candidate declined: rather than ask more peers (one of them is the rival's
+                # executor), the user gets the rival's answer; there is no duel then.
                 answer = await rival
                 if answer is not None:
                     self.rival_won = True
