@@ -155,6 +155,14 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
         assert after[j].credit_wei == before[j].credit_wei + (ETH // 5) // 2 + PARAMS.judge_fee_wei
     assert w3.eth.get_balance(contract) == sum(x.total_wei for x in after.values())
     assert asyncio.run(one_pass()) == []  # nothing left to do, nothing sent twice
+    # A replayed reveal and a second settle both revert, and move nothing.
+    entry = runners[judges[0]].journal.get(duel_id)
+    assert entry is not None
+    with pytest.raises(Exception, match="not in voting"):
+        clients[judges[0]].reveal_vote(duel_id, entry.vote, entry.salt)
+    with pytest.raises(Exception, match="not in voting"):
+        clients[origin].settle_duel(duel_id)
+    assert {acct.address: clients[acct.address].balances(acct.address) for acct in accounts} == after
     for indexer in indexers.values():
         indexer.close()
 
