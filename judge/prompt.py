@@ -26,6 +26,7 @@ __all__ = [
     "combine_orders",
     "parse_vote",
     "parse_vote_reference",
+    "prompt_answers",
     "truncate_answer",
 ]
 
@@ -84,6 +85,20 @@ def build_prompt(question: str, answer_a: str, answer_b: str, max_tokens: int | 
         in_order=REFERENCE_PROMPT.format(question=question, answer_a=first, answer_b=second),
         swapped=REFERENCE_PROMPT.format(question=question, answer_a=second, answer_b=first),
     )
+
+
+def prompt_answers(prompt: str) -> tuple[str, str] | None:
+    """The two (truncated) answers of a prompt `build_prompt` made, A then B; None for any other text.
+    For scripted and heuristic judges that read the prompt rather than ask a model."""
+    if not prompt.lstrip().startswith(REFERENCE_PROMPT.split("{", 1)[0].strip()):
+        return None
+    try:
+        rest = prompt.split("\n\nAnswer A: ", 1)[1]
+        answer_a, rest = rest.split("\n\nAnswer B: ", 1)
+        answer_b = rest.rsplit("\n\nPlease provide your choice", 1)[0]
+    except (IndexError, ValueError):
+        return None
+    return answer_a, answer_b
 
 
 def parse_vote_reference(reply: str) -> Choice:

@@ -40,16 +40,12 @@ _LETTERS = string.ascii_lowercase
 def _scripted_verdict(prompt: str, rule: str) -> str | None:
     """A scripted judge (`judge_rule`): for the judge prompt of `judge.prompt`, the slot whose answer is
     longer (or shorter), "#" when they are as long; None for any other prompt."""
-    from judge.prompt import REFERENCE_PROMPT
+    from judge.prompt import prompt_answers
 
-    if not prompt.lstrip().startswith(REFERENCE_PROMPT.split("{", 1)[0].strip()):
+    answers = prompt_answers(prompt)
+    if answers is None:
         return None
-    try:
-        rest = prompt.split("\n\nAnswer A: ", 1)[1]
-        answer_a, rest = rest.split("\n\nAnswer B: ", 1)
-        answer_b = rest.rsplit("\n\nPlease provide your choice", 1)[0]
-    except (IndexError, ValueError):
-        return None
+    answer_a, answer_b = answers
     if len(answer_a) == len(answer_b):
         return "#"
     a_longer = len(answer_a) > len(answer_b)

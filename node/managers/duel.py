@@ -79,6 +79,8 @@ class DuelManager:
         poll_interval_s: float = 1.0,
         settle_grace_blocks: int = 2,
         judge_max_tokens: int = JUDGE_MAX_TOKENS,
+        second_attempts: int = 10,
+        second_retry_s: float = 1.0,
         count: Callable[..., None] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -95,6 +97,8 @@ class DuelManager:
         self.poll_interval_s = poll_interval_s
         self.settle_grace_blocks = settle_grace_blocks
         self.judge_max_tokens = judge_max_tokens
+        self.second_attempts = second_attempts  # rounds of asking for a second executor (all busy: wait, retry)
+        self.second_retry_s = second_retry_s
         self._on_close = on_close  # e.g. closes a judge backend of its own
         self._count = count or (lambda *_a, **_k: None)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -179,26 +183,37 @@ class DuelManager:
         not in `exclude`, or None."""
         comm = self.communication
         skip = {address.lower() for address in exclude}
-        peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip]
-        seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1)
-        candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec, greq.model)
         request = whole_request(raw_request)
-        for peer in candidates:
-            body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
-                                route=[self.my_address], accept_check=True)
-            try:
-                answer = await comm.delegate_whole(peer, body, greq)
-            except (PeerDeclinedError, PeerFailedError) as exc:
-                logger.info("duel: %s did not answer the second copy of %s: %s", peer.address,
-                            greq.request_id, exc)
-                continue
-            try:
-                # The same check as any delegated answer (no fee voucher: the contract pays duelists).
-                answer.attestation = self.verify(answer, answer.result.text, prompt)
-            except PeerFailedError as exc:
-                logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
-                continue
-            return answer
+        failed: set[str] = set()
+        # Busy peers decline; like the reference (which re-queues the request when no B is found), try
+        # again a few times: the user is not waiting on this.
+        for attempt in range(self.second_attempts):
+            if attempt:
+                await asyncio.sleep(self.second_retry_s)
+            peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip | failed]
+            seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1 + attempt)
+            candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec,
+                                                   greq.model)
+            for peer in candidates:
+                body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
+                                    route=[self.my_address], accept_check=True)
+                try:
+                    answer = await comm.delegate_whole(peer, body, greq)
+                except PeerDeclinedError:
+                    continue
+                except PeerFailedError as exc:
+                    logger.info("duel: %s failed the second copy of %s: %s", peer.address, greq.request_id, exc)
+                    failed.add(peer.address.lower())
+                    continue
+                try:
+                    # The same check as any delegated answer (no fee voucher: the contract pays duelists).
+                    answer.attestation = self.verify(answer, answer.result.text, prompt)
+                except PeerFailedError as exc:
+                    logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
+                    failed.add(peer.address.lower())
+                    continue
+                return answer
+        logger.info("duel: no second executor took %s", greq.request_id)
         return None
 
     def race(
@@ -352,13 +367,13 @@ class DuelRace:
         done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
         if first in done:
             result = first.result()
-            if result is None:
-                # The first candidate declined: rather than ask more peers (one of them is the rival's
-                # executor), the user gets the rival's answer; there is no duel then.
-                answer = await rival
-                if answer is not None:
-                    self.rival_won = True
-                    return answer
+            served = rival.result() if rival.done() else None
+            if result is None and served is not None:
+                # The first candidate declined and the rival has answered: the user gets that answer
+                # (there is no duel then). A rival still at work is not waited for: the dispatcher asks
+                # the other candidates (if one of them is the rival's executor, the duel is dropped).
+                self.rival_won = True
+                return served
             return result
         answer = rival.result()
         if answer is None:

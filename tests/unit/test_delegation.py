@@ -662,3 +662,30 @@ async def test_without_a_duel_draw_one_executor_answers(net: Net) -> None:
     assert resp.status_code == 200, resp.text
     await asyncio.sleep(0.2)
     assert sum(b.requests_seen for b in backends) == 1 and duels.opened == []
+
+
+async def test_a_second_executor_is_asked_again_while_every_peer_declines(net: Net) -> None:
+    from node.backends.base import GenerationRequest
+    from node.managers.communication import PeerDeclinedError
+
+    a = net.add("a", policy=DISPATCHER)
+    net.add("b", policy=EXECUTOR)
+    manager = RecordingDuels(a, inspect=True).manager
+    manager.second_retry_s = 0.01
+    real = a.comm.delegate_whole
+    calls: list[str] = []
+
+    async def busy_at_first(peer: Any, body: Any, greq: Any) -> Any:
+        calls.append(peer.address)
+        if len(calls) <= 2:
+            raise PeerDeclinedError()  # busy: declined the accept check
+        return await real(peer, body, greq)
+
+    a.comm.delegate_whole = busy_at_first  # type: ignore[method-assign]
+    greq = GenerationRequest(request_id="chatcmpl-retry", model=MODEL, messages=CHAT["messages"])
+    answer = await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], [])
+    assert answer is not None and len(calls) == 3 and answer.attestation.executor == calls[-1]
+    calls.clear()
+    manager.second_attempts = 2  # two rounds, both declined: no second executor
+    assert await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], []) is None
+    assert len(calls) == 2

@@ -108,3 +108,12 @@ def test_swapped_maps_letters_and_keeps_abstention() -> None:
     assert Choice.A.swapped() is Choice.B
     assert Choice.B.swapped() is Choice.A
     assert Choice.ABSTAIN.swapped() is Choice.ABSTAIN
+
+
+def test_prompt_answers_reads_back_what_build_prompt_wrote() -> None:
+    from judge.prompt import prompt_answers
+
+    prompts = build_prompt("Q?", "first\n\nwith a blank line", "second", max_tokens=None)
+    assert prompt_answers(prompts.in_order) == ("first\n\nwith a blank line", "second")
+    assert prompt_answers(prompts.swapped) == ("second", "first\n\nwith a blank line")
+    assert prompt_answers("What is the capital of France?") is None
