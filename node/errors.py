@@ -195,6 +195,21 @@ class ProbeDeclinedError(NodeError):
     default_message = "This node does not take the request now."
 
 
+class RequestInFlightError(NodeError, ValueError):
+    """A request with this id is already running on this node (409); nothing new ran.
+
+    Request ids are unique per user request, so only a peer can send one twice (e.g. an origin whose
+    duel copy and re-dispatched request met on one executor): the asking node tries another peer.
+    """
+
+    http_status = 409
+    error_type = "invalid_request_error"
+    code = "request_in_flight"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"A request with id {request_id!r} is already running on this node.")
+
+
 class UpstreamTimeoutError(NodeError):
     """The backend or the peer executing the request did not answer in time (504)."""
 

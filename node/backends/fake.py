@@ -29,7 +29,7 @@ from node.backends.base import (
     StreamDelta,
     estimate_tokens,
 )
-from node.errors import BackendUnavailableError, ContextLengthExceededError, ModelNotFoundError
+from node.errors import BackendUnavailableError, ContextLengthExceededError, ModelNotFoundError, RequestInFlightError
 from node.protocol import FinishReason
 
 __all__ = ["FakeBackend"]
@@ -229,7 +229,7 @@ class FakeBackend:
         if self.fail:
             raise BackendUnavailableError("The fake backend is set to fail.")
         if req.request_id in self._active:
-            raise ValueError(f"request {req.request_id} is already in flight")
+            raise RequestInFlightError(req.request_id)
         self.requests_seen += 1
         self.last_request = req
         aborted = asyncio.Event()

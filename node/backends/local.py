@@ -49,7 +49,13 @@ from node.backends.base import (
     GenerationResult,
     StreamDelta,
 )
-from node.errors import BackendUnavailableError, ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
+from node.errors import (
+    BackendUnavailableError,
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    RequestInFlightError,
+)
 from node.protocol import FinishReason
 from node.settings import DEFAULT_LOCAL_MODEL, LocalBackendSettings, NodeSettings
 
@@ -568,7 +574,7 @@ class LocalBackend:
     def _prepare(self, req: GenerationRequest, prompt_ids: list[int]) -> _Job:
         """Check the request against the context window and queue it; runs on the event loop."""
         if req.request_id in self._jobs:
-            raise ValueError(f"request {req.request_id} is already in flight")
+            raise RequestInFlightError(req.request_id)
         prompt_tokens = len(prompt_ids)
         if req.max_tokens is not None:
             needed = prompt_tokens + req.max_tokens

@@ -46,6 +46,7 @@ from node.errors import (
     InvalidRequestError,
     NodeError,
     OverloadedError,
+    RequestInFlightError,
     UpstreamTimeoutError,
 )
 from node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, HttpTimeoutError, drain_lines
@@ -357,7 +358,7 @@ class OpenAIBackend:
     def _register(self, request_id: str, task: asyncio.Task[Any]) -> None:
         if request_id in self._tasks:
             task.cancel()
-            raise ValueError(f"request {request_id} is already in flight")
+            raise RequestInFlightError(request_id)
         self._tasks[request_id] = task
 
     def _unregister(self, request_id: str, task: asyncio.Task[Any]) -> None:

@@ -510,8 +510,8 @@ class CommunicationManager:
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 error = _error_from_event(parsed)
                 code = parsed["error"].get("code")
-        if status == 409 and code == "probe_declined":
-            raise PeerDeclinedError(peer.address)
+        if status == 409 and code in ("probe_declined", "request_in_flight"):
+            raise PeerDeclinedError(peer.address)  # nothing ran: another peer may take it
         if status in (400, 404) and error is not None:
             raise error
         if status in (429, 503):

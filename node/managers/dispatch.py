@@ -228,7 +228,8 @@ class Dispatcher:
             remote = await delegate(candidates[0], accept_check=True)
         if remote is not None:
             return remote
-        rest = candidates[1:]
+        # A peer running this request's duel copy must not get the same request id a second time.
+        rest = [p for p in candidates[1:] if race is None or p.address.lower() not in race.asked]
         probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
         probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in rest]
         try:

@@ -178,9 +178,10 @@ class DuelManager:
         raw_request: dict[str, Any],
         prompt: Sequence[Mapping[str, Any]] | str,
         exclude: Sequence[str],
+        asked: set[str] | None = None,
     ) -> RemoteAnswer | None:
         """A verified whole answer (its `attestation` checked) from an executor drawn by PoS among the peers
-        not in `exclude`, or None."""
+        not in `exclude`, or None. Every peer asked is added (lower case) to `asked`."""
         comm = self.communication
         skip = {address.lower() for address in exclude}
         request = whole_request(raw_request)
@@ -195,6 +196,8 @@ class DuelManager:
             candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec,
                                                    greq.model)
             for peer in candidates:
+                if asked is not None:
+                    asked.add(peer.address.lower())
                 body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
                                     route=[self.my_address], accept_check=True)
                 try:
@@ -340,6 +343,7 @@ class DuelRace:
         self.rival: asyncio.Task[RemoteAnswer | None] | None = None
         self.contender: asyncio.Future[Any] | None = None  # the first candidate's delegation, if the rival won
         self.rival_won = False
+        self.asked: set[str] = set()  # peers the rival asked (lower case): the dispatcher must not ask them too
 
     def start(self, exclude: Sequence[str]) -> None:
         """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
@@ -352,7 +356,8 @@ class DuelRace:
 
     async def _rival(self, exclude: Sequence[str]) -> RemoteAnswer | None:
         try:
-            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt, exclude)
+            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt, exclude,
+                                                     self.asked)
         except Exception as exc:  # off the request path
             logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
             return None

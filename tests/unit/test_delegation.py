@@ -689,3 +689,39 @@ async def test_a_second_executor_is_asked_again_while_every_peer_declines(net: N
     manager.second_attempts = 2  # two rounds, both declined: no second executor
     assert await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], []) is None
     assert len(calls) == 2
+
+
+async def test_a_request_id_already_running_on_a_peer_is_refused_as_in_flight(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    backend = FakeBackend([MODEL], latency_s=0.5)
+    b = net.add("b", backends=[backend], policy=EXECUTOR)
+
+    def send() -> Any:
+        body = json.dumps({"request_id": "req-twice", "kind": "chat", "request": CHAT, "route": [a.address],
+                           "accept_check": False}).encode()
+        headers = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE)
+        return client.post(PATH_DELEGATE, content=body, headers=headers)
+
+    async with net.client("b") as client:
+        first, second = await asyncio.gather(send(), send())
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [200, 409], (first.text, second.text)
+    refused = first if first.status_code == 409 else second
+    assert refused.json()["error"]["code"] == "request_in_flight" and "req-twice" in refused.json()["error"]["message"]
+    assert backend.requests_seen == 1  # the copy never ran
+
+
+def test_a_backend_refuses_a_request_id_it_is_running() -> None:
+    from node.backends.base import GenerationRequest
+    from node.errors import RequestInFlightError
+
+    backend = FakeBackend([MODEL], latency_s=0.3)
+    req = GenerationRequest(request_id="same", model=MODEL, messages=CHAT["messages"])
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(backend.generate(req), backend.generate(req), return_exceptions=True)
+
+    results = asyncio.run(both())
+    assert sum(isinstance(r, RequestInFlightError) for r in results) == 1
+    error = next(r for r in results if isinstance(r, RequestInFlightError))
+    assert error.http_status == 409 and error.envelope()["error"]["code"] == "request_in_flight"
