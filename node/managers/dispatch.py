@@ -190,7 +190,9 @@ class Dispatcher:
     ) -> RemoteStream | RemoteAnswer | None:
         comm = self.communication
         assert comm is not None  # plan() checked
-        peers = [p for p in routable if p.address.lower() not in avoid]
+        # Never a peer a duel's rival asked: it would get this request id a second time.
+        peers = [p for p in routable if p.address.lower() not in avoid and (race is None or
+                                                                             p.address.lower() not in race.asked)]
         if not peers:
             return None
         block_hash = self.ledger.recent_block_hash() if self.ledger is not None else b""

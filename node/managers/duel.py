@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from judge.chain import LedgerJudgeChain
@@ -177,13 +177,12 @@ class DuelManager:
         kind: str,
         raw_request: dict[str, Any],
         prompt: Sequence[Mapping[str, Any]] | str,
-        exclude: Sequence[str],
+        exclude: Collection[str],
         asked: set[str] | None = None,
     ) -> RemoteAnswer | None:
         """A verified whole answer (its `attestation` checked) from an executor drawn by PoS among the peers
         not in `exclude`, or None. Every peer asked is added (lower case) to `asked`."""
         comm = self.communication
-        skip = {address.lower() for address in exclude}
         request = whole_request(raw_request)
         failed: set[str] = set()
         # Busy peers decline; like the reference (which re-queues the request when no B is found), try
@@ -191,7 +190,9 @@ class DuelManager:
         for attempt in range(self.second_attempts):
             if attempt:
                 await asyncio.sleep(self.second_retry_s)
-            peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip | failed]
+            # Read every round: a race adds the served answer's executor to `exclude` once it is known.
+            skip = {address.lower() for address in exclude} | failed
+            peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip]
             seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1 + attempt)
             candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec,
                                                    greq.model)
@@ -344,6 +345,7 @@ class DuelRace:
         self.contender: asyncio.Future[Any] | None = None  # the first candidate's delegation, if the rival won
         self.rival_won = False
         self.asked: set[str] = set()  # peers the rival asked (lower case): the dispatcher must not ask them too
+        self.excluded: set[str] = set()  # peers the rival must not ask: the first candidate, the served executor
 
     def start(self, exclude: Sequence[str]) -> None:
         """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
@@ -352,12 +354,13 @@ class DuelRace:
         self.drawn = True
         if not self.manager.should_inspect():
             return
-        self.rival = asyncio.get_running_loop().create_task(self._rival(exclude))
+        self.excluded.update(address.lower() for address in exclude)
+        self.rival = asyncio.get_running_loop().create_task(self._rival())
 
-    async def _rival(self, exclude: Sequence[str]) -> RemoteAnswer | None:
+    async def _rival(self) -> RemoteAnswer | None:
         try:
-            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt, exclude,
-                                                     self.asked)
+            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt,
+                                                     self.excluded, self.asked)
         except Exception as exc:  # off the request path
             logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
             return None
@@ -391,6 +394,7 @@ class DuelRace:
         """The user got `remote` (checked: `attestation`); open the duel against the other answer."""
         if self.rival is None:
             return
+        self.excluded.add(attestation.executor.lower())  # a rival still looking must find someone else
         task = asyncio.get_running_loop().create_task(self._duel_after(remote, attestation))
         self.manager._tasks.add(task)
         task.add_done_callback(self.manager._tasks.discard)

@@ -725,3 +725,31 @@ def test_a_backend_refuses_a_request_id_it_is_running() -> None:
     assert sum(isinstance(r, RequestInFlightError) for r in results) == 1
     error = next(r for r in results if isinstance(r, RequestInFlightError))
     assert error.http_status == 409 and error.envelope()["error"]["code"] == "request_in_flight"
+
+
+async def test_a_second_executor_found_late_is_never_the_one_that_served_the_user(net: Net) -> None:
+    from node.backends.base import GenerationRequest
+    from node.managers.communication import PeerDeclinedError
+
+    a = net.add("a", policy=DISPATCHER)
+    net.add("b", policy=EXECUTOR)
+    net.add("c", policy=EXECUTOR)
+    manager = RecordingDuels(a, inspect=True).manager
+    manager.second_retry_s = 0.01
+    real = a.comm.delegate_whole
+    calls: list[str] = []
+    excluded: set[str] = set()
+
+    async def both_busy_at_first(peer: Any, body: Any, greq: Any) -> Any:
+        calls.append(peer.address)
+        if len(calls) <= 2:
+            if len(calls) == 1:
+                excluded.add(peer.address.lower())  # meanwhile, this peer served the user's copy
+            raise PeerDeclinedError()
+        return await real(peer, body, greq)
+
+    a.comm.delegate_whole = both_busy_at_first  # type: ignore[method-assign]
+    greq = GenerationRequest(request_id="chatcmpl-late", model=MODEL, messages=CHAT["messages"])
+    answer = await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], excluded)
+    assert answer is not None and answer.attestation.executor != calls[0]
+    assert len(set(calls)) == 2 and calls[2] == answer.attestation.executor
