@@ -110,7 +110,7 @@ class PeerRecord:
     pubkey: bytes  # 32-byte registered ed25519 key
     endpoint: str  # base URL of its API (no trailing slash)
     models: frozenset[str]
-    stake_wei: int  # active stake
+    stake_wei: int  # routable stake: the active stake when it is at least the contract's MIN_STAKE, else 0
 
     def routing_peer(self) -> Peer:
         """The same node in `node.routing`'s vocabulary."""
@@ -201,6 +201,7 @@ class LedgerManager:
         self._promised: dict[str, int] = self.store.promised()
         self._promise_lock = threading.Lock()
         self._view = _View()
+        self._min_stake_wei = 1  # the contract's MIN_STAKE, read when the chain is opened
         self._indexer: Indexer | None = None
         self._client: WWWServeClient | None = None
         # One thread for indexer syncs, one for transactions: each kind is serialized, neither waits on the other.
@@ -288,6 +289,8 @@ class LedgerManager:
         tx_w3 = connect(self.rpc_url)
         sender = TxSender(tx_w3, self._account) if self._account is not None else None
         self._client = WWWServeClient(tx_w3, self.contract_address, sender)
+        # The contract routes and draws judges by stake only from MIN_STAKE up; so does this node.
+        self._min_stake_wei = self._client.params().min_stake_wei
 
     async def aclose(self) -> None:
         """Stop the loops; a transaction already sent is waited for (bounded), then everything is closed."""
@@ -359,7 +362,7 @@ class LedgerManager:
                     pubkey=pubkey,
                     endpoint=node.endpoint.rstrip("/"),
                     models=frozenset(node.models),
-                    stake_wei=entry.active_stake_wei if entry is not None else 0,
+                    stake_wei=_routable(entry.active_stake_wei if entry is not None else 0, self._min_stake_wei),
                 )
         claimed_from_me: dict[str, int] = {}
         claimed_by_me: dict[str, int] = {}
@@ -638,6 +641,12 @@ class LedgerManager:
                 continue
             # A fixed stake is held: checked every interval, topped up from credit after a lost duel took it.
             delay_s = interval_s
+
+
+def _routable(active_stake_wei: int, min_stake_wei: int) -> int:
+    """The stake routing weighs a node by: its active stake from MIN_STAKE up (as the contract's sortition
+    tree), else 0. A node slashed below the minimum is neither delegated to nor drawn as a judge."""
+    return active_stake_wei if active_stake_wei >= min_stake_wei else 0
 
 
 @functools.lru_cache(maxsize=4096)

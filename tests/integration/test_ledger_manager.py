@@ -137,6 +137,12 @@ def test_peers_follow_registrations_stake_changes_and_leaving(chain: Chain, tmp_
             await _wait_for(restaked, timeout_s=15.0)
             assert mgr.recent_block_number() > number
 
+            # Below the contract's MIN_STAKE (as after lost duels) a node is not routable: stake 0.
+            b_client.request_unstake(3 * UNIT - (UNIT - 1))
+            await mgr.refresh()
+            peer = mgr.peer(b.address)
+            assert peer is not None and peer.stake_wei == 0 and chain.client().active_stake(b.address) == UNIT - 1
+
             b_client.leave()
             await mgr.refresh()
             assert mgr.peer(b.address) is None and b.address not in {p.address for p in mgr.peers()}
