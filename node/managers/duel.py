@@ -122,7 +122,7 @@ class DuelManager:
         if route or not self.should_inspect():
             return
         task = asyncio.get_running_loop().create_task(
-            self._duel(greq, kind, dict(raw_request), prompt, first_text, first)
+            self._duel(greq, kind, raw_request, prompt, first_text, first)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -131,7 +131,7 @@ class DuelManager:
         self,
         greq: GenerationRequest,
         kind: str,
-        raw_request: dict[str, Any],
+        raw_request: Mapping[str, Any],
         prompt: Sequence[Mapping[str, Any]] | str,
         first_text: str,
         first: SignedResult,
@@ -175,7 +175,7 @@ class DuelManager:
         self,
         greq: GenerationRequest,
         kind: str,
-        raw_request: dict[str, Any],
+        raw_request: Mapping[str, Any],
         prompt: Sequence[Mapping[str, Any]] | str,
         exclude: Collection[str],
         asked: set[str] | None = None,
@@ -211,7 +211,7 @@ class DuelManager:
                     continue
                 try:
                     # The same check as any delegated answer (no fee voucher: the contract pays duelists).
-                    answer.attestation = self.verify(answer, answer.result.text, prompt)
+                    self.verify(answer, answer.result.text, prompt)  # checks answer.attestation
                 except PeerFailedError as exc:
                     logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
                     failed.add(peer.address.lower())
@@ -229,7 +229,7 @@ class DuelManager:
     ) -> DuelRace:
         """A race for one user request (see `DuelRace`); it becomes a duel only if it is offloaded and the
         policy's `should_inspect` draw says so."""
-        return DuelRace(self, greq, kind, dict(raw_request), prompt)
+        return DuelRace(self, greq, kind, raw_request, prompt)
 
     # ---- origin: serving evidence ---------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class DuelRace:
     answer). `cancel` drops the race (the request ran locally, or failed).
     """
 
-    def __init__(self, manager: DuelManager, greq: GenerationRequest, kind: str, raw_request: dict[str, Any],
+    def __init__(self, manager: DuelManager, greq: GenerationRequest, kind: str, raw_request: Mapping[str, Any],
                  prompt: Sequence[Mapping[str, Any]] | str) -> None:
         self.manager = manager
         self.greq = greq
@@ -406,7 +406,7 @@ class DuelRace:
             other = await self.contender if self.contender is not None else None
             if other is not None:
                 try:
-                    other.attestation = manager.verify(other, other.result.text, self.prompt)
+                    manager.verify(other, other.result.text, self.prompt)  # checks other.attestation
                 except PeerFailedError as exc:
                     logger.warning("duel: the first executor's answer does not verify: %s", exc)
                     other = None
