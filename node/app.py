@@ -517,15 +517,20 @@ def create_app(
                          result.completion_tokens, attestation)
             return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
 
-        stream = await dispatcher.open_stream(greq, kind, raw, route, source)
+        stream, race = await dispatcher.open_stream(greq, kind, raw, prompt, route, source)
 
         def sign(text: str) -> dict[str, Any]:
             if isinstance(stream, RemoteStream):
                 attestation = dispatcher.finish_remote(stream, text, prompt)
-                if duels is not None:
-                    duels.consider(greq, kind, raw, prompt, text, attestation, route)
+                if race is not None:
+                    race.served(text, attestation)  # the duel opens once the other answer is in
                 return attestation.to_json()
             return signer.sign(rid, prompt, model, text, route)
+
+        async def close() -> None:
+            await stream.aclose()
+            if race is not None:
+                race.cancel()  # the user went away or the stream failed: the other answer stops too
 
         created = int(time.time())
         if kind == "chat":
@@ -568,7 +573,7 @@ def create_app(
         executor_name = stream.peer.address if isinstance(stream, RemoteStream) else signer.node_address
         return _ClosingStreamingResponse(
             events,
-            on_close=stream.aclose,
+            on_close=close,
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, EXECUTOR_HEADER: executor_name},
         )

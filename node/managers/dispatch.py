@@ -201,7 +201,7 @@ class Dispatcher:
         if not candidates:
             return None
         onward = [*route, self.my_address]
-        request = _streamed(raw_request) if streamed else whole_request(raw_request)
+        request = streamed_request(raw_request) if streamed else whole_request(raw_request)
 
         async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | RemoteAnswer | None:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
@@ -221,10 +221,10 @@ class Dispatcher:
         # The first candidate's probe travels with the request itself (it runs it only if it would have
         # accepted the probe), saving a round trip in the common case; the others are then probed in
         # parallel and the first acceptor in candidate order executes (DESIGN §3).
-        if race is not None and not streamed:
+        if race is not None:
             # A possible duel: a second executor (never this first candidate) starts now, and the user
-            # gets whichever verified answer arrives first.
-            race.start(exclude=[*route, candidates[0].address])
+            # gets whichever answer arrives first (whole and verified, or a stream's first output).
+            race.start(exclude=[*route, candidates[0].address], streamed=streamed)
             remote = await race.first_of(asyncio.ensure_future(delegate(candidates[0], accept_check=True)))
         else:
             remote = await delegate(candidates[0], accept_check=True)
@@ -337,6 +337,21 @@ class Dispatcher:
                 await self._flusher
         await self.flush_fees()
 
+    def _race(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
+        route: Sequence[str],
+        source: Source,
+    ) -> DuelRace | None:
+        """A duel race for a user's request when this node takes part in duels (a delegated one never)."""
+        if self.duels is None or source != "user" or route:
+            return None
+        race: DuelRace = self.duels.race(greq, kind, raw_request, prompt)
+        return race
+
     async def generate(
         self,
         greq: GenerationRequest,
@@ -351,8 +366,7 @@ class Dispatcher:
         Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
         """
         avoid: set[str] = set()
-        race = self.duels.race(greq, kind, raw_request, prompt) if self.duels is not None and source == "user" \
-            and not route else None
+        race = self._race(greq, kind, raw_request, prompt, route, source)
         try:
             for _ in range(MAX_REDISPATCHES):
                 remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, race=race)
@@ -369,7 +383,7 @@ class Dispatcher:
                     avoid.add(exc.address.lower())
                     continue
                 if race is not None:
-                    race.served(remote, attestation)
+                    race.served(remote.result.text, attestation)
                     race = None
                 return remote.result, attestation
             raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
@@ -382,15 +396,26 @@ class Dispatcher:
         greq: GenerationRequest,
         kind: Literal["chat", "completion"],
         raw_request: Mapping[str, Any],
+        prompt: Sequence[Mapping[str, Any]] | str,
         route: Sequence[str] = (),
         source: Source = "user",
-    ) -> LocalStream | RemoteStream:
-        """A primed stream from here or a peer; failures before the first output were re-dispatched."""
-        remote = await self.plan(greq, kind, raw_request, route, set())
-        if remote is None:
-            return await self.requests.open_stream(greq, source=source)
+    ) -> tuple[LocalStream | RemoteStream, DuelRace | None]:
+        """A primed stream from here or a peer (failures before the first output were re-dispatched), and
+        its duel race, if one was drawn: the caller reports the served answer to it once the stream ended
+        (`DuelRace.served`, after `finish_remote`) and always cancels it when the stream closes."""
+        race = self._race(greq, kind, raw_request, prompt, route, source)
+        try:
+            remote = await self.plan(greq, kind, raw_request, route, set(), race=race)
+            if remote is None:
+                if race is not None:
+                    race.cancel()
+                return await self.requests.open_stream(greq, source=source), None
+        except BaseException:
+            if race is not None:
+                race.cancel()
+            raise
         assert isinstance(remote, RemoteStream)
-        return remote
+        return remote, race if race is not None and race.rival is not None else None
 
 
 def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,7 +426,7 @@ def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _streamed(raw_request: Mapping[str, Any]) -> dict[str, Any]:
+def streamed_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:
     """The request as the executor gets it: always streamed, usage always reported (for the fee record)."""
     body = dict(raw_request)
     body["stream"] = True

@@ -1,15 +1,15 @@
 """Duels, node side (DESIGN.md §4): the origin's part and the judge's part, driven by one loop.
 
-Origin: a user's whole (non-streamed) request that this node delegates becomes a duel with probability
-`policy.p_inspect` (`DuelRace`): when the first delegation leaves, a second executor, drawn by PoS from
-the peers serving the model (never the first candidate, never this node), gets the same request at
-once; the user gets whichever verified answer arrives first, and the other is kept for judging (the
-served answer is A). A streamed request's stream goes to the user as it comes; its duel's second answer
-is asked for after the stream ended (`consider`). Both answers are signed results. The origin then opens
-the duel on-chain with the question and answer hashes (`judge.evidence.duel_hashes`; the contract
-escrows the duel's fees from its credit), stores the evidence (`judge.store.EvidenceStore`) and serves it
-to the duel's drawn judges only (`/peer/evidence`). Its loop draws the judges once the seed block is
-mined and settles the duel after the reveal window.
+Origin: a user's request that this node delegates becomes a duel with probability `policy.p_inspect`
+(`DuelRace`): when the first delegation leaves, a second executor, drawn by PoS from the peers serving
+the model (never the first candidate, never this node), gets the same request at once. The user gets
+whichever verified answer arrives first (for a streamed request: whichever stream starts first), and the
+other is kept for judging (the served answer is A; a stream not served is read to its end in the
+background). A user who disconnects before the end cancels both. Both answers are signed results. The
+origin then opens the duel on-chain with the question and answer hashes (`judge.evidence.duel_hashes`;
+the contract escrows the duel's fees from its credit), stores the evidence (`judge.store.EvidenceStore`)
+and serves it to the duel's drawn judges only (`/peer/evidence`). Its loop draws the judges once the seed
+block is mined and settles the duel after the reveal window.
 
 Judge: the same loop runs `judge.runner.JudgeRunner` over the duels this node was drawn for, asking the
 node's own model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
@@ -39,8 +39,9 @@ from node.managers.communication import (
     PeerDeclinedError,
     PeerFailedError,
     RemoteAnswer,
+    RemoteStream,
 )
-from node.managers.dispatch import whole_request
+from node.managers.dispatch import streamed_request, whole_request
 from node.protocol import new_request_id
 from node.routing import candidates_for_delegation, selection_seed
 from node.signing import SignedResult
@@ -74,7 +75,7 @@ class DuelManager:
         store: EvidenceStore,
         journal: VoteJournal,
         ask_model: JudgeModel,
-        verify: Callable[[RemoteAnswer, str, Sequence[Mapping[str, Any]] | str], SignedResult],
+        verify: Callable[[RemoteAnswer | RemoteStream, str, Sequence[Mapping[str, Any]] | str], SignedResult],
         k_exec: int = 1,
         poll_interval_s: float = 1.0,
         settle_grace_blocks: int = 2,
@@ -106,46 +107,6 @@ class DuelManager:
         self._runner: JudgeRunner | None = None
 
     # ---- origin: opening duels ----------------------------------------------------------------
-
-    def consider(
-        self,
-        greq: GenerationRequest,
-        kind: str,
-        raw_request: Mapping[str, Any],
-        prompt: Sequence[Mapping[str, Any]] | str,
-        first_text: str,
-        first: SignedResult,
-        route: Sequence[str],
-    ) -> None:
-        """After a verified delegated *streamed* answer to a user: maybe make it a duel (the second answer
-        is asked for now, in the background; whole requests race instead, see `race`)."""
-        if route or not self.should_inspect():
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._duel(greq, kind, raw_request, prompt, first_text, first)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _duel(
-        self,
-        greq: GenerationRequest,
-        kind: str,
-        raw_request: Mapping[str, Any],
-        prompt: Sequence[Mapping[str, Any]] | str,
-        first_text: str,
-        first: SignedResult,
-    ) -> None:
-        try:
-            second = await self._second_answer(greq, kind, raw_request, prompt, [first.executor])
-        except Exception as exc:  # off the request path: log, count, and leave it
-            self._count("wwwserve_duels_total", event="open_failed")
-            logger.warning("a duel for %s was not opened: %s", greq.request_id, exc)
-            return
-        if second is None:
-            self._count("wwwserve_duels_total", event="no_second_executor")
-            return
-        await self._open(greq, prompt, (first_text, first), (second.result.text, second.attestation))
 
     async def _open(
         self,
@@ -179,11 +140,13 @@ class DuelManager:
         prompt: Sequence[Mapping[str, Any]] | str,
         exclude: Collection[str],
         asked: set[str] | None = None,
-    ) -> RemoteAnswer | None:
-        """A verified whole answer (its `attestation` checked) from an executor drawn by PoS among the peers
-        not in `exclude`, or None. Every peer asked is added (lower case) to `asked`."""
+        streamed: bool = False,
+    ) -> RemoteAnswer | RemoteStream | None:
+        """An answer from an executor drawn by PoS among the peers not in `exclude`, or None: a verified
+        whole answer (its `attestation` checked), or with `streamed` a primed stream (checked when it
+        ends). Every peer asked is added (lower case) to `asked`."""
         comm = self.communication
-        request = whole_request(raw_request)
+        request = streamed_request(raw_request) if streamed else whole_request(raw_request)
         failed: set[str] = set()
         # Busy peers decline; like the reference (which re-queues the request when no B is found), try
         # again a few times: the user is not waiting on this.
@@ -202,6 +165,8 @@ class DuelManager:
                 body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
                                     route=[self.my_address], accept_check=True)
                 try:
+                    if streamed:
+                        return await comm.open_delegation(peer, body, greq)
                     answer = await comm.delegate_whole(peer, body, greq)
                 except PeerDeclinedError:
                     continue
@@ -219,6 +184,26 @@ class DuelManager:
                 return answer
         logger.info("duel: no second executor took %s", greq.request_id)
         return None
+
+    async def _whole(
+        self, answer: RemoteAnswer | RemoteStream, prompt: Sequence[Mapping[str, Any]] | str, checked: bool
+    ) -> tuple[str, SignedResult] | None:
+        """The text and checked attestation of a duel's other answer, or None if it fails or does not
+        verify. A stream is read to its end (and closed); `checked`: a whole answer was verified already."""
+        try:
+            if isinstance(answer, RemoteStream):
+                try:
+                    text = "".join([delta.text async for delta in answer])
+                finally:
+                    await answer.aclose()
+            else:
+                text = answer.result.text
+            if isinstance(answer, RemoteAnswer) and checked:
+                return text, answer.attestation
+            return text, self.verify(answer, text, prompt)
+        except Exception as exc:  # off the request path: no duel then
+            logger.warning("duel: the other answer of %s is unusable: %s", answer.request.request_id, exc)
+            return None
 
     def race(
         self,
@@ -328,9 +313,11 @@ class DuelRace:
 
     The dispatcher calls `start` when it delegates the request (the duel draw happens there, so a request
     run locally never becomes a duel), then `first_of` with its own delegation to the first candidate: it
-    returns the first of the two answers, and the slower one keeps running for the duel. `served` says
-    which answer the user got; the duel opens in the background once the other is in (A = the served
-    answer). `cancel` drops the race (the request ran locally, or failed).
+    returns the first of the two answers (whole answers, or primed streams: the first to produce output),
+    and the slower one keeps running for the duel. `served` says which answer the user got, once it is
+    whole and checked; the duel opens in the background once the other is in (A = the served answer).
+    `cancel` drops the race unless `served` came first (the request ran locally, failed, or the user went
+    away mid-stream): what still runs is cancelled and an unread stream closed, so the executor stops.
     """
 
     def __init__(self, manager: DuelManager, greq: GenerationRequest, kind: str, raw_request: Mapping[str, Any],
@@ -341,38 +328,45 @@ class DuelRace:
         self.raw_request = raw_request
         self.prompt = prompt
         self.drawn = False
-        self.rival: asyncio.Task[RemoteAnswer | None] | None = None
+        self.streamed = False
+        self.rival: asyncio.Task[RemoteAnswer | RemoteStream | None] | None = None
         self.contender: asyncio.Future[Any] | None = None  # the first candidate's delegation, if the rival won
         self.rival_won = False
+        self.is_served = False
         self.asked: set[str] = set()  # peers the rival asked (lower case): the dispatcher must not ask them too
         self.excluded: set[str] = set()  # peers the rival must not ask: the first candidate, the served executor
 
-    def start(self, exclude: Sequence[str]) -> None:
+    def start(self, exclude: Sequence[str], streamed: bool = False) -> None:
         """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
         if self.drawn:
             return
         self.drawn = True
         if not self.manager.should_inspect():
             return
+        self.streamed = streamed
         self.excluded.update(address.lower() for address in exclude)
         self.rival = asyncio.get_running_loop().create_task(self._rival())
 
-    async def _rival(self) -> RemoteAnswer | None:
+    async def _rival(self) -> RemoteAnswer | RemoteStream | None:
         try:
             return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt,
-                                                     self.excluded, self.asked)
+                                                     self.excluded, self.asked, streamed=self.streamed)
         except Exception as exc:  # off the request path
             logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
             return None
 
-    async def first_of(self, first: asyncio.Future[T]) -> T | RemoteAnswer:
+    async def first_of(self, first: asyncio.Future[T]) -> T | RemoteAnswer | RemoteStream:
         """The first answer in: `first`'s (the dispatcher's delegation) or the rival's, when the rival's
         arrives first and `first` has not answered yet."""
         rival = self.rival
         if rival is None or self.rival_won:
             return await first
         both: set[asyncio.Future[Any]] = {first, rival}
-        done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            first.cancel()
+            raise
         if first in done:
             result = first.result()
             served = rival.result() if rival.done() else None
@@ -390,40 +384,45 @@ class DuelRace:
         self.manager._count("wwwserve_duels_total", event="second_answered_first")
         return answer
 
-    def served(self, remote: RemoteAnswer, attestation: SignedResult) -> None:
-        """The user got `remote` (checked: `attestation`); open the duel against the other answer."""
-        if self.rival is None:
+    def served(self, text: str, attestation: SignedResult) -> None:
+        """The user got the whole answer `text` (checked: `attestation`); open the duel against the other."""
+        if self.rival is None or self.is_served:
             return
+        self.is_served = True
         self.excluded.add(attestation.executor.lower())  # a rival still looking must find someone else
-        task = asyncio.get_running_loop().create_task(self._duel_after(remote, attestation))
+        task = asyncio.get_running_loop().create_task(self._duel_after(text, attestation))
         self.manager._tasks.add(task)
         task.add_done_callback(self.manager._tasks.discard)
 
-    async def _duel_after(self, remote: RemoteAnswer, attestation: SignedResult) -> None:
+    async def _duel_after(self, text: str, attestation: SignedResult) -> None:
         manager = self.manager
-        other: RemoteAnswer | None
-        if self.rival_won:
-            other = await self.contender if self.contender is not None else None
-            if other is not None:
-                try:
-                    manager.verify(other, other.result.text, self.prompt)  # checks other.attestation
-                except PeerFailedError as exc:
-                    logger.warning("duel: the first executor's answer does not verify: %s", exc)
-                    other = None
-        else:
-            assert self.rival is not None
-            other = await self.rival
-        if other is None or other.attestation is None:
+        pending = self.contender if self.rival_won else self.rival
+        try:
+            other = await pending if pending is not None else None
+        except Exception:  # the contender's delegation failed (the rival's never raises)
+            other = None
+        # The rival's whole answer was checked when it came in; the contender's and any stream were not.
+        whole = await manager._whole(other, self.prompt, checked=not self.rival_won) if other is not None else None
+        if whole is None:
             manager._count("wwwserve_duels_total", event="no_second_executor")
             return
-        await manager._open(self.greq, self.prompt, (remote.result.text, attestation),
-                            (other.result.text, other.attestation))
+        await manager._open(self.greq, self.prompt, (text, attestation), whole)
 
     def cancel(self) -> None:
-        """No duel after all: stop what is still running."""
+        """No duel after all (unless the user was served already): stop what still runs, close unread streams."""
+        if self.is_served:
+            return
         for task in (self.rival, self.contender):
-            if task is not None and not task.done():
+            if task is None:
+                continue
+            if not task.done():
                 task.cancel()
+            elif not task.cancelled() and task.exception() is None \
+                    and isinstance(stream := task.result(), RemoteStream):
+                # Closing is idempotent: the stream the user read, if it is this one, is closed already.
+                closing = asyncio.get_running_loop().create_task(stream.aclose())
+                self.manager._tasks.add(closing)
+                closing.add_done_callback(self.manager._tasks.discard)
 
 
 def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:

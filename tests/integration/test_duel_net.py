@@ -107,7 +107,7 @@ def test_a_users_request_becomes_a_duel_that_judges_settle_on_chain(
         first_executor = resp.json()["wwwserve"]["executor"]
         assert first_executor in addresses[1:3]
 
-        # A streamed request becomes a duel too: the stream comes from one executor, the other answers after.
+        # A streamed request becomes a duel too: the user reads the stream that started first, the other is judged.
         streamed_executor = None
         with httpx.stream("POST", f"http://127.0.0.1:{ports[0]}/v1/chat/completions", timeout=30,
                           json={"model": MODEL, "stream": True,

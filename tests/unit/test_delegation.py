@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import nacl.signing
 import pytest
+import uvicorn
 
 from node.app import create_app
 from node.backends.base import Backend
@@ -176,10 +178,16 @@ class Node:
 
 
 class Net:
-    def __init__(self) -> None:
+    """In-process nodes; with `live=True` each is a real uvicorn server on loopback and the nodes talk over
+    their real aiohttp client (for streaming timing: httpx's ASGI transport buffers a whole response)."""
+
+    def __init__(self, live: bool = False) -> None:
         self.registry: dict[str, Record] = {}
         self.router = Router()
         self.nodes: dict[str, Node] = {}
+        self.live = live
+        self.sockets: dict[str, socket.socket] = {}
+        self.servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     def add(
         self,
@@ -198,11 +206,17 @@ class Net:
         from eth_utils.address import to_checksum_address
 
         address = to_checksum_address(address)
-        self.registry[address] = Record(address, bytes(key.verify_key), f"http://{name}", frozenset(models), stake_wei)
+        endpoint = f"http://{name}"
+        if self.live:
+            sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.registry[address] = Record(address, bytes(key.verify_key), endpoint, frozenset(models), stake_wei)
         ledger = FakeLedger(address, self.registry)
         comm = CommunicationManager(
-            my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger, http=RouterClient(self.router),
-            probe_timeout_s=1.0, ban_initial_s=30.0, ban_max_s=60.0,
+            my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger,
+            http=None if self.live else RouterClient(self.router), probe_timeout_s=1.0, ban_initial_s=30.0,
+            ban_max_s=60.0,
         )
         pol = {"rng_seed": index, "auto_stake": False, **(policy or {})}
         settings = load_settings(overrides={
@@ -220,7 +234,26 @@ class Net:
         return node
 
     def client(self, name: str) -> httpx.AsyncClient:
+        if self.live:
+            return httpx.AsyncClient(base_url=self.registry[self.nodes[name].address].endpoint, timeout=10)
         return httpx.AsyncClient(transport=self.router, base_url=f"http://{name}", timeout=10)
+
+    async def serve(self) -> None:
+        """Start every live node's server (its lifespan too) in this event loop."""
+        for name, node in self.nodes.items():
+            server = uvicorn.Server(uvicorn.Config(node.app, log_level="warning", timeout_graceful_shutdown=1))
+            task = asyncio.get_running_loop().create_task(server.serve(sockets=[self.sockets[name]]))
+            self.servers.append((server, task))
+            while not server.started:
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        for server, _ in self.servers:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task in self.servers), return_exceptions=True)
+        for sock in self.sockets.values():
+            sock.close()
 
 
 class ForwardingPolicy(DefaultPolicy):
@@ -257,6 +290,15 @@ def anyio_backend() -> str:
 @pytest.fixture
 def net() -> Net:
     return Net()
+
+
+@pytest.fixture
+async def live_net() -> AsyncIterator[Net]:
+    net = Net(live=True)
+    try:
+        yield net
+    finally:
+        await net.aclose()
 
 
 # ---- the happy path -----------------------------------------------------------------------------
@@ -753,3 +795,100 @@ async def test_a_second_executor_found_late_is_never_the_one_that_served_the_use
     answer = await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], excluded)
     assert answer is not None and answer.attestation.executor != calls[0]
     assert len(set(calls)) == 2 and calls[2] == answer.attestation.executor
+
+
+# ---- streamed duels: the user gets the stream that starts first ----------------------------------
+
+
+async def _first_text_after(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, list[Any]]:
+    """Seconds to the first text chunk of a streamed answer, and all its events."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first: float | None = None
+    text = ""
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200
+        async for chunk in resp.aiter_text():
+            text += chunk
+            if first is None and '"content":"' in text.replace(": ", ":").replace('"content":""', ""):
+                first = loop.time() - started
+    assert first is not None, text
+    return first, sse(text)
+
+
+async def test_a_streamed_duel_serves_the_stream_that_starts_first(live_net: Net) -> None:
+    net = live_net
+    a = net.add("a", policy=DISPATCHER)
+    # Most stake: nearly always the first candidate, whose first token comes after 1.5 s; the rival
+    # (never the first candidate) starts at once and streams for ~0.5 s.
+    slow = net.add("slow", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=1.5, words=3)],
+                   stake_wei=100 * 10**18)
+    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9, tokens_per_s=20)])
+    duels = RecordingDuels(a, inspect=True)
+    await net.serve()
+    loop = asyncio.get_running_loop()
+    async with net.client("a") as client:
+        for i in range(3):
+            first, events = await _first_text_after(client, {**CHAT, "stream": True, "user": f"u{i}"})
+            assert first < 1.2  # the user never waited for the slow stream's first token (1.5 s)
+            signed = [e for e in events if isinstance(e, dict) and e.get("wwwserve")]
+            assert signed[-1]["wwwserve"]["executor"] == fast.address and events[-1] == "[DONE]"
+            deadline = loop.time() + 5
+            while len(duels.opened) <= i and loop.time() < deadline:  # the slow stream is read to its end
+                await asyncio.sleep(0.05)
+    # Every duel: the served (fast) stream as A, the slow one, read whole and verified, as B.
+    assert [(x, y) for x, y, _, _ in duels.opened] == [(fast.address, slow.address)] * 3
+    assert all(len(x.split()) == 9 and len(y.split()) == 3 for _, _, x, y in duels.opened)
+    assert "second_answered_first" in duels.events
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {fast.address: 3000}  # only the served streams are paid
+
+
+async def running(backends: list[FakeBackend]) -> list[int]:
+    return [(await b.load()).running for b in backends]
+
+
+async def test_a_user_leaving_a_streamed_duel_stops_both_executors(live_net: Net) -> None:
+    net = live_net
+    a = net.add("a", policy=DISPATCHER)
+    # Two executors streaming 60 words at 10 words/s: both run for ~6 s unless stopped.
+    backends = [FakeBackend([MODEL], words=60, tokens_per_s=10) for _ in range(2)]
+    net.add("b", policy=EXECUTOR, backends=[backends[0]])
+    net.add("c", policy=EXECUTOR, backends=[backends[1]])
+    duels = RecordingDuels(a, inspect=True)
+    await net.serve()
+    loop = asyncio.get_running_loop()
+    async with net.client("a") as client:
+        async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+            assert resp.status_code == 200
+            deadline = loop.time() + 3
+            async for _ in resp.aiter_text():  # both copies running, text reaching the user: leave
+                if await running(backends) == [1, 1] or loop.time() > deadline:
+                    break
+            assert await running(backends) == [1, 1] and [b.requests_seen for b in backends] == [1, 1]
+        left = loop.time()
+        while any(await running(backends)) and loop.time() < left + 3:
+            await asyncio.sleep(0.05)
+    assert await running(backends) == [0, 0]  # both stopped long before their 6 s
+    assert loop.time() - left < 3
+    await asyncio.sleep(0.3)
+    assert duels.opened == [] and "no_second_executor" not in duels.events  # no duel: nothing was served
+
+
+async def test_a_streamed_duels_other_answer_dying_midway_opens_no_duel(live_net: Net) -> None:
+    net = live_net
+    a = net.add("a", policy=DISPATCHER)
+    net.add("dying", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=0.5, words=9, fail_after_words=2)],
+            stake_wei=100 * 10**18)
+    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9)])
+    duels = RecordingDuels(a, inspect=True)
+    await net.serve()
+    async with net.client("a") as client:
+        _, events = await _first_text_after(client, {**CHAT, "stream": True})
+    signed = [e for e in events if isinstance(e, dict) and e.get("wwwserve")]
+    assert signed[-1]["wwwserve"]["executor"] == fast.address and events[-1] == "[DONE]"  # the user is unaffected
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while "no_second_executor" not in duels.events and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert duels.opened == [] and "no_second_executor" in duels.events
