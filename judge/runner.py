@@ -19,8 +19,8 @@ driven by the node (indexer + peer API + its backend) and by tests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from judge.evidence import DuelRecord, Evidence, EvidenceError, verify_evidence
@@ -105,6 +105,7 @@ class JudgeRunner:
     # Evidence not served yet is asked for again on later passes, until this many blocks before the commit
     # window closes; then the judge votes NO_EVIDENCE (the origin may simply not have indexed the draw yet).
     commit_margin_blocks: int = 2
+    _busy: set[int] = field(default_factory=set, init=False, repr=False)  # duels a pass is acting on now
 
     async def decide(self, record: DuelRecord, last_chance: bool = True) -> tuple[int, str] | None:
         """The vote for a duel (contract value) and why; None when the evidence is not there yet and this
@@ -134,22 +135,34 @@ class JudgeRunner:
         vote = {Choice.A: VOTE_A, Choice.B: VOTE_B}.get(choice, VOTE_ABSTAIN)
         return vote, f"in order {first.value}, swapped {second.value}"
 
-    async def run_once(self) -> list[JudgeAction]:
-        """One pass over this node's duels; every step that failed is retried on a later pass."""
+    async def run_once(self, steps: Collection[JudgeStep] | None = None) -> list[JudgeAction]:
+        """One pass over this node's duels; every step that failed is retried on a later pass.
+
+        With `steps`, only duels whose next step is one of them are acted on: the node runs DECIDE (which
+        waits for its model, maybe behind user requests) in a lane of its own, so a slow decision never
+        holds up another duel's commit or reveal. A duel one lane is acting on is skipped by the other.
+        """
         actions = []
         block = self.chain.block_number()
         for record, view in self.chain.my_duels():
+            if record.duel_id in self._busy:
+                continue
             entry = self.journal.get(record.duel_id)
             if entry is not None and view.revealed_vote is not None and entry.state != "revealed":
                 entry = self.journal.mark(record.duel_id, "revealed")  # the chain has it: catch up
             elif entry is not None and view.committed and entry.state == "decided":
                 entry = self.journal.mark(record.duel_id, "committed")
             step = next_step(view, entry, block, settle_grace_blocks=self.settle_grace_blocks)
+            if steps is not None and step not in steps:
+                continue
+            self._busy.add(record.duel_id)
             try:
                 detail = await self._do(step, record, view, block)
             except Exception as exc:  # a reverted or failed tx: the next pass re-reads the chain and retries
                 logger.warning("duel %d: %s failed: %s", record.duel_id, step.value, exc)
                 detail = f"failed: {exc}"
+            finally:
+                self._busy.discard(record.duel_id)
             if step not in (JudgeStep.WAIT, JudgeStep.DONE) and detail is not None:
                 actions.append(JudgeAction(record.duel_id, step, detail))
         return actions

@@ -11,9 +11,11 @@ the contract escrows the duel's fees from its credit), stores the evidence (`jud
 and serves it to the duel's drawn judges only (`/peer/evidence`). Its loop draws the judges once the seed
 block is mined and settles the duel after the reveal window.
 
-Judge: the same loop runs `judge.runner.JudgeRunner` over the duels this node was drawn for, asking the
-node's own model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
-OpenAI-compatible endpoint (a stronger model than the one served).
+Judge: `judge.runner.JudgeRunner` works through the duels this node was drawn for, asking the node's own
+model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
+OpenAI-compatible endpoint (a stronger model than the one served). Its decisions (which wait for that
+model, on a busy node behind user requests) run in a loop of their own, so they never delay a commit or a
+reveal of another duel: the chain's windows are counted in blocks and do not wait.
 
 Everything here is off the request path and never raises into it: a failure is logged and counted
 (`wwwserve_duels_total{event}`) and the duel is simply not opened, or left to the chain's windows.
@@ -29,7 +31,7 @@ from typing import Any, TypeVar
 
 from judge.chain import LedgerJudgeChain
 from judge.evidence import DuelRecord, Evidence, EvidenceError, duel_hashes
-from judge.journal import VoteJournal
+from judge.journal import JudgeStep, VoteJournal
 from judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
 from judge.store import EvidenceStore
 from node.backends.base import GenerationRequest
@@ -103,7 +105,7 @@ class DuelManager:
         self._on_close = on_close  # e.g. closes a judge backend of its own
         self._count = count or (lambda *_a, **_k: None)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._runner: JudgeRunner | None = None
 
     # ---- origin: opening duels ----------------------------------------------------------------
@@ -269,37 +271,46 @@ class DuelManager:
             except Exception as exc:  # e.g. someone else settled first: the indexer will say so
                 logger.info("duel %d: %s", duel.id, exc)
 
-    async def run_once(self) -> None:
-        """One round of origin duties and judging."""
+    def _judge_runner(self) -> JudgeRunner:
         if self._runner is None:  # built on first use: the ledger's indexer and client exist once it started
             chain = LedgerJudgeChain(self.ledger.indexer, self.ledger.client, self.my_address, self.ledger.run_tx)
             self._runner = JudgeRunner(chain, self.journal, self._fetch_evidence, self.ask_model,
                                        settle_grace_blocks=self.settle_grace_blocks,
                                        max_tokens=self.judge_max_tokens)
-        await self._origin_duties(self._runner.chain.block_number())
-        for action in await self._runner.run_once():
+        return self._runner
+
+    async def run_once(self, judge_steps: Collection[JudgeStep] | None = None, origin: bool = True) -> None:
+        """One round of origin duties (with `origin`) and judging (only `judge_steps`, when given)."""
+        runner = self._judge_runner()
+        if origin:
+            await self._origin_duties(runner.chain.block_number())
+        for action in await runner.run_once(judge_steps):
             self._count("wwwserve_judge_steps_total", step=action.step.value)
             logger.info("judging duel %d: %s %s", action.duel_id, action.step.value, action.detail)
 
-    async def _loop(self) -> None:
+    async def _loop(self, judge_steps: Collection[JudgeStep], origin: bool) -> None:
         while True:
             await asyncio.sleep(self.poll_interval_s)
             try:
-                await self.run_once()
+                await self.run_once(judge_steps, origin)
             except Exception:
                 logger.warning("duel round failed", exc_info=True)
 
     def start(self) -> None:
-        """Start the loop (origin duties and judging)."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        """Start the loops: origin duties with the judge's transactions, and the judge's decisions apart (a
+        decision waits for the judge model, maybe behind user requests; commits and reveals must not)."""
+        if not self._loop_tasks:
+            loop = asyncio.get_running_loop()
+            chain_steps = [step for step in JudgeStep if step is not JudgeStep.DECIDE]
+            self._loop_tasks = [loop.create_task(self._loop(chain_steps, origin=True)),
+                                loop.create_task(self._loop([JudgeStep.DECIDE], origin=False))]
 
     async def aclose(self) -> None:
         """Stop the loop; duels being opened get a moment to finish, then the stores close."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in self._loop_tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+                await task
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
         self.store.close()

@@ -48,6 +48,7 @@ class FakeChain:
     records: dict[int, DuelRecord] = field(default_factory=dict)
     commit_end: int = 20
     reveal_end: int = 30
+    windows: dict[int, tuple[int, int]] = field(default_factory=dict)  # per duel, else the two above
     commitments: dict[int, bytes] = field(default_factory=dict)
     votes: dict[int, int] = field(default_factory=dict)
     settled: set[int] = field(default_factory=set)
@@ -58,10 +59,13 @@ class FakeChain:
         return self.block
 
     def my_duels(self) -> Sequence[tuple[DuelRecord, DuelView]]:
-        return [(r, DuelView(r.duel_id, "settled" if r.duel_id in self.settled else "voting", self.commit_end,
-                             self.reveal_end, r.duel_id in self.commitments or r.duel_id in self.votes,
+        return [(r, DuelView(r.duel_id, "settled" if r.duel_id in self.settled else "voting",
+                             *self.window(r.duel_id), r.duel_id in self.commitments or r.duel_id in self.votes,
                              self.votes.get(r.duel_id), all_revealed=r.duel_id in self.votes))
                 for r in self.records.values()]
+
+    def window(self, duel_id: int) -> tuple[int, int]:
+        return self.windows.get(duel_id, (self.commit_end, self.reveal_end))
 
     def key_of(self, address: str) -> bytes | None:
         key = KEYS.get(to_checksum_address(address))
@@ -78,14 +82,15 @@ class FakeChain:
         return f"0x{len(self.sent):064x}"
 
     async def commit(self, duel_id: int, commitment: bytes) -> str:
-        assert self.block <= self.commit_end, "Duel: commit window over"
+        assert self.block <= self.window(duel_id)[0], "Duel: commit window over"
         assert duel_id not in self.commitments and duel_id not in self.votes, "Duel: already committed"
         tx = self._tx(f"commit {duel_id}")
         self.commitments[duel_id] = commitment
         return tx
 
     async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str:
-        assert self.commit_end < self.block <= self.reveal_end, "Duel: reveal window"
+        commit_end, reveal_end = self.window(duel_id)
+        assert commit_end < self.block <= reveal_end, "Duel: reveal window"
         assert duel_id not in self.votes, "Duel: already revealed"
         assert self.commitments.pop(duel_id) == self.commitment_of(duel_id, vote, salt), "reveal does not match"
         tx = self._tx(f"reveal {duel_id}")
@@ -219,3 +224,35 @@ def test_prompt_text_renders_chats_and_plain_prompts() -> None:
     assert prompt_text("2+2?") == "2+2?"
     assert prompt_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]) == \
         "system: Be brief.\nuser: 2+2?"
+
+
+def test_a_slow_decision_never_holds_up_another_duels_reveal(tmp_path: Path) -> None:
+    chain = FakeChain()
+    first, first_evidence = make_duel(1, "Lyon.", "Paris.")
+    second, second_evidence = make_duel(2, "Madrid.", "Rome.")
+    chain.records[1] = first
+    gate = asyncio.Event()
+
+    async def model(prompt: str, max_tokens: int | None) -> str:
+        if "Madrid." in prompt:
+            await gate.wait()  # this judge's model is busy (e.g. behind user requests)
+        return "A" if prompt.split("Answer A: ")[1].startswith("Paris.") else "B"
+
+    judge = runner(tmp_path, chain, {1: first_evidence, 2: second_evidence}, model)
+    chain_steps = [step for step in JudgeStep if step is not JudgeStep.DECIDE]
+
+    async def scenario() -> None:
+        assert [a.step for a in await judge.run_once([JudgeStep.DECIDE])] == [JudgeStep.DECIDE]  # duel 1 committed
+        chain.records[2] = second
+        chain.windows[2] = (40, 50)
+        chain.block = 21  # duel 1's reveal window is open; duel 2 still takes commitments
+        deciding = asyncio.ensure_future(judge.run_once([JudgeStep.DECIDE]))
+        await asyncio.sleep(0.05)
+        assert not deciding.done()  # waiting for the model on duel 2
+        assert [a.step for a in await judge.run_once(chain_steps)] == [JudgeStep.REVEAL]
+        assert chain.votes == {1: VOTE_B}  # revealed while the other decision waits
+        gate.set()
+        assert [(a.duel_id, a.step) for a in await deciding] == [(2, JudgeStep.DECIDE)]
+        assert chain.sent == ["commit 1", "reveal 1", "commit 2"]
+
+    asyncio.run(scenario())
