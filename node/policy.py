@@ -36,6 +36,7 @@ __all__ = [
     "PolicyInputError",
     "PolicyLoadError",
     "load_policy",
+    "observed_load",
     "stake_change_wei",
 ]
 
@@ -137,6 +138,16 @@ class ModelLoad:
             raise PolicyInputError(f"kv_usage must be in [0, 1], got {self.kv_usage!r}")
         _check_count("running", self.running)
         _check_count("waiting", self.waiting)
+
+
+def observed_load(kv_usage: float, running: int, waiting: int, occupancy: float = 0.0) -> ModelLoad:
+    """What the policy is told about an engine that reports (KV usage, running, waiting).
+
+    An engine that queues requests is full whatever its KV figure says (vLLM only queues when its KV
+    cache is; a one-at-a-time engine queues at once), and the node's own slot `occupancy` bounds it from
+    below. Used by the live Policy manager and by the simulator alike.
+    """
+    return ModelLoad(kv_usage=1.0 if waiting > 0 else max(kv_usage, occupancy), running=running, waiting=waiting)
 
 
 @dataclass(frozen=True)

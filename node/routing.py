@@ -33,6 +33,7 @@ __all__ = [
     "audit_selection",
     "candidates_for_delegation",
     "pos_sample",
+    "routable_stake_wei",
     "selection_seed",
     "uniform_for",
 ]
@@ -70,6 +71,12 @@ class Peer:
         if not isinstance(self.models, frozenset):
             # Accept any iterable of names for convenience; the stored field stays a frozenset.
             object.__setattr__(self, "models", frozenset(self.models))
+
+
+def routable_stake_wei(active_stake_wei: int, min_stake_wei: int) -> int:
+    """The stake routing weighs a node by: its active stake from MIN_STAKE up (as the contract's sortition
+    tree), else 0. A node slashed below the minimum is neither delegated to nor drawn as a judge."""
+    return active_stake_wei if active_stake_wei >= min_stake_wei else 0
 
 
 def _norm(address: str) -> str:

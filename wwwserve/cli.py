@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wwwserve import __version__
+from wwwserve.sim_cli import sim_app
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -62,7 +63,7 @@ stake_app = typer.Typer(help="Stake credit, unstake (unbonding), withdraw, and s
                         no_args_is_help=True)
 duel_app = typer.Typer(help="Inspect duels recorded on-chain.", no_args_is_help=True)
 for sub, name in ((devnet_app, "devnet"), (wallet_app, "wallet"), (node_app, "node"), (credit_app, "credit"),
-                  (stake_app, "stake"), (duel_app, "duel")):
+                  (stake_app, "stake"), (duel_app, "duel"), (sim_app, "sim")):
     app.add_typer(sub, name=name)
 
 

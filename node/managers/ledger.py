@@ -49,7 +49,7 @@ from ledger.home import wwwserve_home
 from ledger.indexer import AccountInfo, Indexer
 from ledger.tx import TxSender, connect, is_transient
 from node.policy import LoadSnapshot, Policy, stake_change_wei
-from node.routing import Peer
+from node.routing import Peer, routable_stake_wei
 from node.settings import NodeSettings
 from node.vouchers import (
     SignedVoucher,
@@ -362,7 +362,8 @@ class LedgerManager:
                     pubkey=pubkey,
                     endpoint=node.endpoint.rstrip("/"),
                     models=frozenset(node.models),
-                    stake_wei=_routable(entry.active_stake_wei if entry is not None else 0, self._min_stake_wei),
+                    stake_wei=routable_stake_wei(entry.active_stake_wei if entry is not None else 0,
+                                                 self._min_stake_wei),
                 )
         claimed_from_me: dict[str, int] = {}
         claimed_by_me: dict[str, int] = {}
@@ -641,12 +642,6 @@ class LedgerManager:
                 continue
             # A fixed stake is held: checked every interval, topped up from credit after a lost duel took it.
             delay_s = interval_s
-
-
-def _routable(active_stake_wei: int, min_stake_wei: int) -> int:
-    """The stake routing weighs a node by: its active stake from MIN_STAKE up (as the contract's sortition
-    tree), else 0. A node slashed below the minimum is neither delegated to nor drawn as a judge."""
-    return active_stake_wei if active_stake_wei >= min_stake_wei else 0
 
 
 @functools.lru_cache(maxsize=4096)

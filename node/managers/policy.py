@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from node.managers.model import ModelManager
 from node.managers.request import RequestManager
-from node.policy import Decision, LoadSnapshot, ModelLoad, Policy
+from node.policy import Decision, LoadSnapshot, ModelLoad, Policy, observed_load
 
 __all__ = ["PolicyManager"]
 
@@ -46,15 +46,12 @@ class PolicyManager:
                 models[name] = ModelLoad(kv_usage=occupancy, running=self.request_manager.running,
                                          waiting=self.request_manager.waiting)
             else:
-                # The node's own slots bound what the backend sees; the busier of the two is the truth. An
-                # engine that queues requests is full whatever its KV figure says (vLLM only queues when
-                # its KV cache is; a one-at-a-time engine like the local backend queues at once).
-                kv_usage = 1.0 if load.waiting > 0 else max(load.kv_usage, occupancy)
+                # The node's own slots bound what the backend sees; the busier of the two is the truth.
+                models[name] = observed_load(load.kv_usage, load.running, load.waiting, occupancy)
                 if load.max_running is not None and self.request_manager.active(name) >= load.max_running:
                     # A fixed-concurrency engine with every slot taken by requests admitted here (some
                     # perhaps not handed to it yet): one more would wait.
-                    kv_usage = 1.0
-                models[name] = ModelLoad(kv_usage=kv_usage, running=load.running, waiting=load.waiting)
+                    models[name] = ModelLoad(kv_usage=1.0, running=load.running, waiting=load.waiting)
         try:
             credit = self._credit_wei()
         except Exception:

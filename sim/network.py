@@ -1,0 +1,558 @@
+"""The simulated network: nodes, links, the ledger's block clock, and the event loop that drives them.
+
+One implementation, two drivers. Every decision a node makes here is made by the live node's own code,
+called the same way the live node calls it:
+
+- dispatch (`Policy.decide_dispatch`), the fallback after no peer accepted (`Policy.decide_fallback`),
+  probe acceptance (`Policy.accept_probe`), auto-stake (`node.policy.stake_change_wei`) — the policy
+  object comes from `node.policy.load_policy` with the node's `PolicyConfig`, seeded per node;
+- what the policy is told about an engine (`node.policy.observed_load`);
+- PoS candidates (`node.routing.candidates_for_delegation` with `node.routing.selection_seed` over a
+  block hash), and which stake is routable (`node.routing.routable_stake_wei`).
+
+The procedure around those calls mirrors `node.managers.dispatch.Dispatcher.plan`: a node that serves the
+model asks its policy; OFFLOAD draws `k_exec + 2` candidates; the first gets the request with its probe
+folded in (it runs it only if it would accept); if it declines, the others are probed in parallel and
+the first acceptor in candidate order gets it; nobody → the policy's fallback (QUEUE here, or RETRY
+after `retry_delay_s`). A delegated request is dispatched again at the node it reaches (multi-hop, never
+back onto its route, at most `max_hops`). Fees (`fee_wei` per delegation) go hop by hop when the answer
+comes back, and an OFFLOAD needs free credit, as live.
+
+Simplifications (each one says what it changes):
+- A probe's answer is decided from the candidate's load when the probe is sent, and arrives a round
+  trip later (the live candidate looks at its load half a round trip later; sub-second staleness).
+- Stake changes are visible to other nodes from the next block (a transaction is mined, indexers see
+  it); auto-stake ticks only while the stake is off its target or the node's load changes.
+- A node that leaves drops its work at once: requests it was executing for others are re-dispatched by
+  the node that sent them one link delay later (the live sender sees the connection fail); requests of
+  its own users fail. Peers stop routing to it at once (connection refused; the live node bans it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from node import policy as policy_module
+from node import routing
+from node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
+from sim.engine import EngineModel, EngineProfile, EngineRequest
+
+__all__ = ["LatencyModel", "Mode", "NodeSpec", "RequestRecord", "RequestSpec", "SimConfig", "Simulation"]
+
+Mode = Literal["decentralized", "single", "centralized"]
+
+WEI_PER_CREDIT = 10**18
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One provider: its engine, the models it serves, its policy knobs, when it is online."""
+
+    name: str
+    profile: EngineProfile
+    models: tuple[str, ...] = ("qwen3-8b",)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    region: str = "default"
+    join_s: float = 0.0
+    leave_s: float | None = None
+    initial_credit_wei: int = 1000 * WEI_PER_CREDIT
+    policy_path: str = policy_module.DEFAULT_POLICY_PATH
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One user request of a workload: when, at which node, how long its prompt and answer are."""
+
+    arrival_s: float
+    source: str
+    prompt_tokens: int
+    output_tokens: int
+    model: str = "qwen3-8b"
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one request (one CSV row). `status`: done, timeout or failed."""
+
+    rid: int
+    source: str
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    status: str = "pending"
+    executor: str = ""
+    hops: int = 0
+    redispatches: int = 0
+    retries: int = 0
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    preemptions: int = 0
+
+    @property
+    def latency_s(self) -> float | None:
+        """End to end: submitted → the whole answer back at the user's node."""
+        return None if self.finish_s is None else self.finish_s - self.arrival_s
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """One-way link delays: `default_s` inside a region, `between[(a, b)]` (seconds, one way) across."""
+
+    default_s: float = 0.005
+    between: tuple[tuple[str, str, float], ...] = ()
+
+    def one_way(self, a: str, b: str) -> float:
+        if a == b:
+            return self.default_s
+        for x, y, s in self.between:
+            if (x == a and y == b) or (x == b and y == a):
+                return s
+        return self.default_s
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Network-wide settings of one run."""
+
+    mode: Mode = "decentralized"
+    seed: int = 0
+    latency: LatencyModel = LatencyModel()
+    block_time_s: float = 2.0
+    request_timeout_s: float = 600.0  # the live node's user timeout (reference: 600 s)
+    fee_wei: int = WEI_PER_CREDIT  # per delegation, paid to the next hop (reference: 1 credit)
+    min_stake_wei: int = 1  # the contract's MIN_STAKE: less stake is not routable
+    max_hops: int = 3
+    centralized_kv_threshold: float = 0.6  # the reference centralized dispatcher's "source node is idle"
+
+
+# Event kinds, in the order ties are broken at one instant (heap entries are (time, seq, kind, ...)).
+_ARRIVE, _ENGINE, _RETRY, _TIMEOUT, _JOIN, _LEAVE, _STAKE, _RETURN = range(8)
+
+
+class _Req:
+    """A request in flight (the engine's payload)."""
+
+    __slots__ = ("attempt", "engine_req", "executor", "model", "node_at", "record", "request_id", "route", "spec")
+
+    def __init__(self, record: RequestRecord, spec: RequestSpec) -> None:
+        self.record = record
+        self.spec = spec
+        self.model = spec.model
+        self.request_id = f"sim-{record.rid}"
+        self.route: list[int] = []  # nodes it passed through before the one holding it
+        self.node_at = -1
+        self.executor = -1
+        self.attempt = 0  # bumps on every re-dispatch, so stale events are ignored
+        self.engine_req: EngineRequest | None = None
+
+
+class _Node:
+    __slots__ = ("address", "credit_wei", "engine", "engine_version", "index", "models", "next_stake_tick",
+                 "online", "peer", "pending_stake", "policy", "queued_node", "queued_user", "spec",
+                 "stake_scheduled", "stake_wei", "visible_stake_wei")
+
+    def __init__(self, index: int, spec: NodeSpec, seed: int) -> None:
+        self.index = index
+        self.spec = spec
+        self.address = spec.name
+        self.models = frozenset(spec.models)
+        self.engine = EngineModel(spec.profile)
+        self.engine_version = 0
+        # One seeded rng per node: a node's decisions replay exactly, whatever the others do.
+        rng = random.Random(f"{seed}/{spec.name}")
+        self.policy = policy_module.load_policy(spec.policy_path, spec.policy, rng)
+        self.online = False
+        self.credit_wei = spec.initial_credit_wei  # free (unstaked) credit
+        self.stake_wei = 0  # this node's own view of its stake
+        self.visible_stake_wei = 0  # what the chain shows the others
+        self.pending_stake: tuple[float, int] | None = None  # (visible from, stake)
+        self.next_stake_tick = 0.0
+        self.stake_scheduled = False
+        self.queued_user = 0  # requests waiting here for a RETRY
+        self.queued_node = 0
+        self.peer: routing.Peer | None = None
+
+
+class Simulation:
+    """Runs `requests` over `nodes` under `config`; `run()` returns one `RequestRecord` per request."""
+
+    def __init__(self, nodes: Sequence[NodeSpec], requests: Iterable[RequestSpec], config: SimConfig | None = None,
+                 progress: Callable[[float, int, int], None] | None = None) -> None:
+        self.config = config or SimConfig()
+        if len({n.name for n in nodes}) != len(nodes):
+            raise ValueError("node names must be unique")
+        self.nodes = [_Node(i, spec, self.config.seed) for i, spec in enumerate(nodes)]
+        self._by_name = {n.address: n for n in self.nodes}
+        self.requests = sorted(requests, key=lambda r: r.arrival_s)
+        for spec in self.requests:
+            if spec.source not in self._by_name:
+                raise ValueError(f"request at {spec.arrival_s:.1f} s names an unknown node {spec.source!r}")
+        self.records: list[RequestRecord] = []
+        self._heap: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self.now = 0.0
+        self._progress = progress
+        self._open = 0
+        self.decisions = {action.value: 0 for action in Action}
+        self.delegations = 0
+        self.events = 0
+
+    # ---- the event queue ------------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, *args))
+
+    def run(self) -> list[RequestRecord]:
+        """Simulate until every request is done, timed out or failed."""
+        for node in self.nodes:
+            self._push(node.spec.join_s, _JOIN, node.index)
+            if node.spec.leave_s is not None:
+                self._push(node.spec.leave_s, _LEAVE, node.index)
+        for rid, spec in enumerate(self.requests):
+            record = RequestRecord(rid, spec.source, spec.arrival_s, spec.prompt_tokens, spec.output_tokens)
+            self.records.append(record)
+            req = _Req(record, spec)
+            self._push(spec.arrival_s, _ARRIVE, req, self._by_name[spec.source].index, 0, True)
+            self._push(spec.arrival_s + self.config.request_timeout_s, _TIMEOUT, req)
+        self._open = len(self.records)
+        report_every = max(1, len(self.records) // 100)
+        handlers = (self._on_arrive, self._on_engine, self._on_retry, self._on_timeout, self._on_join,
+                    self._on_leave, self._on_stake, self._on_return)
+        heap = self._heap
+        while heap and self._open > 0:
+            entry = heapq.heappop(heap)
+            self.now = entry[0]
+            self.events += 1
+            handlers[entry[2]](*entry[3:])
+            if self._progress is not None and self.events % (report_every * 8) == 0:
+                self._progress(self.now, len(self.records) - self._open, len(self.records))
+        if self._progress is not None:
+            self._progress(self.now, len(self.records) - self._open, len(self.records))
+        return self.records
+
+    def _close(self, req: _Req, status: str, at_s: float) -> None:
+        record = req.record
+        if record.status != "pending":
+            return
+        record.status = status
+        record.finish_s = at_s if status == "done" else None
+        self._open -= 1
+        req.attempt += 1  # whatever is still scheduled for it is stale now
+
+    # ---- chain and stake --------------------------------------------------------------------------
+
+    def block_hash(self, now_s: float) -> bytes:
+        """The hash of the latest block at `now_s` (what routing seeds from)."""
+        block = int(now_s // self.config.block_time_s)
+        return hashlib.sha256(b"sim-block/%d/%d" % (self.config.seed, block)).digest()
+
+    def _visible_stake(self, node: _Node) -> int:
+        pending = node.pending_stake
+        if pending is not None and self.now >= pending[0]:
+            node.visible_stake_wei = pending[1]
+            node.pending_stake = None
+            node.peer = None
+        return node.visible_stake_wei
+
+    def _peer(self, node: _Node) -> routing.Peer:
+        stake = routing.routable_stake_wei(self._visible_stake(node), self.config.min_stake_wei)
+        if node.peer is None or node.peer.stake_wei != stake:
+            node.peer = routing.Peer(node.address, stake, node.models, node.address)
+        return node.peer
+
+    def _auto_stake(self, node: _Node) -> None:
+        """Run the live auto-stake rule for every stake interval since the last one (lazily)."""
+        config = node.policy.config
+        if not node.online or (not config.auto_stake and config.fixed_stake_wei is None):
+            return
+        interval = max(config.auto_stake_interval_s, self.config.block_time_s)
+        if self.now < node.next_stake_tick:
+            if not node.stake_scheduled:
+                node.stake_scheduled = True
+                self._push(node.next_stake_tick, _STAKE, node.index)
+            return
+        ticks = int((self.now - node.next_stake_tick) // interval) + 1
+        node.next_stake_tick += ticks * interval
+        changed = False
+        for _ in range(min(ticks, 16)):
+            delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
+            if delta == 0:
+                break
+            node.stake_wei += delta
+            node.credit_wei -= delta
+            changed = True
+        if changed:
+            block = self.config.block_time_s
+            node.pending_stake = ((math.floor(self.now / block) + 1) * block, node.stake_wei)
+            if not node.stake_scheduled:  # look again next interval: the target may need more steps
+                node.stake_scheduled = True
+                self._push(node.next_stake_tick, _STAKE, node.index)
+
+    def _on_stake(self, index: int) -> None:
+        node = self.nodes[index]
+        node.stake_scheduled = False
+        self._auto_stake(node)
+
+    # ---- what the policy sees --------------------------------------------------------------------
+
+    def _snapshot(self, node: _Node) -> LoadSnapshot:
+        kv, running, waiting = node.engine.load(self.now)
+        load = policy_module.observed_load(kv, running, waiting)
+        models: dict[str, ModelLoad] = dict.fromkeys(node.models, load)
+        return LoadSnapshot(models=models, user_queue=node.queued_user, node_queue=node.queued_node,
+                            credit_wei=max(0, node.credit_wei))
+
+    # ---- joins and leaves ---------------------------------------------------------------------------
+
+    def _on_join(self, index: int) -> None:
+        node = self.nodes[index]
+        node.online = True
+        node.next_stake_tick = self.now
+        config = node.policy.config
+        if not config.auto_stake and config.fixed_stake_wei is None:
+            # Stake left to the operator: a node in a run with no staking rule stakes one unit on joining.
+            node.stake_wei = config.stake_unit_wei
+            node.credit_wei -= node.stake_wei
+            node.pending_stake = (self.now + self.config.block_time_s, node.stake_wei)
+        self._auto_stake(node)
+
+    def _on_leave(self, index: int) -> None:
+        node = self.nodes[index]
+        node.online = False
+        node.visible_stake_wei, node.pending_stake, node.peer = 0, None, None
+        engine = node.engine
+        node.engine = EngineModel(node.spec.profile)  # its work is gone
+        node.engine_version += 1
+        lost = [r.payload for r in [*engine.waiting, *engine._running]]
+        for req in lost:
+            self._lost_at(req, node)
+
+    def _lost_at(self, req: _Req, node: _Node) -> None:
+        """`req` was at `node`, which went away: its sender re-dispatches it, or its user loses it."""
+        if req.record.status != "pending":
+            return
+        req.attempt += 1
+        if not req.route:
+            self._close(req, "failed", self.now)
+            return
+        sender = self.nodes[req.route[-1]]
+        req.route.pop()
+        req.record.redispatches += 1
+        delay = self.config.latency.one_way(sender.spec.region, node.spec.region)
+        self._push(self.now + delay, _ARRIVE, req, sender.index, req.attempt, False)
+
+    # ---- requests --------------------------------------------------------------------------------------
+
+    def _on_timeout(self, req: _Req) -> None:
+        if req.record.status != "pending":
+            return
+        if req.engine_req is not None and req.executor >= 0:
+            executor = self.nodes[req.executor]
+            self._settle_engine(executor, executor.engine.abort(self.now, req.engine_req))
+        self._close(req, "timeout", self.now)
+
+    def _on_arrive(self, req: _Req, index: int, attempt: int, fresh: bool) -> None:
+        if attempt != req.attempt or req.record.status != "pending":
+            return
+        node = self.nodes[index]
+        if not node.online:
+            if not req.route:  # the user's own node is down: nobody to take the request
+                self._close(req, "failed", self.now)
+            else:
+                self._lost_at(req, node)
+            return
+        req.node_at = index
+        mode = self.config.mode
+        if mode == "single":
+            self._run_here(req, node)
+        elif mode == "centralized":
+            self._centralized(req, node)
+        else:
+            self._dispatch(req, node)
+
+    def _on_retry(self, req: _Req, index: int, attempt: int) -> None:
+        if attempt != req.attempt or req.record.status != "pending":
+            return
+        node = self.nodes[index]
+        if req.route:
+            node.queued_node -= 1
+        else:
+            node.queued_user -= 1
+        self._on_arrive(req, index, attempt, False)
+
+    def _dispatch(self, req: _Req, node: _Node) -> None:
+        """`Dispatcher.plan`, event-driven (see the module docstring)."""
+        self._auto_stake(node)
+        serves = req.model in node.models
+        if len(req.route) >= self.config.max_hops:
+            if serves:
+                self._run_here(req, node)
+            else:
+                self._close(req, "failed", self.now)
+            return
+        action = node.policy.decide_dispatch(req.model, self._snapshot(node)).action if serves else Action.OFFLOAD
+        if action == Action.OFFLOAD:
+            peers = self._routable_peers(node, req.model)
+            if serves and not peers:
+                action = Action.QUEUE
+            else:
+                self.decisions[action.value] += 1
+                self._offload(req, node, peers, serves)
+                return
+        self.decisions[action.value] += 1
+        if action in (Action.LOCAL, Action.QUEUE):
+            self._run_here(req, node)
+        else:
+            self._retry(req, node, self.now + node.policy.config.retry_delay_s, serves)
+
+    def _routable_peers(self, node: _Node, model: str) -> list[routing.Peer]:
+        out = []
+        for other in self.nodes:
+            if other is node or not other.online or model not in other.models:
+                continue
+            peer = self._peer(other)
+            if peer.stake_wei > 0:
+                out.append(peer)
+        return out
+
+    def _offload(self, req: _Req, node: _Node, peers: list[routing.Peer], serves: bool) -> None:
+        route = [self.nodes[i].address for i in req.route]
+        seed = routing.selection_seed(req.request_id, self.block_hash(self.now), len(req.route))
+        candidates = routing.candidates_for_delegation(peers, node.address, route, seed,
+                                                       node.policy.config.k_exec, req.model)
+        latency = self.config.latency
+        region = node.spec.region
+        t = self.now
+        if candidates:
+            first = self._by_name[candidates[0].address]
+            if self._accepts(first, req.model):
+                self._delegate(req, node, first, t)
+                return
+            t += 2 * latency.one_way(region, first.spec.region)  # its refusal comes back
+            answers_at = t
+            for peer in candidates[1:]:  # probed in parallel; the first acceptor in candidate order wins
+                other = self._by_name[peer.address]
+                answers_at = max(answers_at, t + 2 * latency.one_way(region, other.spec.region))
+                if self._accepts(other, req.model):
+                    self._delegate(req, node, other, answers_at)
+                    return
+            t = answers_at
+        # Nobody took it: the policy's fallback (a node that does not serve the model can only retry).
+        action = node.policy.decide_fallback(req.model, self._snapshot(node)).action if serves else Action.RETRY
+        self.decisions[action.value] += 1
+        if action == Action.QUEUE:
+            req.node_at = node.index
+            self._push_run_here(req, node, t)
+        else:
+            self._retry(req, node, t + node.policy.config.retry_delay_s, serves)
+
+    def _accepts(self, node: _Node, model: str) -> bool:
+        """The candidate's `accept_probe` (a node that is down or lacks the model refuses)."""
+        if not node.online or model not in node.models:
+            return False
+        self._auto_stake(node)
+        return bool(node.policy.accept_probe(self._snapshot(node), model))
+
+    def _delegate(self, req: _Req, node: _Node, to: _Node, at_s: float) -> None:
+        self.delegations += 1
+        req.route.append(node.index)
+        req.record.hops = max(req.record.hops, len(req.route))
+        delay = self.config.latency.one_way(node.spec.region, to.spec.region)
+        self._push(at_s + delay, _ARRIVE, req, to.index, req.attempt, False)
+
+    def _retry(self, req: _Req, node: _Node, at_s: float, serves: bool) -> None:
+        deadline = req.record.arrival_s + self.config.request_timeout_s
+        if serves and at_s > deadline:
+            self._push_run_here(req, node, at_s)  # waited long enough for the network: queue here
+            return
+        req.record.retries += 1
+        if req.route:
+            node.queued_node += 1
+        else:
+            node.queued_user += 1
+        self._push(at_s, _RETRY, req, node.index, req.attempt)
+
+    def _push_run_here(self, req: _Req, node: _Node, at_s: float) -> None:
+        if at_s <= self.now:
+            self._run_here(req, node)
+        else:  # after the probes' round trips: arrives "again" with a forced local run
+            self._push(at_s, _ENGINE, node.index, -1, req)
+
+    def _centralized(self, req: _Req, node: _Node) -> None:
+        """The reference centralized dispatcher: the source node if its KV usage < 0.6, else the node with
+        the least (KV usage, running + queued), over every online node; it sees every node's metrics."""
+        kv, _, _ = node.engine.load(self.now)
+        if kv < self.config.centralized_kv_threshold:
+            self._run_here(req, node)
+            return
+        best = min((n for n in self.nodes if n.online and req.model in n.models),
+                   key=lambda n: (n.engine.load(self.now)[0], n.engine.running + len(n.engine.waiting), n.index))
+        if best is node:
+            self._run_here(req, node)
+            return
+        req.route.append(node.index)
+        req.record.hops = 1
+        delay = self.config.latency.one_way(node.spec.region, best.spec.region)
+        self._push(self.now + delay, _ENGINE, best.index, -1, req)
+
+    # ---- engines ------------------------------------------------------------------------------------------
+
+    def _run_here(self, req: _Req, node: _Node) -> None:
+        engine_req = EngineRequest(req.spec.prompt_tokens, req.spec.output_tokens, payload=req)
+        req.engine_req = engine_req
+        req.executor = node.index
+        req.node_at = node.index
+        self._settle_engine(node, node.engine.submit(self.now, engine_req))
+
+    def _settle_engine(self, node: _Node, finished: list[EngineRequest]) -> None:
+        for engine_req in finished:
+            self._finished(node, engine_req.payload, engine_req)
+        node.engine_version += 1
+        t = node.engine.next_event_s()
+        if t is not None:
+            self._push(t, _ENGINE, node.index, node.engine_version, None)
+        if node.online:
+            self._auto_stake(node)
+
+    def _on_engine(self, index: int, version: int, req: _Req | None) -> None:
+        node = self.nodes[index]
+        if req is not None:  # a request to run here now (after probes, or from the central dispatcher)
+            if req.record.status == "pending" and node.online:
+                self._run_here(req, node)
+            elif req.record.status == "pending":
+                self._lost_at(req, node)
+            return
+        if version != node.engine_version:
+            return
+        self._settle_engine(node, node.engine.run_until(self.now))
+
+    def _finished(self, node: _Node, req: _Req, engine_req: EngineRequest) -> None:
+        """The answer is complete at its executor: it travels back along the route; each hop is paid."""
+        if req.record.status != "pending" or req.engine_req is not engine_req:
+            return
+        record = req.record
+        record.executor = node.address
+        record.preemptions = engine_req.preemptions
+        latency = self.config.latency
+        back = 0.0
+        hops = [*req.route, node.index]
+        for upstream, downstream in itertools.pairwise(hops):
+            up, down = self.nodes[upstream], self.nodes[downstream]
+            back += latency.one_way(up.spec.region, down.spec.region)
+            up.credit_wei -= self.config.fee_wei
+            down.credit_wei += self.config.fee_wei
+        if engine_req.first_token_s is not None:
+            record.first_token_s = engine_req.first_token_s + back
+        req.attempt += 1
+        self._push(self.now + back, _RETURN, req)
+
+    def _on_return(self, req: _Req) -> None:
+        self._close(req, "done", self.now)

@@ -1,0 +1,125 @@
+"""`wwwserve sim`: run the discrete-event simulator (package `sim`) from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["sim_app"]
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)
+
+sim_app = typer.Typer(help="Simulate a network on this machine (the live node's own policy and routing code, "
+                           "modelled LLM engines).", no_args_is_help=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+class _Progress:
+    """One status line at most every `every_s` seconds of wall time, and one at the end of each run."""
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        self.every_s = every_s
+        self._last = 0.0
+
+    def __call__(self, label: str, now: float, done: int, total: int) -> None:
+        wall = time.monotonic()
+        if done < total and wall - self._last < self.every_s:
+            return
+        self._last = wall
+        err_console.print(f"[dim]{label}: {done:,}/{total:,} requests finished, {now:,.0f} s simulated[/]",
+                          highlight=False)
+
+
+@sim_app.command("run")
+def sim_run(
+    scenario: Annotated[str, typer.Argument(help="schedule | load-swing | hetero | azure | join-leave")],
+    mode: Annotated[list[str] | None, typer.Option("--mode", "-m",
+                                                   help="single | centralized | decentralized (repeatable; "
+                                                        "default: all three)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same numbers).")] = 0,
+    schedule: Annotated[Path | None, typer.Option(help="The paper's simu_input.json (scenario 'schedule').")] = None,
+    trace: Annotated[Path | None, typer.Option(help="An Azure LLM inference trace CSV (scenario 'azure'; "
+                                                    "default: the bundled slice).")] = None,
+    scale: Annotated[int | None, typer.Option(min=1, help="Keep every N-th trace row (default 30, or 3 on the "
+                                                          "bundled 1/10 slice).")] = None,
+    median_output: Annotated[float, typer.Option(min=1, help="Median answer length of math requests (tokens).")]
+    = 5000.0,
+    out: Annotated[Path | None, typer.Option(help="Write one CSV per mode (one row per request) here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run one scenario in one or more modes and print SLO attainment and latency."""
+    from sim.metrics import write_records
+    from sim.report import scenario_summary
+    from sim.scenarios import MODES, SCENARIOS, build, run_modes
+    from sim.workloads import MathLengths, WorkloadError
+
+    if scenario not in SCENARIOS:
+        raise _fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    modes = tuple(mode or MODES)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise _fail(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
+    try:
+        built = build(scenario, seed, schedule_path=schedule, trace_path=trace, trace_scale=scale,
+                      lengths=MathLengths(median_output=median_output))
+    except WorkloadError as exc:
+        raise _fail(str(exc)) from None
+    progress = _Progress()
+    results = run_modes(built, seed, modes, progress=lambda m, now, d, t: progress(f"{scenario} / {m}", now, d, t))  # type: ignore[arg-type]
+    if out is not None:
+        for m, records in results.items():
+            write_records(records, out / f"{scenario}_{m}.csv")
+    summary = scenario_summary(built, results)
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    thresholds = list(built.thresholds_s)
+    picks = [thresholds[0], thresholds[len(thresholds) // 2], thresholds[-1]]
+    table = Table(title=f"{built.title}: {len(built.requests)} requests, seed {seed}")
+    for column in ("mode", "done/timeout/failed", "mean latency (s)", *(f"SLO@{t:.0f}s" for t in picks), "delegated"):
+        table.add_column(column)
+    for m, s in summary["modes"].items():
+        o = s["outcomes"]
+        table.add_row(m, f"{o['done']}/{o['timeout']}/{o['failed']}", f"{s['mean_latency_s']:.1f}",
+                      *(f"{s['slo'][str(t)]:.2f}" for t in picks), str(s["delegated"]))
+    console.print(table)
+    for note in built.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+@sim_app.command("reproduce")
+def sim_reproduce(
+    out: Annotated[Path, typer.Option(help="Results folder (CSV, summary.json, summary.md, PNG plots).")]
+    = Path("results"),
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same numbers).")] = 0,
+    schedule: Annotated[Path | None, typer.Option(help="The paper's simu_input.json (else a stand-in with the "
+                                                       "same per-node counts).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="An Azure LLM inference trace CSV (default: the bundled "
+                                                    "slice).")] = None,
+) -> None:
+    """Run every paper scenario in all three modes and write the figures and a summary table."""
+    from sim.report import reproduce
+    from sim.workloads import WorkloadError
+
+    started = time.monotonic()
+    try:
+        summary = reproduce(out, seed=seed, schedule_path=schedule, trace_path=trace,
+                            progress=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
+    except WorkloadError as exc:
+        raise _fail(str(exc)) from None
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False)
+    console.print(f"wrote {out}/ ({len(summary['scenarios'])} scenarios"
+                  f"{', with plots' if summary['plots'] else ', no plots: matplotlib is not installed'}) "
+                  f"in {time.monotonic() - started:.1f} s", highlight=False)
