@@ -22,7 +22,9 @@ Simplifications (each one says what it changes):
 - A probe's answer is decided from the candidate's load when the probe is sent, and arrives a round
   trip later (the live candidate looks at its load half a round trip later; sub-second staleness).
 - Stake changes are visible to other nodes from the next block (a transaction is mined, indexers see
-  it); auto-stake ticks only while the stake is off its target or the node's load changes.
+  it); auto-stake ticks only while the stake is off its target or the node's load changes. Nodes online
+  from time 0 start with the stake their idle load calls for (the network was running before); a node
+  joining later starts from none.
 - A node that leaves drops its work at once: requests it was executing for others are re-dispatched by
   the node that sent them one link delay later (the live sender sees the connection fail); requests of
   its own users fail. Peers stop routing to it at once (connection refused; the live node bans it).
@@ -322,6 +324,18 @@ class Simulation:
             node.stake_wei = config.stake_unit_wei
             node.credit_wei -= node.stake_wei
             node.pending_stake = (self.now + self.config.block_time_s, node.stake_wei)
+        if self.now == 0.0:
+            # A node there from the start has been running for a while: its stake is already where its
+            # (idle) load puts it, on-chain, when the first request arrives.
+            for _ in range(64):
+                delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
+                if delta == 0:
+                    break
+                node.stake_wei += delta
+                node.credit_wei -= delta
+            node.visible_stake_wei, node.pending_stake, node.peer = node.stake_wei, None, None
+            node.next_stake_tick = max(config.auto_stake_interval_s, self.config.block_time_s)
+            return
         self._auto_stake(node)
 
     def _on_leave(self, index: int) -> None:

@@ -102,14 +102,14 @@ def build(name: str, seed: int = 0, *, schedule_path: Path | None = None, trace_
         nodes[3] = replace(nodes[3], leave_s=120.0)
         nodes[4] = replace(nodes[4], join_s=600.0)
         rng = random.Random(seed)
-        short = MATH500_LENGTHS  # MATH500 without thinking, as the reference harness
+        short = MATH500_LENGTHS  # MATH500, as the reference harness
         requests = [RequestSpec(start, source, short.prompt(rng), short.output(rng), MODEL)
                     for source, start, count in (("node1", 0.0, 150), ("node2", 150.0, 150), ("node3", 300.0, 200))
                     for _ in range(count)]
         return Scenario(name, "Dynamic participation: node4 leaves at 120 s, node5 joins at 600 s", nodes,
-                        requests, thresholds_s=tuple(float(t) for t in range(30, 301, 30)), window_s=60.0,
+                        requests, thresholds_s=tuple(float(t) for t in range(100, 601, 50)), window_s=60.0,
                         notes=["the reference harness's bursts (tests/test.py): 150/150/200 MATH500 requests at "
-                               "0/150/300 s, answers without thinking (median 800 tokens)"])
+                               "0/150/300 s (answers: median 1,500 tokens)"])
     raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
 
 

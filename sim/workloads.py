@@ -69,8 +69,9 @@ class MathLengths:
         return max(1, min(self.max_tokens, int(rng.lognormvariate(math.log(self.median_output), self.sigma))))
 
 
-# MATH500 without thinking (the reference's dynamic-participation runs): shorter answers.
-MATH500_LENGTHS = MathLengths(max_tokens=4096, median_output=800.0, sigma=0.6)
+# MATH500 (the reference's dynamic-participation runs): easier problems than OpenR1-Math, so shorter
+# thinking answers; our assumption, like MathLengths' default.
+MATH500_LENGTHS = MathLengths(median_output=1500.0, sigma=0.6)
 
 
 def _poisson_times(rng: random.Random, rate_per_s: float, start_s: float, end_s: float) -> Iterator[float]:
