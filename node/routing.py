@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
 __all__ = [
     "Peer",
     "RoutingInputError",
+    "StakeIndex",
     "audit_delegation",
     "audit_selection",
     "candidates_for_delegation",
@@ -235,3 +236,138 @@ def audit_delegation(
     """Whether `claimed` is exactly `candidates_for_delegation` for these inputs (see `audit_selection`)."""
     expected = candidates_for_delegation(peers, self_address, route, seed, k_exec=k_exec, model=model)
     return _same_addresses(claimed, expected)
+
+
+_TREE_TAG = b"wwwserve/pos-tree/v1"
+
+
+class StakeIndex:
+    """PoS candidates in O(k log N) instead of O(N): a Fenwick (sum) tree over the peers' stakes.
+
+    `pos_sample` hashes every peer for every selection, which is what a node with the whole registry in
+    view must do; at tens of thousands of nodes that is the cost of a request. This index keeps the
+    routable stakes of one model's peers in a sum tree (`set` is O(log N) when a stake changes) and
+    draws candidates one after the other, each with probability stake / remaining stake, without
+    replacement: the same distribution as `pos_sample`'s Efraimidis–Spirakis keys (successive sampling
+    by weight), from a different stream of the same public seed. A draw depends on the seed, the stakes
+    and the order peers were added; `from_stakes` adds them in address order, so anyone holding the
+    same stakes can recompute a selection. The simulator uses it for large networks; a live node can
+    keep one per model from its indexer's stake events.
+    """
+
+    @classmethod
+    def from_stakes(cls, stakes: Mapping[str, int]) -> StakeIndex:
+        """An index over `stakes` (address → routable stake), added in address order (auditable)."""
+        index = cls()
+        for address in sorted(stakes, key=_norm):
+            index.set(address, stakes[address])
+        return index
+
+    def __init__(self) -> None:
+        self._slot: dict[str, int] = {}  # address (lower case) -> slot
+        self._addresses: list[str] = []
+        self._stakes: list[int] = []
+        self._tree: list[int] = [0]  # 1-based Fenwick tree over _stakes
+        self._routable = 0
+
+    def __len__(self) -> int:
+        """Peers with routable stake."""
+        return self._routable
+
+    @property
+    def total_wei(self) -> int:
+        """The routable stake of every peer in the index."""
+        return self._prefix(len(self._stakes))
+
+    def stake_of(self, address: str) -> int:
+        slot = self._slot.get(_norm(address))
+        return 0 if slot is None else self._stakes[slot]
+
+    def set(self, address: str, stake_wei: int) -> None:
+        """Record `address`'s routable stake (0: not routable)."""
+        if not isinstance(stake_wei, int) or isinstance(stake_wei, bool) or stake_wei < 0:
+            raise RoutingInputError(f"stake must be a non-negative int (wei), got {stake_wei!r}")
+        key = _norm(address)
+        slot = self._slot.get(key)
+        if slot is None:
+            if stake_wei == 0:
+                return
+            slot = self._slot[key] = len(self._stakes)
+            self._addresses.append(key)
+            self._stakes.append(0)
+            self._grow()
+        self._routable += (stake_wei > 0) - (self._stakes[slot] > 0)
+        self._add(slot, stake_wei - self._stakes[slot])
+
+    def _grow(self) -> None:
+        # Fenwick node i covers (i - lowbit(i), i]; a new last slot's node sums its own range.
+        i = len(self._stakes)
+        self._tree.append(0)
+        low = i & -i
+        self._tree[i] = self._prefix(i - 1) - self._prefix(i - low) if low > 1 else 0
+
+    def _add(self, slot: int, delta: int) -> None:
+        if delta == 0:
+            return
+        self._stakes[slot] += delta
+        i = slot + 1
+        tree = self._tree
+        n = len(tree) - 1
+        while i <= n:
+            tree[i] += delta
+            i += i & -i
+
+    def _prefix(self, count: int) -> int:
+        total, tree, i = 0, self._tree, count
+        while i > 0:
+            total += tree[i]
+            i -= i & -i
+        return total
+
+    def _find(self, target: int) -> int:
+        """The slot where the running sum of stakes first exceeds `target` (0 <= target < total)."""
+        tree = self._tree
+        n = len(tree) - 1
+        pos, step = 0, 1 << n.bit_length()
+        while step:
+            nxt = pos + step
+            if nxt <= n and tree[nxt] <= target:
+                pos = nxt
+                target -= tree[nxt]
+            step >>= 1
+        return pos
+
+    def draw(self, seed: bytes, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
+        """Up to `k` addresses by stake, without replacement, never one in `exclude`, in draw order."""
+        _check_k(k)
+        _check_seed(seed)
+        removed: list[tuple[int, int]] = []
+        try:
+            for address in exclude:
+                slot = self._slot.get(_norm(address))
+                if slot is not None and self._stakes[slot] > 0:
+                    removed.append((slot, self._stakes[slot]))
+                    self._add(slot, -self._stakes[slot])
+            out: list[str] = []
+            for j in range(k):
+                total = self._prefix(len(self._stakes))
+                if total <= 0:
+                    break
+                digest = hashlib.sha256(_TREE_TAG + _field(bytes(seed)) + j.to_bytes(8, "big")).digest()
+                # 256 bits reduced mod a total of at most ~2**100 wei: the bias is below 2**-150.
+                slot = self._find(int.from_bytes(digest, "big") % total)
+                out.append(self._addresses[slot])
+                removed.append((slot, self._stakes[slot]))
+                self._add(slot, -self._stakes[slot])
+            return out
+        finally:
+            for slot, stake in removed:
+                self._add(slot, stake)
+
+    def candidates_for_delegation(self, self_address: str, route: Sequence[str], seed: bytes,
+                                  k_exec: int = 1) -> list[str]:
+        """`candidates_for_delegation` over this index: `k_exec + 2` addresses, never self or the route."""
+        _check_k(k_exec, "k_exec")
+        if k_exec < 1:
+            raise RoutingInputError("k_exec must be >= 1")
+        return self.draw(seed, k_exec + 2, exclude=_delegation_exclude(self_address, route))

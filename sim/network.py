@@ -39,12 +39,16 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from ledger.params import DeploymentParams
 from node import policy as policy_module
 from node import routing
 from node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
 from sim.engine import EngineModel, EngineProfile, EngineRequest
+
+if TYPE_CHECKING:
+    from sim.duels import ContractLedger
 
 __all__ = ["LatencyModel", "Mode", "NodeSpec", "RequestRecord", "RequestSpec", "SimConfig", "Simulation"]
 
@@ -66,6 +70,7 @@ class NodeSpec:
     leave_s: float | None = None
     initial_credit_wei: int = 1000 * WEI_PER_CREDIT
     policy_path: str = policy_module.DEFAULT_POLICY_PATH
+    quality: float = 0.5  # win rate against the field, for duels (sim.duels)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class RequestSpec:
     model: str = "qwen3-8b"
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     """What happened to one request (one CSV row). `status`: done, timeout or failed."""
 
@@ -132,16 +137,27 @@ class SimConfig:
     min_stake_wei: int = 1  # the contract's MIN_STAKE: less stake is not routable
     max_hops: int = 3
     centralized_kv_threshold: float = 0.6  # the reference centralized dispatcher's "source node is idle"
+    # PoS candidates: "full" hashes every routable peer per selection (`routing.candidates_for_delegation`,
+    # what a live node does, O(N)); "tree" draws from a sum tree of the stakes (`routing.StakeIndex`,
+    # O(log N), the same distribution) for networks of thousands of nodes.
+    selection: Literal["full", "tree"] = "full"
+    # Stake, credit and duels on the contract's reference model (sim.duels); delegation fees are then
+    # not charged (vouchers are not modelled), duel fees and slashing are.
+    contract: bool = False
+    contract_params: DeploymentParams = field(default_factory=DeploymentParams)
+    judge_accuracy: float = 1.0  # chance a judge votes for the better answer
+    sample_every_s: float = 30.0  # stake and credit samples (contract only)
 
 
 # Event kinds, in the order ties are broken at one instant (heap entries are (time, seq, kind, ...)).
-_ARRIVE, _ENGINE, _RETRY, _TIMEOUT, _JOIN, _LEAVE, _STAKE, _RETURN = range(8)
+_ARRIVE, _ENGINE, _RETRY, _TIMEOUT, _JOIN, _LEAVE, _STAKE, _RETURN, _VISIBLE, _USER, _DUEL, _SAMPLE = range(12)
 
 
 class _Req:
     """A request in flight (the engine's payload)."""
 
-    __slots__ = ("attempt", "engine_req", "executor", "model", "node_at", "record", "request_id", "route", "spec")
+    __slots__ = ("attempt", "duel", "duel_of", "engine_req", "executor", "model", "node_at", "record", "request_id",
+                 "route", "spec")
 
     def __init__(self, record: RequestRecord, spec: RequestSpec) -> None:
         self.record = record
@@ -153,12 +169,14 @@ class _Req:
         self.executor = -1
         self.attempt = 0  # bumps on every re-dispatch, so stale events are ignored
         self.engine_req: EngineRequest | None = None
+        self.duel: list[Any] | None = None  # on a served request that is a duel: [origin, copy, a done, b done]
+        self.duel_of: _Req | None = None  # on a duel's second copy: the served request
 
 
 class _Node:
     __slots__ = ("address", "credit_wei", "engine", "engine_version", "index", "models", "next_stake_tick",
-                 "online", "peer", "pending_stake", "policy", "queued_node", "queued_user", "spec",
-                 "stake_scheduled", "stake_wei", "visible_stake_wei")
+                 "online", "peer", "pending_stake", "policy", "queued_node", "queued_user", "snapshot",
+                 "snapshot_key", "spec", "stake_scheduled", "stake_wei", "visible_stake_wei")
 
     def __init__(self, index: int, spec: NodeSpec, seed: int) -> None:
         self.index = index
@@ -180,6 +198,8 @@ class _Node:
         self.queued_user = 0  # requests waiting here for a RETRY
         self.queued_node = 0
         self.peer: routing.Peer | None = None
+        self.snapshot: LoadSnapshot | None = None
+        self.snapshot_key: tuple[Any, ...] | None = None
 
 
 class Simulation:
@@ -192,6 +212,14 @@ class Simulation:
             raise ValueError("node names must be unique")
         self.nodes = [_Node(i, spec, self.config.seed) for i, spec in enumerate(nodes)]
         self._by_name = {n.address: n for n in self.nodes}
+        self._by_name.update({n.address.lower(): n for n in self.nodes})
+        self._indexes: dict[str, routing.StakeIndex] | None = {} if self.config.selection == "tree" else None
+        self.ledger: ContractLedger | None = None
+        if self.config.contract:
+            from sim.duels import ContractLedger
+
+            config = self.config
+            self.ledger = ContractLedger(self, config.contract_params, config.judge_accuracy, config.seed)
         self.requests = sorted(requests, key=lambda r: r.arrival_s)
         for spec in self.requests:
             if spec.source not in self._by_name:
@@ -218,16 +246,15 @@ class Simulation:
             self._push(node.spec.join_s, _JOIN, node.index)
             if node.spec.leave_s is not None:
                 self._push(node.spec.leave_s, _LEAVE, node.index)
-        for rid, spec in enumerate(self.requests):
-            record = RequestRecord(rid, spec.source, spec.arrival_s, spec.prompt_tokens, spec.output_tokens)
-            self.records.append(record)
-            req = _Req(record, spec)
-            self._push(spec.arrival_s, _ARRIVE, req, self._by_name[spec.source].index, 0, True)
-            self._push(spec.arrival_s + self.config.request_timeout_s, _TIMEOUT, req)
-        self._open = len(self.records)
-        report_every = max(1, len(self.records) // 100)
+        if self.requests:  # users arrive one after the other: one pending arrival at a time in the queue
+            self._push(self.requests[0].arrival_s, _USER, 0)
+        self._open = total = len(self.requests)
+        report_every = max(1, total // 100)
         handlers = (self._on_arrive, self._on_engine, self._on_retry, self._on_timeout, self._on_join,
-                    self._on_leave, self._on_stake, self._on_return)
+                    self._on_leave, self._on_stake, self._on_return, self._on_visible, self._on_user,
+                    self._on_duel, self._on_sample)
+        if self.ledger is not None:
+            self._push(0.0, _SAMPLE)
         heap = self._heap
         while heap and self._open > 0:
             entry = heapq.heappop(heap)
@@ -235,10 +262,20 @@ class Simulation:
             self.events += 1
             handlers[entry[2]](*entry[3:])
             if self._progress is not None and self.events % (report_every * 8) == 0:
-                self._progress(self.now, len(self.records) - self._open, len(self.records))
+                self._progress(self.now, total - self._open, total)
         if self._progress is not None:
-            self._progress(self.now, len(self.records) - self._open, len(self.records))
+            self._progress(self.now, total - self._open, total)
         return self.records
+
+    def _on_user(self, rid: int) -> None:
+        spec = self.requests[rid]
+        if rid + 1 < len(self.requests):
+            self._push(self.requests[rid + 1].arrival_s, _USER, rid + 1)
+        record = RequestRecord(rid, spec.source, spec.arrival_s, spec.prompt_tokens, spec.output_tokens)
+        self.records.append(record)
+        req = _Req(record, spec)
+        self._push(spec.arrival_s + self.config.request_timeout_s, _TIMEOUT, req)
+        self._on_arrive(req, self._by_name[spec.source].index, 0, True)
 
     def _close(self, req: _Req, status: str, at_s: float) -> None:
         record = req.record
@@ -256,19 +293,25 @@ class Simulation:
         block = int(now_s // self.config.block_time_s)
         return hashlib.sha256(b"sim-block/%d/%d" % (self.config.seed, block)).digest()
 
-    def _visible_stake(self, node: _Node) -> int:
-        pending = node.pending_stake
-        if pending is not None and self.now >= pending[0]:
-            node.visible_stake_wei = pending[1]
-            node.pending_stake = None
-            node.peer = None
-        return node.visible_stake_wei
+    def _show_stake(self, node: _Node, stake_wei: int) -> None:
+        """The chain now shows `stake_wei` as `node`'s stake (0 when it is offline)."""
+        node.visible_stake_wei = stake_wei
+        routable = routing.routable_stake_wei(stake_wei, self.config.min_stake_wei) if node.online else 0
+        node.peer = routing.Peer(node.address, routable, node.models, node.address)
+        if self._indexes is not None:
+            for model in node.models:
+                self._indexes.setdefault(model, routing.StakeIndex()).set(node.address, routable)
 
-    def _peer(self, node: _Node) -> routing.Peer:
-        stake = routing.routable_stake_wei(self._visible_stake(node), self.config.min_stake_wei)
-        if node.peer is None or node.peer.stake_wei != stake:
-            node.peer = routing.Peer(node.address, stake, node.models, node.address)
-        return node.peer
+    def _stake_changed(self, node: _Node, at_s: float) -> None:
+        """`node` sent a stake transaction: the others see it from block time `at_s`."""
+        node.pending_stake = (at_s, node.stake_wei)
+        self._push(at_s, _VISIBLE, node.index, node.stake_wei)
+
+    def _on_visible(self, index: int, stake_wei: int) -> None:
+        node = self.nodes[index]
+        if node.pending_stake is not None and node.pending_stake[1] == stake_wei and node.online:
+            node.pending_stake = None
+            self._show_stake(node, stake_wei)
 
     def _auto_stake(self, node: _Node) -> None:
         """Run the live auto-stake rule for every stake interval since the last one (lazily)."""
@@ -286,6 +329,14 @@ class Simulation:
         changed = False
         for _ in range(min(ticks, 16)):
             delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
+            if self.ledger is not None:
+                # On the contract: stake more from credit (an unstake would unbond; the simulated
+                # contract nodes only ever top their stake up).
+                if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
+                    break
+                node.stake_wei = self.ledger.stake_wei(node)
+                changed = True
+                continue
             if delta == 0:
                 break
             node.stake_wei += delta
@@ -293,7 +344,7 @@ class Simulation:
             changed = True
         if changed:
             block = self.config.block_time_s
-            node.pending_stake = ((math.floor(self.now / block) + 1) * block, node.stake_wei)
+            self._stake_changed(node, (math.floor(self.now / block) + 1) * block)
             if not node.stake_scheduled:  # look again next interval: the target may need more steps
                 node.stake_scheduled = True
                 self._push(node.next_stake_tick, _STAKE, node.index)
@@ -306,11 +357,18 @@ class Simulation:
     # ---- what the policy sees --------------------------------------------------------------------
 
     def _snapshot(self, node: _Node) -> LoadSnapshot:
+        """What the policy sees at `node` now (the same snapshot while nothing it depends on changed)."""
+        credit = node.credit_wei if self.ledger is None else self.ledger.credit_wei(node)
+        key = (self.now, id(node.engine), node.engine_version, node.queued_user, node.queued_node, credit)
+        if node.snapshot_key == key and node.snapshot is not None:
+            return node.snapshot
         kv, running, waiting = node.engine.load(self.now)
         load = policy_module.observed_load(kv, running, waiting)
         models: dict[str, ModelLoad] = dict.fromkeys(node.models, load)
-        return LoadSnapshot(models=models, user_queue=node.queued_user, node_queue=node.queued_node,
-                            credit_wei=max(0, node.credit_wei))
+        node.snapshot = LoadSnapshot(models=models, user_queue=node.queued_user, node_queue=node.queued_node,
+                                     credit_wei=max(0, credit))
+        node.snapshot_key = key
+        return node.snapshot
 
     # ---- joins and leaves ---------------------------------------------------------------------------
 
@@ -323,17 +381,23 @@ class Simulation:
             # Stake left to the operator: a node in a run with no staking rule stakes one unit on joining.
             node.stake_wei = config.stake_unit_wei
             node.credit_wei -= node.stake_wei
-            node.pending_stake = (self.now + self.config.block_time_s, node.stake_wei)
+            self._stake_changed(node, self.now + self.config.block_time_s)
         if self.now == 0.0:
             # A node there from the start has been running for a while: its stake is already where its
             # (idle) load puts it, on-chain, when the first request arrives.
             for _ in range(64):
                 delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
+                if self.ledger is not None:
+                    if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
+                        break
+                    node.stake_wei = self.ledger.stake_wei(node)
+                    continue
                 if delta == 0:
                     break
                 node.stake_wei += delta
                 node.credit_wei -= delta
-            node.visible_stake_wei, node.pending_stake, node.peer = node.stake_wei, None, None
+            node.pending_stake = None
+            self._show_stake(node, node.stake_wei)
             node.next_stake_tick = max(config.auto_stake_interval_s, self.config.block_time_s)
             return
         self._auto_stake(node)
@@ -341,7 +405,8 @@ class Simulation:
     def _on_leave(self, index: int) -> None:
         node = self.nodes[index]
         node.online = False
-        node.visible_stake_wei, node.pending_stake, node.peer = 0, None, None
+        node.pending_stake = None
+        self._show_stake(node, 0)
         engine = node.engine
         node.engine = EngineModel(node.spec.profile)  # its work is gone
         node.engine_version += 1
@@ -352,6 +417,9 @@ class Simulation:
     def _lost_at(self, req: _Req, node: _Node) -> None:
         """`req` was at `node`, which went away: its sender re-dispatches it, or its user loses it."""
         if req.record.status != "pending":
+            return
+        if req.duel_of is not None:  # a duel copy is not redone: that duel just does not happen
+            req.record.status = "failed"
             return
         req.attempt += 1
         if not req.route:
@@ -414,8 +482,9 @@ class Simulation:
             return
         action = node.policy.decide_dispatch(req.model, self._snapshot(node)).action if serves else Action.OFFLOAD
         if action == Action.OFFLOAD:
-            peers = self._routable_peers(node, req.model)
-            if serves and not peers:
+            peers = self._routable_peers(node, req.model) if self._indexes is None else None
+            if serves and (not peers if peers is not None else not self._has_peers(node, req.model)):
+                # Nobody else serves this model with stake: waiting for one is only delay (as live).
                 action = Action.QUEUE
             else:
                 self.decisions[action.value] += 1
@@ -428,32 +497,38 @@ class Simulation:
             self._retry(req, node, self.now + node.policy.config.retry_delay_s, serves)
 
     def _routable_peers(self, node: _Node, model: str) -> list[routing.Peer]:
-        out = []
-        for other in self.nodes:
-            if other is node or not other.online or model not in other.models:
-                continue
-            peer = self._peer(other)
-            if peer.stake_wei > 0:
-                out.append(peer)
-        return out
+        """Every other online node serving `model` with routable stake (what a live node's registry holds)."""
+        return [other.peer for other in self.nodes if other is not node and other.peer is not None
+                and other.peer.stake_wei > 0 and other.online and model in other.models]
 
-    def _offload(self, req: _Req, node: _Node, peers: list[routing.Peer], serves: bool) -> None:
+    def _has_peers(self, node: _Node, model: str) -> bool:
+        assert self._indexes is not None
+        index = self._indexes.get(model)
+        return index is not None and index.total_wei - index.stake_of(node.address) > 0
+
+    def _offload(self, req: _Req, node: _Node, peers: list[routing.Peer] | None, serves: bool) -> None:
         route = [self.nodes[i].address for i in req.route]
         seed = routing.selection_seed(req.request_id, self.block_hash(self.now), len(req.route))
-        candidates = routing.candidates_for_delegation(peers, node.address, route, seed,
-                                                       node.policy.config.k_exec, req.model)
+        k_exec = node.policy.config.k_exec
+        if peers is not None:
+            drawn = routing.candidates_for_delegation(peers, node.address, route, seed, k_exec, req.model)
+            candidates = [peer.address for peer in drawn]
+        else:
+            assert self._indexes is not None
+            index = self._indexes.get(req.model)
+            candidates = [] if index is None else index.candidates_for_delegation(node.address, route, seed, k_exec)
         latency = self.config.latency
         region = node.spec.region
         t = self.now
         if candidates:
-            first = self._by_name[candidates[0].address]
+            first = self._by_name[candidates[0]]
             if self._accepts(first, req.model):
                 self._delegate(req, node, first, t)
                 return
             t += 2 * latency.one_way(region, first.spec.region)  # its refusal comes back
             answers_at = t
-            for peer in candidates[1:]:  # probed in parallel; the first acceptor in candidate order wins
-                other = self._by_name[peer.address]
+            for address in candidates[1:]:  # probed in parallel; the first acceptor in candidate order wins
+                other = self._by_name[address]
                 answers_at = max(answers_at, t + 2 * latency.one_way(region, other.spec.region))
                 if self._accepts(other, req.model):
                     self._delegate(req, node, other, answers_at)
@@ -477,10 +552,85 @@ class Simulation:
 
     def _delegate(self, req: _Req, node: _Node, to: _Node, at_s: float) -> None:
         self.delegations += 1
+        if (self.ledger is not None and not req.route and req.duel is None and req.duel_of is None
+                and node.policy.should_inspect()):
+            self._start_duel(req, node, to, at_s)
         req.route.append(node.index)
         req.record.hops = max(req.record.hops, len(req.route))
         delay = self.config.latency.one_way(node.spec.region, to.spec.region)
         self._push(at_s + delay, _ARRIVE, req, to.index, req.attempt, False)
+
+    # ---- duels (contract only) -----------------------------------------------------------------------
+
+    def _start_duel(self, req: _Req, origin: _Node, first: _Node, at_s: float) -> None:
+        """A second executor, drawn by stake as the first (never it or the origin), runs a copy for the duel.
+
+        The user gets the first delegation's answer (the live node races the two and serves the faster;
+        the difference is a little latency, not who duels)."""
+        seed = routing.selection_seed(req.request_id, self.block_hash(self.now), 1)
+        k_exec = origin.policy.config.k_exec
+        if self._indexes is None:
+            peers = self._routable_peers(origin, req.model)
+            drawn = [p.address for p in routing.candidates_for_delegation(peers, origin.address, [first.address], seed,
+                                                                           k_exec, req.model)]
+        else:
+            index = self._indexes.get(req.model)
+            drawn = [] if index is None else index.candidates_for_delegation(origin.address, [first.address], seed,
+                                                                             k_exec)
+        second = next((self._by_name[a] for a in drawn if self._accepts(self._by_name[a], req.model)), None)
+        if second is None:
+            return
+        shadow = RequestRecord(req.record.rid, req.record.source, req.record.arrival_s, req.spec.prompt_tokens,
+                               req.spec.output_tokens)
+        copy = _Req(shadow, req.spec)
+        copy.request_id = req.request_id
+        copy.duel_of = req
+        copy.route = [origin.index]
+        req.duel = [origin, copy, None, None]
+        delay = self.config.latency.one_way(origin.spec.region, second.spec.region)
+        self._push(at_s + delay, _ENGINE, second.index, -1, copy)
+
+    def _duel_side_done(self, req: _Req, executor: _Node) -> None:
+        """One of a duel's two answers is complete; with both, the origin opens the duel on-chain."""
+        served = req.duel_of if req.duel_of is not None else req
+        duel = served.duel
+        if duel is None or self.ledger is None:
+            return
+        duel[3 if req.duel_of is not None else 2] = executor
+        origin, _, a, b = duel
+        if a is None or b is None:
+            return
+        served.duel = None
+        if a is b:
+            return  # a re-dispatch landed the served request on the copy's executor: no duel
+        record = self.ledger.open(self.now, origin, a, b, served.request_id)
+        if record is not None:
+            seed_block = self.ledger.model.duels[record.duel_id].info.seed_block
+            self._push(self.ledger.block_time(seed_block + 1), _DUEL, record, "draw")
+
+    def _on_duel(self, record: Any, step: str) -> None:
+        ledger = self.ledger
+        assert ledger is not None
+        if step == "draw":
+            if not ledger.draw(record, self.now):
+                return
+            ledger.vote(record, self.now)
+            commit_end = ledger.model.duels[record.duel_id].info.commit_end
+            self._push(ledger.block_time(commit_end + 1), _DUEL, record, "settle")
+            return
+        ledger.reveal_and_settle(record, self.now)
+        block = self.config.block_time_s
+        for name in {record.origin, record.a, record.b, *record.judges}:
+            node = self._by_name[name]
+            node.stake_wei = ledger.stake_wei(node)
+            self._stake_changed(node, (math.floor(self.now / block) + 1) * block)
+            self._auto_stake(node)
+
+    def _on_sample(self) -> None:
+        assert self.ledger is not None
+        self.ledger.sample(self.now)
+        if self._open > 0:
+            self._push(self.now + self.config.sample_every_s, _SAMPLE)
 
     def _retry(self, req: _Req, node: _Node, at_s: float, serves: bool) -> None:
         deadline = req.record.arrival_s + self.config.request_timeout_s
@@ -552,17 +702,24 @@ class Simulation:
         """The answer is complete at its executor: it travels back along the route; each hop is paid."""
         if req.record.status != "pending" or req.engine_req is not engine_req:
             return
+        if req.duel_of is not None:  # a duel's second copy: kept for the judges, not sent to the user
+            req.record.status = "done"
+            self._duel_side_done(req, node)
+            return
+        if req.duel is not None:
+            self._duel_side_done(req, node)
         record = req.record
         record.executor = node.address
         record.preemptions = engine_req.preemptions
         latency = self.config.latency
         back = 0.0
         hops = [*req.route, node.index]
+        fee = self.config.fee_wei if self.ledger is None else 0
         for upstream, downstream in itertools.pairwise(hops):
             up, down = self.nodes[upstream], self.nodes[downstream]
             back += latency.one_way(up.spec.region, down.spec.region)
-            up.credit_wei -= self.config.fee_wei
-            down.credit_wei += self.config.fee_wei
+            up.credit_wei -= fee
+            down.credit_wei += fee
         if engine_req.first_token_s is not None:
             record.first_token_s = engine_req.first_token_s + back
         req.attempt += 1

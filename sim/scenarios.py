@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ledger.params import WEI_PER_CREDIT
+from ledger.params import WEI_PER_CREDIT, DeploymentParams
 from node.policy import PolicyConfig
 from sim.engine import PROFILES, EngineProfile
 from sim.network import Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
@@ -58,6 +58,8 @@ class Scenario:
     thresholds_s: tuple[float, ...] = SLO_THRESHOLDS_S
     notes: list[str] = field(default_factory=list)
     window_s: float = 60.0
+    modes: tuple[Mode, ...] = MODES
+    config: SimConfig | None = None  # settings beyond the defaults (the quality scenario's contract)
 
 
 def _nodes(profiles: Sequence[EngineProfile], policy: PolicyConfig = REFERENCE_POLICY) -> list[NodeSpec]:
@@ -110,10 +112,44 @@ def build(name: str, seed: int = 0, *, schedule_path: Path | None = None, trace_
                         requests, thresholds_s=tuple(float(t) for t in range(100, 601, 50)), window_s=60.0,
                         notes=["the reference harness's bursts (tests/test.py): 150/150/200 MATH500 requests at "
                                "0/150/300 s (answers: median 1,500 tokens)"])
+    if name == "quality":
+        return _quality(seed)
     raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
 
 
-SCENARIOS = ("schedule", "load-swing", "hetero", "azure", "join-leave")
+SCENARIOS = ("schedule", "load-swing", "hetero", "azure", "join-leave", "quality")
+
+# The paper's duel win rates (model capacity experiment: Qwen3-8B / 4B / 0.6B) as the classes' qualities.
+QUALITY_CLASSES = {"A": 0.57, "B": 0.53, "C": 0.39}
+
+
+def _quality(seed: int) -> Scenario:
+    """The reference's incentive setup (PAPER.md §6.5): node0 a pure dispatcher, nodes 1-6 pure executors in
+    three quality classes (two each), every executor holding the contract's minimum stake (topped up from
+    credit after a lost duel), 10,000 credits each; 2,000 MATH500 requests to node0, 4 every 6 s, with
+    P_INSPECT 0.1; answers without thinking (max_tokens 4,096, as the reference's executors)."""
+    unit = WEI_PER_CREDIT
+    min_stake = DeploymentParams().min_stake_wei
+    dispatcher = PolicyConfig(target_token_usage=-1.0, offload_frequency=1.0, queue_frequency=0.0,
+                              accept_frequency=0.0, p_inspect=0.1, auto_stake=False, fixed_stake_wei=0,
+                              stake_unit_wei=unit)
+    executor = PolicyConfig(target_token_usage=0.6, offload_frequency=0.0, queue_frequency=1.0, accept_frequency=1.0,
+                            p_inspect=0.0, auto_stake=False, fixed_stake_wei=min_stake, stake_unit_wei=unit)
+    profile = PROFILES["qwen3-8b-rtx3090"]
+    nodes = [NodeSpec("node0", profile, (MODEL,), dispatcher, initial_credit_wei=10_000 * unit)]
+    for i, cls in enumerate("AABBCC", start=1):
+        nodes.append(NodeSpec(f"node{i}", profile, (MODEL,), executor, initial_credit_wei=10_000 * unit,
+                              quality=QUALITY_CLASSES[cls]))
+    rng = random.Random(seed)
+    lengths = MathLengths(max_tokens=4096, median_output=700.0, sigma=0.6)
+    requests = [RequestSpec(6.0 * (i // 4) + 1.5 * (i % 4), "node0", lengths.prompt(rng), lengths.output(rng), MODEL)
+                for i in range(2000)]
+    return Scenario("quality", "Quality incentives: classes A/B/C (win rates 0.57/0.53/0.39), contract settlement",
+                    nodes, requests, thresholds_s=(60.0, 120.0, 300.0), modes=("decentralized",),
+                    config=SimConfig(contract=True, judge_accuracy=0.9),
+                    notes=["classes: node1-2 A (0.57), node3-4 B (0.53), node5-6 C (0.39); judges vote for the better "
+                           "answer with probability 0.9; stake, duels and slashing on the contract's reference "
+                           "model (ledger.model)"])
 
 
 def run_modes(scenario: Scenario, seed: int, modes: Sequence[Mode] = MODES, config: SimConfig | None = None,
@@ -121,7 +157,9 @@ def run_modes(scenario: Scenario, seed: int, modes: Sequence[Mode] = MODES, conf
     """Run `scenario` once per mode; the records per mode."""
     out: dict[str, list[RequestRecord]] = {}
     for mode in modes:
-        cfg = replace(config or SimConfig(), mode=mode, seed=seed)
+        if mode not in scenario.modes:
+            continue
+        cfg = replace(config or scenario.config or SimConfig(), mode=mode, seed=seed)
 
         def report(now: float, done: int, total: int, mode: str = mode) -> None:
             if progress is not None:

@@ -44,7 +44,7 @@ class _Progress:
 
 @sim_app.command("run")
 def sim_run(
-    scenario: Annotated[str, typer.Argument(help="schedule | load-swing | hetero | azure | join-leave")],
+    scenario: Annotated[str, typer.Argument(help="schedule | load-swing | hetero | azure | join-leave | quality")],
     mode: Annotated[list[str] | None, typer.Option("--mode", "-m",
                                                    help="single | centralized | decentralized (repeatable; "
                                                         "default: all three)")] = None,
@@ -67,6 +67,9 @@ def sim_run(
 
     if scenario not in SCENARIOS:
         raise _fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if scenario == "quality":
+        _quality(seed, out, as_json)
+        return
     modes = tuple(mode or MODES)
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -97,6 +100,27 @@ def sim_run(
     console.print(table)
     for note in built.notes:
         console.print(f"note: {note}", highlight=False)
+
+
+def _quality(seed: int, out: Path | None, as_json: bool) -> None:
+    from ledger.params import WEI_PER_CREDIT
+    from sim.report import run_quality
+
+    summary = run_quality(seed, out)
+    summary.pop("plot", None)
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    title = f"Quality incentives: {summary['duels']} duels over {summary['simulated_s']:.0f} s, seed {seed}"
+    table = Table(title=title)
+    for column in ("class", "input win rate", "measured (won-lost)", "requests served", "stake + credit start → end"):
+        table.add_column(column)
+    for c, v in summary["classes"].items():
+        rate = "-" if v["win_rate"] is None else f"{v['win_rate']:.2f}"
+        start, end = (x // WEI_PER_CREDIT for x in v["stake_plus_credit_wei"])
+        table.add_row(c, str(v["input_win_rate"]), f"{rate} ({v['won']}-{v['lost']})", str(v["served"]),
+                      f"{start:,} → {end:,} credits")
+    console.print(table)
 
 
 @sim_app.command("reproduce")

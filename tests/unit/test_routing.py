@@ -332,3 +332,45 @@ def test_audit_delegation_recomputes_candidates() -> None:
         honest = candidates_for_delegation(peers, me, route, s)
         mismatches += not audit_delegation(honest, shifted, me, route, s)
     assert mismatches > 10
+
+
+# --- the stake index (O(log N) selection for large networks) --------------------------------------------
+
+
+def test_stake_index_draws_ordered_pairs_with_the_same_probabilities_as_pos_sample() -> None:
+    from node.routing import StakeIndex
+
+    stakes = [1, 2, 3, 4]
+    index = StakeIndex.from_stakes({addr(i): s * ETH for i, s in enumerate(stakes)})
+    assert index.total_wei == 10 * ETH and len(index) == 4
+    counts = Counter(tuple(index.draw(seed, 2)) for seed in seeds(N_DRAWS))
+    total = sum(stakes)
+    for (i, a), (j, b) in itertools.permutations(enumerate(stakes), 2):
+        # Successive sampling without replacement, exactly what pos_sample's keys give.
+        p = a / total * b / (total - a)
+        observed, expected = counts[(addr(i), addr(j))], N_DRAWS * p
+        assert abs(observed - expected) < 4 * math.sqrt(N_DRAWS * p * (1 - p)), (i, j, observed, expected)
+
+
+def test_stake_index_updates_excludes_and_replays() -> None:
+    from node.routing import StakeIndex
+
+    index = StakeIndex.from_stakes({addr(i): ETH for i in range(6)})
+    seed = seeds(1)[0]
+    assert index.draw(seed, 3) == index.draw(seed, 3)  # deterministic; the draw leaves the index as it was
+    assert index.total_wei == 6 * ETH
+    index.set(addr(2), 0)  # no longer routable
+    index.set(addr(9).upper().replace("0X", "0x"), 5 * ETH)  # a new peer, any spelling of its address
+    assert index.stake_of(addr(9)) == 5 * ETH and index.total_wei == 10 * ETH
+    for s in seeds(300):
+        picked = index.candidates_for_delegation(addr(0), [addr(1)], s, k_exec=1)
+        assert len(picked) == 3 == len(set(picked))
+        assert not {addr(0), addr(1), addr(2)} & set(picked)
+    assert sorted(index.draw(seed, 10)) == sorted([addr(i) for i in (0, 1, 3, 4, 5, 9)])  # all, then no more
+    assert index.draw(seed, 0) == [] and StakeIndex().draw(seed, 3) == []
+    with pytest.raises(RoutingInputError):
+        index.set(addr(1), -1)
+    with pytest.raises(RoutingInputError):
+        index.draw(b"", 1)
+    with pytest.raises(RoutingInputError):
+        index.candidates_for_delegation(addr(0), [], seed, k_exec=0)
