@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,7 +64,7 @@ def workload(nodes: int, requests: int, seed: int) -> list:  # type: ignore[type
     return out
 
 
-def one(nodes: int, requests: int, selection: str, seed: int = 0) -> dict[str, float]:
+def one(nodes: int, requests: int, selection: str, seed: int = 0) -> dict[str, Any]:
     """Run one configuration in this process; its figures."""
     from sim.engine import PROFILES
     from sim.network import NodeSpec, SimConfig, Simulation
@@ -97,7 +98,7 @@ def one(nodes: int, requests: int, selection: str, seed: int = 0) -> dict[str, f
     }
 
 
-def run_child(nodes: int, requests: int, selection: str, timeout_s: float) -> dict[str, float] | None:
+def run_child(nodes: int, requests: int, selection: str, timeout_s: float) -> dict[str, Any] | None:
     cmd = [sys.executable, __file__, "--one", str(nodes), str(requests), selection]
     try:
         out = subprocess.run(cmd, capture_output=False, stdout=subprocess.PIPE, text=True, timeout=timeout_s,
