@@ -460,19 +460,20 @@ class Simulation:
         else:
             self._dispatch(req, node)
 
-    def _on_retry(self, req: _Req, index: int, attempt: int) -> None:
+    def _on_retry(self, req: _Req, index: int, attempt: int, from_user: bool) -> None:
+        node = self.nodes[index]
+        # Every scheduled retry counted once in a queue: uncount it whatever became of the request.
+        if from_user:
+            node.queued_user -= 1
+        else:
+            node.queued_node -= 1
         if attempt != req.attempt or req.record.status != "pending":
             return
-        node = self.nodes[index]
-        if req.route:
-            node.queued_node -= 1
-        else:
-            node.queued_user -= 1
+        self._auto_stake(node)
         self._on_arrive(req, index, attempt, False)
 
     def _dispatch(self, req: _Req, node: _Node) -> None:
         """`Dispatcher.plan`, event-driven (see the module docstring)."""
-        self._auto_stake(node)
         serves = req.model in node.models
         if len(req.route) >= self.config.max_hops:
             if serves:
@@ -547,7 +548,6 @@ class Simulation:
         """The candidate's `accept_probe` (a node that is down or lacks the model refuses)."""
         if not node.online or model not in node.models:
             return False
-        self._auto_stake(node)
         return bool(node.policy.accept_probe(self._snapshot(node), model))
 
     def _delegate(self, req: _Req, node: _Node, to: _Node, at_s: float) -> None:
@@ -642,7 +642,8 @@ class Simulation:
             node.queued_node += 1
         else:
             node.queued_user += 1
-        self._push(at_s, _RETRY, req, node.index, req.attempt)
+        self._auto_stake(node)  # a queue counts against the stake the load calls for
+        self._push(at_s, _RETRY, req, node.index, req.attempt, not req.route)
 
     def _push_run_here(self, req: _Req, node: _Node, at_s: float) -> None:
         if at_s <= self.now:
