@@ -120,6 +120,8 @@ class PolicyConfig(BaseModel):
 
 
 def _check_count(name: str, value: int) -> None:
+    if type(value) is int and value >= 0:  # the common case, checked fast (snapshots are built per decision)
+        return
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise PolicyInputError(f"{name} must be a non-negative int, got {value!r}")
 
@@ -134,7 +136,8 @@ class ModelLoad:
 
     def __post_init__(self) -> None:
         # NaN fails the range test, so a broken metric cannot pass for an idle model.
-        if not (isinstance(self.kv_usage, int | float) and 0.0 <= self.kv_usage <= 1.0):
+        kv = self.kv_usage
+        if not ((type(kv) is float or isinstance(kv, int | float)) and 0.0 <= kv <= 1.0):
             raise PolicyInputError(f"kv_usage must be in [0, 1], got {self.kv_usage!r}")
         _check_count("running", self.running)
         _check_count("waiting", self.waiting)
@@ -162,7 +165,8 @@ class LoadSnapshot:
     def __post_init__(self) -> None:
         _check_count("user_queue", self.user_queue)
         _check_count("node_queue", self.node_queue)
-        if not isinstance(self.credit_wei, int) or isinstance(self.credit_wei, bool):
+        credit = self.credit_wei
+        if type(credit) is not int and (not isinstance(credit, int) or isinstance(credit, bool)):
             raise PolicyInputError(f"credit_wei must be an int (wei), got {self.credit_wei!r}")
 
 
