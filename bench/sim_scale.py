@@ -1,10 +1,10 @@
 """How fast the simulator runs, and how its cost grows with nodes and requests (issue 5's scale target).
 
 Each configuration runs in a fresh process (so its peak memory is its own): N nodes (RTX 3090 profile,
-reference policy, auto-stake at most every 30 s), Poisson users with Azure-trace request lengths (the bundled slice), half
-the nodes hot (1 req/s) and half cold (0.1 req/s) so that work flows between them (about half the
-network's capacity in all). It prints simulated
-requests per wall-clock second, wall time and peak RSS per configuration, then the headline run:
+reference policy, auto-stake at most every 30 s), Poisson users with Azure-trace request lengths (the
+bundled slice), half the nodes hot (1 req/s) and half cold (0.1 req/s) so that work flows between them
+(about half the network's capacity in all). It prints simulated requests per wall-clock second, wall
+time and peak RSS per configuration, then the headline run:
 10,000 nodes x 1,000,000 requests (target: at most 5 minutes and 4 GB on this 2-core machine).
 
 PoS selection, "full": every routable peer is hashed per selection (`node.routing.candidates_for_delegation`,

@@ -174,7 +174,7 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
                 label=f"{scenario.window_s:.0f} s windowed mean")
         for t, label in events:
             ax.axvline(t, color="tab:blue")
-            ax.text(t, ax.get_ylim()[1] * 0.95, " " + label, color="tab:blue", fontsize=8, va="top")
+            ax.text(t, ax.get_ylim()[0], " " + label, color="tab:blue", fontsize=8, va="bottom")
         ax.set_xlabel("time (s)")
         ax.set_ylabel("request latency (s)")
         ax.set_title(f"{scenario.title} (decentralized)", fontsize=9)

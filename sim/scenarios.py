@@ -24,7 +24,7 @@ from pathlib import Path
 from ledger.params import WEI_PER_CREDIT, DeploymentParams
 from node.policy import PolicyConfig
 from sim.engine import PROFILES, EngineProfile
-from sim.network import Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
+from sim.network import LatencyModel, Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
 from sim.workloads import (
     MATH500_LENGTHS,
     MODEL,
@@ -60,6 +60,20 @@ class Scenario:
     window_s: float = 60.0
     modes: tuple[Mode, ...] = MODES
     config: SimConfig | None = None  # settings beyond the defaults (the quality scenario's contract)
+
+
+# One-way delays between three continents (round trips of ~80, ~160 and ~180 ms), 5 ms inside one.
+INTERCONTINENTAL = LatencyModel(default_s=0.005, between=(("us", "eu", 0.040), ("eu", "asia", 0.080),
+                                                           ("us", "asia", 0.090)))
+REGIONS = ("us", "eu", "asia")
+
+
+def intercontinental(scenario: Scenario) -> Scenario:
+    """`scenario` with its nodes spread round-robin over three continents (`INTERCONTINENTAL` delays)."""
+    nodes = [replace(node, region=REGIONS[i % len(REGIONS)]) for i, node in enumerate(scenario.nodes)]
+    config = replace(scenario.config or SimConfig(), latency=INTERCONTINENTAL)
+    note = "nodes spread round-robin over us / eu / asia (one-way 40-90 ms between continents)"
+    return replace(scenario, nodes=nodes, config=config, notes=[*scenario.notes, note])
 
 
 def _nodes(profiles: Sequence[EngineProfile], policy: PolicyConfig = REFERENCE_POLICY) -> list[NodeSpec]:

@@ -56,13 +56,15 @@ def sim_run(
                                                           "bundled 1/10 slice).")] = None,
     median_output: Annotated[float, typer.Option(min=1, help="Median answer length of math requests (tokens).")]
     = 5000.0,
+    network: Annotated[str, typer.Option(help="lan (every node 5 ms apart) | intercontinental (nodes spread over "
+                                              "three continents, 40-90 ms one way)")] = "lan",
     out: Annotated[Path | None, typer.Option(help="Write one CSV per mode (one row per request) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run one scenario in one or more modes and print SLO attainment and latency."""
     from sim.metrics import write_records
     from sim.report import scenario_summary
-    from sim.scenarios import MODES, SCENARIOS, build, run_modes
+    from sim.scenarios import MODES, SCENARIOS, build, intercontinental, run_modes
     from sim.workloads import MathLengths, WorkloadError
 
     if scenario not in SCENARIOS:
@@ -74,11 +76,15 @@ def sim_run(
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise _fail(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
+    if network not in ("lan", "intercontinental"):
+        raise _fail(f"unknown network {network!r}; choose lan or intercontinental")
     try:
         built = build(scenario, seed, schedule_path=schedule, trace_path=trace, trace_scale=scale,
                       lengths=MathLengths(median_output=median_output))
     except WorkloadError as exc:
         raise _fail(str(exc)) from None
+    if network == "intercontinental":
+        built = intercontinental(built)
     progress = _Progress()
     results = run_modes(built, seed, modes, progress=lambda m, now, d, t: progress(f"{scenario} / {m}", now, d, t))  # type: ignore[arg-type]
     if out is not None:
@@ -144,6 +150,7 @@ def sim_reproduce(
     except WorkloadError as exc:
         raise _fail(str(exc)) from None
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
-    console.print(f"wrote {out}/ ({len(summary['scenarios'])} scenarios"
+    count = len(summary["scenarios"]) + (summary["quality"] is not None)
+    console.print(f"wrote {out}/ ({count} scenarios"
                   f"{', with plots' if summary['plots'] else ', no plots: matplotlib is not installed'}) "
                   f"in {time.monotonic() - started:.1f} s", highlight=False)

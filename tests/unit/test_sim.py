@@ -236,6 +236,20 @@ def test_azure_time_zones_rotate_each_nodes_hour(tmp_path: Path) -> None:
 # ---- scenarios, the report and the CLI -----------------------------------------------------------------------------
 
 
+def test_intercontinental_links_slow_every_delegation_down() -> None:
+    from sim.scenarios import intercontinental
+
+    scenario = build("load-swing", 0)
+    far = intercontinental(scenario)
+    assert [n.region for n in far.nodes] == ["us", "eu", "asia", "us"]
+    near_records = run_modes(scenario, 0, ("decentralized",))["decentralized"]
+    far_records = run_modes(far, 0, ("decentralized",))["decentralized"]
+    assert far.config is not None and far.config.latency.one_way("us", "asia") == 0.09
+    # Results come back over the links: a delegated answer is later by at least a one-way delay.
+    assert mean_latency(far_records) != mean_latency(near_records)
+    assert any(r.hops for r in far_records)
+
+
 def test_scenarios_run_in_every_mode_and_the_network_beats_single_nodes() -> None:
     scenario = build("load-swing", 0)
     results = run_modes(scenario, 0)
@@ -271,6 +285,10 @@ def test_cli_sim_run_and_its_errors(tmp_path: Path) -> None:
     summary = json.loads(result.output[result.output.index("{"):])
     assert set(summary["modes"]) == {"single", "decentralized"}
     assert (tmp_path / "load-swing_single.csv").exists()
+    spread = runner.invoke(app, ["sim", "run", "load-swing", "-m", "decentralized", "--network", "intercontinental"])
+    assert spread.exit_code == 0 and "us / eu / asia" in spread.output, spread.output
+    bad = runner.invoke(app, ["sim", "run", "load-swing", "--network", "moon"])
+    assert bad.exit_code == 1 and "unknown network 'moon'" in bad.output
     bad = runner.invoke(app, ["sim", "run", "nowhere"])
     assert bad.exit_code == 1 and "unknown scenario 'nowhere'" in bad.output and "Traceback" not in bad.output
     bad = runner.invoke(app, ["sim", "run", "schedule", "--schedule", str(tmp_path / "missing.json")])
