@@ -69,8 +69,18 @@ def _gpu_profile(name: str, *, hbm_gb: float, bandwidth_gb_s: float, fp16_tflops
     token. vLLM's default `gpu_memory_utilization` 0.9, minus the weights and ~1.5 GB of activations and
     CUDA graphs, is the KV cache. A decode step reads the weights and the KV cache once at ~75 % of peak
     memory bandwidth; prefill runs at ~45 % of peak dense fp16 tensor throughput (2 FLOPs per parameter
-    per token). These reproduce the single-stream decode rates reported for 8B models under vLLM
-    (~40-45 tokens/s on an RTX 3090, ~45-50 on an RTX 4090, ~90-100 on an A100 80GB).
+    per token).
+
+    Against published measurements of 8B models under vLLM:
+    - A100 40GB, Llama-3.1-8B bf16, vLLM 0.23, one request: ~75 tokens/s, "roughly 77 % of the GPU's
+      memory-bandwidth ceiling" (J. Musgrave, "vLLM throughput-latency sweep on NVIDIA A100"); this
+      formula gives 71 for a 40GB card, 93 for the 80GB SXM profile below.
+    - RTX 3090, Llama-3-8B: "approximately 30 tokens/s" single-user (dev.to, "Achieving maximum
+      throughput on vLLM with a single RTX 3090"); this formula gives 43, so the 3090 profile is
+      optimistic by up to a third.
+    - 2 x RTX 3090, Qwen3-8B fp16, 4,096 tokens in / 1,024 out, data parallel: 387 output tokens/s, ~194
+      per card (r/LocalLLaMA, "Qwen3 throughput benchmarks on 2x 3090"); this model gives ~130 per card
+      at that shape, because its prefill pauses decoding where vLLM's chunked prefill overlaps them.
     """
     weights_bytes = 8.19e9 * 2
     kv_bytes_per_token = 36 * 8 * 128 * 2 * 2
