@@ -110,7 +110,7 @@ def test_oversized_requests_are_cut_or_refused() -> None:
 
 def test_gpu_profiles_are_ordered_as_the_hardware() -> None:
     r3090, r4090, a100 = (PROFILES[k] for k in ("qwen3-8b-rtx3090", "qwen3-8b-rtx4090", "qwen3-8b-a100"))
-    # Single-stream decode from memory bandwidth: the cards' order, and the A100 near its measured ~93.
+    # Single-stream decode from memory bandwidth, in the cards' order (sim/engine.py cites measurements).
     assert 38 < r3090.decode_tokens_per_s() < r4090.decode_tokens_per_s() < 52
     assert r4090.decode_tokens_per_s() > 44
     assert 85 < a100.decode_tokens_per_s() < 100
