@@ -22,6 +22,8 @@ remains is the per-selection scan that the tree removes.)
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import random
 import resource
@@ -49,13 +51,7 @@ def workload(nodes: int, requests: int, seed: int) -> list:  # type: ignore[type
     out = []
     # One merged Poisson stream, each arrival at node i with probability rate_i / total.
     t = 0.0
-    cumulative = []
-    acc = 0.0
-    for r in rates:
-        acc += r
-        cumulative.append(acc)
-    import bisect
-
+    cumulative = list(itertools.accumulate(rates))
     for _ in range(requests):
         t += rng.expovariate(total_rate)
         i = bisect.bisect_left(cumulative, rng.random() * total_rate)

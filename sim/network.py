@@ -336,19 +336,8 @@ class Simulation:
         node.next_stake_tick += ticks * interval
         changed = False
         for _ in range(min(ticks, 16)):
-            delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
-            if self.ledger is not None:
-                # On the contract: stake more from credit (an unstake would unbond; the simulated
-                # contract nodes only ever top their stake up).
-                if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
-                    break
-                node.stake_wei = self.ledger.stake_wei(node)
-                changed = True
-                continue
-            if delta == 0:
+            if not self._stake_step(node):
                 break
-            node.stake_wei += delta
-            node.credit_wei -= delta
             changed = True
         if changed:
             block = self.config.block_time_s
@@ -356,6 +345,22 @@ class Simulation:
             if not node.stake_scheduled:  # look again next interval: the target may need more steps
                 node.stake_scheduled = True
                 self._push(node.next_stake_tick, _STAKE, node.index)
+
+    def _stake_step(self, node: _Node) -> bool:
+        """One stake interval of the live rule (`stake_change_wei`) applied; whether the stake changed."""
+        delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
+        if self.ledger is not None:
+            # On the contract: stake more from credit (an unstake would unbond; the simulated contract
+            # nodes only ever top their stake up).
+            if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
+                return False
+            node.stake_wei = self.ledger.stake_wei(node)
+            return True
+        if delta == 0:
+            return False
+        node.stake_wei += delta
+        node.credit_wei -= delta
+        return True
 
     def _on_stake(self, index: int) -> None:
         node = self.nodes[index]
@@ -394,16 +399,8 @@ class Simulation:
             # A node there from the start has been running for a while: its stake is already where its
             # (idle) load puts it, on-chain, when the first request arrives.
             for _ in range(64):
-                delta = policy_module.stake_change_wei(node.policy, self._snapshot(node), node.stake_wei)
-                if self.ledger is not None:
-                    if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
-                        break
-                    node.stake_wei = self.ledger.stake_wei(node)
-                    continue
-                if delta == 0:
+                if not self._stake_step(node):
                     break
-                node.stake_wei += delta
-                node.credit_wei -= delta
             node.pending_stake = None
             self._show_stake(node, node.stake_wei)
             node.next_stake_tick = max(config.auto_stake_interval_s, self.config.block_time_s)
@@ -525,17 +522,22 @@ class Simulation:
         index = self._indexes.get(model)
         return index is not None and index.total_wei - index.stake_of(node.address) > 0
 
+    def _candidates(self, node: _Node, model: str, route: list[str], seed: bytes,
+                    peers: list[routing.Peer] | None = None) -> list[str]:
+        """The addresses `node` probes for a request on `route`, in order: the live draw over every routable
+        peer (`peers`, or all of them), or the same distribution from the stake tree."""
+        k_exec = node.policy.config.k_exec
+        if self._indexes is None:
+            peers = self._routable_peers(node, model) if peers is None else peers
+            drawn = routing.candidates_for_delegation(peers, node.address, route, seed, k_exec, model)
+            return [peer.address for peer in drawn]
+        index = self._indexes.get(model)
+        return [] if index is None else index.candidates_for_delegation(node.address, route, seed, k_exec)
+
     def _offload(self, req: _Req, node: _Node, peers: list[routing.Peer] | None, serves: bool) -> None:
         route = [self.nodes[i].address for i in req.route]
         seed = routing.selection_seed(req.request_id, self.block_hash(self.now), len(req.route))
-        k_exec = node.policy.config.k_exec
-        if peers is not None:
-            drawn = routing.candidates_for_delegation(peers, node.address, route, seed, k_exec, req.model)
-            candidates = [peer.address for peer in drawn]
-        else:
-            assert self._indexes is not None
-            index = self._indexes.get(req.model)
-            candidates = [] if index is None else index.candidates_for_delegation(node.address, route, seed, k_exec)
+        candidates = self._candidates(node, req.model, route, seed, peers)
         latency = self.config.latency
         region = node.spec.region
         t = self.now
@@ -586,15 +588,7 @@ class Simulation:
         The user gets the first delegation's answer (the live node races the two and serves the faster;
         the difference is a little latency, not who duels)."""
         seed = routing.selection_seed(req.request_id, self.block_hash(self.now), 1)
-        k_exec = origin.policy.config.k_exec
-        if self._indexes is None:
-            peers = self._routable_peers(origin, req.model)
-            drawn = [p.address for p in routing.candidates_for_delegation(peers, origin.address, [first.address], seed,
-                                                                           k_exec, req.model)]
-        else:
-            index = self._indexes.get(req.model)
-            drawn = [] if index is None else index.candidates_for_delegation(origin.address, [first.address], seed,
-                                                                             k_exec)
+        drawn = self._candidates(origin, req.model, [first.address], seed)
         second = next((self._by_name[a] for a in drawn if self._accepts(self._by_name[a], req.model)), None)
         if second is None:
             return

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.params import WEI_PER_CREDIT
-from sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, write_records
+from sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
 from sim.network import RequestRecord
 from sim.scenarios import MODES, SCENARIOS, Scenario, build, run_modes
 from sim.workloads import MathLengths
@@ -26,16 +26,6 @@ PAPER_CLAIMS = {
     "latency_vs_single": "-27.6 % latency",
     "vs_centralized": "close to a centralized scheduler, sometimes above it",
 }
-
-
-def finish_windows(records: Sequence[RequestRecord], window_s: float) -> list[tuple[float, float, int]]:
-    """(window start, mean latency, count) of the requests *finishing* in each window (the paper's
-    windowed latency over time)."""
-    groups: dict[int, list[float]] = {}
-    for r in records:
-        if r.status == "done" and r.finish_s is not None and r.latency_s is not None:
-            groups.setdefault(int(r.finish_s // window_s), []).append(r.latency_s)
-    return [(k * window_s, sum(v) / len(v), len(v)) for k, v in sorted(groups.items())]
 
 
 def _change(new: float, old: float) -> float:
@@ -169,7 +159,7 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
         fig, ax = plt.subplots(figsize=(6, 3.6))
         points = [(r.finish_s, r.latency_s) for r in records if r.finish_s is not None and r.latency_s is not None]
         ax.scatter([p[0] for p in points], [p[1] for p in points], s=4, alpha=0.4, color="tab:gray", label="requests")
-        windows = finish_windows(records, scenario.window_s)
+        windows = windowed_latency(records, scenario.window_s)
         ax.plot([w + scenario.window_s / 2 for w, _, _ in windows], [m for _, m, _ in windows], color="black",
                 label=f"{scenario.window_s:.0f} s windowed mean")
         for t, label in events:
@@ -301,7 +291,7 @@ def reproduce(out: Path, *, seed: int = 0, schedule_path: Path | None = None, tr
         for mode, records in results.items():
             write_records(records, out / name / f"{mode}.csv")
         summary = scenario_summary(scenario, results)
-        windows = finish_windows(results["decentralized"], scenario.window_s)
+        windows = windowed_latency(results["decentralized"], scenario.window_s)
         summary["windowed_latency_decentralized"] = [[w, m, n] for w, m, n in windows]
         summaries.append(summary)
         plotted = _plots(out, scenario, summary, results) and plotted
