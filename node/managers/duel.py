@@ -380,14 +380,16 @@ class DuelRace:
             raise
         if first in done:
             result = first.result()
-            served = rival.result() if rival.done() else None
-            if result is None and served is not None:
-                # The first candidate declined and the rival has answered: the user gets that answer
-                # (there is no duel then). A rival still at work is not waited for: the dispatcher asks
-                # the other candidates (if one of them is the rival's executor, the duel is dropped).
-                self.rival_won = True
-                return served
-            return result
+            if result is not None:
+                return result
+            # The first candidate declined or failed: the rival, already at work on this request, answers
+            # the user (there is no duel then). Only if it finds no executor either does the dispatcher ask
+            # the other candidates (never the peers the rival asked: they have seen this request id).
+            served = await rival
+            if served is None:
+                return result
+            self.rival_won = True
+            return served
         answer = rival.result()
         if answer is None:
             return await first

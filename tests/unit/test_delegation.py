@@ -693,6 +693,29 @@ async def test_a_duel_races_two_executors_and_the_user_gets_the_first_answer(net
     assert a.ledger.promised == {fast.address: 4000}  # only the served answers are paid (the duel pays the other)
 
 
+async def test_when_the_first_candidate_fails_the_duels_other_executor_serves_the_user(net: Net) -> None:
+    # Found by CI: the first candidate died while the rival was still answering; the dispatcher then looked
+    # for a third executor among the others only (never the rival's, which runs this request id already),
+    # found none, and ended up running the request on the busy origin's own queue.
+    own = FakeBackend([MODEL])
+    a = net.add("a", policy=DISPATCHER, backends=[own])
+    dead = net.add("dead", policy=EXECUTOR, stake_wei=1000 * 10**18)  # nearly always the first candidate
+    live = net.add("live", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=0.5)])
+    net.router.down.add("dead")
+    duels = RecordingDuels(a, inspect=True)
+    sent = 0
+    async with net.client("a") as client:
+        while not a.comm.bans.is_banned(dead.address):  # until dead was drawn first once (then it is banned)
+            assert sent < 10, "dead was never drawn"
+            resp = await client.post("/v1/chat/completions", json={**CHAT, "user": f"u{sent}"})
+            sent += 1
+            assert resp.status_code == 200, resp.text
+            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == live.address
+    assert own.requests_seen == 0  # never fell back to the busy origin
+    await asyncio.sleep(0.2)
+    assert duels.opened == []  # one answer only: no duel
+
+
 async def test_without_a_duel_draw_one_executor_answers(net: Net) -> None:
     a = net.add("a", policy=DISPATCHER)
     backends = [FakeBackend([MODEL]), FakeBackend([MODEL])]
