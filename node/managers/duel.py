@@ -143,10 +143,12 @@ class DuelManager:
         exclude: Collection[str],
         asked: set[str] | None = None,
         streamed: bool = False,
+        round_declined: asyncio.Event | None = None,
     ) -> RemoteAnswer | RemoteStream | None:
         """An answer from an executor drawn by PoS among the peers not in `exclude`, or None: a verified
         whole answer (its `attestation` checked), or with `streamed` a primed stream (checked when it
-        ends). Every peer asked is added (lower case) to `asked`."""
+        ends). Every peer asked is added (lower case) to `asked`; `round_declined` is set once a whole
+        round of candidates declined (from then on, this is a wait for a free peer)."""
         comm = self.communication
         request = streamed_request(raw_request) if streamed else whole_request(raw_request)
         failed: set[str] = set()
@@ -184,6 +186,8 @@ class DuelManager:
                     failed.add(peer.address.lower())
                     continue
                 return answer
+            if round_declined is not None:
+                round_declined.set()
         logger.info("duel: no second executor took %s", greq.request_id)
         return None
 
@@ -346,6 +350,7 @@ class DuelRace:
         self.is_served = False
         self.asked: set[str] = set()  # peers the rival asked (lower case): the dispatcher must not ask them too
         self.excluded: set[str] = set()  # peers the rival must not ask: the first candidate, the served executor
+        self.rival_waits = asyncio.Event()  # set once every peer the rival asked in a round declined
 
     def start(self, exclude: Sequence[str], streamed: bool = False) -> None:
         """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
@@ -361,7 +366,8 @@ class DuelRace:
     async def _rival(self) -> RemoteAnswer | RemoteStream | None:
         try:
             return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt,
-                                                     self.excluded, self.asked, streamed=self.streamed)
+                                                     self.excluded, self.asked, streamed=self.streamed,
+                                                     round_declined=self.rival_waits)
         except Exception as exc:  # off the request path
             logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
             return None
@@ -382,10 +388,16 @@ class DuelRace:
             result = first.result()
             if result is not None:
                 return result
-            # The first candidate declined or failed: the rival, already at work on this request, answers
-            # the user (there is no duel then). Only if it finds no executor either does the dispatcher ask
-            # the other candidates (never the peers the rival asked: they have seen this request id).
-            served = await rival
+            # The first candidate declined or failed: the rival, at work on this request, answers the user
+            # (there is no duel then). Not a rival that is only waiting for a free peer (a round of its
+            # candidates declined): then the dispatcher asks its other candidates now (never the peers the
+            # rival asked, which have seen this request id) and the rival goes on looking for the duel.
+            hunting = asyncio.ensure_future(self.rival_waits.wait())
+            try:
+                await asyncio.wait({rival, hunting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hunting.cancel()
+            served = rival.result() if rival.done() and not rival.cancelled() else None
             if served is None:
                 return result
             self.rival_won = True

@@ -716,6 +716,26 @@ async def test_when_the_first_candidate_fails_the_duels_other_executor_serves_th
     assert duels.opened == []  # one answer only: no duel
 
 
+async def test_the_user_never_waits_on_a_duels_other_executor_that_is_only_looking_for_a_free_peer(
+    net: Net,
+) -> None:
+    own = FakeBackend([MODEL])
+    a = net.add("a", policy=DISPATCHER, backends=[own])
+    busy = {"accept_frequency": 0.0}  # every peer declines: the rival keeps looking, a round per 5 s
+    net.add("b", policy=busy, backends=[FakeBackend([MODEL])])
+    net.add("c", policy=busy, backends=[FakeBackend([MODEL])])
+    duels = RecordingDuels(a, inspect=True)
+    duels.manager.second_retry_s = 5.0
+    loop = asyncio.get_running_loop()
+    async with net.client("a") as client:
+        started = loop.time()
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+        took = loop.time() - started
+    assert resp.status_code == 200, resp.text
+    assert own.requests_seen == 1 and took < 2.5, took  # the origin's fallback, not 5 s behind the rival
+    assert duels.opened == []
+
+
 async def test_without_a_duel_draw_one_executor_answers(net: Net) -> None:
     a = net.add("a", policy=DISPATCHER)
     backends = [FakeBackend([MODEL]), FakeBackend([MODEL])]
