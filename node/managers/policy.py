@@ -46,12 +46,11 @@ class PolicyManager:
                 models[name] = ModelLoad(kv_usage=occupancy, running=self.request_manager.running,
                                          waiting=self.request_manager.waiting)
             else:
-                # The node's own slots bound what the backend sees; the busier of the two is the truth.
-                models[name] = observed_load(load.kv_usage, load.running, load.waiting, occupancy)
-                if load.max_running is not None and self.request_manager.active(name) >= load.max_running:
-                    # A fixed-concurrency engine with every slot taken by requests admitted here (some
-                    # perhaps not handed to it yet): one more would wait.
-                    models[name] = ModelLoad(kv_usage=1.0, running=load.running, waiting=load.waiting)
+                # The node's own slots bound what the backend sees; the busier of the two is the truth. A
+                # fixed-concurrency engine with every slot taken by requests admitted here (some perhaps not
+                # handed to it yet) is full: one more would wait.
+                full = load.max_running is not None and self.request_manager.active(name) >= load.max_running
+                models[name] = observed_load(load.kv_usage, load.running, load.waiting, 1.0 if full else occupancy)
         try:
             credit = self._credit_wei()
         except Exception:
