@@ -350,7 +350,7 @@ class StakeIndex:
                     self._add(slot, -self._stakes[slot])
             out: list[str] = []
             for j in range(k):
-                total = self._prefix(len(self._stakes))
+                total = self.total_wei
                 if total <= 0:
                     break
                 digest = hashlib.sha256(_TREE_TAG + _field(bytes(seed)) + j.to_bytes(8, "big")).digest()
