@@ -12,22 +12,36 @@ WEI_PER_CREDIT = 10**15
 
 @dataclass(frozen=True)
 class DeploymentParams:
-    """Constructor arguments of WWWServe.vy, in constructor order. Money in wei, windows in blocks."""
+    """Constructor arguments of WWWServe.vy (and WWWServeExt.vy), in constructor order. Money in wei,
+    windows in blocks, periods in seconds. docs/threat-model.md says why each default is what it is."""
 
     min_stake_wei: int = 100 * WEI_PER_CREDIT
     unbonding_period_s: int = 600
     withdrawal_notice_s: int = 300
     k_judges: int = 3
-    seed_delay_blocks: int = 1
-    draw_window_blocks: int = 200
-    commit_window_blocks: int = 10
+    # Draws in an epoch read the stake tree as it stood when the epoch began.
+    epoch_blocks: int = 32
+    # The challenger fetches the request, runs it and commits its answer's hash in this many blocks
+    # (SmolLM2 on 2 CPU cores needs ~20 s for a 256-token answer at 1 s blocks).
+    answer_window_blocks: int = 30
+    commit_window_blocks: int = 30
     reveal_window_blocks: int = 10
-    settle_window_blocks: int = 100
-    gamma_bps: int = 10_000
-    minority_slash_bps: int = 2_000
-    abstain_slash_bps: int = 500
+    appeal_window_blocks: int = 10
+    publish_window_blocks: int = 20
+    # Work can be dueled this long after its executor signed it (<= the unbonding period, so no
+    # executor can unstake and leave before its last answer stops being dueled).
+    attestation_ttl_s: int = 300
+    # What each duelist puts at risk. Large enough that a random responder loses money at
+    # p_inspect 0.1 (bond x 0.1 > the 1-credit fee it earns per request), small enough against the
+    # duel's escrow that an origin cannot profit from duels it opens (docs/threat-model.md, A1/A2).
+    duel_bond_wei: int = 20 * WEI_PER_CREDIT
     duelist_fee_wei: int = WEI_PER_CREDIT
-    judge_fee_wei: int = WEI_PER_CREDIT
+    # A seat that votes with the verdict earns 4 credits: its two model calls priced at the 1-credit
+    # delegation fee each, and a margin (A9).
+    judge_fee_wei: int = 4 * WEI_PER_CREDIT
+    judge_penalty_wei: int = 8 * WEI_PER_CREDIT
+    silent_penalty_wei: int = 4 * WEI_PER_CREDIT
+    reserve_payout_bps: int = 100
     tree_depth: int = 14
 
     def __post_init__(self) -> None:
@@ -37,25 +51,42 @@ class DeploymentParams:
                 raise ValueError(f"{f.name} must be a non-negative integer, got {value!r}")
         if self.min_stake_wei == 0:
             raise ValueError("min_stake_wei must be > 0")
-        if not 1 <= self.k_judges <= 8:
-            raise ValueError("k_judges must be between 1 and 8")
-        if self.seed_delay_blocks < 1:
-            raise ValueError("seed_delay_blocks must be >= 1")
-        if not 1 <= self.draw_window_blocks <= 250:
-            raise ValueError("draw_window_blocks must be between 1 and 250 (blockhash reaches 256 back)")
-        for name in ("commit_window_blocks", "reveal_window_blocks", "settle_window_blocks"):
+        if not 1 <= self.k_judges <= 3:
+            raise ValueError("k_judges must be between 1 and 3 (an appeal round has 2k+1 <= 8 seats)")
+        if not 2 <= self.epoch_blocks <= 250:
+            raise ValueError("epoch_blocks must be between 2 and 250 (blockhash reaches 256 back)")
+        for name in ("answer_window_blocks", "commit_window_blocks"):
+            if not 1 <= getattr(self, name) < self.epoch_blocks:
+                raise ValueError(f"{name} must be between 1 and epoch_blocks - 1")
+        for name in ("reveal_window_blocks", "appeal_window_blocks", "publish_window_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("gamma_bps", "minority_slash_bps", "abstain_slash_bps"):
-            if getattr(self, name) > 10_000:
-                raise ValueError(f"{name} must be <= 10000")
+        if not 1 <= self.attestation_ttl_s <= self.unbonding_period_s:
+            raise ValueError("attestation_ttl_s must be between 1 and unbonding_period_s")
+        if self.duel_bond_wei == 0 or self.duel_bond_wei % 10**9 or self.duel_bond_wei // 10**9 >= 1 << 40:
+            raise ValueError("duel_bond_wei must be a positive whole number of gwei below 2**40 gwei")
+        if self.duel_bond_wei > self.min_stake_wei:
+            raise ValueError("duel_bond_wei must be <= min_stake_wei")
+        if self.reserve_payout_bps > 10_000:
+            raise ValueError("reserve_payout_bps must be <= 10000")
         if not 1 <= self.tree_depth <= 20:
             raise ValueError("tree_depth must be between 1 and 20")
 
     @property
     def duel_escrow_wei(self) -> int:
-        """What the origin escrows when it opens a duel."""
-        return 2 * self.duelist_fee_wei + self.k_judges * self.judge_fee_wei
+        """What the origin escrows when it opens a duel: the challenger's fee and the first panel's."""
+        return self.duelist_fee_wei + self.k_judges * self.judge_fee_wei
+
+    @property
+    def appeal_fee_wei(self) -> int:
+        """What an appeal costs the losing duelist: the fees of a 2k+1-seat panel."""
+        return (2 * self.k_judges + 1) * self.judge_fee_wei
+
+    @property
+    def duel_span_blocks(self) -> int:
+        """The most blocks a duel can stay open (appeal included); unbonding lasts at least this long."""
+        return (3 * self.epoch_blocks + 2 * self.answer_window_blocks + self.publish_window_blocks
+                + 2 * self.commit_window_blocks + 2 * self.reveal_window_blocks + self.appeal_window_blocks)
 
     def constructor_args(self) -> list[int]:
         """Arguments for the contract constructor, in order."""
