@@ -431,7 +431,7 @@ def _account(node: address) -> (uint256, uint256, uint256):
 
 @internal
 def _put_account(node: address, active: uint256, unbonding: uint256, bonded: uint256):
-    assert active <= STAKE_MASK and unbonding <= STAKE_MASK, "Bank: stake overflow"
+    assert active <= STAKE_MASK and unbonding <= STAKE_MASK and bonded // WEI_PER_GWEI < 1 << 64, "Bank: stake overflow"
     self.accounts[node] = active | (unbonding << 96) | ((bonded // WEI_PER_GWEI) << 192)
 
 
@@ -1559,7 +1559,7 @@ def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256
     for i: uint256 in range(size, bound=MAX_SEATS):
         v: uint256 = (panel >> (P_VOTES + 3 * i)) & 7
         judge: address = sortition.leafOwner[(panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)]
-        if v == win or (final == OUTCOME_TIE and (v == 1 or v == 2)):
+        if (win != 0 and v == win) or (final == OUTCOME_TIE and (v == 1 or v == 2)):
             fee: uint256 = min(JUDGE_FEE, budget - paid)
             extra: uint256 = min(bonus, self.reserve - bonuses)
             paid += fee
@@ -1677,8 +1677,7 @@ def settleDuel(duel_id: uint256):
             reason = CANCEL_NO_ANSWER
             b: address = self._owner(self._field(info, I_B, LEAF_BITS))
             bond: uint256 = self._field(info, I_BOND, 40) * WEI_PER_GWEI
-            cut: uint256 = self._take_stake(b, bond, bond)
-            info = self._with(info, I_B_DRAWN, 1, 0)  # its bond is settled here
+            cut: uint256 = self._take_stake(b, bond, 0)  # _cancel releases the bond
             if cut > 0:
                 log StakeSlashed(duelId=duel_id, node=b, amount=cut, reason=SLASH_NO_ANSWER)
                 self._to_reserve(duel_id, cut)
