@@ -1,14 +1,32 @@
-"""The committed artifacts are exactly what the pinned compiler makes of the committed sources."""
+"""The committed artifacts are exactly what the pinned compiler makes of the committed sources, and
+the two contracts they describe can be deployed together: each fits EIP-170, their storage layouts
+are identical (the extension runs on WWWServe's storage by delegatecall), and WWWServe's ABI is the
+union of both."""
 
 from __future__ import annotations
 
 import json
 
-from contracts import ARTIFACTS_DIR, CONTRACTS, EVM_VERSION, VYPER_VERSION, load_artifact, source_hash
-from contracts.build import compile_contract
+import pytest
+
+from contracts import (
+    ARTIFACTS_DIR,
+    CONTRACTS,
+    EVM_VERSION,
+    EXTENSION_CONTRACT,
+    MAIN_CONTRACT,
+    MAX_RUNTIME_BYTES,
+    VYPER_VERSION,
+    load_artifact,
+    load_extension_artifact,
+    merge_abis,
+    source_hash,
+)
+from contracts.build import compile_contract, compile_own, storage_layout
 
 
 def test_committed_artifacts_match_a_fresh_compile() -> None:
+    assert list(CONTRACTS) == [EXTENSION_CONTRACT, MAIN_CONTRACT]  # deployment order
     for name in CONTRACTS:
         fresh = compile_contract(name).to_json()
         committed = json.loads((ARTIFACTS_DIR / f"{name}.json").read_text())
@@ -16,9 +34,50 @@ def test_committed_artifacts_match_a_fresh_compile() -> None:
 
 
 def test_artifact_records_compiler_evm_version_and_source_hash() -> None:
-    art = load_artifact("WWWServe")
-    assert art.compiler == f"vyper-{VYPER_VERSION}"
-    assert art.evm_version == EVM_VERSION == "cancun"
-    assert art.source_hash == source_hash("WWWServe")
-    # EIP-170: the runtime code must deploy on chains that enforce the 24 KiB limit
-    assert len(bytes.fromhex(art.deployed_bytecode.removeprefix("0x"))) <= 24_576
+    for name in CONTRACTS:
+        art = load_artifact(name)
+        assert art.name == name
+        assert art.compiler == f"vyper-{VYPER_VERSION}"
+        assert art.evm_version == EVM_VERSION == "cancun"
+        assert art.source_hash == source_hash(name)
+    # the shared module is hashed with both contracts
+    assert all("core.vy" in files and "sortition.vy" in files for files in CONTRACTS.values())
+
+
+def test_both_contracts_fit_eip170() -> None:
+    sizes = {name: load_artifact(name).runtime_size for name in CONTRACTS}
+    assert all(0 < size <= MAX_RUNTIME_BYTES == 24_576 for size in sizes.values()), sizes
+
+
+def test_storage_layouts_are_identical() -> None:
+    main, ext = storage_layout(MAIN_CONTRACT), storage_layout(EXTENSION_CONTRACT)
+    assert main == ext
+    # not vacuous: the layout names the state both contracts share
+    text = json.dumps(main)
+    for variable in ("accounts", "duelInfo", "duelPanel", "commitments", "reserve", "leafOwner"):
+        assert f'"{variable}"' in text, variable
+
+
+def test_main_abi_is_the_union_of_both() -> None:
+    merged = load_artifact().abi
+    own_main, own_ext = compile_own(MAIN_CONTRACT).abi, load_extension_artifact().abi
+    names = [(i["type"], i.get("name")) for i in merged]
+    assert len(names) == len(set(names)), "no entry twice"
+    for item in own_main + [i for i in own_ext if i["type"] != "constructor"]:
+        assert item in merged, item
+    # WWWServe's constructor (with the extension address), not the extension's
+    (ctor,) = [i for i in merged if i["type"] == "constructor"]
+    assert ctor["inputs"][-1]["name"] == "extension" and len(ctor["inputs"]) == 19
+    # every event of the module reaches the users' ABI, whichever contract emits it
+    events = {i["name"] for i in merged if i["type"] == "event"}
+    assert {"DuelOpened", "DuelAppealed", "RequestPublished", "NodeRegistered", "StakeSlashed"} <= events
+    functions = {i["name"] for i in merged if i["type"] == "function"}
+    assert {"openDuel", "answerDuel", "appeal", "register", "getDuel", "EXTENSION", "paramsDigest"} <= functions
+
+
+def test_merge_refuses_diverging_entries() -> None:
+    fn = {"type": "function", "name": "f", "inputs": [{"name": "x", "type": "uint256"}], "outputs": []}
+    other = {**fn, "outputs": [{"name": "", "type": "bool"}]}
+    assert merge_abis([fn], [fn, {"type": "constructor", "inputs": []}]) == [fn]
+    with pytest.raises(ValueError, match="function f differs"):
+        merge_abis([fn], [other])
