@@ -1565,10 +1565,10 @@ def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256
             paid += fee
             bonuses += extra
             self._pay(duel_id, judge, fee + extra, REWARD_JUDGE_FEE)
-        elif v == lose or v == 0:
+        elif v == 0 or (lose != 0 and v == lose):
             cut: uint256 = SILENT_PENALTY
             reason: uint8 = SLASH_SILENT_JUDGE
-            if v == lose:
+            if v != 0:
                 cut = JUDGE_PENALTY
                 reason = SLASH_INCOHERENT_JUDGE
             cut = self._take_stake(judge, cut, 0)

@@ -1,21 +1,23 @@
-"""Pure-Python reference model of the WWWServe contract (contracts/WWWServe.vy + sortition.vy).
+"""Pure-Python reference model of the WWWServe contract (contracts/core.vy + sortition.vy).
 
-The model is a test oracle: it holds the same state as the contract (credit, pending withdrawals,
-active and unbonding stake, duel locks, the node registry with sortition leaves and public-key
-owners, the sortition sum tree, claimed voucher amounts, duels) and implements every external
-function with the same checks in the same order. A failed check raises `ModelRevert` carrying
-*exactly* the contract's revert string, and leaves the state untouched, like a reverted transaction.
+The model is a test oracle and the simulator's ledger: it holds the same state as the contract
+(credit, pending withdrawals, packed stake accounts with bonded stake, the node registry with
+sortition leaves, public-key owners and per-epoch model service, the versioned sortition sum tree,
+claimed voucher amounts, duels with their rounds, the reserve) and implements every external function
+with the same checks in the same order. A failed check raises `ModelRevert` carrying *exactly* the
+contract's revert string, and leaves the state untouched, like a reverted transaction.
 
 Nothing here reads a clock or a chain: each function takes the caller (`sender`) and, where the
-contract reads them, the block timestamp (`now_s`), the block number (`block_number`) and the seed
-block's hash (`blockhash`) explicitly. The sortition draw and the commitment / voucher digests use
-the contract's exact keccak encodings, so the model predicts which judges a duel draws, bit for bit;
-settlement uses the same integer floor divisions (dust of the judge pool goes to the first majority
-judge). Events are recorded as `ModelEvent`s in emission order, so a test can compare them with the
+contract reads them, the block timestamp (`now_s`), the block number (`block_number`) and the hash of
+a block (`blockhash`, a function of the block number, as the EVM's BLOCKHASH). The draws, the
+commitment and the EIP-712 digests use the contract's exact keccak encodings, so the model predicts
+which challenger and which seats a duel draws, bit for bit; settlement uses the same integer floor
+divisions. Events are recorded as `ModelEvent`s in emission order, so a test can compare them with the
 contract's logs.
 
-Packed duel storage (`duelInfo`, `duelPanel`) is kept unpacked as dataclasses, with `pack`/`unpack`
-that reproduce the contract's bit layout.
+The sortition tree here keeps every level and walks every draw from the root (the specification); the
+contract keeps only the subtree that covers the allocated leaves and starts there, which picks the
+same leaves; the stateful test checks that they agree.
 """
 
 from __future__ import annotations
@@ -35,20 +37,27 @@ from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 
 from ledger.params import DeploymentParams
+from ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
 
-# contract constants (WWWServe.vy / sortition.vy)
+# contract constants (core.vy / sortition.vy)
 BPS = 10_000
-MAX_K = 8
+MAX_K = 3
+MAX_SEATS = 8
 MAX_MODELS = 16
 MAX_DEPTH = 20
 MAX_DRAW = 8
-LEAF_BITS = 24
-BLOCK_BITS = 40
+MAX_CHALLENGER_TRIES = 8
+MAX_REQUEST_BYTES = 65536
+WEI_PER_GWEI = 10**9
+VALUE_MASK = (1 << 112) - 1
+STAKE_MASK = (1 << 96) - 1
+BLOCK_LIMIT = 1 << 40
 SECP256K1N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1N_HALF = SECP256K1N // 2
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO_HASH = b"\x00" * 32
-VOUCHER_SIGNATURE_BYTES = 65
+SIGNATURE_BYTES = 65
+VOUCHER_SIGNATURE_BYTES = SIGNATURE_BYTES
 
 EIP712_DOMAIN_TYPEHASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -56,12 +65,6 @@ EIP712_DOMAIN_TYPEHASH = keccak(
 VOUCHER_TYPEHASH = keccak(text="Voucher(address origin,address executor,uint256 cumulativeAmount)")
 EIP712_NAME = "WWWServe"
 EIP712_VERSION = "1"
-
-# duelInfo bit offsets
-_I_STATUS, _I_OUTCOME, _I_ORIGIN, _I_A, _I_B = 0, 4, 8, 32, 56
-_I_SEED, _I_COMMIT_END, _I_REVEAL_END = 80, 120, 160
-# duelPanel bit offsets
-_P_VOTES, _P_SIZE = 192, 216
 
 
 class Vote(IntEnum):
@@ -76,10 +79,11 @@ class Vote(IntEnum):
 
 class DuelStatus(IntEnum):
     NONE = 0
-    AWAITING_JUDGES = 1
-    VOTING = 2
-    SETTLED = 3
-    CANCELLED = 4
+    AWAITING_ANSWER = 1
+    AWAITING_REQUEST = 2
+    JUDGING = 3
+    SETTLED = 4
+    CANCELLED = 5
 
 
 class Outcome(IntEnum):
@@ -87,26 +91,30 @@ class Outcome(IntEnum):
     A_WON = 1
     B_WON = 2
     TIE = 3
-    VOIDED = 4  # a majority of judges got no evidence from the origin
+    VOIDED = 4  # a majority of seats could not get the evidence
 
 
 class SlashReason(IntEnum):
     LOST_DUEL = 1
-    MINORITY_JUDGE = 2
-    ABSTAINED_JUDGE = 3
+    INCOHERENT_JUDGE = 2
+    SILENT_JUDGE = 3
+    NO_ANSWER = 4
 
 
 class RewardReason(IntEnum):
-    STAKE_WON = 1
-    JUDGE_POOL = 2
+    STAKE_WON = 1  # the loser's bond, with the challenger's fee, in one payment
+    RESERVE_BONUS = 2  # not emitted: a judge's fee and reserve share are paid together as JUDGE_FEE
     DUELIST_FEE = 3
     JUDGE_FEE = 4
     ESCROW_REFUND = 5
+    APPEAL_REFUND = 6
 
 
 class CancelReason(IntEnum):
-    TOO_FEW_JUDGES = 1
-    NOT_DRAWN = 2
+    NO_CHALLENGER = 1
+    NO_ANSWER = 2
+    REQUEST_WITHHELD = 3
+    NO_JUDGES = 4
 
 
 class ModelRevertError(Exception):
@@ -129,6 +137,10 @@ class ModelEvent:
     args: dict[str, object]
 
 
+BlockHash = Callable[[int], bytes]
+"""The EVM's BLOCKHASH: block number -> its 32-byte hash."""
+
+
 # ---------------------------------------------------------------------------------------------
 # pure helpers (the contract's encodings)
 
@@ -140,14 +152,14 @@ def checksum(address: str) -> str:
 
 
 def domain_separator(chain_id: int, contract: str) -> bytes:
-    """EIP-712 domain separator of a WWWServe deployment (the contract's DOMAIN_SEPARATOR)."""
-    return keccak(
+    """EIP-712 domain separator of a WWWServe deployment (the contract's DOMAIN_SEPARATOR())."""
+    return bytes(keccak(
         encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
             [EIP712_DOMAIN_TYPEHASH, keccak(text=EIP712_NAME), keccak(text=EIP712_VERSION), chain_id,
              checksum(contract)],
         )
-    )
+    ))
 
 
 def voucher_digest(chain_id: int, contract: str, origin: str, executor: str, cumulative_amount_wei: int) -> bytes:
@@ -156,20 +168,27 @@ def voucher_digest(chain_id: int, contract: str, origin: str, executor: str, cum
         encode(["bytes32", "address", "address", "uint256"],
                [VOUCHER_TYPEHASH, checksum(origin), checksum(executor), cumulative_amount_wei])
     )
-    return keccak(b"\x19\x01" + domain_separator(chain_id, contract) + struct_hash)
+    return bytes(keccak(b"\x19\x01" + domain_separator(chain_id, contract) + struct_hash))
 
 
-def vote_commitment(chain_id: int, contract: str, duel_id: int, judge: str, vote: int, salt: bytes) -> bytes:
-    """The commitment a judge submits for a hidden vote (voteCommitment)."""
-    return keccak(
-        encode(["uint256", "address", "uint256", "address", "uint8", "bytes32"],
-               [chain_id, checksum(contract), duel_id, checksum(judge), vote, salt])
-    )
+def vote_commitment(chain_id: int, contract: str, duel_id: int, round_: int, judge: str, vote: int,
+                    salt: bytes) -> bytes:
+    """The commitment a judge submits for a hidden vote (voteCommitment); the contract keeps its
+    first 16 bytes."""
+    return bytes(keccak(
+        encode(["uint256", "address", "uint256", "uint256", "address", "uint8", "bytes32"],
+               [chain_id, checksum(contract), duel_id, round_, checksum(judge), vote, salt])
+    ))
 
 
-def draw_seed(blockhash: bytes, duel_id: int) -> bytes:
-    """Seed of a duel's judge draw: keccak256(abi_encode(blockhash(seedBlock), duelId))."""
-    return keccak(encode(["bytes32", "uint256"], [blockhash.rjust(32, b"\x00"), duel_id]))
+def challenger_seed(blockhash: bytes, duel_id: int) -> bytes:
+    """Seed of a duel's challenger draws: keccak256(abi_encode(blockhash(seed), duelId, 0))."""
+    return bytes(keccak(encode(["bytes32", "uint256", "uint256"], [blockhash.rjust(32, b"\x00"), duel_id, 0])))
+
+
+def panel_seed(blockhash: bytes, duel_id: int, round_: int) -> bytes:
+    """Seed of a round's seats: keccak256(abi_encode(blockhash(seed), duelId, round))."""
+    return bytes(keccak(encode(["bytes32", "uint256", "uint256"], [blockhash.rjust(32, b"\x00"), duel_id, round_])))
 
 
 def ecrecover(digest: bytes, v: int, r: int, s: int) -> str:
@@ -183,15 +202,24 @@ def ecrecover(digest: bytes, v: int, r: int, s: int) -> str:
     return checksum(public_key.to_checksum_address())
 
 
-def _check_field(value: int, bits: int) -> int:
-    """The contract's `_with` guard: every packed field must fit its width."""
-    if value >= 1 << bits:
-        raise ModelRevert("Duel: field overflow")
-    return value
+def _recover(digest: bytes, signature: bytes, malformed: str) -> str:
+    """The contract's `_recover`: 65 bytes, low s, v in {27, 28} (v 0/1 accepted as 27/28)."""
+    if len(signature) > SIGNATURE_BYTES:
+        raise ModelRevert("")  # Bytes[65] argument: the ABI decoder rejects it, without a reason
+    if len(signature) != SIGNATURE_BYTES:
+        raise ModelRevert(malformed)
+    r = int.from_bytes(signature[0:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v < 27:
+        v += 27
+    if not (s <= SECP256K1N_HALF and v in (27, 28)):
+        raise ModelRevert(malformed)
+    return ecrecover(digest, v, r, s)
 
 
-def _field(word: int, offset: int, bits: int) -> int:
-    return (word >> offset) & ((1 << bits) - 1)
+def next_epoch_start(block_number: int, epoch_blocks: int) -> int:
+    return (block_number // epoch_blocks + 1) * epoch_blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,89 +239,57 @@ class NodeRecord:
 
 
 @dataclass
-class DuelInfo:
-    """`duelInfo[duelId]`, unpacked: nodes are named by their sortition leaf, windows by block."""
+class Panel:
+    """One round's seats (leaves, in draw order; a judge may hold several) and their votes."""
 
-    status: DuelStatus
-    outcome: Outcome
-    origin_leaf: int
-    a_leaf: int
-    b_leaf: int
-    seed_block: int
-    commit_end: int = 0
-    reveal_end: int = 0
-
-    def pack(self) -> int:
-        """The storage word, with the contract's layout and overflow checks."""
-        word = _check_field(int(self.status), 4) << _I_STATUS
-        word |= _check_field(int(self.outcome), 4) << _I_OUTCOME
-        word |= _check_field(self.origin_leaf, LEAF_BITS) << _I_ORIGIN
-        word |= _check_field(self.a_leaf, LEAF_BITS) << _I_A
-        word |= _check_field(self.b_leaf, LEAF_BITS) << _I_B
-        word |= _check_field(self.seed_block, BLOCK_BITS) << _I_SEED
-        word |= _check_field(self.commit_end, BLOCK_BITS) << _I_COMMIT_END
-        word |= _check_field(self.reveal_end, BLOCK_BITS) << _I_REVEAL_END
-        return word
-
-    @classmethod
-    def unpack(cls, word: int) -> DuelInfo:
-        """Decode a `duelInfo` storage word."""
-        return cls(
-            status=DuelStatus(_field(word, _I_STATUS, 4)),
-            outcome=Outcome(_field(word, _I_OUTCOME, 4)),
-            origin_leaf=_field(word, _I_ORIGIN, LEAF_BITS),
-            a_leaf=_field(word, _I_A, LEAF_BITS),
-            b_leaf=_field(word, _I_B, LEAF_BITS),
-            seed_block=_field(word, _I_SEED, BLOCK_BITS),
-            commit_end=_field(word, _I_COMMIT_END, BLOCK_BITS),
-            reveal_end=_field(word, _I_REVEAL_END, BLOCK_BITS),
-        )
-
-
-@dataclass
-class DuelPanel:
-    """`duelPanel[duelId]`, unpacked: judge leaves in draw order and their revealed votes."""
-
-    judge_leaves: list[int] = field(default_factory=list)
+    leaves: list[int] = field(default_factory=list)
     votes: list[Vote] = field(default_factory=list)
 
-    def pack(self) -> int:
-        """The storage word, with the contract's layout."""
-        word = _check_field(len(self.judge_leaves), 4) << _P_SIZE
-        for i, leaf in enumerate(self.judge_leaves):
-            word |= _check_field(leaf, LEAF_BITS) << (i * LEAF_BITS)
-        for i, vote in enumerate(self.votes):
-            word |= _check_field(int(vote), 3) << (_P_VOTES + 3 * i)
-        return word
-
-    @classmethod
-    def unpack(cls, word: int) -> DuelPanel:
-        """Decode a `duelPanel` storage word."""
-        size = _field(word, _P_SIZE, 4)
-        return cls(
-            judge_leaves=[_field(word, i * LEAF_BITS, LEAF_BITS) for i in range(size)],
-            votes=[Vote(_field(word, _P_VOTES + 3 * i, 3)) for i in range(size)],
-        )
+    def tally(self) -> tuple[Outcome, int, int, int]:
+        """(outcome, seats for A, seats for B, seats that revealed), as the contract's `_tally`."""
+        n_a = self.votes.count(Vote.A)
+        n_b = self.votes.count(Vote.B)
+        n_no_ev = self.votes.count(Vote.NO_EVIDENCE)
+        n_revealed = len(self.votes) - self.votes.count(Vote.NONE)
+        outcome = Outcome.TIE
+        if n_no_ev * 2 > len(self.votes):
+            outcome = Outcome.VOIDED
+        elif n_a > n_b:
+            outcome = Outcome.A_WON
+        elif n_b > n_a:
+            outcome = Outcome.B_WON
+        return outcome, n_a, n_b, n_revealed
 
 
 @dataclass
 class Duel:
-    """One duel: packed info and panel and the judges' open commitments."""
+    """`duelInfo[id]` unpacked, the panels of its rounds and the judges' commitments (high 128 bits)."""
 
-    info: DuelInfo
-    panel: DuelPanel = field(default_factory=DuelPanel)
-    commitments: dict[str, bytes] = field(default_factory=dict)
+    status: DuelStatus
+    origin_leaf: int
+    a_leaf: int
+    seed_block: int
+    deadline: int
+    bond_wei: int
+    model_id: int
+    outcome: Outcome = Outcome.NONE
+    b_leaf: int = 0
+    b_drawn: bool = False
+    round: int = 0
+    panels: dict[int, Panel] = field(default_factory=dict)
+    commitments: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SettlementResult:
-    """What `settleDuel` decided (the DuelSettled event's fields)."""
+    """What `settleDuel` decided (the DuelSettled event's fields), or a cancellation."""
 
     outcome: Outcome
+    round: int
     votes_a: int
     votes_b: int
     stake_moved_wei: int
-    judge_pool_wei: int
+    cancelled: CancelReason | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,11 +297,12 @@ class SettlementResult:
 
 
 class SortitionTree:
-    """The heap-indexed sum tree of sortition.vy: root at 1, leaf i at 2**depth + i.
+    """The heap-indexed sum tree of sortition.vy, root at 1, leaf i at 2**depth + i, every word with
+    its live value, its value when its last-change epoch began, and that epoch.
 
     This is the specification: every level is kept and every draw walks down from the root. The
     contract keeps only the leftmost subtree that covers the allocated leaves (plus the root) and
-    starts its draws there, which picks the same leaves; the stateful test checks that they agree.
+    starts its draws there, which picks the same leaves.
     """
 
     def __init__(self, depth: int) -> None:
@@ -313,16 +310,30 @@ class SortitionTree:
             raise ModelRevert("Sortition: depth out of range")
         self.depth = depth
         self.leaves = 1 << depth
-        self.tree: dict[int, int] = {}
+        self.cur: dict[int, int] = {}
+        self.prev: dict[int, int] = {}
+        self.epoch: dict[int, int] = {}
         self.leaf_owner: dict[int, str] = {}
         self.leaf_count = 0
 
     def total_weight(self) -> int:
-        """Sum of all leaf weights (totalWeight)."""
-        return self.tree.get(1, 0)
+        """Sum of all leaf weights now (totalWeight)."""
+        return self.cur.get(1, 0)
 
     def leaf_weight(self, leaf: int) -> int:
-        return self.tree.get(self.leaves + leaf, 0)
+        return self.cur.get(self.leaves + leaf, 0)
+
+    def frozen(self, node: int, epoch: int) -> int:
+        """A tree word's value as it stood when `epoch` began."""
+        if self.epoch.get(node, 0) < epoch:
+            return self.cur.get(node, 0)
+        return self.prev.get(node, 0)
+
+    def frozen_leaf_weight(self, leaf: int, epoch: int) -> int:
+        return self.frozen(self.leaves + leaf, epoch)
+
+    def frozen_total(self, epoch: int) -> int:
+        return self.frozen(1, epoch)
 
     def owner(self, leaf: int) -> str:
         return self.leaf_owner.get(leaf, ZERO_ADDRESS)
@@ -336,39 +347,47 @@ class SortitionTree:
         self.leaf_owner[leaf] = checksum(owner)
         return leaf
 
-    def set(self, leaf: int, weight: int) -> None:
-        """Set a leaf's weight and fix the sums on its path to the root."""
+    def set(self, leaf: int, weight: int, epoch: int) -> None:
+        """Set a leaf's live weight in `epoch` and fix the sums on its path to the root."""
         node = self.leaves + leaf
-        delta = weight - self.tree.get(node, 0)
+        delta = weight - self.cur.get(node, 0)
         if delta == 0:
             return
         while node >= 1:
-            self.tree[node] = self.tree.get(node, 0) + delta
+            cur = self.cur.get(node, 0)
+            if self.epoch.get(node, 0) < epoch:
+                self.prev[node] = cur
+            self.epoch[node] = epoch
+            cur += delta
+            if cur > VALUE_MASK:
+                raise ModelRevert("Sortition: weight overflow")
+            self.cur[node] = cur
             node >>= 1
 
-    def draw(self, seed: bytes, count: int, excluded: Sequence[int]) -> list[int]:
-        """Draw up to `count` distinct leaves by weight, never one in `excluded` (sortition._draw)."""
+    def draw(self, seed: bytes, count: int, excluded: Sequence[int], epoch: int) -> list[int]:
+        """`count` leaves drawn independently by their weight frozen at `epoch`'s start, never one in
+        `excluded` (sortition._draw); empty when no eligible weight is left."""
         ex_nodes: list[int] = []
         ex_weights: list[int] = []
-        total = self.total_weight()
+        total = self.frozen(1, epoch)
         for leaf in excluded:
             node = self.leaves + leaf
             if node in ex_nodes:
                 continue
-            w = self.tree.get(node, 0)
+            w = self.frozen(node, epoch)
             ex_nodes.append(node)
             ex_weights.append(w)
             total -= w
         drawn: list[int] = []
-        for k in range(MAX_DRAW):
-            if k == count or total == 0:
-                break
+        if total == 0:
+            return drawn
+        for k in range(min(count, MAX_DRAW)):
             r = int.from_bytes(keccak(seed + k.to_bytes(32, "big")), "big") % total
             node = 1
             for level in range(self.depth):
                 left = node << 1
                 down = self.depth - level - 1
-                lw = self.tree.get(left, 0)
+                lw = self.frozen(left, epoch)
                 for ex_node, ex_weight in zip(ex_nodes, ex_weights, strict=True):
                     if ex_node >> down == left:
                         lw -= ex_weight
@@ -377,11 +396,7 @@ class SortitionTree:
                 else:
                     r -= lw
                     node = left + 1
-            w = self.tree.get(node, 0)
             drawn.append(node - self.leaves)
-            ex_nodes.append(node)
-            ex_weights.append(w)
-            total -= w
         return drawn
 
 
@@ -393,11 +408,17 @@ _R = TypeVar("_R")
 
 
 def _transaction(method: Callable[Concatenate[WWWServeModel, _P], _R]) -> Callable[Concatenate[WWWServeModel, _P], _R]:
-    """Run a state-changing method atomically: on `ModelRevert` the state is restored, like a revert."""
+    """Run a state-changing method atomically: on `ModelRevert` the state is restored, like a revert.
+
+    A model with `atomic = False` skips the copy (for callers such as the simulator that never
+    expect a revert and run thousands of duels): a revert then leaves the state as it stood.
+    """
 
     def run(model: WWWServeModel, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        saved = copy.deepcopy(model.__dict__)
         model.events = []
+        if not model.atomic:
+            return method(model, *args, **kwargs)
+        saved = copy.deepcopy(model.__dict__)
         try:
             return method(model, *args, **kwargs)
         except ModelRevert:
@@ -417,6 +438,8 @@ class WWWServeModel:
     `balance_wei` is the ETH the contract holds.
     """
 
+    atomic = True
+
     def __init__(self, params: DeploymentParams, *, chain_id: int, address: str) -> None:
         """Deploy: the constructor's checks (same reasons), then the immutables."""
         p = params
@@ -424,39 +447,57 @@ class WWWServeModel:
             raise ModelRevert("Params: min_stake must be > 0")
         if not 1 <= p.k_judges <= MAX_K:
             raise ModelRevert("Params: k_judges out of range")
-        if p.seed_delay_blocks < 1:
-            raise ModelRevert("Params: seed_delay must be >= 1")
-        if not 1 <= p.draw_window_blocks <= 250:
-            raise ModelRevert("Params: draw_window out of range")
-        if min(p.commit_window_blocks, p.reveal_window_blocks, p.settle_window_blocks) < 1:
+        if not 2 <= p.epoch_blocks <= 250:
+            raise ModelRevert("Params: epoch_blocks out of range")
+        if not 1 <= p.answer_window_blocks < p.epoch_blocks:
+            raise ModelRevert("Params: answer_window out of range")
+        if not 1 <= p.commit_window_blocks < p.epoch_blocks:
+            raise ModelRevert("Params: commit_window out of range")
+        if min(p.reveal_window_blocks, p.appeal_window_blocks, p.publish_window_blocks) < 1:
             raise ModelRevert("Params: windows must be >= 1")
-        if max(p.gamma_bps, p.minority_slash_bps, p.abstain_slash_bps) > BPS:
+        if not 1 <= p.attestation_ttl_s <= p.unbonding_period_s:
+            raise ModelRevert("Params: attestation_ttl out of range")
+        b = p.duel_bond_wei
+        if not (b > 0 and b % WEI_PER_GWEI == 0 and b // WEI_PER_GWEI < 1 << 40):
+            raise ModelRevert("Params: bad duel_bond")
+        if b > p.min_stake_wei:
+            raise ModelRevert("Params: duel_bond above min_stake")
+        if p.reserve_payout_bps > BPS:
             raise ModelRevert("Params: bps > 10000")
         self.params = params
         self.chain_id = chain_id
         self.address = checksum(address)
         self.sortition = SortitionTree(p.tree_depth)
-        self.duel_escrow_wei = 2 * p.duelist_fee_wei + p.k_judges * p.judge_fee_wei
+        self.duel_escrow_wei = p.duel_escrow_wei
+        self.appeal_fee_wei = p.appeal_fee_wei
+        self.duel_span_blocks = p.duel_span_blocks
         self.domain_separator = domain_separator(chain_id, self.address)
 
         self.nodes: dict[str, NodeRecord] = {}
         self.registered_once: set[str] = set()
         self.pubkey_owner: dict[bytes, str] = {}
         self.active_node_count = 0
+        self.model_id: dict[bytes, int] = {}
+        self.model_count = 0
+        self.model_epochs: dict[tuple[str, int], tuple[int, int]] = {}  # (node, id) -> (start, stop)
         self.credit: dict[str, int] = {}
         self.pending_withdrawal: dict[str, int] = {}
         self.withdrawable_at: dict[str, int] = {}
         self.active_stake: dict[str, int] = {}
         self.unbonding_stake: dict[str, int] = {}
+        self.bonded: dict[str, int] = {}
         self.unbonding_end: dict[str, int] = {}
+        self.unbonding_block: dict[str, int] = {}
+        self.reserve = 0
         self.claimed: dict[tuple[str, str], int] = {}
         self.duels: dict[int, Duel] = {}
-        self.duel_count = 0
-        self.locked_until: dict[str, int] = {}
         self.balance_wei = 0
         self.events: list[ModelEvent] = []
 
     # ----------------------------------------------------------------- views
+    def epoch(self, block_number: int) -> int:
+        return block_number // self.params.epoch_blocks
+
     def node(self, address: str) -> NodeRecord:
         """`nodes(address)`; an unknown address gives the all-zero record."""
         return self.nodes.get(checksum(address), NodeRecord())
@@ -465,51 +506,118 @@ class WWWServeModel:
         a = checksum(address)
         return self.active_stake.get(a, 0) + self.unbonding_stake.get(a, 0)
 
+    def free_stake(self, address: str) -> int:
+        """Slashable stake not bonded by an open duel (`_free_stake`)."""
+        a = checksum(address)
+        return max(0, self.total_stake(a) - self.bonded.get(a, 0))
+
     def claimed_wei(self, origin: str, executor: str) -> int:
         return self.claimed.get((checksum(origin), checksum(executor)), 0)
-
-    def commitment(self, duel_id: int, judge: str) -> bytes:
-        duel = self.duels.get(duel_id)
-        return ZERO_HASH if duel is None else duel.commitments.get(checksum(judge), ZERO_HASH)
 
     def voucher_digest(self, origin: str, executor: str, cumulative_amount_wei: int) -> bytes:
         return voucher_digest(self.chain_id, self.address, origin, executor, cumulative_amount_wei)
 
-    def vote_commitment(self, duel_id: int, judge: str, vote: int, salt: bytes) -> bytes:
-        return vote_commitment(self.chain_id, self.address, duel_id, judge, vote, salt)
+    def vote_commitment(self, duel_id: int, round_: int, judge: str, vote: int, salt: bytes) -> bytes:
+        return vote_commitment(self.chain_id, self.address, duel_id, round_, judge, vote, salt)
 
-    def get_duel(self, duel_id: int) -> tuple[str, str, str, int, int, int, int, int]:
-        """`getDuel`: (origin, a, b, seedBlock, commitEnd, revealEnd, status, outcome)."""
+    def work_digest(self, work: WorkAttestation) -> bytes:
+        return work_digest(self.chain_id, self.address, work)
+
+    def serves_model(self, node: str, model_hash: bytes, block_number: int) -> bool:
+        """`servesModel(node, modelHash)` at `block_number`."""
+        mid = self.model_id.get(model_hash, 0)
+        return mid != 0 and self._serves(checksum(node), mid, self.epoch(block_number))
+
+    def get_duel(self, duel_id: int) -> tuple[str, str, str, int, int, int, int, int, int]:
+        """`getDuel`: (origin, a, b, seedBlock, deadline, bond, round, status, outcome)."""
         duel = self.duels.get(duel_id)
         if duel is None:
             raise ModelRevert("Duel: unknown duel")
-        i = duel.info
         own = self.sortition.owner
-        return (own(i.origin_leaf), own(i.a_leaf), own(i.b_leaf), i.seed_block,
-                i.commit_end, i.reveal_end, int(i.status), int(i.outcome))
+        b = own(duel.b_leaf) if duel.b_drawn else ZERO_ADDRESS
+        return (own(duel.origin_leaf), own(duel.a_leaf), b, duel.seed_block, duel.deadline, duel.bond_wei,
+                duel.round, int(duel.status), int(duel.outcome))
 
-    def get_judges(self, duel_id: int) -> list[str]:
-        duel = self.duels.get(duel_id)
-        return [] if duel is None else [self.sortition.owner(leaf) for leaf in duel.panel.judge_leaves]
+    def reveal_end(self, duel_id: int) -> int:
+        """The current round's last reveal block."""
+        return self.duels[duel_id].deadline + self.params.reveal_window_blocks
 
-    def get_votes(self, duel_id: int) -> list[int]:
+    def get_judges(self, duel_id: int, round_: int) -> list[str]:
         duel = self.duels.get(duel_id)
-        return [] if duel is None else [int(v) for v in duel.panel.votes]
+        panel = None if duel is None else duel.panels.get(round_)
+        return [] if panel is None else [self.sortition.owner(leaf) for leaf in panel.leaves]
+
+    def get_votes(self, duel_id: int, round_: int) -> list[int]:
+        duel = self.duels.get(duel_id)
+        panel = None if duel is None else duel.panels.get(round_)
+        return [] if panel is None else [int(v) for v in panel.votes]
+
+    def commitment_of(self, duel_id: int, round_: int, judge: str) -> bytes:
+        """The first 16 bytes of the judge's commitment in that round (zero if none)."""
+        duel = self.duels.get(duel_id)
+        c = 0 if duel is None else duel.commitments.get((round_, checksum(judge)), 0)
+        return c.to_bytes(16, "big")
+
+    def challenger_of(self, duel_id: int, *, block_number: int, blockhash: BlockHash) -> str:
+        """`challengerOf`: the recorded challenger, or the one a draw would pick now (zero if none)."""
+        duel = self.duels.get(duel_id)
+        if duel is None:
+            raise ModelRevert("Duel: unknown duel")
+        if duel.b_drawn:
+            return self.sortition.owner(duel.b_leaf)
+        if duel.status != DuelStatus.AWAITING_ANSWER or block_number <= duel.seed_block:
+            return ZERO_ADDRESS
+        if block_number > duel.deadline:
+            return ZERO_ADDRESS
+        leaf = self._challenger_leaf(duel_id, duel, blockhash)
+        return ZERO_ADDRESS if leaf is None else self.sortition.owner(leaf)
+
+    def preview_judges(self, duel_id: int, *, block_number: int, blockhash: BlockHash) -> list[str]:
+        """`previewJudges`: the current round's seats, drawn or as a draw would pick them now."""
+        duel = self.duels.get(duel_id)
+        if duel is None:
+            raise ModelRevert("Duel: unknown duel")
+        if duel.status != DuelStatus.JUDGING:
+            return []
+        panel = duel.panels.get(duel.round)
+        if panel is not None:
+            return [self.sortition.owner(leaf) for leaf in panel.leaves]
+        if block_number <= duel.seed_block or block_number > duel.deadline:
+            return []
+        return [self.sortition.owner(leaf) for leaf in self._panel_leaves(duel_id, duel, blockhash)]
 
     def open_duel_ids(self) -> list[int]:
-        """Duels whose escrow the contract still holds (awaiting judges or voting)."""
-        open_states = (DuelStatus.AWAITING_JUDGES, DuelStatus.VOTING)
-        return [d for d, duel in self.duels.items() if duel.info.status in open_states]
+        """Duels whose escrow the contract still holds."""
+        open_states = (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST, DuelStatus.JUDGING)
+        return [d for d, duel in self.duels.items() if duel.status in open_states]
+
+    def escrow_held_wei(self) -> int:
+        """Escrow of open duels plus the appeal fees of open appeals."""
+        total = 0
+        for duel_id in self.open_duel_ids():
+            total += self.duel_escrow_wei
+            if self.duels[duel_id].round == 2:
+                total += self.appeal_fee_wei
+        return total
 
     def liabilities_wei(self) -> int:
-        """Everything the contract owes: credit + pending + stake + escrow of open duels."""
+        """Everything the contract owes: credit + pending + stake + escrow of open duels + the reserve."""
         return (sum(self.credit.values()) + sum(self.pending_withdrawal.values())
                 + sum(self.active_stake.values()) + sum(self.unbonding_stake.values())
-                + self.duel_escrow_wei * len(self.open_duel_ids()))
+                + self.escrow_held_wei() + self.reserve)
+
+    def weight_of(self, who: str) -> int:
+        """What the draw weight of `who` should be from its stake now (the tree may lag after slashes)."""
+        w = checksum(who)
+        node = self.nodes.get(w)
+        stake = self.active_stake.get(w, 0)
+        if node is not None and node.active and stake >= self.params.min_stake_wei:
+            return stake
+        return 0
 
     def eligible_weight_wei(self) -> int:
-        """Sum of the active stake of active nodes holding at least MIN_STAKE (= totalWeight)."""
-        return sum(self._weight_of(a) for a in self.registered_once)
+        """Sum of `weight_of` over all nodes (= totalWeight once every node's weight is in sync)."""
+        return sum(self.weight_of(a) for a in self.registered_once)
 
     # ----------------------------------------------------------------- internals
     def _emit(self, name: str, **args: object) -> None:
@@ -518,27 +626,38 @@ class WWWServeModel:
     def _add(self, book: dict[str, int], who: str, delta: int) -> None:
         book[who] = book.get(who, 0) + delta
 
-    def _weight_of(self, who: str) -> int:
-        node = self.nodes.get(who)
-        stake = self.active_stake.get(who, 0)
-        if node is not None and node.active and stake >= self.params.min_stake_wei:
-            return stake
-        return 0
+    def _put_account(self, who: str, active: int, unbonding: int, bonded: int) -> None:
+        if active > STAKE_MASK or unbonding > STAKE_MASK or bonded // WEI_PER_GWEI >= 1 << 64:
+            raise ModelRevert("Bank: stake overflow")
+        self.active_stake[who] = active
+        self.unbonding_stake[who] = unbonding
+        self.bonded[who] = bonded
 
-    def _sync_weight(self, who: str) -> None:
+    def _account(self, who: str) -> tuple[int, int, int]:
+        return self.active_stake.get(who, 0), self.unbonding_stake.get(who, 0), self.bonded.get(who, 0)
+
+    def _set_weight(self, who: str, leaf: int, active: int, block_number: int) -> None:
+        node = self.nodes.get(who)
+        w = active if node is not None and node.active and active >= self.params.min_stake_wei else 0
+        self.sortition.set(leaf, w, self.epoch(block_number))
+
+    def _sync_weight(self, who: str, block_number: int) -> None:
         if who not in self.registered_once:
             return
-        self.sortition.set(self.nodes[who].leaf, self._weight_of(who))
+        self._set_weight(who, self.nodes[who].leaf, self.active_stake.get(who, 0), block_number)
 
-    def _slash(self, who: str, amount: int) -> int:
-        act = self.active_stake.get(who, 0)
-        unb = self.unbonding_stake.get(who, 0)
+    def _take_stake(self, who: str, amount: int, unbond: int) -> int:
+        """Take up to `amount` (active first, then unbonding) and release `unbond` of the bonds; the draw
+        weight is left as it is (the contract's lazy weights)."""
+        act, unb, bonded = self._account(who)
         taken = min(amount, act + unb)
         from_active = min(taken, act)
-        self.active_stake[who] = act - from_active
-        self.unbonding_stake[who] = unb - (taken - from_active)
-        self._sync_weight(who)
+        self._put_account(who, act - from_active, unb - (taken - from_active), bonded - min(bonded, unbond))
         return taken
+
+    def _bond(self, who: str, amount: int) -> None:
+        act, unb, bonded = self._account(who)
+        self._put_account(who, act, unb, bonded + amount)
 
     def _validate_node_fields(self, sender: str, pubkey: bytes, models: Sequence[str]) -> None:
         if pubkey == ZERO_HASH:
@@ -549,9 +668,36 @@ class WWWServeModel:
         if len(models) == 0:
             raise ModelRevert("Registry: no models")
 
-    def _lock(self, who: str, until_block: int) -> None:
-        if self.locked_until.get(who, 0) < until_block:
-            self.locked_until[who] = until_block
+    def _model_id(self, model: str) -> int:
+        h = bytes(keccak(text=model))
+        mid = self.model_id.get(h, 0)
+        if mid == 0:
+            mid = self.model_count + 1
+            self.model_count = mid
+            self.model_id[h] = mid
+        return mid
+
+    def _serves(self, who: str, mid: int, epoch: int) -> bool:
+        start, stop = self.model_epochs.get((who, mid), (0, 0))
+        return start != 0 and start <= epoch and (stop == 0 or epoch < stop)
+
+    def _set_models(self, who: str, old: Sequence[str], new: Sequence[str], block_number: int) -> None:
+        nxt = self.epoch(block_number) + 1
+        new_ids = [self._model_id(m) for m in new]
+        for m in old:
+            mid = self.model_id.get(bytes(keccak(text=m)), 0)
+            if mid in new_ids:
+                continue
+            start, stop = self.model_epochs.get((who, mid), (0, 0))
+            if start == 0 or stop != 0:
+                continue
+            self.model_epochs[(who, mid)] = (0, 0) if start >= nxt else (start, nxt)
+        for mid in new_ids:
+            start, stop = self.model_epochs.get((who, mid), (0, 0))
+            if start != 0 and (stop == 0 or stop >= nxt):
+                self.model_epochs[(who, mid)] = (start, 0)
+            else:
+                self.model_epochs[(who, mid)] = (nxt, 0)
 
     def _pay(self, duel_id: int, account: str, amount: int, reason: RewardReason) -> None:
         if amount == 0:
@@ -559,47 +705,194 @@ class WWWServeModel:
         self._add(self.credit, account, amount)
         self._emit("DuelRewardPaid", duelId=duel_id, account=account, amount=amount, reason=int(reason))
 
-    def _panel_position(self, panel: DuelPanel, who: str) -> int:
-        """1-based position of `who` on the panel, 0 if not a judge."""
-        if who not in self.registered_once:
+    def _to_reserve(self, duel_id: int, amount: int) -> None:
+        if amount == 0:
+            return
+        self.reserve += amount
+        self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
+
+    def _seat_mask(self, panel: Panel | None, who: str) -> int:
+        if panel is None:
             return 0
-        leaf = self.nodes[who].leaf
-        for i, judge_leaf in enumerate(panel.judge_leaves):
-            if judge_leaf == leaf:
-                return i + 1
-        return 0
+        leaf = self.nodes[who].leaf if who in self.nodes else 0
+        if leaf == 0 and self.sortition.owner(0) != who:
+            return 0
+        mask = 0
+        for i, seat in enumerate(panel.leaves):
+            if seat == leaf:
+                mask |= 1 << i
+        return mask
+
+    def _check_work(self, origin: str, a: str, request_id: bytes, request_hash: bytes, model_hash: bytes,
+                    answer_hash: bytes, inspect_salt: bytes, issued_at: int, signature: bytes) -> None:
+        work = WorkAttestation(origin, a, request_id, request_hash, model_hash, answer_hash,
+                               inspect_commitment(request_id, True, inspect_salt), issued_at)
+        signer = _recover(self.work_digest(work), signature, "Duel: malformed attestation")
+        if signer == ZERO_ADDRESS or signer != a:
+            raise ModelRevert("Duel: bad attestation")
+
+    def _challenger_leaf(self, duel_id: int, duel: Duel, blockhash: BlockHash) -> int | None:
+        epoch = self.epoch(duel.seed_block)
+        seed = challenger_seed(blockhash(duel.seed_block), duel_id)
+        for i in range(MAX_CHALLENGER_TRIES):
+            drawn = self.sortition.draw(bytes(keccak(seed + i.to_bytes(32, "big"))), 1,
+                                        [duel.origin_leaf, duel.a_leaf], epoch)
+            if not drawn:
+                return None
+            if self._serves(self.sortition.owner(drawn[0]), duel.model_id, epoch):
+                return drawn[0]
+        return None
+
+    def _panel_leaves(self, duel_id: int, duel: Duel, blockhash: BlockHash) -> list[int]:
+        seats = self.params.k_judges if duel.round == 1 else 2 * self.params.k_judges + 1
+        seed = panel_seed(blockhash(duel.seed_block), duel_id, duel.round)
+        return self.sortition.draw(seed, seats, [duel.origin_leaf, duel.a_leaf, duel.b_leaf],
+                                   self.epoch(duel.seed_block))
 
     def _cancel(self, duel_id: int, duel: Duel, reason: CancelReason) -> None:
-        p = self.params
-        duel.info.status = DuelStatus.CANCELLED
-        self._emit("DuelCancelled", duelId=duel_id, reason=int(reason))
+        duel.status = DuelStatus.CANCELLED
         own = self.sortition.owner
-        self._pay(duel_id, own(duel.info.a_leaf), p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-        self._pay(duel_id, own(duel.info.b_leaf), p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-        self._pay(duel_id, own(duel.info.origin_leaf), p.k_judges * p.judge_fee_wei, RewardReason.ESCROW_REFUND)
+        self._take_stake(own(duel.a_leaf), 0, duel.bond_wei)
+        if duel.b_drawn:
+            self._take_stake(own(duel.b_leaf), 0, duel.bond_wei)
+        self._emit("DuelCancelled", duelId=duel_id, reason=int(reason))
+
+    def _draw_challenger(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> bool:
+        """Record B and bond its stake; False when the duel was cancelled for want of a challenger."""
+        if block_number <= duel.seed_block:
+            raise ModelRevert("Duel: seed block not mined yet")
+        if block_number > duel.deadline:
+            raise ModelRevert("Duel: answer window over")
+        own = self.sortition.owner
+        leaf = self._challenger_leaf(duel_id, duel, blockhash)
+        if leaf is None:
+            self._cancel(duel_id, duel, CancelReason.NO_CHALLENGER)
+            self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
+            return False
+        b = own(leaf)
+        bond = duel.bond_wei
+        free = self.free_stake(b) // WEI_PER_GWEI * WEI_PER_GWEI
+        if free < bond:
+            self._take_stake(own(duel.a_leaf), 0, bond - free)
+            bond = free
+        self._bond(b, bond)
+        duel.b_leaf, duel.b_drawn, duel.bond_wei = leaf, True, bond
+        self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=bond)
+        return True
+
+    def _draw_panel(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> Panel | None:
+        if block_number <= duel.seed_block:
+            raise ModelRevert("Duel: seed block not mined yet")
+        if block_number > duel.deadline:
+            raise ModelRevert("Duel: commit window over")
+        leaves = self._panel_leaves(duel_id, duel, blockhash)
+        if not leaves:
+            return None
+        panel = Panel(list(leaves), [Vote.NONE] * len(leaves))
+        duel.panels[duel.round] = panel
+        self._emit("JudgesDrawn", duelId=duel_id, round=duel.round,
+                   seats=[self.sortition.owner(leaf) for leaf in leaves], commitEnd=duel.deadline,
+                   revealEnd=duel.deadline + self.params.reveal_window_blocks)
+        return panel
+
+    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int) -> int:
+        win, lose = {Outcome.A_WON: (Vote.A, Vote.B), Outcome.B_WON: (Vote.B, Vote.A)}.get(final, (None, None))
+        bonus = self.reserve * self.params.reserve_payout_bps // BPS
+        paid = bonuses = penalties = 0
+        p = self.params
+        for leaf, vote in zip(panel.leaves, panel.votes, strict=True):
+            judge = self.sortition.owner(leaf)
+            if (win is not None and vote == win) or (final == Outcome.TIE and vote in (Vote.A, Vote.B)):
+                fee = min(p.judge_fee_wei, budget - paid)
+                extra = min(bonus, self.reserve - bonuses)
+                paid += fee
+                bonuses += extra
+                self._pay(duel_id, judge, fee + extra, RewardReason.JUDGE_FEE)
+            elif vote == Vote.NONE or (lose is not None and vote == lose):
+                cut, reason = p.silent_penalty_wei, SlashReason.SILENT_JUDGE
+                if vote != Vote.NONE:
+                    cut, reason = p.judge_penalty_wei, SlashReason.INCOHERENT_JUDGE
+                cut = self._take_stake(judge, cut, 0)
+                if cut > 0:
+                    penalties += cut
+                    self._emit("StakeSlashed", duelId=duel_id, node=judge, amount=cut, reason=int(reason))
+        if bonuses or penalties:
+            self.reserve = self.reserve - bonuses + penalties
+            self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
+        return paid
+
+    def _settle_verdict(self, duel_id: int, duel: Duel) -> SettlementResult:
+        p = self.params
+        own = self.sortition.owner
+        panel1 = duel.panels[1]
+        panel2 = duel.panels.get(2) if duel.round == 2 else None
+        out1, n_a, n_b, _ = panel1.tally()
+        final, final_round = out1, 1
+        if panel2 is not None:
+            final, n_a, n_b, _ = panel2.tally()
+            final_round = 2
+        a, b, bond = own(duel.a_leaf), own(duel.b_leaf), duel.bond_wei
+        a_loses = bond if final == Outcome.B_WON else 0
+        b_loses = bond if final == Outcome.A_WON else 0
+        moved = self._take_stake(a, a_loses, bond) + self._take_stake(b, b_loses, bond)
+        duel.status, duel.outcome = DuelStatus.SETTLED, final
+        if moved > 0:
+            if final == Outcome.B_WON:
+                self._emit("StakeSlashed", duelId=duel_id, node=a, amount=moved, reason=int(SlashReason.LOST_DUEL))
+                self._pay(duel_id, b, moved + p.duelist_fee_wei, RewardReason.STAKE_WON)
+            else:
+                self._emit("StakeSlashed", duelId=duel_id, node=b, amount=moved, reason=int(SlashReason.LOST_DUEL))
+                self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
+                self._to_reserve(duel_id, moved)
+        else:
+            self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
+        round1_budget = p.k_judges * p.judge_fee_wei
+        paid1 = self._judge_round(duel_id, panel1, final, round1_budget)
+        self._pay(duel_id, own(duel.origin_leaf), round1_budget - paid1, RewardReason.ESCROW_REFUND)
+        if duel.round == 2:
+            appellant = a if out1 == Outcome.B_WON else b
+            if panel2 is None:
+                self._pay(duel_id, appellant, self.appeal_fee_wei, RewardReason.APPEAL_REFUND)
+            else:
+                paid2 = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei)
+                if (appellant == a and final == Outcome.A_WON) or (appellant == b and final == Outcome.B_WON):
+                    covered = min(paid2, self.reserve)
+                    self.reserve -= covered
+                    self._pay(duel_id, appellant, self.appeal_fee_wei - paid2 + covered, RewardReason.APPEAL_REFUND)
+                    self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
+                else:
+                    self._to_reserve(duel_id, self.appeal_fee_wei - paid2)
+        self._emit("DuelSettled", duelId=duel_id, outcome=int(final), round=final_round, votesA=n_a, votesB=n_b,
+                   stakeMoved=moved)
+        return SettlementResult(final, final_round, n_a, n_b, moved)
 
     # ----------------------------------------------------------------- registry
     @_transaction
-    def register(self, sender: str, pubkey: bytes, endpoint: str, models: Sequence[str], metadata: str) -> None:
+    def register(self, sender: str, pubkey: bytes, endpoint: str, models: Sequence[str], metadata: str, *,
+                 block_number: int) -> None:
         """register(): make `sender` a node; a returning node keeps its sortition leaf."""
         s = checksum(sender)
         if self.node(s).active:
             raise ModelRevert("Registry: already registered")
         self._validate_node_fields(s, pubkey, models)
+        old: Sequence[str] = ()
         if s in self.registered_once:
             leaf = self.nodes[s].leaf
+            old = self.nodes[s].models
         else:
             leaf = self.sortition.allocate(s)
             self.registered_once.add(s)
         self.nodes[s] = NodeRecord(pubkey, endpoint, tuple(models), metadata, True, leaf)
+        self._set_models(s, old, models, block_number)
         self.pubkey_owner[pubkey] = s
         self.active_node_count += 1
-        self._sync_weight(s)
+        self._sync_weight(s, block_number)
         self._emit("NodeRegistered", node=s, pubkey=pubkey, endpoint=endpoint, models=list(models),
                    metadata=metadata, leaf=leaf)
 
     @_transaction
-    def update_node(self, sender: str, pubkey: bytes, endpoint: str, models: Sequence[str], metadata: str) -> None:
+    def update_node(self, sender: str, pubkey: bytes, endpoint: str, models: Sequence[str], metadata: str, *,
+                    block_number: int) -> None:
         """updateNode(): change key, endpoint, models or metadata; the old key is released."""
         s = checksum(sender)
         if not self.node(s).active:
@@ -609,12 +902,13 @@ class WWWServeModel:
         if node.pubkey != pubkey:
             self.pubkey_owner[node.pubkey] = ZERO_ADDRESS
             self.pubkey_owner[pubkey] = s
+        self._set_models(s, node.models, models, block_number)
         node.pubkey, node.endpoint, node.models, node.metadata = pubkey, endpoint, tuple(models), metadata
         self._emit("NodeUpdated", node=s, pubkey=pubkey, endpoint=endpoint, models=list(models), metadata=metadata)
 
     @_transaction
-    def leave(self, sender: str) -> None:
-        """leave(): stop being routable and drawable; the public key is released, stake stays."""
+    def leave(self, sender: str, *, block_number: int) -> None:
+        """leave(): stop being routable and drawable (next epoch); the key is released, stake stays."""
         s = checksum(sender)
         if not self.node(s).active:
             raise ModelRevert("Registry: not registered")
@@ -622,7 +916,7 @@ class WWWServeModel:
         node.active = False
         self.pubkey_owner[node.pubkey] = ZERO_ADDRESS
         self.active_node_count -= 1
-        self._sync_weight(s)
+        self._sync_weight(s, block_number)
         self._emit("NodeLeft", node=s)
 
     # ----------------------------------------------------------------- credits
@@ -677,7 +971,7 @@ class WWWServeModel:
 
     # ----------------------------------------------------------------- stake
     @_transaction
-    def stake(self, sender: str, amount_wei: int) -> None:
+    def stake(self, sender: str, amount_wei: int, *, block_number: int) -> None:
         """stake(): move credit into active stake (registered nodes only)."""
         s = checksum(sender)
         if amount_wei <= 0:
@@ -687,40 +981,51 @@ class WWWServeModel:
         if self.credit.get(s, 0) < amount_wei:
             raise ModelRevert("Bank: insufficient credit")
         self._add(self.credit, s, -amount_wei)
-        self._add(self.active_stake, s, amount_wei)
-        self._sync_weight(s)
+        act, unb, bonded = self._account(s)
+        self._put_account(s, act + amount_wei, unb, bonded)
+        self._set_weight(s, self.nodes[s].leaf, act + amount_wei, block_number)
         self._emit("Staked", node=s, amount=amount_wei)
 
     @_transaction
-    def request_unstake(self, sender: str, amount_wei: int, *, now_s: int) -> None:
+    def request_unstake(self, sender: str, amount_wei: int, *, now_s: int, block_number: int) -> None:
         """requestUnstake(): start unbonding; the period restarts for the whole unbonding amount."""
         s = checksum(sender)
         if amount_wei <= 0:
             raise ModelRevert("Bank: zero amount")
-        if self.active_stake.get(s, 0) < amount_wei:
+        act, unb, bonded = self._account(s)
+        if act < amount_wei:
             raise ModelRevert("Bank: insufficient stake")
-        self._add(self.active_stake, s, -amount_wei)
-        self._add(self.unbonding_stake, s, amount_wei)
+        self._put_account(s, act - amount_wei, unb + amount_wei, bonded)
         end = now_s + self.params.unbonding_period_s
         self.unbonding_end[s] = end
-        self._sync_weight(s)
+        self.unbonding_block[s] = block_number
+        self._sync_weight(s, block_number)
         self._emit("UnstakeRequested", node=s, amount=amount_wei, unbondingEnd=end)
 
     @_transaction
     def withdraw_stake(self, sender: str, *, now_s: int, block_number: int) -> int:
-        """withdrawStake(): unbonded stake returns to credit once unbonded and unlocked."""
+        """withdrawStake(): unbonded stake, all but what open duels bond, returns to credit."""
         s = checksum(sender)
-        amount = self.unbonding_stake.get(s, 0)
-        if amount <= 0:
+        act, unb, bonded = self._account(s)
+        if unb <= 0:
             raise ModelRevert("Bank: nothing unbonding")
         if now_s < self.unbonding_end.get(s, 0):
             raise ModelRevert("Bank: still unbonding")
-        if block_number <= self.locked_until.get(s, 0):
-            raise ModelRevert("Bank: stake locked by an open duel")
-        self.unbonding_stake[s] = 0
+        if block_number <= self.unbonding_block.get(s, 0) + self.duel_span_blocks:
+            raise ModelRevert("Bank: still unbonding")
+        amount = min(unb, max(0, act + unb - bonded))
+        if amount <= 0:
+            raise ModelRevert("Bank: stake bonded by open duels")
+        self._put_account(s, act, unb - amount, bonded)
         self._add(self.credit, s, amount)
         self._emit("StakeWithdrawn", node=s, amount=amount)
         return amount
+
+    @_transaction
+    def sync_weight(self, sender: str, node: str, *, block_number: int) -> None:
+        """syncWeight(): bring a node's draw weight in line with its stake (anyone may)."""
+        del sender
+        self._sync_weight(checksum(node), block_number)
 
     # ----------------------------------------------------------------- vouchers
     @_transaction
@@ -740,14 +1045,7 @@ class WWWServeModel:
         already = self.claimed.get((o, e), 0)
         if cumulative_amount_wei <= already:
             raise ModelRevert("Voucher: stale voucher")
-        r = int.from_bytes(signature[0:32], "big")
-        s = int.from_bytes(signature[32:64], "big")
-        v = signature[64]
-        if v < 27:
-            v += 27
-        if not (s <= SECP256K1N_HALF and v in (27, 28)):
-            raise ModelRevert("Voucher: malformed signature")
-        signer = ecrecover(self.voucher_digest(o, e, cumulative_amount_wei), v, r, s)
+        signer = _recover(self.voucher_digest(o, e, cumulative_amount_wei), signature, "Voucher: malformed signature")
         if signer == ZERO_ADDRESS or signer != o:
             raise ModelRevert("Voucher: bad signature")
         owed = cumulative_amount_wei - already
@@ -765,192 +1063,274 @@ class WWWServeModel:
 
     # ----------------------------------------------------------------- duels
     @_transaction
-    def open_duel(self, sender: str, a: str, b: str, question_hash: bytes, answer_a_hash: bytes,
-                  answer_b_hash: bytes, *, block_number: int) -> int:
-        """openDuel(): escrow the fees, fix the seed block and lock both duelists. Returns the duel id."""
+    def open_duel(self, sender: str, work: WorkAttestation, inspect_salt: bytes, *, now_s: int,
+                  block_number: int) -> int:
+        """openDuel(a=work.executor, ...): duel attested work; returns the duel id.
+
+        Only the attestation's fields the contract takes are used (the origin is `sender`, the
+        commitment is recomputed from `inspect_salt`): a `work` whose `origin` or `inspect` differ
+        from those fails the signature check, as on-chain.
+        """
         p = self.params
-        s, a, b = checksum(sender), checksum(a), checksum(b)
-        if a == b:
-            raise ModelRevert("Duel: duelists must differ")
-        if s in (a, b):
-            raise ModelRevert("Duel: origin cannot duel")
+        s, a = checksum(sender), checksum(work.executor)
         if not self.node(s).active:
             raise ModelRevert("Registry: not registered")
-        if not (self.node(a).active and self.node(b).active):
+        if a == s:
+            raise ModelRevert("Duel: origin cannot duel")
+        if a not in self.registered_once:
             raise ModelRevert("Duel: duelist not registered")
+        if now_s > work.issued_at + p.attestation_ttl_s:
+            raise ModelRevert("Duel: attestation expired")
+        self._check_work(s, a, work.request_id, work.request_hash, work.model_hash, work.answer_hash, inspect_salt,
+                         work.issued_at, work.signature)
+        mid = self.model_id.get(work.model_hash, 0)
+        if mid == 0:
+            raise ModelRevert("Duel: unknown model")
+        duel_id = duel_id_of(s, work.request_id)
+        if duel_id in self.duels:
+            raise ModelRevert("Duel: work already dueled")
+        act, unb, bonded = self._account(a)
+        if act + unb < bonded + p.duel_bond_wei:
+            raise ModelRevert("Duel: duelist stake too low")
         if self.credit.get(s, 0) < self.duel_escrow_wei:
             raise ModelRevert("Bank: insufficient credit")
         self._add(self.credit, s, -self.duel_escrow_wei)
-        duel_id = self.duel_count + 1
-        self.duel_count = duel_id
-        seed_block = block_number + p.seed_delay_blocks
-        info = DuelInfo(DuelStatus.AWAITING_JUDGES, Outcome.NONE, self.nodes[s].leaf, self.nodes[a].leaf,
-                        self.nodes[b].leaf, seed_block)
-        info.pack()  # the contract packs here: a seed block beyond 40 bits reverts
-        self.duels[duel_id] = Duel(info=info)
-        latest_end = (seed_block + p.draw_window_blocks + p.commit_window_blocks + p.reveal_window_blocks
-                      + p.settle_window_blocks)
-        self._lock(a, latest_end)
-        self._lock(b, latest_end)
-        self._emit("DuelOpened", duelId=duel_id, origin=s, a=a, b=b, questionHash=question_hash,
-                   answerAHash=answer_a_hash, answerBHash=answer_b_hash, seedBlock=seed_block,
-                   escrow=self.duel_escrow_wei)
+        self._put_account(a, act, unb, bonded + p.duel_bond_wei)
+        seed_block = next_epoch_start(block_number, p.epoch_blocks)
+        deadline = seed_block + p.answer_window_blocks
+        if deadline + self.duel_span_blocks >= BLOCK_LIMIT:
+            raise ModelRevert("Duel: block number overflow")
+        self.duels[duel_id] = Duel(DuelStatus.AWAITING_ANSWER, self.nodes[s].leaf, self.nodes[a].leaf, seed_block,
+                                   deadline, p.duel_bond_wei, mid)
+        self._emit("DuelOpened", duelId=duel_id, origin=s, a=a, requestId=work.request_id,
+                   requestHash=work.request_hash, modelHash=work.model_hash, answerAHash=work.answer_hash,
+                   bond=p.duel_bond_wei, seedBlock=seed_block, answerDeadline=deadline, escrow=self.duel_escrow_wei)
         return duel_id
 
-    def predict_judges(self, duel_id: int, blockhash: bytes) -> list[str]:
-        """The judges `drawJudges` would pick now given the seed block's hash (fewer = cancelled)."""
-        duel = self.duels[duel_id]
-        i = duel.info
-        seed = draw_seed(blockhash, duel_id)
-        leaves = self.sortition.draw(seed, self.params.k_judges, [i.origin_leaf, i.a_leaf, i.b_leaf])
-        return [self.sortition.owner(leaf) for leaf in leaves]
-
     @_transaction
-    def draw_judges(self, sender: str, duel_id: int, *, block_number: int, blockhash: bytes) -> list[str]:
-        """drawJudges(): draw the panel from `blockhash` (= blockhash(seedBlock) as the EVM sees it).
-
-        Returns the judges drawn; an empty list means the duel was cancelled for lack of judges.
-        """
-        del sender  # anyone may draw
-        p = self.params
-        duel = self.duels.get(duel_id)
-        if duel is None or duel.info.status != DuelStatus.AWAITING_JUDGES:
-            raise ModelRevert("Duel: not awaiting judges")
-        info = duel.info
-        if block_number <= info.seed_block:
-            raise ModelRevert("Duel: seed block not mined yet")
-        if block_number > info.seed_block + p.draw_window_blocks:
-            raise ModelRevert("Duel: draw window over")
-        seed = draw_seed(blockhash, duel_id)
-        leaves = self.sortition.draw(seed, p.k_judges, [info.origin_leaf, info.a_leaf, info.b_leaf])
-        if len(leaves) < p.k_judges:
-            self._cancel(duel_id, duel, CancelReason.TOO_FEW_JUDGES)
-            return []
-        commit_end = block_number + p.commit_window_blocks
-        reveal_end = commit_end + p.reveal_window_blocks
-        judges = [self.sortition.owner(leaf) for leaf in leaves]
-        for judge in judges:
-            self._lock(judge, reveal_end + p.settle_window_blocks)
-        duel.panel = DuelPanel(list(leaves), [Vote.NONE] * len(leaves))
-        info.status, info.commit_end, info.reveal_end = DuelStatus.VOTING, commit_end, reveal_end
-        info.pack()  # window ends beyond 40 bits revert
-        self._emit("JudgesDrawn", duelId=duel_id, judges=judges, commitEnd=commit_end, revealEnd=reveal_end)
-        return judges
-
-    @_transaction
-    def cancel_undrawn_duel(self, sender: str, duel_id: int, *, block_number: int) -> None:
-        """cancelUndrawnDuel(): anyone may cancel a duel whose judges were not drawn in time."""
+    def draw_challenger(self, sender: str, duel_id: int, *, block_number: int, blockhash: BlockHash) -> str:
+        """drawChallenger(): record B (anyone may). Returns B, or the zero address when cancelled."""
         del sender
         duel = self.duels.get(duel_id)
-        if duel is None or duel.info.status != DuelStatus.AWAITING_JUDGES:
-            raise ModelRevert("Duel: not awaiting judges")
-        if block_number <= duel.info.seed_block + self.params.draw_window_blocks:
-            raise ModelRevert("Duel: draw window not over")
-        self._cancel(duel_id, duel, CancelReason.NOT_DRAWN)
+        if duel is None or duel.status != DuelStatus.AWAITING_ANSWER:
+            raise ModelRevert("Duel: not awaiting an answer")
+        if duel.b_drawn:
+            raise ModelRevert("Duel: challenger already drawn")
+        if not self._draw_challenger(duel_id, duel, block_number, blockhash):
+            return ZERO_ADDRESS
+        return self.sortition.owner(duel.b_leaf)
 
     @_transaction
-    def commit_vote(self, sender: str, duel_id: int, commitment: bytes, *, block_number: int) -> None:
-        """commitVote(): a drawn judge commits to a hidden vote within the commit window."""
+    def answer_duel(self, sender: str, duel_id: int, answer_hash: bytes, *, block_number: int,
+                    blockhash: BlockHash) -> list[str]:
+        """answerDuel(): B commits its answer's hash (zero: "no request"). Returns the first round's seats
+        drawn with it (empty when B said it had no request, or when there was no judge stake)."""
+        p = self.params
         s = checksum(sender)
         duel = self.duels.get(duel_id)
-        if duel is None or duel.info.status != DuelStatus.VOTING:
-            raise ModelRevert("Duel: not in voting")
-        if block_number > duel.info.commit_end:
+        if duel is None or duel.status != DuelStatus.AWAITING_ANSWER:
+            raise ModelRevert("Duel: not awaiting an answer")
+        if not duel.b_drawn:
+            if not self._draw_challenger(duel_id, duel, block_number, blockhash):
+                raise ModelRevert("Duel: no challenger")
+        else:
+            if block_number <= duel.seed_block:
+                raise ModelRevert("Duel: seed block not mined yet")
+            if block_number > duel.deadline:
+                raise ModelRevert("Duel: answer window over")
+        own = self.sortition.owner
+        b = own(duel.b_leaf)
+        if b != s:
+            raise ModelRevert("Duel: not the challenger")
+        if answer_hash == ZERO_HASH:
+            duel.status = DuelStatus.AWAITING_REQUEST
+            duel.deadline = block_number + p.publish_window_blocks
+            self._emit("RequestMissing", duelId=duel_id, b=b, publishDeadline=duel.deadline)
+            return []
+        commit_end = block_number + p.commit_window_blocks
+        duel.status, duel.round, duel.deadline = DuelStatus.JUDGING, 1, commit_end
+        self._emit("DuelAnswered", duelId=duel_id, b=b, answerBHash=answer_hash, commitEnd=commit_end)
+        panel = self._draw_panel(duel_id, duel, block_number, blockhash)
+        if panel is None:
+            self._cancel(duel_id, duel, CancelReason.NO_JUDGES)
+            self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
+            self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei - p.duelist_fee_wei,
+                      RewardReason.ESCROW_REFUND)
+            return []
+        return [own(leaf) for leaf in panel.leaves]
+
+    @_transaction
+    def publish_request(self, sender: str, duel_id: int, work: WorkAttestation, inspect_salt: bytes, request: bytes,
+                        *, block_number: int) -> None:
+        """publishRequest(): put a request B could not get on-chain (anyone may, with A's attestation)."""
+        del sender
+        p = self.params
+        if len(request) > MAX_REQUEST_BYTES:
+            raise ModelRevert("")  # Bytes[65536] argument: the ABI decoder rejects it
+        duel = self.duels.get(duel_id)
+        if duel is None or duel.status != DuelStatus.AWAITING_REQUEST:
+            raise ModelRevert("Duel: request not missing")
+        if block_number > duel.deadline:
+            raise ModelRevert("Duel: publish window over")
+        own = self.sortition.owner
+        origin, a = own(duel.origin_leaf), own(duel.a_leaf)
+        if duel_id_of(origin, work.request_id) != duel_id:
+            raise ModelRevert("Duel: not this duel's work")
+        self._check_work(origin, a, work.request_id, work.request_hash, work.model_hash, work.answer_hash,
+                         inspect_salt, work.issued_at, work.signature)
+        if bytes(keccak(request)) != work.request_hash:
+            raise ModelRevert("Duel: request does not match its hash")
+        duel.seed_block = next_epoch_start(block_number, p.epoch_blocks)
+        duel.deadline = duel.seed_block + p.answer_window_blocks
+        duel.status = DuelStatus.AWAITING_ANSWER
+        self._emit("RequestPublished", duelId=duel_id, request=request, seedBlock=duel.seed_block,
+                   answerDeadline=duel.deadline)
+
+    @_transaction
+    def draw_judges(self, sender: str, duel_id: int, *, block_number: int, blockhash: BlockHash) -> list[str]:
+        """drawJudges(): draw the current (appeal) round's seats (anyone may). Returns them."""
+        del sender
+        duel = self.duels.get(duel_id)
+        if duel is None or duel.status != DuelStatus.JUDGING:
+            raise ModelRevert("Duel: not judging")
+        if duel.round in duel.panels:
+            raise ModelRevert("Duel: judges already drawn")
+        panel = self._draw_panel(duel_id, duel, block_number, blockhash)
+        if panel is None:
+            raise ModelRevert("Duel: no judges")
+        return [self.sortition.owner(leaf) for leaf in panel.leaves]
+
+    @_transaction
+    def commit_vote(self, sender: str, duel_id: int, commitment: bytes, *, block_number: int,
+                    blockhash: BlockHash) -> None:
+        """commitVote(): a seat holder commits (the first commit of a round draws its seats)."""
+        s = checksum(sender)
+        duel = self.duels.get(duel_id)
+        if duel is None or duel.status != DuelStatus.JUDGING:
+            raise ModelRevert("Duel: not judging")
+        if block_number > duel.deadline:
             raise ModelRevert("Duel: commit window over")
-        if self._panel_position(duel.panel, s) == 0:
+        panel = duel.panels.get(duel.round)
+        if panel is None:
+            panel = self._draw_panel(duel_id, duel, block_number, blockhash)
+            if panel is None:
+                raise ModelRevert("Duel: no judges")
+        if self._seat_mask(panel, s) == 0:
             raise ModelRevert("Duel: not a judge of this duel")
-        if commitment == ZERO_HASH:
+        c = int.from_bytes(commitment, "big") >> 128
+        if c == 0:
             raise ModelRevert("Duel: empty commitment")
-        if duel.commitments.get(s, ZERO_HASH) != ZERO_HASH:
+        if duel.commitments.get((duel.round, s), 0) != 0:
             raise ModelRevert("Duel: already committed")
-        duel.commitments[s] = commitment
-        self._emit("VoteCommitted", duelId=duel_id, judge=s, commitment=commitment)
+        duel.commitments[(duel.round, s)] = c
+        self._emit("VoteCommitted", duelId=duel_id, judge=s, round=duel.round, commitment=commitment)
 
     @_transaction
     def reveal_vote(self, sender: str, duel_id: int, vote: int, salt: bytes, *, block_number: int) -> None:
-        """revealVote(): open a committed vote within the reveal window."""
+        """revealVote(): open a committed vote within the reveal window; it counts once per seat."""
         s = checksum(sender)
+        p = self.params
+        if not 0 <= vote < 256:
+            raise ModelRevert("")  # uint8 argument: the ABI decoder rejects it
         duel = self.duels.get(duel_id)
-        if duel is None or duel.info.status != DuelStatus.VOTING:
-            raise ModelRevert("Duel: not in voting")
-        if block_number <= duel.info.commit_end:
+        if duel is None or duel.status != DuelStatus.JUDGING:
+            raise ModelRevert("Duel: not judging")
+        if block_number <= duel.deadline:
             raise ModelRevert("Duel: reveal window not open")
-        if block_number > duel.info.reveal_end:
+        if block_number > duel.deadline + p.reveal_window_blocks:
             raise ModelRevert("Duel: reveal window over")
         if not Vote.A <= vote <= Vote.NO_EVIDENCE:
             raise ModelRevert("Duel: invalid vote")
-        pos = self._panel_position(duel.panel, s)
-        if pos == 0:
+        panel = duel.panels.get(duel.round)
+        mask = self._seat_mask(panel, s)
+        if mask == 0 or panel is None:
             raise ModelRevert("Duel: not a judge of this duel")
-        if duel.panel.votes[pos - 1] != Vote.NONE:
+        first = (mask & -mask).bit_length() - 1
+        if panel.votes[first] != Vote.NONE:
             raise ModelRevert("Duel: already revealed")
-        committed = duel.commitments.get(s, ZERO_HASH)
-        if committed == ZERO_HASH:
+        committed = duel.commitments.get((duel.round, s), 0)
+        if committed == 0:
             raise ModelRevert("Duel: no commitment")
-        if self.vote_commitment(duel_id, s, vote, salt) != committed:
+        if int.from_bytes(self.vote_commitment(duel_id, duel.round, s, vote, salt), "big") >> 128 != committed:
             raise ModelRevert("Duel: reveal does not match commitment")
-        duel.commitments[s] = ZERO_HASH
-        duel.panel.votes[pos - 1] = Vote(vote)
-        self._emit("VoteRevealed", duelId=duel_id, judge=s, vote=vote)
+        for i in range(len(panel.votes)):
+            if mask & (1 << i):
+                panel.votes[i] = Vote(vote)
+        self._emit("VoteRevealed", duelId=duel_id, judge=s, round=duel.round, vote=vote)
+
+    @_transaction
+    def appeal(self, sender: str, duel_id: int, *, block_number: int) -> None:
+        """appeal(): the first round's losing duelist pays APPEAL_FEE for a final 2K+1-seat round."""
+        s = checksum(sender)
+        p = self.params
+        duel = self.duels.get(duel_id)
+        if duel is None or duel.status != DuelStatus.JUDGING or duel.round != 1:
+            raise ModelRevert("Duel: not appealable")
+        reveal_end = duel.deadline + p.reveal_window_blocks
+        if block_number <= reveal_end:
+            raise ModelRevert("Duel: reveal window not over")
+        if block_number > reveal_end + p.appeal_window_blocks:
+            raise ModelRevert("Duel: appeal window over")
+        outcome, _, _, _ = duel.panels[1].tally()
+        if outcome == Outcome.B_WON:
+            loser = duel.a_leaf
+        elif outcome == Outcome.A_WON:
+            loser = duel.b_leaf
+        else:
+            raise ModelRevert("Duel: no verdict to appeal")
+        if self.sortition.owner(loser) != s:
+            raise ModelRevert("Duel: only the losing duelist appeals")
+        if self.credit.get(s, 0) < self.appeal_fee_wei:
+            raise ModelRevert("Bank: insufficient credit")
+        self._add(self.credit, s, -self.appeal_fee_wei)
+        duel.round = 2
+        duel.seed_block = next_epoch_start(block_number, p.epoch_blocks)
+        duel.deadline = duel.seed_block + p.commit_window_blocks
+        self._emit("DuelAppealed", duelId=duel_id, appellant=s, deposit=self.appeal_fee_wei,
+                   seedBlock=duel.seed_block, commitEnd=duel.deadline)
 
     @_transaction
     def settle_duel(self, sender: str, duel_id: int, *, block_number: int) -> SettlementResult:
-        """settleDuel(): apply the verdict: move stake, slash judges, pay fees, refund the rest."""
+        """settleDuel(): end the duel once nothing can change it (see the contract's docstring)."""
         del sender  # anyone may settle
         p = self.params
-        duel = self.duels.get(duel_id)
-        if duel is None or duel.info.status != DuelStatus.VOTING:
-            raise ModelRevert("Duel: not in voting")
-        info, ballots = duel.info, list(duel.panel.votes)
-        size = len(ballots)
-        judges = [self.sortition.owner(leaf) for leaf in duel.panel.judge_leaves]
-        n_a = ballots.count(Vote.A)
-        n_b = ballots.count(Vote.B)
-        n_no_ev = ballots.count(Vote.NO_EVIDENCE)
-        n_revealed = size - ballots.count(Vote.NONE)
-        if not (block_number > info.reveal_end or n_revealed == size):
-            raise ModelRevert("Duel: reveal window not over")
         own = self.sortition.owner
-        a, b = own(info.a_leaf), own(info.b_leaf)
-
-        outcome, moved, pool = Outcome.TIE, 0, 0
-        if n_no_ev * 2 > size:
-            outcome = Outcome.VOIDED
-        elif n_a != n_b:
-            if n_b > n_a:
-                winner, loser, win_vote, lose_vote, outcome = b, a, Vote.B, Vote.A, Outcome.B_WON
-            else:
-                winner, loser, win_vote, lose_vote, outcome = a, b, Vote.A, Vote.B, Outcome.A_WON
-            moved = self._slash(loser, self.total_stake(loser) * p.gamma_bps // BPS)
-            if moved > 0:
-                self._emit("StakeSlashed", duelId=duel_id, node=loser, amount=moved,
-                           reason=int(SlashReason.LOST_DUEL))
-                self._pay(duel_id, winner, moved, RewardReason.STAKE_WON)
-            majority: list[str] = []
-            for judge, ballot in zip(judges, ballots, strict=True):
-                if ballot == win_vote:
-                    majority.append(judge)
-                    continue
-                bps, reason = p.abstain_slash_bps, SlashReason.ABSTAINED_JUDGE
-                if ballot == lose_vote:
-                    bps, reason = p.minority_slash_bps, SlashReason.MINORITY_JUDGE
-                cut = self._slash(judge, self.total_stake(judge) * bps // BPS)
+        duel = self.duels.get(duel_id)
+        status = DuelStatus.NONE if duel is None else duel.status
+        if duel is not None and status == DuelStatus.AWAITING_ANSWER:
+            if block_number <= duel.deadline:
+                raise ModelRevert("Duel: answer window not over")
+            reason = CancelReason.NO_CHALLENGER
+            if duel.b_drawn:
+                reason = CancelReason.NO_ANSWER
+                b = own(duel.b_leaf)
+                cut = self._take_stake(b, duel.bond_wei, 0)
                 if cut > 0:
-                    pool += cut
-                    self._emit("StakeSlashed", duelId=duel_id, node=judge, amount=cut, reason=int(reason))
-            share = pool // len(majority)
-            for i, judge in enumerate(majority):
-                amount = share + (pool - share * len(majority) if i == 0 else 0)
-                self._pay(duel_id, judge, amount, RewardReason.JUDGE_POOL)
-
-        info.status, info.outcome = DuelStatus.SETTLED, outcome
-        self._pay(duel_id, a, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-        self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-        for judge, ballot in zip(judges, ballots, strict=True):
-            if ballot != Vote.NONE:
-                self._pay(duel_id, judge, p.judge_fee_wei, RewardReason.JUDGE_FEE)
-        self._pay(duel_id, own(info.origin_leaf), (p.k_judges - n_revealed) * p.judge_fee_wei,
-                  RewardReason.ESCROW_REFUND)
-        self._emit("DuelSettled", duelId=duel_id, outcome=int(outcome), votesA=n_a, votesB=n_b,
-                   stakeMoved=moved, judgePool=pool)
-        return SettlementResult(outcome, n_a, n_b, moved, pool)
+                    self._emit("StakeSlashed", duelId=duel_id, node=b, amount=cut, reason=int(SlashReason.NO_ANSWER))
+                    self._to_reserve(duel_id, cut)
+            self._cancel(duel_id, duel, reason)
+            self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
+            return SettlementResult(Outcome.NONE, 0, 0, 0, 0, reason)
+        if duel is not None and status == DuelStatus.AWAITING_REQUEST:
+            if block_number <= duel.deadline:
+                raise ModelRevert("Duel: publish window not over")
+            self._cancel(duel_id, duel, CancelReason.REQUEST_WITHHELD)
+            self._pay(duel_id, own(duel.b_leaf), p.duelist_fee_wei, RewardReason.DUELIST_FEE)
+            self._to_reserve(duel_id, self.duel_escrow_wei - p.duelist_fee_wei)
+            return SettlementResult(Outcome.NONE, 0, 0, 0, 0, CancelReason.REQUEST_WITHHELD)
+        if duel is None or status != DuelStatus.JUDGING:
+            raise ModelRevert("Duel: not open")
+        panel = duel.panels.get(duel.round)
+        if panel is None:
+            if block_number <= duel.deadline:
+                raise ModelRevert("Duel: commit window not over")
+            return self._settle_verdict(duel_id, duel)
+        reveal_end = duel.deadline + p.reveal_window_blocks
+        if duel.round == 1:
+            if block_number <= reveal_end + p.appeal_window_blocks:
+                raise ModelRevert("Duel: appeal window not over")
+        else:
+            _, _, _, n_revealed = panel.tally()
+            if not (block_number > reveal_end or n_revealed == len(panel.votes)):
+                raise ModelRevert("Duel: reveal window not over")
+        return self._settle_verdict(duel_id, duel)

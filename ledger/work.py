@@ -31,6 +31,7 @@ from typing import Any
 from eth_abi.abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -222,7 +223,7 @@ def sign_work(account: LocalAccount, chain_id: int, contract: str, work: WorkAtt
     """`work` signed by `account` (which must be its executor), as a 65-byte r||s||v signature."""
     if to_checksum_address(account.address) != to_checksum_address(work.executor):
         raise WorkError(f"{account.address} cannot sign work attested for {work.executor}")
-    signed = account.unsafe_sign_hash(work_digest(chain_id, contract, work))
+    signed = account.unsafe_sign_hash(Hash32(work_digest(chain_id, contract, work)))
     return WorkAttestation(**{**work.__dict__, "signature": bytes(signed.signature)})
 
 
@@ -236,7 +237,8 @@ def recover_work_signer(chain_id: int, contract: str, work: WorkAttestation) -> 
     if s > SECP256K1N_HALF or v not in (27, 28):
         raise WorkError("malformed work signature")
     try:
-        signer = Account._recover_hash(work_digest(chain_id, contract, work), vrs=(v, int.from_bytes(sig[:32], "big"), s))
+        digest = work_digest(chain_id, contract, work)
+        signer = Account._recover_hash(digest, vrs=(v, int.from_bytes(sig[:32], "big"), s))
     except Exception as exc:  # eth-keys raises several types for garbage
         raise WorkError(f"work signature does not recover: {exc}") from None
     return str(to_checksum_address(signer))
