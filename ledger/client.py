@@ -1,14 +1,18 @@
 """Typed client of the WWWServe contract: one method per contract function, frozen dataclasses out.
 
-`WWWServeClient(w3, address, sender)` wraps the deployed contract. Views work without a sender;
-state-changing methods need a `TxSender` (the account that acts) and return a `TxResult` with the
-receipt's decoded events. Inputs are validated before anything is sent (checksummed addresses,
-32-byte keys and hashes, the contract's string and list bounds), so malformed calls fail with a
-clear `LedgerValueError` instead of an ABI or bare-revert error; rules that depend on chain state
-stay with the contract and come back as the typed errors of `ledger.errors`.
+`WWWServeClient(w3, address, sender)` wraps the deployed contract. WWWServe is two contracts behind
+one address (WWWServe delegatecalls WWWServeExt for every function it does not run itself, see
+`contracts/`): the client talks to WWWServe's address with the merged ABI and never needs to know
+which half runs a function. Views work without a sender; state-changing methods need a `TxSender`
+(the account that acts) and return a `TxResult` with the receipt's decoded events. Inputs are
+validated before anything is sent (checksummed addresses, 32-byte keys and hashes, the contract's
+string and list bounds, a work attestation's signature and commitment), so malformed calls fail
+with a clear `LedgerValueError` instead of an ABI or bare-revert error; rules that depend on chain
+state stay with the contract and come back as the typed errors of `ledger.errors`.
 
 Off-chain helpers mirror the contract byte for byte: `voucher_typed_data`/`sign_voucher` (EIP-712,
-domain "WWWServe" version "1") and `vote_commitment`.
+domain "WWWServe" version "1"), `vote_commitment`, and (through `ledger.work`) work digests and duel
+ids.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from contracts import load_artifact
+from contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact
 from ledger.errors import (
     ChainRequestError,
     DeploymentNotFoundError,
@@ -41,20 +45,28 @@ from ledger.errors import (
 )
 from ledger.params import DeploymentParams
 from ledger.tx import RetryPolicy, TxSender, call_with_retries
+from ledger.work import WorkAttestation, WorkError, check_work, inspect_commitment, model_hash, sign_work
+from ledger.work import duel_id_of as _duel_id_of
+from ledger.work import work_digest as _work_digest
 
 T = TypeVar("T")
 
-CONTRACT_NAME = "WWWServe"
+CONTRACT_NAME = MAIN_CONTRACT
 EIP712_NAME = "WWWServe"
 EIP712_VERSION = "1"
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+# What a challenger answers when it could not get the request from the origin or from A.
+NO_REQUEST = bytes(32)
 
-# Bounds of the contract's types (WWWServe.vy: String[256], DynArray[String[64], 16], String[1024]).
+# Bounds of the contract's types (core.vy: String[256], DynArray[String[64], 16], String[1024]).
 MAX_ENDPOINT_BYTES = 256
 MAX_MODELS = 16
 MAX_MODEL_BYTES = 64
 MAX_METADATA_BYTES = 1024
+MAX_REQUEST_BYTES = 65536
 MAX_UINT256 = 2**256 - 1
+DUEL_ID_BITS = 63  # duel ids are the top 63 bits of keccak256(origin, requestId)
+ROUNDS = (1, 2)  # the first round, and the appeal round
 
 
 class Vote(enum.IntEnum):
@@ -71,10 +83,11 @@ class DuelStatus(enum.IntEnum):
     """Where a duel is in its life (contract DUEL_*)."""
 
     NONE = 0
-    AWAITING_JUDGES = 1
-    VOTING = 2
-    SETTLED = 3
-    CANCELLED = 4
+    AWAITING_ANSWER = 1  # the challenger is (to be) drawn and answers
+    AWAITING_REQUEST = 2  # the challenger could not get the request: anyone may publish it
+    JUDGING = 3  # a panel (round 1, or the appeal round 2) commits and reveals
+    SETTLED = 4
+    CANCELLED = 5
 
 
 class DuelOutcome(enum.IntEnum):
@@ -84,32 +97,36 @@ class DuelOutcome(enum.IntEnum):
     A_WON = 1
     B_WON = 2
     TIE = 3
-    VOIDED = 4
+    VOIDED = 4  # a majority of seats could not get the evidence
 
 
 class SlashReason(enum.IntEnum):
     """`reason` of the StakeSlashed event (contract SLASH_*)."""
 
     LOST_DUEL = 1
-    MINORITY_JUDGE = 2
-    ABSTAINED_JUDGE = 3
+    INCOHERENT_JUDGE = 2  # voted for the side that lost the final verdict
+    SILENT_JUDGE = 3  # held a seat and revealed nothing
+    NO_ANSWER = 4  # a drawn challenger that never answered
 
 
 class RewardReason(enum.IntEnum):
     """`reason` of the DuelRewardPaid event (contract REWARD_*)."""
 
-    STAKE_WON = 1
-    JUDGE_POOL = 2
+    STAKE_WON = 1  # the winning challenger: A's bond plus its duelist fee, one payment
+    RESERVE_BONUS = 2  # not emitted today: a judge's reserve share is paid with its fee (JUDGE_FEE)
     DUELIST_FEE = 3
-    JUDGE_FEE = 4
+    JUDGE_FEE = 4  # a coherent seat: JUDGE_FEE plus its share of the reserve
     ESCROW_REFUND = 5
+    APPEAL_REFUND = 6
 
 
 class CancelReason(enum.IntEnum):
     """`reason` of the DuelCancelled event (contract CANCEL_*)."""
 
-    TOO_FEW_JUDGES = 1
-    NOT_DRAWN = 2
+    NO_CHALLENGER = 1  # nobody serving the model could be drawn, or none was drawn in time
+    NO_ANSWER = 2  # the drawn challenger never answered (its bond went to the reserve)
+    REQUEST_WITHHELD = 3  # the challenger could not get the request and nobody published it
+    NO_JUDGES = 4  # no eligible judge stake to draw a panel from
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +150,7 @@ class TxResult:
     block_number: int
     gas_used: int
     events: tuple[DecodedEvent, ...]
-    # set by open_duel only
+    # the duel the transaction was about (open_duel: the new duel's id, from DuelOpened)
     duel_id: int | None = None
 
     def events_named(self, name: str) -> tuple[DecodedEvent, ...]:
@@ -146,6 +163,16 @@ class TxResult:
             if e.name == name:
                 return e
         raise LookupError(f"transaction {self.tx_hash} emitted no {name} event")
+
+
+@dataclass(frozen=True)
+class DeployedContracts:
+    """Where `WWWServeClient.deploy_contracts` put the two contracts (users only need `address`)."""
+
+    address: ChecksumAddress  # WWWServe: the one address users call
+    extension: ChecksumAddress  # WWWServeExt, which WWWServe delegatecalls
+    block_number: int  # WWWServe's deployment block (every event is emitted from it on)
+    extension_block_number: int
 
 
 @dataclass(frozen=True)
@@ -171,12 +198,21 @@ class Balances:
     active_stake_wei: int
     unbonding_stake_wei: int
     unbonding_end_s: int
-    locked_until_block: int
+    # block of the last unstake request: unbonding stake also waits DUEL_SPAN_BLOCKS blocks after it
+    unbonding_block: int
+    # stake bonded by open duels in which the node is a duelist: part of the stake above (nothing
+    # leaves the stake when bonded), slashable, and not withdrawable until those duels end
+    bonded_wei: int
 
     @property
     def stake_wei(self) -> int:
-        """Active plus unbonding stake (both are slashable)."""
+        """Active plus unbonding stake (both are slashable; bonded stake is part of it)."""
         return self.active_stake_wei + self.unbonding_stake_wei
+
+    @property
+    def free_stake_wei(self) -> int:
+        """Stake no open duel bonds (what could be bonded by a new duel)."""
+        return max(0, self.stake_wei - self.bonded_wei)
 
     @property
     def total_wei(self) -> int:
@@ -185,20 +221,82 @@ class Balances:
 
 
 @dataclass(frozen=True)
+class DuelRound:
+    """One round's panel: its seats in seat order (a judge drawn twice holds two seats) and each
+    seat's revealed vote (Vote.NONE = not revealed). Empty until the round's seats are drawn."""
+
+    round: int
+    judges: tuple[str, ...]
+    votes: tuple[Vote, ...]
+
+
+@dataclass(frozen=True)
 class DuelInfo:
-    """A duel as the contract stores it. Block numbers are 0 until the phase is reached."""
+    """A duel as the contract stores it (hashes live in the events: see `duel_hashes`).
+
+    `deadline` means what the status says: the answer deadline (awaiting answer), the publish
+    deadline (awaiting request) or the current round's commit end (judging); the derived block
+    fields below spell it out and are None when they do not apply. `judges`/`votes` are the CURRENT
+    round's; `rounds` holds every round reached (round 1, and round 2 after an appeal), in order.
+    """
 
     duel_id: int
     origin: str
     a: str
-    b: str
-    seed_block: int
-    commit_end_block: int
-    reveal_end_block: int
+    b: str | None  # None until the challenger is drawn
+    seed_block: int  # the block whose hash seeds the current step's draws
+    deadline: int
+    bond_wei: int  # what each duelist has at risk (equal for both)
+    round: int  # 0 before B answered, then 1, or 2 after an appeal
     status: DuelStatus
     outcome: DuelOutcome
     judges: tuple[str, ...]
     votes: tuple[Vote, ...]
+    rounds: tuple[DuelRound, ...] = ()
+    answer_deadline_block: int | None = None  # awaiting answer: last block B may answer in
+    publish_deadline_block: int | None = None  # awaiting request: last block to publish the request
+    commit_end_block: int | None = None  # judging: last block of the current round's commits
+    reveal_end_block: int | None = None  # judging: last block of its reveals
+    appeal_end_block: int | None = None  # judging round 1: last block the loser may appeal in
+
+    def judges_of(self, round: int) -> tuple[str, ...]:
+        """The seats of `round` (empty when not drawn or not reached)."""
+        return next((r.judges for r in self.rounds if r.round == round), ())
+
+    def votes_of(self, round: int) -> tuple[Vote, ...]:
+        """The revealed votes of `round`, per seat (empty when not drawn or not reached)."""
+        return next((r.votes for r in self.rounds if r.round == round), ())
+
+    @property
+    def is_open(self) -> bool:
+        """Not settled nor cancelled yet."""
+        return self.status in (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST, DuelStatus.JUDGING)
+
+
+@dataclass(frozen=True)
+class DuelHashes:
+    """What a duel is about, from its events: the request, A's answer and B's (None until B answered)."""
+
+    request_hash: bytes
+    answer_a_hash: bytes
+    answer_b_hash: bytes | None
+
+    def __iter__(self) -> Any:
+        # unpacks like the tuple it replaces: request, answer_a, answer_b = client.duel_hashes(id)
+        return iter((self.request_hash, self.answer_a_hash, self.answer_b_hash))
+
+
+@dataclass(frozen=True)
+class DuelSettlement:
+    """What settling a duel decided, from its DuelSettled event."""
+
+    outcome: DuelOutcome
+    round: int  # the round whose verdict is final
+    votes_a: int  # seats of that round for A
+    votes_b: int
+    stake_moved_wei: int  # the loser's bond taken (0 on a tie or a void)
+    block_number: int
+    tx_hash: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +336,17 @@ def _uint(value: object, what: str, bits: int = 256) -> int:
     return value
 
 
+def _duel_id(value: object) -> int:
+    """Duel ids are 63-bit numbers (`duelIdOf`); anything else names no duel."""
+    return _uint(value, "duel_id", DUEL_ID_BITS)
+
+
+def _round(value: object) -> int:
+    if isinstance(value, bool) or value not in ROUNDS:
+        raise LedgerValueError(f"round must be 1 (first round) or 2 (appeal round), got {value!r}")
+    return int(value)
+
+
 def _wei(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidAmountError(f"{what} must be int wei, got {type(value).__name__} (parse text with ledger.units)")
@@ -272,13 +381,44 @@ def _vote(value: object) -> Vote:
         raise LedgerValueError(f"vote must be one of {[v.name for v in Vote]}, got {value!r}") from None
 
 
-def _signature(value: object) -> bytes:
+def _cast_vote(value: object) -> Vote:
+    """A vote a judge can reveal: A, B, ABSTAIN or NO_EVIDENCE (NONE means "not revealed")."""
+    vote = _vote(value)
+    if vote is Vote.NONE:
+        raise LedgerValueError("vote NONE (0) cannot be cast: reveal A, B, ABSTAIN or NO_EVIDENCE")
+    return vote
+
+
+def _signature(value: object, what: str = "voucher signature") -> bytes:
     if isinstance(value, str):
         value = HexBytes(value)
     if not isinstance(value, bytes | bytearray) or len(value) != 65:
         size = len(value) if isinstance(value, bytes | bytearray) else type(value).__name__
-        raise LedgerValueError(f"voucher signature must be 65 bytes (r, s, v), got {size}")
+        raise LedgerValueError(f"{what} must be 65 bytes (r, s, v), got {size}")
     return bytes(value)
+
+
+def _request(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray):
+        raise LedgerValueError(f"request must be bytes (ledger.work.request_bytes), got {type(value).__name__}")
+    if len(value) > MAX_REQUEST_BYTES:
+        raise LedgerValueError(f"request is {len(value)} bytes; the contract takes at most {MAX_REQUEST_BYTES}")
+    return bytes(value)
+
+
+def _work(value: object) -> WorkAttestation:
+    if not isinstance(value, WorkAttestation):
+        raise LedgerValueError(f"work must be a ledger.work.WorkAttestation, got {type(value).__name__}")
+    checksum_address(value.origin, "work.origin")
+    checksum_address(value.executor, "work.executor")
+    _signature(value.signature, "work signature")
+    return value
+
+
+def _work_args(work: WorkAttestation, inspect_salt: bytes) -> list[Any]:
+    """The attestation as openDuel/publishRequest take it (after the executor: requestId .. signature)."""
+    return [work.request_id, work.request_hash, work.model_hash, work.answer_hash,
+            bytes32(inspect_salt, "inspect_salt"), work.issued_at, work.signature]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,22 +491,26 @@ def recover_voucher_signer(
         raise LedgerValueError(f"voucher signature cannot be recovered: {exc}") from exc
 
 
-def vote_commitment(chain_id: int, contract: str, duel_id: int, judge: str, vote: int, salt: bytes | str) -> bytes:
-    """keccak256(abi_encode(chainId, contract, duelId, judge, vote, salt)), as WWWServe.voteCommitment."""
+def vote_commitment(
+    chain_id: int, contract: str, duel_id: int, round: int, judge: str, vote: int, salt: bytes | str
+) -> bytes:
+    """keccak256(abi_encode(chainId, contract, duelId, round, judge, uint8 vote, bytes32 salt)), as
+    WWWServe.voteCommitment: bound to the chain, the contract, the duel, the round and the judge, so a
+    commitment can be replayed nowhere else (the contract keeps its first 16 bytes)."""
     return keccak(
         abi_encode(
-            ["uint256", "address", "uint256", "address", "uint8", "bytes32"],
+            ["uint256", "address", "uint256", "uint256", "address", "uint8", "bytes32"],
             [
                 _uint(chain_id, "chain_id"),
                 checksum_address(contract, "contract"),
-                _uint(duel_id, "duel_id"),
+                _duel_id(duel_id),
+                _round(round),
                 checksum_address(judge, "judge"),
                 int(_vote(vote)),
                 bytes32(salt, "salt"),
             ],
         )
     )
-
 
 
 def _plain(value: Any) -> Any:
@@ -380,22 +524,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _address_or_none(value: object) -> str | None:
+    text = str(value)
+    return None if text == ZERO_ADDRESS else text
+
+
 # Deployment parameter <- public immutable getter.
 _PARAM_GETTERS: dict[str, str] = {
     "min_stake_wei": "MIN_STAKE",
     "unbonding_period_s": "UNBONDING_PERIOD",
     "withdrawal_notice_s": "WITHDRAWAL_NOTICE",
     "k_judges": "K_JUDGES",
-    "seed_delay_blocks": "SEED_DELAY",
-    "draw_window_blocks": "DRAW_WINDOW",
+    "epoch_blocks": "EPOCH_BLOCKS",
+    "answer_window_blocks": "ANSWER_WINDOW",
     "commit_window_blocks": "COMMIT_WINDOW",
     "reveal_window_blocks": "REVEAL_WINDOW",
-    "settle_window_blocks": "SETTLE_WINDOW",
-    "gamma_bps": "GAMMA_BPS",
-    "minority_slash_bps": "MINORITY_SLASH_BPS",
-    "abstain_slash_bps": "ABSTAIN_SLASH_BPS",
+    "appeal_window_blocks": "APPEAL_WINDOW",
+    "publish_window_blocks": "PUBLISH_WINDOW",
+    "attestation_ttl_s": "ATTESTATION_TTL",
+    "duel_bond_wei": "DUEL_BOND",
     "duelist_fee_wei": "DUELIST_FEE",
     "judge_fee_wei": "JUDGE_FEE",
+    "judge_penalty_wei": "JUDGE_PENALTY",
+    "silent_penalty_wei": "SILENT_PENALTY",
+    "reserve_payout_bps": "RESERVE_PAYOUT_BPS",
     "tree_depth": "DEPTH",
 }
 
@@ -421,37 +573,60 @@ class WWWServeClient:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
+    def deploy_contracts(
+        cls, w3: Web3, sender: TxSender, params: DeploymentParams | None = None
+    ) -> DeployedContracts:
+        """Deploy WWWServeExt, then WWWServe over it, both with `params`, from `sender`.
+
+        Two transactions: WWWServe's constructor checks that the extension was built with the same
+        parameters (`paramsDigest`), so a mismatched pair cannot be deployed."""
+        args = (params or DeploymentParams()).constructor_args()
+        ext_address, ext_block = cls._create(w3, sender, EXTENSION_CONTRACT, args)
+        address, block = cls._create(w3, sender, CONTRACT_NAME, [*args, ext_address])
+        return DeployedContracts(address, ext_address, block, ext_block)
+
+    @staticmethod
+    def _create(w3: Web3, sender: TxSender, name: str, args: Sequence[Any]) -> tuple[ChecksumAddress, int]:
+        artifact = load_artifact(name)
+        factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        data = factory.constructor(*args).data_in_transaction
+        receipt = sender.send(to=None, data=data, function=f"{name}.constructor")
+        address = receipt["contractAddress"]
+        if address is None:  # pragma: no cover - a successful creation always has one
+            raise DeploymentNotFoundError(f"the {name} deployment receipt has no contract address")
+        return Web3.to_checksum_address(address), int(receipt["blockNumber"])
+
+    @classmethod
     def deploy(
         cls, w3: Web3, sender: TxSender, params: DeploymentParams | None = None
     ) -> tuple[ChecksumAddress, int]:
-        """Deploy WWWServe with `params` from `sender`; returns (contract address, block number)."""
-        artifact = load_artifact(CONTRACT_NAME)
-        factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        data = factory.constructor(*(params or DeploymentParams()).constructor_args()).data_in_transaction
-        receipt = sender.send(to=None, data=data, function=f"{CONTRACT_NAME}.constructor")
-        address = receipt["contractAddress"]
-        if address is None:  # pragma: no cover - a successful creation always has one
-            raise DeploymentNotFoundError("the deployment receipt has no contract address")
-        return Web3.to_checksum_address(address), int(receipt["blockNumber"])
+        """Deploy both contracts (see `deploy_contracts`); returns (WWWServe's address, its block)."""
+        deployed = cls.deploy_contracts(w3, sender, params)
+        return deployed.address, deployed.block_number
 
     @classmethod
     def deploy_and_connect(
         cls, w3: Web3, sender: TxSender, params: DeploymentParams | None = None
     ) -> tuple[WWWServeClient, int]:
-        """Deploy, then return a client bound to the new contract and the deployment block."""
+        """Deploy, then return a client bound to the new contract and WWWServe's deployment block."""
         address, block = cls.deploy(w3, sender, params)
         return cls(w3, address, sender), block
 
     def ensure_deployed(self) -> None:
-        """Raise DeploymentNotFoundError unless WWWServe's runtime code is at `address`."""
-        code = bytes(self._view_raw(lambda: self._w3.eth.get_code(self._address), "eth_getCode"))
+        """Raise DeploymentNotFoundError unless this version of WWWServe is at `address` and this
+        version of WWWServeExt at the extension address it delegates to."""
+        self._ensure_code(self._address, CONTRACT_NAME)
+        self._ensure_code(self.extension(), EXTENSION_CONTRACT)
+
+    def _ensure_code(self, address: str, name: str) -> None:
+        code = bytes(self._view_raw(lambda: self._w3.eth.get_code(Web3.to_checksum_address(address)), "eth_getCode"))
         if not code:
-            raise DeploymentNotFoundError(f"no contract at {self._address} on chain {self.chain_id}")
-        expected = HexBytes(load_artifact(CONTRACT_NAME).deployed_bytecode)
+            raise DeploymentNotFoundError(f"no {name} contract at {address} on chain {self.chain_id}")
+        expected = HexBytes(load_artifact(name).deployed_bytecode)
         # Vyper appends the immutables after the runtime code, so compare the prefix.
         if not code.startswith(bytes(expected)):
             raise DeploymentNotFoundError(
-                f"the contract at {self._address} on chain {self.chain_id} is not this version of {CONTRACT_NAME}"
+                f"the contract at {address} on chain {self.chain_id} is not this version of {name}"
             )
 
     # -- properties -----------------------------------------------------------------------------
@@ -482,6 +657,10 @@ class WWWServeClient:
             self._chain_id = int(self._view_raw(lambda: self._w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
+    def extension(self) -> ChecksumAddress:
+        """The WWWServeExt address this WWWServe delegatecalls (fixed at deployment)."""
+        return Web3.to_checksum_address(str(self._view("EXTENSION")))
+
     # -- plumbing -------------------------------------------------------------------------------
     def _view_raw(self, op: Callable[[], T], function: str) -> T:
         return call_with_retries(self._w3, op, function=function, retry=self._retry)
@@ -490,14 +669,14 @@ class WWWServeClient:
         fn = self._contract.functions[name](*args)
         return self._view_raw(fn.call, f"{CONTRACT_NAME}.{name}")
 
-    def _transact(self, name: str, *args: Any, value_wei: int = 0) -> TxResult:
+    def _transact(self, name: str, *args: Any, value_wei: int = 0, duel_id: int | None = None) -> TxResult:
         if self._sender is None:
             raise LedgerValueError(f"{CONTRACT_NAME}.{name} changes state: create the client with a TxSender")
         data = self._contract.encode_abi(name, args=list(args))
         receipt = self._sender.send(
             to=self._address, data=data, value_wei=value_wei, function=f"{CONTRACT_NAME}.{name}"
         )
-        return self._result(receipt)
+        return self._result(receipt, duel_id)
 
     def _result(self, receipt: TxReceipt, duel_id: int | None = None) -> TxResult:
         return TxResult(
@@ -526,6 +705,17 @@ class WWWServeClient:
             raise LedgerValueError("this client has no sender; pass the account address explicitly")
         return self._sender.address
 
+    def _duel_logs(self, event: str, duel_id: int, from_block: int) -> list[Any]:
+        """Logs of `event` about one duel (every duel event indexes its duelId), in chain order."""
+        did = _duel_id(duel_id)
+        logs = self._view_raw(
+            lambda: self._contract.events[event]().get_logs(
+                from_block=_uint(from_block, "from_block"), argument_filters={"duelId": did}
+            ),
+            f"eth_getLogs({event})",
+        )
+        return sorted(logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"]))
+
     # -- registry -------------------------------------------------------------------------------
     def register(
         self, pubkey: bytes | str, endpoint: str, models: Sequence[str], metadata: str = ""
@@ -536,7 +726,8 @@ class WWWServeClient:
     def update_node(
         self, pubkey: bytes | str, endpoint: str, models: Sequence[str], metadata: str = ""
     ) -> TxResult:
-        """Replace the sender's key, endpoint, models and metadata."""
+        """Replace the sender's key, endpoint, models and metadata (model changes count from the
+        next epoch, for challenger draws)."""
         return self._transact("updateNode", *self._node_fields(pubkey, endpoint, models, metadata))
 
     @staticmethod
@@ -551,7 +742,7 @@ class WWWServeClient:
         )
 
     def leave(self) -> TxResult:
-        """Stop being routable and a judge candidate (stake stays until unstaked)."""
+        """Stop being routable and drawable (stake stays until unstaked; attested work stays duelable)."""
         return self._transact("leave")
 
     def node(self, address: str) -> NodeInfo | None:
@@ -579,11 +770,24 @@ class WWWServeClient:
 
     def pubkey_owner(self, pubkey: bytes | str) -> str | None:
         """The active node that registered `pubkey`, if any."""
-        owner = str(self._view("pubkeyOwner", bytes32(pubkey, "pubkey")))
-        return None if owner == ZERO_ADDRESS else owner
+        return _address_or_none(self._view("pubkeyOwner", bytes32(pubkey, "pubkey")))
 
     def active_node_count(self) -> int:
         return int(self._view("activeNodeCount"))
+
+    def serves_model(self, address: str, model: str) -> bool:
+        """Whether `address` counts as serving `model` (by name) in this epoch: only such nodes are
+        drawn as challengers of a duel over that model. Registrations count from the next epoch."""
+        name = _text(model, "model", MAX_MODEL_BYTES)
+        return bool(self._view("servesModel", checksum_address(address), model_hash(name)))
+
+    def model_id(self, model: str) -> int:
+        """The contract's small id of a model name (0 if no node ever registered it)."""
+        return int(self._view("modelId", model_hash(_text(model, "model", MAX_MODEL_BYTES))))
+
+    def model_count(self) -> int:
+        """How many distinct model names were ever registered."""
+        return int(self._view("modelCount"))
 
     # -- credits and stake ----------------------------------------------------------------------
     def deposit(self, amount_wei: int) -> TxResult:
@@ -610,8 +814,13 @@ class WWWServeClient:
         return self._transact("requestUnstake", _wei(amount_wei, "amount_wei"))
 
     def withdraw_stake(self) -> TxResult:
-        """Move fully unbonded stake back to credit."""
+        """Move unbonded stake back to credit (all of it but what open duels bond)."""
         return self._transact("withdrawStake")
+
+    def sync_weight(self, node: str) -> TxResult:
+        """Bring `node`'s draw weight in line with its stake after duel slashes (anyone may; slashes
+        leave the sortition tree alone to keep settlements cheap)."""
+        return self._transact("syncWeight", checksum_address(node, "node"))
 
     def credit(self, address: str) -> int:
         return int(self._view("credit", checksum_address(address)))
@@ -630,12 +839,20 @@ class WWWServeClient:
         return int(self._view("unbondingStake", checksum_address(address)))
 
     def unbonding_end(self, address: str) -> int:
-        """Unix time (s) at which the unbonding stake can be withdrawn."""
+        """Unix time (s) at which the unbonding stake can be withdrawn (see also `unbonding_block`)."""
         return int(self._view("unbondingEnd", checksum_address(address)))
 
-    def locked_until(self, address: str) -> int:
-        """Block number until which the stake cannot be withdrawn (open duels)."""
-        return int(self._view("lockedUntil", checksum_address(address)))
+    def unbonding_block(self, address: str) -> int:
+        """Block of the last unstake request: withdrawing also waits DUEL_SPAN_BLOCKS blocks after it."""
+        return int(self._view("unbondingBlock", checksum_address(address)))
+
+    def reserved(self, address: str) -> int:
+        """Stake (wei) bonded by open duels in which `address` is a duelist (part of its stake)."""
+        return int(self._view("reserved", checksum_address(address)))
+
+    def reserve(self) -> int:
+        """The duel reserve (wei): lost bonds and judge penalties, paid out to coherent judges."""
+        return int(self._view("reserve"))
 
     def balances(self, address: str) -> Balances:
         """All of `address`'s money in the contract."""
@@ -647,7 +864,8 @@ class WWWServeClient:
             active_stake_wei=self.active_stake(who),
             unbonding_stake_wei=self.unbonding_stake(who),
             unbonding_end_s=self.unbonding_end(who),
-            locked_until_block=self.locked_until(who),
+            unbonding_block=self.unbonding_block(who),
+            bonded_wei=self.reserved(who),
         )
 
     # -- fee vouchers ---------------------------------------------------------------------------
@@ -687,142 +905,269 @@ class WWWServeClient:
         """Cumulative wei already paid from `origin` to `executor` under vouchers."""
         return int(self._view("claimed", checksum_address(origin, "origin"), checksum_address(executor, "executor")))
 
-    # -- duels ----------------------------------------------------------------------------------
-    def open_duel(
-        self,
-        a: str,
-        b: str,
-        question_hash: bytes | str,
-        answer_a_hash: bytes | str,
-        answer_b_hash: bytes | str,
-    ) -> TxResult:
-        """Open a duel between executors `a` and `b`; the result carries the new `duel_id`."""
-        result = self._transact(
-            "openDuel",
-            checksum_address(a, "duelist a"),
-            checksum_address(b, "duelist b"),
-            bytes32(question_hash, "question_hash"),
-            bytes32(answer_a_hash, "answer_a_hash"),
-            bytes32(answer_b_hash, "answer_b_hash"),
-        )
+    # -- work attestations ----------------------------------------------------------------------
+    def work_digest(self, work: WorkAttestation) -> bytes:
+        """The EIP-712 digest the executor signs (computed locally with `ledger.work`)."""
+        return _work_digest(self.chain_id, self._address, _work_unsigned(work))
+
+    def work_digest_onchain(self, work: WorkAttestation) -> bytes:
+        """The contract's own workDigest (to cross-check the local one)."""
+        w = _work_unsigned(work)
+        return bytes(self._view(
+            "workDigest", checksum_address(w.origin, "work.origin"), checksum_address(w.executor, "work.executor"),
+            w.request_id, w.request_hash, w.model_hash, w.answer_hash, w.inspect, w.issued_at,
+        ))
+
+    def sign_work(self, account: LocalAccount, work: WorkAttestation) -> WorkAttestation:
+        """`account` (the executor) signs `work` for this contract and chain."""
+        try:
+            return sign_work(account, self.chain_id, self._address, _work_unsigned(work))
+        except WorkError as exc:
+            raise LedgerValueError(str(exc)) from None
+
+    def inspect_commitment_onchain(self, request_id: bytes | str, wants_duel: bool, salt: bytes | str) -> bytes:
+        """The contract's inspectCommitment (ledger.work.inspect_commitment computes it locally)."""
+        if not isinstance(wants_duel, bool):
+            raise LedgerValueError(f"wants_duel must be a bool, got {wants_duel!r}")
+        return bytes(self._view("inspectCommitment", bytes32(request_id, "request_id"), wants_duel,
+                                bytes32(salt, "salt")))
+
+    def duel_id_of(self, origin: str, request_id: bytes | str) -> int:
+        """The id a duel over this origin's request gets (computed locally; whether or not opened)."""
+        return _duel_id_of(checksum_address(origin, "origin"), bytes32(request_id, "request_id"))
+
+    def duel_id_of_onchain(self, origin: str, request_id: bytes | str) -> int:
+        """The contract's duelIdOf (to cross-check `duel_id_of`)."""
+        return int(self._view("duelIdOf", checksum_address(origin, "origin"), bytes32(request_id, "request_id")))
+
+    # -- duels: transactions --------------------------------------------------------------------
+    def open_duel(self, work: WorkAttestation, inspect_salt: bytes | str) -> TxResult:
+        """Duel the answer `work.executor` (A) gave the sender (the origin): escrows DUEL_ESCROW of
+        the sender's credit and bonds DUEL_BOND of A's stake. The result carries the new `duel_id`.
+
+        Checked here first: the sender is `work.origin`, the signature recovers to the executor, and
+        `inspect_salt` opens `work.inspect` as a commitment to duel (the contract checks them too)."""
+        w = _work(work)
+        salt = bytes32(inspect_salt, "inspect_salt")
+        origin = checksum_address(w.origin, "work.origin")
+        if self._sender is not None and origin != self._sender.address:
+            raise LedgerValueError(f"only the work's origin {origin} can open its duel, not {self._sender.address}")
+        self._check_attestation(w, salt)
+        result = self._transact("openDuel", checksum_address(w.executor, "work.executor"), *_work_args(w, salt))
         duel_id = int(result.event("DuelOpened").args["duelId"])
-        return TxResult(
-            tx_hash=result.tx_hash,
-            block_number=result.block_number,
-            gas_used=result.gas_used,
-            events=result.events,
-            duel_id=duel_id,
-        )
+        return TxResult(result.tx_hash, result.block_number, result.gas_used, result.events, duel_id)
+
+    def _check_attestation(self, work: WorkAttestation, salt: bytes) -> None:
+        if inspect_commitment(work.request_id, True, salt) != work.inspect:
+            raise LedgerValueError("inspect_salt does not open work.inspect as a commitment to duel "
+                                   "(wrong salt, or the origin committed not to duel this request)")
+        try:
+            check_work(self.chain_id, self._address, work)
+        except WorkError as exc:
+            raise LedgerValueError(f"work attestation: {exc}") from None
+
+    def draw_challenger(self, duel_id: int) -> TxResult:
+        """Record the duel's challenger B in its answer window (anyone may; B's answer does it too).
+        Cancels the duel (escrow refunded) when nobody serving the model can be drawn."""
+        did = _duel_id(duel_id)
+        return self._transact("drawChallenger", did, duel_id=did)
+
+    def answer_duel(self, duel_id: int, answer_hash: bytes | str) -> TxResult:
+        """The challenger commits to its answer (keccak256 of its UTF-8 text) and the first panel is
+        drawn. `NO_REQUEST` (32 zero bytes) says it could not get the request: then anyone may
+        `publish_request` within PUBLISH_WINDOW blocks."""
+        did = _duel_id(duel_id)
+        return self._transact("answerDuel", did, bytes32(answer_hash, "answer_hash"), duel_id=did)
+
+    def publish_request(
+        self, duel_id: int, work: WorkAttestation, inspect_salt: bytes | str, request: bytes
+    ) -> TxResult:
+        """Put the request of a duel whose challenger could not get it on-chain (anyone may, with A's
+        attestation and the origin's salt); B then answers in the next epoch's answer window.
+        `request` is `ledger.work.request_bytes(...)`, which must hash to `work.request_hash`."""
+        did = _duel_id(duel_id)
+        w = _work(work)
+        salt = bytes32(inspect_salt, "inspect_salt")
+        body = _request(request)
+        if self.duel_id_of(w.origin, w.request_id) != did:
+            raise LedgerValueError(f"that work is not the work of duel {did}")
+        if keccak(body) != w.request_hash:
+            raise LedgerValueError("request does not hash to work.request_hash")
+        self._check_attestation(w, salt)
+        return self._transact("publishRequest", did, *_work_args(w, salt), body, duel_id=did)
 
     def draw_judges(self, duel_id: int) -> TxResult:
-        """Draw the judges (or cancel the duel if too little stake is eligible)."""
-        return self._transact("drawJudges", _uint(duel_id, "duel_id"))
-
-    def cancel_undrawn_duel(self, duel_id: int) -> TxResult:
-        return self._transact("cancelUndrawnDuel", _uint(duel_id, "duel_id"))
+        """Draw the appeal round's seats in its commit window (anyone may; a judge's first commit
+        does it too; the first round's are drawn with B's answer)."""
+        did = _duel_id(duel_id)
+        return self._transact("drawJudges", did, duel_id=did)
 
     def commit_vote(self, duel_id: int, commitment: bytes | str) -> TxResult:
-        """Commit to a hidden vote; compute `commitment` with `vote_commitment`."""
-        return self._transact("commitVote", _uint(duel_id, "duel_id"), bytes32(commitment, "commitment"))
+        """Commit to a hidden vote for the current round; compute `commitment` with `vote_commitment`."""
+        did = _duel_id(duel_id)
+        return self._transact("commitVote", did, bytes32(commitment, "commitment"), duel_id=did)
 
     def reveal_vote(self, duel_id: int, vote: Vote | int, salt: bytes | str) -> TxResult:
-        return self._transact("revealVote", _uint(duel_id, "duel_id"), int(_vote(vote)), bytes32(salt, "salt"))
+        """Reveal the committed vote; it counts once per seat the judge holds."""
+        did = _duel_id(duel_id)
+        return self._transact("revealVote", did, int(_cast_vote(vote)), bytes32(salt, "salt"), duel_id=did)
+
+    def appeal(self, duel_id: int) -> TxResult:
+        """The duelist that lost round 1 pays APPEAL_FEE from its credit for a 2K+1-seat round 2."""
+        did = _duel_id(duel_id)
+        return self._transact("appeal", did, duel_id=did)
 
     def settle_duel(self, duel_id: int) -> TxResult:
-        return self._transact("settleDuel", _uint(duel_id, "duel_id"))
+        """End a duel once nothing can change it (anyone may; succeeds once): a verdict, or a
+        cancellation when nobody answered, published or could be drawn."""
+        did = _duel_id(duel_id)
+        return self._transact("settleDuel", did, duel_id=did)
 
-    def vote_commitment(self, duel_id: int, judge: str, vote: Vote | int, salt: bytes | str) -> bytes:
-        """The commitment for `vote` with `salt`, computed locally (equals the contract's voteCommitment)."""
-        return vote_commitment(self.chain_id, self._address, duel_id, judge, vote, salt)
-
-    def vote_commitment_onchain(self, duel_id: int, judge: str, vote: Vote | int, salt: bytes | str) -> bytes:
-        return bytes(
-            self._view(
-                "voteCommitment",
-                _uint(duel_id, "duel_id"),
-                checksum_address(judge, "judge"),
-                _uint(vote, "vote", 8),
-                bytes32(salt, "salt"),
-            )
-        )
-
+    # -- duels: views ---------------------------------------------------------------------------
     def duel(self, duel_id: int) -> DuelInfo:
-        """A duel's state, judges and revealed votes; UnknownDuelError if there is none."""
-        did = _uint(duel_id, "duel_id")
-        origin, a, b, seed, commit_end, reveal_end, status, outcome = self._view("getDuel", did)
+        """A duel's state with the seats and revealed votes of every round reached; UnknownDuelError
+        if there is none."""
+        did = _duel_id(duel_id)
+        origin, a, b, seed, deadline, bond, round_, status_, outcome = self._view("getDuel", did)
+        status = DuelStatus(int(status_))
+        round_no = int(round_)
+        rounds = tuple(DuelRound(r, self.judges(did, r), self.votes(did, r)) for r in range(1, round_no + 1))
+        deadline = int(deadline)
+        blocks: dict[str, int | None] = {}
+        if status is DuelStatus.AWAITING_ANSWER:
+            blocks["answer_deadline_block"] = deadline
+        elif status is DuelStatus.AWAITING_REQUEST:
+            blocks["publish_deadline_block"] = deadline
+        elif status is DuelStatus.JUDGING:
+            p = self.params()
+            blocks["commit_end_block"] = deadline
+            blocks["reveal_end_block"] = deadline + p.reveal_window_blocks
+            if round_no == 1:
+                blocks["appeal_end_block"] = deadline + p.reveal_window_blocks + p.appeal_window_blocks
+        current = rounds[-1] if rounds else DuelRound(0, (), ())
         return DuelInfo(
             duel_id=did,
             origin=str(origin),
             a=str(a),
-            b=str(b),
+            b=_address_or_none(b),
             seed_block=int(seed),
-            commit_end_block=int(commit_end),
-            reveal_end_block=int(reveal_end),
-            status=DuelStatus(status),
-            outcome=DuelOutcome(outcome),
-            judges=self.get_judges(did),
-            votes=self.get_votes(did),
+            deadline=deadline,
+            bond_wei=int(bond),
+            round=round_no,
+            status=status,
+            outcome=DuelOutcome(int(outcome)),
+            judges=current.judges,
+            votes=current.votes,
+            rounds=rounds,
+            **blocks,
         )
 
-    def get_judges(self, duel_id: int) -> tuple[str, ...]:
-        return tuple(str(j) for j in self._view("getJudges", _uint(duel_id, "duel_id")))
+    def judges(self, duel_id: int, round: int) -> tuple[str, ...]:
+        """The seats of a round in seat order (a judge drawn twice appears twice); empty if not drawn."""
+        return tuple(str(j) for j in self._view("getJudges", _duel_id(duel_id), _round(round)))
 
-    def get_votes(self, duel_id: int) -> tuple[Vote, ...]:
-        """Revealed votes in panel order (Vote.NONE = not revealed)."""
-        return tuple(Vote(v) for v in self._view("getVotes", _uint(duel_id, "duel_id")))
+    def votes(self, duel_id: int, round: int) -> tuple[Vote, ...]:
+        """Revealed votes of a round, per seat (Vote.NONE = not revealed)."""
+        return tuple(Vote(v) for v in self._view("getVotes", _duel_id(duel_id), _round(round)))
 
-    def duel_hashes(self, duel_id: int, from_block: int = 0) -> tuple[bytes, bytes, bytes]:
-        """(question, answer A, answer B) hashes of a duel, from its DuelOpened event (not kept in storage).
+    def challenger_of(self, duel_id: int) -> str | None:
+        """The challenger: the recorded one, or (in the answer window, before anyone drew it) the one
+        a draw would pick now; None when there is none (yet)."""
+        return _address_or_none(self._view("challengerOf", _duel_id(duel_id)))
+
+    def preview_judges(self, duel_id: int) -> tuple[str, ...]:
+        """The current round's seats: drawn, or (in its commit window, before anyone drew them) the
+        ones a draw would pick now; empty when there are none (yet)."""
+        return tuple(str(j) for j in self._view("previewJudges", _duel_id(duel_id)))
+
+    def commitment_of(self, duel_id: int, round: int, judge: str) -> bytes:
+        """The first 16 bytes of the judge's commitment in that round (16 zero bytes if none)."""
+        return bytes(self._view("commitmentOf", _duel_id(duel_id), _round(round), checksum_address(judge, "judge")))
+
+    def vote_commitment(
+        self, duel_id: int, round: int, judge: str, vote: Vote | int, salt: bytes | str
+    ) -> bytes:
+        """The commitment for `vote` with `salt`, computed locally (equals the contract's voteCommitment)."""
+        return vote_commitment(self.chain_id, self._address, duel_id, round, judge, vote, salt)
+
+    def vote_commitment_onchain(
+        self, duel_id: int, round: int, judge: str, vote: Vote | int, salt: bytes | str
+    ) -> bytes:
+        return bytes(
+            self._view(
+                "voteCommitment",
+                _duel_id(duel_id),
+                _round(round),
+                checksum_address(judge, "judge"),
+                int(_vote(vote)),
+                bytes32(salt, "salt"),
+            )
+        )
+
+    def duel_hashes(self, duel_id: int, from_block: int = 0) -> DuelHashes:
+        """(request, answer A, answer B) hashes of a duel, from its DuelOpened and DuelAnswered events
+        (the contract keeps no hashes in storage). Answer B is None until B answered.
 
         `from_block` narrows the log search on chains whose RPC limits ranges (use the deployment block).
         """
-        did = _uint(duel_id, "duel_id")
-        logs = self._view_raw(
-            lambda: self._contract.events.DuelOpened().get_logs(
-                from_block=from_block, argument_filters={"duelId": did}
-            ),
-            "eth_getLogs(DuelOpened)",
+        opened = self._duel_logs("DuelOpened", duel_id, from_block)
+        if not opened:
+            raise UnknownDuelError("Duel: unknown duel", f"{CONTRACT_NAME}.duel_hashes")
+        args = opened[0]["args"]
+        answered = self._duel_logs("DuelAnswered", duel_id, int(opened[0]["blockNumber"]))
+        return DuelHashes(
+            request_hash=bytes(args["requestHash"]),
+            answer_a_hash=bytes(args["answerAHash"]),
+            answer_b_hash=bytes(answered[-1]["args"]["answerBHash"]) if answered else None,
         )
-        if not logs:
-            raise UnknownDuelError("Duel: unknown duel", "WWWServe.duel_hashes")
-        args = logs[0]["args"]
-        return bytes(args["questionHash"]), bytes(args["answerAHash"]), bytes(args["answerBHash"])
 
-    def duel_settlement(self, duel_id: int, from_block: int = 0) -> dict[str, int] | None:
-        """What settling a duel moved, from its DuelSettled event: outcome, votes_a, votes_b, stake_moved_wei,
-        judge_pool_wei; None while it is not settled."""
-        did = _uint(duel_id, "duel_id")
-        logs = self._view_raw(
-            lambda: self._contract.events.DuelSettled().get_logs(
-                from_block=from_block, argument_filters={"duelId": did}
-            ),
-            "eth_getLogs(DuelSettled)",
-        )
+    def published_request(self, duel_id: int, from_block: int = 0) -> bytes | None:
+        """The request bytes published on-chain for a duel whose challenger could not get them, if any."""
+        logs = self._duel_logs("RequestPublished", duel_id, from_block)
+        return bytes(logs[-1]["args"]["request"]) if logs else None
+
+    def duel_settlement(self, duel_id: int, from_block: int = 0) -> DuelSettlement | None:
+        """What settling a duel decided, from its DuelSettled event; None while it is not settled (and
+        for a cancelled duel, which has no verdict: see its DuelCancelled event)."""
+        logs = self._duel_logs("DuelSettled", duel_id, from_block)
         if not logs:
             return None
         args = logs[0]["args"]
-        return {"outcome": int(args["outcome"]), "votes_a": int(args["votesA"]), "votes_b": int(args["votesB"]),
-                "stake_moved_wei": int(args["stakeMoved"]), "judge_pool_wei": int(args["judgePool"])}
+        return DuelSettlement(
+            outcome=DuelOutcome(int(args["outcome"])),
+            round=int(args["round"]),
+            votes_a=int(args["votesA"]),
+            votes_b=int(args["votesB"]),
+            stake_moved_wei=int(args["stakeMoved"]),
+            block_number=int(logs[0]["blockNumber"]),
+            tx_hash="0x" + bytes(logs[0]["transactionHash"]).hex(),
+        )
 
-    def duel_count(self) -> int:
-        """Duels opened so far (ids run 1..duel_count)."""
-        return int(self._view("duelCount"))
+    def duel_cancel_reason(self, duel_id: int, from_block: int = 0) -> CancelReason | None:
+        """Why a cancelled duel was cancelled, from its DuelCancelled event; None if it was not."""
+        logs = self._duel_logs("DuelCancelled", duel_id, from_block)
+        return CancelReason(int(logs[0]["args"]["reason"])) if logs else None
 
-    def commitment(self, duel_id: int, judge: str) -> bytes:
-        """A judge's unrevealed commitment (zero bytes when none or already revealed)."""
-        return bytes(self._view("commitments", _uint(duel_id, "duel_id"), checksum_address(judge, "judge")))
+    def duel_ids(self, from_block: int = 0) -> list[int]:
+        """Ids of every duel opened since `from_block`, oldest first (from DuelOpened events: duel
+        ids are hashes, not a counter)."""
+        logs = self._view_raw(
+            lambda: self._contract.events.DuelOpened().get_logs(from_block=_uint(from_block, "from_block")),
+            "eth_getLogs(DuelOpened)",
+        )
+        ordered = sorted(logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"]))
+        return [int(lg["args"]["duelId"]) for lg in ordered]
 
     # -- sortition ------------------------------------------------------------------------------
     def total_weight(self) -> int:
-        """Total routable stake (wei) in the sortition tree."""
+        """Total drawable stake (wei) in the sortition tree (live; draws read it frozen per epoch)."""
         return int(self._view("totalWeight"))
 
     def leaf_weight(self, leaf: int) -> int:
         return int(self._view("leafWeight", _uint(leaf, "leaf")))
 
     def leaf_owner(self, leaf: int) -> str | None:
-        owner = str(self._view("leafOwner", _uint(leaf, "leaf")))
-        return None if owner == ZERO_ADDRESS else owner
+        return _address_or_none(self._view("leafOwner", _uint(leaf, "leaf")))
 
     def leaf_count(self) -> int:
         return int(self._view("leafCount"))
@@ -839,9 +1184,30 @@ class WWWServeClient:
         return self._params
 
     def duel_escrow_wei(self) -> int:
-        """What an origin escrows per duel (2 duelist fees + K judge fees)."""
+        """What an origin escrows per duel (the duelist fee + K judge fees)."""
         return int(self._view("DUEL_ESCROW"))
 
+    def appeal_fee_wei(self) -> int:
+        """What an appeal costs the losing duelist ((2K + 1) judge fees)."""
+        return int(self._view("APPEAL_FEE"))
+
+    def duel_span_blocks(self) -> int:
+        """The most blocks a duel can stay open (appeal included)."""
+        return int(self._view("DUEL_SPAN_BLOCKS"))
+
+    def params_digest(self) -> bytes:
+        """keccak256 of every deployment parameter (WWWServe and its extension agree on it)."""
+        return bytes(self._view("paramsDigest"))
+
     def domain_separator(self) -> bytes:
-        """The contract's EIP-712 domain separator."""
+        """The contract's EIP-712 domain separator (vouchers and work attestations)."""
         return bytes(self._view("DOMAIN_SEPARATOR"))
+
+
+def _work_unsigned(work: object) -> WorkAttestation:
+    """`work` checked for type and addresses (its signature is not needed to hash it)."""
+    if not isinstance(work, WorkAttestation):
+        raise LedgerValueError(f"work must be a ledger.work.WorkAttestation, got {type(work).__name__}")
+    checksum_address(work.origin, "work.origin")
+    checksum_address(work.executor, "work.executor")
+    return work

@@ -1,6 +1,6 @@
 """Typed errors of the ledger layer: one root, stdlib twins, and one class per contract revert reason.
 
-Callers catch by meaning (`InsufficientCreditError`, `StakeLockedError`) instead of matching strings.
+Callers catch by meaning (`InsufficientCreditError`, `NotAJudgeError`) instead of matching strings.
 Everything raised by `ledger.*` derives from `LedgerError`; where a stdlib exception fits, the class
 also derives from it (web3 style: `LedgerValueError(LedgerError, ValueError)`), so generic callers
 still work.
@@ -158,8 +158,9 @@ class StillUnbondingError(BankError):
     """The unbonding period has not ended yet."""
 
 
-class StakeLockedError(BankError):
-    """The stake is locked until every duel the node takes part in can no longer be open."""
+class StakeBondedError(BankError):
+    """The unbonded stake is all bonded by open duels in which the node is a duelist (it stays
+    slashable until those duels end)."""
 
 
 class VoucherError(ContractRevertedError):
@@ -178,6 +179,15 @@ class VoucherUnfundedError(VoucherError):
     """The origin has neither credit nor pending withdrawal left to pay the voucher."""
 
 
+class ExtensionCalledDirectlyError(ContractRevertedError):
+    """A state-changing function was called on WWWServeExt itself ("WWWServe: ..."): it only runs by
+    delegatecall from WWWServe; talk to the WWWServe address."""
+
+
+class ExtensionMismatchError(ParamsError):
+    """WWWServe's constructor refused its extension: not a contract, or built with other parameters."""
+
+
 class DuelError(ContractRevertedError):
     """A duel operation was refused ("Duel: ...")."""
 
@@ -187,23 +197,65 @@ class UnknownDuelError(DuelError):
 
 
 class DuelPartiesError(DuelError):
-    """The duelists must be two different registered nodes, neither of them the origin."""
+    """The origin cannot duel its own work, and the executor must have registered once."""
+
+
+class WorkAttestationError(DuelError):
+    """The executor's Work attestation is malformed, not signed by it (with the origin's commitment
+    to duel), or not the work of this duel."""
+
+
+class AttestationExpiredError(WorkAttestationError):
+    """The attestation is older than ATTESTATION_TTL: that work can no longer be dueled."""
+
+
+class UnknownModelError(DuelError):
+    """The attested model hash names no model any node ever registered."""
+
+
+class WorkAlreadyDueledError(DuelError):
+    """This origin already opened a duel over this request (one duel per piece of work)."""
+
+
+class DuelistStakeError(DuelError):
+    """The executor's free stake cannot cover the duel bond."""
+
+
+class RequestMismatchError(DuelError):
+    """The published request bytes do not hash to the attested requestHash."""
 
 
 class DuelStateError(DuelError):
-    """The duel is not in the state this operation needs (awaiting judges, or voting)."""
+    """The duel is not in the state this operation needs (awaiting an answer, awaiting the request,
+    judging, appealable, open), or its challenger or panel was drawn already."""
 
 
 class DuelWindowError(DuelError):
-    """The operation is outside its block window (seed, draw, commit, reveal or settle)."""
+    """The operation is outside its block window (seed, answer, publish, commit, reveal, appeal)."""
+
+
+class NotTheChallengerError(DuelError):
+    """Only the drawn challenger B answers a duel."""
+
+
+class NoChallengerError(DuelError):
+    """No node serving the model could be drawn as challenger (the duel was not answered)."""
+
+
+class NoJudgesError(DuelError):
+    """There is no eligible judge stake to draw a panel from."""
+
+
+class NotAppellantError(DuelError):
+    """Only the duelist that lost the first round may appeal, and only a decided round."""
 
 
 class NotAJudgeError(DuelError):
-    """The sender was not drawn as a judge of this duel."""
+    """The sender holds no seat on the current round's panel."""
 
 
 class AlreadyVotedError(DuelError):
-    """The judge already committed (or revealed) a vote in this duel."""
+    """The judge already committed (or revealed) a vote in this round."""
 
 
 class VoteCommitmentError(DuelError):
@@ -219,12 +271,21 @@ class InvalidVoteError(DuelError):
 REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Params: min_stake must be > 0": ParamsError,
     "Params: k_judges out of range": ParamsError,
-    "Params: seed_delay must be >= 1": ParamsError,
-    "Params: draw_window out of range": ParamsError,
+    "Params: epoch_blocks out of range": ParamsError,
+    "Params: answer_window out of range": ParamsError,
+    "Params: commit_window out of range": ParamsError,
     "Params: windows must be >= 1": ParamsError,
+    "Params: attestation_ttl out of range": ParamsError,
+    "Params: bad duel_bond": ParamsError,
+    "Params: duel_bond above min_stake": ParamsError,
     "Params: bps > 10000": ParamsError,
+    "Params: extension is not a contract": ExtensionMismatchError,
+    "Params: extension built with other parameters": ExtensionMismatchError,
     "Sortition: depth out of range": ParamsError,
     "Sortition: tree full": SortitionFullError,
+    # an internal guard: a leaf's or the root's weight outgrew 112 bits
+    "Sortition: weight overflow": SortitionError,
+    "WWWServe: call the WWWServe contract": ExtensionCalledDirectlyError,
     "Registry: already registered": AlreadyRegisteredError,
     "Registry: not registered": NotRegisteredError,
     "Registry: empty public key": EmptyPublicKeyError,
@@ -237,25 +298,49 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Bank: withdrawal notice not over": WithdrawalNoticeError,
     "Bank: nothing unbonding": NothingUnbondingError,
     "Bank: still unbonding": StillUnbondingError,
-    "Bank: stake locked by an open duel": StakeLockedError,
+    "Bank: stake bonded by open duels": StakeBondedError,
+    # an internal guard: active or unbonding stake outgrew its 96-bit field
+    "Bank: stake overflow": BankError,
     "Voucher: bad signature length": VoucherSignatureError,
     "Voucher: malformed signature": VoucherSignatureError,
     "Voucher: bad signature": VoucherSignatureError,
     "Voucher: stale voucher": StaleVoucherError,
     "Voucher: origin has no funds": VoucherUnfundedError,
-    "Duel: duelists must differ": DuelPartiesError,
+    "Duel: unknown duel": UnknownDuelError,
     "Duel: origin cannot duel": DuelPartiesError,
     "Duel: duelist not registered": DuelPartiesError,
-    "Duel: unknown duel": UnknownDuelError,
-    "Duel: not awaiting judges": DuelStateError,
-    "Duel: not in voting": DuelStateError,
+    "Duel: attestation expired": AttestationExpiredError,
+    "Duel: malformed attestation": WorkAttestationError,
+    "Duel: bad attestation": WorkAttestationError,
+    "Duel: not this duel's work": WorkAttestationError,
+    "Duel: unknown model": UnknownModelError,
+    "Duel: work already dueled": WorkAlreadyDueledError,
+    "Duel: duelist stake too low": DuelistStakeError,
+    "Duel: request does not match its hash": RequestMismatchError,
+    "Duel: not awaiting an answer": DuelStateError,
+    "Duel: request not missing": DuelStateError,
+    "Duel: not judging": DuelStateError,
+    "Duel: not open": DuelStateError,
+    "Duel: not appealable": DuelStateError,
+    "Duel: challenger already drawn": DuelStateError,
+    "Duel: judges already drawn": DuelStateError,
     "Duel: seed block not mined yet": DuelWindowError,
-    "Duel: draw window over": DuelWindowError,
-    "Duel: draw window not over": DuelWindowError,
+    "Duel: answer window over": DuelWindowError,
+    "Duel: answer window not over": DuelWindowError,
+    "Duel: publish window over": DuelWindowError,
+    "Duel: publish window not over": DuelWindowError,
     "Duel: commit window over": DuelWindowError,
+    "Duel: commit window not over": DuelWindowError,
     "Duel: reveal window not open": DuelWindowError,
     "Duel: reveal window over": DuelWindowError,
     "Duel: reveal window not over": DuelWindowError,
+    "Duel: appeal window over": DuelWindowError,
+    "Duel: appeal window not over": DuelWindowError,
+    "Duel: not the challenger": NotTheChallengerError,
+    "Duel: no challenger": NoChallengerError,
+    "Duel: no judges": NoJudgesError,
+    "Duel: no verdict to appeal": NotAppellantError,
+    "Duel: only the losing duelist appeals": NotAppellantError,
     "Duel: not a judge of this duel": NotAJudgeError,
     "Duel: empty commitment": VoteCommitmentError,
     "Duel: already committed": AlreadyVotedError,
@@ -263,14 +348,15 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Duel: no commitment": VoteCommitmentError,
     "Duel: reveal does not match commitment": VoteCommitmentError,
     "Duel: invalid vote": InvalidVoteError,
-    # an internal packing guard; reaching it means a block number or leaf outgrew its bit field
-    "Duel: field overflow": DuelError,
+    # an internal packing guard: a block number outgrew its 40-bit field
+    "Duel: block number overflow": DuelError,
 }
 
 # Fallback by domain prefix, for reasons added to the contract after this table.
 REVERT_DOMAINS: dict[str, type[ContractRevertedError]] = {
     "Params": ParamsError,
     "Sortition": SortitionError,
+    "WWWServe": ExtensionCalledDirectlyError,
     "Registry": RegistryError,
     "Bank": BankError,
     "Voucher": VoucherError,

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 from eth_abi.abi import encode as abi_encode
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
-from web3 import EthereumTesterProvider, Web3
+from ledger_world import PARAMS, STAKE_WEI, World, make_world
 from web3.exceptions import ContractLogicError
 
-from contracts import CONTRACTS_DIR
+from contracts import CONTRACTS_DIR, load_artifact
 from ledger import errors
 from ledger.client import Vote, WWWServeClient
 from ledger.errors import (
@@ -24,12 +22,14 @@ from ledger.errors import (
     ContractRevertedError,
     DuelStateError,
     DuelWindowError,
+    ExtensionCalledDirectlyError,
+    ExtensionMismatchError,
     InsufficientCreditError,
     LedgerError,
     NoModelsError,
     NotAJudgeError,
     NotRegisteredError,
-    StakeLockedError,
+    StakeBondedError,
     StaleVoucherError,
     UnknownDuelError,
     VoteCommitmentError,
@@ -69,6 +69,7 @@ def test_every_reason_has_its_domain_class() -> None:
         "Voucher": errors.VoucherError,
         "Duel": errors.DuelError,
         "Params": errors.ParamsError,
+        "WWWServe": errors.ExtensionCalledDirectlyError,
     }
     for reason, cls in REVERT_REASONS.items():
         domain = reason.split(":")[0]
@@ -126,45 +127,12 @@ def test_revert_reason_from_web3_contract_logic_error() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# real reverts on py-evm
-
-PARAMS = DeploymentParams(
-    min_stake_wei=10 * WEI_PER_CREDIT,
-    withdrawal_notice_s=1000,
-    k_judges=1,
-    draw_window_blocks=5,
-    commit_window_blocks=2,
-    reveal_window_blocks=2,
-    settle_window_blocks=2,
-    tree_depth=3,
-)
-ROLES = ("origin", "a", "b", "judge")
-
-
-class Chain:
-    def __init__(self) -> None:
-        self.w3 = Web3(EthereumTesterProvider())
-        keys = self.w3.provider.ethereum_tester.backend.account_keys  # type: ignore[attr-defined]
-        self.accounts: dict[str, LocalAccount] = {
-            r: Account.from_key(keys[i].to_bytes()) for i, r in enumerate((*ROLES, "outsider"))
-        }
-        self.address, _ = WWWServeClient.deploy(self.w3, TxSender(self.w3, self.accounts["outsider"]), PARAMS)
-        for role in ROLES:
-            c = self.client(role)
-            c.deposit(WEI_PER_ETH)
-            c.register(keccak(text=role), "http://x", ["m"])
-            c.stake(PARAMS.min_stake_wei)
-
-    def client(self, role: str) -> WWWServeClient:
-        return WWWServeClient(self.w3, self.address, TxSender(self.w3, self.accounts[role]))
-
-    def addr(self, role: str) -> str:
-        return str(self.accounts[role].address)
+# real reverts on py-evm (through WWWServe's own functions and through its delegatecall fallback)
 
 
 @pytest.fixture(scope="module")
-def chain() -> Chain:
-    return Chain()
+def chain() -> World:
+    return make_world()
 
 
 @pytest.fixture(autouse=True)
@@ -172,14 +140,15 @@ def _snapshot(request: pytest.FixtureRequest) -> Iterator[None]:
     if "chain" not in request.fixturenames:
         yield
         return
-    chain: Chain = request.getfixturevalue("chain")
+    chain: World = request.getfixturevalue("chain")
     tester = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
     snap = tester.take_snapshot()
     yield
     tester.revert_to_snapshot(snap)
 
 
-def test_not_registered(chain: Chain) -> None:
+def test_not_registered(chain: World) -> None:
+    # stake() runs in the extension: its revert reason comes back through WWWServe's fallback
     with pytest.raises(NotRegisteredError) as info:
         chain.client("outsider").stake(1)
     assert info.value.reason == "Registry: not registered"
@@ -188,14 +157,14 @@ def test_not_registered(chain: Chain) -> None:
     assert str(info.value) == "WWWServe.stake: Registry: not registered"
 
 
-def test_registry_reverts(chain: Chain) -> None:
+def test_registry_reverts(chain: World) -> None:
     with pytest.raises(AlreadyRegisteredError):
         chain.client("a").register(keccak(text="a"), "http://x", ["m"])
     with pytest.raises(NoModelsError):
         chain.client("outsider").register(keccak(text="new"), "http://x", [])
 
 
-def test_bank_reverts(chain: Chain) -> None:
+def test_bank_reverts(chain: World) -> None:
     c = chain.client("a")
     with pytest.raises(InsufficientCreditError, match="Bank: insufficient credit"):
         c.request_withdrawal(2 * WEI_PER_ETH)
@@ -206,54 +175,98 @@ def test_bank_reverts(chain: Chain) -> None:
         c.withdraw()
 
 
-def test_voucher_reverts(chain: Chain) -> None:
+def test_voucher_reverts(chain: World) -> None:
     origin, executor = chain.accounts["origin"], chain.addr("a")
     c = chain.client("a")
     signature = c.sign_voucher(origin, executor, WEI_PER_CREDIT)
     c.claim_voucher(origin.address, executor, WEI_PER_CREDIT, signature)
     with pytest.raises(StaleVoucherError):
         c.claim_voucher(origin.address, executor, WEI_PER_CREDIT, signature)
-    forged = c.sign_voucher(chain.accounts["b"], executor, 2 * WEI_PER_CREDIT)  # b signs for origin
+    forged = c.sign_voucher(chain.accounts["c1"], executor, 2 * WEI_PER_CREDIT)  # c1 signs for origin
     with pytest.raises(VoucherSignatureError, match="Voucher: bad signature"):
         c.claim_voucher(origin.address, executor, 2 * WEI_PER_CREDIT, forged)
 
 
-def test_duel_reverts(chain: Chain) -> None:
+def test_the_extension_refuses_direct_calls(chain: World) -> None:
+    direct = WWWServeClient(chain.w3, chain.extension, TxSender(chain.w3, chain.accounts["outsider"]))
+    with pytest.raises(ExtensionCalledDirectlyError, match="call the WWWServe contract"):
+        direct.deposit(WEI_PER_CREDIT)
+    with pytest.raises(ExtensionCalledDirectlyError):
+        direct.register(keccak(text="x"), "http://x", ["m"])
+
+
+def test_deploying_over_a_mismatched_extension_is_refused(chain: World) -> None:
+    """WWWServe's constructor checks its extension's parameters (the typed error comes from the estimate)."""
+    sender = TxSender(chain.w3, chain.accounts["outsider"])
+    main = load_artifact()
+    factory = chain.w3.eth.contract(abi=main.abi, bytecode=main.bytecode)
+    other = DeploymentParams(k_judges=2)
+    with pytest.raises(ExtensionMismatchError, match="other parameters"):
+        sender.send(to=None, data=factory.constructor(*other.constructor_args(), chain.extension).data_in_transaction,
+                    function="WWWServe.constructor")
+    with pytest.raises(ExtensionMismatchError, match="not a contract"):
+        sender.send(to=None, data=factory.constructor(*PARAMS.constructor_args(), chain.addr("a")).data_in_transaction,
+                    function="WWWServe.constructor")
+
+
+def test_duel_reverts(chain: World) -> None:
     origin = chain.client("origin")
     with pytest.raises(UnknownDuelError):  # a view reverting is mapped too
         origin.duel(99)
-    with pytest.raises(errors.DuelPartiesError):
-        origin.open_duel(chain.addr("a"), chain.addr("a"), b"q" * 32, b"a" * 32, b"b" * 32)
-    duel_id = origin.open_duel(chain.addr("a"), chain.addr("b"), b"q" * 32, b"a" * 32, b"b" * 32).duel_id
-    assert duel_id is not None
-    # the estimate runs in the block after the opening one, which is the seed block itself
+    work, salt, _ = chain.work("origin", "a", "reverts")
+    duel = chain.open_duel("reverts")
+    with pytest.raises(errors.WorkAlreadyDueledError):
+        origin.open_duel(work, salt)
+    # the estimate runs in the block after the opening one, which cannot be past the seed block
     with pytest.raises(DuelWindowError, match="seed block not mined yet"):
-        origin.draw_judges(duel_id)
-    with pytest.raises(DuelStateError):
-        origin.settle_duel(duel_id)
-    chain.w3.provider.ethereum_tester.mine_blocks(1)  # type: ignore[attr-defined]
-    origin.draw_judges(duel_id)
-    assert origin.get_judges(duel_id) == (chain.addr("judge"),)
+        origin.draw_challenger(duel.duel_id)
+    with pytest.raises(DuelWindowError, match="answer window not over"):
+        origin.settle_duel(duel.duel_id)
+    b = chain.challenger(duel.duel_id)
+    outsider = next(r for r in ("c1", "c2", "c3", "c4") if chain.addr(r) != b)
+    with pytest.raises(errors.NotTheChallengerError):
+        chain.client(outsider).answer_duel(duel.duel_id, b"\x01" * 32)
+    with pytest.raises(DuelStateError, match="request not missing"):
+        origin.publish_request(duel.duel_id, duel.work, duel.salt, duel.request)
+    chain.answer(duel.duel_id)
+    with pytest.raises(DuelStateError, match="not awaiting an answer"):
+        chain.client(b).answer_duel(duel.duel_id, b"\x01" * 32)
+    judges = chain.client().judges(duel.duel_id, 1)
+    with pytest.raises(DuelStateError, match="judges already drawn"):
+        origin.draw_judges(duel.duel_id)
     with pytest.raises(NotAJudgeError):
-        chain.client("a").commit_vote(duel_id, b"\x01" * 32)
-    judge = chain.client("judge")
-    salt = b"\x05" * 32
-    judge.commit_vote(duel_id, judge.vote_commitment(duel_id, chain.addr("judge"), Vote.A, salt))
+        chain.client("a").commit_vote(duel.duel_id, b"\x01" * 32)
+    judge = chain.client(judges[0])
+    with pytest.raises(VoteCommitmentError, match="empty commitment"):
+        judge.commit_vote(duel.duel_id, bytes(32))
+    salt_j = b"\x05" * 32
+    judge.commit_vote(duel.duel_id, judge.vote_commitment(duel.duel_id, 1, judges[0], Vote.A, salt_j))
     with pytest.raises(errors.AlreadyVotedError):
-        judge.commit_vote(duel_id, b"\x01" * 32)
-    chain.w3.provider.ethereum_tester.mine_blocks(2)  # type: ignore[attr-defined]
+        judge.commit_vote(duel.duel_id, b"\x01" * 32)
+    with pytest.raises(DuelWindowError, match="reveal window not open"):
+        judge.reveal_vote(duel.duel_id, Vote.A, salt_j)
+    info = chain.client().duel(duel.duel_id)
+    assert info.commit_end_block is not None
+    chain.mine_to(info.commit_end_block)
     with pytest.raises(VoteCommitmentError, match="does not match"):
-        judge.reveal_vote(duel_id, Vote.B, salt)
-    # the duelists' stake is locked while the duel can be open
+        judge.reveal_vote(duel.duel_id, Vote.B, salt_j)
+    judge.reveal_vote(duel.duel_id, Vote.A, salt_j)
+    with pytest.raises(DuelWindowError, match="reveal window not over"):
+        chain.client(b).appeal(duel.duel_id)
+    # the duelists' bonds stay slashable: what open duels bond cannot be withdrawn
     a = chain.client("a")
-    a.request_unstake(PARAMS.min_stake_wei)
-    tester = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-    tester.time_travel(chain.w3.eth.get_block("latest")["timestamp"] + PARAMS.unbonding_period_s + 1)
-    with pytest.raises(StakeLockedError):
+    a.request_unstake(a.active_stake(chain.addr("a")))
+    chain.time_travel(PARAMS.unbonding_period_s + 1)
+    chain.mine(PARAMS.duel_span_blocks)
+    with pytest.raises(DuelWindowError, match="appeal window over"):
+        chain.client(b).appeal(duel.duel_id)
+    unbonded = a.withdraw_stake().event("StakeWithdrawn").args["amount"]
+    assert unbonded == STAKE_WEI - PARAMS.duel_bond_wei
+    with pytest.raises(StakeBondedError):
         a.withdraw_stake()
 
 
-def test_mined_failure_is_decoded_from_the_receipt(chain: Chain) -> None:
+def test_mined_failure_is_decoded_from_the_receipt(chain: World) -> None:
     """A transaction that fails on-chain (gas given, so no estimate) still raises the typed error."""
     sender = TxSender(chain.w3, chain.accounts["outsider"])
     client = WWWServeClient(chain.w3, chain.address)
