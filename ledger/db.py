@@ -9,10 +9,15 @@ integers. They use the `Uint256` column type: NUMERIC(78, 0) where the database 
 of that size (PostgreSQL), and a zero-padded 78-digit string on SQLite, whose NUMERIC affinity would
 silently round big values to a float. Zero padding keeps ORDER BY numeric on both. Python code only
 ever sees `int`.
+
+The tables carry a schema version (`schema_meta`). Everything in them derives from the chain, so a
+database written by another version is not migrated: `make_engine` drops its tables and the indexer
+reads the chain again from its start block (bump `SCHEMA_VERSION` with every table change).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -26,19 +31,28 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
+    insert,
+    inspect,
     make_url,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ledger.home import wwwserve_home
 
+log = logging.getLogger(__name__)
+
+# 2: duels over attested work (challenger drawn on-chain, rounds, appeal, bonds, reserve)
+SCHEMA_VERSION = 2
 UINT256_MAX = 2**256 - 1
 UINT256_DIGITS = 78  # len(str(2**256 - 1))
 ADDRESS_LEN = 42  # "0x" + 40 hex digits, EIP-55 checksummed
@@ -80,6 +94,15 @@ class Base(DeclarativeBase):
     """Declarative base of the indexer tables."""
 
 
+class SchemaMetaRow(Base):
+    """The schema version the tables were created with (one row)."""
+
+    __tablename__ = "schema_meta"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
 class EventRow(Base):
     """One decoded contract log. Re-reading a log is a no-op thanks to UNIQUE(tx_hash, log_index)."""
 
@@ -92,6 +115,8 @@ class EventRow(Base):
     tx_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     log_index: Mapped[int] = mapped_column(Integer)
     event_name: Mapped[str] = mapped_column(String(64), index=True)
+    # the duel a duel event is about (its indexed duelId), so a duel's transactions are one query
+    duel_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     # bytes as 0x-hex, addresses checksummed, integers exact (JSON numbers have no size limit here)
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
 
@@ -125,42 +150,74 @@ class AccountRow(Base):
     active_stake_wei: Mapped[int] = mapped_column(Uint256, default=0, index=True)
     unbonding_stake_wei: Mapped[int] = mapped_column(Uint256, default=0)
     unbonding_end: Mapped[int] = mapped_column(Uint256, default=0)  # unix seconds
+    unbonding_block: Mapped[int] = mapped_column(BigInteger, default=0)  # block of the last unstake request
+    # stake bonded by open duels in which the node is a duelist: a part of the stake above, not an
+    # amount taken out of it (the contract's `reserved`)
+    bonded_wei: Mapped[int] = mapped_column(Uint256, default=0)
+    updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ContractStateRow(Base):
+    """Contract-wide values of the deployment: the duel reserve (from ReserveChanged)."""
+
+    __tablename__ = "contract_state"
+
+    contract_address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reserve_wei: Mapped[int] = mapped_column(Uint256, default=0)
     updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class DuelRow(Base):
-    """A duel's lifecycle: opened -> judges drawn -> settled, or cancelled."""
+    """A duel's lifecycle: awaiting_answer [-> awaiting_request -> awaiting_answer] -> judging (round 1,
+    round 2 after an appeal) -> settled, or cancelled at any open step. Hashes are 0x-hex."""
 
     __tablename__ = "duels"
 
+    # a 63-bit hash of (origin, requestId): fits a signed 64-bit column
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     origin: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
-    a: Mapped[str] = mapped_column(String(ADDRESS_LEN))
-    b: Mapped[str] = mapped_column(String(ADDRESS_LEN))
-    question_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    a: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    b: Mapped[str | None] = mapped_column(String(ADDRESS_LEN), index=True)  # None until drawn
+    request_id: Mapped[str] = mapped_column(String(HASH_LEN))
+    request_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    model_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     answer_a_hash: Mapped[str] = mapped_column(String(HASH_LEN))
-    answer_b_hash: Mapped[str] = mapped_column(String(HASH_LEN))
-    seed_block: Mapped[int] = mapped_column(BigInteger)
-    commit_end: Mapped[int | None] = mapped_column(BigInteger)
-    reveal_end: Mapped[int | None] = mapped_column(BigInteger)
+    answer_b_hash: Mapped[str | None] = mapped_column(String(HASH_LEN))
+    bond_wei: Mapped[int] = mapped_column(Uint256)  # each duelist's (equal once B is drawn)
+    escrow_wei: Mapped[int] = mapped_column(Uint256)
+    seed_block: Mapped[int] = mapped_column(BigInteger)  # the current step's
+    answer_deadline: Mapped[int] = mapped_column(BigInteger)  # the latest answer window's end
+    publish_deadline: Mapped[int | None] = mapped_column(BigInteger)
+    round: Mapped[int] = mapped_column(Integer, default=0)  # 0 before B answered, then 1 or 2
+    commit_end_r1: Mapped[int | None] = mapped_column(BigInteger)
+    reveal_end_r1: Mapped[int | None] = mapped_column(BigInteger)
+    commit_end_r2: Mapped[int | None] = mapped_column(BigInteger)
+    reveal_end_r2: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), index=True)
     outcome: Mapped[str | None] = mapped_column(String(16))
     cancel_reason: Mapped[str | None] = mapped_column(String(16))
-    votes_a: Mapped[int | None] = mapped_column(Integer)
+    final_round: Mapped[int | None] = mapped_column(Integer)  # the round whose verdict settled it
+    votes_a: Mapped[int | None] = mapped_column(Integer)  # that round's seats for A
     votes_b: Mapped[int | None] = mapped_column(Integer)
-    escrow_wei: Mapped[int] = mapped_column(Uint256)
     stake_moved_wei: Mapped[int | None] = mapped_column(Uint256)
-    judge_pool_wei: Mapped[int | None] = mapped_column(Uint256)
-    opened_block: Mapped[int] = mapped_column(BigInteger)
+    appellant: Mapped[str | None] = mapped_column(String(ADDRESS_LEN))
+    appeal_deposit_wei: Mapped[int | None] = mapped_column(Uint256)
+    request: Mapped[bytes | None] = mapped_column(LargeBinary)  # published on-chain, if ever
+    opened_block: Mapped[int] = mapped_column(BigInteger, index=True)
+    opened_event_id: Mapped[int] = mapped_column(BigInteger)  # orders duels opened in one block
+    answered_block: Mapped[int | None] = mapped_column(BigInteger)
     settled_block: Mapped[int | None] = mapped_column(BigInteger)  # settled or cancelled
 
 
 class DuelJudgeRow(Base):
-    """One seat on a duel's panel (position = 0-based panel order, as in getJudges())."""
+    """One seat of a round's panel (position = seat index, as in getJudges(id, round)). A judge drawn
+    twice holds two seats: two rows, one commitment and one vote for both."""
 
     __tablename__ = "duel_judges"
 
     duel_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("duels.id"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     judge: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
     commitment: Mapped[str | None] = mapped_column(String(HASH_LEN))
@@ -170,7 +227,7 @@ class DuelJudgeRow(Base):
 
 
 class StakeMoveRow(Base):
-    """A movement of value caused by a duel: escrow, slash, reward, fee or refund."""
+    """A movement of value caused by a duel: escrow, appeal deposit, slash, reward, fee or refund."""
 
     __tablename__ = "stake_moves"
 
@@ -179,8 +236,9 @@ class StakeMoveRow(Base):
     duel_id: Mapped[int] = mapped_column(BigInteger, index=True)
     node: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
     amount_wei: Mapped[int] = mapped_column(Uint256)
-    # escrow | slashed_lost_duel | slashed_minority_judge | slashed_abstained_judge | reward_stake_won
-    # | reward_judge_pool | fee_duelist | fee_judge | refund_escrow
+    # escrow | appeal_deposit | slashed_lost_duel | slashed_incoherent_judge | slashed_silent_judge
+    # | slashed_no_answer | reward_stake_won | reward_reserve_bonus | fee_duelist | fee_judge
+    # | refund_escrow | refund_appeal
     kind: Mapped[str] = mapped_column(String(32))
     block_number: Mapped[int] = mapped_column(BigInteger)
 
@@ -271,7 +329,9 @@ class DurableRecords:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url` with the schema created. SQLite files get their directory created."""
+    """An engine for `url` with the schema created. SQLite files get their directory created.
+
+    A database created by another schema version is emptied first (see the module docstring)."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -283,5 +343,30 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    _ensure_schema(engine)
     return engine
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The schema version recorded in the database; None when it has no indexer tables at all, 0 for
+    tables from before versions were recorded."""
+    tables = set(inspect(engine).get_table_names())
+    if "schema_meta" not in tables:
+        return 0 if tables & set(Base.metadata.tables) else None
+    with engine.connect() as conn:
+        version = conn.execute(select(SchemaMetaRow.version)).scalar()
+    return 0 if version is None else int(version)
+
+
+def _ensure_schema(engine: Engine) -> None:
+    found = schema_version(engine)
+    if found is not None and found != SCHEMA_VERSION:
+        # derived data only: the indexer reads it from the chain again
+        log.warning("index database has schema version %s, this code writes %s: dropping it to re-index",
+                    found, SCHEMA_VERSION)
+        Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    if found != SCHEMA_VERSION:
+        with engine.begin() as conn:
+            conn.execute(delete(SchemaMetaRow))
+            conn.execute(insert(SchemaMetaRow).values(id=1, version=SCHEMA_VERSION))

@@ -12,6 +12,10 @@ and the indexer replays the contract's own deterministic rule against its indexe
     the pending withdrawal) from pending. Since `paid` is that sum, the credit part is
     `min(paid, credit)` and the pending part `paid - min(paid, credit)`.
   * StakeSlashed(amount): taken from active stake first, then from unbonding stake.
+Bonded stake (`reserved`: what open duels bond of a duelist's stake) is part of the stake, not taken
+out of it; the indexer replays the bonds from the duel events: DUEL_BOND at DuelOpened (A), the
+equal bond at ChallengerDrawn (B, lowering A's to match), both released when the duel settles or is
+cancelled (saturating at zero, like the contract). The reserve is the amount ReserveChanged reports.
 This is exact only if the indexer has seen every event since deployment (start_block <= the
 deployment block); a debit that would go below zero raises `IndexerStateError`.
 
@@ -39,6 +43,7 @@ from web3.types import FilterParams, LogReceipt
 from contracts import load_artifact
 from ledger.db import (
     AccountRow,
+    ContractStateRow,
     CursorRow,
     DuelJudgeRow,
     DuelRow,
@@ -53,17 +58,24 @@ from ledger.errors import LedgerError, LedgerValueError
 
 log = logging.getLogger(__name__)
 
-# Contract enums (WWWServe.vy), stored by name so the tables read on their own.
-DUEL_STATUS = {1: "awaiting_judges", 2: "voting", 3: "settled", 4: "cancelled"}
+# Contract enums (core.vy), stored by name so the tables read on their own.
+DUEL_STATUS = {1: "awaiting_answer", 2: "awaiting_request", 3: "judging", 4: "settled", 5: "cancelled"}
+OPEN_STATUSES = ("awaiting_answer", "awaiting_request", "judging")
 DUEL_OUTCOME = {1: "a_won", 2: "b_won", 3: "tie", 4: "voided"}
-CANCEL_REASON = {1: "too_few_judges", 2: "not_drawn"}
-SLASH_KIND = {1: "slashed_lost_duel", 2: "slashed_minority_judge", 3: "slashed_abstained_judge"}
+CANCEL_REASON = {1: "no_challenger", 2: "no_answer", 3: "request_withheld", 4: "no_judges"}
+SLASH_KIND = {
+    1: "slashed_lost_duel",
+    2: "slashed_incoherent_judge",
+    3: "slashed_silent_judge",
+    4: "slashed_no_answer",
+}
 REWARD_KIND = {
     1: "reward_stake_won",
-    2: "reward_judge_pool",
+    2: "reward_reserve_bonus",
     3: "fee_duelist",
     4: "fee_judge",
     5: "refund_escrow",
+    6: "refund_appeal",
 }
 VOTE_NAMES = {1: "A", 2: "B", 3: "abstain", 4: "no_evidence"}
 
@@ -134,6 +146,13 @@ class AccountInfo:
     active_stake_wei: int
     unbonding_stake_wei: int
     unbonding_end: int
+    unbonding_block: int = 0  # block of the last unstake request
+    bonded_wei: int = 0  # part of the stake above that open duels bond (the contract's `reserved`)
+
+    @property
+    def stake_wei(self) -> int:
+        """Active plus unbonding stake (bonded stake included)."""
+        return self.active_stake_wei + self.unbonding_stake_wei
 
     @property
     def total_wei(self) -> int:
@@ -154,12 +173,15 @@ class StakeEntry:
     unbonding_stake_wei: int
     credit_wei: int
     pending_withdrawal_wei: int
+    bonded_wei: int = 0  # part of the stake bonded by open duels
 
 
 @dataclass(frozen=True)
 class JudgeSeat:
-    """A judge on a duel panel; `vote` is None until revealed."""
+    """One seat of a round's panel; a judge drawn twice holds two seats (same commitment and vote).
+    `vote` is None until revealed."""
 
+    round: int
     position: int
     judge: str
     commitment: str | None
@@ -170,29 +192,57 @@ class JudgeSeat:
 
 @dataclass(frozen=True)
 class DuelInfo:
-    """A duel as indexed, with its panel."""
+    """A duel as indexed, with the seats of every round. Hashes are 0x-hex; block numbers are None
+    until the step that sets them happened. `commit_end`/`reveal_end` are the current round's."""
 
     id: int
     origin: str
     a: str
-    b: str
-    question_hash: str
+    b: str | None
+    request_id: str
+    request_hash: str
+    model_hash: str
     answer_a_hash: str
-    answer_b_hash: str
+    answer_b_hash: str | None
+    bond_wei: int
+    escrow_wei: int
     seed_block: int
+    answer_deadline: int
+    publish_deadline: int | None
+    round: int
     commit_end: int | None
     reveal_end: int | None
-    status: str
-    outcome: str | None
-    cancel_reason: str | None
+    commit_end_r1: int | None
+    reveal_end_r1: int | None
+    commit_end_r2: int | None
+    reveal_end_r2: int | None
+    status: str  # awaiting_answer | awaiting_request | judging | settled | cancelled
+    outcome: str | None  # a_won | b_won | tie | voided
+    cancel_reason: str | None  # no_challenger | no_answer | request_withheld | no_judges
+    final_round: int | None
     votes_a: int | None
     votes_b: int | None
-    escrow_wei: int
     stake_moved_wei: int | None
-    judge_pool_wei: int | None
+    appellant: str | None
+    appeal_deposit_wei: int | None
+    request: bytes | None  # the request bytes, if they were published on-chain
     opened_block: int
-    settled_block: int | None
-    judges: tuple[JudgeSeat, ...]
+    answered_block: int | None
+    settled_block: int | None  # settled or cancelled
+    judges: tuple[JudgeSeat, ...]  # every round's seats, round by round
+
+    def seats(self, round: int) -> tuple[JudgeSeat, ...]:
+        """The seats of `round`, in seat order."""
+        return tuple(s for s in self.judges if s.round == round)
+
+    @property
+    def current_seats(self) -> tuple[JudgeSeat, ...]:
+        """The seats of the current round."""
+        return self.seats(self.round)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
 
 
 @dataclass(frozen=True)
@@ -204,6 +254,17 @@ class StakeMove:
     amount_wei: int
     kind: str
     block_number: int
+
+
+@dataclass(frozen=True)
+class DuelEvent:
+    """One event about a duel, with the transaction that emitted it."""
+
+    name: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+    args: dict[str, Any]  # as stored: bytes as 0x-hex, integers exact
 
 
 @dataclass(frozen=True)
@@ -296,11 +357,17 @@ class Indexer:
             "StakeWithdrawn": self._on_stake_withdrawn,
             "VoucherClaimed": self._on_voucher_claimed,
             "DuelOpened": self._on_duel_opened,
+            "ChallengerDrawn": self._on_challenger_drawn,
+            "DuelAnswered": self._on_duel_answered,
+            "RequestMissing": self._on_request_missing,
+            "RequestPublished": self._on_request_published,
             "JudgesDrawn": self._on_judges_drawn,
             "VoteCommitted": self._on_vote_committed,
             "VoteRevealed": self._on_vote_revealed,
+            "DuelAppealed": self._on_duel_appealed,
             "StakeSlashed": self._on_stake_slashed,
             "DuelRewardPaid": self._on_duel_reward_paid,
+            "ReserveChanged": self._on_reserve_changed,
             "DuelSettled": self._on_duel_settled,
             "DuelCancelled": self._on_duel_cancelled,
         }
@@ -440,6 +507,7 @@ class Indexer:
             tx_hash=tx_hash,
             log_index=log_index,
             event_name=name,
+            duel_id=int(args["duelId"]) if "duelId" in args else None,
             args=_jsonable(dict(args)),
         )
         session.add(row)
@@ -480,6 +548,8 @@ class Indexer:
                 active_stake_wei=0,
                 unbonding_stake_wei=0,
                 unbonding_end=0,
+                unbonding_block=0,
+                bonded_wei=0,
             )
             session.add(row)
             session.flush()  # visible to the next lookup in this event (origin == executor)
@@ -505,15 +575,17 @@ class Indexer:
         return row
 
     @staticmethod
-    def _seat(session: Session, duel_id: int, judge: str, ctx: _LogContext) -> DuelJudgeRow:
-        seat = session.scalars(
+    def _seats(session: Session, duel: DuelRow, judge: str, ctx: _LogContext) -> list[DuelJudgeRow]:
+        """The seats `judge` holds in the duel's current round (one commitment and one vote for all)."""
+        seats = list(session.scalars(
             select(DuelJudgeRow)
-            .where(DuelJudgeRow.duel_id == duel_id, DuelJudgeRow.judge == judge)
+            .where(DuelJudgeRow.duel_id == duel.id, DuelJudgeRow.round == duel.round, DuelJudgeRow.judge == judge)
             .order_by(DuelJudgeRow.position)
-        ).first()
-        if seat is None:
-            raise IndexerStateError(f"tx {ctx.tx_hash}: {judge} is not on the panel of duel {duel_id}")
-        return seat
+        ))
+        if not seats:
+            raise IndexerStateError(
+                f"tx {ctx.tx_hash}: {judge} holds no seat in round {duel.round} of duel {duel.id}")
+        return seats
 
     def _on_node_registered(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         address = args["node"]
@@ -583,6 +655,7 @@ class Indexer:
         self._debit(row, "active_stake_wei", amount, ctx)
         row.unbonding_stake_wei += amount
         row.unbonding_end = int(args["unbondingEnd"])
+        row.unbonding_block = ctx.block_number
 
     def _on_stake_withdrawn(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
@@ -614,51 +687,113 @@ class Indexer:
             )
         )
 
+    def _bond(self, session: Session, node: str, amount: int, ctx: _LogContext) -> None:
+        self._account(session, node, ctx).bonded_wei += amount
+
+    def _release(self, session: Session, node: str, amount: int, ctx: _LogContext) -> None:
+        # the contract's _unbond: bonded - min(bonded, amount)
+        row = self._account(session, node, ctx)
+        row.bonded_wei -= min(row.bonded_wei, amount)
+
     def _on_duel_opened(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         duel_id = int(args["duelId"])
         escrow = int(args["escrow"])
+        bond = int(args["bond"])
         origin = self._account(session, args["origin"], ctx)
         self._debit(origin, "credit_wei", escrow, ctx)
+        self._bond(session, args["a"], bond, ctx)
         session.add(
             DuelRow(
                 id=duel_id,
                 origin=args["origin"],
                 a=args["a"],
-                b=args["b"],
-                question_hash=_hex(args["questionHash"]),
+                request_id=_hex(args["requestId"]),
+                request_hash=_hex(args["requestHash"]),
+                model_hash=_hex(args["modelHash"]),
                 answer_a_hash=_hex(args["answerAHash"]),
-                answer_b_hash=_hex(args["answerBHash"]),
-                seed_block=int(args["seedBlock"]),
-                status=DUEL_STATUS[1],
+                bond_wei=bond,
                 escrow_wei=escrow,
+                seed_block=int(args["seedBlock"]),
+                answer_deadline=int(args["answerDeadline"]),
+                round=0,
+                status=DUEL_STATUS[1],
                 opened_block=ctx.block_number,
+                opened_event_id=ctx.event_id,
             )
         )
         self._move(session, ctx, duel_id, args["origin"], escrow, "escrow")
 
+    def _on_challenger_drawn(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        bond = int(args["bond"])
+        # equal bonds: B cannot lose more than it holds, so A's bond drops to B's
+        self._release(session, duel.a, duel.bond_wei - bond, ctx)
+        self._bond(session, args["b"], bond, ctx)
+        duel.b = args["b"]
+        duel.bond_wei = bond
+
+    def _on_duel_answered(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        duel.status = DUEL_STATUS[3]
+        duel.round = 1
+        duel.answer_b_hash = _hex(args["answerBHash"])
+        duel.commit_end_r1 = int(args["commitEnd"])
+        duel.answered_block = ctx.block_number
+
+    def _on_request_missing(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        duel.status = DUEL_STATUS[2]
+        duel.publish_deadline = int(args["publishDeadline"])
+
+    def _on_request_published(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        duel.status = DUEL_STATUS[1]
+        duel.request = bytes(args["request"])
+        duel.seed_block = int(args["seedBlock"])
+        duel.answer_deadline = int(args["answerDeadline"])
+
     def _on_judges_drawn(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         duel_id = int(args["duelId"])
         duel = self._duel(session, duel_id, ctx)
-        duel.status = DUEL_STATUS[2]
-        duel.commit_end = int(args["commitEnd"])
-        duel.reveal_end = int(args["revealEnd"])
-        for position, judge in enumerate(args["judges"]):
-            session.add(DuelJudgeRow(duel_id=duel_id, position=position, judge=judge))
+        round_ = int(args["round"])
+        if round_ == 1:
+            duel.commit_end_r1, duel.reveal_end_r1 = int(args["commitEnd"]), int(args["revealEnd"])
+        else:
+            duel.commit_end_r2, duel.reveal_end_r2 = int(args["commitEnd"]), int(args["revealEnd"])
+        for position, judge in enumerate(args["seats"]):
+            session.add(DuelJudgeRow(duel_id=duel_id, round=round_, position=position, judge=judge))
+        session.flush()  # a commit in the same transaction finds the seats
 
     def _on_vote_committed(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
-        seat = self._seat(session, int(args["duelId"]), args["judge"], ctx)
-        seat.commitment = _hex(args["commitment"])
-        seat.committed_block = ctx.block_number
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        for seat in self._seats(session, duel, args["judge"], ctx):
+            seat.commitment = _hex(args["commitment"])
+            seat.committed_block = ctx.block_number
 
     def _on_vote_revealed(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
-        seat = self._seat(session, int(args["duelId"]), args["judge"], ctx)
-        seat.vote = int(args["vote"])
-        seat.revealed_block = ctx.block_number
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        for seat in self._seats(session, duel, args["judge"], ctx):
+            seat.vote = int(args["vote"])
+            seat.revealed_block = ctx.block_number
+
+    def _on_duel_appealed(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        duel = self._duel(session, int(args["duelId"]), ctx)
+        deposit = int(args["deposit"])
+        self._debit(self._account(session, args["appellant"], ctx), "credit_wei", deposit, ctx)
+        duel.round = 2
+        duel.appellant = args["appellant"]
+        duel.appeal_deposit_wei = deposit
+        duel.seed_block = int(args["seedBlock"])
+        duel.commit_end_r2 = int(args["commitEnd"])
+        if duel.commit_end_r1 is not None and duel.reveal_end_r1 is not None:
+            # every round reveals for REVEAL_WINDOW blocks after its commit end
+            duel.reveal_end_r2 = duel.commit_end_r2 + duel.reveal_end_r1 - duel.commit_end_r1
+        self._move(session, ctx, duel.id, args["appellant"], deposit, "appeal_deposit")
 
     def _on_stake_slashed(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
         amount = int(args["amount"])
-        # The contract's rule (_slash): active stake first, then unbonding stake.
+        # The contract's rule (_take_stake): active stake first, then unbonding stake.
         from_active = min(amount, row.active_stake_wei)
         self._debit(row, "active_stake_wei", from_active, ctx)
         self._debit(row, "unbonding_stake_wei", amount - from_active, ctx)
@@ -671,21 +806,36 @@ class Indexer:
         kind = REWARD_KIND.get(int(args["reason"]), f"reward_{int(args['reason'])}")
         self._move(session, ctx, int(args["duelId"]), args["account"], amount, kind)
 
+    def _on_reserve_changed(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        row = session.get(ContractStateRow, (self.contract_address, self.chain_id))
+        if row is None:
+            row = ContractStateRow(contract_address=self.contract_address, chain_id=self.chain_id)
+            session.add(row)
+        row.reserve_wei = int(args["amount"])
+        row.updated_block = ctx.block_number
+
+    def _end_duel(self, session: Session, duel: DuelRow, ctx: _LogContext) -> None:
+        """Release both duelists' bonds (settled or cancelled: the contract releases them alike)."""
+        self._release(session, duel.a, duel.bond_wei, ctx)
+        if duel.b is not None:
+            self._release(session, duel.b, duel.bond_wei, ctx)
+        duel.settled_block = ctx.block_number
+
     def _on_duel_settled(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[3]
+        duel.status = DUEL_STATUS[4]
         duel.outcome = DUEL_OUTCOME.get(int(args["outcome"]), str(int(args["outcome"])))
+        duel.final_round = int(args["round"])
         duel.votes_a = int(args["votesA"])
         duel.votes_b = int(args["votesB"])
         duel.stake_moved_wei = int(args["stakeMoved"])
-        duel.judge_pool_wei = int(args["judgePool"])
-        duel.settled_block = ctx.block_number
+        self._end_duel(session, duel, ctx)
 
     def _on_duel_cancelled(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[4]
+        duel.status = DUEL_STATUS[5]
         duel.cancel_reason = CANCEL_REASON.get(int(args["reason"]), str(int(args["reason"])))
-        duel.settled_block = ctx.block_number
+        self._end_duel(session, duel, ctx)
 
     @staticmethod
     def _move(session: Session, ctx: _LogContext, duel_id: int, node: str, amount: int, kind: str) -> None:
@@ -722,7 +872,7 @@ class Indexer:
         with self._sessions() as session:
             row = session.get(AccountRow, address)
             if row is None:
-                return AccountInfo(address, 0, 0, 0, 0, 0, 0)
+                return AccountInfo(address, 0, 0, 0, 0, 0, 0, 0, 0)
             return _account_info(row)
 
     def accounts(self) -> list[AccountInfo]:
@@ -747,46 +897,91 @@ class Indexer:
                     unbonding_stake_wei=acct.unbonding_stake_wei,
                     credit_wei=acct.credit_wei,
                     pending_withdrawal_wei=acct.pending_withdrawal_wei,
+                    bonded_wei=acct.bonded_wei,
                 )
                 for node, acct in session.execute(stmt)
             ]
 
+    def reserve(self) -> int:
+        """The duel reserve (wei) as of the cursor: lost bonds and judge penalties not paid out yet."""
+        with self._sessions() as session:
+            row = session.get(ContractStateRow, (self.contract_address, self.chain_id))
+            return 0 if row is None else row.reserve_wei
+
     def duel(self, duel_id: int) -> DuelInfo | None:
-        """One duel with its panel, or None if it was never opened."""
+        """One duel with the seats of every round, or None if it was never opened."""
         with self._sessions() as session:
             row = session.get(DuelRow, duel_id)
             return None if row is None else _duel_info(session, row)
 
     def duels(self, limit: int = 50) -> list[DuelInfo]:
-        """The most recent duels, newest first."""
-        with self._sessions() as session:
-            rows = session.scalars(select(DuelRow).order_by(DuelRow.id.desc()).limit(limit)).all()
-            return [_duel_info(session, row) for row in rows]
+        """The most recently opened duels, newest first (duel ids are hashes, not a counter)."""
+        stmt = select(DuelRow).order_by(DuelRow.opened_block.desc(), DuelRow.opened_event_id.desc()).limit(limit)
+        return self._duel_list(stmt)
 
-    def duels_judged_by(self, judge: str, statuses: tuple[str, ...] = ("voting",)) -> list[DuelInfo]:
-        """Duels with `judge` on the panel, in one of `statuses` (default: voting), oldest first."""
+    def _duel_list(self, stmt: Any) -> list[DuelInfo]:
+        with self._sessions() as session:
+            return [_duel_info(session, row) for row in session.scalars(stmt).all()]
+
+    @staticmethod
+    def _oldest_first(stmt: Any) -> Any:
+        return stmt.order_by(DuelRow.opened_block, DuelRow.opened_event_id)
+
+    def duels_judged_by(
+        self, judge: str, statuses: tuple[str, ...] = ("judging",), *, current_round_only: bool = True
+    ) -> list[DuelInfo]:
+        """Duels in one of `statuses` (default: judging) where `judge` holds a seat of the current
+        round (with `current_round_only=False`: of any round), oldest first."""
         address = to_checksum_address(judge)
-        with self._sessions() as session:
-            ids = select(DuelJudgeRow.duel_id).where(DuelJudgeRow.judge == address)
-            rows = session.scalars(
-                select(DuelRow).where(DuelRow.id.in_(ids), DuelRow.status.in_(statuses)).order_by(DuelRow.id)
-            ).all()
-            return [_duel_info(session, row) for row in rows]
+        seats = select(DuelJudgeRow.duel_id).where(DuelJudgeRow.judge == address)
+        if current_round_only:
+            seats = seats.where(DuelJudgeRow.duel_id == DuelRow.id, DuelJudgeRow.round == DuelRow.round)
+            where = select(DuelRow).where(seats.exists(), DuelRow.status.in_(statuses))
+        else:
+            where = select(DuelRow).where(DuelRow.id.in_(seats), DuelRow.status.in_(statuses))
+        return self._duel_list(self._oldest_first(where))
 
-    def duels_opened_by(self, origin: str, statuses: tuple[str, ...] = ("awaiting_judges", "voting")) -> list[DuelInfo]:
-        """Duels `origin` opened, in one of `statuses` (default: not over yet), oldest first."""
+    def duels_opened_by(self, origin: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[DuelInfo]:
+        """Duels `origin` opened, in one of `statuses` (default: still open), oldest first."""
         address = to_checksum_address(origin)
-        with self._sessions() as session:
-            rows = session.scalars(
-                select(DuelRow).where(DuelRow.origin == address, DuelRow.status.in_(statuses)).order_by(DuelRow.id)
-            ).all()
-            return [_duel_info(session, row) for row in rows]
+        return self._duel_list(self._oldest_first(
+            select(DuelRow).where(DuelRow.origin == address, DuelRow.status.in_(statuses))))
 
-    def stake_moves(self, duel_id: int | None = None) -> list[StakeMove]:
-        """Value movements caused by duels (one duel, or all), in chain order."""
+    def duels_with_challenger(self, address: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[DuelInfo]:
+        """Duels whose recorded challenger B is `address`, in one of `statuses` (default: still open),
+        oldest first. A challenger a draw would pick but nobody recorded yet is not here: ask the
+        contract (`challengerOf`) about `duels_awaiting_answer()`."""
+        who = to_checksum_address(address)
+        return self._duel_list(self._oldest_first(
+            select(DuelRow).where(DuelRow.b == who, DuelRow.status.in_(statuses))))
+
+    def duels_awaiting_answer(self) -> list[DuelInfo]:
+        """Every duel awaiting its challenger's answer, oldest first (a candidate challenger checks
+        each with `challengerOf`)."""
+        return self._duel_list(self._oldest_first(select(DuelRow).where(DuelRow.status == DUEL_STATUS[1])))
+
+    def duels_executed_by(self, address: str, statuses: tuple[str, ...] | None = None) -> list[DuelInfo]:
+        """Duels over work `address` executed (it is A), in one of `statuses` (default: all), oldest first."""
+        who = to_checksum_address(address)
+        stmt = select(DuelRow).where(DuelRow.a == who)
+        if statuses is not None:
+            stmt = stmt.where(DuelRow.status.in_(statuses))
+        return self._duel_list(self._oldest_first(stmt))
+
+    def duel_events(self, duel_id: int) -> list[DuelEvent]:
+        """Every event about one duel, with its transaction, in chain order."""
+        stmt = select(EventRow).where(EventRow.duel_id == duel_id).order_by(EventRow.block_number, EventRow.log_index)
+        with self._sessions() as session:
+            return [DuelEvent(r.event_name, r.block_number, r.tx_hash, r.log_index, dict(r.args))
+                    for r in session.scalars(stmt)]
+
+    def stake_moves(self, duel_id: int | None = None, node: str | None = None) -> list[StakeMove]:
+        """Value movements caused by duels (of one duel and/or one node, or all), in chain order."""
         stmt = select(StakeMoveRow).order_by(StakeMoveRow.event_id, StakeMoveRow.id)
         if duel_id is not None:
             stmt = stmt.where(StakeMoveRow.duel_id == duel_id)
+        if node is not None:
+            stmt = stmt.where(StakeMoveRow.node == to_checksum_address(node))
         with self._sessions() as session:
             return [
                 StakeMove(r.duel_id, r.node, r.amount_wei, r.kind, r.block_number)
@@ -805,9 +1000,10 @@ class Indexer:
     ) -> list[BalanceMismatch]:
         """Compare indexed balances with the contract's public getters at the latest block.
 
-        Checks credit, pendingWithdrawal, withdrawableAt, activeStake, unbondingStake and
-        unbondingEnd of every indexed account (plus `extra_addresses`), the `claimed` amount of
-        every voucher pair, and each node's active flag and leaf. Sync to the head first: the
+        Checks credit, pendingWithdrawal, withdrawableAt, activeStake, unbondingStake, unbondingEnd,
+        unbondingBlock and reserved (bonded stake) of every indexed account (plus `extra_addresses`),
+        the `claimed` amount of every voucher pair, each node's active flag and leaf, and the
+        reserve (reported with the contract's address). Sync to the head first: the
         getters read the latest state (historical state may be pruned, e.g. anvil --prune-history).
         """
         views = self._views_contract(client_or_w3)
@@ -815,7 +1011,7 @@ class Indexer:
         accounts = {a.address: a for a in self.accounts()}
         for extra in extra_addresses:
             extra_address: str = to_checksum_address(extra)
-            accounts.setdefault(extra_address, AccountInfo(extra_address, 0, 0, 0, 0, 0, 0))
+            accounts.setdefault(extra_address, AccountInfo(extra_address, 0, 0, 0, 0, 0, 0, 0, 0))
         fields = (
             ("credit", "credit_wei"),
             ("pendingWithdrawal", "pending_withdrawal_wei"),
@@ -823,6 +1019,8 @@ class Indexer:
             ("activeStake", "active_stake_wei"),
             ("unbondingStake", "unbonding_stake_wei"),
             ("unbondingEnd", "unbonding_end"),
+            ("unbondingBlock", "unbonding_block"),
+            ("reserved", "bonded_wei"),
         )
         for address, acct in sorted(accounts.items()):
             for getter, attr in fields:
@@ -846,6 +1044,9 @@ class Indexer:
                 mismatches.append(BalanceMismatch(node.address, "nodes.active", int(node.active), int(entry[4])))
             if int(entry[5]) != node.leaf:
                 mismatches.append(BalanceMismatch(node.address, "nodes.leaf", node.leaf, int(entry[5])))
+        on_chain_reserve = int(views.functions.reserve().call())
+        if on_chain_reserve != self.reserve():
+            mismatches.append(BalanceMismatch(self.contract_address, "reserve", self.reserve(), on_chain_reserve))
         return mismatches
 
     def _views_contract(self, source: Web3 | Contract | HasContract | None) -> Contract:
@@ -884,36 +1085,56 @@ def _account_info(row: AccountRow) -> AccountInfo:
         active_stake_wei=row.active_stake_wei,
         unbonding_stake_wei=row.unbonding_stake_wei,
         unbonding_end=row.unbonding_end,
+        unbonding_block=row.unbonding_block,
+        bonded_wei=row.bonded_wei,
     )
 
 
 def _duel_info(session: Session, row: DuelRow) -> DuelInfo:
     seats = session.scalars(
-        select(DuelJudgeRow).where(DuelJudgeRow.duel_id == row.id).order_by(DuelJudgeRow.position)
+        select(DuelJudgeRow)
+        .where(DuelJudgeRow.duel_id == row.id)
+        .order_by(DuelJudgeRow.round, DuelJudgeRow.position)
     )
+    commit_end, reveal_end = {1: (row.commit_end_r1, row.reveal_end_r1),
+                              2: (row.commit_end_r2, row.reveal_end_r2)}.get(row.round, (None, None))
     return DuelInfo(
         id=row.id,
         origin=row.origin,
         a=row.a,
         b=row.b,
-        question_hash=row.question_hash,
+        request_id=row.request_id,
+        request_hash=row.request_hash,
+        model_hash=row.model_hash,
         answer_a_hash=row.answer_a_hash,
         answer_b_hash=row.answer_b_hash,
+        bond_wei=row.bond_wei,
+        escrow_wei=row.escrow_wei,
         seed_block=row.seed_block,
-        commit_end=row.commit_end,
-        reveal_end=row.reveal_end,
+        answer_deadline=row.answer_deadline,
+        publish_deadline=row.publish_deadline,
+        round=row.round,
+        commit_end=commit_end,
+        reveal_end=reveal_end,
+        commit_end_r1=row.commit_end_r1,
+        reveal_end_r1=row.reveal_end_r1,
+        commit_end_r2=row.commit_end_r2,
+        reveal_end_r2=row.reveal_end_r2,
         status=row.status,
         outcome=row.outcome,
         cancel_reason=row.cancel_reason,
+        final_round=row.final_round,
         votes_a=row.votes_a,
         votes_b=row.votes_b,
-        escrow_wei=row.escrow_wei,
         stake_moved_wei=row.stake_moved_wei,
-        judge_pool_wei=row.judge_pool_wei,
+        appellant=row.appellant,
+        appeal_deposit_wei=row.appeal_deposit_wei,
+        request=row.request,
         opened_block=row.opened_block,
+        answered_block=row.answered_block,
         settled_block=row.settled_block,
         judges=tuple(
-            JudgeSeat(s.position, s.judge, s.commitment, s.vote, s.committed_block, s.revealed_block)
+            JudgeSeat(s.round, s.position, s.judge, s.commitment, s.vote, s.committed_block, s.revealed_block)
             for s in seats
         ),
     )

@@ -1,9 +1,13 @@
 """Event indexer against an in-process py-evm chain (web3 EthereumTesterProvider).
 
 One module-scoped chain runs a scenario that emits every WWWServe event (registry, credits,
-withdrawals, stake, unbonding, fee vouchers paid from credit and from pending, a duel through
-commit/reveal/settle with a slash spread over active and unbonding stake, a cancelled duel). Each
-test snapshots the chain and reverts it afterwards, and indexes into its own SQLite file.
+withdrawals, stake, unbonding, fee vouchers paid from credit and from pending, and duels over
+attested work: one appealed and overturned, with a slash spread over active and unbonding stake;
+one whose challenger never answered; one whose request was withheld, published and answered, with a
+silent judge; one cancelled for a withheld request; one still awaiting its answer). The challenger
+and the judges are drawn by the contract, so the tests compare the index with the contract's own
+views rather than with fixed addresses. Each test snapshots the chain and reverts it afterwards, and
+indexes into its own SQLite file.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
-from sqlalchemy import select
+from ledger_world import PARAMS, STAKE_WEI, Duel, World, make_world
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTable
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
-from web3.types import Wei
 
 from contracts import load_artifact
-from ledger.client import sign_voucher_offline, voucher_digest
+from ledger.client import DuelStatus, Vote, WWWServeClient
 from ledger.db import (
+    SCHEMA_VERSION,
     AccountRow,
     Base,
     CursorRow,
@@ -37,40 +41,41 @@ from ledger.db import (
     VoucherClaimRow,
     default_db_url,
     make_engine,
+    schema_version,
 )
 from ledger.indexer import (
+    DUEL_OUTCOME,
+    DUEL_STATUS,
     Indexer,
     IndexerDatabaseMismatchError,
     IndexerReorgError,
     IndexerStateError,
 )
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
+from ledger.params import WEI_PER_CREDIT
+from ledger.tx import TxSender
 
 C = WEI_PER_CREDIT
-PARAMS = DeploymentParams(
-    unbonding_period_s=0,  # exits are immediate, so the scenario needs no time travel
-    withdrawal_notice_s=0,
-    draw_window_blocks=5,
-    commit_window_blocks=5,
-    reveal_window_blocks=5,
-    settle_window_blocks=2,
-    gamma_bps=5_000,  # half of the loser's stake: the slash spans active and unbonding stake
-)
 MIN = PARAMS.min_stake_wei
-VOTE_A, VOTE_B = 1, 2
+ROLES = ("origin", "a", "c1", "c2", "c3", "c4", "leaver")
 
 
 @dataclass
 class Chain:
     """The deployed scenario: handles plus the facts the tests check against."""
 
-    w3: Web3
+    world: World
     contract: Contract
-    nodes: list[str]  # n0 origin, n1 a, n2 b, n3..n5 judges, n6 leaves
+    nodes: list[str]  # the registered roles' addresses, in ROLES order
     payer: str  # signs fee vouchers, is not a node
     log_count: int = 0  # logs the contract emitted in the scenario
-    judges: list[str] = field(default_factory=list)
-    votes: dict[str, int] = field(default_factory=dict)
+    duels: dict[str, int] = field(default_factory=dict)  # scenario name -> duel id
+
+    @property
+    def w3(self) -> Web3:
+        return self.world.w3
+
+    def client(self) -> WWWServeClient:
+        return self.world.client()
 
 
 @dataclass(frozen=True)
@@ -94,93 +99,97 @@ def send(w3: Web3, fn: Any, sender: str, value: int = 0, gas: int | None = 2_000
     return receipt
 
 
-def sign_voucher(w3: Web3, contract: Contract, key: bytes, origin: str, executor: str, amount: int) -> bytes:
-    """EIP-712 Voucher signature (the client's signer), cross-checked against the contract's own digest."""
-    account = Account.from_key(key)
-    assert account.address == origin
-    digest = voucher_digest(w3.eth.chain_id, contract.address, origin, executor, amount)
-    assert digest == contract.functions.voucherDigest(origin, executor, amount).call()
-    return sign_voucher_offline(account, w3.eth.chain_id, contract.address, executor, amount)
-
-
 def eth_testing(w3: Web3) -> Any:
     """web3's eth-tester-only `testing` module (mine, snapshot, revert), which web3 leaves untyped."""
     return getattr(w3, "testing")  # noqa: B009
 
 
-def mine_until(w3: Web3, block_number: int) -> None:
-    """Mine empty blocks until the head is `block_number` (the next tx lands one above)."""
-    missing = block_number - w3.eth.block_number
-    if missing > 0:
-        eth_testing(w3).mine(missing)
+def _settle_when_open(world: World, duel_id: int) -> None:
+    """Mine to the end of whatever window the duel is in, then settle it (anyone may)."""
+    info = world.client().duel(duel_id)
+    last = {DuelStatus.AWAITING_ANSWER: info.answer_deadline_block,
+            DuelStatus.AWAITING_REQUEST: info.publish_deadline_block,
+            DuelStatus.JUDGING: info.appeal_end_block or info.reveal_end_block}[info.status]
+    assert last is not None
+    world.mine_to(last)
+    world.client("c4").settle_duel(duel_id)
 
 
 def build_scenario() -> Chain:
-    w3 = Web3(EthereumTesterProvider())
-    art = load_artifact()
-    deployer = w3.eth.accounts[0]
-    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-    receipt = send(w3, factory.constructor(*PARAMS.constructor_args()), deployer, gas=None)
-    contract = w3.eth.contract(address=receipt["contractAddress"], abi=art.abi)
-    f = contract.functions
-    nodes: list[str] = list(w3.eth.accounts[1:8])
-    payer_key = Account.from_key(b"\x42" * 32)
-    w3.provider.ethereum_tester.add_account(payer_key.key.to_0x_hex())  # type: ignore[attr-defined]
-    w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_transaction({"from": deployer, "to": payer_key.address, "value": Wei(10**18)})
-    )
-    chain = Chain(w3=w3, contract=contract, nodes=nodes, payer=payer_key.address)
+    world = make_world(ROLES)
+    contract = world.client().contract
+    nodes = [world.addr(r) for r in ROLES]
+    chain = Chain(world=world, contract=contract, nodes=nodes, payer=world.addr("outsider"))
+    client = world.client
 
-    # registry + credit + stake (n2 unbonds most of its stake: the duel slash then spans both)
-    stakes = [2 * MIN, 3 * MIN, 4 * MIN, 2 * MIN, 2 * MIN, 3 * MIN, 2 * MIN]
-    for i, (node, amount) in enumerate(zip(nodes, stakes, strict=True)):
-        send(w3, f.deposit(), node, value=10**18)
-        send(w3, f.register(bytes([i + 1]) * 32, f"http://node{i}:8000", ["smollm2", f"m{i}"], f"{{'i':{i}}}"), node)
-        send(w3, f.stake(amount), node)
-    send(w3, f.requestUnstake(3 * MIN), nodes[2])
-    send(w3, f.updateNode(b"\x99" * 32, "http://node5-moved:8000", ["smollm2"], "moved"), nodes[5])
-    # withdrawals: cancelled (n3) and completed (n4)
-    send(w3, f.requestWithdrawal(7 * C), nodes[3])
-    send(w3, f.cancelWithdrawal(), nodes[3])
-    send(w3, f.requestWithdrawal(11 * C), nodes[4])
-    send(w3, f.withdraw(), nodes[4])
-    # n6 unstakes everything, takes it back to credit and leaves (so it is never a judge)
-    send(w3, f.requestUnstake(2 * MIN), nodes[6])
-    send(w3, f.withdrawStake(), nodes[6])
-    send(w3, f.leave(), nodes[6])
+    # registry, withdrawals (cancelled by c3, completed by c2)
+    client("c4").update_node(b"\x99" * 32, "http://c4-moved:8000", ["smollm2"], "moved")
+    client("c3").request_withdrawal(7 * C)
+    client("c3").cancel_withdrawal()
+    client("c2").request_withdrawal(11 * C)
+    world.time_travel(PARAMS.withdrawal_notice_s + 1)
+    client("c2").withdraw()
+    # the leaver unstakes everything, takes it back to credit and leaves (so it is never drawn)
+    unstake = client("leaver").request_unstake(STAKE_WEI)
+    world.time_travel(PARAMS.unbonding_period_s + 1)
+    world.mine_to(unstake.block_number + PARAMS.duel_span_blocks)
+    client("leaver").withdraw_stake()
+    client("leaver").leave()
 
-    # vouchers: payer has credit 3 C and pending 7 C; claims pay 5 (3 credit + 2 pending), then 3
-    # (pending), then 2 of 92 owed (what is left)
-    send(w3, f.deposit(), chain.payer, value=10 * C)
-    send(w3, f.requestWithdrawal(7 * C), chain.payer)
+    # vouchers: the payer has credit 3 C and pending 7 C; claims pay 5 (3 credit + 2 pending), then 3
+    # (pending), then 2 of 92 owed (what is left); c1 submits them
+    payer = client("outsider")
+    payer.deposit(10 * C)
+    payer.request_withdrawal(7 * C)
     for cumulative in (5 * C, 8 * C, 100 * C):
-        sig = sign_voucher(w3, contract, payer_key.key, chain.payer, nodes[1], cumulative)
-        send(w3, f.claimVoucher(chain.payer, nodes[1], cumulative, sig), nodes[2])  # anyone submits
+        sig = payer.sign_voucher(world.accounts["outsider"], world.addr("a"), cumulative)
+        client("c1").claim_voucher(chain.payer, world.addr("a"), cumulative, sig)
 
-    # duel 1: n0 opens a(n1) vs b(n2); the panel is n3, n4, n5; A wins 2-1
-    receipt = send(w3, f.openDuel(nodes[1], nodes[2], b"q" * 32, b"a" * 32, b"b" * 32), nodes[0])
-    seed_block = receipt["blockNumber"] + PARAMS.seed_delay_blocks
-    mine_until(w3, seed_block)
-    send(w3, f.drawJudges(1), nodes[0])
-    chain.judges = list(f.getJudges(1).call())
-    assert sorted(chain.judges) == sorted(nodes[3:6])
-    chain.votes = {nodes[3]: VOTE_A, nodes[4]: VOTE_A, nodes[5]: VOTE_B}
-    salts = {j: bytes([7, i]) * 16 for i, j in enumerate(chain.judges)}
-    for judge in chain.judges:
-        commitment = f.voteCommitment(1, judge, chain.votes[judge], salts[judge]).call()
-        send(w3, f.commitVote(1, commitment), judge)
-    duel: Any = f.getDuel(1).call()
-    commit_end = duel[4]
-    mine_until(w3, commit_end)
-    for judge in chain.judges:
-        send(w3, f.revealVote(1, chain.votes[judge], salts[judge]), judge)
-    send(w3, f.settleDuel(1), nodes[6])
+    # A unbonds most of its stake: a slash of its bond then spans active and unbonding stake
+    client("a").request_unstake(STAKE_WEI - 2 * C)
+    world.mine(PARAMS.epoch_blocks)  # the leaver's exit counts for draws from here
 
-    # duel 2: never drawn, cancelled after the draw window
-    receipt = send(w3, f.openDuel(nodes[3], nodes[4], b"Q" * 32, b"A" * 32, b"B" * 32), nodes[0])
-    mine_until(w3, receipt["blockNumber"] + PARAMS.seed_delay_blocks + PARAMS.draw_window_blocks)
-    send(w3, f.cancelUndrawnDuel(2), nodes[0])
-    chain.log_count = len(w3.eth.get_logs({"address": contract.address, "fromBlock": 0, "toBlock": "latest"}))
+    # duel "appealed": round 1 for A, B appeals, round 2 (final) for B
+    d1 = world.open_duel("appealed")
+    world.answer(d1.duel_id)
+    world.vote(d1.duel_id, 1, lambda j: Vote.A)
+    info = client().duel(d1.duel_id)
+    assert info.b is not None and info.reveal_end_block is not None
+    world.mine_to(info.reveal_end_block)
+    client(info.b).appeal(d1.duel_id)
+    world.mine_to(client().duel(d1.duel_id).seed_block)
+    client("origin").draw_judges(d1.duel_id)
+    world.vote(d1.duel_id, 2, lambda j: Vote.B, salt_tag="round 2")
+    client("c4").settle_duel(d1.duel_id)  # every seat revealed: final at once
+
+    # duel "no answer": B is drawn and never answers
+    d2 = world.open_duel("no answer")
+    world.challenger(d2.duel_id)
+    client("origin").draw_challenger(d2.duel_id)
+    _settle_when_open(world, d2.duel_id)
+
+    # duel "published": B cannot get the request, the origin publishes it, B answers; the first
+    # judge commits and stays silent, the others vote A
+    d3 = world.open_duel("published")
+    world.no_request(d3.duel_id)
+    client("origin").publish_request(d3.duel_id, d3.work, d3.salt, d3.request)
+    world.answer(d3.duel_id)
+    silent = client().judges(d3.duel_id, 1)[0]
+    world.vote(d3.duel_id, 1, lambda j: None if j == silent else Vote.A)
+    _settle_when_open(world, d3.duel_id)
+
+    # duel "withheld": nobody publishes the request
+    d4 = world.open_duel("withheld")
+    world.no_request(d4.duel_id)
+    _settle_when_open(world, d4.duel_id)
+
+    # duel "open": awaiting its answer when the scenario ends
+    d5 = world.open_duel("open")
+
+    chain.duels = {"appealed": d1.duel_id, "no answer": d2.duel_id, "published": d3.duel_id,
+                   "withheld": d4.duel_id, "open": d5.duel_id}
+    chain.published = d3  # type: ignore[attr-defined]
+    chain.log_count = len(world.w3.eth.get_logs({"address": contract.address, "fromBlock": 0, "toBlock": "latest"}))
     return chain
 
 
@@ -206,78 +215,161 @@ def new_indexer(chain: Chain, db_url: str, **kwargs: Any) -> Indexer:
     return Indexer(chain.w3, chain.contract.address, db_url, **kwargs)
 
 
-def open_escrow_wei(idx: Indexer) -> int:
-    return sum(d.escrow_wei for d in idx.duels(limit=1000) if d.status in ("awaiting_judges", "voting"))
+def held_in_open_duels_wei(idx: Indexer) -> int:
+    """Escrow and appeal deposits of duels still open (the contract holds them for the duel)."""
+    return sum(d.escrow_wei + (d.appeal_deposit_wei or 0) for d in idx.duels(limit=1000) if d.is_open)
 
 
 # ---------------------------------------------------------------------------------------------
 def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> None:
     idx = new_indexer(chain, db_url)
     report = idx.sync()
-    n = chain.nodes
+    n = dict(zip(ROLES, chain.nodes, strict=True))
+    c = chain.client()
 
     assert report.from_block == 0
     assert report.to_block == chain.w3.eth.block_number
     assert report.events_applied == chain.log_count == idx.event_count()
     with Session(idx.engine) as s:
         names = set(s.scalars(select(EventRow.event_name).distinct()))
-    assert names == {e["name"] for e in load_artifact().abi if e["type"] == "event"}  # all 19 covered
+    assert names == {e["name"] for e in load_artifact().abi if e["type"] == "event"}  # all 25 covered
+    assert len(names) == 25
     assert idx.reconcile() == []
-    # conservation: the contract's ETH equals the indexed balances plus open duel escrow
-    total = sum(a.total_wei for a in idx.accounts()) + open_escrow_wei(idx)
+    # conservation: the contract's ETH equals the indexed balances, what open duels hold, and the reserve
+    total = sum(a.total_wei for a in idx.accounts()) + held_in_open_duels_wei(idx) + idx.reserve()
     assert total == chain.w3.eth.get_balance(chain.contract.address)
+    assert idx.reserve() == c.reserve() > 0
 
     # registry
-    assert [x.address for x in idx.nodes()] == sorted(n[:6])
-    assert len(idx.nodes(active_only=False)) == 7
-    left = idx.node(n[6])
+    assert [x.address for x in idx.nodes()] == sorted(v for k, v in n.items() if k != "leaver")
+    assert len(idx.nodes(active_only=False)) == len(ROLES)
+    left = idx.node(n["leaver"])
     assert left is not None and left.active is False
-    moved = idx.node(n[5])
+    moved = idx.node(n["c4"])
     assert moved is not None
-    assert (moved.endpoint, moved.models, moved.metadata) == ("http://node5-moved:8000", ("smollm2",), "moved")
+    assert (moved.endpoint, moved.models, moved.metadata) == ("http://c4-moved:8000", ("smollm2",), "moved")
     assert moved.pubkey == "0x" + "99" * 32 and moved.updated_block > moved.registered_block
 
     # vouchers: credit first, then pending; the last claim was only partly payable
     with Session(idx.engine) as s:
         claims = s.scalars(select(VoucherClaimRow).order_by(VoucherClaimRow.id)).all()
-        split = [(c.paid_wei, c.from_credit_wei, c.from_pending_wei) for c in claims]
+        split = [(v.paid_wei, v.from_credit_wei, v.from_pending_wei) for v in claims]
     assert split == [(5 * C, 3 * C, 2 * C), (3 * C, 0, 3 * C), (2 * C, 0, 2 * C)]
     payer = idx.account(chain.payer)
     assert (payer.credit_wei, payer.pending_withdrawal_wei) == (0, 0)
 
-    # duel 1 settled for A; b lost half its stake: all of its active MIN, then MIN of unbonding
-    d1 = idx.duel(1)
-    assert d1 is not None
-    assert (d1.status, d1.outcome, d1.votes_a, d1.votes_b) == ("settled", "a_won", 2, 1)
-    assert d1.stake_moved_wei == 2 * MIN
-    assert d1.judge_pool_wei == 3 * MIN * PARAMS.minority_slash_bps // 10_000
-    assert [(j.judge, j.vote) for j in d1.judges] == [(j, chain.votes[j]) for j in chain.judges]
-    assert all(j.commitment is not None and j.revealed_block is not None for j in d1.judges)
-    b = idx.account(n[2])
-    assert (b.active_stake_wei, b.unbonding_stake_wei) == (0, 2 * MIN)
-    kinds = sorted(m.kind for m in idx.stake_moves(1))
-    assert kinds == sorted(
-        ["escrow", "slashed_lost_duel", "reward_stake_won", "slashed_minority_judge"]
-        + ["reward_judge_pool"] * 2
-        + ["fee_duelist"] * 2
-        + ["fee_judge"] * 3
-    )
-    # duel 2 cancelled: duelists keep their fee, the judges' part goes back to the origin
-    d2 = idx.duel(2)
-    assert d2 is not None and (d2.status, d2.cancel_reason, d2.judges) == ("cancelled", "not_drawn", ())
-    assert [d.id for d in idx.duels()] == [2, 1]
+    # every duel agrees with the contract's own view of it, seat by seat
+    for duel_id in chain.duels.values():
+        indexed, onchain = idx.duel(duel_id), c.duel(duel_id)
+        assert indexed is not None
+        assert (indexed.origin, indexed.a, indexed.b, indexed.round, indexed.bond_wei, indexed.seed_block) == (
+            onchain.origin, onchain.a, onchain.b, onchain.round, onchain.bond_wei, onchain.seed_block)
+        assert indexed.status == DUEL_STATUS[onchain.status]
+        assert indexed.outcome == DUEL_OUTCOME.get(onchain.outcome)
+        for r in (1, 2):
+            assert tuple(s.judge for s in indexed.seats(r)) == c.judges(duel_id, r)
+            assert tuple(Vote(s.vote or 0) for s in indexed.seats(r)) == c.votes(duel_id, r)
+        hashes = c.duel_hashes(duel_id)
+        assert indexed.request_hash == "0x" + hashes.request_hash.hex()
+        assert indexed.answer_b_hash == (None if hashes.answer_b_hash is None else "0x" + hashes.answer_b_hash.hex())
+
+    # the appealed duel: overturned in round 2; A's lost bond came from active, then unbonding stake
+    d1 = idx.duel(chain.duels["appealed"])
+    assert d1 is not None and d1.b is not None
+    assert (d1.status, d1.outcome, d1.final_round, d1.round) == ("settled", "b_won", 2, 2)
+    assert (d1.appellant, d1.appeal_deposit_wei) == (d1.b, PARAMS.appeal_fee_wei)
+    assert d1.votes_b == len(d1.seats(2)) == 2 * PARAMS.k_judges + 1 and d1.votes_a == 0
+    assert d1.stake_moved_wei == d1.bond_wei
+    assert d1.commit_end_r1 is not None and d1.reveal_end_r1 == d1.commit_end_r1 + PARAMS.reveal_window_blocks
+    assert d1.commit_end_r2 is not None and d1.reveal_end_r2 == d1.commit_end_r2 + PARAMS.reveal_window_blocks
+    assert (d1.commit_end, d1.reveal_end) == (d1.commit_end_r2, d1.reveal_end_r2)
+    assert all(s.commitment is not None and s.revealed_block is not None for s in d1.judges)
+    a = idx.account(n["a"])
+    assert (a.active_stake_wei, a.unbonding_stake_wei) == (0, STAKE_WEI - 2 * C - (d1.bond_wei - 2 * C))
+    kinds = [m.kind for m in idx.stake_moves(d1.id)]
+    assert kinds[:2] == ["escrow", "appeal_deposit"]
+    assert {"slashed_lost_duel", "reward_stake_won", "refund_appeal", "fee_judge",
+            "slashed_incoherent_judge"} <= set(kinds)
+    assert kinds.count("slashed_incoherent_judge") == len(d1.seats(1))  # per seat, not per judge
+    events = idx.duel_events(d1.id)
+    assert [e.name for e in events][:4] == ["DuelOpened", "ChallengerDrawn", "DuelAnswered", "JudgesDrawn"]
+    assert events[-1].name == "DuelSettled" and "DuelAppealed" in [e.name for e in events]
+    assert all(e.tx_hash.startswith("0x") and len(e.tx_hash) == 66 for e in events)
+
+    # no answer: B's bond went to the reserve, the origin got its escrow back
+    d2 = idx.duel(chain.duels["no answer"])
+    assert d2 is not None and (d2.status, d2.cancel_reason, d2.round, d2.judges) == ("cancelled", "no_answer", 0, ())
+    assert [m.kind for m in idx.stake_moves(d2.id)] == ["escrow", "slashed_no_answer", "refund_escrow"]
+
+    # published: the request bytes are in the index, a silent seat paid its penalty
+    d3 = idx.duel(chain.duels["published"])
+    assert d3 is not None and d3.status == "settled"
+    assert d3.request == chain.published.request  # type: ignore[attr-defined]
+    assert d3.publish_deadline is not None and d3.answer_b_hash is not None
+    assert "slashed_silent_judge" in {m.kind for m in idx.stake_moves(d3.id)}
+
+    d4 = idx.duel(chain.duels["withheld"])
+    assert d4 is not None and (d4.status, d4.cancel_reason, d4.request) == ("cancelled", "request_withheld", None)
+    assert d4.answer_b_hash is None
+
+    # the open duel: A's bond is reserved until it ends
+    d5 = idx.duel(chain.duels["open"])
+    assert d5 is not None and d5.status == "awaiting_answer" and d5.b is None
+    assert a.bonded_wei == d5.bond_wei == c.reserved(n["a"])
+    assert [d.id for d in idx.duels_awaiting_answer()] == [d5.id]
+
+    # queries
+    order = [chain.duels[k] for k in ("open", "withheld", "published", "no answer", "appealed")]
+    assert [d.id for d in idx.duels()] == order
+    assert [d.id for d in idx.duels(limit=2)] == order[:2]
+    assert [d.id for d in idx.duels_opened_by(n["origin"])] == [d5.id]
+    assert [d.id for d in idx.duels_opened_by(n["origin"], ("settled",))] == [d1.id, d3.id]
+    assert [d.id for d in idx.duels_executed_by(n["a"])] == order[::-1]
+    assert [d.id for d in idx.duels_executed_by(n["a"], ("cancelled",))] == [d2.id, d4.id]
+    assert d1.id in [d.id for d in idx.duels_with_challenger(d1.b, ("settled",))]
+    assert idx.duels_with_challenger(d1.b) == []  # none open
+    judge2 = d1.seats(2)[0].judge
+    assert d1.id in [d.id for d in idx.duels_judged_by(judge2, ("settled",))]
+    assert idx.duels_judged_by(judge2) == [] and idx.duel(123) is None
 
     table = idx.stake_table()
-    assert len(table) == 7
+    assert len(table) == len(ROLES)
     stakes = [e.active_stake_wei for e in table]
     assert stakes == sorted(stakes, reverse=True)
     assert table[0].active_stake_wei == chain.contract.functions.activeStake(table[0].address).call()
+    assert {e.address: e.bonded_wei for e in table}[n["a"]] == d5.bond_wei
+
+
+def test_judging_duels_are_found_by_their_current_seats(chain: Chain, db_url: str) -> None:
+    world = chain.world
+    duel: Duel = world.open_duel("judging now")
+    world.answer(duel.duel_id)
+    idx = new_indexer(chain, db_url)
+    idx.sync()
+    seats = chain.client().judges(duel.duel_id, 1)
+    for judge in set(seats):
+        assert [d.id for d in idx.duels_judged_by(judge)] == [duel.duel_id]
+    info = idx.duel(duel.duel_id)
+    assert info is not None and info.b is not None
+    assert idx.duels_judged_by(info.b) == [] and idx.duels_judged_by(info.a) == []
+    assert [d.id for d in idx.duels_with_challenger(info.b)] == [duel.duel_id]
+    # a judge drawn twice holds two seats; its one commitment covers both
+    judge = seats[0]
+    jc = world.client(judge)
+    commitment = jc.vote_commitment(duel.duel_id, 1, judge, Vote.A, b"\x01" * 32)
+    jc.commit_vote(duel.duel_id, commitment)
+    idx.sync()
+    info = idx.duel(duel.duel_id)
+    assert info is not None
+    mine = [s for s in info.current_seats if s.judge == judge]
+    assert len(mine) == seats.count(judge)
+    assert all(s.commitment == "0x" + commitment.hex() for s in mine)
 
 
 def test_reconcile_reports_a_tampered_balance(chain: Chain, db_url: str) -> None:
     idx = new_indexer(chain, db_url)
     idx.sync()
-    target = chain.nodes[1]
+    target = chain.nodes[ROLES.index("c1")]
     with Session(idx.engine) as s, s.begin():
         row = s.get(AccountRow, target)
         assert row is not None
@@ -287,7 +379,7 @@ def test_reconcile_reports_a_tampered_balance(chain: Chain, db_url: str) -> None
     m = mismatches[0]
     assert (m.address, m.field, m.indexed - m.on_chain) == (target, "credit", 1)
     # an address never seen by the index is checked too when asked for
-    stranger = list(chain.w3.eth.accounts)[9]
+    stranger = list(chain.w3.eth.accounts)[len(ROLES) + 2]
     send(chain.w3, chain.contract.functions.deposit(), stranger, value=5)
     extra = idx.reconcile(ClientLike(chain.contract), extra_addresses=[stranger])
     assert {(x.address, x.field) for x in extra} == {(target, "credit"), (stranger, "credit")}
@@ -331,7 +423,7 @@ def test_new_indexer_resumes_from_cursor(chain: Chain, db_url: str) -> None:
     assert report.from_block == cursor.block_number + 1
     assert (report.events_applied, report.events_skipped) == (2, 0)
     assert idx2.event_count() == count + 2
-    assert idx2.account(chain.nodes[0]).active_stake_wei == 3 * MIN
+    assert idx2.account(chain.nodes[0]).active_stake_wei == chain.contract.functions.activeStake(chain.nodes[0]).call()
     assert idx2.reconcile() == []
 
 
@@ -539,13 +631,44 @@ def test_schema_compiles_for_postgresql() -> None:
 def test_default_db_url_uses_wwwserve_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WWWSERVE_HOME", str(tmp_path / "home"))
     w3 = Web3(EthereumTesterProvider())
-    art = load_artifact()
-    receipt = send(
-        w3, w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*PARAMS.constructor_args()),
-        w3.eth.accounts[0],
-        gas=None,
-    )
-    idx = Indexer(w3, receipt["contractAddress"])
+    from eth_account import Account
+
+    deployer = Account.from_key(w3.provider.ethereum_tester.backend.account_keys[0].to_bytes())  # type: ignore[attr-defined]
+    address, _ = WWWServeClient.deploy(w3, TxSender(w3, deployer), PARAMS)
+    idx = Indexer(w3, address)
     idx.sync()
     assert (tmp_path / "home" / f"index-{w3.eth.chain_id}.sqlite").exists()
     assert idx.accounts() == [] and idx.cursor() is not None
+
+
+def test_a_database_of_another_schema_version_is_rebuilt(chain: Chain, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    idx = new_indexer(chain, url)
+    idx.sync()
+    assert schema_version(idx.engine) == SCHEMA_VERSION
+    idx.close()
+    with make_engine(url).begin() as conn:
+        conn.execute(text("UPDATE schema_meta SET version = :v"), {"v": SCHEMA_VERSION - 1})
+    # the index is derived from the chain: an older schema is dropped and read again
+    again = new_indexer(chain, url)
+    assert schema_version(again.engine) == SCHEMA_VERSION
+    assert again.cursor() is None and again.event_count() == 0
+    again.sync()
+    assert again.event_count() == chain.log_count and again.reconcile() == []
+
+
+def test_tables_from_before_schema_versions_are_rebuilt(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v0.sqlite'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE schema_meta"))
+        conn.execute(text("DROP TABLE duels"))
+        conn.execute(text("CREATE TABLE duels (id INTEGER PRIMARY KEY, question_hash TEXT)"))  # the old shape
+    assert schema_version(engine) == 0
+    engine.dispose()
+    rebuilt = make_engine(url)
+    assert schema_version(rebuilt) == SCHEMA_VERSION
+    with rebuilt.connect() as conn:
+        columns = [row[1] for row in conn.execute(text("PRAGMA table_info(duels)"))]
+    assert "request_hash" in columns and "question_hash" not in columns
+    assert schema_version(make_engine(f"sqlite:///{tmp_path / 'fresh.sqlite'}")) == SCHEMA_VERSION
