@@ -1,7 +1,9 @@
 """Deploy the WWWServe contract, fund accounts, and bring up a devnet with demo nodes.
 
-`ensure_deployment()` reuses the contract recorded in `deployments/<chain_id>.json` when the chain still
-has its code (an attached devnet), and deploys afresh otherwise (a restarted anvil forgets everything).
+WWWServe is two contracts (see `contracts/`): the extension WWWServeExt goes first, then WWWServe with
+its address; users only ever see WWWServe's. `ensure_deployment()` reuses the pair recorded in
+`deployments/<chain_id>.json` when the chain still has both codes (an attached devnet), and deploys
+afresh otherwise (a restarted anvil forgets everything).
 It works against any EVM RPC URL; only the funding of demo accounts assumes anvil's dev keys.
 
 The demo node wallets are deterministic and their keys are public knowledge (`demo_account(i)` derives
@@ -72,7 +74,8 @@ def ensure_demo_wallet(index: int, password: str = DEMO_PASSWORD, home: Path | N
 
 
 def deployed_code_matches(w3: Web3, address: str) -> bool:
-    """True when `address` holds the runtime code of the committed artifact."""
+    """True when `address` holds the committed WWWServe runtime code, and the extension it
+    delegates to the committed WWWServeExt code."""
     try:
         WWWServeClient(w3, address).ensure_deployed()
     except DeploymentNotFoundError:
@@ -91,20 +94,22 @@ def ensure_deployment(
     chain_id = w3.eth.chain_id
     try:
         existing = load_deployment(chain_id)
-        if deployed_code_matches(w3, existing.address) and (params is None or existing.params == params):
+        if (deployed_code_matches(w3, existing.address) and (params is None or existing.params == params)
+                and existing.extension == WWWServeClient(w3, existing.address).extension()):
             progress(f"contract already deployed at {existing.address}")
             return existing, False
     except DeploymentNotFoundError:
         pass
     params = params or DeploymentParams()
     account: LocalAccount = Account.from_key(deployer_key)
-    progress("deploying WWWServe ...")
-    address, block = WWWServeClient.deploy(w3, TxSender(w3, account), params)
+    progress("deploying WWWServe (the extension first, then the contract) ...")
+    deployed = WWWServeClient.deploy_contracts(w3, TxSender(w3, account), params)
     artifact = load_artifact()
     deployment = Deployment(
         chain_id=chain_id,
-        address=address,
-        block_number=block,
+        address=deployed.address,
+        extension=deployed.extension,
+        block_number=deployed.block_number,
         deployer=account.address,
         rpc_url=rpc_url,
         params=params,
@@ -114,7 +119,8 @@ def ensure_deployment(
         evm_version=artifact.evm_version,
     )
     deployment.save()
-    progress(f"deployed WWWServe at {address} (block {block})")
+    progress(f"deployed WWWServe at {deployed.address} (block {deployed.block_number}; "
+             f"extension {deployed.extension})")
     return deployment, True
 
 

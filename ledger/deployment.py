@@ -1,7 +1,9 @@
 """Deployment records: `<WWWSERVE_HOME>/deployments/<chain_id>.json`.
 
 A record says where the WWWServe contract lives on one chain and with which code and parameters, so
-every process (CLI, nodes, indexer) finds the same contract without passing addresses around. Against
+every process (CLI, nodes, indexer) finds the same contract without passing addresses around. It also
+names the WWWServeExt extension WWWServe delegates to (deployed first, in the block before), which
+nobody calls directly but an operator may want to verify. Against
 another chain (production), give `--rpc-url` and `--contract` instead, or write a record by hand.
 """
 
@@ -36,11 +38,14 @@ class Deployment:
     compiler: str
     evm_version: str
     funded_accounts: list[str] = field(default_factory=list)
+    # the WWWServeExt address (None in a record written by hand, or before the contract was split)
+    extension: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "chainId": self.chain_id,
             "address": self.address,
+            "extension": self.extension,
             "blockNumber": self.block_number,
             "deployer": self.deployer,
             "rpcUrl": self.rpc_url,
@@ -66,6 +71,7 @@ class Deployment:
             compiler=str(data["compiler"]),
             evm_version=str(data["evmVersion"]),
             funded_accounts=[str(a) for a in data.get("fundedAccounts", [])],
+            extension=None if data.get("extension") is None else str(data["extension"]),
         )
 
     def save(self, home: Path | None = None) -> Path:
