@@ -1,11 +1,15 @@
-"""The judge's view of the real chain: duels from the indexer, votes and settlements as transactions.
+"""The duel roles' view of the real chain: duels from the indexer, the contract when it must be asked,
+and every duel transaction, mined.
 
-`LedgerJudgeChain` is the `judge.runner.JudgeChain` a node uses: which duels it sits on the panel of,
-and in what state, come from its indexer (synced by the caller: the node's Ledger manager syncs every
-`chain.poll_interval_s`); commits, reveals and settlements go through its `WWWServeClient`, run by
-`run_tx` off the event loop (web3 is synchronous), one at a time, each awaited until mined. A
-transaction that reverts because the chain already has it (a receipt lost to a crash) surfaces as the
-client's typed error; the runner logs it and the next pass, reading the indexer again, moves on.
+`LedgerDuelChain` is both the `judge.runner.JudgeChain` and the `node.managers.duel.DuelChain` of a
+node. Which duels it is an origin, duelist, challenger or judge of, and in what state, come from its
+indexer (synced by the caller: the node's Ledger manager syncs every `chain.poll_interval_s`), as
+`judge.evidence.DuelState`; `duel_onchain` reads the contract instead (when the indexer may lag behind
+what a peer saw), and `challenger_of` asks the contract who a draw picks now. Transactions go through
+its `WWWServeClient`, run by `run_tx` off the event loop (web3 is synchronous), one at a time, each
+awaited until mined. A transaction that reverts because the chain already has it (a receipt lost to a
+crash, someone else settled first) surfaces as the client's typed error; the caller logs it and the next
+pass, reading the indexer again, moves on.
 """
 
 from __future__ import annotations
@@ -13,78 +17,238 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from judge.evidence import DuelRecord
+from judge.evidence import ACTIVE_STATUSES, AWAITING_ANSWER, AWAITING_REQUEST, DuelState, RoundState
 from judge.journal import DuelView
+from ledger.work import WorkAttestation
 
-__all__ = ["LedgerJudgeChain", "duel_record", "duel_view"]
+__all__ = ["LedgerDuelChain", "duel_state", "duel_view"]
+
+# ledger.client.DuelStatus values by the indexer's names
+_STATUS_NAMES = {1: "awaiting_answer", 2: "awaiting_request", 3: "judging", 4: "settled", 5: "cancelled"}
 
 
-def _bytes32(value: str) -> bytes:
+def _bytes32(value: str | bytes | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
     return bytes.fromhex(value.removeprefix("0x"))
 
 
-def duel_record(duel: Any) -> DuelRecord:
-    """The on-chain record of an indexed duel (`ledger.indexer.DuelInfo`)."""
-    return DuelRecord(duel.id, duel.origin, duel.a, duel.b, _bytes32(duel.question_hash),
-                      _bytes32(duel.answer_a_hash), _bytes32(duel.answer_b_hash))
-
-
-def duel_view(duel: Any, judge: str) -> DuelView:
-    """One judge's view of an indexed duel (`ledger.indexer.DuelInfo`)."""
-    me = judge.lower()
-    seat = next((s for s in duel.judges if s.judge.lower() == me), None)
-    return DuelView(
-        duel_id=duel.id,
-        status=duel.status,
-        commit_end=duel.commit_end or 0,
-        reveal_end=duel.reveal_end or 0,
-        committed=seat is not None and (seat.commitment is not None or seat.vote is not None),
-        revealed_vote=None if seat is None else seat.vote,
-        all_revealed=bool(duel.judges) and all(s.vote is not None for s in duel.judges),
+def duel_state(duel: Any, *, reveal_window_blocks: int, appeal_window_blocks: int) -> DuelState:
+    """The `DuelState` of an indexed duel (`ledger.indexer.DuelInfo`)."""
+    rounds = []
+    for number in range(1, int(duel.round) + 1):
+        seats = duel.seats(number)
+        commit_end = getattr(duel, f"commit_end_r{number}")
+        reveal_end = getattr(duel, f"reveal_end_r{number}")
+        if commit_end is None:
+            commit_end = -1
+        if reveal_end is None:
+            reveal_end = commit_end + reveal_window_blocks if commit_end >= 0 else -1
+        rounds.append(RoundState(
+            round=number,
+            seats=tuple(s.judge for s in seats),
+            votes=tuple(s.vote or 0 for s in seats),
+            commit_end=int(commit_end),
+            reveal_end=int(reveal_end),
+            committed=frozenset(s.judge.lower() for s in seats if s.commitment is not None or s.vote is not None),
+        ))
+    status = duel.status
+    deadline = duel.answer_deadline if status == AWAITING_ANSWER else (
+        duel.publish_deadline if status == AWAITING_REQUEST else (rounds[-1].commit_end if rounds else -1))
+    return DuelState(
+        duel_id=int(duel.id),
+        origin=duel.origin,
+        a=duel.a,
+        b=duel.b,
+        status=status,
+        seed_block=int(duel.seed_block),
+        deadline=int(deadline if deadline is not None else -1),
+        request_hash=_bytes32(duel.request_hash) or b"",
+        answer_a_hash=_bytes32(duel.answer_a_hash) or b"",
+        answer_b_hash=_bytes32(duel.answer_b_hash),
+        request_id=_bytes32(duel.request_id) or b"",
+        model_hash=_bytes32(duel.model_hash) or b"",
+        rounds=tuple(rounds),
+        published_request=duel.request,
+        appeal_window_blocks=appeal_window_blocks,
     )
 
 
-class LedgerJudgeChain:
-    """`JudgeChain` over an indexer (reads) and a `WWWServeClient` with this judge's wallet (writes)."""
+def duel_view(state: DuelState, round_: int, judge: str) -> DuelView:
+    """One judge's view of its seats in round `round_` of a duel."""
+    rnd = state.round_state(round_)
+    if rnd is None:
+        raise ValueError(f"duel {state.duel_id} has no round {round_}")
+    vote = rnd.vote_of(judge)
+    return DuelView(
+        duel_id=state.duel_id,
+        round=round_,
+        open=state.is_open,
+        commit_end=rnd.commit_end,
+        reveal_end=rnd.reveal_end,
+        committed=vote is not None or judge.lower() in rnd.committed,
+        revealed_vote=vote,
+        settle_after=state.settle_after(),
+    )
+
+
+class LedgerDuelChain:
+    """The chain through an indexer (reads) and a `WWWServeClient` with this node's wallet (writes)."""
 
     def __init__(
-        self, indexer: Any, client: Any, judge: str, run_tx: Callable[[Callable[[], Any]], Awaitable[Any]]
+        self, indexer: Any, client: Any, me: str, run_tx: Callable[[Callable[[], Any]], Awaitable[Any]]
     ) -> None:
         self.indexer = indexer
         self.client = client
-        self.judge = judge
+        self.me = me
         self.chain_id = int(client.chain_id)
         self._run_tx = run_tx
+        self._params: Any = None
+
+    @property
+    def params(self) -> Any:
+        """The deployment parameters (read once)."""
+        if self._params is None:
+            self._params = self.client.params()
+        return self._params
+
+    @property
+    def attestation_ttl_s(self) -> int:
+        """How long work can be dueled after it was attested."""
+        return int(self.params.attestation_ttl_s)
+
+    def _state(self, duel: Any) -> DuelState:
+        return duel_state(duel, reveal_window_blocks=self.params.reveal_window_blocks,
+                          appeal_window_blocks=self.params.appeal_window_blocks)
+
+    # ---- reads --------------------------------------------------------------------------------
 
     def block_number(self) -> int:
         """The newest block the indexer has seen (what its duel states are as of)."""
         cursor = self.indexer.cursor()
         return -1 if cursor is None else int(cursor.block_number)
 
-    def my_duels(self) -> Sequence[tuple[DuelRecord, DuelView]]:
-        """Duels in voting with this judge on the panel."""
-        return [(duel_record(d), duel_view(d, self.judge)) for d in self.indexer.duels_judged_by(self.judge)]
+    def duel(self, duel_id: int) -> DuelState | None:
+        """A duel as indexed, or None."""
+        duel = self.indexer.duel(duel_id)
+        return None if duel is None else self._state(duel)
 
-    def key_of(self, address: str) -> bytes | None:
-        """The ed25519 key `address` registered (from the indexer's registry)."""
-        node = self.indexer.node(address)
-        return None if node is None else _bytes32(node.pubkey)
+    def duel_onchain(self, duel_id: int) -> DuelState | None:
+        """A duel as the contract has it now (RPC calls; a past round's windows are unknown here and
+        read as over), or None if there is none."""
+        from ledger.errors import UnknownDuelError
 
-    def commitment_of(self, duel_id: int, vote: int, salt: bytes) -> bytes:
-        """keccak(chain, contract, duel, judge, vote, salt), computed offline like the contract does."""
-        return bytes(self.client.vote_commitment(duel_id, self.judge, vote, salt))
+        try:
+            info = self.client.duel(duel_id)
+        except UnknownDuelError:
+            return None
+        hashes = self.client.duel_hashes(duel_id)
+        p = self.params
+        rounds = []
+        for rnd in info.rounds:
+            current = rnd.round == info.round and info.commit_end_block is not None
+            commit_end = info.commit_end_block if current else -1
+            rounds.append(RoundState(
+                round=rnd.round,
+                seats=tuple(rnd.judges),
+                votes=tuple(int(v) for v in rnd.votes),
+                commit_end=commit_end,
+                reveal_end=commit_end + p.reveal_window_blocks if current else -1,
+            ))
+        status = _STATUS_NAMES[int(info.status)]
+        return DuelState(
+            duel_id=info.duel_id, origin=info.origin, a=info.a, b=info.b, status=status,
+            seed_block=info.seed_block, deadline=info.deadline, request_hash=hashes.request_hash,
+            answer_a_hash=hashes.answer_a_hash, answer_b_hash=hashes.answer_b_hash, rounds=tuple(rounds),
+            published_request=self.client.published_request(duel_id) if status in ACTIVE_STATUSES else None,
+            appeal_window_blocks=p.appeal_window_blocks,
+        )
+
+    def my_seats(self) -> Sequence[tuple[DuelState, DuelView]]:
+        """Every round of an open duel in which this node holds seats, with its view."""
+        out = []
+        for duel in self.indexer.duels_judged_by(self.me, ACTIVE_STATUSES, current_round_only=False):
+            state = self._state(duel)
+            for rnd in state.rounds:
+                if rnd.seats_of(self.me):
+                    out.append((state, duel_view(state, rnd.round, self.me)))
+        return out
+
+    def opened_by_me(self) -> Sequence[DuelState]:
+        """Open duels this node opened."""
+        return [self._state(d) for d in self.indexer.duels_opened_by(self.me)]
+
+    def awaiting_answer(self) -> Sequence[DuelState]:
+        """Every duel awaiting its challenger's answer."""
+        return [self._state(d) for d in self.indexer.duels_awaiting_answer()]
+
+    def as_duelist(self) -> Sequence[DuelState]:
+        """Open duels in which this node is A or the recorded B."""
+        executed = self.indexer.duels_executed_by(self.me, ACTIVE_STATUSES)
+        challenged = self.indexer.duels_with_challenger(self.me, ACTIVE_STATUSES)
+        seen: set[int] = set()
+        out = []
+        for duel in [*executed, *challenged]:
+            if duel.id not in seen:
+                seen.add(duel.id)
+                out.append(self._state(duel))
+        return out
+
+    def open_duel_ids(self) -> set[int]:
+        """Open duels this node is a party of (origin, A or B): whose evidence it must keep."""
+        ids = {d.duel_id for d in self.opened_by_me()}
+        ids.update(d.duel_id for d in self.as_duelist())
+        return ids
+
+    def challenger_of(self, duel_id: int) -> str | None:
+        """Who the contract says the challenger is now (an RPC call)."""
+        found = self.client.challenger_of(duel_id)
+        return None if found is None else str(found)
+
+    def commitment_of(self, duel_id: int, round_: int, vote: int, salt: bytes) -> bytes:
+        """The vote commitment of this judge, computed offline like the contract does."""
+        return bytes(self.client.vote_commitment(duel_id, round_, self.me, vote, salt))
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    async def _tx(self, fn: Callable[[], Any]) -> Any:
+        return await self._run_tx(fn)
+
+    async def open_duel(self, work: WorkAttestation, salt: bytes) -> tuple[int, str]:
+        """openDuel, mined: (duel id, tx hash)."""
+        result = await self._tx(lambda: self.client.open_duel(work, salt))
+        return int(result.duel_id), str(result.tx_hash)
+
+    async def draw_challenger(self, duel_id: int) -> str:
+        """drawChallenger, mined."""
+        return str((await self._tx(lambda: self.client.draw_challenger(duel_id))).tx_hash)
+
+    async def answer_duel(self, duel_id: int, answer: bytes) -> str:
+        """answerDuel, mined."""
+        return str((await self._tx(lambda: self.client.answer_duel(duel_id, answer))).tx_hash)
+
+    async def publish_request(self, duel_id: int, work: WorkAttestation, salt: bytes, request: bytes) -> str:
+        """publishRequest, mined."""
+        return str((await self._tx(lambda: self.client.publish_request(duel_id, work, salt, request))).tx_hash)
+
+    async def draw_judges(self, duel_id: int) -> str:
+        """drawJudges (the appeal round's), mined."""
+        return str((await self._tx(lambda: self.client.draw_judges(duel_id))).tx_hash)
+
+    async def appeal(self, duel_id: int) -> str:
+        """appeal, mined."""
+        return str((await self._tx(lambda: self.client.appeal(duel_id))).tx_hash)
 
     async def commit(self, duel_id: int, commitment: bytes) -> str:
         """commitVote, mined."""
-        result = await self._run_tx(lambda: self.client.commit_vote(duel_id, commitment))
-        return str(result.tx_hash)
+        return str((await self._tx(lambda: self.client.commit_vote(duel_id, commitment))).tx_hash)
 
     async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str:
         """revealVote, mined."""
-        result = await self._run_tx(lambda: self.client.reveal_vote(duel_id, vote, salt))
-        return str(result.tx_hash)
+        return str((await self._tx(lambda: self.client.reveal_vote(duel_id, vote, salt))).tx_hash)
 
     async def settle(self, duel_id: int) -> str:
         """settleDuel, mined."""
-        result = await self._run_tx(lambda: self.client.settle_duel(duel_id))
-        return str(result.tx_hash)
+        return str((await self._tx(lambda: self.client.settle_duel(duel_id))).tx_hash)

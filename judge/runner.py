@@ -1,14 +1,16 @@
-"""The judge's work loop: for every duel this node was drawn to judge, do the next step once.
+"""The judge's work loop: for every seat this node holds on a duel's panel, do the next step once.
 
-One `JudgeRunner.run_once()` pass looks at each duel where this node sits on the panel and acts on
+One `JudgeRunner.run_once()` pass looks at each (duel, round) where this node holds seats and acts on
 `judge.journal.next_step`:
 
-- DECIDE: fetch the evidence from the duel's origin, check it against the on-chain record
-  (`judge.evidence.verify_evidence`), ask the judge model in both A/B orders (`judge.prompt`), and
-  record the vote in the journal. Evidence that does not verify is voted NO_EVIDENCE at once; evidence
-  not served is asked for again on later passes until `commit_margin_blocks` before the commit window
-  closes, then voted NO_EVIDENCE (a majority of those voids the duel: nobody is slashed, DESIGN.md §4
-  "evidence withheld"). A model that fails to answer is an abstention.
+- DECIDE: gather the evidence (the request, A's answer, B's answer) from whoever serves it, each piece
+  checked against the chain's hashes (`judge.evidence.checked_pieces`, done by the gatherer); a piece
+  nobody serves decides the vote by itself (`judge.evidence.evidence_vote`); with every piece in hand,
+  ask the judge model in both A/B orders (`judge.prompt`), with the answers truncated to
+  `int(max_tokens * 1.2)` characters where max_tokens is the request's own. Missing pieces are asked for
+  again on later passes until `commit_margin_blocks` before the commit window closes (a party may not
+  have indexed the draw yet); then the vote is decided with what there is. A model that fails to answer
+  is an abstention. The vote is recorded in the journal, then committed.
 - COMMIT / REVEAL / SETTLE: send the transaction (the journal is advanced only after it is mined, and
   the chain is re-read every pass, so a lost reply or a restart repeats nothing the chain already has).
 
@@ -23,19 +25,23 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from judge.evidence import DuelRecord, Evidence, EvidenceError, verify_evidence
-from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VOTE_NO_EVIDENCE, DuelView, JudgeStep, VoteJournal, next_step
-from judge.prompt import Choice, build_prompt, combine_orders, parse_vote
+from pydantic import ValidationError
 
-__all__ = ["JudgeAction", "JudgeChain", "JudgeRunner", "prompt_text"]
+from judge.evidence import DuelState, EvidencePieces, evidence_vote
+from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, DuelView, JudgeStep, VoteJournal, next_step
+from judge.prompt import Choice, build_prompt, combine_orders, parse_vote
+from ledger.work import WorkError, parse_request_bytes
+from node.protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["JudgeAction", "JudgeChain", "JudgeRunner", "prompt_text", "question_of"]
 
 logger = logging.getLogger(__name__)
 
 JudgeModel = Callable[[str, int | None], Awaitable[str]]
 """Ask the judge's LLM one prompt (with an output budget); returns its reply text."""
 
-EvidenceFetcher = Callable[[DuelRecord], Awaitable[Evidence | None]]
-"""Fetch a duel's evidence from its origin; None when the origin does not serve it."""
+EvidenceGatherer = Callable[[DuelState], Awaitable[EvidencePieces]]
+"""The pieces of a duel's evidence obtainable now, each already checked against the chain's hashes."""
 
 # The judge's reply is one letter; a little room for models that explain first.
 JUDGE_MAX_TOKENS = 16
@@ -50,20 +56,16 @@ class JudgeChain(Protocol):
         """The current block."""
         ...
 
-    def my_duels(self) -> Sequence[tuple[DuelRecord, DuelView]]:
-        """Every duel this node sits on the panel of and that is not over, with this judge's view of it."""
+    def my_seats(self) -> Sequence[tuple[DuelState, DuelView]]:
+        """Every (duel, round) in which this judge holds seats and that is not over, with its view."""
         ...
 
-    def key_of(self, address: str) -> bytes | None:
-        """The ed25519 key `address` registered on-chain."""
-        ...
-
-    def commitment_of(self, duel_id: int, vote: int, salt: bytes) -> bytes:
-        """The commitment this judge submits for (vote, salt)."""
+    def commitment_of(self, duel_id: int, round_: int, vote: int, salt: bytes) -> bytes:
+        """The commitment this judge submits for (vote, salt) in that round."""
         ...
 
     async def commit(self, duel_id: int, commitment: bytes) -> str:
-        """Send commitVote and wait for it to be mined; returns the tx hash."""
+        """Send commitVote (for the duel's current round) and wait for it to be mined; the tx hash."""
         ...
 
     async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str:
@@ -77,9 +79,10 @@ class JudgeChain(Protocol):
 
 @dataclass(frozen=True)
 class JudgeAction:
-    """What one pass did for one duel (for logs, metrics and tests)."""
+    """What one pass did for one seat (for logs, metrics and tests)."""
 
     duel_id: int
+    round: int
     step: JudgeStep
     detail: str = ""
 
@@ -92,101 +95,123 @@ def prompt_text(prompt: Sequence[object] | str) -> str:
                      for m in prompt)
 
 
+def question_of(request: bytes) -> tuple[str, int | None]:
+    """The question text and the output budget (`max_tokens`, as the executors were asked) of a request's
+    canonical bytes; `ValueError` when they are not a request this network serves."""
+    try:
+        kind, body = parse_request_bytes(request)
+        if kind == "chat":
+            chat = ChatCompletionRequest.model_validate(body)
+            return prompt_text(body["messages"]), chat.max_output_tokens
+        completion = CompletionRequest.model_validate(body)
+        return completion.prompt_text, completion.max_output_tokens
+    except (WorkError, ValidationError) as exc:
+        raise ValueError(f"the request is not a valid chat or completion request: {exc}") from None
+
+
 @dataclass
 class JudgeRunner:
     """Runs this node's judging duties (see the module docstring)."""
 
     chain: JudgeChain
     journal: VoteJournal
-    fetch_evidence: EvidenceFetcher
+    gather: EvidenceGatherer
     ask_model: JudgeModel
     settle_grace_blocks: int = 2
     max_tokens: int = JUDGE_MAX_TOKENS  # the judge model's output budget per order
-    # Evidence not served yet is asked for again on later passes, until this many blocks before the commit
-    # window closes; then the judge votes NO_EVIDENCE (the origin may simply not have indexed the draw yet).
+    # Missing evidence is asked for again on later passes, until this many blocks before the commit window
+    # closes; then the judge decides with what it has.
     commit_margin_blocks: int = 2
-    _busy: set[int] = field(default_factory=set, init=False, repr=False)  # duels a pass is acting on now
+    _busy: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)  # seats acted on now
 
-    async def decide(self, record: DuelRecord, last_chance: bool = True) -> tuple[int, str] | None:
-        """The vote for a duel (contract value) and why; None when the evidence is not there yet and this
-        is not the `last_chance` to commit."""
+    async def decide(self, duel: DuelState, last_chance: bool = True) -> tuple[int, str] | None:
+        """The vote for a duel (contract value) and why; None when evidence is still missing and this is
+        not the `last_chance` to commit."""
         try:
-            evidence = await self.fetch_evidence(record)
-        except Exception as exc:  # the origin is down, slow, or answered garbage
-            logger.info("duel %d: evidence not fetched from %s: %s", record.duel_id, record.origin, exc)
-            evidence = None
-        if evidence is None:
-            if not last_chance:
-                return None
-            return VOTE_NO_EVIDENCE, "the origin did not serve the evidence"
+            pieces = await self.gather(duel)
+        except Exception as exc:  # a party is down, slow, or answered garbage: what is missing stays missing
+            logger.info("duel %d: gathering evidence failed: %s", duel.duel_id, exc)
+            pieces = EvidencePieces(duel.duel_id)
+        if not pieces.complete and not last_chance:
+            return None
+        ruled = evidence_vote(pieces)
+        if ruled is not None:
+            return ruled
+        assert pieces.request is not None and pieces.answer_a is not None and pieces.answer_b is not None
         try:
-            verify_evidence(record, evidence, self.chain.key_of, chain_id=self.chain.chain_id)
-        except EvidenceError as exc:
-            return VOTE_NO_EVIDENCE, f"evidence refused: {exc}"
-        prompts = build_prompt(prompt_text(evidence.prompt), evidence.answer_a, evidence.answer_b,
-                               evidence.max_tokens)
+            question, budget = question_of(pieces.request)
+        except ValueError as exc:
+            return VOTE_ABSTAIN, str(exc)
+        prompts = build_prompt(question, pieces.answer_a, pieces.answer_b, budget)
         try:
             first = parse_vote(await self.ask_model(prompts.in_order, self.max_tokens))
             second = parse_vote(await self.ask_model(prompts.swapped, self.max_tokens))
         except Exception as exc:
-            logger.warning("duel %d: the judge model failed: %s", record.duel_id, exc)
+            logger.warning("duel %d: the judge model failed: %s", duel.duel_id, exc)
             return VOTE_ABSTAIN, f"the judge model failed: {exc}"
         choice = combine_orders(first, second)
         vote = {Choice.A: VOTE_A, Choice.B: VOTE_B}.get(choice, VOTE_ABSTAIN)
         return vote, f"in order {first.value}, swapped {second.value}"
 
     async def run_once(self, steps: Collection[JudgeStep] | None = None) -> list[JudgeAction]:
-        """One pass over this node's duels; every step that failed is retried on a later pass.
+        """One pass over this node's seats; every step that failed is retried on a later pass.
 
-        With `steps`, only duels whose next step is one of them are acted on: the node runs DECIDE (which
+        With `steps`, only seats whose next step is one of them are acted on: the node runs DECIDE (which
         waits for its model, maybe behind user requests) in a lane of its own, so a slow decision never
-        holds up another duel's commit or reveal. A duel one lane is acting on is skipped by the other.
+        holds up another duel's commit or reveal. A seat one lane is acting on is skipped by the other.
         """
         actions = []
         block = self.chain.block_number()
-        for record, view in self.chain.my_duels():
-            if record.duel_id in self._busy:
+        settled: set[int] = set()
+        for duel, view in self.chain.my_seats():
+            key = (duel.duel_id, view.round)
+            if key in self._busy:
                 continue
-            entry = self.journal.get(record.duel_id)
+            entry = self.journal.get(*key)
             if entry is not None and view.revealed_vote is not None and entry.state != "revealed":
-                entry = self.journal.mark(record.duel_id, "revealed")  # the chain has it: catch up
+                entry = self.journal.mark(*key, "revealed")  # the chain has it: catch up
             elif entry is not None and view.committed and entry.state == "decided":
-                entry = self.journal.mark(record.duel_id, "committed")
+                entry = self.journal.mark(*key, "committed")
             step = next_step(view, entry, block, settle_grace_blocks=self.settle_grace_blocks)
             if steps is not None and step not in steps:
                 continue
-            self._busy.add(record.duel_id)
+            if step is JudgeStep.SETTLE:
+                if duel.duel_id in settled:
+                    continue  # one settlement per duel, however many rounds this judge sat in
+                settled.add(duel.duel_id)
+            self._busy.add(key)
             try:
-                detail = await self._do(step, record, view, block)
+                detail = await self._do(step, duel, view, block)
             except Exception as exc:  # a reverted or failed tx: the next pass re-reads the chain and retries
-                logger.warning("duel %d: %s failed: %s", record.duel_id, step.value, exc)
+                logger.warning("duel %d round %d: %s failed: %s", duel.duel_id, view.round, step.value, exc)
                 detail = f"failed: {exc}"
             finally:
-                self._busy.discard(record.duel_id)
+                self._busy.discard(key)
             if step not in (JudgeStep.WAIT, JudgeStep.DONE) and detail is not None:
-                actions.append(JudgeAction(record.duel_id, step, detail))
+                actions.append(JudgeAction(duel.duel_id, view.round, step, detail))
         return actions
 
-    async def _do(self, step: JudgeStep, record: DuelRecord, view: DuelView, block: int) -> str | None:
+    async def _do(self, step: JudgeStep, duel: DuelState, view: DuelView, block: int) -> str | None:
         """Carry out `step`; returns what was done, or None when it waits for a later pass."""
-        duel_id = record.duel_id
+        duel_id, round_ = duel.duel_id, view.round
         if step is JudgeStep.DECIDE:
-            decision = await self.decide(record, last_chance=block >= view.commit_end - self.commit_margin_blocks)
+            decision = await self.decide(duel, last_chance=block >= view.commit_end - self.commit_margin_blocks)
             if decision is None:
                 return None
             vote, why = decision
-            decided = self.journal.decide(duel_id, vote, lambda v, s: self.chain.commitment_of(duel_id, v, s))
+            decided = self.journal.decide(duel_id, round_, vote,
+                                          lambda v, s: self.chain.commitment_of(duel_id, round_, v, s))
             tx = await self.chain.commit(duel_id, decided.commitment)
-            self.journal.mark(duel_id, "committed", tx)
+            self.journal.mark(duel_id, round_, "committed", tx)
             return f"voted {decided.vote} ({why}), committed in {tx}"
-        entry = self.journal.get(duel_id)
+        entry = self.journal.get(duel_id, round_)
         if step is JudgeStep.COMMIT and entry is not None:  # next_step commits only a recorded decision
             tx = await self.chain.commit(duel_id, entry.commitment)
-            self.journal.mark(duel_id, "committed", tx)
+            self.journal.mark(duel_id, round_, "committed", tx)
             return f"committed in {tx}"
         if step is JudgeStep.REVEAL and entry is not None:
             tx = await self.chain.reveal(duel_id, entry.vote, entry.salt)
-            self.journal.mark(duel_id, "revealed", tx)
+            self.journal.mark(duel_id, round_, "revealed", tx)
             return f"revealed {entry.vote} in {tx}"
         if step is JudgeStep.SETTLE:
             return f"settled in {await self.chain.settle(duel_id)}"
