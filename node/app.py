@@ -7,8 +7,12 @@ executor's signed `wwwserve` attestation (`node.signing`). Every error leaves in
 a stream had already started.
 
 With a Communication manager the app also serves the peer API (`/peer/probe`, `/peer/delegate`,
-`/peer/voucher`), every message checked as a signed envelope before it runs, and the Dispatcher may hand
-user requests to peers (PoS delegation); a delegated answer streams back with the executor's attestation.
+`/peer/voucher`, `/peer/evidence`), every message checked as a signed envelope before it runs, and the
+Dispatcher may hand user requests to peers (PoS delegation); a delegated answer streams back with the
+executor's attestation. An executor answers every delegated request with a work attestation too
+(`wwwserve_work`, `ledger.work`, signed with its wallet over the origin's inspection commitment) and
+keeps the request and its answer as duel evidence; a node whose wallet is locked cannot sign work and
+takes no delegations.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, request_id_hash
 from node.backends.base import Backend, GenerationRequest
 from node.backends.openai_compat import OpenAIBackend
 from node.envelope import EnvelopeError
@@ -61,7 +66,7 @@ from node.managers.communication import (
     RemoteStream,
 )
 from node.managers.dispatch import Dispatcher, Source
-from node.managers.duel import DuelManager, EvidenceRefusedError, model_asker
+from node.managers.duel import DuelManager, EvidenceRefusedError, model_asker, request_runner
 from node.managers.model import ModelManager
 from node.managers.policy import PolicyManager
 from node.managers.request import LocalStream, RequestManager
@@ -86,7 +91,7 @@ from node.protocol import (
     sse_event,
 )
 from node.settings import NodeSettings, SettingsError
-from node.signing import ResultClaim, SignedResult, check_address, prompt_hash, sha256_text, sign_result
+from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
 
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "create_app"]
 
@@ -99,7 +104,7 @@ EXECUTOR_HEADER = "X-WWWServe-Executor"
 
 ROUTES = (
     "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics",
-    "/peer/probe", "/peer/delegate", "/peer/voucher",
+    "/peer/probe", "/peer/delegate", "/peer/voucher", "/peer/evidence",
 )
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -107,6 +112,13 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 class NodeLedger(Protocol):
     """What the app needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits)."""
+
+    contract_address: str
+
+    @property
+    def has_account(self) -> bool: ...
+
+    def sign_work(self, work: WorkAttestation) -> WorkAttestation: ...
 
     async def start(self) -> None: ...
 
@@ -225,12 +237,51 @@ class _Signer:
         return sign_result(self.key, claim, route=[*route, self.node_address]).to_json()
 
 
+class _WorkSigner:
+    """Builds this node's work attestations (`ledger.work`) over the peers' requests it runs, signed with
+    the operator wallet the Ledger manager holds."""
+
+    def __init__(self, ledger: NodeLedger | None, node_address: str) -> None:
+        self.ledger = ledger
+        self.node_address = check_address(node_address, "node_address")
+
+    @property
+    def ready(self) -> bool:
+        """Whether this node can sign work (an unlocked wallet): without it, it takes no delegations."""
+        return self.ledger is not None and bool(getattr(self.ledger, "has_account", False))
+
+    def sign(
+        self,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str],
+        request_id: str,
+        model: str,
+        text: str,
+        inspect: bytes | None,
+    ) -> WorkAttestation:
+        """This node's signed work over `text`, the answer to `raw_request` as received from `route`."""
+        if self.ledger is None:
+            raise BackendUnavailableError("This node keeps no ledger; it cannot sign work.")
+        work = WorkAttestation(
+            origin=route[0],
+            executor=self.node_address,
+            request_id=request_id_hash(request_id),
+            request_hash=request_hash(kind, raw_request),
+            model_hash=model_hash(model),
+            answer_hash=answer_hash(text),
+            inspect=inspect if inspect is not None else b"\x00" * 32,
+            issued_at=int(time.time()),
+        )
+        return self.ledger.sign_work(work)
+
+
 async def _sse_events(
     stream: LocalStream | RemoteStream,
     *,
     opening: BaseModel | None,
     text_chunk: Callable[[str], BaseModel],
-    finish_chunk: Callable[[FinishReason, dict[str, Any] | None], BaseModel],
+    finish_chunk: Callable[[FinishReason, dict[str, Any]], BaseModel],
     usage_chunk: Callable[[Usage, dict[str, Any]], BaseModel],
     include_usage: bool,
     sign: Callable[[str], dict[str, Any]],
@@ -238,8 +289,9 @@ async def _sse_events(
     """The SSE body of a streamed chat or completion answer; the chunk factories say which.
 
     Text deltas as they come; then the finish chunk, which carries the signed `wwwserve` attestation over
-    the whole output (or the usage chunk does, when the client asked for usage); then [DONE]. A failure
-    after the stream started becomes an OpenAI error event, and the stream is always closed.
+    the whole output (and, to a peer, the `wwwserve_work` attestation) — or the usage chunk does, when the
+    client asked for usage; then [DONE]. `sign(text)` gives those extension fields. A failure after the
+    stream started becomes an OpenAI error event, and the stream is always closed.
     """
     pieces: list[str] = []
     try:
@@ -252,7 +304,7 @@ async def _sse_events(
             if delta.finish_reason is None:
                 continue
             attestation = sign("".join(pieces))
-            yield sse_event(finish_chunk(delta.finish_reason, None if include_usage else attestation))
+            yield sse_event(finish_chunk(delta.finish_reason, {} if include_usage else attestation))
             if include_usage:
                 usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
                 yield sse_event(usage_chunk(usage, attestation))
@@ -270,14 +322,12 @@ async def _sse_events(
 def _duel_manager(
     settings: NodeSettings,
     node_address: str,
-    chain_id: int,
     ledger: Any,
     communication: CommunicationManager | None,
     policy: Policy,
     requests: RequestManager,
     model_manager: ModelManager,
     metrics: Metrics,
-    verify: Callable[..., SignedResult],
 ) -> DuelManager | None:
     """The duel manager when this node can take part in duels: peers, a ledger with a wallet, judging on."""
     if communication is None or not settings.judge.enabled or not getattr(ledger, "has_account", False):
@@ -296,30 +346,32 @@ def _duel_manager(
         # A separate judge: its own OpenAI-compatible endpoint, not this node's backend or queue.
         key = judge.api_key.get_secret_value() if judge.api_key is not None else None
         judge_backend = OpenAIBackend(judge.base_url, models=[judge_model], api_key=key, name="judge")
-        generate: Callable[[GenerationRequest], Awaitable[Any]] = judge_backend.generate
+        ask: Callable[[GenerationRequest], Awaitable[Any]] = judge_backend.generate
         on_close = judge_backend.aclose
     else:
         if judge_model not in served:
             raise SettingsError([f"judge.model: {judge_model!r} is not served by this node (it serves "
                                  f"{', '.join(served)}); set judge.base_url to judge with another endpoint"])
 
-        async def generate(req: GenerationRequest) -> Any:
+        async def ask(req: GenerationRequest) -> Any:
             return await requests.generate(req, source="node")
+
+    async def run(req: GenerationRequest) -> Any:  # the challenger's answer, on this node's own backend
+        return await requests.generate(req, source="node")
 
     return DuelManager(
         my_address=node_address,
-        chain_id=chain_id,
         ledger=ledger,
         communication=communication,
         should_inspect=policy.should_inspect,
         store=EvidenceStore(ledger.data_path("duels"), contract_address=contract),
         journal=VoteJournal(ledger.data_path("votes"), contract_address=contract),
-        ask_model=model_asker(generate, judge_model),
-        verify=verify,
-        k_exec=policy.config.k_exec,
+        ask_model=model_asker(ask, judge_model),
+        run_request=request_runner(run),
         poll_interval_s=judge.poll_interval_s,
         settle_grace_blocks=judge.settle_grace_blocks,
         judge_max_tokens=judge.max_tokens,
+        appeal=judge.appeal,
         count=metrics.count,
         on_close=on_close,
     )
@@ -425,9 +477,9 @@ def create_app(
     )
     signer = _Signer(signing_key, node_address, chain_id)
     api_keys = [key.get_secret_value().encode() for key in server.api_keys]
-    duels = _duel_manager(settings, node_address, chain_id, ledger, communication, policy, requests, model_manager,
-                          metrics, dispatcher.verify_remote)
+    duels = _duel_manager(settings, node_address, ledger, communication, policy, requests, model_manager, metrics)
     dispatcher.duels = duels
+    work_signer = _WorkSigner(ledger, node_address)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -489,8 +541,11 @@ def create_app(
         route: Sequence[str],
         source: Source,
         request_id: str | None = None,
+        inspect: bytes | None = None,
     ) -> Response:
-        """Validate, dispatch (here or a peer) and format one chat or completion request."""
+        """Validate, dispatch (here or a peer) and format one chat or completion request. A peer's request
+        (`route` not empty) is answered with a work attestation too: this node's, signed over `inspect`,
+        if it ran here; the executor's, relayed unchanged, if it went on to another peer."""
         req: ChatCompletionRequest | CompletionRequest
         if kind == "chat":
             req = _validate(ChatCompletionRequest, raw)
@@ -506,8 +561,15 @@ def create_app(
         model = req.model
         rid = request_id
 
+        def own_work(text: str) -> dict[str, Any]:
+            """This node's work over a peer's request it ran itself (kept as evidence too)."""
+            work = work_signer.sign(kind, raw, route, rid, model, text, inspect)
+            if dispatcher.duels is not None:  # (the attribute, not `duels`: tests attach a manager of their own)
+                dispatcher.duels.keep_work(work, kind, raw, text)
+            return work.to_json()
+
         if not req.stream:
-            result, remote = await dispatcher.generate(greq, kind, raw, prompt, route, source)
+            result, remote, work = await dispatcher.generate(greq, kind, raw, prompt, route, source, inspect)
             attestation = (
                 remote.to_json() if remote is not None else signer.sign(rid, prompt, model, result.text, route)
             )
@@ -515,22 +577,25 @@ def create_app(
             build = chat_completion_body if kind == "chat" else completion_body
             body = build(rid, model, result.text, result.finish_reason, result.prompt_tokens,
                          result.completion_tokens, attestation)
+            if route:
+                body["wwwserve_work"] = work.to_json() if work is not None else own_work(result.text)
             return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
 
-        stream, race = await dispatcher.open_stream(greq, kind, raw, prompt, route, source)
+        stream = await dispatcher.open_stream(greq, kind, raw, prompt, route, source, inspect)
 
         def sign(text: str) -> dict[str, Any]:
+            extensions: dict[str, Any] = {}
             if isinstance(stream, RemoteStream):
-                attestation = dispatcher.finish_remote(stream, text, prompt)
-                if race is not None:
-                    race.served(text, attestation)  # the duel opens once the other answer is in
-                return attestation.to_json()
-            return signer.sign(rid, prompt, model, text, route)
-
-        async def close() -> None:
-            await stream.aclose()
-            if race is not None:
-                race.cancel()  # the user went away or the stream failed: the other answer stops too
+                # The text reached the user already: a failed work check keeps it (no duel over it).
+                attestation, work = dispatcher.finish_remote(stream, text, prompt, strict_work=False)
+                extensions["wwwserve"] = attestation.to_json()
+                if route and work is not None:
+                    extensions["wwwserve_work"] = work.to_json()
+            else:
+                extensions["wwwserve"] = signer.sign(rid, prompt, model, text, route)
+                if route:
+                    extensions["wwwserve_work"] = own_work(text)
+            return extensions
 
         created = int(time.time())
         if kind == "chat":
@@ -546,11 +611,10 @@ def create_app(
                 text_chunk=lambda text: chunk(
                     choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]
                 ),
-                finish_chunk=lambda reason, att: chunk(
-                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)],
-                    wwwserve=att,
+                finish_chunk=lambda reason, ext: chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], **ext
                 ),
-                usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
                 include_usage=req.include_usage,
                 sign=sign,
             )
@@ -563,17 +627,17 @@ def create_app(
                 stream,
                 opening=None,
                 text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
-                finish_chunk=lambda reason, att: chunk(
-                    choices=[CompletionChoice(text="", finish_reason=reason)], wwwserve=att
+                finish_chunk=lambda reason, ext: chunk(
+                    choices=[CompletionChoice(text="", finish_reason=reason)], **ext
                 ),
-                usage_chunk=lambda usage, att: chunk(choices=[], usage=usage, wwwserve=att),
+                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
                 include_usage=req.include_usage,
                 sign=sign,
             )
         executor_name = stream.peer.address if isinstance(stream, RemoteStream) else signer.node_address
         return _ClosingStreamingResponse(
             events,
-            on_close=close,
+            on_close=stream.aclose,
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, EXECUTOR_HEADER: executor_name},
         )
@@ -645,7 +709,8 @@ def create_app(
         me = signer.node_address.lower()
         on_route = any(hop.lower() == me for hop in probe.route)
         accept = not on_route and bool(probe.route) and probe.route[-1].lower() == sender.lower()
-        accept = accept and await policy_manager.accept_probe(probe.model)
+        # A node that cannot sign work takes no delegations: its answers could never be dueled.
+        accept = accept and work_signer.ready and await policy_manager.accept_probe(probe.model)
         return JSONResponse({"accept": accept})
 
     async def peer_delegate(request: Request) -> Response:
@@ -658,10 +723,14 @@ def create_app(
             raise InvalidRequestError("This node is already on the route (a cycle).", param="route")
         if len(body.route) > settings.peers.max_hops:
             raise InvalidRequestError(f"The route is longer than {settings.peers.max_hops} hops.", param="route")
+        if not work_signer.ready:
+            raise ProbeDeclinedError("This node cannot sign work attestations (its wallet is locked); it takes "
+                                     "no delegations.")
         model = body.request.get("model")
         if body.accept_check and not (isinstance(model, str) and await policy_manager.accept_probe(model)):
             raise ProbeDeclinedError()
-        return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id)
+        return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id,
+                           inspect=body.inspect_bytes())
 
     app.add_fast_route(PATH_PROBE, peer_probe)
     app.add_fast_route(PATH_DELEGATE, peer_delegate)
@@ -672,13 +741,14 @@ def create_app(
         duel_id = data.get("duel_id")
         if not isinstance(duel_id, int) or isinstance(duel_id, bool) or duel_id < 1:
             raise InvalidRequestError("duel_id must be a positive integer.", param="duel_id")
-        if duels is None:
+        manager = dispatcher.duels
+        if manager is None:
             raise BackendUnavailableError("This node takes no part in duels (judge.enabled is off or no wallet).")
         try:
-            evidence = await asyncio.to_thread(duels.evidence_for, duel_id, sender)
+            pieces = await asyncio.to_thread(manager.evidence_for, duel_id, sender)
         except EvidenceRefusedError as exc:
             raise PeerRejectedError(str(exc), exc.http_status) from None
-        return JSONResponse(evidence.to_json())
+        return JSONResponse(pieces.to_json())
 
     @app.post(PATH_VOUCHER)
     async def peer_voucher(request: Request) -> Response:

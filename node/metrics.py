@@ -58,10 +58,11 @@ def _number(value: float) -> str:
 
 EVENT_COUNTERS: dict[str, str] = {
     "wwwserve_dispatch_decisions_total": "Dispatch decisions for requests, by action (local, offload, queue, retry).",
-    "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified).",
+    "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified, work_invalid).",
     "wwwserve_peer_messages_total": "Peer API messages received, by path and outcome (accepted, rejected).",
-    "wwwserve_duels_total": "Duels this node took part in as origin, by event (opened, second_answered_first, "
-    "open_failed, no_second_executor, judges_drawn, settled).",
+    "wwwserve_duels_total": "Duel steps this node took, by event: as origin (opened, open_failed, unduelable, "
+    "challenger_drawn, request_published, judges_drawn, settled), as challenger (answered, request_missing), "
+    "as duelist (appealed, judges_drawn, settled).",
     "wwwserve_judge_steps_total": "Steps this node took as a duel judge, by step (decide, commit, reveal, settle).",
 }
 """The event counters a node keeps, with their help text; labels come from fixed small sets."""

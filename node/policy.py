@@ -81,7 +81,7 @@ class PolicyConfig(BaseModel):
     queue_frequency: float = Field(default=0.2, ge=0.0, le=1.0)
     # Probability of accepting a peer's probe while idle (dispatcher 0.0, executors 1.0).
     accept_frequency: float = Field(default=0.8, ge=0.0, le=1.0)
-    # Probability that an offloaded request also becomes a duel (reference: 0.1 in experiments).
+    # Probability that a delegated answer is dueled, drawn blind before delegating (reference: 0.1).
     p_inspect: float = Field(default=0.1, ge=0.0, le=1.0)
     # Executors wanted per offload; k_exec + 2 candidates are probed (DESIGN §3).
     k_exec: int = Field(default=1, ge=1, le=8)

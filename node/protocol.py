@@ -7,10 +7,11 @@ this network cannot honour (`n > 1`, `echo`, `logprobs`, image parts, ...) are r
 message instead of being silently dropped; fields OpenAI does not define are ignored, so newer clients
 keep working.
 
-Responses serialize with exactly the OpenAI field names. Two extensions ride along: `wwwserve` on
+Responses serialize with exactly the OpenAI field names. Extensions ride along: `wwwserve` on
 responses and on the final stream chunk (the executor's signed attestation, built by `node.signing`),
-and `wwwserve_nodes` on each model card (how many nodes in the network serve that model). Both are
-omitted when empty, so the official `openai` client sees ordinary objects.
+`wwwserve_work` beside it on answers to peers (the executor's work attestation, `ledger.work`), and
+`wwwserve_nodes` on each model card (how many nodes in the network serve that model). All are omitted
+when empty, so the official `openai` client sees ordinary objects.
 
 The validators raise `PydanticCustomError` with their own error type (not a bare `ValueError`) so the
 message reaches the user verbatim and the error's location is the field itself, never a union branch.
@@ -386,7 +387,7 @@ class ChatCompletionChoice(_ResponseModel):
 class ChatCompletionResponse(_ResponseModel):
     """The body of a non-streamed `POST /v1/chat/completions` answer."""
 
-    _OMIT_IF_NONE = frozenset({"wwwserve"})
+    _OMIT_IF_NONE = frozenset({"wwwserve", "wwwserve_work"})
 
     id: str = Field(default_factory=new_request_id)
     object: Literal["chat.completion"] = "chat.completion"
@@ -396,6 +397,7 @@ class ChatCompletionResponse(_ResponseModel):
     usage: Usage | None = None
     system_fingerprint: str | None = None
     wwwserve: dict[str, Any] | None = None
+    wwwserve_work: dict[str, Any] | None = None
 
 
 class ChatCompletionDelta(_ResponseModel):
@@ -423,7 +425,7 @@ class ChatCompletionChunk(_ResponseModel):
     whose `usage` is set; the final chunk also carries the `wwwserve` attestation.
     """
 
-    _OMIT_IF_NONE = frozenset({"usage", "wwwserve"})
+    _OMIT_IF_NONE = frozenset({"usage", "wwwserve", "wwwserve_work"})
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -433,6 +435,7 @@ class ChatCompletionChunk(_ResponseModel):
     system_fingerprint: str | None = None
     usage: Usage | None = None
     wwwserve: dict[str, Any] | None = None
+    wwwserve_work: dict[str, Any] | None = None
 
 
 class CompletionChoice(_ResponseModel):
@@ -447,7 +450,7 @@ class CompletionChoice(_ResponseModel):
 class CompletionResponse(_ResponseModel):
     """The body of a non-streamed `POST /v1/completions` answer."""
 
-    _OMIT_IF_NONE = frozenset({"wwwserve"})
+    _OMIT_IF_NONE = frozenset({"wwwserve", "wwwserve_work"})
 
     id: str = Field(default_factory=lambda: new_request_id("cmpl"))
     object: Literal["text_completion"] = "text_completion"
@@ -457,6 +460,7 @@ class CompletionResponse(_ResponseModel):
     usage: Usage | None = None
     system_fingerprint: str | None = None
     wwwserve: dict[str, Any] | None = None
+    wwwserve_work: dict[str, Any] | None = None
 
 
 def _answer_body(
@@ -512,7 +516,7 @@ def completion_body(
 class CompletionChunk(_ResponseModel):
     """One SSE event of a streamed legacy completion (OpenAI keeps `object` = "text_completion")."""
 
-    _OMIT_IF_NONE = frozenset({"usage", "wwwserve"})
+    _OMIT_IF_NONE = frozenset({"usage", "wwwserve", "wwwserve_work"})
 
     id: str
     object: Literal["text_completion"] = "text_completion"
@@ -522,6 +526,7 @@ class CompletionChunk(_ResponseModel):
     system_fingerprint: str | None = None
     usage: Usage | None = None
     wwwserve: dict[str, Any] | None = None
+    wwwserve_work: dict[str, Any] | None = None
 
 
 class ModelCard(_ResponseModel):

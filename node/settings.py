@@ -466,10 +466,13 @@ class PeerSettings(_Section):
 
 
 class JudgeSettings(_Section):
-    """Duels and judging (DESIGN.md §4). Whether an offloaded request becomes a duel is `policy.p_inspect`."""
+    """Duels and judging (docs/duels.md). Whether a delegated request becomes a duel is `policy.p_inspect`."""
 
     enabled: bool = Field(
-        default=True, description="Judge the duels this node is drawn for, and open duels as an origin."
+        default=True,
+        description="Take part in duels: open duels as an origin, keep and serve the evidence of this node's "
+        "work, answer as the drawn challenger, judge the rounds it holds seats in, appeal. Off: a node still "
+        "drawn as challenger or judge loses its bond or pays the silent-seat penalty.",
     )
     model: str | None = Field(
         default=None, min_length=1,
@@ -490,7 +493,13 @@ class JudgeSettings(_Section):
     poll_interval_s: PositiveSeconds = Field(default=1.0, description="Seconds between looks at open duels.")
     settle_grace_blocks: int = Field(
         default=2, ge=0, le=10_000,
-        description="Blocks after the reveal window before a judge settles a duel its origin left unsettled.",
+        description="Blocks after a duel can be settled before a judge or duelist settles one its origin left "
+        "unsettled.",
+    )
+    appeal: Literal["split", "never", "always"] = Field(
+        default="split",
+        description="When a duelist that lost the first round appeals (it pays the appeal fee from its credit): "
+        "'split' when that round's revealed A/B votes were not unanimous, 'always', or 'never'.",
     )
 
     @model_validator(mode="after")

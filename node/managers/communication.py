@@ -9,11 +9,15 @@ A peer that fails (refuses the connection, times out, answers garbage or a 5xx, 
 signature does not hold) is banned with exponential backoff: `ban_initial_s`, doubled per consecutive
 failure up to `ban_max_s`; one success clears its record. Banned peers are left out of PoS sampling.
 
-The peer API (served by `node.peer_api`):
+The peer API (served by `node.app`):
 - `POST /peer/probe`     {request_id, model, route}        → {"accept": bool}
-- `POST /peer/delegate`  {request_id, kind, request, route} → the OpenAI SSE stream of the executor's
-  answer (`stream: true` and `include_usage` forced), its final chunk carrying the signed attestation
+- `POST /peer/delegate`  {request_id, kind, request, route, inspect} → the executor's answer: the OpenAI SSE
+  stream (`stream: true` and `include_usage` forced) or one JSON answer, its final chunk (or the answer)
+  carrying the signed result (`wwwserve`) and the executor's work attestation (`wwwserve_work`,
+  `ledger.work.WorkAttestation`, signed with its wallet key over the origin's inspection commitment)
 - `POST /peer/voucher`   a signed fee voucher (`node.managers.ledger.SignedVoucher.to_json()`)
+- `POST /peer/evidence`  {duel_id} → the pieces of a duel's evidence this node holds
+  (`judge.evidence.EvidencePieces`), for the duel's seat holders and (the request only) its challenger
 `RemoteStream` turns a delegated SSE answer back into the `StreamDelta`s the local path produces, so the
 user-facing code treats local and delegated work alike.
 """
@@ -32,7 +36,8 @@ from typing import Any, Literal, NoReturn, Protocol
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
-from judge.evidence import Evidence, EvidenceMalformedError
+from judge.evidence import EvidenceMalformedError, EvidencePieces
+from ledger.work import WorkAttestation, WorkError
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
@@ -109,7 +114,11 @@ class ProbeBody(_Body):
 
 
 class DelegateBody(_Body):
-    """Run this request and stream the answer back; `route` lists the nodes it passed, origin first."""
+    """Run this request and stream the answer back; `route` lists the nodes it passed, origin first.
+
+    `inspect` is the origin's inspection commitment (`ledger.work.inspect_commitment`, hex), which the
+    executor signs into its work attestation unchanged; a request without one is attested with 32 zero
+    bytes (which no salt opens: such work can never be dueled)."""
 
     request_id: str = Field(min_length=1, max_length=256)
     kind: Literal["chat", "completion"]
@@ -118,6 +127,11 @@ class DelegateBody(_Body):
     # Run it only if you would accept a probe for it now (else 409 probe_declined): the first candidate's
     # probe and the delegation in one round trip instead of two.
     accept_check: bool = False
+    inspect: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{64}$")
+
+    def inspect_bytes(self) -> bytes:
+        """The commitment as 32 bytes (zero when the origin sent none)."""
+        return bytes.fromhex(self.inspect[2:]) if self.inspect is not None else b"\x00" * 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +235,10 @@ def _error_from_event(data: Mapping[str, Any]) -> NodeError:
 class RemoteStream:
     """A delegated request's answer, read back from the executor's SSE stream as `StreamDelta`s.
 
-    `attestation` holds the executor's signed result once the final chunk arrived. Iterate it like a
+    `attestation` holds the executor's signed result once the final chunk arrived, `work` its work
+    attestation (None if it sent none: the delegating node then treats it as failed). Iterate it like a
     `LocalStream`; `aclose()` closes the HTTP stream (the executor then aborts its backend's work).
+    `terms` is set by the dispatcher: what the work attestation must say.
     """
 
     def __init__(
@@ -234,6 +250,8 @@ class RemoteStream:
         self.peer = peer
         self.request = request
         self.attestation: SignedResult | None = None
+        self.work: WorkAttestation | None = None
+        self.terms: Any = None  # node.managers.dispatch.WorkTerms
         self._response = response
         self._lines = response.lines()
         self._first: StreamDelta | None = None
@@ -288,6 +306,11 @@ class RemoteStream:
                         self.attestation = SignedResult.from_json(event["wwwserve"])
                     except MalformedSignedResultError as exc:
                         raise self._fail(f"sent a malformed attestation: {exc}") from None
+                if event.get("wwwserve_work") is not None:
+                    try:
+                        self.work = WorkAttestation.from_json(event["wwwserve_work"])
+                    except WorkError as exc:
+                        raise self._fail(f"sent a malformed work attestation: {exc}") from None
                 usage = event.get("usage")
                 choices = event.get("choices") or []
                 for choice in choices:
@@ -352,13 +375,16 @@ class RemoteStream:
 
 @dataclass
 class RemoteAnswer:
-    """A delegated request's whole answer (non-streamed), with the executor's attestation."""
+    """A delegated request's whole answer (non-streamed), with the executor's attestations (`work` is
+    None if it sent none; `terms`, set by the dispatcher, is what that work must say)."""
 
     peer: DirectoryPeer | Peer
     request: GenerationRequest
     result: GenerationResult
     attestation: SignedResult
+    work: WorkAttestation | None = None
     started: bool = False  # nothing reached the user: a failure of this answer can always be re-dispatched
+    terms: Any = None  # node.managers.dispatch.WorkTerms
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,17 +577,20 @@ class CommunicationManager:
                 completion_tokens=int(usage.get("completion_tokens") or 0),
             )
             attestation = SignedResult.from_json(answer["wwwserve"])
+            work_json = answer.get("wwwserve_work")
+            work = None if work_json is None else WorkAttestation.from_json(work_json)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError, MalformedSignedResultError) as exc:
             raise self._failed(peer, f"sent a malformed answer: {exc}") from None
         self.bans.succeed(peer.address)
-        return RemoteAnswer(peer, request, result, attestation)
+        return RemoteAnswer(peer, request, result, attestation, work)
 
-    async def fetch_evidence(self, peer: DirectoryPeer | Peer, duel_id: int) -> Evidence | None:
-        """A duel's evidence from its origin `peer` (this node must be one of the duel's judges).
+    async def fetch_evidence(self, peer: DirectoryPeer | Peer, duel_id: int) -> EvidencePieces | None:
+        """The pieces of a duel's evidence `peer` holds (this node must hold a seat in the duel, or be its
+        challenger, which gets the request only).
 
-        None when the origin does not serve it (refuses, has none, is down); `EvidenceError` when what it
-        serves is malformed. A failing origin is not banned for this: a withheld answer is what the
-        judges' NO_EVIDENCE votes are for.
+        None when the peer does not serve them (refuses, has none, is down); `EvidenceMalformedError`
+        when what it serves is malformed. The caller checks every piece against the chain's hashes. A
+        peer is not banned for this: withheld evidence is what the judges' vote rules are for.
         """
         data, headers = self._sealed(peer.address, PATH_EVIDENCE, {"duel_id": duel_id})
         try:
@@ -580,7 +609,10 @@ class CommunicationManager:
             payload = response.json()
         except ValueError:
             raise EvidenceMalformedError("the evidence is not JSON") from None
-        return Evidence.from_json(payload)
+        pieces = EvidencePieces.from_json(payload)
+        if pieces.duel_id != duel_id:
+            raise EvidenceMalformedError(f"asked for duel {duel_id}, got evidence of duel {pieces.duel_id}")
+        return pieces
 
     def send_voucher_soon(self, peer: DirectoryPeer | Peer, voucher_json: Mapping[str, Any]) -> None:
         """Deliver a fee voucher in the background (off the request path); failures are logged."""

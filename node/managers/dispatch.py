@@ -12,23 +12,47 @@ gets the request over the signed peer API; no acceptor → the policy's fallback
 Nothing here polls: a decision is made the moment a request arrives, and a RETRY waits only
 `retry_delay_s` (paced, not ticked). A delegated answer streams back as a `RemoteStream`; `finish_remote`
 checks the executor's signature against its registered key and the hashes of what was actually relayed,
-then owes the fee to the peer the request was handed to (it pays its own next hop in turn); fees owed
-are paid by one cumulative voucher per peer every `fee_flush_interval_s`.
+and its work attestation (`ledger.work`, signed with its wallet: every field as this node sent or
+relayed the request, the answer hash of the exact text relayed, issued within `WORK_CLOCK_SKEW_S` of
+now), then owes the fee to the peer the request was handed to (it pays its own next hop in turn); fees
+owed are paid by one cumulative voucher per peer every `fee_flush_interval_s`.
+
+Duels (docs/duels.md). Before a user's request is first delegated, the origin draws whether it will duel
+the answer (`Inspection`: `policy.p_inspect`, a random salt) and sends only the commitment with the
+request (`DelegateBody.inspect`); every hop relays it unchanged. The user is always served by the
+executor the dispatcher picked; once its answer is in and checked, a drawn duel is opened in the
+background by the Duel manager (`duels.open_soon`), never on the request path.
 
 Failure: a peer that fails before its first output is banned and the request re-dispatched; for a
 non-streaming request nothing has reached the user yet, so any failure is re-dispatched
-(`Dispatcher.generate`, which also asks the peer for one whole JSON answer instead of a stream); a
-streaming request that already sent text ends with an OpenAI error event.
+(`Dispatcher.generate`, which also asks the peer for one whole JSON answer instead of a stream), a
+missing or wrong work attestation included; a streaming request that already sent text ends with an
+OpenAI error event if its result signature fails, and keeps its text if only its work attestation
+fails (the peer is banned and unpaid, and that answer cannot be dueled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
+from ledger.work import (
+    WorkAttestation,
+    WorkError,
+    answer_hash,
+    check_work,
+    inspect_commitment,
+    model_hash,
+    request_hash,
+    request_id_hash,
+)
 from node.backends.base import GenerationRequest, GenerationResult
 from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutError
 from node.managers.communication import (
@@ -47,10 +71,7 @@ from node.policy import Action
 from node.routing import Peer, candidates_for_delegation, selection_seed
 from node.signing import SignedResult, SigningError, verify_result
 
-if TYPE_CHECKING:  # duel.py imports this module
-    from node.managers.duel import DuelRace
-
-__all__ = ["Dispatcher", "FeeLedger", "Source"]
+__all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +83,110 @@ NO_PEER_WAIT_S = 30.0
 MAX_REDISPATCHES = 8
 """Peers one request may try after failures before the user gets the error."""
 
+WORK_CLOCK_SKEW_S = 60
+"""Most an executor's `issuedAt` may differ from this node's clock."""
+
+ZERO32 = b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The origin's blind draw for one user request: whether it will duel the answer, and the salt that
+    opens its commitment (`ledger.work.inspect_commitment`) on-chain."""
+
+    request_id: bytes  # request_id_hash of the request id
+    wants_duel: bool
+    salt: bytes
+
+    @functools.cached_property
+    def commitment(self) -> bytes:
+        """What travels with the request (`DelegateBody.inspect`)."""
+        return inspect_commitment(self.request_id, self.wants_duel, self.salt)
+
+    @classmethod
+    def draw(cls, request_id: str, wants_duel: bool) -> Inspection:
+        """A fresh inspection with a random salt."""
+        return cls(request_id_hash(request_id), wants_duel, os.urandom(32))
+
+
+class WorkTerms:
+    """What the executor of one request must attest (`ledger.work.WorkAttestation`), as the node that
+    delegates it sent it: origin, request id, request hash, model, inspection commitment.
+
+    Built for every request that may be delegated; the costly parts (the request's canonical hash, the
+    origin's duel draw) are computed only when a delegation actually leaves. `inspection` is the origin's
+    own draw (None on a relaying hop, which only passes the commitment on)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        request_id: str,
+        model: str,
+        origin: str,
+        inspect: bytes | None = None,
+        draw: Callable[[], bool] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.raw_request = raw_request
+        self.request_id = request_id
+        self.model = model
+        self.origin = origin
+        self._inspect = inspect
+        self._draw = draw
+
+    @functools.cached_property
+    def inspection(self) -> Inspection | None:
+        """The origin's draw (made on first use: before the first delegation leaves)."""
+        if self._inspect is not None:
+            return None
+        return Inspection.draw(self.request_id, bool(self._draw()) if self._draw is not None else False)
+
+    @property
+    def inspect(self) -> bytes:
+        """The commitment sent with (or relayed with) the request."""
+        if self._inspect is not None:
+            return self._inspect
+        inspection = self.inspection
+        assert inspection is not None
+        return inspection.commitment
+
+    @functools.cached_property
+    def request_hash(self) -> bytes:
+        """keccak256 of the request's canonical bytes, as relayed."""
+        return request_hash(self.kind, self.raw_request)
+
+    def check(self, work: WorkAttestation | None, executor: str, text: str, *, chain_id: int, contract: str,
+              now_s: float | None = None) -> WorkAttestation:
+        """`work` if it is signed by `executor` and says exactly these terms over `text`; else `WorkError`."""
+        if work is None:
+            raise WorkError("no work attestation")
+        check_work(chain_id, contract, work)  # signed by its executor
+        if work.executor.lower() != executor.lower():
+            raise WorkError(f"work attested by {work.executor}, the result by {executor}")
+        if work.origin.lower() != self.origin.lower():
+            raise WorkError(f"work attested for origin {work.origin}, not {self.origin}")
+        if work.request_id != request_id_hash(self.request_id):
+            raise WorkError("work attested for another request id")
+        if work.request_hash != self.request_hash:
+            raise WorkError("work attested over another request (model, prompt or sampling parameters differ)")
+        if work.model_hash != model_hash(self.model):
+            raise WorkError("work attested for another model")
+        if work.answer_hash != answer_hash(text):
+            raise WorkError("work attested over another answer")
+        if work.inspect != self.inspect:
+            raise WorkError("work attested with another inspection commitment")
+        now = time.time() if now_s is None else now_s
+        if abs(work.issued_at - now) > WORK_CLOCK_SKEW_S:
+            raise WorkError(f"work issued at {work.issued_at}, {work.issued_at - now:+.0f} s from now")
+        return work
+
 
 class FeeLedger(Protocol):
     """What dispatch needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits)."""
+
+    contract_address: str
 
     def pubkey_of(self, address: str) -> bytes | None: ...
 
@@ -127,14 +249,13 @@ class Dispatcher:
         route: Sequence[str] = (),
         avoid: set[str] | None = None,
         streamed: bool = True,
-        race: DuelRace | None = None,
+        terms: WorkTerms | None = None,
     ) -> RemoteStream | RemoteAnswer | None:
         """None: run `greq` here (LOCAL/QUEUE). Otherwise the peer's answer: its primed stream, or (with
-        `streamed=False`) its whole answer.
+        `streamed=False`) its whole answer, with `terms` (what its work attestation must say) attached.
 
         `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
-        peers that failed this request, so a re-dispatch goes elsewhere. With a `race` (a user's whole
-        request that may become a duel), the first delegation races a second executor's (`DuelRace`).
+        peers that failed this request, so a re-dispatch goes elsewhere.
         """
         model = greq.model
         local = self._serves(model)
@@ -145,6 +266,8 @@ class Dispatcher:
             return None
         if not local and model not in comm.network_models():
             raise ModelNotFoundError(model)
+        if terms is None:
+            terms = self.work_terms(greq, kind, raw_request, route)
         loop = asyncio.get_running_loop()
         wait_s = self.requests.request_timeout_s if local else min(NO_PEER_WAIT_S, self.requests.request_timeout_s)
         deadline = loop.time() + wait_s
@@ -160,8 +283,9 @@ class Dispatcher:
             if action in (Action.LOCAL, Action.QUEUE):
                 return None
             if action == Action.OFFLOAD:
-                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed, race)
+                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed, terms)
                 if remote is not None:
+                    remote.terms = terms
                     return remote
                 if local:
                     action = (await self.policy.fallback(model)).action
@@ -177,6 +301,24 @@ class Dispatcher:
                 )
             await asyncio.sleep(self.retry_delay_s)
 
+    def work_terms(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str] = (),
+        inspect: bytes | None = None,
+    ) -> WorkTerms:
+        """The terms of `greq`'s work: on a user's request (empty route) this node is the origin and draws
+        its inspection (with the Duel manager's `should_inspect`, if it takes part in duels); a relaying
+        hop passes on the origin's (`inspect`, 32 zero bytes if it sent none)."""
+        if route:
+            return WorkTerms(kind=kind, raw_request=raw_request, request_id=greq.request_id, model=greq.model,
+                             origin=route[0], inspect=inspect if inspect is not None else ZERO32)
+        draw = self.duels.should_inspect if self.duels is not None else None
+        return WorkTerms(kind=kind, raw_request=raw_request, request_id=greq.request_id, model=greq.model,
+                         origin=self.my_address, draw=draw)
+
     async def _offload(
         self,
         greq: GenerationRequest,
@@ -186,13 +328,11 @@ class Dispatcher:
         routable: Sequence[Peer],
         avoid: set[str],
         streamed: bool,
-        race: DuelRace | None = None,
+        terms: WorkTerms,
     ) -> RemoteStream | RemoteAnswer | None:
         comm = self.communication
         assert comm is not None  # plan() checked
-        # Never a peer a duel's rival asked: it would get this request id a second time.
-        peers = [p for p in routable if p.address.lower() not in avoid and (race is None or
-                                                                             p.address.lower() not in race.asked)]
+        peers = [p for p in routable if p.address.lower() not in avoid]
         if not peers:
             return None
         block_hash = self.ledger.recent_block_hash() if self.ledger is not None else b""
@@ -202,10 +342,11 @@ class Dispatcher:
             return None
         onward = [*route, self.my_address]
         request = streamed_request(raw_request) if streamed else whole_request(raw_request)
+        inspect = "0x" + terms.inspect.hex()  # the origin's draw happens here, before any answer exists
 
         async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | RemoteAnswer | None:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
-                                accept_check=accept_check)
+                                accept_check=accept_check, inspect=inspect)
             try:
                 if streamed:
                     return await comm.open_delegation(peer, body, greq)
@@ -221,17 +362,10 @@ class Dispatcher:
         # The first candidate's probe travels with the request itself (it runs it only if it would have
         # accepted the probe), saving a round trip in the common case; the others are then probed in
         # parallel and the first acceptor in candidate order executes (DESIGN §3).
-        if race is not None:
-            # A possible duel: a second executor (never this first candidate) starts now, and the user
-            # gets whichever answer arrives first (whole and verified, or a stream's first output).
-            race.start(exclude=[*route, candidates[0].address], streamed=streamed)
-            remote = await race.first_of(asyncio.ensure_future(delegate(candidates[0], accept_check=True)))
-        else:
-            remote = await delegate(candidates[0], accept_check=True)
+        remote = await delegate(candidates[0], accept_check=True)
         if remote is not None:
             return remote
-        # A peer running this request's duel copy must not get the same request id a second time.
-        rest = [p for p in candidates[1:] if race is None or p.address.lower() not in race.asked]
+        rest = candidates[1:]
         probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
         probes = [asyncio.ensure_future(comm.probe(peer, probe)) for peer in rest]
         try:
@@ -250,13 +384,40 @@ class Dispatcher:
     # ---- results -------------------------------------------------------------------------------
 
     def finish_remote(
-        self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
-    ) -> SignedResult:
-        """Check a delegated result (`verify_remote`) and pay for it; returns the attestation to pass on."""
-        att = self.verify_remote(stream, output_text, prompt)
+        self,
+        remote: RemoteStream | RemoteAnswer,
+        output_text: str,
+        prompt: Sequence[Mapping[str, Any]] | str,
+        *,
+        strict_work: bool = True,
+    ) -> tuple[SignedResult, WorkAttestation | None]:
+        """Check a delegated result (`verify_remote`) and its work (`verify_work`), pay for it, and (at the
+        origin) open the duel drawn for it; returns the attestations to pass on.
+
+        A result that does not verify raises `PeerFailedError`. So does a work attestation that does not,
+        with `strict_work`; without it (a stream whose text reached the user already) the peer is banned
+        and not paid, and None is returned in place of the work: that answer cannot be dueled.
+        """
+        att = self.verify_remote(remote, output_text, prompt)
+        try:
+            work = self.verify_work(remote, att, output_text)
+        except PeerFailedError:
+            if strict_work:
+                raise
+            logger.warning("%s: the user kept a streamed answer whose work attestation failed; no duel is "
+                           "possible over it", remote.request.request_id)
+            terms = remote.terms
+            if isinstance(terms, WorkTerms) and terms.inspection is not None and terms.inspection.wants_duel:
+                self._count("wwwserve_duels_total", event="unduelable")
+            return att, None
         self._count("wwwserve_delegations_total", outcome="ok")
-        self._pay(stream.peer.address, stream.peer)
-        return att
+        self._pay(remote.peer.address, remote.peer)
+        terms = remote.terms
+        if isinstance(terms, WorkTerms) and self.duels is not None:
+            inspection = terms.inspection
+            if inspection is not None and inspection.wants_duel:
+                self.duels.open_soon(inspection, work, terms.kind, terms.raw_request, output_text)
+        return att, work
 
     def verify_remote(
         self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
@@ -288,6 +449,25 @@ class Dispatcher:
                 comm.bans.fail(peer.address)
             raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
         return att
+
+    def verify_work(self, remote: RemoteStream | RemoteAnswer, att: SignedResult, output_text: str) -> WorkAttestation:
+        """The executor's work attestation of a delegated result, checked against what this node sent
+        (`remote.terms`) and relayed (`output_text`); a peer that fails it is banned and the failure raised
+        as `PeerFailedError`."""
+        terms = remote.terms
+        try:
+            if not isinstance(terms, WorkTerms):
+                raise WorkError("the terms of this delegation are unknown")
+            contract = self.ledger.contract_address if self.ledger is not None else None
+            if contract is None:
+                raise WorkError("no contract to check work attestations against")
+            return terms.check(remote.work, att.executor, output_text, chain_id=self.chain_id, contract=contract)
+        except WorkError as exc:
+            self._count("wwwserve_delegations_total", outcome="work_invalid")
+            if self.communication is not None:
+                self.communication.bans.fail(remote.peer.address)
+            raise PeerFailedError(remote.peer.address, f"work attestation refused: {exc}",
+                                  started=remote.started) from None
 
     def _pay(self, address: str, peer: Any) -> None:
         """Owe `peer` one fee; a voucher covering every fee owed to it leaves within `fee_flush_interval_s`.
@@ -337,21 +517,6 @@ class Dispatcher:
                 await self._flusher
         await self.flush_fees()
 
-    def _race(
-        self,
-        greq: GenerationRequest,
-        kind: Literal["chat", "completion"],
-        raw_request: Mapping[str, Any],
-        prompt: Sequence[Mapping[str, Any]] | str,
-        route: Sequence[str],
-        source: Source,
-    ) -> DuelRace | None:
-        """A duel race for a user's request when this node takes part in duels (a delegated one never)."""
-        if self.duels is None or source != "user" or route:
-            return None
-        race: DuelRace = self.duels.race(greq, kind, raw_request, prompt)
-        return race
-
     async def generate(
         self,
         greq: GenerationRequest,
@@ -360,36 +525,28 @@ class Dispatcher:
         prompt: Sequence[Mapping[str, Any]] | str,
         route: Sequence[str] = (),
         source: Source = "user",
-    ) -> tuple[GenerationResult, SignedResult | None]:
-        """The whole answer, from here or a peer; None as attestation means "sign it yourself".
+        inspect: bytes | None = None,
+    ) -> tuple[GenerationResult, SignedResult | None, WorkAttestation | None]:
+        """The whole answer, from here or a peer, with the executor's attestations (None, None: ran here,
+        "sign it yourself"). `inspect`: the origin's commitment, on a delegated request.
 
         Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
         """
         avoid: set[str] = set()
-        race = self._race(greq, kind, raw_request, prompt, route, source)
-        try:
-            for _ in range(MAX_REDISPATCHES):
-                remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, race=race)
-                if remote is None:
-                    if race is not None:
-                        race.cancel()
-                        race = None
-                    return await self.requests.generate(greq, source=source), None
-                assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
-                try:
-                    attestation = self.finish_remote(remote, remote.result.text, prompt)
-                except PeerFailedError as exc:
-                    logger.info("re-dispatching %s after %s", greq.request_id, exc)
-                    avoid.add(exc.address.lower())
-                    continue
-                if race is not None:
-                    race.served(remote.result.text, attestation)
-                    race = None
-                return remote.result, attestation
-            raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
-        finally:
-            if race is not None:  # failed, cancelled, or ran here: no duel
-                race.cancel()
+        terms = self.work_terms(greq, kind, raw_request, route, inspect)
+        for _ in range(MAX_REDISPATCHES):
+            remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, terms=terms)
+            if remote is None:
+                return await self.requests.generate(greq, source=source), None, None
+            assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
+            try:
+                attestation, work = self.finish_remote(remote, remote.result.text, prompt)
+            except PeerFailedError as exc:
+                logger.info("re-dispatching %s after %s", greq.request_id, exc)
+                avoid.add(exc.address.lower())
+                continue
+            return remote.result, attestation, work
+        raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
 
     async def open_stream(
         self,
@@ -399,23 +556,16 @@ class Dispatcher:
         prompt: Sequence[Mapping[str, Any]] | str,
         route: Sequence[str] = (),
         source: Source = "user",
-    ) -> tuple[LocalStream | RemoteStream, DuelRace | None]:
-        """A primed stream from here or a peer (failures before the first output were re-dispatched), and
-        its duel race, if one was drawn: the caller reports the served answer to it once the stream ended
-        (`DuelRace.served`, after `finish_remote`) and always cancels it when the stream closes."""
-        race = self._race(greq, kind, raw_request, prompt, route, source)
-        try:
-            remote = await self.plan(greq, kind, raw_request, route, set(), race=race)
-            if remote is None:
-                if race is not None:
-                    race.cancel()
-                return await self.requests.open_stream(greq, source=source), None
-        except BaseException:
-            if race is not None:
-                race.cancel()
-            raise
+        inspect: bytes | None = None,
+    ) -> LocalStream | RemoteStream:
+        """A primed stream from here or a peer (failures before the first output were re-dispatched); the
+        caller checks a remote one with `finish_remote(strict_work=False)` when it ends."""
+        terms = self.work_terms(greq, kind, raw_request, route, inspect)
+        remote = await self.plan(greq, kind, raw_request, route, set(), terms=terms)
+        if remote is None:
+            return await self.requests.open_stream(greq, source=source)
         assert isinstance(remote, RemoteStream)
-        return remote, race if race is not None and race.rival is not None else None
+        return remote
 
 
 def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,453 +1,592 @@
-"""Duels, node side (DESIGN.md §4): the origin's part and the judge's part, driven by one loop.
+"""Duels, node side (docs/duels.md): the origin's, the executor's, the challenger's and the judge's parts.
 
-Origin: a user's request that this node delegates becomes a duel with probability `policy.p_inspect`
-(`DuelRace`): when the first delegation leaves, a second executor, drawn by PoS from the peers serving
-the model (never the first candidate, never this node), gets the same request at once. The user gets
-whichever verified answer arrives first (for a streamed request: whichever stream starts first), and the
-other is kept for judging (the served answer is A; a stream not served is read to its end in the
-background). A user who disconnects before the end cancels both. Both answers are signed results. The
-origin then opens the duel on-chain with the question and answer hashes (`judge.evidence.duel_hashes`;
-the contract escrows the duel's fees from its credit), stores the evidence (`judge.store.EvidenceStore`)
-and serves it to the duel's drawn judges only (`/peer/evidence`). Its loop draws the judges once the seed
-block is mined and settles the duel after the reveal window.
+**Origin.** Before a user's request is first delegated the dispatcher draws, blind, whether this node
+will duel the answer (`should_inspect`, `policy.p_inspect`) and sends only the commitment with the
+request (`node.managers.dispatch.Inspection`). The user is always served by the executor A the
+dispatcher picked. When A's answer is in and checked (its work attestation included) and the draw said
+duel, `open_soon` stores the evidence (the request's canonical bytes, A's answer, A's work attestation
+and the inspection salt) and opens the duel on-chain (`openDuel`), in the background. The loop then does
+what only the origin is asked to: draw the challenger a few blocks before the answer deadline if it did
+not show up (so a no-show is punishable), publish the request on-chain if the challenger says it could
+not get it, draw an appeal round's panel, and settle once nothing can change the duel.
 
-Judge: `judge.runner.JudgeRunner` works through the duels this node was drawn for, asking the node's own
-model (`judge.model`, default the first one it serves) or, with `judge.base_url`, a separate
-OpenAI-compatible endpoint (a stronger model than the one served). Its decisions (which wait for that
-model, on a busy node behind user requests) run in a loop of their own, so they never delay a commit or a
-reveal of another duel: the chain's windows are counted in blocks and do not wait.
+**Executor (A).** Every delegated answer carries a work attestation signed with the wallet key (made
+by the app); `keep_work` keeps the request and the answer, so A can serve its own answer to the judges
+whatever the origin does (written in batches off the request path, pruned once no duel can need them).
 
-Everything here is off the request path and never raises into it: a failure is logged and counted
-(`wwwserve_duels_total{event}`) and the duel is simply not opened, or left to the chain's windows.
+**Challenger (B).** The contract draws B. The loop looks at duels awaiting an answer whose seed block is
+mined and asks the contract who the challenger is; if it is this node, it fetches the request from the
+origin (else from A) over the signed peer API, checks it against the duel's requestHash, runs it on its
+own backend as a whole answer with the request's own sampling parameters, keeps it, and commits its hash
+(`answerDuel`) within the answer window. If nobody serves the request it answers the zero hash, and runs
+the request once the origin publishes it on-chain.
+
+**Judge.** `judge.runner.JudgeRunner` works through every round in which the contract gave this node
+seats: the evidence comes from whoever holds each piece (`gather`), checked against the chain; votes are
+committed and revealed, and the duel settled when due. **Appeals**: a duelist that lost round 1 appeals
+by `judge.appeal` ("split": when round 1's revealed A/B votes were not unanimous).
+
+**Evidence** (`/peer/evidence`, `evidence_for`): each node serves what it holds for a duel to the seat
+holders of any of its rounds, and the request alone to its challenger.
+
+Decisions that wait for a model (a judge's verdict, the challenger's answer) run in lanes of their own,
+so they never delay a commit, a reveal or a settlement: the chain's windows are counted in blocks and do
+not wait. Everything here is off the request path and never raises into it: a failure is logged and
+counted (`wwwserve_duels_total{event}`), and the next pass looks again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, TypeVar
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from judge.chain import LedgerJudgeChain
-from judge.evidence import DuelRecord, Evidence, EvidenceError, duel_hashes
-from judge.journal import JudgeStep, VoteJournal
-from judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
-from judge.store import EvidenceStore
-from node.backends.base import GenerationRequest
-from node.managers.communication import (
-    CommunicationManager,
-    DelegateBody,
-    PeerDeclinedError,
-    PeerFailedError,
-    RemoteAnswer,
-    RemoteStream,
+from judge.evidence import (
+    AWAITING_ANSWER,
+    AWAITING_REQUEST,
+    JUDGING,
+    ZERO_HASH,
+    DuelState,
+    EvidenceError,
+    EvidencePieces,
+    checked_pieces,
 )
-from node.managers.dispatch import streamed_request, whole_request
+from judge.journal import DuelView, JudgeStep, VoteJournal
+from judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
+from judge.store import EvidenceStore, StoredEvidence
+from ledger.work import WorkAttestation, answer_hash, duel_id_of, request_bytes
+from node.backends.base import GenerationRequest
+from node.managers.communication import CommunicationManager
+from node.managers.dispatch import Inspection
 from node.protocol import new_request_id
-from node.routing import candidates_for_delegation, selection_seed
-from node.signing import SignedResult
 
-__all__ = ["DuelManager", "EvidenceRefusedError"]
+__all__ = ["APPEAL_POLICIES", "DuelChain", "DuelManager", "EvidenceRefusedError", "model_asker", "request_runner"]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+AppealPolicy = Literal["split", "never", "always"]
+APPEAL_POLICIES: tuple[AppealPolicy, ...] = ("split", "never", "always")
+
+# Rows older than the attestation TTL plus this are pruned unless their duel is open: by then any duel
+# over them was opened long enough ago for the indexer to know it.
+PRUNE_GRACE_S = 120.0
+PRUNE_INTERVAL_S = 60.0
 
 
 class EvidenceRefusedError(Exception):
-    """A peer asked for evidence it may not have (not a judge of that duel) or that this node lacks."""
+    """A peer asked for evidence it may not have (no seat, not the challenger) or that this node lacks."""
 
     def __init__(self, message: str, http_status: int) -> None:
         super().__init__(message)
         self.http_status = http_status
 
 
+class DuelChain(Protocol):
+    """The chain as the Duel manager sees it (`judge.chain.LedgerDuelChain` fits): reads from the indexer
+    (blocking but local; `challenger_of` and `duel_onchain` are RPC calls), writes as mined transactions."""
+
+    chain_id: int
+
+    def block_number(self) -> int: ...
+
+    def duel(self, duel_id: int) -> DuelState | None: ...
+
+    def duel_onchain(self, duel_id: int) -> DuelState | None: ...
+
+    def my_seats(self) -> Sequence[tuple[DuelState, DuelView]]: ...
+
+    def opened_by_me(self) -> Sequence[DuelState]: ...
+
+    def awaiting_answer(self) -> Sequence[DuelState]: ...
+
+    def as_duelist(self) -> Sequence[DuelState]: ...
+
+    def open_duel_ids(self) -> Collection[int]: ...
+
+    @property
+    def attestation_ttl_s(self) -> int: ...
+
+    def challenger_of(self, duel_id: int) -> str | None: ...
+
+    def commitment_of(self, duel_id: int, round_: int, vote: int, salt: bytes) -> bytes: ...
+
+    async def open_duel(self, work: WorkAttestation, salt: bytes) -> tuple[int, str]: ...
+
+    async def draw_challenger(self, duel_id: int) -> str: ...
+
+    async def answer_duel(self, duel_id: int, answer: bytes) -> str: ...
+
+    async def publish_request(self, duel_id: int, work: WorkAttestation, salt: bytes, request: bytes) -> str: ...
+
+    async def draw_judges(self, duel_id: int) -> str: ...
+
+    async def appeal(self, duel_id: int) -> str: ...
+
+    async def commit(self, duel_id: int, commitment: bytes) -> str: ...
+
+    async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str: ...
+
+    async def settle(self, duel_id: int) -> str: ...
+
+
+RequestRunner = Callable[[bytes], Awaitable[str]]
+"""Run a request (its canonical bytes) on this node's backend as a whole answer; returns the text."""
+
+
 class DuelManager:
-    """Opens duels as an origin and judges the duels this node was drawn for (see the module docstring)."""
+    """Every duel duty of one node (see the module docstring)."""
 
     def __init__(
         self,
         *,
         my_address: str,
-        chain_id: int,
         ledger: Any,
         communication: CommunicationManager,
         should_inspect: Callable[[], bool],
         store: EvidenceStore,
         journal: VoteJournal,
         ask_model: JudgeModel,
-        verify: Callable[[RemoteAnswer | RemoteStream, str, Sequence[Mapping[str, Any]] | str], SignedResult],
-        k_exec: int = 1,
+        run_request: RequestRunner,
+        chain: DuelChain | None = None,
         poll_interval_s: float = 1.0,
         settle_grace_blocks: int = 2,
         judge_max_tokens: int = JUDGE_MAX_TOKENS,
-        second_attempts: int = 10,
-        second_retry_s: float = 1.0,
+        appeal: AppealPolicy = "split",
+        draw_margin_blocks: int = 3,
+        answer_margin_blocks: int = 2,
+        attestation_ttl_s: float | None = None,  # default: the contract's ATTESTATION_TTL
+        evidence_flush_s: float = 0.2,
         count: Callable[..., None] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        if appeal not in APPEAL_POLICIES:
+            raise ValueError(f"appeal must be one of {APPEAL_POLICIES}, got {appeal!r}")
         self.my_address = my_address
-        self.chain_id = chain_id
         self.ledger = ledger
         self.communication = communication
         self.should_inspect = should_inspect
         self.store = store
         self.journal = journal
         self.ask_model = ask_model
-        self.verify = verify  # Dispatcher.verify_remote
-        self.k_exec = k_exec
+        self.run_request = run_request
         self.poll_interval_s = poll_interval_s
         self.settle_grace_blocks = settle_grace_blocks
         self.judge_max_tokens = judge_max_tokens
-        self.second_attempts = second_attempts  # rounds of asking for a second executor (all busy: wait, retry)
-        self.second_retry_s = second_retry_s
+        self.appeal_policy = appeal
+        self.draw_margin_blocks = draw_margin_blocks
+        self.answer_margin_blocks = answer_margin_blocks
+        self.attestation_ttl_s = attestation_ttl_s
+        self.evidence_flush_s = evidence_flush_s
+        self._chain = chain
         self._on_close = on_close  # e.g. closes a judge backend of its own
         self._count = count or (lambda *_a, **_k: None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._runner: JudgeRunner | None = None
+        self._me = my_address.lower()
+        self._pending: list[StoredEvidence] = []  # A's evidence not written yet
+        self._flusher: asyncio.Task[None] | None = None
+        self._gathered: dict[int, EvidencePieces] = {}  # judge: verified pieces so far, per duel
+        self._challengers: dict[tuple[int, int], str] = {}  # (duel, seed block) -> challenger
+        self._tried: dict[tuple[int, str], int] = {}  # (duel, action) -> block of the last attempt
+        self._appealed: set[int] = set()
+        self._done: set[tuple[int, str, int, int]] = set()  # (duel, action, deadline, round) mined
+        self._last_prune = 0.0
+
+    # ---- the chain ----------------------------------------------------------------------------
+
+    @property
+    def chain(self) -> DuelChain:
+        """The chain adapter (built on first use: the ledger's indexer and client exist once it started)."""
+        if self._chain is None:
+            from judge.chain import LedgerDuelChain
+
+            self._chain = LedgerDuelChain(self.ledger.indexer, self.ledger.client, self.my_address,
+                                          self.ledger.run_tx)
+        return self._chain
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- origin: opening duels ----------------------------------------------------------------
 
-    async def _open(
-        self,
-        greq: GenerationRequest,
-        prompt: Sequence[Mapping[str, Any]] | str,
-        served: tuple[str, SignedResult],
-        other: tuple[str, SignedResult],
-    ) -> None:
-        """Open the duel on-chain (the answer the user got as A) and store its evidence; never raises."""
-        (first_text, first), (second_text, second_result) = served, other
+    def open_soon(self, inspection: Inspection, work: WorkAttestation, kind: Literal["chat", "completion"],
+                  raw_request: Mapping[str, Any], text: str) -> None:
+        """A's checked answer to a request this node drew to duel: open the duel in the background."""
+        self._spawn(self._open(inspection, work, kind, raw_request, text))
+
+    async def _open(self, inspection: Inspection, work: WorkAttestation, kind: Literal["chat", "completion"],
+                    raw_request: Mapping[str, Any], text: str) -> None:
+        """Store the evidence (first: judges may ask the moment the duel exists), then open the duel."""
         try:
-            question, answer_a, answer_b = duel_hashes(first, second_result)
-            client = self.ledger.client
-            opened = await self.ledger.run_tx(
-                lambda: client.open_duel(first.executor, second_result.executor, question, answer_a, answer_b)
-            )
-            evidence = Evidence(opened.duel_id, prompt, greq.max_tokens, first_text, second_text, first, second_result)
+            duel_id = duel_id_of(self.my_address, work.request_id)
+            evidence = StoredEvidence(duel_id, "origin", request_bytes(kind, raw_request), text, work,
+                                      inspection.salt)
             await asyncio.to_thread(self.store.put, evidence)
+            opened, tx = await self.chain.open_duel(work, inspection.salt)
             self._count("wwwserve_duels_total", event="opened")
-            logger.info("duel %d opened: %s vs %s (tx %s)", opened.duel_id, first.executor, second_result.executor,
-                        opened.tx_hash)
+            logger.info("duel %d opened over %s's answer (tx %s)", opened, work.executor, tx)
         except Exception as exc:  # off the request path: log, count, and leave it
             self._count("wwwserve_duels_total", event="open_failed")
-            logger.warning("a duel for %s was not opened: %s", greq.request_id, exc)
+            logger.warning("a duel over %s's answer was not opened: %s", work.executor, exc)
 
-    async def _second_answer(
-        self,
-        greq: GenerationRequest,
-        kind: str,
-        raw_request: Mapping[str, Any],
-        prompt: Sequence[Mapping[str, Any]] | str,
-        exclude: Collection[str],
-        asked: set[str] | None = None,
-        streamed: bool = False,
-        round_declined: asyncio.Event | None = None,
-    ) -> RemoteAnswer | RemoteStream | None:
-        """An answer from an executor drawn by PoS among the peers not in `exclude`, or None: a verified
-        whole answer (its `attestation` checked), or with `streamed` a primed stream (checked when it
-        ends). Every peer asked is added (lower case) to `asked`; `round_declined` is set once a whole
-        round of candidates declined (from then on, this is a wait for a free peer)."""
-        comm = self.communication
-        request = streamed_request(raw_request) if streamed else whole_request(raw_request)
-        failed: set[str] = set()
-        # Busy peers decline; like the reference (which re-queues the request when no B is found), try
-        # again a few times: the user is not waiting on this.
-        for attempt in range(self.second_attempts):
-            if attempt:
-                await asyncio.sleep(self.second_retry_s)
-            # Read every round: a race adds the served answer's executor to `exclude` once it is known.
-            skip = {address.lower() for address in exclude} | failed
-            peers = [p for p in comm.routable_peers(greq.model) if p.address.lower() not in skip]
-            seed = selection_seed(greq.request_id, self.ledger.recent_block_hash(), 1 + attempt)
-            candidates = candidates_for_delegation(peers, self.my_address, list(exclude), seed, self.k_exec,
-                                                   greq.model)
-            for peer in candidates:
-                if asked is not None:
-                    asked.add(peer.address.lower())
-                body = DelegateBody(request_id=greq.request_id, kind=kind, request=request,  # type: ignore[arg-type]
-                                    route=[self.my_address], accept_check=True)
-                try:
-                    if streamed:
-                        return await comm.open_delegation(peer, body, greq)
-                    answer = await comm.delegate_whole(peer, body, greq)
-                except PeerDeclinedError:
+    # ---- executor: keeping the evidence of its work --------------------------------------------
+
+    def keep_work(self, work: WorkAttestation, kind: Literal["chat", "completion"],
+                  raw_request: Mapping[str, Any], text: str) -> None:
+        """Keep the request and this node's answer for a duel over `work` (none can be opened over work
+        without an inspection commitment); written in batches, off the request path."""
+        if work.inspect == ZERO_HASH:
+            return
+        try:
+            data = request_bytes(kind, raw_request)
+        except Exception as exc:  # the request passed validation: only a bug gets here
+            logger.warning("cannot keep the evidence of %s's work: %s", work.origin, exc)
+            return
+        self._pending.append(StoredEvidence(duel_id_of(work.origin, work.request_id), "a", data, text, work))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.evidence_flush_s)
+        await self.flush_evidence()
+
+    async def flush_evidence(self) -> None:
+        """Write A's pending evidence now (one durable commit)."""
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await asyncio.to_thread(self.store.put_many, batch, replace=True)
+            except Exception as exc:
+                logger.warning("could not keep the evidence of %d answers: %s", len(batch), exc)
+
+    def _stored(self, duel_id: int) -> StoredEvidence | None:
+        for pending in reversed(self._pending):  # not flushed yet
+            if pending.duel_id == duel_id:
+                return pending
+        return self.store.get(duel_id)
+
+    # ---- serving evidence -----------------------------------------------------------------------
+
+    def evidence_for(self, duel_id: int, requester: str) -> EvidencePieces:
+        """What this node holds for a duel: all of it to a seat holder of any round, the request alone to
+        the duel's challenger (blocking: reads the store, the indexer, and the contract when the indexer
+        has not seen the draw yet)."""
+        stored = self._stored(duel_id)
+        if stored is None:
+            raise EvidenceRefusedError(f"this node holds no evidence for duel {duel_id}", 404)
+        who = requester.lower()
+        chain = self.chain
+        known = False
+        for read in (chain.duel, chain.duel_onchain):  # the indexer may lag behind a draw the requester saw
+            try:
+                state = read(duel_id)
+            except Exception as exc:
+                logger.info("duel %d: %s", duel_id, exc)
+                state = None
+            if state is None:
+                continue
+            known = True
+            if any(rnd.seats_of(requester) for rnd in state.rounds):
+                return stored.pieces()
+            challenger = state.b
+            if challenger is None and state.status == AWAITING_ANSWER:
+                challenger = self._challenger(state)
+            if challenger is not None and challenger.lower() == who:
+                return EvidencePieces(duel_id, request=stored.request)
+        if not known:
+            raise EvidenceRefusedError(f"duel {duel_id} is unknown", 404)
+        raise EvidenceRefusedError(f"{requester} holds no seat in duel {duel_id} and is not its challenger", 403)
+
+    def _challenger(self, state: DuelState) -> str | None:
+        """The duel's challenger for its current answer window (an RPC call, cached per seed block)."""
+        key = (state.duel_id, state.seed_block)
+        found = self._challengers.get(key)
+        if found is None:
+            found = self.chain.challenger_of(state.duel_id)
+            if found is not None:
+                self._challengers[key] = found
+        return found
+
+    async def _fetch(self, party: str, duel_id: int) -> EvidencePieces | None:
+        contact = self.ledger.contact(party)
+        if contact is None:
+            return None
+        try:
+            return await self.communication.fetch_evidence(contact, duel_id)
+        except EvidenceError as exc:
+            logger.info("duel %d: %s served malformed evidence: %s", duel_id, party, exc)
+            return None
+
+    async def gather(self, state: DuelState) -> EvidencePieces:
+        """The duel's evidence obtainable now: pieces verified before are kept; the missing ones are asked
+        of every party that may hold them (and the request read from the chain if it was published)."""
+        have = self._gathered.get(state.duel_id, EvidencePieces(state.duel_id))
+        if have.request is None and state.published_request is not None:
+            published, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request),
+                                          "chain")
+            have = have.merged(published)
+        missing = {name for name, value in (("request", have.request), ("answer_a", have.answer_a),
+                                            ("answer_b", have.answer_b)) if value is None}
+        parties = []
+        for party in (state.origin, state.a, state.b):
+            if party is not None and party.lower() != self._me and party not in parties \
+                    and missing & set(state.holds(party)):
+                parties.append(party)
+        results = await asyncio.gather(*(self._fetch(p, state.duel_id) for p in parties), return_exceptions=True)
+        for party, result in zip(parties, results, strict=True):
+            if isinstance(result, EvidencePieces):
+                checked, problems = checked_pieces(state, result, party)
+                for problem in problems:
+                    logger.warning("duel %d: %s served evidence that fails the chain's hashes: %s",
+                                   state.duel_id, party, problem)
+                have = have.merged(checked)
+            elif isinstance(result, BaseException):
+                logger.info("duel %d: evidence from %s: %s", state.duel_id, party, result)
+        self._gathered[state.duel_id] = have
+        return have
+
+    # ---- challenger -----------------------------------------------------------------------------
+
+    async def _challenger_duties(self, block: int) -> None:
+        """Answer, within its window, every duel whose drawn challenger is this node."""
+        for state in self.chain.awaiting_answer():
+            if not state.seed_block < block <= state.deadline or self._me in (state.origin.lower(), state.a.lower()):
+                continue
+            if state.b is not None:
+                if state.b.lower() != self._me:
                     continue
-                except PeerFailedError as exc:
-                    logger.info("duel: %s failed the second copy of %s: %s", peer.address, greq.request_id, exc)
-                    failed.add(peer.address.lower())
+            else:
+                challenger = await asyncio.to_thread(self._challenger, state)
+                if challenger is None or challenger.lower() != self._me:
                     continue
-                try:
-                    # The same check as any delegated answer (no fee voucher: the contract pays duelists).
-                    self.verify(answer, answer.result.text, prompt)  # checks answer.attestation
-                except PeerFailedError as exc:
-                    logger.warning("duel: %s sent an unverifiable second answer: %s", peer.address, exc)
-                    failed.add(peer.address.lower())
-                    continue
-                return answer
-            if round_declined is not None:
-                round_declined.set()
-        logger.info("duel: no second executor took %s", greq.request_id)
+            try:
+                await self._answer(state, block)
+            except Exception as exc:  # the next pass tries again while the window lasts
+                logger.warning("duel %d: answering as challenger failed: %s", state.duel_id, exc)
+
+    async def _request_for(self, state: DuelState) -> bytes | None:
+        """The duel's request bytes, checked against its requestHash: from the chain if published, else
+        from the origin, else from A."""
+        if state.published_request is not None:
+            checked, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request))
+            if checked.request is not None:
+                return checked.request
+        for party in (state.origin, state.a):
+            pieces = await self._fetch(party, state.duel_id)
+            if pieces is None or pieces.request is None:
+                continue
+            checked, problems = checked_pieces(state, EvidencePieces(state.duel_id, request=pieces.request), party)
+            if checked.request is not None:
+                return checked.request
+            logger.warning("duel %d: %s served a request that is not the duel's: %s", state.duel_id, party,
+                           "; ".join(problems))
         return None
 
-    async def _whole(
-        self, answer: RemoteAnswer | RemoteStream, prompt: Sequence[Mapping[str, Any]] | str, checked: bool
-    ) -> tuple[str, SignedResult] | None:
-        """The text and checked attestation of a duel's other answer, or None if it fails or does not
-        verify. A stream is read to its end (and closed); `checked`: a whole answer was verified already."""
+    async def _answer(self, state: DuelState, block: int) -> None:
+        duel_id = state.duel_id
+        stored = await asyncio.to_thread(self.store.get, duel_id)
+        if stored is not None and stored.role == "b" and stored.answer is not None:
+            text = stored.answer  # answered before; the transaction did not make it
+        else:
+            request = await self._request_for(state)
+            if request is None:
+                if block >= state.deadline - self.answer_margin_blocks and state.published_request is None:
+                    tx = await self.chain.answer_duel(duel_id, ZERO_HASH)
+                    self._count("wwwserve_duels_total", event="request_missing")
+                    logger.warning("duel %d: nobody served the request; said so on-chain (tx %s)", duel_id, tx)
+                return
+            text = await self.run_request(request)
+            await asyncio.to_thread(self.store.put, StoredEvidence(duel_id, "b", request, text), replace=True)
+        tx = await self.chain.answer_duel(duel_id, answer_hash(text))
+        self._count("wwwserve_duels_total", event="answered")
+        logger.info("duel %d: answered as challenger (tx %s)", duel_id, tx)
+
+    # ---- origin and duelists --------------------------------------------------------------------
+
+    def _first_try(self, duel_id: int, action: str, block: int) -> bool:
+        """At most one attempt per duel, action and block: a revert is not retried within the same block."""
+        key = (duel_id, action)
+        if self._tried.get(key) == block:
+            return False
+        self._tried[key] = block
+        return True
+
+    async def _act(self, state: DuelState, action: str, block: int, send: Callable[[], Awaitable[str]],
+                   event: str | None = None) -> None:
+        """Send one duty's transaction: once per block while it fails, never again once mined for this step
+        of the duel (the indexer may show the old state for a block or two)."""
+        step = (state.duel_id, action, state.deadline, state.round)
+        if step in self._done or not self._first_try(state.duel_id, action, block):
+            return
         try:
-            if isinstance(answer, RemoteStream):
-                try:
-                    text = "".join([delta.text async for delta in answer])
-                finally:
-                    await answer.aclose()
-            else:
-                text = answer.result.text
-            if isinstance(answer, RemoteAnswer) and checked:
-                return text, answer.attestation
-            return text, self.verify(answer, text, prompt)
-        except Exception as exc:  # off the request path: no duel then
-            logger.warning("duel: the other answer of %s is unusable: %s", answer.request.request_id, exc)
-            return None
+            tx = await send()
+        except Exception as exc:  # e.g. someone else settled first: the indexer will say so
+            logger.info("duel %d: %s: %s", state.duel_id, action, exc)
+            return
+        self._done.add(step)
+        if event is not None:
+            self._count("wwwserve_duels_total", event=event)
+        logger.info("duel %d: %s (tx %s)", state.duel_id, action, tx)
 
-    def race(
-        self,
-        greq: GenerationRequest,
-        kind: str,
-        raw_request: Mapping[str, Any],
-        prompt: Sequence[Mapping[str, Any]] | str,
-    ) -> DuelRace:
-        """A race for one user request (see `DuelRace`); it becomes a duel only if it is offloaded and the
-        policy's `should_inspect` draw says so."""
-        return DuelRace(self, greq, kind, raw_request, prompt)
+    async def _settle_if_due(self, state: DuelState, block: int, grace: int) -> bool:
+        after = state.settle_after()
+        if after is None or block <= after + grace:
+            return False
+        await self._act(state, "settle", block, functools.partial(self.chain.settle, state.duel_id), "settled")
+        return True
 
-    # ---- origin: serving evidence ---------------------------------------------------------------
+    async def _draw_appeal_panel(self, state: DuelState, block: int) -> bool:
+        """Draw round 2's seats once its seed block is mined (the first commit would too, but a judge only
+        knows it holds a seat once they are drawn)."""
+        second = state.round_state(2)
+        if state.status != JUDGING or second is None or second.seats:
+            return False
+        if state.seed_block < block <= second.commit_end:
+            await self._act(state, "draw appeal judges", block, functools.partial(self.chain.draw_judges,
+                                                                                  state.duel_id), "judges_drawn")
+            return True
+        return False
 
-    def evidence_for(self, duel_id: int, requester: str) -> Evidence:
-        """The evidence of a duel this node opened, for one of its drawn judges only (blocking: reads the
-        indexer, and the contract when the indexer has not seen the draw yet)."""
-        me, who = self.my_address.lower(), requester.lower()
-        duel = self.ledger.indexer.duel(duel_id)
-        judges = [seat.judge for seat in duel.judges] if duel is not None else []
-        origin = duel.origin if duel is not None else None
-        if who not in (j.lower() for j in judges):
-            # A judge may have seen the draw before this node's indexer did: ask the contract.
-            try:
-                onchain = self.ledger.client.duel(duel_id)
-            except Exception as exc:
-                raise EvidenceRefusedError(f"duel {duel_id} is unknown here: {exc}", 404) from None
-            origin, judges = onchain.origin, list(onchain.judges)
-        if origin is None or origin.lower() != me:
-            raise EvidenceRefusedError(f"duel {duel_id} was not opened by this node", 404)
-        if who not in (j.lower() for j in judges):
-            raise EvidenceRefusedError(f"{requester} is not a judge of duel {duel_id}", 403)
-        evidence = self.store.get(duel_id)
-        if evidence is None:
-            raise EvidenceRefusedError(f"this node has no evidence for duel {duel_id}", 404)
-        return evidence
+    async def _origin_duties(self, block: int) -> None:
+        """For each open duel this node opened: draw a missing challenger, publish a missing request, draw
+        the appeal panel, settle when due."""
+        chain = self.chain
+        for state in chain.opened_by_me():
+            duel_id = state.duel_id
+            if state.status == AWAITING_ANSWER and state.b is None \
+                    and state.seed_block < block <= state.deadline \
+                    and block >= state.deadline - self.draw_margin_blocks:
+                await self._act(state, "draw challenger", block, functools.partial(chain.draw_challenger, duel_id),
+                                "challenger_drawn")
+            elif state.status == AWAITING_REQUEST and block <= state.deadline:
+                stored = await asyncio.to_thread(self.store.get, duel_id)
+                if stored is None or stored.work is None or stored.salt is None or stored.request is None:
+                    logger.warning("duel %d: the challenger lacks the request and this node has none to "
+                                   "publish", duel_id)
+                    continue
+                publish = functools.partial(chain.publish_request, duel_id, stored.work, stored.salt, stored.request)
+                await self._act(state, "publish request", block, publish, "request_published")
+            elif not await self._draw_appeal_panel(state, block):
+                await self._settle_if_due(state, block, 0)
 
-    async def _fetch_evidence(self, record: DuelRecord) -> Evidence | None:
-        peer = self.ledger.peer(record.origin)
-        if peer is None:
-            return None
-        try:
-            return await self.communication.fetch_evidence(peer, record.duel_id)
-        except EvidenceError as exc:
-            logger.info("duel %d: the origin's evidence is malformed: %s", record.duel_id, exc)
-            return None
+    def _should_appeal(self, state: DuelState, block: int) -> bool:
+        first = state.round_state(1)
+        if state.status != JUDGING or state.round != 1 or first is None or state.duel_id in self._appealed:
+            return False
+        if not first.reveal_end < block <= first.reveal_end + state.appeal_window_blocks:
+            return False
+        votes_a, votes_b = first.tally()
+        no_evidence = sum(1 for v in first.votes if v == 4)
+        if no_evidence * 2 > len(first.seats) or votes_a == votes_b:
+            return False  # void or tie: nothing to appeal
+        loser = state.a if votes_b > votes_a else state.b
+        if loser is None or loser.lower() != self._me or self.appeal_policy == "never":
+            return False
+        return self.appeal_policy == "always" or (votes_a > 0 and votes_b > 0)
+
+    async def _duelist_duties(self, block: int) -> None:
+        """For each open duel this node is a duelist of: appeal a lost first round (by `appeal`), draw the
+        appeal panel, and settle if the origin has not (a duelist's bond stays reserved until then)."""
+        for state in self.chain.as_duelist():
+            if self._should_appeal(state, block):
+                self._appealed.add(state.duel_id)
+                await self._act(state, "appeal", block, functools.partial(self.chain.appeal, state.duel_id),
+                                "appealed")
+            elif not await self._draw_appeal_panel(state, block):
+                await self._settle_if_due(state, block, self.settle_grace_blocks)
+
+    async def _prune(self) -> None:
+        """Forget evidence no duel can need any more (see PRUNE_GRACE_S) and the judge's cached pieces."""
+        now = time.monotonic()
+        if now - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        self._last_prune = now
+        ttl_s = self.attestation_ttl_s
+        if ttl_s is None:
+            ttl_s = float(await asyncio.to_thread(lambda: self.chain.attestation_ttl_s))
+        keep = set(await asyncio.to_thread(self.chain.open_duel_ids))
+        cutoff_ms = int((time.time() - ttl_s - PRUNE_GRACE_S) * 1000)
+        gone = await asyncio.to_thread(self.store.prune, cutoff_ms, keep)
+        if gone:
+            logger.info("pruned the evidence of %d answers no duel can need any more", gone)
+        seated = {state.duel_id for state, _ in self.chain.my_seats()}
+        for duel_id in [d for d in self._gathered if d not in seated]:
+            del self._gathered[duel_id]
+        # What the duties remember of duels that are over (or never were this node's) goes too.
+        live = keep | seated | {state.duel_id for state in self.chain.awaiting_answer()}
+        self._tried = {k: v for k, v in self._tried.items() if k[0] in live}
+        self._done = {k for k in self._done if k[0] in live}
+        self._challengers = {k: v for k, v in self._challengers.items() if k[0] in live}
+        self._appealed &= live
 
     # ---- the loop -------------------------------------------------------------------------------
 
-    async def _origin_duties(self, block: int) -> None:
-        """Draw the judges of my duels once their seed block is mined; settle them after the reveal window."""
-        client = self.ledger.client
-        for duel in self.ledger.indexer.duels_opened_by(self.my_address):
-            try:
-                if duel.status == "awaiting_judges" and block > duel.seed_block:
-                    await self.ledger.run_tx(lambda d=duel.id: client.draw_judges(d))
-                    self._count("wwwserve_duels_total", event="judges_drawn")
-                elif duel.status == "voting" and duel.reveal_end is not None and (
-                    block > duel.reveal_end or all(seat.vote is not None for seat in duel.judges)
-                ):
-                    await self.ledger.run_tx(lambda d=duel.id: client.settle_duel(d))
-                    self._count("wwwserve_duels_total", event="settled")
-            except Exception as exc:  # e.g. someone else settled first: the indexer will say so
-                logger.info("duel %d: %s", duel.id, exc)
-
     def _judge_runner(self) -> JudgeRunner:
-        if self._runner is None:  # built on first use: the ledger's indexer and client exist once it started
-            chain = LedgerJudgeChain(self.ledger.indexer, self.ledger.client, self.my_address, self.ledger.run_tx)
-            self._runner = JudgeRunner(chain, self.journal, self._fetch_evidence, self.ask_model,
-                                       settle_grace_blocks=self.settle_grace_blocks,
-                                       max_tokens=self.judge_max_tokens)
+        if self._runner is None:
+            self._runner = JudgeRunner(self.chain, self.journal, self.gather, self.ask_model,
+                                       settle_grace_blocks=self.settle_grace_blocks, max_tokens=self.judge_max_tokens)
         return self._runner
 
-    async def run_once(self, judge_steps: Collection[JudgeStep] | None = None, origin: bool = True) -> None:
-        """One round of origin duties (with `origin`) and judging (only `judge_steps`, when given)."""
+    async def run_once(self, lane: Literal["chain", "decide", "answer"] = "chain") -> None:
+        """One pass of one lane: "chain" (origin and duelist duties, commits, reveals, settlements),
+        "decide" (the judge's verdicts) or "answer" (the challenger's answers)."""
         runner = self._judge_runner()
-        if origin:
-            await self._origin_duties(runner.chain.block_number())
-        for action in await runner.run_once(judge_steps):
+        block = self.chain.block_number()
+        if block < 0:
+            return
+        if lane == "answer":
+            await self._challenger_duties(block)
+            return
+        if lane == "chain":
+            await self._origin_duties(block)
+            await self._duelist_duties(block)
+            await self._prune()
+        steps = [JudgeStep.DECIDE] if lane == "decide" else [s for s in JudgeStep if s is not JudgeStep.DECIDE]
+        for action in await runner.run_once(steps):
             self._count("wwwserve_judge_steps_total", step=action.step.value)
-            logger.info("judging duel %d: %s %s", action.duel_id, action.step.value, action.detail)
+            logger.info("judging duel %d round %d: %s %s", action.duel_id, action.round, action.step.value,
+                        action.detail)
 
-    async def _loop(self, judge_steps: Collection[JudgeStep], origin: bool) -> None:
+    async def _loop(self, lane: Literal["chain", "decide", "answer"]) -> None:
         while True:
             await asyncio.sleep(self.poll_interval_s)
             try:
-                await self.run_once(judge_steps, origin)
+                await self.run_once(lane)
             except Exception:
-                logger.warning("duel round failed", exc_info=True)
+                logger.warning("duel round (%s) failed", lane, exc_info=True)
 
     def start(self) -> None:
-        """Start the loops: origin duties with the judge's transactions, and the judge's decisions apart (a
-        decision waits for the judge model, maybe behind user requests; commits and reveals must not)."""
+        """Start the lanes: chain duties, the judge's decisions and the challenger's answers apart (those
+        wait for a model, maybe behind user requests; commits, reveals and settlements must not)."""
         if not self._loop_tasks:
             loop = asyncio.get_running_loop()
-            chain_steps = [step for step in JudgeStep if step is not JudgeStep.DECIDE]
-            self._loop_tasks = [loop.create_task(self._loop(chain_steps, origin=True)),
-                                loop.create_task(self._loop([JudgeStep.DECIDE], origin=False))]
+            self._loop_tasks = [loop.create_task(self._loop(lane)) for lane in ("chain", "decide", "answer")]
 
     async def aclose(self) -> None:
-        """Stop the loop; duels being opened get a moment to finish, then the stores close."""
+        """Stop the loops; duels being opened get a moment to finish, A's evidence is written, the stores
+        close."""
         for task in self._loop_tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_evidence()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
         self.store.close()
         self.journal.close()
         if self._on_close is not None:
             await self._on_close()
-
-
-class DuelRace:
-    """Two executors answer one user request at once; the user gets whichever verified answer comes first.
-
-    The dispatcher calls `start` when it delegates the request (the duel draw happens there, so a request
-    run locally never becomes a duel), then `first_of` with its own delegation to the first candidate: it
-    returns the first of the two answers (whole answers, or primed streams: the first to produce output),
-    and the slower one keeps running for the duel. `served` says which answer the user got, once it is
-    whole and checked; the duel opens in the background once the other is in (A = the served answer).
-    `cancel` drops the race unless `served` came first (the request ran locally, failed, or the user went
-    away mid-stream): what still runs is cancelled and an unread stream closed, so the executor stops.
-    """
-
-    def __init__(self, manager: DuelManager, greq: GenerationRequest, kind: str, raw_request: Mapping[str, Any],
-                 prompt: Sequence[Mapping[str, Any]] | str) -> None:
-        self.manager = manager
-        self.greq = greq
-        self.kind = kind
-        self.raw_request = raw_request
-        self.prompt = prompt
-        self.drawn = False
-        self.streamed = False
-        self.rival: asyncio.Task[RemoteAnswer | RemoteStream | None] | None = None
-        self.contender: asyncio.Future[Any] | None = None  # the first candidate's delegation, if the rival won
-        self.rival_won = False
-        self.is_served = False
-        self.asked: set[str] = set()  # peers the rival asked (lower case): the dispatcher must not ask them too
-        self.excluded: set[str] = set()  # peers the rival must not ask: the first candidate, the served executor
-        self.rival_waits = asyncio.Event()  # set once every peer the rival asked in a round declined
-
-    def start(self, exclude: Sequence[str], streamed: bool = False) -> None:
-        """Draw whether this request is a duel (once) and, if so, start the rival, avoiding `exclude`."""
-        if self.drawn:
-            return
-        self.drawn = True
-        if not self.manager.should_inspect():
-            return
-        self.streamed = streamed
-        self.excluded.update(address.lower() for address in exclude)
-        self.rival = asyncio.get_running_loop().create_task(self._rival())
-
-    async def _rival(self) -> RemoteAnswer | RemoteStream | None:
-        try:
-            return await self.manager._second_answer(self.greq, self.kind, self.raw_request, self.prompt,
-                                                     self.excluded, self.asked, streamed=self.streamed,
-                                                     round_declined=self.rival_waits)
-        except Exception as exc:  # off the request path
-            logger.warning("duel: the second copy of %s failed: %s", self.greq.request_id, exc)
-            return None
-
-    async def first_of(self, first: asyncio.Future[T]) -> T | RemoteAnswer | RemoteStream:
-        """The first answer in: `first`'s (the dispatcher's delegation) or the rival's, when the rival's
-        arrives first and `first` has not answered yet."""
-        rival = self.rival
-        if rival is None or self.rival_won:
-            return await first
-        both: set[asyncio.Future[Any]] = {first, rival}
-        try:
-            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            first.cancel()
-            raise
-        if first in done:
-            result = first.result()
-            if result is not None:
-                return result
-            # The first candidate declined or failed: the rival, at work on this request, answers the user
-            # (there is no duel then). Not a rival that is only waiting for a free peer (a round of its
-            # candidates declined): then the dispatcher asks its other candidates now (never the peers the
-            # rival asked, which have seen this request id) and the rival goes on looking for the duel.
-            hunting = asyncio.ensure_future(self.rival_waits.wait())
-            try:
-                await asyncio.wait({rival, hunting}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                hunting.cancel()
-            served = rival.result() if rival.done() and not rival.cancelled() else None
-            if served is None:
-                return result
-            self.rival_won = True
-            return served
-        answer = rival.result()
-        if answer is None:
-            return await first
-        self.rival_won, self.contender = True, first
-        self.manager._count("wwwserve_duels_total", event="second_answered_first")
-        return answer
-
-    def served(self, text: str, attestation: SignedResult) -> None:
-        """The user got the whole answer `text` (checked: `attestation`); open the duel against the other."""
-        if self.rival is None or self.is_served:
-            return
-        self.is_served = True
-        self.excluded.add(attestation.executor.lower())  # a rival still looking must find someone else
-        task = asyncio.get_running_loop().create_task(self._duel_after(text, attestation))
-        self.manager._tasks.add(task)
-        task.add_done_callback(self.manager._tasks.discard)
-
-    async def _duel_after(self, text: str, attestation: SignedResult) -> None:
-        manager = self.manager
-        pending = self.contender if self.rival_won else self.rival
-        try:
-            other = await pending if pending is not None else None
-        except Exception:  # the contender's delegation failed (the rival's never raises)
-            other = None
-        # The rival's whole answer was checked when it came in; the contender's and any stream were not.
-        whole = await manager._whole(other, self.prompt, checked=not self.rival_won) if other is not None else None
-        if whole is None:
-            manager._count("wwwserve_duels_total", event="no_second_executor")
-            return
-        await manager._open(self.greq, self.prompt, (text, attestation), whole)
-
-    def cancel(self) -> None:
-        """No duel after all (unless the user was served already): stop what still runs, close unread streams."""
-        if self.is_served:
-            return
-        for task in (self.rival, self.contender):
-            if task is None:
-                continue
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled() and task.exception() is None \
-                    and isinstance(stream := task.result(), RemoteStream):
-                # Closing is idempotent: the stream the user read, if it is this one, is closed already.
-                closing = asyncio.get_running_loop().create_task(stream.aclose())
-                self.manager._tasks.add(closing)
-                closing.add_done_callback(self.manager._tasks.discard)
 
 
 def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:
@@ -460,3 +599,19 @@ def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: 
         return str(result.text)
 
     return ask
+
+
+def request_runner(generate: Callable[[GenerationRequest], Awaitable[Any]]) -> RequestRunner:
+    """A `RequestRunner` over this node's own backend: the request as its user sent it (model, prompt and
+    sampling parameters), as one whole answer."""
+    from node.managers.request import generation_request
+
+    async def run(data: bytes) -> str:
+        from ledger.work import parse_request_bytes
+
+        kind, body = parse_request_bytes(data)
+        greq, _ = generation_request(kind, body, new_request_id("duel"))
+        result = await generate(greq)
+        return str(result.text)
+
+    return run

@@ -48,6 +48,7 @@ from ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError,
 from ledger.home import wwwserve_home
 from ledger.indexer import AccountInfo, Indexer
 from ledger.tx import TxSender, connect, is_transient
+from ledger.work import WorkAttestation, sign_work
 from node.policy import LoadSnapshot, Policy, stake_change_wei
 from node.routing import Peer, routable_stake_wei
 from node.settings import NodeSettings
@@ -123,6 +124,7 @@ class _View:
 
     peers: Mapping[str, PeerRecord] = field(default_factory=dict)  # active nodes only
     pubkeys: Mapping[str, bytes] = field(default_factory=dict)  # every node that ever registered
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # every node that ever registered
     funds_wei: Mapping[str, int] = field(default_factory=dict)  # registered node -> credit + pending withdrawal
     own: AccountInfo | None = None
     claimed_from_me: Mapping[str, int] = field(default_factory=dict)  # executor -> paid by me under vouchers
@@ -348,11 +350,13 @@ class LedgerManager:
             return view  # no new block since the last view: nothing to rebuild (the GIL is shared with serving)
         peers: dict[str, PeerRecord] = {}
         pubkeys: dict[str, bytes] = {}
+        endpoints: dict[str, str] = {}
         funds: dict[str, int] = {}
         stakes = {entry.address: entry for entry in indexer.stake_table()}
         for node in indexer.nodes(active_only=False):
             pubkey = bytes.fromhex(node.pubkey.removeprefix("0x"))
             pubkeys[node.address] = pubkey
+            endpoints[node.address] = node.endpoint.rstrip("/")
             entry = stakes.get(node.address)
             if entry is not None:
                 funds[node.address] = entry.credit_wei + entry.pending_withdrawal_wei
@@ -391,6 +395,7 @@ class LedgerManager:
         return _View(
             peers=peers,
             pubkeys=pubkeys,
+            endpoints=endpoints,
             funds_wei=funds,
             own=indexer.account(me),
             claimed_from_me=claimed_from_me,
@@ -415,6 +420,16 @@ class LedgerManager:
     def pubkey_of(self, address: str) -> bytes | None:
         """The ed25519 key `address` registered (active or not); None if it never registered."""
         return self._view.pubkeys.get(_checksum_or_none(address) or "")
+
+    def contact(self, address: str) -> Peer | None:
+        """How to reach any node that ever registered (one that left still serves its duel evidence); None
+        if it never did."""
+        checksummed = _checksum_or_none(address) or ""
+        endpoint = self._view.endpoints.get(checksummed)
+        if endpoint is None:
+            return None
+        record = self._view.peers.get(checksummed)
+        return record.routing_peer() if record is not None else Peer(checksummed, 0, frozenset(), endpoint)
 
     def stake_wei(self) -> int:
         """This node's active stake."""
@@ -557,8 +572,15 @@ class LedgerManager:
 
     @property
     def has_account(self) -> bool:
-        """Whether the manager can sign and send transactions."""
+        """Whether the manager can sign and send transactions (and work attestations)."""
         return self._account is not None
+
+    def sign_work(self, work: WorkAttestation) -> WorkAttestation:
+        """`work` (this node's, as executor) signed with the operator wallet for this chain and contract;
+        LedgerAccountMissingError without an account."""
+        if self._account is None:
+            raise LedgerAccountMissingError("signing work needs the operator account; the node has none")
+        return sign_work(self._account, self.chain_id, self.contract_address, work)
 
     # -----------------------------------------------------------------------------------------
     # duels: the chain side of judge.runner and node.managers.duel

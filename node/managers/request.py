@@ -19,13 +19,17 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
 
 from node.backends.base import Backend, GenerationAbortedError, GenerationRequest, GenerationResult, StreamDelta
-from node.errors import OverloadedError, UpstreamTimeoutError
+from node.errors import OverloadedError, UpstreamTimeoutError, from_validation_error
 from node.managers.model import ModelManager
+from node.protocol import ChatCompletionRequest, CompletionRequest
 
-__all__ = ["LocalStream", "RequestManager"]
+__all__ = ["LocalStream", "RequestManager", "generation_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +261,19 @@ async def _abort_quietly(backend: Backend, request_id: str) -> None:
         await backend.abort(request_id)
     except Exception:
         logger.warning("abort of %s on backend %s failed", request_id, backend.name, exc_info=True)
+
+
+def generation_request(
+    kind: str, raw_request: Mapping[str, Any], request_id: str
+) -> tuple[GenerationRequest, Sequence[Mapping[str, Any]] | str]:
+    """The `GenerationRequest` of a raw chat or completion request (validated as the user API does;
+    `InvalidRequestError` says what is wrong) and the prompt its result is signed over (chat messages
+    exactly as sent, or the prompt text)."""
+    try:
+        if kind == "chat":
+            chat = ChatCompletionRequest.model_validate(raw_request)
+            return GenerationRequest.from_chat(chat, request_id), raw_request["messages"]
+        completion = CompletionRequest.model_validate(raw_request)
+        return GenerationRequest.from_completion(completion, request_id), completion.prompt_text
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None

@@ -799,8 +799,8 @@ def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
     settings = load_settings(overrides={"backend": {"kind": "fake", "models": ["served"]}, "judge": judge})
     models = ModelManager([FakeBackend(["served"])])
     policy = DefaultPolicy(PolicyConfig(auto_stake=False), random.Random(0))
-    return _duel_manager(settings, "0x" + "11" * 20, 31337, _JudgeLedger(tmp_path), object(), policy,
-                         object(), models, Metrics(), lambda *a: None)
+    return _duel_manager(settings, "0x" + "11" * 20, _JudgeLedger(tmp_path), object(), policy,
+                         object(), models, Metrics())
 
 
 def test_a_node_can_judge_with_a_separate_endpoint(live: LiveServer, tmp_path: Any) -> None:

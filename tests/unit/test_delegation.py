@@ -1,4 +1,5 @@
-"""PoS delegation between in-process nodes: probes, signed envelopes, relayed attestations, bans, fees.
+"""PoS delegation between in-process nodes: probes, signed envelopes, relayed attestations, work
+attestations and the origin's duel draw, bans, fees.
 
 Several node apps talk over an httpx transport that routes each peer URL to that node's ASGI app (in place
 of the aiohttp client, whose own tests are in tests/unit/test_http.py), with a
@@ -10,24 +11,40 @@ or lies. The same paths over real processes and a real chain are in tests/integr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import socket
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import nacl.signing
 import pytest
 import uvicorn
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
+from ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    duel_id_of,
+    inspect_commitment,
+    recover_work_signer,
+    request_bytes,
+    request_hash,
+    request_id_hash,
+    sign_work,
+)
 from node.app import create_app
 from node.backends.base import Backend
 from node.backends.fake import FakeBackend
 from node.envelope import seal
 from node.http import HttpConnectError, HttpError, HttpResponse
-from node.managers.communication import PATH_DELEGATE, PATH_PROBE, CommunicationManager
+from node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE, CommunicationManager
 from node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
 from node.settings import load_settings
 from node.signing import SignedResult, verify_result
@@ -36,6 +53,7 @@ pytestmark = pytest.mark.anyio
 
 MODEL = "fake-model"
 CHAIN_ID = 31337
+CONTRACT = "0x" + "c0" * 20
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "one two three"}]}
 
 
@@ -60,12 +78,39 @@ class Voucher:
 
 @dataclass
 class FakeLedger:
-    """The registry (shared by all nodes) plus this node's fee book."""
+    """The registry (shared by all nodes) plus this node's fee book and wallet (None: locked).
+
+    `tamper` rewrites each work attestation before it is signed (a lying executor); `forge_with` signs
+    them with another key."""
 
     me: str
     registry: dict[str, Record]
+    account: LocalAccount | None = None
     credit: int = 10**18
     promised: dict[str, int] = field(default_factory=dict)
+    contract_address: str = CONTRACT
+    tamper: Callable[[WorkAttestation], WorkAttestation] | None = None
+    forge_with: LocalAccount | None = None
+    signed: list[WorkAttestation] = field(default_factory=list)
+
+    @property
+    def has_account(self) -> bool:
+        return self.account is not None
+
+    def sign_work(self, work: WorkAttestation) -> WorkAttestation:
+        assert self.account is not None
+        if self.tamper is not None:
+            work = self.tamper(work)
+        if self.forge_with is not None:
+            signature = self.forge_with.unsafe_sign_hash(work.digest(CHAIN_ID, CONTRACT)).signature
+            signed = dataclasses.replace(work, signature=bytes(signature))
+        else:
+            signed = sign_work(self.account, CHAIN_ID, CONTRACT, work)
+        self.signed.append(signed)
+        return signed
+
+    def contact(self, address: str) -> Record | None:
+        return self.registry.get(address)
 
     async def start(self) -> None:
         return None
@@ -98,17 +143,25 @@ class FakeLedger:
 
 
 class Router(httpx.AsyncBaseTransport):
-    """Routes http://<name>/... to the ASGI app registered under <name>; unknown hosts refuse to connect."""
+    """Routes http://<name>/... to the ASGI app registered under <name>; unknown hosts refuse to connect.
+    `rewrite[name]` edits that node's JSON answers on the way out (a peer of another protocol version)."""
 
     def __init__(self) -> None:
         self.apps: dict[str, httpx.ASGITransport] = {}
         self.down: set[str] = set()
+        self.rewrite: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         if host in self.down or host not in self.apps:
             raise httpx.ConnectError(f"connection refused: {host}", request=request)
-        return await self.apps[host].handle_async_request(request)
+        response = await self.apps[host].handle_async_request(request)
+        edit = self.rewrite.get(host)
+        if edit is None or response.headers.get("content-type") != "application/json":
+            return response
+        body = json.loads(await response.aread())
+        return httpx.Response(response.status_code, headers={"content-type": "application/json"},
+                              json=edit(body))
 
 
 class RouterStream:
@@ -199,20 +252,19 @@ class Net:
         models: tuple[str, ...] = (MODEL,),
         max_hops: int = 3,
         policy_obj: Any = None,
+        wallet: bool = True,
     ) -> Node:
         index = len(self.nodes) + 1
-        address = "0x" + f"{index:02x}" * 20
+        account: LocalAccount = Account.from_key(bytes([index]) * 32)
         key = nacl.signing.SigningKey(bytes([index]) * 32)
-        from eth_utils.address import to_checksum_address
-
-        address = to_checksum_address(address)
+        address = account.address
         endpoint = f"http://{name}"
         if self.live:
             sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind(("127.0.0.1", 0))
             endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.registry[address] = Record(address, bytes(key.verify_key), endpoint, frozenset(models), stake_wei)
-        ledger = FakeLedger(address, self.registry)
+        ledger = FakeLedger(address, self.registry, account if wallet else None)
         comm = CommunicationManager(
             my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger,
             http=None if self.live else RouterClient(self.router), probe_timeout_s=1.0, ban_initial_s=30.0,
@@ -223,6 +275,7 @@ class Net:
             "backend": {"kind": "fake", "models": list(models) or ["unused"]},
             "policy": pol,
             "peers": {"fee_wei": 1000, "max_hops": max_hops},
+            "judge": {"enabled": False},  # duel tests attach a manager of their own
         })
         if backends is None:
             backends = [FakeBackend(list(models))] if models else []
@@ -641,139 +694,299 @@ async def test_a_burst_on_a_one_slot_node_spreads_to_peers(net: Net) -> None:
     assert executors.count(a.address) == 1 and executors.count(b.address) == 3, executors
 
 
-# ---- duels: the user gets whichever of two answers comes first -----------------------------------
+# ---- work attestations and the origin's duel draw ----------------------------------------------------
 
 
 class RecordingDuels:
-    """A `DuelManager` with the chain left out: records the duels it would open, and its events."""
+    """A `DuelManager` with the chain left out: records the duels the origin would open (`open_soon`) and
+    the evidence an executor keeps (`keep_work`, into a real store under `tmp`)."""
 
-    def __init__(self, origin: Node, inspect: bool) -> None:
+    def __init__(self, node: Node, inspect: bool, tmp: Path | None = None, chain: Any = None) -> None:
+        from judge.journal import VoteJournal
+        from judge.store import EvidenceStore
         from node.managers.duel import DuelManager
 
         self.events: list[str] = []
-        self.opened: list[tuple[str, str, str, str]] = []
+        self.opened: list[tuple[Any, WorkAttestation, str]] = []  # (inspection, work, text)
+        self.draws = 0
         recorder = self
 
         class Manager(DuelManager):
-            async def _open(self, greq: Any, prompt: Any, served: Any, other: Any) -> None:
-                recorder.opened.append((served[1].executor, other[1].executor, served[0], other[0]))
+            def open_soon(self, inspection: Any, work: WorkAttestation, kind: Any, raw: Any, text: str) -> None:
+                recorder.opened.append((inspection, work, text))
 
+        def draw() -> bool:
+            self.draws += 1
+            return inspect
+
+        folder = tmp or Path("/nonexistent")
+        self.store = EvidenceStore(folder / f"{node.name}-evidence.db", contract_address=CONTRACT) if tmp else None
         self.manager = Manager(
-            my_address=origin.address, chain_id=CHAIN_ID, ledger=origin.ledger, communication=origin.comm,
-            should_inspect=lambda: inspect, store=None, journal=None, ask_model=None,  # type: ignore[arg-type]
-            verify=origin.app.state.dispatcher.verify_remote,
-            count=lambda name, **labels: self.events.append(labels.get("event", name)),
+            my_address=node.address, ledger=node.ledger, communication=node.comm, should_inspect=draw,
+            store=self.store, journal=VoteJournal(folder / f"{node.name}-votes.db", contract_address=CONTRACT)
+            if tmp else None, ask_model=None, run_request=None, chain=chain or object(),  # type: ignore[arg-type]
+            count=lambda name, **labels: self.events.append(labels.get("event", name)), evidence_flush_s=0.0,
         )
-        origin.app.state.dispatcher.duels = self.manager
+        node.app.state.dispatcher.duels = self.manager
 
 
-async def test_a_duel_races_two_executors_and_the_user_gets_the_first_answer(net: Net) -> None:
+def check_work(work: WorkAttestation, *, origin: Node, executor: Node, request_id: str, kind: str,
+               request: dict[str, Any], text: str, inspect: bytes) -> None:
+    """`work` is `executor`'s attestation of `text` as its answer to `request` from `origin`."""
+    assert recover_work_signer(CHAIN_ID, CONTRACT, work) == executor.address == work.executor
+    assert work.origin == origin.address
+    assert work.request_id == request_id_hash(request_id)
+    assert work.request_hash == request_hash(kind, request)
+    assert work.answer_hash == answer_hash(text)
+    assert work.inspect == inspect
+    assert abs(work.issued_at - time.time()) < 10
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_every_delegated_answer_carries_work_signed_over_the_origins_commitment(net: Net, stream: bool) -> None:
     a = net.add("a", policy=DISPATCHER)
-    # Most stake: nearly always the first candidate, so the rival (never the first candidate) wins the race.
-    slow = net.add("slow", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=1.5, words=3)],
-                   stake_wei=100 * 10**18)
-    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9)])
+    b = net.add("b", policy=EXECUTOR)
     duels = RecordingDuels(a, inspect=True)
-    loop = asyncio.get_running_loop()
     async with net.client("a") as client:
-        for i in range(4):
-            started = loop.time()
-            resp = await client.post("/v1/chat/completions", json={**CHAT, "user": f"u{i}"})
-            assert resp.status_code == 200, resp.text
-            assert resp.json()["wwwserve"]["executor"] == fast.address
-            assert loop.time() - started < 1.2  # never waited for the slow answer (1.5 s)
-            deadline = loop.time() + 5
-            while len(duels.opened) <= i and loop.time() < deadline:  # the slow answer is in: both idle again
-                await asyncio.sleep(0.05)
-    # Every duel: the served (fast) answer as A, the slow one, verified, as B.
-    assert [(x, y) for x, y, _, _ in duels.opened] == [(fast.address, slow.address)] * 4
-    assert all(len(x.split()) == 9 and len(y.split()) == 3 for _, _, x, y in duels.opened)
-    assert "second_answered_first" in duels.events  # the rival won the race
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    assert resp.status_code == 200, resp.text
+    if stream:
+        events = sse(resp.text)
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+        final = next(e for e in events[:-1] if e.get("wwwserve"))
+        assert "wwwserve_work" not in final  # the user gets the result signature; the work is the origin's
+        request_id = final["id"]
+    else:
+        body = resp.json()
+        text, request_id = body["choices"][0]["message"]["content"], body["id"]
+        assert "wwwserve_work" not in body
+    [(inspection, work, opened_text)] = duels.opened
+    assert opened_text == text
+    assert inspection.wants_duel and inspection.commitment == inspect_commitment(
+        request_id_hash(request_id), True, inspection.salt)
+    check_work(work, origin=a, executor=b, request_id=request_id, kind="chat", request=CHAT, text=text,
+               inspect=inspection.commitment)
+    assert b.ledger.signed == [work]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_executor_answers_a_peer_with_its_work_and_zero_commitment_without_one(net: Net, stream: bool) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    request = {"model": MODEL, "prompt": "say one", "max_tokens": 5, "temperature": 0.5, "stream": stream}
+    for inspect in (b"\x07" * 32, None):
+        payload: dict[str, Any] = {"request_id": f"req-{inspect is None}", "kind": "completion", "request": request,
+                                   "route": [a.address]}
+        if inspect is not None:
+            payload["inspect"] = "0x" + inspect.hex()
+        body = json.dumps(payload).encode()
+        async with net.client("b") as client:
+            resp = await client.post(PATH_DELEGATE, content=body,
+                                     headers=seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE))
+        assert resp.status_code == 200, resp.text
+        if stream:
+            events = [e for e in sse(resp.text) if isinstance(e, dict)]
+            text = "".join(e["choices"][0]["text"] for e in events if e["choices"])
+            work_json = next(e["wwwserve_work"] for e in events if "wwwserve_work" in e)
+        else:
+            text, work_json = resp.json()["choices"][0]["text"], resp.json()["wwwserve_work"]
+        check_work(WorkAttestation.from_json(work_json), origin=a, executor=b, request_id=payload["request_id"],
+                   kind="completion", request=request, text=text, inspect=inspect or b"\x00" * 32)
+
+
+async def test_the_user_is_served_by_the_first_executor_alone_and_duels_open_only_when_drawn(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    backends = [FakeBackend([MODEL], words=w) for w in (3, 9)]
+    executors = [net.add(name, backends=[backend], policy=EXECUTOR) for name, backend in zip("bc", backends,
+                                                                                               strict=True)]
+    async with net.client("a") as client:
+        for inspect in (False, True):
+            duels = RecordingDuels(a, inspect=inspect)
+            for i in range(4):
+                before = sum(backend.requests_seen for backend in backends)
+                resp = await client.post("/v1/chat/completions", json={**CHAT, "user": f"u{i}"})
+                assert resp.status_code == 200, resp.text
+                assert sum(backend.requests_seen for backend in backends) == before + 1  # one executor, no race
+            assert duels.draws == 4  # one blind draw per delegated request
+            if not inspect:
+                assert duels.opened == []
+                continue
+            assert len(duels.opened) == 4
+            served = {w.executor for _, w, _ in duels.opened}
+            assert served <= {e.address for e in executors}
+            assert len({inspection.salt for inspection, _, _ in duels.opened}) == 4
     await a.app.state.dispatcher.flush_fees()
-    assert a.ledger.promised == {fast.address: 4000}  # only the served answers are paid (the duel pays the other)
+    assert sum(a.ledger.promised.values()) == 8000  # every answer paid, each to its one executor
 
 
-async def test_when_the_first_candidate_fails_the_duels_other_executor_serves_the_user(net: Net) -> None:
-    # Found by CI: the first candidate died while the rival was still answering; the dispatcher then looked
-    # for a third executor among the others only (never the rival's, which runs this request id already),
-    # found none, and ended up running the request on the busy origin's own queue.
-    own = FakeBackend([MODEL])
-    a = net.add("a", policy=DISPATCHER, backends=[own])
-    dead = net.add("dead", policy=EXECUTOR, stake_wei=1000 * 10**18)  # nearly always the first candidate
-    live = net.add("live", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=0.5)])
-    net.router.down.add("dead")
+def _tampered(kind: str) -> tuple[Callable[[WorkAttestation], WorkAttestation] | None, bool]:
+    """(a rewrite of the executor's work, whether it signs with a stranger's key) for each lie."""
+    other = Account.from_key(b"\x77" * 32).address
+    lies: dict[str, Callable[[WorkAttestation], WorkAttestation]] = {
+        # An executor that ran the request with another max_tokens than the origin sent attests another request.
+        "request_hash": lambda w: dataclasses.replace(w, request_hash=request_hash("chat", {**CHAT, "max_tokens": 1})),
+        "answer_hash": lambda w: dataclasses.replace(w, answer_hash=answer_hash("something else")),
+        "origin": lambda w: dataclasses.replace(w, origin=other),
+        "stale": lambda w: dataclasses.replace(w, issued_at=w.issued_at - 3600),
+        "inspect": lambda w: dataclasses.replace(w, inspect=b"\x00" * 32),
+    }
+    if kind == "forged":
+        return None, True
+    return lies.get(kind), False
+
+
+LIES = ["request_hash", "answer_hash", "origin", "stale", "inspect", "forged", "missing"]
+
+
+@pytest.mark.parametrize("lie", LIES)
+async def test_the_origin_refuses_wrong_or_missing_work_bans_the_peer_and_redispatches(net: Net, lie: str) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    liar = net.add("b", policy=EXECUTOR, stake_wei=100 * 10**18)  # nearly always the first candidate
+    honest = net.add("c", policy=EXECUTOR)
+    liar.ledger.tamper, forged = _tampered(lie)
+    if forged:
+        liar.ledger.forge_with = Account.from_key(b"\x66" * 32)
+    if lie == "missing":
+        net.router.rewrite["b"] = lambda body: {k: v for k, v in body.items() if k != "wwwserve_work"}
     duels = RecordingDuels(a, inspect=True)
-    sent = 0
     async with net.client("a") as client:
-        while not a.comm.bans.is_banned(dead.address):  # until dead was drawn first once (then it is banned)
-            assert sent < 10, "dead was never drawn"
-            resp = await client.post("/v1/chat/completions", json={**CHAT, "user": f"u{sent}"})
-            sent += 1
+        for _ in range(3):
+            resp = await client.post("/v1/chat/completions", json=CHAT)
             assert resp.status_code == 200, resp.text
-            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == live.address
-    assert own.requests_seen == 0  # never fell back to the busy origin
-    await asyncio.sleep(0.2)
-    assert duels.opened == []  # one answer only: no duel
+            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == honest.address
+        metrics = (await client.get("/metrics")).text
+    assert a.comm.bans.is_banned(liar.address)
+    assert 'wwwserve_delegations_total{outcome="work_invalid"} 1' in metrics  # then banned: never asked again
+    assert [w.executor for _, w, _ in duels.opened] == [honest.address] * 3  # only checked work is dueled
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {honest.address: 3000}  # the liar is not paid
 
 
-async def test_the_user_never_waits_on_a_duels_other_executor_that_is_only_looking_for_a_free_peer(
-    net: Net,
-) -> None:
-    own = FakeBackend([MODEL])
-    a = net.add("a", policy=DISPATCHER, backends=[own])
-    busy = {"accept_frequency": 0.0}  # every peer declines: the rival keeps looking, a round per 5 s
-    net.add("b", policy=busy, backends=[FakeBackend([MODEL])])
-    net.add("c", policy=busy, backends=[FakeBackend([MODEL])])
+async def test_a_streamed_answer_with_bad_work_reaches_the_user_but_is_never_dueled(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    liar = net.add("b", policy=EXECUTOR)
+    liar.ledger.tamper = lambda w: dataclasses.replace(w, answer_hash=answer_hash("not what was sent"))
     duels = RecordingDuels(a, inspect=True)
-    duels.manager.second_retry_s = 5.0
-    loop = asyncio.get_running_loop()
     async with net.client("a") as client:
-        started = loop.time()
-        resp = await client.post("/v1/chat/completions", json=CHAT)
-        took = loop.time() - started
-    assert resp.status_code == 200, resp.text
-    assert own.requests_seen == 1 and took < 2.5, took  # the origin's fallback, not 5 s behind the rival
-    assert duels.opened == []
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        metrics = (await client.get("/metrics")).text
+    events = sse(resp.text)
+    assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1])
+    final = next(e for e in events[:-1] if e.get("wwwserve"))
+    assert SignedResult.from_json(final["wwwserve"]).executor == liar.address  # the user keeps the text
+    assert duels.opened == []  # but no duel can be opened over it
+    assert 'wwwserve_duels_total{event="unduelable"} 1' in metrics
+    assert a.comm.bans.is_banned(liar.address)
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {}
 
 
-async def test_without_a_duel_draw_one_executor_answers(net: Net) -> None:
+async def test_a_node_without_an_unlocked_wallet_takes_no_delegations(net: Net) -> None:
     a = net.add("a", policy=DISPATCHER)
-    backends = [FakeBackend([MODEL]), FakeBackend([MODEL])]
-    net.add("b", policy=EXECUTOR, backends=[backends[0]])
-    net.add("c", policy=EXECUTOR, backends=[backends[1]])
-    duels = RecordingDuels(a, inspect=False)
+    locked_backend = FakeBackend([MODEL])
+    locked = net.add("b", backends=[locked_backend], policy=EXECUTOR, stake_wei=100 * 10**18, wallet=False)
+    c = net.add("c", policy=EXECUTOR)
+    probe = json.dumps({"request_id": "r", "model": MODEL, "route": [a.address]}).encode()
+    body = json.dumps({"request_id": "r", "kind": "chat", "request": CHAT, "route": [a.address]}).encode()
+    async with net.client("b") as client:
+        resp = await client.post(PATH_PROBE, content=probe,
+                                  headers=seal(a.key, a.address, locked.address, probe, CHAIN_ID, path=PATH_PROBE))
+        assert resp.json() == {"accept": False}
+        resp = await client.post(PATH_DELEGATE, content=body,
+                                 headers=seal(a.key, a.address, locked.address, body, CHAIN_ID, path=PATH_DELEGATE))
+        assert resp.status_code == 409 and resp.json()["error"]["code"] == "probe_declined"
+        assert "wallet" in resp.json()["error"]["message"]
     async with net.client("a") as client:
-        resp = await client.post("/v1/chat/completions", json=CHAT)
-    assert resp.status_code == 200, resp.text
-    await asyncio.sleep(0.2)
-    assert sum(b.requests_seen for b in backends) == 1 and duels.opened == []
+        for _ in range(3):
+            resp = await client.post("/v1/chat/completions", json=CHAT)
+            assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
+    assert locked_backend.requests_seen == 0
+    assert not a.comm.bans.is_banned(locked.address)  # declining is not a fault
 
 
-async def test_a_second_executor_is_asked_again_while_every_peer_declines(net: Net) -> None:
-    from node.backends.base import GenerationRequest
-    from node.managers.communication import PeerDeclinedError
-
+async def test_a_relaying_hop_passes_the_executors_work_on_unchanged(net: Net) -> None:
     a = net.add("a", policy=DISPATCHER)
-    net.add("b", policy=EXECUTOR)
-    manager = RecordingDuels(a, inspect=True).manager
-    manager.second_retry_s = 0.01
-    real = a.comm.delegate_whole
-    calls: list[str] = []
+    b = net.add("b", policy_obj=ForwardingPolicy(), stake_wei=1000 * 10**18)
+    c = net.add("c", policy=EXECUTOR)
+    duels = RecordingDuels(a, inspect=True)
+    request_ids = []
+    async with net.client("a") as client:
+        for stream in (False, True):
+            resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+            assert resp.status_code == 200, resp.text
+            request_ids.append(sse(resp.text)[0]["id"] if stream else resp.json()["id"])
+    assert len(duels.opened) == 2
+    for request_id, (inspection, work, text) in zip(request_ids, duels.opened, strict=True):
+        check_work(work, origin=a, executor=c, request_id=request_id, kind="chat", request=CHAT, text=text,
+                   inspect=inspection.commitment)
+    assert b.ledger.signed == []  # the relay signed no work of its own
 
-    async def busy_at_first(peer: Any, body: Any, greq: Any) -> Any:
-        calls.append(peer.address)
-        if len(calls) <= 2:
-            raise PeerDeclinedError()  # busy: declined the accept check
-        return await real(peer, body, greq)
 
-    a.comm.delegate_whole = busy_at_first  # type: ignore[method-assign]
-    greq = GenerationRequest(request_id="chatcmpl-retry", model=MODEL, messages=CHAT["messages"])
-    answer = await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], [])
-    assert answer is not None and len(calls) == 3 and answer.attestation.executor == calls[-1]
-    calls.clear()
-    manager.second_attempts = 2  # two rounds, both declined: no second executor
-    assert await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], []) is None
-    assert len(calls) == 2
+async def test_an_executor_keeps_the_request_and_its_answer_for_a_duel_over_its_work(
+    net: Net, tmp_path: Path
+) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    origin_duels = RecordingDuels(a, inspect=True)
+    executor_duels = RecordingDuels(b, inspect=False, tmp=tmp_path)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 7, "temperature": 0.3})
+    text = resp.json()["choices"][0]["message"]["content"]
+    [(_, work, _)] = origin_duels.opened
+    await executor_duels.manager.flush_evidence()
+    assert executor_duels.store is not None
+    kept = executor_duels.store.get(duel_id_of(a.address, work.request_id))
+    assert kept is not None and kept.role == "a" and kept.answer == text and kept.work == work
+    assert kept.request == request_bytes("chat", {**CHAT, "max_tokens": 7, "temperature": 0.3})
+    # Work without an inspection commitment can never be dueled: nothing is kept for it.
+    body = json.dumps({"request_id": "plain", "kind": "chat", "request": CHAT, "route": [a.address]}).encode()
+    async with net.client("b") as client:
+        resp = await client.post(PATH_DELEGATE, content=body,
+                                 headers=seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE))
+    assert resp.status_code == 200
+    await executor_duels.manager.flush_evidence()
+    assert executor_duels.store.duel_ids() == [duel_id_of(a.address, work.request_id)]
+
+
+async def test_the_evidence_endpoint_serves_seat_holders_and_the_request_alone_to_the_challenger(
+    net: Net, tmp_path: Path
+) -> None:
+    from judge.evidence import DuelState, EvidencePieces, RoundState
+    from judge.store import StoredEvidence
+
+    origin, executor, challenger = net.add("a"), net.add("b"), net.add("c")
+    judge, stranger = net.add("j"), net.add("s")
+    state = DuelState(duel_id=5, origin=origin.address, a=executor.address, b=challenger.address, status="judging",
+                      seed_block=64, deadline=100, request_hash=request_hash("chat", CHAT),
+                      answer_a_hash=answer_hash("four"), answer_b_hash=answer_hash("five"),
+                      rounds=(RoundState(1, (judge.address,) * 3, (0, 0, 0), 100, 110),))
+
+    class Chain:
+        def duel(self, duel_id: int) -> DuelState | None:
+            return state if duel_id == 5 else None
+
+        duel_onchain = duel
+
+    duels = RecordingDuels(executor, inspect=False, tmp=tmp_path, chain=Chain())
+    assert duels.store is not None
+    duels.store.put(StoredEvidence(5, "a", request_bytes("chat", CHAT), "four"))
+
+    async def ask(asker: Node, duel_id: int = 5) -> httpx.Response:
+        body = json.dumps({"duel_id": duel_id}).encode()
+        headers = seal(asker.key, asker.address, executor.address, body, CHAIN_ID, path=PATH_EVIDENCE)
+        async with net.client("b") as client:
+            return await client.post(PATH_EVIDENCE, content=body, headers=headers)
+
+    served = await ask(judge)
+    assert served.status_code == 200, served.text
+    assert EvidencePieces.from_json(served.json()) == EvidencePieces(5, request_bytes("chat", CHAT), "four", None)
+    to_challenger = await ask(challenger)
+    assert EvidencePieces.from_json(to_challenger.json()) == EvidencePieces(5, request_bytes("chat", CHAT))
+    for refused, status in ((await ask(stranger), 403), (await ask(origin), 403), (await ask(judge, 6), 404)):
+        assert refused.status_code == status and "four" not in refused.text and "error" in refused.json()
+    async with net.client("b") as client:
+        unsigned = await client.post(PATH_EVIDENCE, json={"duel_id": 5})
+    assert unsigned.status_code in (400, 401)
 
 
 async def test_a_request_id_already_running_on_a_peer_is_refused_as_in_flight(net: Net) -> None:
@@ -810,128 +1023,3 @@ def test_a_backend_refuses_a_request_id_it_is_running() -> None:
     assert sum(isinstance(r, RequestInFlightError) for r in results) == 1
     error = next(r for r in results if isinstance(r, RequestInFlightError))
     assert error.http_status == 409 and error.envelope()["error"]["code"] == "request_in_flight"
-
-
-async def test_a_second_executor_found_late_is_never_the_one_that_served_the_user(net: Net) -> None:
-    from node.backends.base import GenerationRequest
-    from node.managers.communication import PeerDeclinedError
-
-    a = net.add("a", policy=DISPATCHER)
-    net.add("b", policy=EXECUTOR)
-    net.add("c", policy=EXECUTOR)
-    manager = RecordingDuels(a, inspect=True).manager
-    manager.second_retry_s = 0.01
-    real = a.comm.delegate_whole
-    calls: list[str] = []
-    excluded: set[str] = set()
-
-    async def both_busy_at_first(peer: Any, body: Any, greq: Any) -> Any:
-        calls.append(peer.address)
-        if len(calls) <= 2:
-            if len(calls) == 1:
-                excluded.add(peer.address.lower())  # meanwhile, this peer served the user's copy
-            raise PeerDeclinedError()
-        return await real(peer, body, greq)
-
-    a.comm.delegate_whole = both_busy_at_first  # type: ignore[method-assign]
-    greq = GenerationRequest(request_id="chatcmpl-late", model=MODEL, messages=CHAT["messages"])
-    answer = await manager._second_answer(greq, "chat", dict(CHAT), CHAT["messages"], excluded)
-    assert answer is not None and answer.attestation.executor != calls[0]
-    assert len(set(calls)) == 2 and calls[2] == answer.attestation.executor
-
-
-# ---- streamed duels: the user gets the stream that starts first ----------------------------------
-
-
-async def _first_text_after(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, list[Any]]:
-    """Seconds to the first text chunk of a streamed answer, and all its events."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    first: float | None = None
-    text = ""
-    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-        assert resp.status_code == 200
-        async for chunk in resp.aiter_text():
-            text += chunk
-            if first is None and '"content":"' in text.replace(": ", ":").replace('"content":""', ""):
-                first = loop.time() - started
-    assert first is not None, text
-    return first, sse(text)
-
-
-async def test_a_streamed_duel_serves_the_stream_that_starts_first(live_net: Net) -> None:
-    net = live_net
-    a = net.add("a", policy=DISPATCHER)
-    # Most stake: nearly always the first candidate, whose first token comes after 1.5 s; the rival
-    # (never the first candidate) starts at once and streams for ~0.5 s.
-    slow = net.add("slow", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=1.5, words=3)],
-                   stake_wei=100 * 10**18)
-    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9, tokens_per_s=20)])
-    duels = RecordingDuels(a, inspect=True)
-    await net.serve()
-    loop = asyncio.get_running_loop()
-    async with net.client("a") as client:
-        for i in range(3):
-            first, events = await _first_text_after(client, {**CHAT, "stream": True, "user": f"u{i}"})
-            assert first < 1.2  # the user never waited for the slow stream's first token (1.5 s)
-            signed = [e for e in events if isinstance(e, dict) and e.get("wwwserve")]
-            assert signed[-1]["wwwserve"]["executor"] == fast.address and events[-1] == "[DONE]"
-            deadline = loop.time() + 5
-            while len(duels.opened) <= i and loop.time() < deadline:  # the slow stream is read to its end
-                await asyncio.sleep(0.05)
-    # Every duel: the served (fast) stream as A, the slow one, read whole and verified, as B.
-    assert [(x, y) for x, y, _, _ in duels.opened] == [(fast.address, slow.address)] * 3
-    assert all(len(x.split()) == 9 and len(y.split()) == 3 for _, _, x, y in duels.opened)
-    assert "second_answered_first" in duels.events
-    await a.app.state.dispatcher.flush_fees()
-    assert a.ledger.promised == {fast.address: 3000}  # only the served streams are paid
-
-
-async def running(backends: list[FakeBackend]) -> list[int]:
-    return [(await b.load()).running for b in backends]
-
-
-async def test_a_user_leaving_a_streamed_duel_stops_both_executors(live_net: Net) -> None:
-    net = live_net
-    a = net.add("a", policy=DISPATCHER)
-    # Two executors streaming 60 words at 10 words/s: both run for ~6 s unless stopped.
-    backends = [FakeBackend([MODEL], words=60, tokens_per_s=10) for _ in range(2)]
-    net.add("b", policy=EXECUTOR, backends=[backends[0]])
-    net.add("c", policy=EXECUTOR, backends=[backends[1]])
-    duels = RecordingDuels(a, inspect=True)
-    await net.serve()
-    loop = asyncio.get_running_loop()
-    async with net.client("a") as client:
-        async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
-            assert resp.status_code == 200
-            deadline = loop.time() + 3
-            async for _ in resp.aiter_text():  # both copies running, text reaching the user: leave
-                if await running(backends) == [1, 1] or loop.time() > deadline:
-                    break
-            assert await running(backends) == [1, 1] and [b.requests_seen for b in backends] == [1, 1]
-        left = loop.time()
-        while any(await running(backends)) and loop.time() < left + 3:
-            await asyncio.sleep(0.05)
-    assert await running(backends) == [0, 0]  # both stopped long before their 6 s
-    assert loop.time() - left < 3
-    await asyncio.sleep(0.3)
-    assert duels.opened == [] and "no_second_executor" not in duels.events  # no duel: nothing was served
-
-
-async def test_a_streamed_duels_other_answer_dying_midway_opens_no_duel(live_net: Net) -> None:
-    net = live_net
-    a = net.add("a", policy=DISPATCHER)
-    net.add("dying", policy=EXECUTOR, backends=[FakeBackend([MODEL], latency_s=0.5, words=9, fail_after_words=2)],
-            stake_wei=100 * 10**18)
-    fast = net.add("fast", policy=EXECUTOR, backends=[FakeBackend([MODEL], words=9)])
-    duels = RecordingDuels(a, inspect=True)
-    await net.serve()
-    async with net.client("a") as client:
-        _, events = await _first_text_after(client, {**CHAT, "stream": True})
-    signed = [e for e in events if isinstance(e, dict) and e.get("wwwserve")]
-    assert signed[-1]["wwwserve"]["executor"] == fast.address and events[-1] == "[DONE]"  # the user is unaffected
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while "no_second_executor" not in duels.events and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert duels.opened == [] and "no_second_executor" in duels.events
