@@ -1,66 +1,170 @@
-"""Shared harness for the WWWServe contract unit tests (titanoboa, in-process py-evm).
+"""Shared harness for the WWWServe contract tests (titanoboa, in-process py-evm).
 
-One compile per session (boa caches it on disk too), one deployment per test module, and a chain
-snapshot around every test (`boa.env.anchor()`), so tests are independent and fast.
+The ledger is two contracts: `WWWServeExt` (deployed first) and `WWWServe` (deployed with the
+extension's address; it delegatecalls the extension for every selector it does not export). Tests
+talk to WWWServe's address through one handle with the merged ABI (`contracts.merge_abis`), as
+clients do; `Deployment` also keeps both contracts' own boa objects.
+
+One compile per session, one deployment per test module, and a chain snapshot around every test
+(`boa.env.anchor()`), so tests are independent and fast.
 
 Chain control is explicit: boa does not advance the block per transaction, so tests call `mine()`
-(block number only) and `advance()` (timestamp only). `blockhash()` is 0 in plain boa; `mine()`
-keeps `prev_hashes` filled with `fake_blockhash(n)` so every seed block has a distinct, known hash
-that `ledger.model` can use to predict the draw.
+(block number only) and `advance()` (timestamp only). BLOCKHASH is 0 in plain boa; `mine()` keeps
+`prev_hashes` filled with `fake_blockhash(n)`, so every seed block has a distinct, known hash that
+`ledger.model` uses to predict draws.
+
+Duels need attested work: `attest()` makes a request, an answer and the executor's EIP-712 Work
+signature (`ledger.work`), with the origin's commitment to duel it; `open_duel()` opens a duel over
+it. Nothing here chooses the challenger or the seats: the contract draws them, and the helpers
+find out who was drawn and act as them.
+
+`Twin` drives the contract and `ledger.model` in lockstep (same call, same outcome, same revert
+reason, same events) and compares their state; the adversarial suite runs its attacks through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boa
 import pytest
+from eth_abi import decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
+from vyper.compiler.output import build_abi_output
 
-from ledger.model import vote_commitment, voucher_digest
-from ledger.params import WEI_PER_ETH, DeploymentParams
-
-CONTRACT_PATH = str(Path(__file__).resolve().parents[2] / "contracts" / "WWWServe.vy")
-# Short windows keep block arithmetic readable; everything else is the production default.
-TEST_PARAMS = DeploymentParams(
-    draw_window_blocks=20,
-    commit_window_blocks=5,
-    reveal_window_blocks=5,
-    settle_window_blocks=10,
+from contracts import merge_abis
+from ledger.model import ModelRevert, WWWServeModel, vote_commitment, voucher_digest
+from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
+from ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    inspect_commitment,
+    model_hash,
+    request_bytes,
+    request_id_hash,
+    sign_work,
 )
-MIN_STAKE = TEST_PARAMS.min_stake_wei
-FUNDS_WEI = 1_000 * WEI_PER_ETH
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+C = WEI_PER_CREDIT
+ETH = WEI_PER_ETH
+# Short windows keep block arithmetic readable; money is the production default.
+TEST_PARAMS = DeploymentParams(
+    epoch_blocks=8,
+    answer_window_blocks=5,
+    commit_window_blocks=5,
+    reveal_window_blocks=4,
+    appeal_window_blocks=3,
+    publish_window_blocks=6,
+)
+P = TEST_PARAMS
+MIN_STAKE = P.min_stake_wei
+BOND = P.duel_bond_wei
+ESCROW = P.duel_escrow_wei
+APPEAL_FEE = P.appeal_fee_wei
+DUELIST_FEE = P.duelist_fee_wei
+JUDGE_FEE = P.judge_fee_wei
+JUDGE_PENALTY = P.judge_penalty_wei
+SILENT_PENALTY = P.silent_penalty_wei
+FUNDS_WEI = 1_000 * ETH
 SALT = keccak(b"salt")
+MODEL = "m"
+OTHER_MODEL = "judge-only"
+ZERO32 = b"\x00" * 32
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+ERROR_SELECTOR = bytes.fromhex("08c379a0")
+
+# votes, duel status, outcomes (core.vy)
+A_VOTE, B_VOTE, ABSTAIN, NO_EVIDENCE = 1, 2, 3, 4
+AWAITING_ANSWER, AWAITING_REQUEST, JUDGING, SETTLED, CANCELLED = 1, 2, 3, 4, 5
+A_WON, B_WON, TIE, VOIDED = 1, 2, 3, 4
+SLASH_LOST_DUEL, SLASH_INCOHERENT_JUDGE, SLASH_SILENT_JUDGE, SLASH_NO_ANSWER = 1, 2, 3, 4
+REWARD_STAKE_WON, REWARD_DUELIST_FEE, REWARD_JUDGE_FEE, REWARD_ESCROW_REFUND, REWARD_APPEAL_REFUND = 1, 3, 4, 5, 6
+CANCEL_NO_CHALLENGER, CANCEL_NO_ANSWER, CANCEL_REQUEST_WITHHELD, CANCEL_NO_JUDGES = 1, 2, 3, 4
+
+
+# ---------------------------------------------------------------------------------------------
+# deployment
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed pair: `c` is WWWServe's address with the merged ABI (every function, every event);
+    `core` and `ext` are the two contracts' own boa objects."""
+
+    c: Any
+    core: Any
+    ext: Any
+    params: DeploymentParams
 
 
 @cache
-def _deployer() -> Any:
-    return boa.load_partial(CONTRACT_PATH)
+def deployers() -> tuple[Any, Any]:
+    """(WWWServeExt, WWWServe) deployers, compiled once per session from the sources."""
+    return boa.load_partial(str(CONTRACTS_DIR / "WWWServeExt.vy")), boa.load_partial(str(CONTRACTS_DIR / "WWWServe.vy"))
+
+
+@cache
+def merged_abi_json() -> str:
+    ext, core = deployers()
+    return json.dumps(merge_abis(build_abi_output(core.compiler_data), build_abi_output(ext.compiler_data)))
+
+
+@cache
+def _quiet_class(cls: type) -> type:
+    # boa renders a contract (its whole storage, for a VyperContract) into every error message
+    return type(f"Quiet{cls.__name__}", (cls,), {"__repr__": lambda self: f"<{cls.__name__} at {self.address}>"})
+
+
+def handle(address: Any) -> Any:
+    """WWWServe at `address`, with the merged ABI."""
+    c = boa.loads_abi(merged_abi_json(), name="WWWServe").at(address)
+    c.__class__ = _quiet_class(type(c))
+    return c
+
+
+def deploy_pair(params: DeploymentParams = TEST_PARAMS, *, ext_params: DeploymentParams | None = None) -> Deployment:
+    """Deploy the extension (with `ext_params`, by default the same), then WWWServe over it."""
+    ext_d, core_d = deployers()
+    ext = ext_d.deploy(*(ext_params or params).constructor_args())
+    core = core_d.deploy(*params.constructor_args(), ext.address)
+    for obj in (ext, core):
+        obj.__class__ = _quiet_class(type(obj))
+    # the merged handle is registered last, so WWWServe's logs decode through it
+    return Deployment(handle(core.address), core, ext, params)
 
 
 def deploy(params: DeploymentParams = TEST_PARAMS) -> Any:
-    """Deploy WWWServe with `params`."""
-    return _deployer().deploy(*params.constructor_args())
+    """Deploy both contracts with `params`; returns the merged handle."""
+    return deploy_pair(params).c
 
 
 def deploy_raw(args: Sequence[int]) -> Any:
-    """Deploy with raw constructor arguments (to reach the constructor's own checks)."""
-    return _deployer().deploy(*args)
+    """Deploy with raw constructor arguments (the extension's, then WWWServe's, constructor checks)."""
+    ext_d, core_d = deployers()
+    ext = ext_d.deploy(*args)
+    return core_d.deploy(*args, ext.address)
 
 
 def with_params(**changes: int) -> DeploymentParams:
     return dataclasses.replace(TEST_PARAMS, **changes)
 
 
+# ---------------------------------------------------------------------------------------------
+# chain control
+
+
 def fake_blockhash(number: int) -> bytes:
     """The hash block `number` has in these tests."""
-    return keccak(b"wwwserve-test-block" + number.to_bytes(32, "big"))
+    return bytes(keccak(b"wwwserve-test-block" + number.to_bytes(32, "big")))
 
 
 def sync_blockhashes() -> None:
@@ -69,10 +173,29 @@ def sync_blockhashes() -> None:
     boa.env.evm.patch.prev_hashes = [fake_blockhash(now - 1 - i) for i in range(min(256, now))]
 
 
+def evm_blockhash(number: int) -> bytes:
+    """What BLOCKHASH(number) returns now (zero outside the last 256 blocks), for the model."""
+    now = block_number()
+    return fake_blockhash(number) if 0 <= now - number - 1 < 256 else ZERO32
+
+
 def mine(blocks: int = 1) -> None:
     """Advance the block number (the timestamp does not move)."""
     boa.env.evm.patch.block_number += blocks
     sync_blockhashes()
+
+
+def mine_to(number: int) -> None:
+    """Mine until the block number is `number` (no-op when it is already there or past)."""
+    if block_number() < number:
+        mine(number - block_number())
+
+
+def next_epoch(params: DeploymentParams = TEST_PARAMS) -> int:
+    """Mine to the first block of the next epoch; returns it."""
+    start = (block_number() // params.epoch_blocks + 1) * params.epoch_blocks
+    mine_to(start)
+    return start
 
 
 def advance(seconds: int) -> None:
@@ -92,18 +215,22 @@ def chain_id() -> int:
     return int(boa.env.evm.patch.chain_id)
 
 
-def new_account(label: str) -> LocalAccount:
-    """A funded account with a known key (so it can sign vouchers)."""
+# ---------------------------------------------------------------------------------------------
+# accounts and nodes
+
+
+def new_account(label: str, funds_wei: int = FUNDS_WEI) -> LocalAccount:
+    """A funded account with a known key (so it can sign vouchers and work)."""
     acct: LocalAccount = Account.from_key(keccak(b"wwwserve-test-" + label.encode()))
-    boa.env.set_balance(acct.address, FUNDS_WEI)
+    boa.env.set_balance(acct.address, funds_wei)
     return acct
 
 
 def pubkey_of(label: str) -> bytes:
-    return keccak(b"ed25519-" + label.encode())
+    return bytes(keccak(b"ed25519-" + label.encode()))
 
 
-def register(c: Any, who: LocalAccount | str, label: str = "", *, models: Sequence[str] = ("m",)) -> None:
+def register(c: Any, who: LocalAccount | str, label: str = "", *, models: Sequence[str] = (MODEL,)) -> None:
     addr = who if isinstance(who, str) else who.address
     with boa.env.prank(addr):
         c.register(pubkey_of(label or addr), f"http://{label or 'node'}.example", list(models), "{}")
@@ -121,15 +248,197 @@ def stake(c: Any, who: str, amount_wei: int) -> None:
         c.stake(amount_wei)
 
 
-def make_node(c: Any, label: str, stake_wei: int = MIN_STAKE, credit_wei: int = WEI_PER_ETH) -> LocalAccount:
-    """A registered node with `stake_wei` staked and `credit_wei` of free credit."""
+def make_node(c: Any, label: str, stake_wei: int = MIN_STAKE, credit_wei: int = ETH, *,
+              models: Sequence[str] = (MODEL,)) -> LocalAccount:
+    """A registered node with `stake_wei` staked and `credit_wei` of free credit. Its stake and
+    models count for draws from the next epoch (`next_epoch()`)."""
     acct = new_account(label)
-    register(c, acct, label)
+    register(c, acct, label, models=models)
     if stake_wei:
         stake(c, acct.address, stake_wei)
     if credit_wei:
         deposit(c, acct.address, credit_wei)
     return acct
+
+
+@dataclass(frozen=True)
+class Cast:
+    """A duel's cast with a forced challenger: only the origin, A and B serve MODEL, so B is the
+    only node a challenger draw can pick; the judges serve another model, so they fill the seats."""
+
+    origin: LocalAccount
+    a: LocalAccount
+    b: LocalAccount
+    judges: tuple[LocalAccount, ...]
+
+
+def make_cast(c: Any, judge_stakes: Sequence[int] = (MIN_STAKE, MIN_STAKE, MIN_STAKE), *,
+              a_stake: int = 2 * MIN_STAKE, b_stake: int = 10 * MIN_STAKE, origin_stake: int = 0,
+              prefix: str = "") -> Cast:
+    """Register a cast and mine into the next epoch so that its stake and models count."""
+    origin = make_node(c, prefix + "origin", origin_stake)
+    a = make_node(c, prefix + "a", a_stake)
+    b = make_node(c, prefix + "b", b_stake)
+    judges = tuple(make_node(c, f"{prefix}j{i}", s, models=(OTHER_MODEL,)) for i, s in enumerate(judge_stakes))
+    next_epoch()
+    return Cast(origin, a, b, judges)
+
+
+# ---------------------------------------------------------------------------------------------
+# work attestations
+
+
+@dataclass(frozen=True)
+class Job:
+    """A delegated request as the origin sent it and the executor attested it."""
+
+    work: WorkAttestation  # signed
+    salt: bytes  # opens the origin's commitment `work.inspect`
+    request: bytes  # request_bytes(...): the preimage of work.request_hash
+    answer: str  # the executor's answer text (work.answer_hash)
+
+
+def chat_request(tag: str = "", *, model: str = MODEL, max_tokens: int = 64) -> bytes:
+    return request_bytes("chat", {"model": model, "max_tokens": max_tokens,
+                                  "messages": [{"role": "user", "content": f"question {tag}"}]})
+
+
+def attest(c: Any, origin: str, executor: LocalAccount, tag: str = "", *, model: str = MODEL,
+           wants_duel: bool = True, issued_at: int | None = None, request: bytes | None = None,
+           answer: str | None = None, signer: LocalAccount | None = None, salt: bytes | None = None) -> Job:
+    """Work `executor` did for `origin`, signed (by `signer`, by default the executor itself)."""
+    request = chat_request(tag, model=model) if request is None else request
+    answer = f"answer {tag}" if answer is None else answer
+    salt = bytes(keccak(b"inspect-salt-" + tag.encode())) if salt is None else salt
+    rid = request_id_hash(f"{origin}-{tag}")
+    work = WorkAttestation(
+        origin=to_checksum_address(origin), executor=executor.address, request_id=rid,
+        request_hash=bytes(keccak(request)), model_hash=model_hash(model), answer_hash=answer_hash(answer),
+        inspect=inspect_commitment(rid, wants_duel, salt), issued_at=now_s() if issued_at is None else issued_at,
+    )
+    if signer is None or signer.address == executor.address:
+        work = sign_work(executor, chain_id(), str(c.address), work)
+    else:  # someone else's key over the executor's work
+        digest = work.digest(chain_id(), str(c.address))
+        work = dataclasses.replace(work, signature=bytes(Account.unsafe_sign_hash(digest, signer.key).signature))
+    return Job(work, salt, request, answer)
+
+
+def open_args(job: Job, *, salt: bytes | None = None) -> tuple[Any, ...]:
+    """openDuel's arguments over `job` (the same arguments publishRequest takes after the duel id)."""
+    w = job.work
+    return (w.executor, w.request_id, w.request_hash, w.model_hash, w.answer_hash,
+            job.salt if salt is None else salt, w.issued_at, w.signature)
+
+
+def publish_args(job: Job, request: bytes | None = None) -> tuple[Any, ...]:
+    """publishRequest's arguments after the duel id: A's attestation (without A) and the request."""
+    return (*open_args(job)[1:], job.request if request is None else request)
+
+
+def open_duel(c: Any, origin: str, job: Job) -> int:
+    with boa.env.prank(origin):
+        duel_id: int = c.openDuel(*open_args(job))
+    return duel_id
+
+
+# ---------------------------------------------------------------------------------------------
+# duel steps
+
+
+class DuelView(NamedTuple):
+    origin: str
+    a: str
+    b: str
+    seed_block: int
+    deadline: int
+    bond: int
+    round: int
+    status: int
+    outcome: int
+
+
+def duel(c: Any, duel_id: int) -> DuelView:
+    o, a, b, seed, deadline, bond, rnd, status, outcome = c.getDuel(duel_id)
+    return DuelView(str(o), str(a), str(b), seed, deadline, bond, rnd, status, outcome)
+
+
+def to_seed(c: Any, duel_id: int) -> None:
+    """Mine to the first block after the duel's seed block (its hash is then known)."""
+    mine_to(duel(c, duel_id).seed_block + 1)
+
+
+def draw_challenger(c: Any, duel_id: int) -> str:
+    to_seed(c, duel_id)
+    c.drawChallenger(duel_id)
+    return duel(c, duel_id).b
+
+
+def answer(c: Any, duel_id: int, answer_hash_: bytes | None = None) -> tuple[str, list[str]]:
+    """The drawn challenger answers (past the seed block); returns (B, the first round's seats)."""
+    to_seed(c, duel_id)
+    b = str(c.challengerOf(duel_id))
+    assert b != ZERO_ADDRESS, "no challenger to answer"
+    with boa.env.prank(b):
+        c.answerDuel(duel_id, answer_hash(f"b-answer-{duel_id}") if answer_hash_ is None else answer_hash_)
+    return b, seats(c, duel_id, 1)
+
+
+def seats(c: Any, duel_id: int, round_: int) -> list[str]:
+    return [str(j) for j in c.getJudges(duel_id, round_)]
+
+
+def commitment(c: Any, duel_id: int, round_: int, judge: str, vote: int, salt: bytes = SALT) -> bytes:
+    return vote_commitment(chain_id(), str(c.address), duel_id, round_, judge, vote, salt)
+
+
+def commit(c: Any, duel_id: int, judge: str, vote: int, salt: bytes = SALT) -> None:
+    with boa.env.prank(judge):
+        c.commitVote(duel_id, commitment(c, duel_id, duel(c, duel_id).round, judge, vote, salt))
+
+
+def reveal(c: Any, duel_id: int, judge: str, vote: int, salt: bytes = SALT) -> None:
+    with boa.env.prank(judge):
+        c.revealVote(duel_id, vote, salt)
+
+
+def vote_round(c: Any, duel_id: int, votes: Mapping[str, int | None]) -> None:
+    """Each judge in `votes` commits (a None vote commits to A and never reveals); then mine into the
+    reveal window and reveal. Judges left out of `votes` do nothing."""
+    for judge, v in votes.items():
+        commit(c, duel_id, judge, v or A_VOTE)
+    mine_to(duel(c, duel_id).deadline + 1)
+    for judge, v in votes.items():
+        if v is not None:
+            reveal(c, duel_id, judge, v)
+
+
+def reveal_end(c: Any, duel_id: int) -> int:
+    return duel(c, duel_id).deadline + TEST_PARAMS.reveal_window_blocks
+
+
+def settle(c: Any, duel_id: int) -> None:
+    """Wait until the duel can be settled (past the appeal window in round 1, past the reveals in
+    round 2) and settle it."""
+    view = duel(c, duel_id)
+    if view.status == JUDGING:
+        end = reveal_end(c, duel_id)
+        mine_to(end + 1 + (TEST_PARAMS.appeal_window_blocks if view.round == 1 else 0))
+    elif view.status in (AWAITING_ANSWER, AWAITING_REQUEST):
+        mine_to(view.deadline + 1)
+    c.settleDuel(duel_id)
+
+
+def judging_duel(c: Any, cast: Cast, tag: str = "") -> tuple[int, list[str]]:
+    """Open a duel over A's work for the cast's origin and let B answer; returns (duel id, seats)."""
+    duel_id = open_duel(c, cast.origin.address, attest(c, cast.origin.address, cast.a, tag))
+    b, drawn = answer(c, duel_id)
+    assert b == cast.b.address
+    return duel_id, drawn
+
+
+# ---------------------------------------------------------------------------------------------
+# vouchers
 
 
 def sign_voucher(c: Any, origin: LocalAccount, executor: str, cumulative_wei: int) -> bytes:
@@ -150,35 +459,23 @@ def sign_digest(c: Any, signer: LocalAccount, origin: str, executor: str, cumula
     return bytes(Account.unsafe_sign_hash(digest, signer.key).signature)
 
 
-def commitment(c: Any, duel_id: int, judge: str, vote: int, salt: bytes = SALT) -> bytes:
-    return vote_commitment(chain_id(), c.address, duel_id, judge, vote, salt)
+# ---------------------------------------------------------------------------------------------
+# logs and reverts
 
 
-def open_duel(c: Any, origin: str, a: str, b: str, tag: bytes = b"") -> int:
-    with boa.env.prank(origin):
-        duel_id: int = c.openDuel(a, b, keccak(b"q" + tag), keccak(b"a" + tag), keccak(b"b" + tag))
-    return duel_id
+def normalize(value: Any) -> Any:
+    """Make a decoded log argument comparable with the model's (addresses as str, lists as lists)."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [normalize(v) for v in value]
+    return value
 
 
-def open_and_draw(c: Any, origin: str, a: str, b: str, tag: bytes = b"") -> tuple[int, list[str]]:
-    """Open a duel, mine past its seed block, draw. Returns (duel id, judges)."""
-    duel_id = open_duel(c, origin, a, b, tag)
-    mine(TEST_PARAMS.seed_delay_blocks + 1)
-    c.drawJudges(duel_id)
-    return duel_id, [str(j) for j in c.getJudges(duel_id)]
-
-
-def vote_all(c: Any, duel_id: int, judges: Sequence[str], votes: Sequence[int | None],
-             commit_window_blocks: int = TEST_PARAMS.commit_window_blocks) -> None:
-    """Every judge commits; those with a vote (not None) reveal after the commit window."""
-    for judge, vote in zip(judges, votes, strict=True):
-        with boa.env.prank(judge):
-            c.commitVote(duel_id, commitment(c, duel_id, judge, vote or 1))
-    mine(commit_window_blocks + 1)
-    for judge, vote in zip(judges, votes, strict=True):
-        if vote is not None:
-            with boa.env.prank(judge):
-                c.revealVote(duel_id, vote, SALT)
+def decoded(c: Any, computation: Any = None) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, args) of the logs of `computation` (by default the last call)."""
+    return [(type(log).__name__, {k: normalize(v) for k, v in log._asdict().items() if k != "address"})
+            for log in c.get_logs(computation)]
 
 
 def logs_named(c: Any, name: str) -> list[Any]:
@@ -186,25 +483,252 @@ def logs_named(c: Any, name: str) -> list[Any]:
     return [log for log in c.get_logs() if type(log).__name__ == name]
 
 
-# Fixtures carry explicit names, so test modules import them under these function names and
-# take `c`/`fresh` as parameters without shadowing an import.
-@pytest.fixture(scope="module", name="module_contract")
-def module_contract_fixture() -> Iterator[Any]:
+def revert_reason(output: bytes) -> str:
+    """The reason string of a revert (Error(string)), or "" when there is none."""
+    if output[:4] != ERROR_SELECTOR:
+        return ""
+    (reason,) = decode(["string"], output[4:])
+    return str(reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# the contract and the model in lockstep
+
+
+class RevertedError(Exception):
+    """Both the contract and the model reverted, with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Twin:
+    """The contract (through the merged handle) and `ledger.model` driven in lockstep.
+
+    Every call runs on both; both must succeed, or both revert with the same reason (then `RevertedError`
+    is raised), and emit the same events. `check()` compares every balance, the reserve, the total
+    draw weight, every duel view and conservation. Start it on a freshly deployed contract.
+    """
+
+    def __init__(self, c: Any, params: DeploymentParams = TEST_PARAMS) -> None:
+        self.c = c
+        self.p = params
+        self.m = WWWServeModel(params, chain_id=chain_id(), address=str(c.address))
+        assert boa.env.get_balance(c.address) == 0, "a Twin starts on a fresh deployment"
+        self.addresses: list[str] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    # -------------------------------------------------------------- lockstep core
+    def tx(self, sender: str, name: str, args: Sequence[Any], model_call: Callable[[], Any], *,
+           value: int = 0, check: bool = True) -> Any:
+        """Run `name(*args)` from `sender` on the contract and `model_call()` on the model."""
+        sender = to_checksum_address(sender)
+        if sender not in self.addresses:
+            self.addresses.append(sender)
+        try:
+            result, model_reason = model_call(), None
+        except ModelRevert as exc:
+            result, model_reason = None, exc.reason
+        data = getattr(self.c, name).prepare_calldata(*args)
+        computation = boa.env.execute_code(to_address=self.c.address, sender=sender, data=data, value=value)
+        reason = revert_reason(bytes(computation.output)) if computation.is_error else None
+        assert reason == model_reason, f"{name}: contract {reason!r}, model {model_reason!r}"
+        if reason is not None:
+            raise RevertedError(reason)
+        self.events = decoded(self.c, computation)
+        expected = [(ev.name, {k: normalize(v) for k, v in ev.args.items()}) for ev in self.m.events]
+        assert self.events == expected, f"{name}: events differ"
+        if name == "openDuel":
+            assert int.from_bytes(computation.output, "big") == result
+        if check:
+            self.check()
+        return result
+
+    def check(self) -> None:
+        """Contract and model agree on every balance, the reserve, the weights, every duel; the
+        contract holds exactly what it owes."""
+        c, m = self.c, self.m
+        for a in self.addresses:
+            got = (c.credit(a), c.pendingWithdrawal(a), c.activeStake(a), c.unbondingStake(a), c.reserved(a))
+            want = (m.credit.get(a, 0), m.pending_withdrawal.get(a, 0), m.active_stake.get(a, 0),
+                    m.unbonding_stake.get(a, 0), m.bonded.get(a, 0))
+            assert got == want, (a, got, want)
+        assert c.reserve() == m.reserve
+        assert c.totalWeight() == m.sortition.total_weight()
+        for duel_id in m.duels:
+            assert tuple(normalize(x) for x in c.getDuel(duel_id)) == m.get_duel(duel_id), duel_id
+            for r in (1, 2):
+                assert [str(j) for j in c.getJudges(duel_id, r)] == m.get_judges(duel_id, r), (duel_id, r)
+                assert list(c.getVotes(duel_id, r)) == m.get_votes(duel_id, r), (duel_id, r)
+        assert boa.env.get_balance(c.address) == m.balance_wei == m.liabilities_wei()
+
+    def event(self, name: str) -> list[dict[str, Any]]:
+        """Args of the last call's events with this name."""
+        return [args for n, args in self.events if n == name]
+
+    # -------------------------------------------------------------- registry and bank
+    def register(self, who: LocalAccount | str, label: str, models: Sequence[str] = (MODEL,)) -> None:
+        addr = who if isinstance(who, str) else who.address
+        pk, ep, ms = pubkey_of(label), f"http://{label}.example", list(models)
+        self.tx(addr, "register", (pk, ep, ms, "{}"),
+                lambda: self.m.register(addr, pk, ep, ms, "{}", block_number=block_number()))
+
+    def update(self, who: str, label: str, models: Sequence[str]) -> None:
+        pk, ep, ms = pubkey_of(label), f"http://{label}.example", list(models)
+        self.tx(who, "updateNode", (pk, ep, ms, "{}"),
+                lambda: self.m.update_node(who, pk, ep, ms, "{}", block_number=block_number()))
+
+    def leave(self, who: str) -> None:
+        self.tx(who, "leave", (), lambda: self.m.leave(who, block_number=block_number()))
+
+    def deposit(self, who: str, amount_wei: int) -> None:
+        boa.env.set_balance(who, max(boa.env.get_balance(who), amount_wei))
+        self.tx(who, "deposit", (), lambda: self.m.deposit(who, amount_wei), value=amount_wei)
+
+    def stake(self, who: str, amount_wei: int) -> None:
+        self.tx(who, "stake", (amount_wei,), lambda: self.m.stake(who, amount_wei, block_number=block_number()))
+
+    def request_unstake(self, who: str, amount_wei: int) -> None:
+        self.tx(who, "requestUnstake", (amount_wei,),
+                lambda: self.m.request_unstake(who, amount_wei, now_s=now_s(), block_number=block_number()))
+
+    def withdraw_stake(self, who: str) -> int:
+        amount: int = self.tx(who, "withdrawStake", (),
+                              lambda: self.m.withdraw_stake(who, now_s=now_s(), block_number=block_number()))
+        return amount
+
+    def sync_weight(self, node: str, sender: str | None = None) -> None:
+        s = sender or node
+        self.tx(s, "syncWeight", (node,), lambda: self.m.sync_weight(s, node, block_number=block_number()))
+
+    def node(self, label: str, stake_wei: int = MIN_STAKE, credit_wei: int = ETH, *,
+             models: Sequence[str] = (MODEL,)) -> LocalAccount:
+        """A registered, staked node with free credit (counts for draws from the next epoch)."""
+        acct = new_account(label)
+        self.register(acct, label, models)
+        if stake_wei:
+            self.deposit(acct.address, stake_wei)
+            self.stake(acct.address, stake_wei)
+        if credit_wei:
+            self.deposit(acct.address, credit_wei)
+        return acct
+
+    # -------------------------------------------------------------- duels
+    def open_duel(self, origin: str, job: Job, *, salt: bytes | None = None) -> int:
+        s = job.salt if salt is None else salt
+        duel_id: int = self.tx(origin, "openDuel", open_args(job, salt=s),
+                               lambda: self.m.open_duel(origin, job.work, s, now_s=now_s(),
+                                                        block_number=block_number()))
+        return duel_id
+
+    def draw_challenger(self, duel_id: int, sender: str) -> str:
+        b: str = self.tx(sender, "drawChallenger", (duel_id,),
+                         lambda: self.m.draw_challenger(sender, duel_id, block_number=block_number(),
+                                                        blockhash=evm_blockhash))
+        return b
+
+    def challenger_of(self, duel_id: int) -> str:
+        b = str(self.c.challengerOf(duel_id))
+        assert b == self.m.challenger_of(duel_id, block_number=block_number(), blockhash=evm_blockhash)
+        return b
+
+    def answer(self, duel_id: int, b: str, answer_hash_: bytes) -> list[str]:
+        drawn: list[str] = self.tx(b, "answerDuel", (duel_id, answer_hash_),
+                                   lambda: self.m.answer_duel(b, duel_id, answer_hash_, block_number=block_number(),
+                                                              blockhash=evm_blockhash))
+        return drawn
+
+    def publish(self, duel_id: int, job: Job, sender: str, request: bytes | None = None) -> None:
+        req = job.request if request is None else request
+        self.tx(sender, "publishRequest", (duel_id, *publish_args(job, req)),
+                lambda: self.m.publish_request(sender, duel_id, job.work, job.salt, req, block_number=block_number()))
+
+    def draw_judges(self, duel_id: int, sender: str) -> list[str]:
+        drawn: list[str] = self.tx(sender, "drawJudges", (duel_id,),
+                                   lambda: self.m.draw_judges(sender, duel_id, block_number=block_number(),
+                                                              blockhash=evm_blockhash))
+        return drawn
+
+    def commit(self, duel_id: int, judge: str, vote: int, salt: bytes = SALT) -> None:
+        rnd = max(self.m.duels[duel_id].round, 1)
+        com = self.m.vote_commitment(duel_id, rnd, judge, vote, salt)
+        self.tx(judge, "commitVote", (duel_id, com),
+                lambda: self.m.commit_vote(judge, duel_id, com, block_number=block_number(), blockhash=evm_blockhash))
+
+    def reveal(self, duel_id: int, judge: str, vote: int, salt: bytes = SALT) -> None:
+        self.tx(judge, "revealVote", (duel_id, vote, salt),
+                lambda: self.m.reveal_vote(judge, duel_id, vote, salt, block_number=block_number()))
+
+    def vote_round(self, duel_id: int, votes: Mapping[str, int | None]) -> None:
+        """Like the module-level `vote_round`, on both sides."""
+        for judge, v in votes.items():
+            self.commit(duel_id, judge, v or A_VOTE)
+        mine_to(self.m.duels[duel_id].deadline + 1)
+        for judge, v in votes.items():
+            if v is not None:
+                self.reveal(duel_id, judge, v)
+
+    def appeal(self, duel_id: int, who: str) -> None:
+        self.tx(who, "appeal", (duel_id,), lambda: self.m.appeal(who, duel_id, block_number=block_number()))
+
+    def settle(self, duel_id: int, sender: str, *, wait: bool = True) -> None:
+        if wait:
+            d = self.m.duels[duel_id]
+            if d.status == 3:
+                mine_to(self.m.reveal_end(duel_id) + 1 + (self.p.appeal_window_blocks if d.round == 1 else 0))
+            else:
+                mine_to(d.deadline + 1)
+        self.tx(sender, "settleDuel", (duel_id,),
+                lambda: self.m.settle_duel(sender, duel_id, block_number=block_number()))
+
+    def seats(self, duel_id: int, round_: int = 1) -> list[str]:
+        return self.m.get_judges(duel_id, round_)
+
+    def judging(self, origin: str, a: LocalAccount, tag: str) -> tuple[int, str, list[str]]:
+        """Open a duel over A's work, let the drawn challenger answer; (duel id, B, seats)."""
+        job = attest(self.c, origin, a, tag)
+        duel_id = self.open_duel(origin, job)
+        mine_to(self.m.duels[duel_id].seed_block + 1)
+        b = self.challenger_of(duel_id)
+        drawn = self.answer(duel_id, b, answer_hash(f"b-{tag}"))
+        return duel_id, b, drawn
+
+
+def distinct(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures. They carry explicit names, so test modules import them under these function names and
+# take `c`/`dep`/`fresh` as parameters without shadowing an import.
+
+
+@pytest.fixture(scope="module", name="module_deployment")
+def module_deployment_fixture() -> Iterator[Deployment]:
     """One deployment per module; tests run inside snapshots of it."""
     with boa.env.anchor():
-        yield deploy()
+        sync_blockhashes()
+        yield deploy_pair()
+
+
+@pytest.fixture(name="dep")
+def deployment_fixture(module_deployment: Deployment) -> Iterator[Deployment]:
+    """The module's deployment, with every change a test makes rolled back afterwards."""
+    with boa.env.anchor():
+        sync_blockhashes()
+        yield module_deployment
 
 
 @pytest.fixture(name="c")
-def contract_fixture(module_contract: Any) -> Iterator[Any]:
-    """The module's contract, with every change a test makes rolled back afterwards."""
-    with boa.env.anchor():
-        sync_blockhashes()
-        yield module_contract
+def contract_fixture(dep: Deployment) -> Any:
+    """The module's WWWServe (merged ABI), rolled back after the test."""
+    return dep.c
 
 
 @pytest.fixture(name="fresh")
 def fresh_fixture() -> Iterator[None]:
-    """A snapshot for tests that deploy their own contract."""
+    """A snapshot for tests that deploy their own contracts."""
     with boa.env.anchor():
+        sync_blockhashes()
         yield

@@ -1,515 +1,1086 @@
-"""WWWServe duels: opening, judge draw, commit-reveal windows, cancellation and settlement math."""
+"""WWWServe duels: opening over attested work, the drawn challenger, answers, published requests,
+judges' commits and reveals, appeals, settlement and cancellation, with exact amounts.
+
+Most tests use a `Cast` in which only the origin, A and B serve the duel's model (so B is the only
+node a challenger draw can pick) and three judges serve another model (so they fill the seats). The
+seats are drawn with replacement, so a judge may hold several; the expected amounts are computed per
+seat from the seats the contract drew.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections import Counter
 from typing import Any
 
 import boa
 import pytest
 from contract_fixtures import (  # noqa: F401  (fixtures register under their own names)
+    A_VOTE,
+    A_WON,
+    ABSTAIN,
+    APPEAL_FEE,
+    AWAITING_ANSWER,
+    AWAITING_REQUEST,
+    B_VOTE,
+    B_WON,
+    BOND,
+    CANCEL_NO_ANSWER,
+    CANCEL_NO_CHALLENGER,
+    CANCEL_NO_JUDGES,
+    CANCEL_REQUEST_WITHHELD,
+    CANCELLED,
+    DUELIST_FEE,
+    ESCROW,
+    ETH,
+    JUDGE_FEE,
+    JUDGE_PENALTY,
+    JUDGING,
     MIN_STAKE,
-    SALT,
-    TEST_PARAMS,
+    MODEL,
+    NO_EVIDENCE,
+    OTHER_MODEL,
+    REWARD_APPEAL_REFUND,
+    REWARD_ESCROW_REFUND,
+    REWARD_STAKE_WON,
+    SETTLED,
+    SILENT_PENALTY,
+    SLASH_INCOHERENT_JUDGE,
+    SLASH_LOST_DUEL,
+    SLASH_NO_ANSWER,
+    SLASH_SILENT_JUDGE,
+    TIE,
+    VOIDED,
+    ZERO32,
+    ZERO_ADDRESS,
+    C,
+    Cast,
+    P,
+    advance,
+    answer,
+    attest,
     block_number,
+    chain_id,
+    commit,
     commitment,
     contract_fixture,
     deploy,
+    deployment_fixture,
+    distinct,
+    draw_challenger,
+    duel,
+    evm_blockhash,
+    fake_blockhash,
     fresh_fixture,
+    judging_duel,
     logs_named,
+    make_cast,
     make_node,
     mine,
-    module_contract_fixture,
+    mine_to,
+    module_deployment_fixture,
     new_account,
-    open_and_draw,
+    next_epoch,
+    now_s,
+    open_args,
     open_duel,
+    publish_args,
+    reveal,
+    reveal_end,
+    seats,
+    settle,
+    to_seed,
+    vote_round,
     with_params,
 )
-from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from ledger.model import DuelInfo, DuelPanel, DuelStatus, Outcome, Vote
+from ledger.model import SECP256K1N, SECP256K1N_HALF, SortitionTree, panel_seed, vote_commitment
+from ledger.work import answer_hash, duel_id_of, inspect_commitment, model_hash, work_digest
 
-P = TEST_PARAMS
-DF, JF = P.duelist_fee_wei, P.judge_fee_wei
-ESCROW = P.duel_escrow_wei
-A, B, ABSTAIN, NO_EVIDENCE = int(Vote.A), int(Vote.B), int(Vote.ABSTAIN), int(Vote.NO_EVIDENCE)
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+BPS = 10_000
 
 
-@dataclass
-class Net:
-    """Judges registered first (so leaf 0 is a judge), then the origin and the two duelists."""
-
-    judges: list[LocalAccount]
-    origin: LocalAccount
-    a: LocalAccount
-    b: LocalAccount
-
-    def everyone(self) -> list[str]:
-        return [x.address for x in (*self.judges, self.origin, self.a, self.b)]
+def book(c: Any, *who: str) -> dict[str, tuple[int, int, int, int]]:
+    """(credit, active stake, unbonding stake, reserved) of each address."""
+    return {w: (c.credit(w), c.activeStake(w), c.unbondingStake(w), c.reserved(w)) for w in who}
 
 
-def network(c: Any, judge_stakes: Sequence[int] = (2 * MIN_STAKE, 3 * MIN_STAKE, 5 * MIN_STAKE + 5),
-            a_stake: int = 10 * MIN_STAKE, b_stake: int = 4 * MIN_STAKE) -> Net:
-    judges = [make_node(c, f"j{i}", s) for i, s in enumerate(judge_stakes)]
-    return Net(judges, make_node(c, "o"), make_node(c, "a", a_stake), make_node(c, "b", b_stake))
+def delta(before: dict[str, tuple[int, ...]], after: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    return {w: tuple(x - y for x, y in zip(after[w], before[w], strict=True)) for w in before}
 
 
-def commit_all(c: Any, duel_id: int, votes: dict[str, int | None]) -> None:
-    for judge, vote in votes.items():
-        with boa.env.prank(judge):
-            c.commitVote(duel_id, commitment(c, duel_id, judge, vote or A))
+def everyone(cast: Cast) -> list[str]:
+    return [cast.origin.address, cast.a.address, cast.b.address, *(j.address for j in cast.judges)]
 
 
-def reveal_all(c: Any, duel_id: int, votes: dict[str, int | None]) -> None:
-    for judge, vote in votes.items():
-        if vote is not None:
-            with boa.env.prank(judge):
-                c.revealVote(duel_id, vote, SALT)
+def held(c: Any, cast: Cast, open_escrows: int = 0) -> int:
+    """What the contract owes the cast: credit + stake of each + open escrows + the reserve."""
+    return sum(c.credit(w) + c.activeStake(w) + c.unbondingStake(w) + c.pendingWithdrawal(w)
+               for w in everyone(cast)) + open_escrows + c.reserve()
 
 
-def balances(c: Any, who: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    return {w: (c.credit(w), c.activeStake(w), c.unbondingStake(w)) for w in who}
-
-
-@dataclass
-class Settled:
-    credit: dict[str, int]  # change of free credit
-    stake: dict[str, int]  # change of active + unbonding stake
-    event: Any
-    logs: list[Any]
-
-
-def run_to_settlement(c: Any, net: Net, votes_by_index: Sequence[int | None], *, wait: bool = False) -> Settled:
-    """Open, draw, commit every judge, reveal the non-None votes (index = net.judges order), settle."""
-    duel_id, drawn = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    assert sorted(drawn) == sorted(j.address for j in net.judges)
-    votes = {j.address: v for j, v in zip(net.judges, votes_by_index, strict=True)}
-    commit_all(c, duel_id, votes)
-    mine(P.commit_window_blocks + 1)
-    reveal_all(c, duel_id, votes)
-    if wait:
-        mine(P.reveal_window_blocks)
-    before = balances(c, net.everyone())
-    c.settleDuel(duel_id)
-    logs = c.get_logs()
-    after = balances(c, net.everyone())
-    (event,) = [log for log in logs if type(log).__name__ == "DuelSettled"]
-    return Settled(
-        credit={w: after[w][0] - before[w][0] for w in before},
-        stake={w: after[w][1] + after[w][2] - before[w][1] - before[w][2] for w in before},
-        event=event,
-        logs=logs,
-    )
-
-
-def paid(logs: list[Any], reason: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for log in logs:
-        if type(log).__name__ == "DuelRewardPaid" and log.reason == reason:
-            out[str(log.account)] = out.get(str(log.account), 0) + log.amount
-    return out
+@pytest.fixture(name="cast")
+def cast_fixture(c: Any) -> Cast:
+    return make_cast(c)
 
 
 # ---------------------------------------------------------------------------------------------
 # opening
 
 
-def test_open_duel_escrows_and_records(c: Any) -> None:
-    net = network(c)
-    escrow_before = c.credit(net.origin.address)
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address, b"x")
-    (ev,) = logs_named(c, "DuelOpened")  # before any other call: logs are the last call's
-    assert duel_id == 1 == c.duelCount()
-    seed_block = block_number() + P.seed_delay_blocks
-    assert (ev.duelId, ev.origin, ev.a, ev.b, ev.seedBlock, ev.escrow) == (
-        1, net.origin.address, net.a.address, net.b.address, seed_block, ESCROW)
-    assert (ev.questionHash, ev.answerAHash, ev.answerBHash) == (keccak(b"qx"), keccak(b"ax"), keccak(b"bx"))
-    assert c.credit(net.origin.address) == escrow_before - ESCROW
-    assert tuple(c.getDuel(1)) == (net.origin.address, net.a.address, net.b.address, seed_block, 0, 0,
-                                   int(DuelStatus.AWAITING_JUDGES), 0)
-    # the packed storage word has the layout the model documents
-    packed = c._storage.duelInfo.get()[1]
-    assert packed == DuelInfo(DuelStatus.AWAITING_JUDGES, Outcome.NONE, 3, 4, 5, seed_block).pack()
-    assert open_duel(c, net.origin.address, net.a.address, net.b.address) == 2
+def test_open_duel_over_attested_work(c: Any, cast: Cast) -> None:
+    o, a = cast.origin.address, cast.a.address
+    job = attest(c, o, cast.a, "t")
+    w = job.work
+    assert c.workDigest(o, a, w.request_id, w.request_hash, w.model_hash, w.answer_hash, w.inspect,
+                        w.issued_at) == work_digest(chain_id(), c.address, w)
+    assert c.inspectCommitment(w.request_id, True, job.salt) == inspect_commitment(w.request_id, True, job.salt)
+    assert c.duelIdOf(o, w.request_id) == duel_id_of(o, w.request_id) < 2**63
+    before = book(c, o, a)
+    duel_id = open_duel(c, o, job)
+    assert duel_id == duel_id_of(o, w.request_id)
+    seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    (ev,) = logs_named(c, "DuelOpened")
+    assert (ev.duelId, ev.origin, ev.a, ev.requestId, ev.requestHash, ev.modelHash, ev.answerAHash, ev.bond,
+            ev.seedBlock, ev.answerDeadline, ev.escrow) == (
+        duel_id, o, a, w.request_id, w.request_hash, model_hash(MODEL), w.answer_hash, BOND, seed,
+        seed + P.answer_window_blocks, ESCROW)
+    assert delta(before, book(c, o, a)) == {o: (-ESCROW, 0, 0, 0), a: (0, 0, 0, BOND)}
+    assert duel(c, duel_id) == (o, a, ZERO_ADDRESS, seed, seed + P.answer_window_blocks, BOND, 0,
+                                AWAITING_ANSWER, 0)
+    assert c.DUEL_ESCROW() == ESCROW == P.duelist_fee_wei + 3 * JUDGE_FEE
+    assert boa.env.get_balance(c.address) == held(c, cast, ESCROW)
 
 
-def test_open_duel_checks(c: Any) -> None:
-    net = network(c)
-    o, a, b = net.origin.address, net.a.address, net.b.address
-    h = keccak(b"h")
-    with boa.env.prank(o):
-        with boa.reverts("Duel: duelists must differ"):
-            c.openDuel(a, a, h, h, h)
-        with boa.reverts("Duel: origin cannot duel"):
-            c.openDuel(o, b, h, h, h)
-        with boa.reverts("Duel: origin cannot duel"):
-            c.openDuel(a, o, h, h, h)
-        with boa.reverts("Duel: duelist not registered"):
-            c.openDuel(a, new_account("stranger").address, h, h, h)
-    with boa.env.prank(new_account("stranger").address), boa.reverts("Registry: not registered"):
-        c.openDuel(a, b, h, h, h)
-    with boa.env.prank(a):
+def test_open_duel_needs_a_registered_origin(c: Any, cast: Cast) -> None:
+    stranger = new_account("stranger")
+    job = attest(c, stranger.address, cast.a, "t")
+    with boa.env.prank(stranger.address), boa.reverts("Registry: not registered"):
+        c.openDuel(*open_args(job))
+    # an origin that left cannot open duels either
+    job = attest(c, cast.origin.address, cast.a, "t")
+    with boa.env.prank(cast.origin.address):
         c.leave()
-    with boa.env.prank(o), boa.reverts("Duel: duelist not registered"):
-        c.openDuel(a, b, h, h, h)
-    poor = make_node(c, "poor", MIN_STAKE, 0)
-    with boa.env.prank(poor.address), boa.reverts("Bank: insufficient credit"):
-        c.openDuel(net.judges[0].address, b, h, h, h)
+        with boa.reverts("Registry: not registered"):
+            c.openDuel(*open_args(job))
 
 
-def test_unknown_duel(c: Any) -> None:
-    with boa.reverts("Duel: unknown duel"):
-        c.getDuel(1)
-    assert list(c.getJudges(1)) == [] and list(c.getVotes(1)) == []
+def test_origin_cannot_duel_its_own_work(c: Any, cast: Cast) -> None:
+    job = attest(c, cast.origin.address, cast.origin, "t")
+    with boa.env.prank(cast.origin.address), boa.reverts("Duel: origin cannot duel"):
+        c.openDuel(*open_args(job))
 
 
-def test_packed_block_numbers_must_fit_40_bits(c: Any) -> None:
-    net = network(c)
-    boa.env.evm.patch.block_number = 2**40 - 1
-    with boa.reverts("Duel: field overflow"):  # seed block 2**40
-        open_duel(c, net.origin.address, net.a.address, net.b.address)
-    boa.env.evm.patch.block_number = 2**40 - 3
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
-    mine(2)
-    with boa.reverts("Duel: field overflow"):  # commit end beyond 2**40
-        c.drawJudges(duel_id)
+def test_duelist_must_have_registered(c: Any, cast: Cast) -> None:
+    outsider = new_account("outsider")
+    job = attest(c, cast.origin.address, outsider, "t")
+    with boa.env.prank(cast.origin.address), boa.reverts("Duel: duelist not registered"):
+        c.openDuel(*open_args(job))
+
+
+def test_attestation_expires_after_its_ttl(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    issued = now_s()
+    old = attest(c, o, cast.a, "old", issued_at=issued)
+    edge = attest(c, o, cast.a, "edge", issued_at=issued)
+    advance(P.attestation_ttl_s)
+    open_duel(c, o, edge)  # exactly at the end of the TTL: still fresh
+    advance(1)
+    with boa.env.prank(o), boa.reverts("Duel: attestation expired"):
+        c.openDuel(*open_args(old))
+
+
+def _with_sig(job: Any, sig: bytes) -> Any:
+    return dataclasses.replace(job, work=dataclasses.replace(job.work, signature=sig))
+
+
+def test_malformed_attestation_signatures_revert(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    job = attest(c, o, cast.a, "t")
+    sig = job.work.signature
+    r, s, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    high_s = r + (SECP256K1N - s).to_bytes(32, "big") + bytes([55 - v])  # the same signature, malleated
+    for bad in (sig[:64], r + (SECP256K1N_HALF + 1).to_bytes(32, "big") + bytes([v]), high_s,
+                sig[:64] + bytes([29])):
+        with boa.env.prank(o), boa.reverts("Duel: malformed attestation"):
+            c.openDuel(*open_args(_with_sig(job, bad)))
+    # v as 0/1 is accepted as 27/28
+    open_duel(c, o, _with_sig(job, sig[:64] + bytes([v - 27])))
+
+
+def test_work_signed_by_anyone_but_its_executor_is_refused(c: Any, cast: Cast) -> None:
+    o, a = cast.origin.address, cast.a
+    cases = {
+        "another key": attest(c, o, a, "t", signer=cast.b),
+        "the origin's key": attest(c, o, a, "t", signer=cast.origin),
+        "r = 0": _with_sig(attest(c, o, a, "t"), ZERO32 + attest(c, o, a, "t").work.signature[32:]),
+    }
+    good = attest(c, o, a, "t")
+    w = good.work
+    altered = {
+        "another request hash": dataclasses.replace(w, request_hash=keccak(b"other request")),
+        "another answer": dataclasses.replace(w, answer_hash=answer_hash("a better answer")),
+        "another model": dataclasses.replace(w, model_hash=model_hash(OTHER_MODEL)),
+        "another request id": dataclasses.replace(w, request_id=keccak(b"other id")),
+        "another issue time": dataclasses.replace(w, issued_at=w.issued_at - 1),
+    }
+    for name, work in altered.items():
+        cases[name] = dataclasses.replace(good, work=work)
+    for name, job in cases.items():
+        with boa.env.prank(o), boa.reverts("Duel: bad attestation"):
+            c.openDuel(*open_args(job))
+        assert name
+    # the wrong salt, or a commitment that said "no duel"
+    with boa.env.prank(o), boa.reverts("Duel: bad attestation"):
+        c.openDuel(*open_args(good, salt=keccak(b"guessed salt")))
+    no_duel = attest(c, o, a, "t", wants_duel=False)
+    with boa.env.prank(o), boa.reverts("Duel: bad attestation"):
+        c.openDuel(*open_args(no_duel))
+    # another origin's attestation: work A did for the cast's B-node as origin
+    for_b = attest(c, cast.b.address, a, "t")
+    with boa.env.prank(o), boa.reverts("Duel: bad attestation"):
+        c.openDuel(*open_args(for_b))
+    assert c.reserved(a.address) == 0
+
+
+def test_unknown_model_reverts(c: Any, cast: Cast) -> None:
+    job = attest(c, cast.origin.address, cast.a, "t", model="never-registered")
+    with boa.env.prank(cast.origin.address), boa.reverts("Duel: unknown model"):
+        c.openDuel(*open_args(job))
+
+
+def test_each_piece_of_work_is_dueled_once(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    job = attest(c, o, cast.a, "t")
+    open_duel(c, o, job)
+    with boa.env.prank(o), boa.reverts("Duel: work already dueled"):
+        c.openDuel(*open_args(job))
+    # the same request id with another answer is the same work
+    again = attest(c, o, cast.a, "t", answer="another answer")
+    with boa.env.prank(o), boa.reverts("Duel: work already dueled"):
+        c.openDuel(*open_args(again))
+
+
+def test_duelist_needs_a_free_bond(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    # A stakes 200 credits: ten 20-credit bonds take all of it, an eleventh does not fit
+    poor = make_node(c, "poor", BOND - 1)
+    with boa.env.prank(o), boa.reverts("Duel: duelist stake too low"):
+        c.openDuel(*open_args(attest(c, o, poor, "p")))
+    full = 2 * MIN_STAKE // BOND
+    for i in range(full):
+        open_duel(c, o, attest(c, o, cast.a, f"n{i}"))
+    assert c.reserved(cast.a.address) == full * BOND == c.activeStake(cast.a.address)
+    with boa.env.prank(o), boa.reverts("Duel: duelist stake too low"):
+        c.openDuel(*open_args(attest(c, o, cast.a, "one more")))
+
+
+def test_origin_needs_the_escrow(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    with boa.env.prank(o):
+        c.requestWithdrawal(c.credit(o) - ESCROW + 1)
+        with boa.reverts("Bank: insufficient credit"):
+            c.openDuel(*open_args(attest(c, o, cast.a, "t")))
+
+
+def test_block_numbers_must_fit_the_packed_duel(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    job = attest(c, o, cast.a, "t")
+    limit = 1 << 40
+    span = c.DUEL_SPAN_BLOCKS()
+    assert span == P.duel_span_blocks
+    mine_to(limit - span - 2 * P.epoch_blocks)
+    with boa.env.anchor():
+        open_duel(c, o, job)  # still fits
+    mine_to(limit - span - P.answer_window_blocks)
+    with boa.env.prank(o), boa.reverts("Duel: block number overflow"):
+        c.openDuel(*open_args(job))
+
+
+def test_unbonding_and_departed_executors_stay_liable(c: Any, cast: Cast) -> None:
+    """A's bond may come from its unbonding stake, and leaving does not end liability."""
+    o, a = cast.origin.address, cast.a.address
+    job = attest(c, o, cast.a, "t")
+    with boa.env.prank(a):
+        c.requestUnstake(2 * MIN_STAKE)
+        c.leave()
+    duel_id = open_duel(c, o, job)
+    assert c.reserved(a) == BOND and c.activeStake(a) == 0
+    b, drawn = answer(c, duel_id)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
+    settle(c, duel_id)
+    assert c.unbondingStake(a) == 2 * MIN_STAKE - BOND and c.reserved(a) == 0
+    assert b == cast.b.address
 
 
 # ---------------------------------------------------------------------------------------------
-# drawing judges
+# the challenger
 
 
-def test_draw_judges_sets_panel_windows_and_event(c: Any) -> None:
-    net = network(c)
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
+def test_challenger_is_drawn_after_the_seed_block(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    view = duel(c, duel_id)
+    mine_to(view.seed_block)
+    assert c.challengerOf(duel_id) == ZERO_ADDRESS  # the seed block's hash is not known yet
     with boa.reverts("Duel: seed block not mined yet"):
-        c.drawJudges(duel_id)
-    mine(P.seed_delay_blocks)
-    with boa.reverts("Duel: seed block not mined yet"):
-        c.drawJudges(duel_id)  # the seed block is the current one: its hash is not known yet
+        c.drawChallenger(duel_id)
     mine(1)
-    c.drawJudges(duel_id)
-    (ev,) = logs_named(c, "JudgesDrawn")
-    commit_end = block_number() + P.commit_window_blocks
-    reveal_end = commit_end + P.reveal_window_blocks
-    assert (ev.duelId, ev.commitEnd, ev.revealEnd) == (duel_id, commit_end, reveal_end)
-    judges = [str(j) for j in ev.judges]
-    assert judges == [str(j) for j in c.getJudges(duel_id)]
-    assert sorted(judges) == sorted(j.address for j in net.judges)
-    assert list(c.getVotes(duel_id)) == [0, 0, 0]
-    duel = c.getDuel(duel_id)
-    assert (duel[4], duel[5], duel[6]) == (commit_end, reveal_end, int(DuelStatus.VOTING))
-    leaves = [c.nodes(j).leaf for j in judges]
-    assert c._storage.duelPanel.get()[duel_id] == DuelPanel(leaves, [Vote.NONE] * 3).pack()
-    with boa.reverts("Duel: not awaiting judges"):
-        c.drawJudges(duel_id)
-    with boa.reverts("Duel: not awaiting judges"):
-        c.drawJudges(duel_id + 1)
-
-
-def test_draw_window_is_bounded(c: Any) -> None:
-    net = network(c)
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
-    seed_block = block_number() + P.seed_delay_blocks
-    mine(seed_block + P.draw_window_blocks + 1 - block_number())
-    with boa.reverts("Duel: draw window over"):
-        c.drawJudges(duel_id)
-
-
-def test_too_few_eligible_judges_cancels_and_pays_duelists(c: Any) -> None:
-    # the third candidate is below MIN_STAKE, so it is not eligible
-    net = network(c, judge_stakes=(MIN_STAKE, MIN_STAKE, MIN_STAKE - 1))
-    assert c.totalWeight() == (2 + 1 + 10 + 4) * MIN_STAKE
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
-    before = balances(c, net.everyone())
-    mine(P.seed_delay_blocks + 1)
-    c.drawJudges(duel_id)
-    logs = c.get_logs()
-    (cancelled,) = [log for log in logs if type(log).__name__ == "DuelCancelled"]
-    assert (cancelled.duelId, cancelled.reason) == (duel_id, 1)
-    assert paid(logs, 3) == {net.a.address: DF, net.b.address: DF}
-    assert paid(logs, 5) == {net.origin.address: P.k_judges * JF}
-    after = balances(c, net.everyone())
-    assert after[net.a.address][0] - before[net.a.address][0] == DF
-    assert after[net.origin.address][0] - before[net.origin.address][0] == P.k_judges * JF
-    assert c.getDuel(duel_id)[6] == int(DuelStatus.CANCELLED)
-    assert list(c.getJudges(duel_id)) == []
-    with boa.reverts("Duel: not awaiting judges"):
-        c.drawJudges(duel_id)
-
-
-def test_cancel_undrawn_duel_after_the_draw_window(c: Any) -> None:
-    net = network(c)
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
-    seed_block = block_number() + P.seed_delay_blocks
-    mine(seed_block + P.draw_window_blocks - block_number())
-    with boa.reverts("Duel: draw window not over"):
-        c.cancelUndrawnDuel(duel_id)
-    mine(1)
-    origin_before = c.credit(net.origin.address)
+    assert c.challengerOf(duel_id) == cast.b.address
+    before = book(c, cast.a.address, cast.b.address)
     with boa.env.prank(new_account("anyone").address):
-        c.cancelUndrawnDuel(duel_id)
-    logs = c.get_logs()
-    assert [(log.duelId, log.reason) for log in logs if type(log).__name__ == "DuelCancelled"] == [(duel_id, 2)]
-    assert paid(logs, 3) == {net.a.address: DF, net.b.address: DF}
-    assert c.credit(net.origin.address) == origin_before + P.k_judges * JF
-    assert c.getDuel(duel_id)[6] == int(DuelStatus.CANCELLED)
-    with boa.reverts("Duel: not awaiting judges"):
-        c.cancelUndrawnDuel(duel_id)
+        c.drawChallenger(duel_id)
+    (ev,) = logs_named(c, "ChallengerDrawn")
+    assert (ev.duelId, ev.b, ev.bond) == (duel_id, cast.b.address, BOND)
+    assert delta(before, book(c, cast.a.address, cast.b.address)) == {
+        cast.a.address: (0, 0, 0, 0), cast.b.address: (0, 0, 0, BOND)}
+    assert duel(c, duel_id).b == cast.b.address and duel(c, duel_id).status == AWAITING_ANSWER
+    with boa.reverts("Duel: challenger already drawn"):
+        c.drawChallenger(duel_id)
+    # once recorded, the challenger is the recorded one, at any time
+    mine(50)
+    assert c.challengerOf(duel_id) == cast.b.address
 
 
-def test_drawn_duel_cannot_be_cancelled(c: Any) -> None:
-    net = network(c)
-    duel_id, _ = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    mine(P.draw_window_blocks + 5)
-    with boa.reverts("Duel: not awaiting judges"):
-        c.cancelUndrawnDuel(duel_id)
+def test_challenger_cannot_be_drawn_after_the_answer_window(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    mine_to(duel(c, duel_id).deadline + 1)
+    assert c.challengerOf(duel_id) == ZERO_ADDRESS
+    with boa.reverts("Duel: answer window over"):
+        c.drawChallenger(duel_id)
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: answer window over"):
+        c.answerDuel(duel_id, keccak(b"late"))
+
+
+def test_draw_challenger_needs_an_open_duel(c: Any, cast: Cast) -> None:
+    with boa.reverts("Duel: not awaiting an answer"):
+        c.drawChallenger(12345)
+    duel_id, _ = judging_duel(c, cast)
+    with boa.reverts("Duel: not awaiting an answer"):
+        c.drawChallenger(duel_id)
+
+
+def test_challenger_serves_the_model_from_an_epoch_before(c: Any, cast: Cast) -> None:
+    """A node that starts serving the model (or staking) in the seed epoch is not drawn in it."""
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    to_seed(c, duel_id)
+    late = make_node(c, "late", 50 * MIN_STAKE)  # would win almost every draw if it counted
+    with boa.env.prank(cast.judges[0].address):
+        c.updateNode(keccak(b"j0-new-key"), "http://j0", [MODEL, OTHER_MODEL], "{}")
+    assert not c.servesModel(late.address, model_hash(MODEL))
+    assert not c.servesModel(cast.judges[0].address, model_hash(MODEL))
+    assert draw_challenger(c, duel_id) == cast.b.address
+
+
+def test_no_node_serving_the_model_cancels_with_a_refund(c: Any) -> None:
+    origin = make_node(c, "origin", 0)
+    a = make_node(c, "a")
+    judges = [make_node(c, f"j{i}", models=(OTHER_MODEL,)) for i in range(3)]
+    next_epoch()
+    o = origin.address
+    duel_id = open_duel(c, o, attest(c, o, a, "t"))
+    to_seed(c, duel_id)
+    assert c.challengerOf(duel_id) == ZERO_ADDRESS
+    with boa.env.prank(a.address), boa.reverts("Duel: no challenger"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    before = book(c, o, a.address)
+    c.drawChallenger(duel_id)
+    assert [type(log).__name__ for log in c.get_logs()] == ["DuelCancelled", "DuelRewardPaid"]
+    (cancelled,) = logs_named(c, "DuelCancelled")
+    assert (cancelled.duelId, cancelled.reason) == (duel_id, CANCEL_NO_CHALLENGER)
+    (refund,) = logs_named(c, "DuelRewardPaid")
+    assert (refund.account, refund.amount, refund.reason) == (o, ESCROW, REWARD_ESCROW_REFUND)
+    assert delta(before, book(c, o, a.address)) == {o: (ESCROW, 0, 0, 0), a.address: (0, 0, 0, -BOND)}
+    assert duel(c, duel_id).status == CANCELLED
+    assert judges
+
+
+def test_undrawn_challenger_lapse_cancels_without_a_slash(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    mine_to(duel(c, duel_id).deadline)
+    with boa.reverts("Duel: answer window not over"):
+        c.settleDuel(duel_id)
+    mine(1)
+    before = book(c, *everyone(cast))
+    c.settleDuel(duel_id)
+    (ev,) = logs_named(c, "DuelCancelled")
+    assert ev.reason == CANCEL_NO_CHALLENGER
+    d = delta(before, book(c, *everyone(cast)))
+    assert d[o] == (ESCROW, 0, 0, 0) and d[cast.a.address] == (0, 0, 0, -BOND)
+    assert d[cast.b.address] == (0, 0, 0, 0)
+
+
+def test_a_recorded_challenger_that_never_answers_loses_its_bond(c: Any, cast: Cast) -> None:
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    assert draw_challenger(c, duel_id) == b
+    mine_to(duel(c, duel_id).deadline)
+    with boa.reverts("Duel: answer window not over"):
+        c.settleDuel(duel_id)
+    mine(1)
+    before = book(c, o, a, b)
+    reserve = c.reserve()
+    stake_b = c.activeStake(b)
+    c.settleDuel(duel_id)
+    names = [type(log).__name__ for log in c.get_logs()]
+    assert names == ["StakeSlashed", "ReserveChanged", "DuelCancelled", "DuelRewardPaid"]
+    (slash,) = logs_named(c, "StakeSlashed")
+    assert (slash.node, slash.amount, slash.reason) == (b, BOND, SLASH_NO_ANSWER)
+    assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_ANSWER
+    assert delta(before, book(c, o, a, b)) == {o: (ESCROW, 0, 0, 0), a: (0, 0, 0, -BOND), b: (0, -BOND, 0, -BOND)}
+    assert c.reserve() == reserve + BOND
+    # the weight is lazy: the slash shows in the draw tree only after a sync
+    leaf = c.nodes(b).leaf
+    assert c.leafWeight(leaf) == stake_b
+    c.syncWeight(b)
+    assert c.leafWeight(leaf) == stake_b - BOND
+    with boa.reverts("Duel: not open"):
+        c.settleDuel(duel_id)
+
+
+def test_bonds_are_equal_when_the_challenger_has_less_free_stake(fresh: None) -> None:
+    """Both bonds become B's free stake (rounded down to a gwei) when it is below DUEL_BOND."""
+    bond = 30 * C
+    c = deploy(with_params(duel_bond_wei=bond))
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,), b_stake=MIN_STAKE + 123)
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    others = [make_node(c, f"o{i}", 0) for i in range(3)]
+    for i, other in enumerate(others):  # B is A in three duels: 90 credits of its 100 bonded
+        open_duel(c, other.address, attest(c, other.address, cast.b, f"x{i}"))
+    assert c.reserved(b) == 3 * bond
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    assert c.reserved(a) == bond
+    to_seed(c, duel_id)
+    c.drawChallenger(duel_id)
+    free = MIN_STAKE + 123 - 3 * bond
+    equal = free // 10**9 * 10**9
+    (drawn,) = logs_named(c, "ChallengerDrawn")
+    assert (drawn.b, drawn.bond) == (b, equal) and duel(c, duel_id).bond == equal
+    assert (c.reserved(a), c.reserved(b)) == (equal, 3 * bond + equal)
+    # and B, winning, takes only that much from A
+    with boa.env.prank(b):
+        c.answerDuel(duel_id, keccak(b"answer"))
+    vote_round(c, duel_id, dict.fromkeys(distinct(seats(c, duel_id, 1)), B_VOTE))
+    before = book(c, a, b)
+    settle(c, duel_id)
+    assert delta(before, book(c, a, b)) == {a: (0, -equal, 0, -equal), b: (equal + DUELIST_FEE, 0, 0, -equal)}
 
 
 # ---------------------------------------------------------------------------------------------
-# commit and reveal
+# the answer, and a request the challenger could not get
 
 
-def test_commit_and_reveal_happy_path(c: Any) -> None:
-    net = network(c)
-    duel_id, judges = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    judge = judges[1]
-    com = commitment(c, duel_id, judge, B)
-    assert c.voteCommitment(duel_id, judge, B, SALT) == com
+def test_answer_draws_the_first_panel(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    to_seed(c, duel_id)
+    seed = duel(c, duel_id).seed_block
+    with boa.env.prank(cast.a.address), boa.reverts("Duel: not the challenger"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    with boa.env.prank(cast.b.address):
+        c.answerDuel(duel_id, keccak(b"b answer"))
+    names = [type(log).__name__ for log in c.get_logs()]
+    assert names == ["ChallengerDrawn", "DuelAnswered", "JudgesDrawn"]
+    commit_end = block_number() + P.commit_window_blocks
+    (answered,) = logs_named(c, "DuelAnswered")
+    assert (answered.duelId, answered.b, answered.answerBHash, answered.commitEnd) == (
+        duel_id, cast.b.address, keccak(b"b answer"), commit_end)
+    (drawn,) = logs_named(c, "JudgesDrawn")
+    got = [str(s) for s in drawn.seats]
+    assert (drawn.round, drawn.commitEnd, drawn.revealEnd) == (1, commit_end, commit_end + P.reveal_window_blocks)
+    assert got == seats(c, duel_id, 1) and len(got) == P.k_judges
+    assert set(got) <= {j.address for j in cast.judges}
+    assert duel(c, duel_id)[3:] == (seed, commit_end, BOND, 1, JUDGING, 0)
+    assert list(c.getVotes(duel_id, 1)) == [0, 0, 0]
+    assert list(c.getJudges(duel_id, 2)) == [] and list(c.previewJudges(duel_id)) == got
+    # the seats are the model's full-tree draw from the seed block's hash, excluding the duel's parties
+    tree = SortitionTree(P.tree_depth)
+    for leaf in range(c.leafCount()):
+        tree.allocate(c.leafOwner(leaf))
+        tree.set(leaf, c.leafWeight(leaf), 0)
+    excluded = [c.nodes(x).leaf for x in (o, cast.a.address, cast.b.address)]
+    leaves = tree.draw(panel_seed(fake_blockhash(seed), duel_id, 1), P.k_judges, excluded, 1)
+    assert got == [tree.owner(leaf) for leaf in leaves]
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
+        c.answerDuel(duel_id, keccak(b"again"))
+
+
+def test_answer_reverts_outside_its_window(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: seed block not mined yet"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    draw_challenger(c, duel_id)
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: answer window over"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
+        c.answerDuel(424242, keccak(b"x"))
+
+
+def test_no_judge_stake_cancels_when_b_answers(c: Any) -> None:
+    origin, a, b = make_node(c, "origin", 0), make_node(c, "a"), make_node(c, "b")
+    next_epoch()
+    o = origin.address
+    duel_id = open_duel(c, o, attest(c, o, a, "t"))
+    to_seed(c, duel_id)
+    before = book(c, o, a.address, b.address)
+    with boa.env.prank(b.address):
+        c.answerDuel(duel_id, keccak(b"x"))
+    (ev,) = logs_named(c, "DuelCancelled")
+    assert ev.reason == CANCEL_NO_JUDGES
+    paid = [(p.account, p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid")]
+    assert paid == [(b.address, DUELIST_FEE, 3), (o, ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)]
+    assert delta(before, book(c, o, a.address, b.address)) == {
+        o: (ESCROW - DUELIST_FEE, 0, 0, 0), a.address: (0, 0, 0, -BOND), b.address: (DUELIST_FEE, 0, 0, 0)}
+    assert duel(c, duel_id).status == CANCELLED
+
+
+def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    job = attest(c, o, cast.a, "t")
+    duel_id = open_duel(c, o, job)
+    to_seed(c, duel_id)
+    with boa.env.prank(cast.b.address):
+        c.answerDuel(duel_id, ZERO32)
+    (missing,) = logs_named(c, "RequestMissing")
+    deadline = block_number() + P.publish_window_blocks
+    assert (missing.duelId, missing.b, missing.publishDeadline) == (duel_id, cast.b.address, deadline)
+    assert duel(c, duel_id).status == AWAITING_REQUEST and duel(c, duel_id).deadline == deadline
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    anyone = new_account("anyone").address
+    with boa.env.prank(anyone):
+        with boa.reverts("Duel: request does not match its hash"):
+            c.publishRequest(duel_id, *publish_args(job, job.request + b" "))
+        with boa.reverts("Duel: bad attestation"):
+            c.publishRequest(duel_id, *open_args(job, salt=keccak(b"wrong"))[1:], job.request)
+        with boa.reverts("Duel: malformed attestation"):
+            c.publishRequest(duel_id, *publish_args(_with_sig(job, job.work.signature[:64])))
+        other = attest(c, o, cast.a, "other")
+        with boa.reverts("Duel: not this duel's work"):
+            c.publishRequest(duel_id, *publish_args(other))
+        c.publishRequest(duel_id, *publish_args(job))
+    (pub,) = logs_named(c, "RequestPublished")
+    seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    assert (pub.duelId, pub.request, pub.seedBlock, pub.answerDeadline) == (
+        duel_id, job.request, seed, seed + P.answer_window_blocks)
+    assert duel(c, duel_id)[2:] == (cast.b.address, seed, seed + P.answer_window_blocks, BOND, 0,
+                                    AWAITING_ANSWER, 0)
+    with boa.reverts("Duel: request not missing"):
+        c.publishRequest(duel_id, *publish_args(job))
+    # B answers in the new window (not before its seed block), and the panel comes from that seed
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: seed block not mined yet"):
+        c.answerDuel(duel_id, keccak(b"x"))
+    mine_to(seed + 1)
+    with boa.env.prank(cast.b.address):
+        c.answerDuel(duel_id, keccak(b"x"))
+    assert duel(c, duel_id).status == JUDGING and len(seats(c, duel_id, 1)) == P.k_judges
+
+
+def test_request_published_too_late(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    job = attest(c, o, cast.a, "t")
+    duel_id = open_duel(c, o, job)
+    answer(c, duel_id, ZERO32)
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.reverts("Duel: publish window over"):
+        c.publishRequest(duel_id, *publish_args(job))
+
+
+def test_withheld_request_cancels_at_the_origins_expense(c: Any, cast: Cast) -> None:
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    answer(c, duel_id, ZERO32)
+    mine_to(duel(c, duel_id).deadline)
+    with boa.reverts("Duel: publish window not over"):
+        c.settleDuel(duel_id)
+    mine(1)
+    before = book(c, o, a, b)
+    c.settleDuel(duel_id)
+    assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_REQUEST_WITHHELD
+    assert delta(before, book(c, o, a, b)) == {o: (0, 0, 0, 0), a: (0, 0, 0, -BOND), b: (DUELIST_FEE, 0, 0, -BOND)}
+    assert c.reserve() == ESCROW - DUELIST_FEE
+    assert not logs_named(c, "StakeSlashed")
+
+
+# ---------------------------------------------------------------------------------------------
+# commits and reveals
+
+
+def test_commit_and_reveal(c: Any, cast: Cast) -> None:
+    duel_id, drawn = judging_duel(c, cast)
+    judge = drawn[0]
+    com = commitment(c, duel_id, 1, judge, B_VOTE)
+    assert c.voteCommitment(duel_id, 1, judge, B_VOTE, keccak(b"salt")) == vote_commitment(
+        chain_id(), c.address, duel_id, 1, judge, B_VOTE, keccak(b"salt")) == com
+    assert c.commitmentOf(duel_id, 1, judge) == b"\x00" * 16
     with boa.env.prank(judge):
         c.commitVote(duel_id, com)
         (ev,) = logs_named(c, "VoteCommitted")
-        assert (ev.duelId, ev.judge, ev.commitment) == (duel_id, judge, com)
-        assert c.commitments(duel_id, judge) == com
-        mine(P.commit_window_blocks + 1)
-        c.revealVote(duel_id, B, SALT)
-        (ev,) = logs_named(c, "VoteRevealed")
-        assert (ev.duelId, ev.judge, ev.vote) == (duel_id, judge, B)
-    assert c.commitments(duel_id, judge) == b"\x00" * 32
-    assert list(c.getVotes(duel_id)) == [0, B, 0]
-
-
-def test_commit_checks(c: Any) -> None:
-    net = network(c)
-    duel_id = open_duel(c, net.origin.address, net.a.address, net.b.address)
-    j0 = net.judges[0].address
-    with boa.env.prank(j0), boa.reverts("Duel: not in voting"):
-        c.commitVote(duel_id, commitment(c, duel_id, j0, A))
-    mine(P.seed_delay_blocks + 1)
-    c.drawJudges(duel_id)
-    assert c.nodes(j0).leaf == 0
-    # an address that never registered reads leaf 0 from storage; leaf 0 is on the panel
-    for outsider in (new_account("never-registered").address, net.origin.address, net.a.address):
-        with boa.env.prank(outsider), boa.reverts("Duel: not a judge of this duel"):
-            c.commitVote(duel_id, commitment(c, duel_id, outsider, A))
-    with boa.env.prank(j0):
-        with boa.reverts("Duel: empty commitment"):
-            c.commitVote(duel_id, b"\x00" * 32)
-        c.commitVote(duel_id, commitment(c, duel_id, j0, A))
+        assert (ev.duelId, ev.judge, ev.round, ev.commitment) == (duel_id, judge, 1, com)
+        assert c.commitmentOf(duel_id, 1, judge) == com[:16]
         with boa.reverts("Duel: already committed"):
-            c.commitVote(duel_id, commitment(c, duel_id, j0, B))
-    mine(P.commit_window_blocks + 1)
-    with boa.env.prank(net.judges[1].address), boa.reverts("Duel: commit window over"):
-        c.commitVote(duel_id, commitment(c, duel_id, net.judges[1].address, A))
-
-
-def test_reveal_checks(c: Any) -> None:
-    net = network(c)
-    duel_id, _ = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    j0, j1, j2 = (j.address for j in net.judges)
-    with boa.env.prank(j0):
-        c.commitVote(duel_id, commitment(c, duel_id, j0, A))
+            c.commitVote(duel_id, commitment(c, duel_id, 1, judge, A_VOTE))
         with boa.reverts("Duel: reveal window not open"):
-            c.revealVote(duel_id, A, SALT)
-    with boa.env.prank(j1):
-        c.commitVote(duel_id, commitment(c, duel_id, j1, B))
-    mine(P.commit_window_blocks + 1)
-    with boa.env.prank(j0):
-        with boa.reverts("Duel: invalid vote"):
-            c.revealVote(duel_id, 0, SALT)
-        with boa.reverts("Duel: invalid vote"):
-            c.revealVote(duel_id, 5, SALT)
-        with boa.reverts("Duel: reveal does not match commitment"):
-            c.revealVote(duel_id, A, keccak(b"wrong salt"))
-        with boa.reverts("Duel: reveal does not match commitment"):
-            c.revealVote(duel_id, B, SALT)
-        c.revealVote(duel_id, A, SALT)
+            c.revealVote(duel_id, B_VOTE, keccak(b"salt"))
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.env.prank(judge):
+        c.revealVote(duel_id, B_VOTE, keccak(b"salt"))
+        (ev,) = logs_named(c, "VoteRevealed")
+        assert (ev.duelId, ev.judge, ev.round, ev.vote) == (duel_id, judge, 1, B_VOTE)
         with boa.reverts("Duel: already revealed"):
-            c.revealVote(duel_id, A, SALT)
-    with boa.env.prank(j2), boa.reverts("Duel: no commitment"):
-        c.revealVote(duel_id, A, SALT)
-    with boa.env.prank(new_account("never-registered").address), boa.reverts("Duel: not a judge of this duel"):
-        c.revealVote(duel_id, A, SALT)
-    with boa.env.prank(net.b.address), boa.reverts("Duel: not a judge of this duel"):
-        c.revealVote(duel_id, A, SALT)
-    mine(P.reveal_window_blocks)
-    with boa.env.prank(j1), boa.reverts("Duel: reveal window over"):
-        c.revealVote(duel_id, B, SALT)
-    with boa.env.prank(j1), boa.reverts("Duel: not in voting"):
-        c.revealVote(duel_id + 1, B, SALT)
+            c.revealVote(duel_id, B_VOTE, keccak(b"salt"))
+    # the vote counts on every seat the judge holds
+    assert list(c.getVotes(duel_id, 1)) == [B_VOTE if s == judge else 0 for s in drawn]
 
 
-def test_commitment_is_bound_to_judge(c: Any) -> None:
-    """A judge cannot copy another judge's commitment and reveal it as its own."""
-    net = network(c)
-    duel_id, _ = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    j0, j1 = net.judges[0].address, net.judges[1].address
-    copied = commitment(c, duel_id, j0, A)
-    for judge in (j0, j1):
-        with boa.env.prank(judge):
-            c.commitVote(duel_id, copied)
-    mine(P.commit_window_blocks + 1)
-    with boa.env.prank(j1), boa.reverts("Duel: reveal does not match commitment"):
-        c.revealVote(duel_id, A, SALT)
+def test_commit_reverts(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    pending = open_duel(c, o, attest(c, o, cast.a, "pending"))
+    with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: not judging"):
+        c.commitVote(pending, keccak(b"c"))
+    duel_id, drawn = judging_duel(c, cast)
+    outsiders = [o, cast.a.address, cast.b.address, new_account("never-registered").address]
+    outsiders += [j.address for j in cast.judges if j.address not in drawn]
+    for who in outsiders:
+        with boa.env.prank(who), boa.reverts("Duel: not a judge of this duel"):
+            c.commitVote(duel_id, commitment(c, duel_id, 1, who, A_VOTE))
+    with boa.env.prank(drawn[0]), boa.reverts("Duel: empty commitment"):
+        c.commitVote(duel_id, b"\x00" * 16 + b"\x01" * 16)
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.env.prank(drawn[0]), boa.reverts("Duel: commit window over"):
+        c.commitVote(duel_id, commitment(c, duel_id, 1, drawn[0], A_VOTE))
 
 
-def test_settle_timing(c: Any) -> None:
-    net = network(c)
-    with boa.reverts("Duel: not in voting"):
-        c.settleDuel(1)
-    duel_id, judges = open_and_draw(c, net.origin.address, net.a.address, net.b.address)
-    votes: dict[str, int | None] = {judges[0]: A, judges[1]: A, judges[2]: A}
-    commit_all(c, duel_id, votes)
-    mine(P.commit_window_blocks + 1)
-    reveal_all(c, duel_id, {judges[0]: A, judges[1]: A})
-    with boa.reverts("Duel: reveal window not over"):
-        c.settleDuel(duel_id)
-    # once every judge has revealed there is nothing to wait for
-    reveal_all(c, duel_id, {judges[2]: A})
-    with boa.env.prank(new_account("anyone").address):
-        c.settleDuel(duel_id)
-    assert tuple(c.getDuel(duel_id))[6:] == (int(DuelStatus.SETTLED), int(Outcome.A_WON))
-    with boa.reverts("Duel: not in voting"):
-        c.settleDuel(duel_id)
-    with boa.env.prank(judges[0]), boa.reverts("Duel: not in voting"):
-        c.commitVote(duel_id, commitment(c, duel_id, judges[0], A))
+def test_reveal_reverts(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    pending = open_duel(c, o, attest(c, o, cast.a, "pending"))
+    with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: not judging"):
+        c.revealVote(pending, A_VOTE, keccak(b"salt"))
+    duel_id, drawn = judging_duel(c, cast)
+    judges = distinct(drawn)
+    commit(c, duel_id, judges[0], A_VOTE)
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.env.prank(judges[0]):
+        for bad in (0, 5):
+            with boa.reverts("Duel: invalid vote"):
+                c.revealVote(duel_id, bad, keccak(b"salt"))
+        with boa.reverts("Duel: reveal does not match commitment"):
+            c.revealVote(duel_id, B_VOTE, keccak(b"salt"))
+        with boa.reverts("Duel: reveal does not match commitment"):
+            c.revealVote(duel_id, A_VOTE, keccak(b"other salt"))
+    with boa.env.prank(cast.a.address), boa.reverts("Duel: not a judge of this duel"):
+        c.revealVote(duel_id, A_VOTE, keccak(b"salt"))
+    if len(judges) > 1:
+        with boa.env.prank(judges[1]), boa.reverts("Duel: no commitment"):
+            c.revealVote(duel_id, A_VOTE, keccak(b"salt"))
+    mine_to(reveal_end(c, duel_id) + 1)
+    with boa.env.prank(judges[0]), boa.reverts("Duel: reveal window over"):
+        c.revealVote(duel_id, A_VOTE, keccak(b"salt"))
+
+
+def test_no_commitment_for_a_lone_judge_seat(c: Any) -> None:
+    """With one judge holding every seat, 'no commitment' is its own uncommitted seat."""
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,))
+    duel_id, drawn = judging_duel(c, cast)
+    assert drawn == [cast.judges[0].address] * P.k_judges
+    mine_to(duel(c, duel_id).deadline + 1)
+    with boa.env.prank(drawn[0]), boa.reverts("Duel: no commitment"):
+        c.revealVote(duel_id, A_VOTE, keccak(b"salt"))
 
 
 # ---------------------------------------------------------------------------------------------
-# settlement math
+# settlement: exact amounts
 
 
-def test_unanimous_verdict_moves_the_losers_stake(c: Any) -> None:
-    net = network(c)
-    total_before = c.totalWeight()
-    s = run_to_settlement(c, net, [A, A, A])
-    a, b, o = net.a.address, net.b.address, net.origin.address
-    assert (s.event.outcome, s.event.votesA, s.event.votesB, s.event.stakeMoved, s.event.judgePool) == (
-        int(Outcome.A_WON), 3, 0, 4 * MIN_STAKE, 0)
-    assert s.stake[b] == -4 * MIN_STAKE and s.credit[b] == DF
-    assert s.credit[a] == 4 * MIN_STAKE + DF and s.stake[a] == 0
-    for j in net.judges:
-        assert (s.credit[j.address], s.stake[j.address]) == (JF, 0)
-    assert s.credit[o] == 0  # every judge revealed: no refund
-    slashed = [(log.node, log.amount, log.reason) for log in s.logs if type(log).__name__ == "StakeSlashed"]
-    assert slashed == [(b, 4 * MIN_STAKE, 1)]
-    assert paid(s.logs, 1) == {a: 4 * MIN_STAKE}
-    assert c.totalWeight() == total_before - 4 * MIN_STAKE
-    assert c.leafWeight(c.nodes(b).leaf) == 0
+def _judge_deltas(drawn: list[str], votes: dict[str, int | None], final: int, reserve: int, budget: int,
+                  ) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Per judge (credit, stake) change, fees paid from `budget`, and the reserve after, as the
+    contract's rules say (every seat separately)."""
+    out = {j: (0, 0) for j in drawn}
+    win = {A_WON: A_VOTE, B_WON: B_VOTE}.get(final)
+    lose = {A_WON: B_VOTE, B_WON: A_VOTE}.get(final)
+    bonus = reserve * P.reserve_payout_bps // BPS
+    paid = bonuses = penalties = 0
+    for j in drawn:
+        v = votes.get(j) or 0
+        credit, stake_ = out[j]
+        if (win is not None and v == win) or (final == TIE and v in (A_VOTE, B_VOTE)):
+            fee, extra = min(JUDGE_FEE, budget - paid), min(bonus, reserve - bonuses)
+            paid += fee
+            bonuses += extra
+            credit += fee + extra
+        elif v == 0 or (lose is not None and v == lose):
+            cut = SILENT_PENALTY if v == 0 else JUDGE_PENALTY
+            stake_ -= cut
+            penalties += cut
+        out[j] = (credit, stake_)
+    return out, paid, reserve - bonuses + penalties
 
 
-def test_b_can_win(c: Any) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [B, B, A])
-    assert (s.event.outcome, s.event.votesA, s.event.votesB) == (int(Outcome.B_WON), 1, 2)
-    assert s.stake[net.a.address] == -10 * MIN_STAKE
-    assert s.credit[net.b.address] == 10 * MIN_STAKE + DF
+def _duel_where(c: Any, cast: Cast, fits: Any, tag: str) -> tuple[int, list[str]]:
+    """A judging duel whose first-round seats satisfy `fits` (tried over request ids; each try is
+    rolled back, then the one that fits is replayed)."""
+    for i in range(40):
+        with boa.env.anchor():
+            _, drawn = judging_duel(c, cast, f"{tag}{i}")
+            ok = fits(drawn)
+        if ok:
+            return judging_duel(c, cast, f"{tag}{i}")
+    raise AssertionError(f"no panel fits in 40 duels ({tag})")
 
 
-def test_two_to_one_minority_judge_loses_its_share_to_the_majority(c: Any) -> None:
-    net = network(c)  # j2 holds 5 * MIN_STAKE + 5
-    s = run_to_settlement(c, net, [A, A, B])
-    j0, j1, j2 = (j.address for j in net.judges)
-    cut = (5 * MIN_STAKE + 5) * P.minority_slash_bps // 10_000
-    assert cut == MIN_STAKE + 1  # odd: one wei of dust
-    assert (s.event.outcome, s.event.votesA, s.event.votesB, s.event.judgePool) == (int(Outcome.A_WON), 2, 1, cut)
-    assert s.stake[j2] == -cut and s.credit[j2] == JF
-    # the pool is split equally; the first majority judge on the panel takes the dust
-    panel = [str(j) for j in c.getJudges(1)]
-    first, second = sorted((j0, j1), key=panel.index)
-    assert paid(s.logs, 2) == {first: cut // 2 + 1, second: cut // 2}
-    assert s.credit[first] == cut // 2 + 1 + JF and s.credit[second] == cut // 2 + JF
-    slashed = {(log.node, log.reason) for log in s.logs if type(log).__name__ == "StakeSlashed"}
-    assert slashed == {(net.b.address, 1), (j2, 2)}
+@pytest.mark.parametrize(
+    ("label", "pattern", "final"),
+    [
+        ("B wins unanimously", [B_VOTE, B_VOTE, B_VOTE], B_WON),
+        ("A wins, one judge silent", [A_VOTE, A_VOTE, None], A_WON),
+        ("B wins against one incoherent seat", [B_VOTE, A_VOTE, B_VOTE], B_WON),
+        ("tie with an abstention", [A_VOTE, B_VOTE, ABSTAIN], TIE),
+        ("void by no-evidence majority", [NO_EVIDENCE, NO_EVIDENCE, A_VOTE], VOIDED),
+        ("nobody reveals", [None, None, None], TIE),
+        ("a no-evidence minority", [NO_EVIDENCE, A_VOTE, A_VOTE], A_WON),
+    ],
+)
+def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | None], final: int) -> None:
+    """Judges j0..j2 (one seat each) vote by `pattern`; each seat is paid or penalised for its vote."""
+    cast = make_cast(c, judge_stakes=(MIN_STAKE, 2 * MIN_STAKE, 3 * MIN_STAKE))
+    # a reserve to share: a first duel that A wins puts B's bond in it
+    first, first_seats = judging_duel(c, cast, "seed the reserve")
+    vote_round(c, first, dict.fromkeys(distinct(first_seats), A_VOTE))
+    settle(c, first)
+    # B's bond, less the coherent seats' shares of it (1% each, computed once per round)
+    assert c.reserve() == BOND - P.k_judges * (BOND * P.reserve_payout_bps // BPS)
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, label)
+    votes = {j.address: v for j, v in zip(cast.judges, pattern, strict=True)}
+    vote_round(c, duel_id, {j: votes[j] for j in drawn})
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks)
+    with boa.reverts("Duel: appeal window not over"):
+        c.settleDuel(duel_id)
+    mine(1)
+    a_loss = BOND if final == B_WON else 0
+    b_loss = BOND if final == A_WON else 0
+    reserve = c.reserve()
+    before = book(c, o, a, b, *(j.address for j in cast.judges))
+    balance = boa.env.get_balance(c.address)
+    c.settleDuel(duel_id)
+    (settled,) = logs_named(c, "DuelSettled")
+    d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
+    # B's bond (when A won) reaches the reserve before the judges take their share of it
+    judge_d, paid, reserve_after = _judge_deltas(drawn, votes, final, reserve + b_loss, P.k_judges * JUDGE_FEE)
+    assert d[a] == (0, -a_loss, 0, -BOND), label
+    assert d[b] == (DUELIST_FEE + a_loss, -b_loss, 0, -BOND), label
+    assert d[o] == (P.k_judges * JUDGE_FEE - paid, 0, 0, 0), label
+    for j in cast.judges:
+        assert d[j.address][:2] == judge_d[j.address], (label, j.address)
+    assert c.reserve() == reserve_after, label
+    counts = Counter(votes[j] for j in drawn)
+    assert (settled.outcome, settled.round, settled.votesA, settled.votesB, settled.stakeMoved) == (
+        final, 1, counts[A_VOTE], counts[B_VOTE], a_loss + b_loss), label
+    assert duel(c, duel_id)[6:] == (1, SETTLED, final)
+    # the duel's money only moved inside the contract; the escrow left the open-duel pot
+    assert boa.env.get_balance(c.address) == balance == held(c, cast)
+    with boa.reverts("Duel: not open"):
+        c.settleDuel(duel_id)
 
 
-def test_silent_judge_loses_abstain_share_and_fee(c: Any) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [A, A, None], wait=True)
-    j0, j1, j2 = (j.address for j in net.judges)
-    cut = (5 * MIN_STAKE + 5) * P.abstain_slash_bps // 10_000
-    assert s.event.judgePool == cut and s.stake[j2] == -cut
-    assert s.credit[j2] == 0  # no fee for a judge that never revealed
-    assert s.credit[j0] + s.credit[j1] == cut + 2 * JF
-    assert s.credit[net.origin.address] == JF  # its fee goes back to the origin
-    assert [log.reason for log in s.logs if type(log).__name__ == "StakeSlashed" and log.node == j2] == [3]
+def _double_seat(drawn: list[str]) -> bool:
+    return sorted(Counter(drawn).values()) == [1, 2]
 
 
-@pytest.mark.parametrize("odd_vote", [ABSTAIN, NO_EVIDENCE])
-def test_abstaining_judge_is_slashed_but_paid_its_fee(c: Any, odd_vote: int) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [A, A, odd_vote])
-    j2 = net.judges[2].address
-    cut = (5 * MIN_STAKE + 5) * P.abstain_slash_bps // 10_000
-    assert s.event.outcome == int(Outcome.A_WON)
-    assert s.stake[j2] == -cut and s.credit[j2] == JF
-    assert s.credit[net.origin.address] == 0
+def test_a_judge_with_two_seats_is_paid_and_penalised_per_seat(c: Any, cast: Cast) -> None:
+    duel_id, drawn = _duel_where(c, cast, _double_seat, "double")
+    double = next(j for j in drawn if drawn.count(j) == 2)
+    single = next(j for j in drawn if j != double)
+    # the double judge commits and reveals once; the vote fills both its seats
+    vote_round(c, duel_id, {double: A_VOTE, single: B_VOTE})
+    assert list(c.getVotes(duel_id, 1)) == [A_VOTE if s == double else B_VOTE for s in drawn]
+    before = book(c, double, single, cast.a.address, cast.b.address)
+    settle(c, duel_id)
+    slashes = [(s.node, s.amount, s.reason) for s in logs_named(c, "StakeSlashed")]
+    d = delta(before, book(c, double, single, cast.a.address, cast.b.address))
+    # A wins 2 seats to 1: B's bond enters the reserve, then the double judge earns two fees and two
+    # reserve shares, the single one pays one penalty
+    share = BOND * P.reserve_payout_bps // BPS
+    assert share > 0
+    assert d[double] == (2 * (JUDGE_FEE + share), 0, 0, 0)
+    assert d[single] == (0, -JUDGE_PENALTY, 0, 0)
+    assert slashes == [(cast.b.address, BOND, SLASH_LOST_DUEL), (single, JUDGE_PENALTY, SLASH_INCOHERENT_JUDGE)]
+    assert c.reserve() == BOND - 2 * share + JUDGE_PENALTY
 
 
-def test_tie_moves_nothing(c: Any) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [A, B, ABSTAIN])
-    assert (s.event.outcome, s.event.votesA, s.event.votesB, s.event.stakeMoved, s.event.judgePool) == (
-        int(Outcome.TIE), 1, 1, 0, 0)
-    assert all(v == 0 for v in s.stake.values())
-    assert s.credit[net.a.address] == DF == s.credit[net.b.address]
-    assert all(s.credit[j.address] == JF for j in net.judges)
-    assert not [log for log in s.logs if type(log).__name__ == "StakeSlashed"]
+def test_a_double_seat_that_loses_pays_twice(c: Any, cast: Cast) -> None:
+    duel_id, drawn = _duel_where(c, cast, _double_seat, "double")
+    double = next(j for j in drawn if drawn.count(j) == 2)
+    single = next(j for j in drawn if j != double)
+    vote_round(c, duel_id, {double: None, single: B_VOTE})  # the double judge never reveals
+    before = book(c, double, single)
+    settle(c, duel_id)
+    silent = [(s.node, s.amount, s.reason) for s in logs_named(c, "StakeSlashed") if s.reason == SLASH_SILENT_JUDGE]
+    d = delta(before, book(c, double, single))
+    assert d[double] == (0, -2 * SILENT_PENALTY, 0, 0)
+    assert d[single] == (JUDGE_FEE, 0, 0, 0)
+    assert silent == [(double, SILENT_PENALTY, SLASH_SILENT_JUDGE)] * 2
+    assert c.reserve() == 2 * SILENT_PENALTY
 
 
-def test_nobody_reveals_is_a_tie_and_refunds_the_judge_fees(c: Any) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [None, None, None], wait=True)
-    assert (s.event.outcome, s.event.votesA, s.event.votesB) == (int(Outcome.TIE), 0, 0)
-    assert all(v == 0 for v in s.stake.values())
-    assert s.credit[net.origin.address] == P.k_judges * JF
+def test_judge_penalties_take_active_then_unbonding_stake(c: Any) -> None:
+    """A judge's penalties come from its active stake first, then from its unbonding stake."""
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,))
+    j = cast.judges[0].address
+    o = cast.origin.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    to_seed(c, duel_id)
+    with boa.env.prank(j):
+        c.requestUnstake(MIN_STAKE - 5 * C)  # inside the seed epoch: the judge is still drawn
+    assert c.leafWeight(c.nodes(j).leaf) == 0  # its live weight is gone, its frozen weight is not
+    _, drawn = answer(c, duel_id)
+    assert drawn == [j] * P.k_judges
+    vote_round(c, duel_id, {j: None})
+    settle(c, duel_id)
+    # three silent seats: 3 x 4 credits, 5 from active stake, 7 from unbonding stake
+    assert (c.activeStake(j), c.unbondingStake(j)) == (0, MIN_STAKE - 5 * C - 7 * C)
+    assert c.reserve() == 3 * SILENT_PENALTY
 
 
-def test_no_evidence_majority_voids_the_duel(c: Any) -> None:
-    net = network(c)
-    s = run_to_settlement(c, net, [NO_EVIDENCE, NO_EVIDENCE, A])
-    assert (s.event.outcome, s.event.votesA, s.event.votesB, s.event.stakeMoved, s.event.judgePool) == (
-        int(Outcome.VOIDED), 1, 0, 0, 0)
-    assert all(v == 0 for v in s.stake.values())
-    assert s.credit[net.a.address] == DF == s.credit[net.b.address]
-    assert all(s.credit[j.address] == JF for j in net.judges)
-    assert c.getDuel(1)[7] == int(Outcome.VOIDED)
+# ---------------------------------------------------------------------------------------------
+# appeals
 
 
-def test_loser_without_stake_moves_nothing(c: Any) -> None:
-    net = network(c, b_stake=0)
-    s = run_to_settlement(c, net, [A, A, A])
-    assert s.event.stakeMoved == 0 and s.credit[net.a.address] == DF
-    assert not [log for log in s.logs if type(log).__name__ == "StakeSlashed"]
+def _round_one(c: Any, cast: Cast, vote: int, tag: str = "") -> tuple[int, list[str]]:
+    duel_id, drawn = judging_duel(c, cast, tag)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), vote))
+    mine_to(reveal_end(c, duel_id) + 1)
+    return duel_id, drawn
 
 
-def test_partial_gamma_takes_active_stake_first_then_unbonding(fresh: None) -> None:
-    c = deploy(with_params(gamma_bps=5_000))
-    net = network(c, b_stake=4 * MIN_STAKE)
-    with boa.env.prank(net.b.address):
-        c.requestUnstake(3 * MIN_STAKE)  # active 1, unbonding 3
-    s = run_to_settlement(c, net, [A, A, A])
-    assert s.event.stakeMoved == 2 * MIN_STAKE
-    assert (c.activeStake(net.b.address), c.unbondingStake(net.b.address)) == (0, 2 * MIN_STAKE)
-    assert s.credit[net.a.address] == 2 * MIN_STAKE + DF
+def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,) * 5)
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    # a reserve: a first duel A wins (B's bond)
+    first, _ = _round_one(c, cast, A_VOTE, "reserve")
+    mine(P.appeal_window_blocks)
+    c.settleDuel(first)
+    duel_id, drawn1 = _round_one(c, cast, B_VOTE, "t")
+    with boa.env.prank(b), boa.reverts("Duel: only the losing duelist appeals"):
+        c.appeal(duel_id)
+    with boa.env.prank(o), boa.reverts("Duel: only the losing duelist appeals"):
+        c.appeal(duel_id)
+    credit_a = c.credit(a)
+    with boa.env.prank(a):
+        c.appeal(duel_id)
+    (ev,) = logs_named(c, "DuelAppealed")
+    seed2 = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    assert (ev.duelId, ev.appellant, ev.deposit, ev.seedBlock, ev.commitEnd) == (
+        duel_id, a, APPEAL_FEE, seed2, seed2 + P.commit_window_blocks)
+    assert c.credit(a) == credit_a - APPEAL_FEE and APPEAL_FEE == 7 * JUDGE_FEE
+    assert duel(c, duel_id)[3:] == (seed2, seed2 + P.commit_window_blocks, BOND, 2, JUDGING, 0)
+    with boa.env.prank(a), boa.reverts("Duel: not appealable"):
+        c.appeal(duel_id)
+    assert list(c.previewJudges(duel_id)) == []  # the seed block is not mined yet
+    with boa.reverts("Duel: seed block not mined yet"):
+        c.drawJudges(duel_id)
+    with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: seed block not mined yet"):
+        c.commitVote(duel_id, keccak(b"c"))
+    mine_to(seed2 + 1)
+    preview = [str(s) for s in c.previewJudges(duel_id)]
+    assert len(preview) == 2 * P.k_judges + 1
+    first_judge = preview[0]
+    commit(c, duel_id, first_judge, A_VOTE)  # the first commit draws the panel
+    assert [type(log).__name__ for log in c.get_logs()] == ["JudgesDrawn", "VoteCommitted"]
+    assert logs_named(c, "JudgesDrawn")[0].round == 2
+    drawn2 = seats(c, duel_id, 2)
+    assert drawn2 == preview
+    with boa.reverts("Duel: judges already drawn"):
+        c.drawJudges(duel_id)
+    for j in distinct(drawn2)[1:]:
+        commit(c, duel_id, j, A_VOTE)
+    mine_to(duel(c, duel_id).deadline + 1)
+    for j in distinct(drawn2)[:-1]:
+        reveal(c, duel_id, j, A_VOTE)
+    assert list(c.getVotes(duel_id, 1)) == [B_VOTE] * P.k_judges
+    with boa.reverts("Duel: reveal window not over"):
+        c.settleDuel(duel_id)
+    reveal(c, duel_id, distinct(drawn2)[-1], A_VOTE)
+    reserve = c.reserve()
+    judges = [j.address for j in cast.judges]
+    before = book(c, o, a, b, *judges)
+    c.settleDuel(duel_id)  # every seat revealed: no need to wait for the window's end
+    refund = [p for p in logs_named(c, "DuelRewardPaid") if p.reason == REWARD_APPEAL_REFUND]
+    (settled,) = logs_named(c, "DuelSettled")
+    d = delta(before, book(c, o, a, b, *judges))
+    # round 1 (B voters) is incoherent with the final verdict (A): each of its seats pays a penalty
+    # B's bond goes to the reserve before the judges are paid
+    d1, paid1, reserve1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), A_WON, reserve + BOND,
+                                        P.k_judges * JUDGE_FEE)
+    d2, paid2, reserve2 = _judge_deltas(drawn2, dict.fromkeys(drawn2, A_VOTE), A_WON, reserve1, APPEAL_FEE)
+    covered = min(paid2, reserve2)
+    assert paid1 == 0 and paid2 == APPEAL_FEE
+    assert d[a] == (APPEAL_FEE - paid2 + covered, 0, 0, -BOND)
+    assert d[b] == (DUELIST_FEE, -BOND, 0, -BOND)
+    assert d[o] == (P.k_judges * JUDGE_FEE, 0, 0, 0)
+    for j in judges:
+        want = (d1.get(j, (0, 0))[0] + d2.get(j, (0, 0))[0], d1.get(j, (0, 0))[1] + d2.get(j, (0, 0))[1])
+        assert d[j][:2] == want, j
+    assert c.reserve() == reserve2 - covered
+    assert [(p.account, p.amount) for p in refund] == [(a, APPEAL_FEE - paid2 + covered)]
+    assert (settled.outcome, settled.round, settled.votesA, settled.stakeMoved) == (A_WON, 2, 7, BOND)
 
 
-def test_settlement_conserves_money(c: Any) -> None:
-    net = network(c)
-    run_to_settlement(c, net, [A, B, None], wait=True)
-    held = sum(c.credit(w) + c.pendingWithdrawal(w) + c.activeStake(w) + c.unbondingStake(w)
-               for w in net.everyone())
-    assert held == boa.env.get_balance(c.address)
+def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,) * 4)
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    duel_id, drawn1 = _round_one(c, cast, B_VOTE)
+    with boa.env.prank(a):
+        c.appeal(duel_id)
+    mine_to(duel(c, duel_id).seed_block + 1)
+    c.drawJudges(duel_id)
+    drawn2 = seats(c, duel_id, 2)
+    judges = distinct(drawn2)
+    # all but one judge uphold B; the last votes A and pays per seat
+    votes = {j: (A_VOTE if j == judges[-1] else B_VOTE) for j in judges}
+    vote_round(c, duel_id, votes)
+    before = book(c, o, a, b, *(j.address for j in cast.judges))
+    c.settleDuel(duel_id)
+    d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
+    final = B_WON if sum(votes[s] == B_VOTE for s in drawn2) * 2 > len(drawn2) else A_WON
+    assert final == B_WON
+    _, paid1, r1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), B_WON, 0, P.k_judges * JUDGE_FEE)
+    _, paid2, r2 = _judge_deltas(drawn2, {s: votes[s] for s in drawn2}, B_WON, r1, APPEAL_FEE)
+    assert d[a] == (0, -BOND, 0, -BOND)  # no refund
+    assert d[b] == (BOND + DUELIST_FEE, 0, 0, -BOND)
+    assert c.reserve() == r2 + APPEAL_FEE - paid2
+    assert paid1 == P.k_judges * JUDGE_FEE
+
+
+def test_appeal_panel_never_drawn_leaves_the_first_verdict(c: Any) -> None:
+    cast = make_cast(c)
+    a, b = cast.a.address, cast.b.address
+    duel_id, _ = _round_one(c, cast, A_VOTE)
+    with boa.env.prank(b):
+        c.appeal(duel_id)
+    mine_to(duel(c, duel_id).deadline)
+    with boa.reverts("Duel: commit window not over"):
+        c.settleDuel(duel_id)
+    mine(1)
+    with boa.reverts("Duel: commit window over"):
+        c.drawJudges(duel_id)
+    before = book(c, a, b)
+    c.settleDuel(duel_id)
+    d = delta(before, book(c, a, b))
+    assert d[b] == (APPEAL_FEE + DUELIST_FEE, -BOND, 0, -BOND)  # the deposit comes back; B still lost
+    assert d[a] == (0, 0, 0, -BOND)
+    assert duel(c, duel_id)[6:] == (2, SETTLED, A_WON)
+
+
+def test_appeal_reverts(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    pending = open_duel(c, o, attest(c, o, cast.a, "pending"))
+    with boa.env.prank(cast.a.address), boa.reverts("Duel: not appealable"):
+        c.appeal(pending)
+    duel_id, drawn = judging_duel(c, cast, "t")
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
+    with boa.env.prank(cast.a.address):
+        with boa.reverts("Duel: reveal window not over"):
+            c.appeal(duel_id)
+        mine_to(reveal_end(c, duel_id) + 1)
+        c.requestWithdrawal(c.credit(cast.a.address) - APPEAL_FEE + 1)
+        with boa.reverts("Bank: insufficient credit"):
+            c.appeal(duel_id)
+        mine(P.appeal_window_blocks)
+        with boa.reverts("Duel: appeal window over"):
+            c.appeal(duel_id)
+    tie, tie_seats = judging_duel(c, cast, "tie")
+    vote_round(c, tie, dict.fromkeys(distinct(tie_seats), ABSTAIN))
+    mine_to(reveal_end(c, tie) + 1)
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: no verdict to appeal"):
+        c.appeal(tie)
+
+
+def test_no_judges_for_the_appeal_round(c: Any) -> None:
+    cast = make_cast(c)
+    duel_id, _ = _round_one(c, cast, B_VOTE)
+    with boa.env.prank(cast.a.address):
+        c.appeal(duel_id)
+    for j in cast.judges:  # every judge leaves before the appeal round's epoch
+        with boa.env.prank(j.address):
+            c.leave()
+    mine_to(duel(c, duel_id).seed_block + 1)
+    assert list(c.previewJudges(duel_id)) == []
+    with boa.reverts("Duel: no judges"):
+        c.drawJudges(duel_id)
+    with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: no judges"):
+        c.commitVote(duel_id, keccak(b"c"))
+    mine_to(duel(c, duel_id).deadline + 1)
+    c.settleDuel(duel_id)  # the first verdict stands, the appeal fee comes back
+    refunds = [(p.account, p.amount) for p in logs_named(c, "DuelRewardPaid") if p.reason == REWARD_APPEAL_REFUND]
+    assert refunds == [(cast.a.address, APPEAL_FEE)]
+    assert duel(c, duel_id)[6:] == (2, SETTLED, B_WON)
+
+
+def test_draw_judges_reverts(c: Any, cast: Cast) -> None:
+    o = cast.origin.address
+    pending = open_duel(c, o, attest(c, o, cast.a, "pending"))
+    with boa.reverts("Duel: not judging"):
+        c.drawJudges(pending)
+    duel_id, _ = judging_duel(c, cast)
+    with boa.reverts("Duel: judges already drawn"):
+        c.drawJudges(duel_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# views and the end of a duel
+
+
+def test_views_of_an_unknown_duel_revert(c: Any) -> None:
+    for view in (c.getDuel, c.challengerOf, c.previewJudges):
+        with boa.reverts("Duel: unknown duel"):
+            view(777)
+    assert list(c.getJudges(777, 1)) == [] and list(c.getVotes(777, 2)) == []
+
+
+def test_settle_reverts_on_a_closed_or_unknown_duel(c: Any, cast: Cast) -> None:
+    with boa.reverts("Duel: not open"):
+        c.settleDuel(99)
+    duel_id, drawn = judging_duel(c, cast)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
+    settle(c, duel_id)
+    with boa.reverts("Duel: not open"):
+        c.settleDuel(duel_id)
+    with boa.env.prank(drawn[0]), boa.reverts("Duel: not judging"):
+        c.commitVote(duel_id, keccak(b"c"))
+
+
+def test_every_duel_ends_within_its_span(c: Any, cast: Cast) -> None:
+    """The longest path (request withheld and published, appeal, panels drawn late) still settles
+    by DUEL_SPAN_BLOCKS after the duel opened, and the bonded stake is free then."""
+    o, a = cast.origin.address, cast.a.address
+    opened = block_number() + P.epoch_blocks - 1  # open on the last block of an epoch
+    mine_to(opened)
+    job = attest(c, o, cast.a, "long")
+    duel_id = open_duel(c, o, job)
+    mine_to(duel(c, duel_id).deadline)  # B answers at the last moment: "no request"
+    with boa.env.prank(str(c.challengerOf(duel_id))):
+        c.answerDuel(duel_id, ZERO32)
+    mine_to(duel(c, duel_id).deadline)
+    c.publishRequest(duel_id, *publish_args(job))
+    mine_to(duel(c, duel_id).deadline)
+    with boa.env.prank(cast.b.address):
+        c.answerDuel(duel_id, keccak(b"b"))
+    drawn = seats(c, duel_id, 1)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks)
+    with boa.env.prank(a):
+        c.appeal(duel_id)
+    mine_to(duel(c, duel_id).deadline)
+    c.drawJudges(duel_id)
+    mine_to(reveal_end(c, duel_id) + 1)
+    assert block_number() <= opened + c.DUEL_SPAN_BLOCKS()
+    c.settleDuel(duel_id)
+    assert c.reserved(a) == 0 == c.reserved(cast.b.address)
