@@ -1,1 +1,4 @@
-"""Duel scheduling, judge prompts, vote parsing and verdict submission. Built in a later issue."""
+"""Duels from the judging side (docs/duels.md): the evidence and the vote rules (`evidence`), the judge's
+prompt and how a reply becomes a vote (`prompt`), its vote journal and schedule (`journal`), its work loop
+(`runner`), each node's evidence store (`store`), the chain as the duel roles see it (`chain`), and a
+leaderboard of duel results (`leaderboard`)."""
