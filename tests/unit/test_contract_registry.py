@@ -1,4 +1,6 @@
-"""WWWServe constructor checks and node registry: register, update, leave, re-register, key ownership."""
+"""WWWServe deployment and node registry: constructor checks, the extension's parameters digest and
+its refusal of direct calls, identical storage layouts, register / update / leave / re-register, key
+ownership, and the epochs in which a node counts as serving a model."""
 
 from __future__ import annotations
 
@@ -8,68 +10,170 @@ import boa
 import pytest
 from contract_fixtures import (  # noqa: F401  (fixtures register under their own names)
     MIN_STAKE,
+    MODEL,
     TEST_PARAMS,
+    ZERO_ADDRESS,
+    Deployment,
+    block_number,
     contract_fixture,
     deploy,
+    deploy_pair,
     deploy_raw,
+    deployers,
+    deployment_fixture,
     fresh_fixture,
     logs_named,
     make_node,
-    module_contract_fixture,
+    mine,
+    module_deployment_fixture,
     new_account,
+    next_epoch,
     pubkey_of,
     register,
     stake,
     with_params,
 )
+from eth_abi import encode
+from eth_utils import keccak
+from vyper.compiler.output import build_abi_output
+
+from ledger.params import DeploymentParams
+from ledger.work import model_hash
 
 # constructor argument positions (DeploymentParams field order)
-MIN_STAKE_ARG, K_ARG, SEED_DELAY_ARG, DRAW_WINDOW_ARG = 0, 3, 4, 5
-COMMIT_ARG, REVEAL_ARG, SETTLE_ARG = 6, 7, 8
-GAMMA_ARG, MINORITY_ARG, ABSTAIN_ARG, DEPTH_ARG = 9, 10, 11, 14
+(MIN_STAKE_ARG, UNBONDING_ARG, NOTICE_ARG, K_ARG, EPOCH_ARG, ANSWER_ARG, COMMIT_ARG, REVEAL_ARG, APPEAL_ARG,
+ PUBLISH_ARG, TTL_ARG, BOND_ARG, DUELIST_FEE_ARG, JUDGE_FEE_ARG, PENALTY_ARG, SILENT_ARG, BPS_ARG,
+ DEPTH_ARG) = range(18)
+GWEI = 10**9
 
 
 @pytest.mark.parametrize(
-    ("position", "value", "reason"),
+    ("changes", "reason"),
     [
-        (MIN_STAKE_ARG, 0, "Params: min_stake must be > 0"),
-        (K_ARG, 0, "Params: k_judges out of range"),
-        (K_ARG, 9, "Params: k_judges out of range"),
-        (SEED_DELAY_ARG, 0, "Params: seed_delay must be >= 1"),
-        (DRAW_WINDOW_ARG, 0, "Params: draw_window out of range"),
-        (DRAW_WINDOW_ARG, 251, "Params: draw_window out of range"),
-        (COMMIT_ARG, 0, "Params: windows must be >= 1"),
-        (REVEAL_ARG, 0, "Params: windows must be >= 1"),
-        (SETTLE_ARG, 0, "Params: windows must be >= 1"),
-        (DEPTH_ARG, 25, "Sortition: depth out of range"),
-        (GAMMA_ARG, 10_001, "Params: bps > 10000"),
-        (MINORITY_ARG, 10_001, "Params: bps > 10000"),
-        (ABSTAIN_ARG, 10_001, "Params: bps > 10000"),
-        (DEPTH_ARG, 0, "Sortition: depth out of range"),
-        (DEPTH_ARG, 21, "Sortition: depth out of range"),
+        ({MIN_STAKE_ARG: 0}, "Params: min_stake must be > 0"),
+        ({K_ARG: 0}, "Params: k_judges out of range"),
+        ({K_ARG: 4}, "Params: k_judges out of range"),
+        ({EPOCH_ARG: 1, ANSWER_ARG: 1, COMMIT_ARG: 1}, "Params: epoch_blocks out of range"),
+        ({EPOCH_ARG: 251}, "Params: epoch_blocks out of range"),
+        ({ANSWER_ARG: 0}, "Params: answer_window out of range"),
+        ({ANSWER_ARG: TEST_PARAMS.epoch_blocks}, "Params: answer_window out of range"),
+        ({COMMIT_ARG: 0}, "Params: commit_window out of range"),
+        ({COMMIT_ARG: TEST_PARAMS.epoch_blocks}, "Params: commit_window out of range"),
+        ({REVEAL_ARG: 0}, "Params: windows must be >= 1"),
+        ({APPEAL_ARG: 0}, "Params: windows must be >= 1"),
+        ({PUBLISH_ARG: 0}, "Params: windows must be >= 1"),
+        ({TTL_ARG: 0}, "Params: attestation_ttl out of range"),
+        ({TTL_ARG: TEST_PARAMS.unbonding_period_s + 1}, "Params: attestation_ttl out of range"),
+        ({BOND_ARG: 0}, "Params: bad duel_bond"),
+        ({BOND_ARG: 20 * GWEI + 1}, "Params: bad duel_bond"),
+        ({BOND_ARG: (1 << 40) * GWEI, MIN_STAKE_ARG: (1 << 41) * GWEI}, "Params: bad duel_bond"),
+        ({BOND_ARG: TEST_PARAMS.min_stake_wei + GWEI}, "Params: duel_bond above min_stake"),
+        ({BPS_ARG: 10_001}, "Params: bps > 10000"),
+        ({DEPTH_ARG: 0}, "Sortition: depth out of range"),
+        ({DEPTH_ARG: 21}, "Sortition: depth out of range"),
     ],
 )
-def test_constructor_rejects_bad_params(fresh: None, position: int, value: int, reason: str) -> None:
+def test_constructor_rejects_bad_params(fresh: None, changes: dict[int, int], reason: str) -> None:
     args = TEST_PARAMS.constructor_args()
-    args[position] = value
+    for position, value in changes.items():
+        args[position] = value
     with boa.reverts(reason):
         deploy_raw(args)
 
 
-def test_constructor_sets_immutables(fresh: None) -> None:
-    p = with_params(k_judges=5, duelist_fee_wei=7, judge_fee_wei=11, tree_depth=6)
-    w = deploy(p)
-    assert w.MIN_STAKE() == p.min_stake_wei
-    assert w.K_JUDGES() == 5
-    assert w.DUEL_ESCROW() == 2 * 7 + 5 * 11 == p.duel_escrow_wei
-    assert w.DEPTH() == 6
-    assert (w.SEED_DELAY(), w.DRAW_WINDOW(), w.COMMIT_WINDOW(), w.REVEAL_WINDOW(), w.SETTLE_WINDOW()) == (
-        p.seed_delay_blocks, p.draw_window_blocks, p.commit_window_blocks, p.reveal_window_blocks,
-        p.settle_window_blocks)
-    assert (w.GAMMA_BPS(), w.MINORITY_SLASH_BPS(), w.ABSTAIN_SLASH_BPS()) == (
-        p.gamma_bps, p.minority_slash_bps, p.abstain_slash_bps)
-    assert (w.UNBONDING_PERIOD(), w.WITHDRAWAL_NOTICE()) == (p.unbonding_period_s, p.withdrawal_notice_s)
-    assert w.totalWeight() == 0 and w.leafCount() == 0 and w.duelCount() == 0
+def test_constructor_accepts_the_edges(fresh: None) -> None:
+    p = with_params(k_judges=1, epoch_blocks=250, answer_window_blocks=249, commit_window_blocks=1,
+                    attestation_ttl_s=TEST_PARAMS.unbonding_period_s, duel_bond_wei=TEST_PARAMS.min_stake_wei,
+                    reserve_payout_bps=10_000, tree_depth=20)
+    c = deploy(p)
+    assert (c.K_JUDGES(), c.EPOCH_BLOCKS(), c.DEPTH(), c.DUEL_BOND()) == (1, 250, 20, p.min_stake_wei)
+
+
+def params_digest(p: DeploymentParams) -> bytes:
+    """keccak256 of the parameters in three abi-encoded groups of six, as the contract hashes them."""
+    args = p.constructor_args()
+    return bytes(keccak(b"".join(encode(["uint256"] * 6, args[i:i + 6]) for i in (0, 6, 12))))
+
+
+def test_wwwserve_checks_its_extension_was_built_with_the_same_params(fresh: None) -> None:
+    with boa.reverts("Params: extension built with other parameters"):
+        deploy_pair(TEST_PARAMS, ext_params=with_params(judge_fee_wei=TEST_PARAMS.judge_fee_wei + 1))
+    with boa.reverts("Params: extension built with other parameters"):
+        deploy_pair(TEST_PARAMS, ext_params=with_params(tree_depth=TEST_PARAMS.tree_depth - 1))
+    _, core_d = deployers()
+    with boa.reverts("Params: extension is not a contract"):
+        core_d.deploy(*TEST_PARAMS.constructor_args(), new_account("eoa").address)
+    dep = deploy_pair()
+    assert dep.c.paramsDigest() == dep.ext.paramsDigest() == params_digest(TEST_PARAMS)
+    assert dep.c.EXTENSION() == dep.ext.address
+
+
+def test_constructor_sets_immutables(dep: Deployment) -> None:
+    c, p = dep.c, dep.params
+    getters = {
+        "MIN_STAKE": p.min_stake_wei, "UNBONDING_PERIOD": p.unbonding_period_s,
+        "WITHDRAWAL_NOTICE": p.withdrawal_notice_s, "K_JUDGES": p.k_judges, "EPOCH_BLOCKS": p.epoch_blocks,
+        "ANSWER_WINDOW": p.answer_window_blocks, "COMMIT_WINDOW": p.commit_window_blocks,
+        "REVEAL_WINDOW": p.reveal_window_blocks, "APPEAL_WINDOW": p.appeal_window_blocks,
+        "PUBLISH_WINDOW": p.publish_window_blocks, "ATTESTATION_TTL": p.attestation_ttl_s,
+        "DUEL_BOND": p.duel_bond_wei, "DUELIST_FEE": p.duelist_fee_wei, "JUDGE_FEE": p.judge_fee_wei,
+        "JUDGE_PENALTY": p.judge_penalty_wei, "SILENT_PENALTY": p.silent_penalty_wei,
+        "RESERVE_PAYOUT_BPS": p.reserve_payout_bps, "DEPTH": p.tree_depth,
+        "DUEL_ESCROW": p.duel_escrow_wei, "APPEAL_FEE": p.appeal_fee_wei, "DUEL_SPAN_BLOCKS": p.duel_span_blocks,
+    }
+    for name, want in getters.items():
+        assert getattr(c, name)() == want, name
+        assert getattr(dep.ext, name)() == want, name  # the extension holds the same immutables
+    assert p.duel_span_blocks == 3 * 8 + 2 * 5 + 6 + 2 * 5 + 2 * 4 + 3
+    assert c.totalWeight() == 0 and c.leafCount() == 0 and c.activeNodeCount() == 0 and c.reserve() == 0
+
+
+# every function the extension runs, with arguments; called at the extension's own address, each
+# refuses: it would otherwise hold state and value of its own that WWWServe never sees
+EXTENSION_CALLS: list[tuple[str, tuple[Any, ...]]] = [
+    ("register", (b"\x01" * 32, "http://x", ["m"], "")),
+    ("updateNode", (b"\x01" * 32, "http://x", ["m"], "")),
+    ("leave", ()),
+    ("deposit", ()),
+    ("requestWithdrawal", (1,)),
+    ("cancelWithdrawal", ()),
+    ("withdraw", ()),
+    ("stake", (1,)),
+    ("requestUnstake", (1,)),
+    ("withdrawStake", ()),
+    ("syncWeight", ("0x" + "11" * 20,)),
+    ("appeal", (1,)),
+    ("publishRequest", (1, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, 0, b"", b"")),
+]
+
+
+def test_extension_refuses_direct_calls(dep: Deployment) -> None:
+    ext = dep.ext
+    for name, args in EXTENSION_CALLS:
+        with boa.reverts("WWWServe: call the WWWServe contract"):
+            getattr(ext, name)(*args)
+    assert boa.env.get_balance(ext.address) == 0
+    # the same functions through WWWServe run (on WWWServe's storage)
+    user = new_account("u").address
+    with boa.env.prank(user):
+        dep.c.deposit(value=5)
+    assert dep.c.credit(user) == 5 and ext.credit(user) == 0
+
+
+def test_every_state_changing_extension_function_is_checked() -> None:
+    """The list above holds every non-view function of the extension's ABI."""
+    abi = build_abi_output(deployers()[0].compiler_data)
+    mutating = {f["name"] for f in abi if f["type"] == "function" and f["stateMutability"] != "view"
+                and f["stateMutability"] != "pure"}
+    assert mutating == {name for name, _ in EXTENSION_CALLS}
+
+
+def test_storage_layouts_are_identical(dep: Deployment) -> None:
+    core_layout = dep.core.compiler_data.storage_layout["storage_layout"]
+    ext_layout = dep.ext.compiler_data.storage_layout["storage_layout"]
+    assert core_layout == ext_layout
+    shared = set(core_layout["core"])
+    assert {"accounts", "duelInfo", "duelPanel", "commitments", "reserve", "credit", "nodes"} <= shared
 
 
 def test_register_stores_node_and_emits(c: Any) -> None:
@@ -209,3 +313,84 @@ def test_staking_requires_registration_and_min_stake_for_weight(c: Any) -> None:
     assert c.leafWeight(0) == 0 and c.totalWeight() == 0
     stake(c, node.address, 1)
     assert c.leafWeight(0) == MIN_STAKE == c.totalWeight()
+
+
+# ---------------------------------------------------------------------------------------------
+# models served per epoch
+
+
+def serves(c: Any, node: str, model: str = MODEL) -> bool:
+    return bool(c.servesModel(node, model_hash(model)))
+
+
+def test_models_get_ids_on_first_use(c: Any) -> None:
+    make_node(c, "n1", 0, 0, models=("llama", "qwen"))
+    make_node(c, "n2", 0, 0, models=("qwen", "mistral"))
+    assert [c.modelId(model_hash(m)) for m in ("llama", "qwen", "mistral", "never")] == [1, 2, 3, 0]
+    assert c.modelCount() == 3
+
+
+def test_a_model_added_serves_from_the_next_epoch(c: Any) -> None:
+    next_epoch()
+    node = make_node(c, "n", 0, 0, models=("m1",))
+    assert not serves(c, node.address, "m1")  # registered in this epoch
+    mine(TEST_PARAMS.epoch_blocks - 1)  # still the same epoch
+    assert not serves(c, node.address, "m1")
+    mine(1)
+    assert serves(c, node.address, "m1") and not serves(c, node.address, "m2")
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m1", "m2"], "")
+    assert serves(c, node.address, "m1") and not serves(c, node.address, "m2")
+    next_epoch()
+    assert serves(c, node.address, "m1") and serves(c, node.address, "m2")
+
+
+def test_a_model_dropped_stops_from_the_next_epoch(c: Any) -> None:
+    node = make_node(c, "n", 0, 0, models=("m1", "m2"))
+    next_epoch()
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m2"], "")
+    assert serves(c, node.address, "m1")  # a draw in this epoch still counts it
+    next_epoch()
+    assert not serves(c, node.address, "m1") and serves(c, node.address, "m2")
+
+
+def test_a_model_readded_keeps_serving(c: Any) -> None:
+    node = make_node(c, "n", 0, 0, models=("m1",))
+    next_epoch()
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m2"], "")  # drop m1 (from the next epoch)...
+        c.updateNode(pubkey_of("n"), "http://n", ["m1", "m2"], "")  # ...and take it back at once
+    for _ in range(3):
+        assert serves(c, node.address, "m1")
+        next_epoch()
+    # dropped in one epoch, re-added in a later one: a gap of one epoch, then serving again
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m2"], "")
+    next_epoch()
+    assert not serves(c, node.address, "m1")
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m1", "m2"], "")
+    assert not serves(c, node.address, "m1")
+    next_epoch()
+    assert serves(c, node.address, "m1")
+
+
+def test_a_model_added_and_dropped_in_one_epoch_never_serves(c: Any) -> None:
+    node = make_node(c, "n", 0, 0, models=("m1",))
+    with boa.env.prank(node.address):
+        c.updateNode(pubkey_of("n"), "http://n", ["m1", "m2"], "")
+        c.updateNode(pubkey_of("n"), "http://n", ["m1"], "")
+    for _ in range(2):
+        next_epoch()
+        assert serves(c, node.address, "m1") and not serves(c, node.address, "m2")
+
+
+def test_leaving_keeps_the_model_epochs_and_returning_resumes_them(c: Any) -> None:
+    node = make_node(c, "n", 0, 0, models=("m1",))
+    next_epoch()
+    with boa.env.prank(node.address):
+        c.leave()
+        c.register(pubkey_of("n"), "http://n", ["m1"], "")
+    assert serves(c, node.address, "m1")  # kept across the return
+    assert block_number() > 0

@@ -1,4 +1,7 @@
-"""WWWServe fee vouchers: EIP-712 digest, cumulative claims, replay, bad signatures, partial payment."""
+"""WWWServe fee vouchers: EIP-712 digest, cumulative claims, replay, bad signatures, partial payment.
+
+`claimVoucher` is exported by WWWServe itself (the hot path of every delegation); its reverts are
+the same through the merged handle."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     chain_id,
     contract_fixture,
     deploy,
+    deployment_fixture,
     deposit,
     logs_named,
-    module_contract_fixture,
+    module_deployment_fixture,
     new_account,
     sign_digest,
     sign_voucher,
