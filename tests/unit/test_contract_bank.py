@@ -1,25 +1,38 @@
-"""WWWServe credits and stake: deposit, withdrawal notice, stake, unbonding and duel locks."""
+"""WWWServe credits and stake: deposit, withdrawal notice, stake, unbonding (a period in seconds and
+DUEL_SPAN_BLOCKS blocks), bonded stake that never leaves while its duel is open, and exits."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import boa
+import pytest
 from contract_fixtures import (  # noqa: F401  (fixtures register under their own names)
+    A_VOTE,
+    B_VOTE,
+    BOND,
     MIN_STAKE,
     TEST_PARAMS,
+    Cast,
     advance,
+    attest,
     block_number,
     contract_fixture,
+    deployment_fixture,
     deposit,
+    distinct,
+    judging_duel,
     logs_named,
+    make_cast,
     make_node,
     mine,
-    module_contract_fixture,
+    mine_to,
+    module_deployment_fixture,
     new_account,
     now_s,
-    open_and_draw,
     open_duel,
+    settle,
+    vote_round,
 )
 
 ETH = 10**18
@@ -112,7 +125,7 @@ def test_stake_moves_credit_into_weight(c: Any) -> None:
         (ev,) = logs_named(c, "Staked")
     assert (ev.node, ev.amount) == (node.address, 4 * MIN_STAKE)
     assert (c.credit(node.address), c.activeStake(node.address)) == (6 * MIN_STAKE, 4 * MIN_STAKE)
-    assert c.totalWeight() == 4 * MIN_STAKE == c.leafWeight(0)
+    assert c.totalWeight() == 4 * MIN_STAKE == c.leafWeight(c.nodes(node.address).leaf)
 
 
 def test_stake_checks(c: Any) -> None:
@@ -126,18 +139,55 @@ def test_stake_checks(c: Any) -> None:
     node = make_node(c, "n", 0, MIN_STAKE)
     with boa.env.prank(node.address), boa.reverts("Bank: insufficient credit"):
         c.stake(MIN_STAKE + 1)
+    with boa.env.prank(node.address):
+        c.leave()
+        with boa.reverts("Registry: not registered"):
+            c.stake(1)
 
 
-def test_unstake_waits_for_unbonding(c: Any) -> None:
+def test_stake_fits_its_packed_field(c: Any) -> None:
+    """Active and unbonding stake are 96-bit fields of one word: a stake past 2**96 - 1 reverts."""
+    top = (1 << 96) - 1
+    whale = make_node(c, "whale", 0, 0)
+    boa.env.set_balance(whale.address, 2 * top + 10**18)
+    deposit(c, whale.address, top + 1)
+    with boa.env.prank(whale.address):
+        c.stake(top)
+        assert c.activeStake(whale.address) == top
+        with boa.reverts("Bank: stake overflow"):
+            c.stake(1)
+        c.requestUnstake(top)
+    deposit(c, whale.address, top)
+    with boa.env.prank(whale.address):
+        c.stake(top)
+        with boa.reverts("Bank: stake overflow"):
+            c.requestUnstake(1)  # the unbonding field is full
+
+
+UNBONDING_BLOCKS = TEST_PARAMS.duel_span_blocks
+
+
+def test_unstake_waits_for_the_period_and_the_duel_span(c: Any) -> None:
     node = make_node(c, "n", 5 * MIN_STAKE, 0)
     with boa.env.prank(node.address):
         c.requestUnstake(2 * MIN_STAKE)
         (ev,) = logs_named(c, "UnstakeRequested")
+        asked = block_number()
         assert (ev.node, ev.amount, ev.unbondingEnd) == (node.address, 2 * MIN_STAKE, now_s() + UNBONDING_S)
-        # unbonding stake is no longer routable
+        assert (c.unbondingEnd(node.address), c.unbondingBlock(node.address)) == (now_s() + UNBONDING_S, asked)
+        # unbonding stake is no longer drawable
         assert c.totalWeight() == 3 * MIN_STAKE
         assert (c.activeStake(node.address), c.unbondingStake(node.address)) == (3 * MIN_STAKE, 2 * MIN_STAKE)
-        advance(UNBONDING_S - 1)
+        # the period is over, the blocks are not
+        advance(UNBONDING_S)
+        mine(UNBONDING_BLOCKS)
+        with boa.reverts("Bank: still unbonding"):
+            c.withdrawStake()
+        mine(1)
+        with boa.env.anchor():
+            c.withdrawStake()
+        # the blocks are over, the period is not
+        advance(-1)
         with boa.reverts("Bank: still unbonding"):
             c.withdrawStake()
         advance(1)
@@ -162,10 +212,13 @@ def test_new_unstake_restarts_unbonding(c: Any) -> None:
     with boa.env.prank(node.address):
         c.requestUnstake(MIN_STAKE)
         advance(UNBONDING_S - 5)
+        mine(10)
         c.requestUnstake(MIN_STAKE)
         assert c.unbondingEnd(node.address) == now_s() + UNBONDING_S
+        assert c.unbondingBlock(node.address) == block_number()
         assert c.unbondingStake(node.address) == 2 * MIN_STAKE
         advance(5)
+        mine(UNBONDING_BLOCKS - 9)
         with boa.reverts("Bank: still unbonding"):
             c.withdrawStake()
 
@@ -179,48 +232,91 @@ def test_request_unstake_checks(c: Any) -> None:
             c.requestUnstake(MIN_STAKE + 1)
 
 
-def test_open_duel_locks_duelists_stake(c: Any) -> None:
-    origin = make_node(c, "o")
-    a, b = make_node(c, "a", 3 * MIN_STAKE), make_node(c, "b")
-    open_duel(c, origin.address, a.address, b.address)
-    p = TEST_PARAMS
-    locked_until = (block_number() + p.seed_delay_blocks + p.draw_window_blocks + p.commit_window_blocks
-                    + p.reveal_window_blocks + p.settle_window_blocks)
-    assert c.lockedUntil(a.address) == locked_until == c.lockedUntil(b.address)
-    assert c.lockedUntil(origin.address) == 0
-    with boa.env.prank(a.address):
-        c.requestUnstake(3 * MIN_STAKE)  # unbonding may start, withdrawal must wait
-        advance(UNBONDING_S)
-        mine(locked_until - block_number())
-        with boa.reverts("Bank: stake locked by an open duel"):
+def _wait_out_unbonding() -> None:
+    advance(UNBONDING_S)
+    mine(UNBONDING_BLOCKS + 1)
+
+
+@pytest.fixture(name="cast")
+def cast_fixture(c: Any) -> Cast:
+    return make_cast(c)
+
+
+def test_bonded_stake_never_leaves_while_its_duel_is_open(c: Any, cast: Cast) -> None:
+    """Withdrawable = unbonding minus what open duels bond (bonds are backed by active stake first)."""
+    o, a = cast.origin.address, cast.a.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    assert c.reserved(a) == BOND
+    with boa.env.prank(a):
+        c.requestUnstake(MIN_STAKE)  # half of it: the other half still covers the bond
+        _wait_out_unbonding()
+        with boa.env.anchor():
             c.withdrawStake()
-        mine(1)
+            assert logs_named(c, "StakeWithdrawn")[0].amount == MIN_STAKE
+        c.requestUnstake(MIN_STAKE)  # all of it: the bond is held back
+        _wait_out_unbonding()
         c.withdrawStake()
-    assert c.credit(a.address) == 3 * MIN_STAKE + 10**18
+        assert logs_named(c, "StakeWithdrawn")[0].amount == 2 * MIN_STAKE - BOND
+        assert (c.unbondingStake(a), c.reserved(a)) == (BOND, BOND)
+        with boa.reverts("Bank: stake bonded by open duels"):
+            c.withdrawStake()
+    settle(c, duel_id)  # nobody drew a challenger: cancelled, the bond is free
+    assert c.reserved(a) == 0
+    with boa.env.prank(a):
+        c.withdrawStake()
+        assert logs_named(c, "StakeWithdrawn")[0].amount == BOND
+    assert c.activeStake(a) + c.unbondingStake(a) == 0
 
 
-def test_drawn_judges_are_locked_until_settlement_can_no_longer_be_delayed(c: Any) -> None:
-    judges = [make_node(c, f"j{i}") for i in range(3)]
-    origin, a, b = make_node(c, "o"), make_node(c, "a"), make_node(c, "b")
-    duel_id, drawn = open_and_draw(c, origin.address, a.address, b.address)
-    assert sorted(drawn) == sorted(j.address for j in judges)
-    _, _, _, _, _, reveal_end, _, _ = c.getDuel(duel_id)
-    for j in judges:
-        assert c.lockedUntil(j.address) == reveal_end + TEST_PARAMS.settle_window_blocks
-    # a node that was not drawn is not locked
-    assert c.lockedUntil(origin.address) == 0
+def test_unbonding_stake_stays_slashable(c: Any, cast: Cast) -> None:
+    """A duelist that unstakes after its work was dueled still pays its bond from unbonding stake."""
+    a = cast.a.address
+    duel_id, drawn = judging_duel(c, cast)
+    with boa.env.prank(a):
+        c.requestUnstake(2 * MIN_STAKE)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
+    settle(c, duel_id)
+    assert (c.activeStake(a), c.unbondingStake(a), c.reserved(a)) == (0, 2 * MIN_STAKE - BOND, 0)
+    _wait_out_unbonding()
+    with boa.env.prank(a):
+        c.withdrawStake()
+    assert c.credit(a) == 10**18 + 2 * MIN_STAKE - BOND
 
 
-def test_every_staker_can_exit_after_the_delays(c: Any) -> None:
-    """Liveness: with no duel open, unbonding + notice always get a node's money out."""
-    node = make_node(c, "n", 7 * MIN_STAKE, 2 * 10**18)
-    with boa.env.prank(node.address):
-        c.leave()
-        c.requestUnstake(7 * MIN_STAKE)
+def test_a_drawn_judge_cannot_leave_before_its_duel_ends(c: Any, cast: Cast) -> None:
+    """Unbonding lasts DUEL_SPAN_BLOCKS blocks: a judge that asks to leave right after it was drawn
+    is still slashable when the duel settles."""
+    duel_id, drawn = judging_duel(c, cast)
+    judge = drawn[0]
+    with boa.env.prank(judge):
+        c.requestUnstake(c.activeStake(judge))
         advance(UNBONDING_S)
-        c.withdrawStake()
-        c.requestWithdrawal(c.credit(node.address))
-        advance(NOTICE_S)
-        c.withdraw()
-    assert boa.env.get_balance(c.address) == 0
+        mine_to(c.getDuel(duel_id)[4] + TEST_PARAMS.reveal_window_blocks + TEST_PARAMS.appeal_window_blocks + 1)
+        with boa.reverts("Bank: still unbonding"):
+            c.withdrawStake()
+    stake_before = c.unbondingStake(judge)
+    settle(c, duel_id)  # the judge never revealed: silent
+    assert c.unbondingStake(judge) == stake_before - drawn.count(judge) * TEST_PARAMS.silent_penalty_wei
 
+
+def test_every_staker_can_exit_after_the_delays(c: Any, cast: Cast) -> None:
+    """Liveness: even with a duel open over its work, a node gets all its money out once the duel
+    ends (within DUEL_SPAN_BLOCKS) and the unbonding delays pass."""
+    a = cast.a.address
+    duel_id, drawn = judging_duel(c, cast)
+    vote_round(c, duel_id, dict.fromkeys(distinct(drawn), A_VOTE))
+    with boa.env.prank(a):
+        c.leave()
+        c.requestUnstake(c.activeStake(a))
+        advance(UNBONDING_S)
+        mine(UNBONDING_BLOCKS + 1)
+    c.settleDuel(duel_id)  # the duel's windows are all over by now
+    with boa.env.prank(a):
+        c.withdrawStake()
+        c.requestWithdrawal(c.credit(a))
+        advance(NOTICE_S)
+        before = boa.env.get_balance(a)
+        c.withdraw()
+    assert boa.env.get_balance(a) == before + 10**18 + 2 * MIN_STAKE
+    assert (c.credit(a), c.activeStake(a), c.unbondingStake(a), c.reserved(a), c.pendingWithdrawal(a)) == (
+        0, 0, 0, 0, 0)
