@@ -914,10 +914,11 @@ class Indexer:
             row = session.get(DuelRow, duel_id)
             return None if row is None else _duel_info(session, row)
 
-    def duels(self, limit: int = 50) -> list[DuelInfo]:
-        """The most recently opened duels, newest first (duel ids are hashes, not a counter)."""
-        stmt = select(DuelRow).order_by(DuelRow.opened_block.desc(), DuelRow.opened_event_id.desc()).limit(limit)
-        return self._duel_list(stmt)
+    def duels(self, limit: int | None = 50) -> list[DuelInfo]:
+        """The most recently opened duels (all of them with `limit=None`), newest first (duel ids are
+        hashes, not a counter)."""
+        stmt = select(DuelRow).order_by(DuelRow.opened_block.desc(), DuelRow.opened_event_id.desc())
+        return self._duel_list(stmt if limit is None else stmt.limit(limit))
 
     def _duel_list(self, stmt: Any) -> list[DuelInfo]:
         with self._sessions() as session:

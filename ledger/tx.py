@@ -3,7 +3,8 @@
 `TxSender` owns one eth-account `LocalAccount` (keys never leave the process; nodes never need an
 unlocked account) and works over any web3 provider. Per transaction it:
 
-1. estimates gas (a revert here becomes the contract's typed error and nothing is sent) and adds a margin;
+1. estimates gas against the pending block, the one the transaction joins (a revert here becomes the
+   contract's typed error and nothing is sent), and adds a margin;
 2. reads EIP-1559 fees from the node, or a legacy gas price where the chain has no base fee;
 3. under a lock, takes the next local nonce (fetched from the node's pending count once, then counted
    locally), signs, and sends the raw bytes. A transient transport failure resends the *same bytes*, so
@@ -32,6 +33,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import (
     ContractLogicError,
+    MethodUnavailable,
     ProviderConnectionError,
     RequestTimedOut,
     TooManyRequests,
@@ -263,6 +265,7 @@ class TxSender:
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
+        self._estimate_pending = True  # until the node says it cannot estimate against "pending"
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -329,13 +332,26 @@ class TxSender:
         if to is not None:
             call["to"] = Web3.to_checksum_address(to)
         if gas is None:
-            estimate = int(self._rpc(lambda: self._w3.eth.estimate_gas(cast(Any, call)), function))
+            estimate = self._estimate(call, function)
             gas = estimate + estimate * self._gas_margin_bps // 10_000
         fees = self._fees(function)
         tx: dict[str, Any] = {**call, "gas": gas, "chainId": self.chain_id, **fees}
         del tx["from"]
         with self._lock:
             return self._send_locked(tx, call, function)
+
+    def _estimate(self, call: dict[str, Any], function: str) -> int:
+        """Gas of `call` in the pending block: anvil estimates against the latest block by default,
+        where a call valid from the next block on (a reveal right after the commit window) reverts.
+        Nodes that know no "pending" estimate (eth-tester) already estimate in the next block."""
+        if self._estimate_pending:
+            try:
+                return int(self._rpc(lambda: self._w3.eth.estimate_gas(cast(Any, call), "pending"), function))
+            except ChainRequestError as exc:
+                if not isinstance(exc.__cause__, MethodUnavailable):
+                    raise
+                self._estimate_pending = False
+        return int(self._rpc(lambda: self._w3.eth.estimate_gas(cast(Any, call)), function))
 
     def _send_locked(self, tx: dict[str, Any], call: dict[str, Any], function: str) -> PendingTx:
         nonce = self._take_nonce(function)

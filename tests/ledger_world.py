@@ -1,8 +1,9 @@
-"""A deployed WWWServe pair on an in-process py-evm chain, driven through the ledger client.
+"""A deployed WWWServe pair driven through the ledger client, as nodes would drive it.
 
-Shared by the client, error and indexer tests: `make_world()` deploys WWWServeExt and WWWServe with
-short windows, registers and stakes a few nodes serving one model, and mines into the next epoch
-so their stake and models count for draws. `World` then plays a duel's steps the way nodes would:
+Shared by the client, error and indexer unit tests and the CLI integration test: `make_world()`
+deploys WWWServeExt and WWWServe on an in-process py-evm chain with short windows, registers and
+stakes a few nodes serving one model, and mines into the next epoch so their stake and models count
+for draws; `World` also wraps any other chain (anvil) given a way to mine and to move time. `World` then plays a duel's steps the way nodes would:
 the origin opens it over A's signed work, the drawn challenger answers, the drawn seats commit and
 reveal. Nothing here picks the challenger or the judges (the contract draws them from block
 hashes): helpers find out who was drawn and act as them.
@@ -11,7 +12,7 @@ hashes): helpers find out who was drawn and act as them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -80,6 +81,10 @@ class World:
     extension: str
     deploy_block: int
     accounts: dict[str, LocalAccount]
+    model: str = MODEL
+    # how to mine n empty blocks and move the clock by s seconds (default: eth-tester's)
+    mine_blocks: Callable[[int], None] | None = field(default=None, repr=False)
+    advance_time: Callable[[int], None] | None = field(default=None, repr=False)
 
     # -- accounts -------------------------------------------------------------------------------
     def client(self, who: str | None = None) -> WWWServeClient:
@@ -101,7 +106,11 @@ class World:
 
     # -- time -----------------------------------------------------------------------------------
     def mine(self, blocks: int) -> None:
-        if blocks > 0:
+        if blocks <= 0:
+            return
+        if self.mine_blocks is not None:
+            self.mine_blocks(blocks)
+        else:
             self.w3.provider.ethereum_tester.mine_blocks(blocks)  # type: ignore[attr-defined]
 
     def mine_to(self, block: int) -> None:
@@ -109,6 +118,9 @@ class World:
         self.mine(block - self.w3.eth.block_number)
 
     def time_travel(self, seconds: int) -> None:
+        if self.advance_time is not None:
+            self.advance_time(seconds)
+            return
         now = self.w3.eth.get_block("latest")["timestamp"]
         self.w3.provider.ethereum_tester.time_travel(now + seconds)  # type: ignore[attr-defined]
 
@@ -116,13 +128,13 @@ class World:
     def work(self, origin: str, a: str, tag: str, answer: str = "answer of A") -> tuple[WorkAttestation, bytes, bytes]:
         """A's signed work for the origin's request `tag`, with the origin's commitment to duel it:
         (work, inspect salt, request bytes)."""
-        request = request_bytes("chat", {"model": MODEL, "messages": [{"role": "user", "content": tag}],
+        request = request_bytes("chat", {"model": self.model, "messages": [{"role": "user", "content": tag}],
                                          "max_tokens": 16})
         rid = request_id_hash(tag)
         salt = keccak(text=f"inspect salt {tag}")
         unsigned = WorkAttestation(
             origin=self.addr(origin), executor=self.addr(a), request_id=rid, request_hash=keccak(request),
-            model_hash=model_hash(MODEL), answer_hash=answer_hash(answer), inspect=inspect_commitment(rid, True, salt),
+            model_hash=model_hash(self.model), answer_hash=answer_hash(answer), inspect=inspect_commitment(rid, True, salt),
             issued_at=int(self.w3.eth.get_block("latest")["timestamp"]),
         )
         return self.client(a).sign_work(self.accounts[a], unsigned), salt, request

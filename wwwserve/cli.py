@@ -61,7 +61,8 @@ credit_app = typer.Typer(help="Deposit native ETH as credit and withdraw it afte
                          no_args_is_help=True)
 stake_app = typer.Typer(help="Stake credit, unstake (unbonding), withdraw, and show stake tables.",
                         no_args_is_help=True)
-duel_app = typer.Typer(help="Inspect duels recorded on-chain.", no_args_is_help=True)
+duel_app = typer.Typer(help="Inspect duels recorded on-chain (read through a local index of the contract's events).",
+                       no_args_is_help=True)
 for sub, name in ((devnet_app, "devnet"), (wallet_app, "wallet"), (node_app, "node"), (credit_app, "credit"),
                   (stake_app, "stake"), (duel_app, "duel"), (sim_app, "sim")):
     app.add_typer(sub, name=name)
@@ -241,8 +242,9 @@ def all_node_addresses(client: Any) -> list[str]:
 def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on-chain)") -> None:
     total_weight = client.total_weight()
     table = Table(title=title)
-    for col in ("node", "active", "endpoint", "models", "stake", "unbonding", "credit", "route share"):
-        table.add_column(col, justify="right" if col in ("stake", "unbonding", "credit", "route share") else "left")
+    money = ("stake", "unbonding", "bonded", "credit", "route share")
+    for col in ("node", "active", "endpoint", "models", *money):
+        table.add_column(col, justify="right" if col in money else "left")
     for row in stake_rows(client, addresses):
         info, bal = row["node"], row["balances"]
         weight = client.leaf_weight(info.leaf) if info is not None else 0
@@ -254,6 +256,7 @@ def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on
             ",".join(info.models) if info else "-",
             _fmt(bal.active_stake_wei),
             _fmt(bal.unbonding_stake_wei),
+            _fmt(bal.bonded_wei),
             _fmt(bal.credit_wei),
             share,
         )
@@ -624,7 +627,8 @@ def wallet_show(
         bal = client.balances(address)
         console.print(f"ETH {_fmt(client.w3.eth.get_balance(address))} · credit {_fmt(bal.credit_wei)} · "
                       f"stake {_fmt(bal.active_stake_wei)} · unbonding {_fmt(bal.unbonding_stake_wei)} · "
-                      f"pending withdrawal {_fmt(bal.pending_withdrawal_wei)}", highlight=False)
+                      f"bonded {_fmt(bal.bonded_wei)} · pending withdrawal {_fmt(bal.pending_withdrawal_wei)}",
+                      highlight=False)
 
     balances()
 
@@ -756,12 +760,14 @@ def stake_remove(ctx: typer.Context, amount: Annotated[str, typer.Argument(help=
     client = _client(ctx)
     result = (client.request_unstake(wei))
     bal = client.balances(client.sender.address)
-    _done(f"unbonding {_fmt(wei)} until unix time {bal.unbonding_end_s}", result)
+    # unbonding stake stays slashable as long as a duel it could answer for can stay open
+    _done(f"unbonding {_fmt(wei)} until unix time {bal.unbonding_end_s} and block "
+          f"{bal.unbonding_block + client.duel_span_blocks() + 1}", result)
 
 
 @stake_app.command("withdraw")
 def stake_withdraw(ctx: typer.Context) -> None:
-    """Move fully unbonded stake back to free credit."""
+    """Move unbonded stake back to free credit (all but what open duels bond)."""
     client = _client(ctx)
     _done("moved unbonded stake to credit", client.withdraw_stake())
 
@@ -772,7 +778,7 @@ def stake_show(
     address: Annotated[str | None, typer.Argument(help="Address (default: --wallet's).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every node that ever registered.")] = False,
 ) -> None:
-    """Stake, unbonding stake and credit, read on-chain."""
+    """Stake, unbonding stake, stake bonded by open duels and credit, read on-chain."""
     from ledger.wallet import wallet_info
 
     opts = _opts(ctx)
@@ -793,44 +799,152 @@ def stake_show(
 
 # ------------------------------------------------------------------------------------------------
 # duels
+# Why a duel ended without a verdict, or with one that moved nothing, in words.
+CANCEL_WHY = {
+    "no_challenger": "nobody serving the model could be drawn as challenger, or none was recorded before the "
+                     "answer window closed; the origin got its escrow back",
+    "no_answer": "the drawn challenger never answered; its bond went to the reserve and the origin got its "
+                 "escrow back",
+    "request_withheld": "the challenger said it could not get the request and nobody published it on-chain "
+                        "in time; the challenger got its fee and the rest of the escrow went to the reserve",
+    "no_judges": "there was no eligible judge stake to draw a panel from; the challenger got its fee and the "
+                 "origin the rest of the escrow",
+}
+OUTCOME_WHY = {
+    "voided": "a majority of the final round's seats voted no evidence (they could not get the request or "
+              "the answers): no stake moved and no seat was paid",
+    "tie": "the final round's seats split evenly between A and B: no stake moved",
+}
+VOTE_WORDS = {None: "not revealed", 1: "A", 2: "B", 3: "abstain", 4: "no evidence"}
+
+
+def _duel_index(ctx: typer.Context) -> Any:
+    """A local index of the contract's events, brought up to the chain head.
+
+    Duel ids are hashes, not a counter, and the contract keeps no hashes in storage, so duels are
+    listed from their events. The index lives in WWWSERVE_HOME (one file per chain and contract) and
+    only reads new blocks on later calls; a restarted devnet (same address, other blocks) rebuilds it.
+    """
+    from ledger.deployment import load_deployment
+    from ledger.errors import DeploymentNotFoundError
+    from ledger.home import wwwserve_home
+    from ledger.indexer import Indexer, IndexerReorgError
+
+    opts = _opts(ctx)
+    w3 = _web3(opts.rpc_url)
+    address = _contract_address(w3, opts)
+    chain_id = int(w3.eth.chain_id)
+    start = 0
+    try:
+        record = load_deployment(chain_id)
+        if record.address == address:
+            start = record.block_number
+    except DeploymentNotFoundError:
+        pass
+    path = wwwserve_home() / "cli" / f"index-{chain_id}-{address}.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def open_synced() -> Any:
+        index = Indexer(w3, address, f"sqlite:///{path}", start_block=start)
+        with console.status("reading the contract's events ..."):
+            index.sync()
+        return index
+
+    try:
+        return open_synced()
+    except IndexerReorgError:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return open_synced()
+
+
+def _votes_summary(seats: Any) -> str:
+    """`A/B/abstain/no evidence/silent` seat counts of one round ("-" before its seats are drawn)."""
+    if not seats:
+        return "-"
+    counts = [sum(s.vote == v for s in seats) for v in (1, 2, 3, 4, None)]
+    return "/".join(map(str, counts))
+
+
+def duel_explanation(d: Any) -> str | None:
+    """Why a duel was cancelled, voided or tied, in words (None when a side simply won or it is open)."""
+    if d.status == "cancelled":
+        return CANCEL_WHY.get(d.cancel_reason or "", f"cancelled ({d.cancel_reason})")
+    if d.status == "settled":
+        return OUTCOME_WHY.get(d.outcome or "")
+    return None
+
+
 @duel_app.command("show")
-def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=1, help="Duel id.")]) -> None:
-    """Who duelled, the hashes, the judges and their votes, and the outcome."""
-    client = (_client(ctx, signing=False))
-    d = client.duel(duel_id)
-    question, answer_a, answer_b = client.duel_hashes(duel_id)
-    table = Table(title=f"duel {duel_id}: {d.status.name.lower()}"
-                  + (f", {d.outcome.name.lower()}" if d.outcome.value else ""))
+def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=0, help="Duel id.")]) -> None:
+    """Who duelled over which request, the answers, both rounds' seats and votes, the outcome, what moved,
+    and why a duel was cancelled or voided, with its transactions."""
+    from ledger.errors import UnknownDuelError
+    from ledger.work import model_hash
+
+    index = _duel_index(ctx)
+    d = index.duel(duel_id)
+    if d is None:
+        raise UnknownDuelError("Duel: unknown duel", f"duel show {duel_id}")
+    # the contract keys models by the hash of their name; any registered node's list names it
+    names = {"0x" + model_hash(m).hex(): m for n in index.nodes(active_only=False) for m in n.models}
+    title = f"duel {d.id}: {d.status.replace('_', ' ')}" + (f", {d.outcome.replace('_', ' ')}" if d.outcome else "")
+    table = Table(title=title)
     table.add_column("field")
     table.add_column("value")
-    for k, v in (("origin", d.origin), ("A", d.a), ("B", d.b), ("question hash", "0x" + question.hex()),
-                 ("answer A hash", "0x" + answer_a.hex()), ("answer B hash", "0x" + answer_b.hex()),
-                 ("seed block", d.seed_block), ("commit until block", d.commit_end_block),
-                 ("reveal until block", d.reveal_end_block)):
+    rows: list[tuple[str, object]] = [
+        ("origin", d.origin), ("A (executor)", d.a), ("B (challenger)", d.b or "not drawn yet"),
+        ("request id", d.request_id), ("request hash", d.request_hash),
+        ("model", f"{names.get(d.model_hash, 'unknown name')} ({d.model_hash})"),
+        ("answer A hash", d.answer_a_hash),
+        ("answer B hash", d.answer_b_hash or ("could not get the request" if d.publish_deadline else "not yet")),
+        ("bond (each duelist)", _fmt(d.bond_wei)), ("escrow", _fmt(d.escrow_wei)),
+        ("opened in block", d.opened_block), ("seed block", d.seed_block),
+        ("answer deadline block", d.answer_deadline),
+    ]
+    if d.publish_deadline is not None:
+        rows.append(("publish deadline block", d.publish_deadline))
+    if d.request is not None:
+        rows.append(("request (published on-chain)", f"{len(d.request)} bytes"))
+    for k, v in rows:
         table.add_row(k, str(v))
-    for judge, vote in zip(d.judges, d.votes, strict=False):
-        table.add_row("judge", f"{judge}: {vote.name.lower()}")
-    settled = client.duel_settlement(duel_id)
-    if settled is not None:
-        table.add_row("votes A / B", f"{settled['votes_a']} / {settled['votes_b']}")
-        table.add_row("stake moved", _fmt(settled["stake_moved_wei"]))
-        table.add_row("judge pool", _fmt(settled["judge_pool_wei"]))
+    windows = {1: (d.commit_end_r1, d.reveal_end_r1), 2: (d.commit_end_r2, d.reveal_end_r2)}
+    for round_, (commit_end, reveal_end) in windows.items():
+        if round_ > d.round:
+            continue
+        if round_ == 2:
+            table.add_row("appeal", f"by {d.appellant}, deposit {_fmt(d.appeal_deposit_wei or 0)}")
+        table.add_row(f"round {round_}", f"commit until block {commit_end}, reveal until block {reveal_end}")
+        seats = d.seats(round_)
+        if not seats:
+            table.add_row(f"round {round_} seats", "not drawn yet")
+        for seat in seats:
+            vote = VOTE_WORDS.get(seat.vote, str(seat.vote))
+            if seat.vote is None and seat.commitment is None:
+                vote = "no commitment"
+            table.add_row(f"round {round_} seat {seat.position + 1}", f"{seat.judge}: {vote}")
+    if d.status == "settled":
+        table.add_row("verdict", f"{(d.outcome or '').replace('_', ' ')} in round {d.final_round}, "
+                                 f"seats A {d.votes_a} / B {d.votes_b}")
+        table.add_row("stake moved", _fmt(d.stake_moved_wei or 0))
+    why = duel_explanation(d)
+    if why:
+        table.add_row("why", why)
     console.print(table)
-
-
-def _duels(client: Any, last: int | None) -> list[Any]:
-    """The newest `last` duels from the contract (all when None), newest first, with a progress bar."""
-    from rich.progress import Progress
-
-    count = client.duel_count()
-    ids = list(range(count, 0 if last is None else max(0, count - last), -1))
-    out = []
-    with Progress(console=console, transient=True, disable=len(ids) < 20) as progress:
-        task = progress.add_task("reading duels", total=len(ids))
-        for duel_id in ids:
-            out.append(client.duel(duel_id))
-            progress.advance(task)
-    return out
+    moves = index.stake_moves(d.id)
+    if moves:
+        money = Table(title="value moved")
+        for column in ("node", "what", "amount"):
+            money.add_column(column, justify="right" if column == "amount" else "left")
+        for m in moves:
+            money.add_row(m.node, m.kind.replace("_", " "), _fmt(m.amount_wei))
+        console.print(money)
+    txs = Table(title="transactions")
+    for column in ("block", "event", "transaction"):
+        txs.add_column(column)
+    for e in index.duel_events(d.id):
+        txs.add_row(str(e.block_number), e.name, e.tx_hash)
+    console.print(txs)
 
 
 @duel_app.command("list")
@@ -838,21 +952,19 @@ def duel_list(
     ctx: typer.Context,
     last: Annotated[int, typer.Option("--last", min=1, help="How many of the newest duels.")] = 20,
 ) -> None:
-    """The newest duels: who duelled, their state, the revealed votes and the outcome."""
-    from ledger.client import Vote
-
-    client = _client(ctx, signing=False)
-    duels = _duels(client, last)
+    """The newest duels: who duelled, their state, the outcome and each round's votes."""
+    index = _duel_index(ctx)
+    duels = index.duels(limit=last)
     if not duels:
         console.print("no duel has been opened yet")
         return
-    table = Table(title=f"duels (newest {len(duels)} of {client.duel_count()})")
-    for column in ("id", "state", "outcome", "origin", "A", "B", "votes A/B/abstain/none"):
+    table = Table(title=f"duels (newest {len(duels)}); votes are seats for A/B/abstain/no evidence/silent")
+    for column in ("id", "state", "outcome", "A", "B", "round 1", "round 2"):
         table.add_column(column)
     for d in duels:
-        votes = [sum(v is kind for v in d.votes) for kind in (Vote.A, Vote.B, Vote.ABSTAIN, Vote.NONE)]
-        table.add_row(str(d.duel_id), d.status.name.lower(), d.outcome.name.lower() if d.outcome.value else "-",
-                      d.origin, d.a, d.b, "/".join(map(str, votes)) if d.judges else "-")
+        outcome = (d.outcome or d.cancel_reason or "-").replace("_", " ")
+        table.add_row(str(d.id), d.status.replace("_", " "), outcome, d.a, d.b or "-",
+                      _votes_summary(d.seats(1)), _votes_summary(d.seats(2)))
     console.print(table)
 
 
@@ -861,11 +973,12 @@ def duel_leaderboard(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the standings as JSON.")] = False,
 ) -> None:
-    """Rank nodes by their settled duels: wins, losses, ties, win rate, Bradley–Terry score with 95 % CI."""
+    """Rank nodes by their settled duels (A against B): wins, losses, ties, win rate, Bradley–Terry score
+    with 95 % CI."""
     from judge.leaderboard import bradley_terry, results_from_duels
 
-    client = _client(ctx, signing=False)
-    results = results_from_duels(_duels(client, None))
+    index = _duel_index(ctx)
+    results = results_from_duels(d for d in index.duels(limit=None) if d.status == "settled")
     standings = bradley_terry(results)
     if as_json:
         typer.echo(json.dumps([{**dataclasses.asdict(s), "win_rate": s.win_rate} for s in standings], indent=2))

@@ -1,16 +1,20 @@
-"""The CLI against a real anvil: deploy, wallet, register, deposit, stake, unstake, withdraw, errors."""
+"""The CLI against a real anvil: deploy, wallet, register, deposit, stake, unstake, withdraw, duels, errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from ledger_world import World
 from typer.testing import CliRunner
 
-from devnet.anvil import DEV_KEYS, AnvilProcess, increase_time
+from devnet.anvil import DEV_KEYS, AnvilProcess, increase_time, mine
+from devnet.deploy import demo_account
+from ledger.client import Vote, WWWServeClient
 from ledger.deployment import load_deployment
-from ledger.params import DeploymentParams
+from ledger.params import WEI_PER_ETH, DeploymentParams
 from ledger.tx import TxSender, connect
 from wwwserve.cli import app
 
@@ -58,16 +62,20 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
     cli("-w", "alice", "credit", "deposit", "2eth")
     cli("-w", "alice", "stake", "add", "1.5eth")
     table = cli("stake", "show", "--all")
-    assert address in table and "1.5 ETH" in table and "100.0%" in table
+    assert address in table and "1.5 ETH" in table and "100.0%" in table and "bonded" in table
     shown = cli("-w", "alice", "wallet", "show")
     assert "stake 1.5 ETH" in shown and "credit 0.5 ETH" in shown
     assert "smollm2, qwen3" in cli("node", "show", address)
 
     # unstake -> unbonding -> withdraw after the period -> credit -> withdrawal after the notice
-    cli("-w", "alice", "stake", "remove", "0.5eth")
+    removed = cli("-w", "alice", "stake", "remove", "0.5eth")
+    assert "unbonding 0.5 ETH until unix time" in removed and "and block" in removed
     out = cli("-w", "alice", "stake", "withdraw", code=1)
     assert "still unbonding" in out
     increase_time(anvil.rpc_url, dep.params.unbonding_period_s + 1)
+    # the period is over in seconds, not yet in blocks: a duel that could slash it may still be open
+    assert "still unbonding" in cli("-w", "alice", "stake", "withdraw", code=1)
+    mine(anvil.rpc_url, dep.params.duel_span_blocks)
     cli("-w", "alice", "stake", "withdraw")
     cli("-w", "alice", "credit", "withdraw", "1eth")
     assert "notice" in cli("-w", "alice", "credit", "withdraw", code=1)
@@ -111,6 +119,55 @@ def test_bad_input_is_one_line_and_nonzero(cli, anvil: AnvilProcess) -> None:  #
     one_error(cli("-w", "bob", "node", "register", "--endpoint", "http://x", "-m", "m", "--metadata", "{", code=2),
               "JSON")
     one_error(cli("duel", "show", "7", code=1), "unknown duel")
+    assert "no duel has been opened yet" in cli("duel", "list")
     one_error(cli("stake", "add", "1eth", code=2), "wallet")
     # nothing above changed any state
     assert "0 ETH" in cli("-w", "bob", "wallet", "show")
+
+
+def test_duels_through_the_cli(cli, anvil: AnvilProcess) -> None:  # type: ignore[no-untyped-def]
+    """Two duels played by nodes through the ledger client (one judged, one whose challenger never
+    answered), then read back with `duel list`, `duel show` and `duel leaderboard`."""
+    cli("devnet", "up", "--demo-nodes", "0")
+    dep = load_deployment(31337)
+    w3 = connect(anvil.rpc_url)
+    roles = ("origin", "a", "c1", "c2", "c3", "c4")
+    accounts = {role: demo_account(i + 1) for i, role in enumerate(roles)}
+    funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
+    for role, acct in accounts.items():
+        funder.send(to=acct.address, value_wei=3 * WEI_PER_ETH, function="fund")
+        c = WWWServeClient(w3, dep.address, TxSender(w3, acct))
+        c.deposit(2 * WEI_PER_ETH)
+        c.register(bytes([len(role)]) * 31 + role[-1].encode(), f"http://{role}.example", ["smollm2"])
+        c.stake(WEI_PER_ETH)
+    world = World(w3, dep.address, str(dep.extension), dep.block_number, accounts, model="smollm2",
+                  mine_blocks=lambda n: mine(anvil.rpc_url, n),
+                  advance_time=lambda s: increase_time(anvil.rpc_url, s))
+    world.mine(dep.params.epoch_blocks)
+
+    judged = world.open_duel("judged")
+    b = world.answer(judged.duel_id).event("ChallengerDrawn").args["b"]
+    world.vote(judged.duel_id, 1, lambda j: Vote.B)
+    world.settle_after_appeal_window(judged.duel_id, settler="origin")
+    ghost = world.open_duel("ghost")
+    world.challenger(ghost.duel_id)
+    world.client("origin").draw_challenger(ghost.duel_id)
+    world.mine_to(world.client().duel(ghost.duel_id).deadline)
+    world.client("c4").settle_duel(ghost.duel_id)
+
+    listed = cli("duel", "list")
+    assert listed.index(str(ghost.duel_id)) < listed.index(str(judged.duel_id))  # newest first
+    assert "b won" in listed and "no answer" in listed and "0/3/0/0/0" in listed
+
+    shown = cli("duel", "show", str(judged.duel_id))
+    for needle in ("settled, b won", accounts["a"].address, b, "round 1 seat 1", ": B", "verdict",
+                   "stake moved", "reward stake won", "DuelSettled", "0x" + judged.work.request_hash.hex(),
+                   "smollm2 (0x"):
+        assert needle in shown, needle
+    ghost_shown = cli("duel", "show", str(ghost.duel_id))
+    assert "cancelled" in ghost_shown and "never answered" in ghost_shown and "slashed no answer" in ghost_shown
+
+    board = json.loads(cli("duel", "leaderboard", "--json"))
+    by_node = {row["node"]: row for row in board}
+    assert (by_node[b]["wins"], by_node[accounts["a"].address]["losses"]) == (1, 1)
+    assert sum(row["duels"] for row in board) == 2  # one settled duel, two duelists; the cancelled one is no game
