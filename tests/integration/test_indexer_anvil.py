@@ -1,7 +1,8 @@
 """Event indexer against a real anvil (JSON-RPC over HTTP, --prune-history), with locally signed txs.
 
-Small on purpose: deploy, two nodes deposit/register/stake, sync, restart the indexer on the same
-SQLite file, add events, sync again; no duplicates and every indexed balance equals the contract's.
+Small on purpose: deploy (the extension, then WWWServe), two nodes deposit/register/stake, sync,
+restart the indexer on the same SQLite file, add events, sync again; no duplicates and every indexed
+balance equals the contract's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from contracts import load_artifact
+from contracts import EXTENSION_CONTRACT, load_artifact
 from devnet.anvil import AnvilProcess
 from ledger.client import WWWServeClient
 from ledger.indexer import Indexer
@@ -61,12 +62,15 @@ class Signer:
 def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) -> None:
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
     funder = Signer(w3, Account.from_key(DEV_KEY0))
-    art = load_artifact()
-    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-    deploy_tx = factory.constructor(*PARAMS.constructor_args()).build_transaction(
-        {"from": funder.address, "nonce": funder.nonce, "gas": 15_000_000}
-    )
-    receipt = funder.send(dict(deploy_tx))
+    # the extension first, then WWWServe over it; every event comes from WWWServe's address
+    extension = None
+    for art in (load_artifact(EXTENSION_CONTRACT), load_artifact()):
+        args = PARAMS.constructor_args() + ([extension] if extension else [])
+        deploy_tx = w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*args).build_transaction(
+            {"from": funder.address, "nonce": funder.nonce, "gas": 15_000_000}
+        )
+        receipt = funder.send(dict(deploy_tx))
+        extension = receipt["contractAddress"]
     contract: Contract = w3.eth.contract(address=receipt["contractAddress"], abi=art.abi)
     f = contract.functions
 
