@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import boa
+import boa.util.abi
 import pytest
 from eth_abi import decode
 from eth_account import Account
@@ -495,6 +496,80 @@ def revert_reason(output: bytes) -> str:
 # the contract and the model in lockstep
 
 
+VALUE_MASK = (1 << 112) - 1
+GWEI = 10**9
+
+
+@cache
+def _hashmap_slot(slot: int, keys: tuple[int | str | bytes, ...]) -> int:
+    for key in keys:
+        if isinstance(key, str):
+            key_bytes = bytes.fromhex(key[2:]).rjust(32, b"\x00")
+        elif isinstance(key, bytes):
+            key_bytes = key
+        else:
+            key_bytes = key.to_bytes(32, "big")
+        slot = int.from_bytes(keccak(slot.to_bytes(32, "big") + key_bytes), "big")
+    return slot
+
+
+@cache
+def _storage_slots() -> dict[str, int]:
+    """Base slot of every storage variable of the shared layout (module prefixes dropped for core)."""
+    layout = deployers()[1].compiler_data.storage_layout["storage_layout"]
+    out: dict[str, int] = {}
+
+    def walk(prefix: str, tree: dict[str, Any]) -> None:
+        for name, info in tree.items():
+            if "slot" in info:
+                out[prefix + name] = info["slot"]
+            else:
+                walk(f"{prefix}{name}.", info)
+
+    walk("", layout["core"])
+    return out
+
+
+class Storage:
+    """Raw reads of WWWServe's storage words (Vyper layout: HashMap slot = keccak(slot ++ key)); an
+    order of magnitude cheaper than view calls, so the stateful test can compare every word after
+    every step."""
+
+    def __init__(self, c: Any) -> None:
+        self.base = _storage_slots()
+        self.address = boa.util.abi.Address(c.address)
+
+    def word(self, slot: int) -> int:
+        return int(boa.env.evm.get_storage(self.address, slot))
+
+    def slot(self, name: str, *keys: int | str | bytes) -> int:
+        return _hashmap_slot(self.base[name], keys)
+
+    def get(self, name: str, *keys: int | str | bytes, offset: int = 0) -> int:
+        return self.word(self.slot(name, *keys) + offset)
+
+
+def pack_account(m: WWWServeModel, who: str) -> int:
+    """The model's stake account as the contract packs it: active | unbonding << 96 | bonded gwei << 192."""
+    act, unb, bonded = m.active_stake.get(who, 0), m.unbonding_stake.get(who, 0), m.bonded.get(who, 0)
+    return act | (unb << 96) | ((bonded // GWEI) << 192)
+
+
+def pack_info(d: Any) -> int:
+    """A model duel as the contract's `duelInfo` word (layout in core.vy)."""
+    return (int(d.status) | (int(d.outcome) << 4) | (d.origin_leaf << 8) | (d.a_leaf << 32) | (d.b_leaf << 56)
+            | (d.round << 80) | (int(d.b_drawn) << 82) | (d.seed_block << 84) | (d.deadline << 124)
+            | ((d.bond_wei // GWEI) << 164) | (d.model_id << 204))
+
+
+def pack_panel(panel: Any) -> int:
+    """A model panel as the contract's `duelPanel` word: seat leaves, 3-bit votes, seat count."""
+    word = len(panel.leaves) << 216
+    for i, (leaf, vote) in enumerate(zip(panel.leaves, panel.votes, strict=True)):
+        word |= (leaf << (24 * i)) | (int(vote) << (192 + 3 * i))
+    return word
+
+
 class RevertedError(Exception):
     """Both the contract and the model reverted, with this reason."""
 
@@ -518,6 +593,8 @@ class Twin:
         assert boa.env.get_balance(c.address) == 0, "a Twin starts on a fresh deployment"
         self.addresses: list[str] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.storage = Storage(c)
+        self._seen: dict[int, Any] = {}  # the model's view of each duel when last compared
 
     # -------------------------------------------------------------- lockstep core
     def tx(self, sender: str, name: str, args: Sequence[Any], model_call: Callable[[], Any], *,
@@ -547,20 +624,27 @@ class Twin:
 
     def check(self) -> None:
         """Contract and model agree on every balance, the reserve, the weights, every duel; the
-        contract holds exactly what it owes."""
-        c, m = self.c, self.m
+        contract holds exactly what it owes. Storage words every time (cheap); a duel's views
+        whenever the model says the duel changed."""
+        c, m, st = self.c, self.m, self.storage
         for a in self.addresses:
-            got = (c.credit(a), c.pendingWithdrawal(a), c.activeStake(a), c.unbondingStake(a), c.reserved(a))
-            want = (m.credit.get(a, 0), m.pending_withdrawal.get(a, 0), m.active_stake.get(a, 0),
-                    m.unbonding_stake.get(a, 0), m.bonded.get(a, 0))
+            got = (st.get("credit", a), st.get("pendingWithdrawal", a), st.get("accounts", a))
+            want = (m.credit.get(a, 0), m.pending_withdrawal.get(a, 0), pack_account(m, a))
             assert got == want, (a, got, want)
-        assert c.reserve() == m.reserve
-        assert c.totalWeight() == m.sortition.total_weight()
-        for duel_id in m.duels:
-            assert tuple(normalize(x) for x in c.getDuel(duel_id)) == m.get_duel(duel_id), duel_id
-            for r in (1, 2):
-                assert [str(j) for j in c.getJudges(duel_id, r)] == m.get_judges(duel_id, r), (duel_id, r)
-                assert list(c.getVotes(duel_id, r)) == m.get_votes(duel_id, r), (duel_id, r)
+        assert st.get("reserve") == m.reserve
+        assert st.get("sortition.tree", 1) & VALUE_MASK == m.sortition.total_weight()
+        for duel_id, d in m.duels.items():
+            assert st.get("duelInfo", duel_id) == pack_info(d), duel_id
+            for r, panel in d.panels.items():
+                assert st.get("duelPanel", 2 * duel_id + r - 1) == pack_panel(panel), (duel_id, r)
+            view = (m.get_duel(duel_id), m.get_judges(duel_id, 1), m.get_votes(duel_id, 1),
+                    m.get_judges(duel_id, 2), m.get_votes(duel_id, 2))
+            if self._seen.get(duel_id) != view:
+                self._seen[duel_id] = view
+                assert tuple(normalize(x) for x in c.getDuel(duel_id)) == view[0], duel_id
+                for r in (1, 2):
+                    assert [str(j) for j in c.getJudges(duel_id, r)] == view[2 * r - 1], (duel_id, r)
+                    assert list(c.getVotes(duel_id, r)) == view[2 * r], (duel_id, r)
         assert boa.env.get_balance(c.address) == m.balance_wei == m.liabilities_wei()
 
     def event(self, name: str) -> list[dict[str, Any]]:
