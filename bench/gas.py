@@ -1,12 +1,25 @@
-"""Gas figures of every state-changing WWWServe function, from real receipts (no pytest).
+"""Gas figures of every state-changing WWWServe function and of whole duels, from real receipts (no pytest).
 
-Deploys the committed artifact on an in-process py-evm chain (web3 `EthereumTesterProvider`), so the
-figures are receipt `gasUsed` including the intrinsic 21,000 and calldata cost, exactly what a node
-pays on a real chain (minus the base fee market). Prints one table per scenario and checks the two
-budgets the design promises: a full duel lifecycle (open + draw + K commits + K reveals + settle)
-within 600k gas, and a fee-voucher claim within 80k gas.
+Deploys the committed artifacts (WWWServeExt, then WWWServe over it) on an in-process py-evm chain
+(web3 `EthereumTesterProvider`), so the figures are receipt `gasUsed` including the intrinsic 21,000
+and calldata cost, exactly what a node pays on a real chain (minus the base fee market). Functions
+that WWWServe forwards to its extension pay the delegatecall too.
 
-Usage: `python bench/gas.py` (about 10 s). Exit status 1 when a budget is exceeded.
+A duel is measured step by step: `openDuel` (the origin, over A's signed work attestation),
+`answerDuel` (the drawn challenger B; it records B and draws the first panel), K `commitVote`,
+K `revealVote` and `settleDuel`. Two budgets, both 600k gas:
+  * the issue's list: open + K commits + K reveals + settle;
+  * the whole duel: that plus `answerDuel`.
+They are checked for the first duel ever (cold reserve) and steady-state duels: unanimous, a 2-1
+split, and one silent seat (commits, never reveals). Those need a panel of K distinct judges (with
+seats drawn with replacement, a judge drawn twice commits and reveals once): when a draw gives
+fewer, the bench reverts the chain to before the duel, moves the clock a second (a new seed block
+hash) and plays it again, and says how often it did. An appealed duel and a
+no-show challenger are reported without a budget, as is every other function; a fee-voucher claim
+has its own 80k budget. Draws walk the sortition tree, whose height grows with the number of
+nodes, so everything runs on 8 and on 128 nodes.
+
+Usage: `python bench/gas.py` (about a minute). Exit status 1 when a budget is exceeded.
 """
 
 from __future__ import annotations
@@ -16,8 +29,9 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -26,15 +40,20 @@ from eth_utils.crypto import keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.types import Wei
 
-from contracts import load_artifact
-from ledger.model import vote_commitment
+from contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact, merge_abis
+from ledger.client import vote_commitment
 from ledger.params import WEI_PER_ETH, DeploymentParams
+from ledger.work import WorkAttestation, answer_hash, inspect_commitment, model_hash, request_id_hash, sign_work
 
-FULL_DUEL_TARGET_GAS = 600_000
+DUEL_TARGET_GAS = 600_000
 VOUCHER_CLAIM_TARGET_GAS = 80_000
 # Explicit gas limit: skips eth_estimateGas (slow on py-evm) and makes a revert fail loudly.
 TX_GAS_LIMIT = 5_000_000
-NODE_COUNT = 8
+NODE_COUNTS = (8, 128)
+MODEL = "SmolLM2-135M-Instruct"
+VOTE_A, VOTE_B = 1, 2
+# draws tried at most to get a panel of K distinct judges
+MAX_PANEL_TRIES = 30
 
 
 @dataclass
@@ -48,29 +67,66 @@ class GasTable:
         return gas_used
 
 
-class Bench:
-    """A deployed WWWServe plus funded operator wallets with known keys (to sign vouchers)."""
+@dataclass
+class DuelGas:
+    """One recorded duel's receipts by step."""
 
-    def __init__(self, params: DeploymentParams, source: str | None = None) -> None:
+    open: int
+    answer: int
+    commits: list[int]
+    reveals: list[int]
+    settle: int
+    extra: dict[str, int] = field(default_factory=dict)  # appeal, drawJudges, round-2 votes ...
+    skipped: int = 0  # draws undone to get K distinct judges
+
+    @property
+    def issue_list(self) -> int:
+        """open + K commits + K reveals + settle (the issue's budget)."""
+        return self.open + sum(self.commits) + sum(self.reveals) + self.settle
+
+    @property
+    def whole(self) -> int:
+        """Everything a duel costs: the issue's list, the challenger's answer (with the first panel's
+        draw) and any extra step."""
+        return self.issue_list + self.answer + sum(self.extra.values())
+
+
+class Bench:
+    """A deployed WWWServe pair plus funded operator wallets with known keys (they sign vouchers and
+    work attestations)."""
+
+    def __init__(self, params: DeploymentParams, node_count: int, source: str | None = None) -> None:
         self.params = params
         self.w3 = Web3(EthereumTesterProvider())
         self.tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
         funder = self.w3.eth.accounts[0]
         self.accounts: list[LocalAccount] = [
-            Account.from_key(keccak(f"wwwserve-bench-{i}".encode())) for i in range(NODE_COUNT + 1)
+            Account.from_key(keccak(f"wwwserve-bench-{i}".encode())) for i in range(node_count + 1)
         ]
+        self._by_address: dict[str, LocalAccount] = {a.address: a for a in self.accounts}
         for acct in self.accounts:
             self.tester.add_account(acct.key.hex())
             self.w3.eth.wait_for_transaction_receipt(
                 self.w3.eth.send_transaction({"from": funder, "to": acct.address, "value": Wei(100 * WEI_PER_ETH)})
             )
-        abi, bytecode = compile_source(source) if source else (load_artifact().abi, load_artifact().bytecode)
-        factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
-        tx = factory.constructor(*params.constructor_args()).transact({"from": funder, "gas": 10_000_000})
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx)
-        self.deploy_gas: int = receipt["gasUsed"]
-        self.c = self.w3.eth.contract(address=receipt["contractAddress"], abi=abi)
+        (ext_abi, ext_code), (abi, code) = compile_sources(source) if source else (
+            (load_artifact(EXTENSION_CONTRACT).abi, load_artifact(EXTENSION_CONTRACT).bytecode),
+            (load_artifact(MAIN_CONTRACT).abi, load_artifact(MAIN_CONTRACT).bytecode),
+        )
+        args = params.constructor_args()
+        ext, self.deploy_ext_gas = self._create(funder, ext_abi, ext_code, args)
+        main, self.deploy_gas = self._create(funder, abi, code, [*args, ext])
+        self.c = self.w3.eth.contract(address=Web3.to_checksum_address(main), abi=abi)
+        self.chain_id = int(self.w3.eth.chain_id)
         self.worst: dict[str, int] = {}
+
+    def _create(self, funder: str, abi: Any, bytecode: str, args: Sequence[Any]) -> tuple[str, int]:
+        tx = self.w3.eth.contract(abi=abi, bytecode=bytecode).constructor(*args).transact(
+            {"from": funder, "gas": 15_000_000})
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx)
+        if receipt["status"] != 1:
+            raise RuntimeError("deployment reverted")
+        return str(receipt["contractAddress"]), int(receipt["gasUsed"])
 
     def tx(self, sender: LocalAccount, fn_name: str, *args: Any, value: int = 0) -> int:
         """Send one transaction and return its receipt gasUsed; raise if it reverted."""
@@ -83,27 +139,39 @@ class Bench:
         self.worst[fn_name] = max(self.worst.get(fn_name, 0), gas)
         return gas
 
-    def mine(self, blocks: int) -> None:
-        self.tester.mine_blocks(blocks)
+    def view(self, fn_name: str, *args: Any) -> Any:
+        return getattr(self.c.functions, fn_name)(*args).call()
+
+    def mine_to(self, block: int) -> None:
+        """Mine until the head is `block`: the next transaction lands in `block + 1`."""
+        missing = block - self.w3.eth.block_number
+        if missing > 0:
+            self.tester.mine_blocks(missing)
 
     def advance_time(self, seconds: int) -> None:
         latest = self.w3.eth.get_block("latest")["timestamp"]
         self.tester.time_travel(latest + seconds)
 
-    def address_of(self, addr: str) -> LocalAccount:
-        return next(a for a in self.accounts if a.address == addr)
+    def account(self, address: str) -> LocalAccount:
+        return self._by_address[address]
 
 
-def compile_source(path: str) -> tuple[list[dict[str, Any]], str]:
-    """Compile a variant of the contract (for A/B gas experiments); its imports resolve next to it."""
-    from pathlib import Path
-
-    src = Path(path).resolve()
-    out = subprocess.run(
-        [sys.executable, "-m", "vyper", "-f", "abi,bytecode", "-p", str(src.parent), str(src)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()
-    return json.loads(out[0]), out[1].strip()
+def compile_sources(directory: str) -> tuple[tuple[list[dict[str, Any]], str], tuple[list[dict[str, Any]], str]]:
+    """Compile a variant of the contract pair (for A/B gas experiments): `directory` holds
+    WWWServeExt.vy, WWWServe.vy and the modules they import. Returns ((ext ABI, bytecode),
+    (merged ABI, bytecode))."""
+    src = Path(directory).resolve()
+    out = {}
+    for name in (EXTENSION_CONTRACT, MAIN_CONTRACT):
+        lines = subprocess.run(
+            [sys.executable, "-m", "vyper", "-f", "abi,bytecode", "--evm-version", "cancun", "-p", str(src),
+             str(src / f"{name}.vy")],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()
+        out[name] = (json.loads(lines[0]), lines[1].strip())
+    ext_abi, ext_code = out[EXTENSION_CONTRACT]
+    main_abi, main_code = out[MAIN_CONTRACT]
+    return (ext_abi, ext_code), (merge_abis(main_abi, ext_abi), main_code)
 
 
 def register_args(i: int) -> tuple[bytes, str, list[str], str]:
@@ -111,84 +179,169 @@ def register_args(i: int) -> tuple[bytes, str, list[str], str]:
     return (
         keccak(f"pubkey-{i}".encode()),
         f"https://node{i}.wwwserve.example:8443",
-        ["SmolLM2-135M-Instruct"],
+        [MODEL],
         '{"gpu":"H100","region":"eu-west","price_per_1k_tokens_wei":1000000000000}',
     )
 
 
-def run_duel(bench: Bench, table: GasTable | None, tag: str, origin: LocalAccount, a: LocalAccount,
-             b: LocalAccount, votes: Sequence[int | None]) -> int:
-    """Run one full duel lifecycle and return its total gas.
+# ---------------------------------------------------------------------------------------------
+# duel steps
 
-    `votes` are cast in panel order; None = the judge commits but never reveals (settlement then
-    waits for the reveal window). `table=None` runs it without recording (warm-up).
-    """
-    p = bench.params
-    rows = table if table is not None else GasTable()
-    q, ha, hb = keccak(b"q" + tag.encode()), keccak(b"a" + tag.encode()), keccak(b"b" + tag.encode())
-    duel_id = bench.c.functions.duelCount().call() + 1
-    total = rows.add(f"{tag}: openDuel", bench.tx(origin, "openDuel", a.address, b.address, q, ha, hb))
-    bench.mine(p.seed_delay_blocks)
-    total += rows.add(f"{tag}: drawJudges", bench.tx(origin, "drawJudges", duel_id))
-    judges = [bench.address_of(j) for j in bench.c.functions.getJudges(duel_id).call()]
-    if len(judges) != len(votes):
-        raise RuntimeError(f"{tag}: drew {len(judges)} judges, expected {len(votes)}")
-    salts = [keccak(f"{tag}-salt-{i}".encode()) for i in range(len(judges))]
-    chain_id = bench.w3.eth.chain_id
-    for i, (judge, vote) in enumerate(zip(judges, votes, strict=True)):
-        commitment = vote_commitment(chain_id, bench.c.address, duel_id, judge.address, vote or 1, salts[i])
-        total += rows.add(f"{tag}: commitVote #{i + 1}", bench.tx(judge, "commitVote", duel_id, commitment))
-    bench.mine(p.commit_window_blocks)
-    for i, (judge, vote) in enumerate(zip(judges, votes, strict=True)):
+
+@dataclass
+class OpenDuel:
+    duel_id: int
+    work: WorkAttestation
+    salt: bytes
+    request: bytes
+
+
+def open_duel(bench: Bench, origin: LocalAccount, a: LocalAccount, tag: str) -> tuple[OpenDuel, int]:
+    """The origin duels A's signed work over request `tag`; returns the duel and openDuel's gas."""
+    request = json.dumps({"kind": "chat", "request": {"model": MODEL, "prompt": tag}}).encode()
+    rid = request_id_hash(tag)
+    salt = keccak(f"inspect {tag}".encode())
+    work = sign_work(a, bench.chain_id, bench.c.address, WorkAttestation(
+        origin=origin.address, executor=a.address, request_id=rid, request_hash=keccak(request),
+        model_hash=model_hash(MODEL), answer_hash=answer_hash(f"answer of A to {tag}"),
+        inspect=inspect_commitment(rid, True, salt), issued_at=int(bench.w3.eth.get_block("latest")["timestamp"]),
+    ))
+    gas = bench.tx(origin, "openDuel", a.address, rid, work.request_hash, work.model_hash, work.answer_hash, salt,
+                   work.issued_at, work.signature)
+    return OpenDuel(bench.view("duelIdOf", origin.address, rid), work, salt, request), gas
+
+
+def challenger(bench: Bench, duel_id: int) -> LocalAccount:
+    """Mine past the seed block; the node a draw picks as challenger."""
+    bench.mine_to(max(bench.w3.eth.block_number, bench.view("getDuel", duel_id)[3] + 1))
+    b = bench.view("challengerOf", duel_id)
+    if int(b, 16) == 0:
+        raise RuntimeError(f"duel {duel_id}: no challenger can be drawn")
+    return bench.account(b)
+
+
+def answer(bench: Bench, duel_id: int, text: str = "answer of B") -> tuple[LocalAccount, int]:
+    b = challenger(bench, duel_id)
+    return b, bench.tx(b, "answerDuel", duel_id, answer_hash(text))
+
+
+def vote_round(bench: Bench, duel_id: int, round_: int, choose: Callable[[int], int | None]
+               ) -> tuple[list[int], list[int]]:
+    """Each distinct judge i of the round commits `choose(i)` and reveals it after the commit window
+    (None: commits, never reveals). Returns the (commit, reveal) receipts."""
+    judges = list(dict.fromkeys(bench.view("getJudges", duel_id, round_)))
+    salts = [keccak(f"salt {duel_id} {round_} {j}".encode()) for j in judges]
+    commits, reveals = [], []
+    for i, j in enumerate(judges):
+        commitment = vote_commitment(bench.chain_id, bench.c.address, duel_id, round_, j, choose(i) or VOTE_A,
+                                     salts[i])
+        commits.append(bench.tx(bench.account(j), "commitVote", duel_id, commitment))
+    bench.mine_to(bench.view("getDuel", duel_id)[4])  # the commit end
+    for i, j in enumerate(judges):
+        vote = choose(i)
         if vote is not None:
-            total += rows.add(f"{tag}: revealVote #{i + 1}", bench.tx(judge, "revealVote", duel_id, vote, salts[i]))
-    if None in votes:
-        bench.mine(p.reveal_window_blocks)
-    total += rows.add(f"{tag}: settleDuel", bench.tx(origin, "settleDuel", duel_id))
-    return total
+            reveals.append(bench.tx(bench.account(j), "revealVote", duel_id, vote, salts[i]))
+    return commits, reveals
 
 
-def top_up(bench: Bench, nodes: list[LocalAccount], stake_wei: int) -> None:
-    """Restake what duels took, so every node stays a judge candidate (not recorded)."""
-    for node in nodes:
-        missing = stake_wei - bench.c.functions.activeStake(node.address).call()
-        if missing > 0:
-            bench.tx(node, "stake", missing)
+def settle_after_appeal_window(bench: Bench, duel_id: int, settler: LocalAccount) -> int:
+    p = bench.params
+    bench.mine_to(bench.view("getDuel", duel_id)[4] + p.reveal_window_blocks + p.appeal_window_blocks)
+    return bench.tx(settler, "settleDuel", duel_id)
 
 
-def warm_up(bench: Bench, nodes: list[LocalAccount], stake_wei: int) -> None:
-    """Run duels until every node has been locked once, so later lock writes are nonzero-to-nonzero."""
-    for n in range(4 * len(nodes)):
-        if all(bench.c.functions.lockedUntil(x.address).call() > 0 for x in nodes):
-            return
-        origin, a, b = (nodes[(n + i) % len(nodes)] for i in range(3))
-        run_duel(bench, None, f"warm-up {n}", origin, a, b, [1] * bench.params.k_judges)
-        top_up(bench, nodes, stake_wei)
-    raise RuntimeError("warm-up did not lock every node")
+def judged_duel(bench: Bench, tag: str, origin: LocalAccount, a: LocalAccount, settler: LocalAccount,
+                choose: Callable[[int], int | None], top_up: Callable[[], None]) -> DuelGas:
+    """One duel judged in round 1 by a panel of K distinct judges. When the contract draws fewer, the
+    chain goes back to before the duel and the clock moves a second (so the seed block's hash, and
+    the draw, change); `skipped` counts those tries, which leave no trace in the state."""
+    k = bench.params.k_judges
+    for attempt in range(MAX_PANEL_TRIES):
+        snapshot = bench.tester.take_snapshot()
+        duel, open_gas = open_duel(bench, origin, a, f"{tag} #{attempt}")
+        _, answer_gas = answer(bench, duel.duel_id)
+        if len(set(bench.view("getJudges", duel.duel_id, 1))) != k:
+            bench.tester.revert_to_snapshot(snapshot)
+            bench.advance_time(1)
+            continue
+        commits, reveals = vote_round(bench, duel.duel_id, 1, choose)
+        settle = settle_after_appeal_window(bench, duel.duel_id, settler)
+        top_up()
+        return DuelGas(open_gas, answer_gas, commits, reveals, settle, skipped=attempt)
+    raise RuntimeError(f"{tag}: no panel of {k} distinct judges in {MAX_PANEL_TRIES} tries")
+
+
+def appealed_duel(bench: Bench, origin: LocalAccount, a: LocalAccount, settler: LocalAccount) -> DuelGas:
+    """Round 1 for A, B appeals, a 2K+1-seat round 2 (drawn by drawJudges) for B: the verdict flips."""
+    duel, open_gas = open_duel(bench, origin, a, "appealed")
+    b, answer_gas = answer(bench, duel.duel_id)
+    commits, reveals = vote_round(bench, duel.duel_id, 1, lambda i: VOTE_A)
+    bench.mine_to(bench.view("getDuel", duel.duel_id)[4] + bench.params.reveal_window_blocks)
+    extra = {"appeal": bench.tx(b, "appeal", duel.duel_id)}
+    bench.mine_to(bench.view("getDuel", duel.duel_id)[3])  # round 2's seed block
+    extra["drawJudges (round 2)"] = bench.tx(settler, "drawJudges", duel.duel_id)
+    commits2, reveals2 = vote_round(bench, duel.duel_id, 2, lambda i: VOTE_B)
+    for i, gas in enumerate(commits2):
+        extra[f"commitVote round 2 #{i + 1}"] = gas
+    for i, gas in enumerate(reveals2):
+        extra[f"revealVote round 2 #{i + 1}"] = gas
+    settle = bench.tx(settler, "settleDuel", duel.duel_id)  # every round-2 seat revealed: final at once
+    return DuelGas(open_gas, answer_gas, commits, reveals, settle, extra)
+
+
+def no_show_duel(bench: Bench, origin: LocalAccount, a: LocalAccount, settler: LocalAccount) -> DuelGas:
+    """B is drawn (drawChallenger) and never answers: settleDuel cancels, B's bond goes to the reserve."""
+    duel, open_gas = open_duel(bench, origin, a, "no-show")
+    challenger(bench, duel.duel_id)
+    draw = bench.tx(settler, "drawChallenger", duel.duel_id)
+    bench.mine_to(bench.view("getDuel", duel.duel_id)[4])  # the answer deadline
+    settle = bench.tx(settler, "settleDuel", duel.duel_id)
+    return DuelGas(open_gas, 0, [], [], settle, {"drawChallenger": draw})
+
+
+def withheld_request_duel(bench: Bench, origin: LocalAccount, a: LocalAccount, settler: LocalAccount) -> dict[str, int]:
+    """B cannot get the request, the origin publishes it, B answers; nobody judges (every seat silent)."""
+    duel, _ = open_duel(bench, origin, a, "withheld")
+    b = challenger(bench, duel.duel_id)
+    gas = {"answerDuel (no request)": bench.tx(b, "answerDuel", duel.duel_id, bytes(32))}
+    w = duel.work
+    gas["publishRequest"] = bench.tx(origin, "publishRequest", duel.duel_id, w.request_id, w.request_hash,
+                                     w.model_hash, w.answer_hash, duel.salt, w.issued_at, w.signature, duel.request)
+    _, gas["answerDuel (after publish)"] = answer(bench, duel.duel_id)
+    gas["settleDuel (all seats silent)"] = settle_after_appeal_window(bench, duel.duel_id, settler)
+    return gas
 
 
 def sign_voucher(bench: Bench, origin: LocalAccount, executor: str, cumulative_wei: int) -> bytes:
-    digest = bench.c.functions.voucherDigest(origin.address, executor, cumulative_wei).call()
+    digest = bench.view("voucherDigest", origin.address, executor, cumulative_wei)
     return bytes(Account.unsafe_sign_hash(digest, origin.key).signature)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
 
 
 @dataclass
 class GasReport:
-    """Everything one benchmark run measured."""
+    """Everything one benchmark run (one network size) measured."""
 
     params: DeploymentParams
-    deploy_gas: int
+    node_count: int
+    deploy_gas: int  # WWWServe
+    deploy_ext_gas: int  # WWWServeExt
     functions: GasTable
     duel_steps: GasTable
+    duels: dict[str, DuelGas]
     budgets: list[tuple[str, int, int]]  # (label, gas used, target)
+    reports: list[tuple[str, int]]  # (label, gas used): totals without a budget
     worst_by_function: dict[str, int]  # largest receipt per contract function over the whole run
 
 
-def measure(params: DeploymentParams, source: str | None = None) -> GasReport:
-    """Deploy, exercise every state-changing function and a few duel lifecycles, collect receipts."""
-    bench = Bench(params, source)
-    nodes = bench.accounts[:NODE_COUNT]
-    depositor = bench.accounts[NODE_COUNT]
+def measure(params: DeploymentParams, node_count: int = NODE_COUNTS[0], source: str | None = None) -> GasReport:
+    """Deploy, exercise every state-changing function and the duel scenarios, collect receipts."""
+    bench = Bench(params, node_count, source)
+    nodes = bench.accounts[:node_count]
+    depositor = bench.accounts[node_count]
     fns = GasTable()
     stake_wei = 10 * params.min_stake_wei
 
@@ -209,7 +362,7 @@ def measure(params: DeploymentParams, source: str | None = None) -> GasReport:
     fns.add("cancelWithdrawal", bench.tx(depositor, "cancelWithdrawal"))
     bench.tx(depositor, "requestWithdrawal", WEI_PER_ETH // 2)
     bench.advance_time(params.withdrawal_notice_s)
-    bench.mine(1)
+    bench.mine_to(bench.w3.eth.block_number + 1)
     fns.add("withdraw", bench.tx(depositor, "withdraw"))
 
     # --- vouchers: the depositor (origin) pays node 1 (executor); a third party submits the first
@@ -220,72 +373,112 @@ def measure(params: DeploymentParams, source: str | None = None) -> GasReport:
     voucher_again = fns.add("claimVoucher (again)", bench.tx(nodes[1], "claimVoucher", depositor.address,
                                                              nodes[1].address, 3 * 10**15, sig))
 
-    # --- duels: the first ever (cold slots), then steady state (every lock already nonzero)
-    duel = GasTable()
+    # stake and models count for draws from the next epoch
+    bench.mine_to((bench.w3.eth.block_number // params.epoch_blocks + 1) * params.epoch_blocks)
+
+    def top_up() -> None:
+        """Restake what duels took, so every node stays drawable with the same weight."""
+        for node in nodes:
+            missing = stake_wei - bench.view("activeStake", node.address)
+            if missing > 0:
+                bench.tx(node, "stake", missing)
+
+    # --- duels: the first ever (cold reserve), then steady state
+    origin, a, settler = nodes[0], nodes[1], nodes[-1]
     k = params.k_judges
-    split = [2] * (k - k // 2) + [1] * (k // 2)
-    first = run_duel(bench, duel, "first duel", nodes[0], nodes[1], nodes[2], [1] * k)
-    top_up(bench, nodes, stake_wei)
-    warm_up(bench, nodes, stake_wei)
-    steady = run_duel(bench, duel, "steady, unanimous", nodes[0], nodes[1], nodes[2], [1] * k)
-    top_up(bench, nodes, stake_wei)
-    steady_split = run_duel(bench, duel, "steady, split", nodes[0], nodes[1], nodes[2], split)
-    top_up(bench, nodes, stake_wei)
-    silent = run_duel(bench, duel, "steady, 1 silent", nodes[3], nodes[4], nodes[5], [1] * (k - 1) + [None])
-    top_up(bench, nodes, stake_wei)
-    voided = run_duel(bench, duel, "steady, voided", nodes[3], nodes[4], nodes[5], [4] * k)
+    duels: dict[str, DuelGas] = {}
+    duels["first duel"] = judged_duel(bench, "first", origin, a, settler, lambda i: VOTE_A, top_up)
+    duels["steady, unanimous"] = judged_duel(bench, "unanimous", origin, a, settler, lambda i: VOTE_A, top_up)
+    duels[f"steady, {k - k // 2}-{k // 2} split"] = judged_duel(
+        bench, "split", origin, a, settler, lambda i: VOTE_A if i < k - k // 2 else VOTE_B, top_up)
+    duels["steady, 1 silent seat"] = judged_duel(
+        bench, "silent", origin, a, settler, lambda i: VOTE_A if i < k - 1 else None, top_up)
+    duels["appealed (round 2 overturns)"] = appealed_duel(bench, origin, a, settler)
+    top_up()
+    duels["no-show challenger"] = no_show_duel(bench, origin, a, settler)
+    top_up()
+    for label, gas in withheld_request_duel(bench, origin, a, settler).items():
+        fns.add(label, gas)
+    top_up()
 
-    # --- cancellation paths
-    q = keccak(b"cancel")
-    duel_id = bench.c.functions.duelCount().call() + 1
-    bench.tx(nodes[0], "openDuel", nodes[1].address, nodes[2].address, q, q, q)
-    bench.mine(params.seed_delay_blocks + params.draw_window_blocks)
-    fns.add("cancelUndrawnDuel", bench.tx(nodes[6], "cancelUndrawnDuel", duel_id))
+    steps = GasTable()
+    for tag, d in duels.items():
+        steps.add(f"{tag}: openDuel", d.open)
+        if d.answer:
+            steps.add(f"{tag}: answerDuel (draws B and the panel)", d.answer)
+        for i, gas in enumerate(d.commits):
+            steps.add(f"{tag}: commitVote #{i + 1}", gas)
+        for i, gas in enumerate(d.reveals):
+            steps.add(f"{tag}: revealVote #{i + 1}", gas)
+        for label, gas in d.extra.items():
+            steps.add(f"{tag}: {label}", gas)
+        steps.add(f"{tag}: settleDuel", d.settle)
 
-    # --- leave, re-register (same leaf), unstake
+    # --- slashed stake catches up with the draw tree; leave, re-register (same leaf), unstake
+    fns.add("syncWeight", bench.tx(settler, "syncWeight", a.address))
     fns.add("leave", bench.tx(nodes[7], "leave"))
     fns.add("register (again, same leaf)", bench.tx(nodes[7], "register", keccak(b"k7b"), *register_args(7)[1:]))
-    active = bench.c.functions.activeStake(nodes[7].address).call()
-    fns.add("requestUnstake", bench.tx(nodes[7], "requestUnstake", active))
+    fns.add("requestUnstake", bench.tx(nodes[7], "requestUnstake", bench.view("activeStake", nodes[7].address)))
     bench.advance_time(params.unbonding_period_s)
-    locked_until = bench.c.functions.lockedUntil(nodes[7].address).call()
-    bench.mine(max(1, locked_until - bench.w3.eth.block_number + 1))
+    bench.mine_to(bench.w3.eth.block_number + params.duel_span_blocks + 1)
     fns.add("withdrawStake", bench.tx(nodes[7], "withdrawStake"))
 
-    budgets = [
-        ("full duel, first (unanimous)", first, FULL_DUEL_TARGET_GAS),
-        ("full duel, steady (unanimous)", steady, FULL_DUEL_TARGET_GAS),
-        (f"full duel, steady ({k - k // 2}-{k // 2} split)", steady_split, FULL_DUEL_TARGET_GAS),
-        ("full duel, steady (1 never reveals)", silent, FULL_DUEL_TARGET_GAS),
-        ("full duel, steady (voided)", voided, FULL_DUEL_TARGET_GAS),
+    budgets: list[tuple[str, int, int]] = []
+    for tag in ("first duel", "steady, unanimous", f"steady, {k - k // 2}-{k // 2} split", "steady, 1 silent seat"):
+        budgets.append((f"{tag}: issue's list", duels[tag].issue_list, DUEL_TARGET_GAS))
+        budgets.append((f"{tag}: whole duel", duels[tag].whole, DUEL_TARGET_GAS))
+    budgets += [
         ("voucher claim, first", voucher_first, VOUCHER_CLAIM_TARGET_GAS),
         ("voucher claim, again", voucher_again, VOUCHER_CLAIM_TARGET_GAS),
     ]
-    return GasReport(params, bench.deploy_gas, fns, duel, budgets, dict(bench.worst))
+    reports = [(f"{tag}: whole duel", duels[tag].whole) for tag in ("appealed (round 2 overturns)",
+                                                                     "no-show challenger")]
+    return GasReport(params, node_count, bench.deploy_gas, bench.deploy_ext_gas, fns, steps, duels, budgets,
+                     reports, dict(bench.worst))
+
+
+def print_report(report: GasReport) -> bool:
+    """Print one network size's tables; True when every budget holds."""
+    print(f"\n=== {report.node_count} nodes ===")
+    print(f"\n{'function':<52}{'gasUsed':>10}")
+    for label, gas in report.functions.rows:
+        print(f"{label:<52}{gas:>10,}")
+    print(f"\n{'duel step':<52}{'gasUsed':>10}")
+    for label, gas in report.duel_steps.rows:
+        print(f"{label:<52}{gas:>10,}")
+    skipped = {tag: d.skipped for tag, d in report.duels.items() if d.skipped}
+    k = report.params.k_judges
+    print(f"\n(panels of {k} distinct judges: {sum(skipped.values())} draw(s) with a judge holding two seats were "
+          f"undone (chain reverted to before the duel, clock moved a second) and the duel replayed"
+          f"{': ' + ', '.join(f'{t} {n}' for t, n in skipped.items()) if skipped else ''})")
+    print(f"\n{'budget':<52}{'gasUsed':>10}{'target':>10}  result")
+    ok = True
+    for label, gas, target in report.budgets:
+        ok = ok and gas <= target
+        print(f"{label:<52}{gas:>10,}{target:>10,}  {'PASS' if gas <= target else 'OVER'}")
+    for label, gas in report.reports:
+        print(f"{label:<52}{gas:>10,}{'-':>10}  (report)")
+    return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--source", help="compile this .vy instead of loading the committed artifact")
+    parser.add_argument("--source", help="compile WWWServeExt.vy and WWWServe.vy from this directory instead of "
+                                         "loading the committed artifacts")
     parser.add_argument("--tree-depth", type=int, default=DeploymentParams().tree_depth)
     parser.add_argument("--k-judges", type=int, default=DeploymentParams().k_judges)
+    parser.add_argument("--nodes", type=int, nargs="+", default=list(NODE_COUNTS),
+                        help="network sizes to measure (at least 8 nodes each)")
     args = parser.parse_args()
     params = dataclasses.replace(DeploymentParams(), tree_depth=args.tree_depth, k_judges=args.k_judges)
-    report = measure(params, args.source)
-
-    print(f"WWWServe gas: receipt gasUsed on py-evm (cancun), K={params.k_judges}, "
-          f"tree depth {params.tree_depth}, {NODE_COUNT} nodes; deploy: {report.deploy_gas:,}")
-    print(f"\n{'function':<40}{'gasUsed':>10}")
-    for label, gas in report.functions.rows:
-        print(f"{label:<40}{gas:>10,}")
-    print(f"\n{'duel step':<40}{'gasUsed':>10}")
-    for label, gas in report.duel_steps.rows:
-        print(f"{label:<40}{gas:>10,}")
-    print(f"\n{'budget':<40}{'gasUsed':>10}{'target':>10}  result")
-    ok = True
-    for label, gas, target in report.budgets:
-        ok = ok and gas <= target
-        print(f"{label:<40}{gas:>10,}{target:>10,}  {'PASS' if gas <= target else 'OVER'}")
+    if min(args.nodes) < 8:
+        parser.error("--nodes: at least 8 nodes (an origin, A, a challenger and judges to draw)")
+    reports = [measure(params, n, args.source) for n in args.nodes]
+    first = reports[0]
+    print(f"WWWServe gas: receipt gasUsed on py-evm (cancun), K={params.k_judges}, tree depth {params.tree_depth}; "
+          f"deploy: WWWServeExt {first.deploy_ext_gas:,} + WWWServe {first.deploy_gas:,} = "
+          f"{first.deploy_ext_gas + first.deploy_gas:,}")
+    ok = all([print_report(r) for r in reports])
     return 0 if ok else 1
 
 
