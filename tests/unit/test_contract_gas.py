@@ -101,6 +101,8 @@ def test_a_duel_costs_about_the_same_in_a_network_eight_times_larger(fresh: None
     with boa.env.anchor():
         large = _duel_gas(deploy(), 64)
     for step in small:
-        # three more tree levels per draw (up to 9 draws in answerDuel); a loop over nodes would
-        # cost eight times as much
-        assert large[step] <= small[step] * 1.3, (step, small[step], large[step])
+        # the tree of 67 leaves is three levels deeper than the one of 11: each draw reads three
+        # more words (one challenger pick and three seats in answerDuel: about 26k gas); a loop over
+        # nodes would cost eight times as much
+        assert large[step] <= small[step] * 1.5, (step, small[step], large[step])
+    assert large["openDuel"] == small["openDuel"]  # no draw, no node count

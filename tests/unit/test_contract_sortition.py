@@ -18,6 +18,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     OTHER_MODEL,
     TEST_PARAMS,
     ZERO_ADDRESS,
+    Storage,
     Twin,
     attest,
     contract_fixture,
@@ -221,3 +222,21 @@ def test_a_node_that_left_is_never_drawn_from_the_next_epoch(c: Any, net: list[A
         duel_id = open_duel(c, origin, attest(c, origin, net[1 + i % 2], f"l{i}"))
         to_seed(c, duel_id)
         assert c.challengerOf(duel_id) not in (leaver, ZERO_ADDRESS)
+
+
+def test_tree_words_guard_their_112_bit_values(c: Any) -> None:
+    """A stake is at most 2**96 - 1 and the tree at most 2**20 leaves, so a sum past 2**112 - 1 needs
+    more than 2**16 maximal stakes: not reachable in a test. The guard is checked by writing a root
+    close to the limit straight into storage, then staking on top of it."""
+    node = make_node(c, "n", 0, 0)
+    other = make_node(c, "m", MIN_STAKE, 0)  # two leaves: the root is a word above the leaves' level
+    st = Storage(c)
+    root = st.get("sortition.tree", 1)
+    near_full = ((1 << 112) - 1 - MIN_STAKE + 1) | (root & ~((1 << 112) - 1))
+    boa.env.set_storage(st.address, st.slot("sortition.tree", 1), near_full)
+    with boa.env.prank(node.address):
+        c.deposit(value=MIN_STAKE)
+        with boa.reverts("Sortition: weight overflow"):
+            c.stake(MIN_STAKE)
+        c.stake(MIN_STAKE - 1)  # below the minimum: no weight, nothing to add
+    assert c.leafWeight(c.nodes(other.address).leaf) == MIN_STAKE
