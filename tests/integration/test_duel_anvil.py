@@ -1,9 +1,14 @@
-"""A full duel on a real anvil: open, draw, commit, reveal, settle; stake moves; the indexer agrees."""
+"""Duels on a real anvil through the client, the indexer and the CLI: a challenger that could not get the
+request says so, the origin publishes it on-chain, the challenger answers it, judges commit and reveal,
+the duel settles and stake moves; a drawn challenger that never answers loses its bond. The indexer
+agrees with the chain and does not double-count after a restart; `wwwserve duel show/list/leaderboard`
+say what happened and why. (Real node processes playing every role: test_duel_net.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,19 +19,43 @@ from typer.testing import CliRunner
 from devnet.anvil import DEV_KEYS, AnvilProcess, mine
 from ledger.client import DuelOutcome, DuelStatus, Vote, WWWServeClient
 from ledger.deployment import Deployment
-from ledger.errors import AlreadyVotedError, DuelStateError, NotAJudgeError
+from ledger.errors import DuelStateError, DuelWindowError, NotAJudgeError
 from ledger.indexer import Indexer
 from ledger.params import DeploymentParams
 from ledger.tx import TxSender, connect
+from ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    inspect_commitment,
+    model_hash,
+    request_bytes,
+    request_hash,
+    request_id_hash,
+    sign_work,
+)
 from wwwserve.cli import app
 
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
-PARAMS = DeploymentParams(commit_window_blocks=5, reveal_window_blocks=5)
+PARAMS = DeploymentParams(epoch_blocks=10, answer_window_blocks=8, commit_window_blocks=8,
+                          reveal_window_blocks=6, appeal_window_blocks=6, publish_window_blocks=6)
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 8}
 
 
-def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve_home: Path) -> None:
+def attested(w3: object, contract: str, origin: str, executor: LocalAccount, request_id: str,
+             answer: str) -> tuple[WorkAttestation, bytes]:
+    """A's signed work over `answer`, with the origin's commitment to duel it, and the salt opening it."""
+    salt = os.urandom(32)
+    rid = request_id_hash(request_id)
+    work = sign_work(executor, 31337, contract, WorkAttestation(
+        origin=origin, executor=executor.address, request_id=rid, request_hash=request_hash("chat", REQUEST),
+        model_hash=model_hash("m"), answer_hash=answer_hash(answer), inspect=inspect_commitment(rid, True, salt),
+        issued_at=int(time.time())))
+    return work, salt
+
+
+def test_a_withheld_request_is_published_answered_judged_and_settled(anvil: AnvilProcess, wwwserve_home: Path) -> None:
     w3 = connect(anvil.rpc_url)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     address, block = WWWServeClient.deploy(w3, funder, PARAMS)
@@ -35,60 +64,77 @@ def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve
     for i, acct in enumerate(accounts):
         funder.send(to=acct.address, value_wei=3 * ETH, function="fund")
         c = WWWServeClient(w3, address, TxSender(w3, acct))
-        c.register(os.urandom(32), f"http://127.0.0.1:{9200 + i}", ["smollm2"], "{}")
+        c.register(os.urandom(32), f"http://127.0.0.1:{9200 + i}", ["m"], "{}")
         c.deposit(2 * ETH)
         c.stake(ETH)
         clients[acct.address] = c
-    origin, a, b = accounts[0].address, accounts[1].address, accounts[2].address
+    mine(anvil.rpc_url, 2 * PARAMS.epoch_blocks)  # stakes count from the next epoch
+    origin, a = accounts[0].address, accounts[1].address
     indexer = Indexer(w3, address, db_url=f"sqlite:///{wwwserve_home / 'index.sqlite'}", start_block=block)
-    indexer.sync()
 
-    opened = clients[origin].open_duel(a, b, os.urandom(32), os.urandom(32), os.urandom(32))
-    duel_id = opened.duel_id
-    assert duel_id == 1
-    # estimateGas runs against the latest block, so it must already be past the seed block
-    mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
-    clients[origin].draw_judges(duel_id)
+    work, salt = attested(w3, address, origin, accounts[1], "chatcmpl-1", "4")
+    duel_id = clients[origin].open_duel(work, salt).duel_id
+    mine(anvil.rpc_url, clients[origin].duel(duel_id).seed_block + 1 - w3.eth.block_number)
+    b = clients[origin].challenger_of(duel_id)
+    assert b is not None and b not in (origin, a)
+    clients[b].answer_duel(duel_id, b"\x00" * 32)  # B could not get the request from the origin or from A
+    assert clients[origin].duel(duel_id).status is DuelStatus.AWAITING_REQUEST
+    clients[origin].publish_request(duel_id, work, salt, request_bytes("chat", REQUEST))
     duel = clients[origin].duel(duel_id)
-    assert duel.status is DuelStatus.VOTING
-    judges = list(duel.judges)
-    assert len(judges) == 3 and not {origin, a, b} & set(judges)
+    assert duel.status is DuelStatus.AWAITING_ANSWER and duel.b == b  # the same B answers, in a new window
+    assert clients[origin].published_request(duel_id) == request_bytes("chat", REQUEST)
+    mine(anvil.rpc_url, duel.seed_block + 1 - w3.eth.block_number)
+    clients[b].answer_duel(duel_id, answer_hash("5"))
+    duel = clients[origin].duel(duel_id)
+    assert duel.status is DuelStatus.JUDGING
+    seats = list(duel.judges)
+    holders = sorted(set(seats))
+    assert len(seats) == 3 and not {origin, a, b} & set(seats)
 
-    # two judges prefer B, one prefers A: B wins, the A-voter is a minority judge
-    votes = {judges[0]: Vote.B, judges[1]: Vote.B, judges[2]: Vote.A}
-    salts = {j: os.urandom(32) for j in judges}
-    for j in judges:
-        clients[j].commit_vote(duel_id, clients[j].vote_commitment(duel_id, j, votes[j], salts[j]))
+    # Every judge but (when there are several) the one with the fewest seats prefers B.
+    minority = min(holders, key=lambda j: (seats.count(j), j)) if len(holders) > 1 else None
+    votes = {j: Vote.A if j == minority else Vote.B for j in holders}
+    salts = {j: os.urandom(32) for j in holders}
+    for j in holders:
+        clients[j].commit_vote(duel_id, clients[j].vote_commitment(duel_id, 1, j, votes[j], salts[j]))
     with pytest.raises(NotAJudgeError):
         clients[origin].commit_vote(duel_id, os.urandom(32))
-    duel = clients[origin].duel(duel_id)
-    mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - w3.eth.block_number))
-    for j in judges:
+    mine(anvil.rpc_url, duel.commit_end_block + 1 - w3.eth.block_number)
+    for j in holders:
         clients[j].reveal_vote(duel_id, votes[j], salts[j])
-    with pytest.raises(AlreadyVotedError):
-        clients[judges[0]].reveal_vote(duel_id, votes[judges[0]], salts[judges[0]])
-
     before = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    settled = clients[a].settle_duel(duel_id)  # anyone may settle; all judges revealed -> no wait
+    with pytest.raises(DuelWindowError):
+        clients[a].settle_duel(duel_id)  # the loser may still appeal
+    mine(anvil.rpc_url, duel.appeal_end_block + 1 - w3.eth.block_number)
+    settled = clients[a].settle_duel(duel_id)  # anyone may settle
     assert settled.event("DuelSettled").args["outcome"] == DuelOutcome.B_WON
     with pytest.raises(DuelStateError):
         clients[b].settle_duel(duel_id)
     after = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    fee = PARAMS.duelist_fee_wei
-    assert after[a].stake_wei == 0  # the loser's whole stake (gamma = 1.0) ...
-    assert after[b].credit_wei == before[b].credit_wei + ETH + fee  # ... goes to the winner's credit
-    assert after[judges[2]].stake_wei == ETH * 8 // 10  # minority judge loses 20 %
-    pool = ETH // 5
-    for j in judges[:2]:
-        assert after[j].credit_wei == before[j].credit_wei + pool // 2 + PARAMS.judge_fee_wei
-    assert w3.eth.get_balance(address) == sum(x.total_wei for x in after.values())
+    assert after[a].stake_wei == before[a].stake_wei - PARAMS.duel_bond_wei
+    assert after[b].credit_wei == before[b].credit_wei + PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
 
-    # the indexer follows, agrees with the chain, and a restarted indexer adds nothing twice
+    # A second duel whose drawn challenger never answers: its bond goes to the reserve.
+    work2, salt2 = attested(w3, address, origin, accounts[1], "chatcmpl-2", "4")
+    second = clients[origin].open_duel(work2, salt2).duel_id
+    mine(anvil.rpc_url, clients[origin].duel(second).seed_block + 1 - w3.eth.block_number)
+    clients[origin].draw_challenger(second)
+    no_show = clients[origin].duel(second).b
+    assert no_show is not None
+    stake_before = clients[no_show].balances(no_show).stake_wei
+    mine(anvil.rpc_url, clients[origin].duel(second).deadline + 1 - w3.eth.block_number)
+    clients[origin].settle_duel(second)
+    assert clients[origin].duel(second).status is DuelStatus.CANCELLED
+    assert clients[no_show].balances(no_show).stake_wei == stake_before - PARAMS.duel_bond_wei
+
+    # The indexer follows, agrees with the chain, and a restarted indexer adds nothing twice.
     indexer.sync()
     assert indexer.reconcile(clients[origin]) == []
-    events_before = indexer.event_count()
     indexed = indexer.duel(duel_id)
     assert indexed is not None and indexed.outcome == "b_won" and indexed.status == "settled"
+    assert indexed.request == request_bytes("chat", REQUEST) and indexed.b == b
+    assert indexer.duel(second).cancel_reason == "no_answer"  # type: ignore[union-attr]
+    events_before = indexer.event_count()
     indexer.close()
     restarted = Indexer(w3, address, db_url=f"sqlite:///{wwwserve_home / 'index.sqlite'}", start_block=block)
     restarted.sync()
@@ -96,26 +142,20 @@ def test_full_duel_moves_stake_and_indexer_resumes(anvil: AnvilProcess, wwwserve
     assert restarted.reconcile(clients[origin]) == []
     restarted.close()
 
-    # the CLI shows the duel from the chain
+    # The CLI shows the duels from the chain, and says why the second one was cancelled.
     Deployment(31337, address, block, funder.address, anvil.rpc_url, PARAMS, "", "", "", "").save()
-    result = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "show", str(duel_id)])
-    assert result.exit_code == 0, result.output
-    assert "settled" in result.output and "b_won" in result.output.lower()
-    for j in judges:
-        assert j in result.output
-    assert "stake moved" in result.output and "1 / 2" in result.output  # votes A / B
-    assert client_settlement(clients[origin], duel_id) == (DuelOutcome.B_WON, ETH, ETH // 5)
+    shown = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "show", str(duel_id)])
+    assert shown.exit_code == 0, shown.output
+    assert "settled" in shown.output and "b won" in shown.output.lower()
+    assert "published on-chain" in shown.output
+    for j in holders:
+        assert j in shown.output
+    cancelled = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "show", str(second)])
+    assert cancelled.exit_code == 0 and "never answered" in cancelled.output, cancelled.output
     listed = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "list"])
-    assert listed.exit_code == 0, listed.output
-    assert "b_won" in listed.output and "1/2/0/0" in listed.output  # votes A/B/abstain/none: A 1, B 2
+    assert listed.exit_code == 0 and "b won" in listed.output and "no answer" in listed.output, listed.output
     ranked = CliRunner().invoke(app, ["--rpc-url", anvil.rpc_url, "duel", "leaderboard", "--json"])
     assert ranked.exit_code == 0, ranked.output
     standings = json.loads(ranked.output)
     assert [s["node"] for s in standings] == [b, a]  # the winner first
     assert standings[0]["wins"] == 1 and standings[1]["losses"] == 1 and standings[0]["score"] > 0
-
-
-def client_settlement(client: WWWServeClient, duel_id: int) -> tuple[DuelOutcome, int, int]:
-    settled = client.duel_settlement(duel_id)
-    assert settled is not None and client.duel_settlement(duel_id + 1) is None
-    return DuelOutcome(settled["outcome"]), settled["stake_moved_wei"], settled["judge_pool_wei"]

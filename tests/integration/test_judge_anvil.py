@@ -1,13 +1,23 @@
-"""Judges on a real anvil: each judge's runner reads its own indexer, checks the signed evidence against
-the DuelOpened record, votes in both orders with a scripted model, commits, reveals and settles with its
-own wallet; stake moves as the contract rules. One judge colludes (votes for the worse answer) and loses
-20 % of its stake; one is restarted between commit and reveal and still reveals its committed vote. In a
-second duel one judge commits and then goes silent: it loses 5 %, and the settlement waits for the
-reveal window to close."""
+"""Judges on a real anvil: each judge's runner reads its own indexer (`judge.chain.LedgerDuelChain`),
+checks the evidence against the duel's on-chain hashes, votes in both orders with a scripted model,
+commits, reveals and settles with its own wallet, one commitment per round however many seats it holds;
+stake and credit move as the contract rules. The duel is a real one: A signed its work over the
+origin's inspection commitment, the contract drew the challenger B and the panel.
+
+- One judge colludes (votes for the worse answer) and pays JUDGE_PENALTY per seat; one is restarted
+  between commit and reveal and still reveals its committed vote.
+- A judge that commits and never reveals pays SILENT_PENALTY, and settlement waits for the windows.
+- A loser appeals: a second, larger panel judges the duel again (a second journal entry per judge), and
+  its verdict is final.
+- Judges asking a real SmolLM2-135M vote exactly what their model says.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,21 +28,33 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from devnet.anvil import DEV_KEYS, AnvilProcess, mine
-from judge.chain import LedgerJudgeChain
-from judge.evidence import DuelRecord, Evidence, duel_hashes
+from judge.chain import LedgerDuelChain
+from judge.evidence import DuelState, EvidencePieces, checked_pieces
 from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
 from judge.runner import JudgeRunner
-from ledger.client import DuelOutcome, DuelStatus, WWWServeClient
+from ledger.client import Balances, DuelOutcome, DuelStatus, Vote, WWWServeClient
 from ledger.indexer import Indexer
 from ledger.params import DeploymentParams
 from ledger.tx import TxSender, connect
-from node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
+from ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    inspect_commitment,
+    model_hash,
+    request_bytes,
+    request_hash,
+    request_id_hash,
+    sign_work,
+)
 
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
-PARAMS = DeploymentParams(commit_window_blocks=8, reveal_window_blocks=8)
-PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+PARAMS = DeploymentParams(epoch_blocks=10, answer_window_blocks=8, commit_window_blocks=8,
+                          reveal_window_blocks=6, appeal_window_blocks=6, publish_window_blocks=6)
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+           "max_tokens": 32}
+DATA = request_bytes("chat", REQUEST)
 
 
 def scripted(prefers: str):  # type: ignore[no-untyped-def]
@@ -44,174 +66,262 @@ def scripted(prefers: str):  # type: ignore[no-untyped-def]
     return ask
 
 
+async def run_tx(fn: Any) -> Any:
+    return await asyncio.to_thread(fn)
+
+
 @dataclass
 class OpenDuel:
-    """A duel opened on a fresh deployment, judges drawn: accounts[0] is the origin, [1] and [2] duel."""
+    """A duel on a fresh deployment, answered by the drawn challenger, its first panel drawn."""
 
+    anvil: AnvilProcess
     w3: Any
     contract: str
     deploy_block: int
     accounts: list[LocalAccount]
     clients: dict[str, WWWServeClient]
     duel_id: int
-    evidence: Evidence
-    judges: list[str]
+    origin: str
+    a: str
+    b: str
+    answer_a: str
+    answer_b: str
 
-    @property
-    def origin(self) -> str:
-        return self.accounts[0].address
+    def balances(self) -> dict[str, Balances]:
+        return {acct.address: self.clients[acct.address].balances(acct.address) for acct in self.accounts}
+
+    def duel(self) -> Any:
+        return self.clients[self.origin].duel(self.duel_id)
+
+    def mine_past(self, block: int) -> None:
+        mine(self.anvil.rpc_url, max(0, block + 1 - self.w3.eth.block_number))
+
+    def pieces(self) -> EvidencePieces:
+        return EvidencePieces(self.duel_id, DATA, self.answer_a, self.answer_b)
 
 
 def open_duel(anvil: AnvilProcess, nodes: int, answer_a: str, answer_b: str, request_id: str) -> OpenDuel:
-    """Deploy, register and stake `nodes` nodes, have two of them sign answers, open the duel, draw judges."""
+    """Deploy, register and stake `nodes` nodes serving "m"; node 0 (the origin) delegates to node 1 (A),
+    which signs its work; the origin opens the duel; the drawn challenger answers, which draws the panel."""
     w3 = connect(anvil.rpc_url)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     contract, deploy_block = WWWServeClient.deploy(w3, funder, PARAMS)
     accounts: list[LocalAccount] = [Account.create() for _ in range(nodes)]
-    keys = {acct.address: nacl.signing.SigningKey.generate() for acct in accounts}
     clients: dict[str, WWWServeClient] = {}
     for i, acct in enumerate(accounts):
         funder.send(to=acct.address, value_wei=3 * ETH, function="fund")
         c = WWWServeClient(w3, contract, TxSender(w3, acct))
-        c.register(bytes(keys[acct.address].verify_key), f"http://127.0.0.1:{9300 + i}", ["m"], "{}")
+        c.register(bytes(nacl.signing.SigningKey.generate().verify_key), f"http://127.0.0.1:{9300 + i}", ["m"], "{}")
         c.deposit(2 * ETH)
         c.stake(ETH)
         clients[acct.address] = c
-    origin, a, b = (acct.address for acct in accounts[:3])
-    # Two executors answered the same request and signed; the origin opens the duel with their hashes.
-    results = {}
-    for executor, text in ((a, answer_a), (b, answer_b)):
-        claim = ResultClaim(chain_id=31337, request_id=request_id, prompt_sha256=prompt_hash(PROMPT, "m"),
-                            output_sha256=sha256_text(text), model="m", executor=executor, timestamp_ms=1)
-        results[executor] = sign_result(keys[executor], claim, route=[origin, executor])
-    duel_id = clients[origin].open_duel(a, b, *duel_hashes(results[a], results[b])).duel_id
-    evidence = Evidence(duel_id, PROMPT, 32, answer_a, answer_b, results[a], results[b])
-    mine(anvil.rpc_url, PARAMS.seed_delay_blocks + 1)
-    clients[origin].draw_judges(duel_id)
-    judges = list(clients[origin].duel(duel_id).judges)
-    assert len(judges) == 3 and not {origin, a, b} & set(judges)
-    return OpenDuel(w3, contract, deploy_block, accounts, clients, duel_id, evidence, judges)
+    mine(anvil.rpc_url, 2 * PARAMS.epoch_blocks)  # registrations and stakes count from the next epoch
+    origin, executor = accounts[0], accounts[1]
+    salt = os.urandom(32)
+    rid = request_id_hash(request_id)
+    work = sign_work(executor, w3.eth.chain_id, contract, WorkAttestation(
+        origin=origin.address, executor=executor.address, request_id=rid, request_hash=request_hash("chat", REQUEST),
+        model_hash=model_hash("m"), answer_hash=answer_hash(answer_a), inspect=inspect_commitment(rid, True, salt),
+        issued_at=int(time.time())))
+    duel_id = clients[origin.address].open_duel(work, salt).duel_id
+    info = clients[origin.address].duel(duel_id)
+    mine(anvil.rpc_url, max(0, info.seed_block + 1 - w3.eth.block_number))
+    b = clients[origin.address].challenger_of(duel_id)
+    assert b is not None and b not in (origin.address, executor.address)
+    clients[b].answer_duel(duel_id, answer_hash(answer_b))
+    duel = OpenDuel(anvil, w3, contract, deploy_block, accounts, clients, duel_id, origin.address,
+                    executor.address, b, answer_a, answer_b)
+    judges = duel.duel().judges
+    assert len(judges) == PARAMS.k_judges and not {duel.origin, duel.a, duel.b} & set(judges)
+    return duel
 
 
-async def run_tx(fn: Any) -> Any:
-    return await asyncio.to_thread(fn)
+@dataclass
+class Judge:
+    address: str
+    indexer: Indexer
+    runner: JudgeRunner
+
+
+def judges_of(d: OpenDuel, tmp_path: Path, models: dict[str, Any], served: dict[str, list[int]] | None = None,
+              evidence: EvidencePieces | None = None) -> dict[str, Judge]:
+    """A runner per node that could sit on a panel (every node but the duel's parties), over its own indexer
+    and journal; the evidence it gathers is `evidence` (default: every piece), checked like the node does."""
+    out = {}
+    for acct in d.accounts:
+        who = acct.address
+        if who in (d.origin, d.a, d.b):
+            continue
+        indexer = Indexer(d.w3, d.contract, db_url=f"sqlite:///{tmp_path / f'{who}-index.sqlite'}",
+                          start_block=d.deploy_block)
+        out[who] = Judge(who, indexer, make_runner(d, tmp_path, who, indexer, models.get(who, scripted(d.answer_b)),
+                                                   served, evidence))
+    return out
+
+
+def make_runner(d: OpenDuel, tmp_path: Path, who: str, indexer: Indexer, model: Any,
+                served: dict[str, list[int]] | None = None, evidence: EvidencePieces | None = None) -> JudgeRunner:
+    async def gather(state: DuelState) -> EvidencePieces:
+        if served is not None:
+            served.setdefault(who, []).append(state.duel_id)
+        return checked_pieces(state, evidence or d.pieces(), "peers")[0]
+
+    journal = VoteJournal(tmp_path / f"{who}-votes.sqlite", contract_address=d.contract)
+    return JudgeRunner(LedgerDuelChain(indexer, d.clients[who], who, run_tx), journal, gather, model,
+                       settle_grace_blocks=0)
+
+
+async def one_pass(judges: dict[str, Judge], who: list[str] | None = None) -> list[Any]:
+    done = []
+    for address in who or list(judges):
+        judges[address].indexer.sync()
+        done += await judges[address].runner.run_once()
+    return done
+
+
+def expected_round(seats: list[str], votes: dict[str, int], verdict: DuelOutcome) -> tuple[Counter[str], Counter[str]]:
+    """(credit earned, stake lost) per judge for one round's seats, by the contract's rules, with an empty
+    reserve: a seat for the winner earns JUDGE_FEE, one for the loser pays JUDGE_PENALTY, a silent one
+    SILENT_PENALTY; abstaining seats get and pay nothing."""
+    win = {DuelOutcome.A_WON: VOTE_A, DuelOutcome.B_WON: VOTE_B}[verdict]
+    earned: Counter[str] = Counter()
+    lost: Counter[str] = Counter()
+    for seat in seats:
+        vote = votes.get(seat)
+        if vote == win:
+            earned[seat] += PARAMS.judge_fee_wei
+        elif vote is None:
+            lost[seat] += PARAMS.silent_penalty_wei
+        elif vote in (VOTE_A, VOTE_B):
+            lost[seat] += PARAMS.judge_penalty_wei
+    return earned, lost
 
 
 def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, tmp_path: Path) -> None:
     d = open_duel(anvil, 7, "Lyon.", "Paris.", "chatcmpl-duel")
-    w3, contract, deploy_block, accounts, clients = d.w3, d.contract, d.deploy_block, d.accounts, d.clients
-    duel_id, evidence, judges = d.duel_id, d.evidence, d.judges
-    origin, a, b = (acct.address for acct in accounts[:3])
+    seats = list(d.duel().judges)
+    holders = sorted(set(seats), key=lambda j: (seats.count(j), j))
+    # The colluder (votes for the worse answer) holds the fewest seats: B, the better answer, still wins.
+    colluder = holders[0] if len(holders) > 1 else None
+    served: dict[str, list[int]] = {}
+    judges = judges_of(d, tmp_path, {colluder: scripted("Lyon.")} if colluder else {}, served)
+    votes = {j: (VOTE_A if j == colluder else VOTE_B) for j in holders}
 
-    served: list[int] = []
+    before = d.balances()
+    first = asyncio.run(one_pass(judges))
+    assert sorted((x.duel_id, x.round, x.step.value) for x in first) == [(d.duel_id, 1, "decide")] * len(holders)
+    assert {j for j, ids in served.items()} == set(holders)  # only seat holders judged
+    for j in holders:  # one commitment per judge, however many seats it holds
+        assert d.clients[j].commitment_of(d.duel_id, 1, j) != b"\x00" * 16
 
-    async def fetch(record: DuelRecord) -> Evidence | None:
-        served.append(record.duel_id)
-        return evidence
-
-    models = {judges[0]: scripted("Paris."), judges[1]: scripted("Paris."), judges[2]: scripted("Lyon.")}
-    indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
-                           start_block=deploy_block) for j in judges}
-
-    def runner(judge: str, model: Any, evidence_fetch: Any = fetch) -> JudgeRunner:
-        journal = VoteJournal(tmp_path / f"{judge}-votes.sqlite", contract_address=contract)
-        chain = LedgerJudgeChain(indexers[judge], clients[judge], judge, run_tx)
-        return JudgeRunner(chain, journal, evidence_fetch, model, settle_grace_blocks=0)
-
-    runners = {j: runner(j, models[j]) for j in judges}
-
-    async def one_pass() -> list[Any]:
-        done = []
-        for j in judges:
-            indexers[j].sync()
-            done += await runners[j].run_once()
-        return done
-
-    before = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    first = asyncio.run(one_pass())
-    assert sorted(x.step.value for x in first) == ["decide"] * 3, first
-    assert served == [duel_id] * 3
-    assert all(clients[origin].commitment(duel_id, j) != b"\x00" * 32 for j in judges)
-
-    # Judge 2 restarts between commit and reveal: a new runner, the same journal file; its model and
-    # evidence source would now say something else, yet it reveals the vote it committed.
-    async def nothing(record: DuelRecord) -> Evidence | None:
-        return None
-
-    runners[judges[2]] = runner(judges[2], scripted("Paris."), nothing)
-    duel = clients[origin].duel(duel_id)
-    mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - w3.eth.block_number))
-    asyncio.run(one_pass())  # reveals
-    assert list(clients[origin].duel(duel_id).votes) == [VOTE_B, VOTE_B, VOTE_A]
-    asyncio.run(one_pass())  # every judge revealed: the first to look settles, the others see it settled
-    duel = clients[origin].duel(duel_id)
+    # An honest judge restarts between commit and reveal: a new runner, the same journal file; its model
+    # and evidence would now say something else, yet it reveals the vote it committed.
+    restarted = holders[-1]
+    judges[restarted].runner = make_runner(d, tmp_path, restarted, judges[restarted].indexer, scripted("Lyon."),
+                                           evidence=EvidencePieces(d.duel_id))
+    d.mine_past(d.duel().commit_end_block)
+    asyncio.run(one_pass(judges))  # reveals
+    assert list(d.duel().votes) == [votes[j] for j in seats]
+    d.mine_past(d.duel().appeal_end_block)  # nobody appeals: the verdict stands after the appeal window
+    asyncio.run(one_pass(judges))  # the first to look settles, the others see it settled
+    duel = d.duel()
     assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.B_WON
 
-    after = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    assert after[a].stake_wei == 0  # the loser's whole stake
-    assert after[b].credit_wei == before[b].credit_wei + ETH + PARAMS.duelist_fee_wei
-    assert after[judges[2]].stake_wei == ETH * 8 // 10  # the colluding judge loses 20 %
-    for j in judges[:2]:
-        assert after[j].credit_wei == before[j].credit_wei + (ETH // 5) // 2 + PARAMS.judge_fee_wei
-    assert w3.eth.get_balance(contract) == sum(x.total_wei for x in after.values())
-    assert asyncio.run(one_pass()) == []  # nothing left to do, nothing sent twice
-    # A replayed reveal and a second settle both revert, and move nothing.
-    entry = runners[judges[0]].journal.get(duel_id)
-    assert entry is not None
-    with pytest.raises(Exception, match="not in voting"):
-        clients[judges[0]].reveal_vote(duel_id, entry.vote, entry.salt)
-    with pytest.raises(Exception, match="not in voting"):
-        clients[origin].settle_duel(duel_id)
-    assert {acct.address: clients[acct.address].balances(acct.address) for acct in accounts} == after
-    for indexer in indexers.values():
-        indexer.close()
+    after = d.balances()
+    earned, lost = expected_round(seats, votes, DuelOutcome.B_WON)
+    bond = PARAMS.duel_bond_wei
+    assert after[d.a].stake_wei == before[d.a].stake_wei - bond
+    assert after[d.b].credit_wei == before[d.b].credit_wei + bond + PARAMS.duelist_fee_wei
+    assert after[d.origin].credit_wei == before[d.origin].credit_wei + PARAMS.k_judges * PARAMS.judge_fee_wei \
+        - sum(earned.values())  # the escrow paid B and the coherent seats; the rest came back
+    for j in judges:
+        assert after[j].credit_wei == before[j].credit_wei + earned[j], j
+        assert after[j].stake_wei == before[j].stake_wei - lost[j], j
+    reserve = d.clients[d.origin].reserve()
+    assert reserve == sum(lost.values())  # the colluder's penalty, kept for coherent judges
+    assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values()) + reserve
+    assert asyncio.run(one_pass(judges)) == []  # nothing left to do, nothing sent twice
+    for judge in judges.values():
+        judge.indexer.close()
 
 
-def test_a_judge_that_commits_and_never_reveals_loses_five_percent(anvil: AnvilProcess, tmp_path: Path) -> None:
-    d = open_duel(anvil, 6, "Paris.", "Lyon.", "chatcmpl-silent")
-    w3, contract, clients, duel_id, evidence, judges = d.w3, d.contract, d.clients, d.duel_id, d.evidence, d.judges
-    origin = d.origin
-    assert set(judges) == {acct.address for acct in d.accounts[3:]}
+def test_a_judge_that_commits_and_never_reveals_pays_the_silent_penalty(anvil: AnvilProcess, tmp_path: Path) -> None:
+    d = open_duel(anvil, 7, "Paris.", "Lyon.", "chatcmpl-silent")
+    seats = list(d.duel().judges)
+    holders = sorted(set(seats))
+    judges = judges_of(d, tmp_path, {j: scripted("Paris.") for j in holders})
+    silent = holders[0]
+    talking = [j for j in holders if j != silent]
+    asyncio.run(one_pass(judges, holders))  # every seat holder commits
+    before = d.balances()
+    d.mine_past(d.duel().commit_end_block)
+    asyncio.run(one_pass(judges, talking))  # the silent judge is gone from here on
+    duel = d.duel()
+    d.mine_past(duel.appeal_end_block - 1)
+    asyncio.run(one_pass(judges, talking))  # not over yet: nobody may settle before the appeal window ends
+    assert d.duel().status is DuelStatus.JUDGING
+    d.mine_past(duel.appeal_end_block)
+    asyncio.run(one_pass(judges, talking))
+    duel = d.duel()
+    expected = [VOTE_A if j != silent else Vote.NONE for j in seats]
+    assert list(duel.votes) == expected
+    outcome = duel.outcome
+    if talking:
+        assert outcome is DuelOutcome.A_WON  # the talking seats chose A's "Paris."
+    else:
+        assert outcome is DuelOutcome.TIE  # one judge held every seat and said nothing
+    assert d.clients[silent].balances(silent).stake_wei == \
+        before[silent].stake_wei - seats.count(silent) * PARAMS.silent_penalty_wei
+    for judge in judges.values():
+        judge.indexer.close()
 
-    async def fetch(record: DuelRecord) -> Evidence | None:
-        return evidence
 
-    indexers = {j: Indexer(w3, contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
-                           start_block=d.deploy_block) for j in judges}
-    runners = {j: JudgeRunner(LedgerJudgeChain(indexers[j], clients[j], j, run_tx),
-                              VoteJournal(tmp_path / f"{j}-votes.sqlite", contract_address=contract), fetch,
-                              scripted("Paris."), settle_grace_blocks=0) for j in judges}
-    silent = judges[2]
-
-    async def one_pass(who: list[str]) -> None:
-        for j in who:
-            indexers[j].sync()
-            await runners[j].run_once()
-
-    asyncio.run(one_pass(judges))  # all three commit
-    before = clients[silent].balances(silent).stake_wei
-    duel = clients[origin].duel(duel_id)
-    mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - w3.eth.block_number))
-    asyncio.run(one_pass(judges[:2]))  # the silent judge is gone from here on: two reveals
-    asyncio.run(one_pass(judges[:2]))  # not every judge revealed: nobody may settle before the window ends
-    assert clients[origin].duel(duel_id).status is DuelStatus.VOTING
-    mine(anvil.rpc_url, max(0, duel.reveal_end_block + 1 - w3.eth.block_number))
-    asyncio.run(one_pass(judges[:2]))
-    duel = clients[origin].duel(duel_id)
-    assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.A_WON
-    assert list(duel.votes) == [VOTE_A, VOTE_A, 0]  # the silent judge's vote was never revealed
-    assert clients[silent].balances(silent).stake_wei == before * 95 // 100
-    for indexer in indexers.values():
-        indexer.close()
+def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProcess, tmp_path: Path) -> None:
+    d = open_duel(anvil, 7, "Lyon.", "Paris.", "chatcmpl-appeal")
+    judges = judges_of(d, tmp_path, {})  # every judge prefers B's "Paris."
+    asyncio.run(one_pass(judges))
+    d.mine_past(d.duel().commit_end_block)
+    asyncio.run(one_pass(judges))
+    first = list(d.duel().judges)
+    assert list(d.duel().votes) == [VOTE_B] * len(first)
+    before = d.balances()
+    d.mine_past(d.duel().reveal_end_block)
+    d.clients[d.a].appeal(d.duel_id)  # A lost round 1 and pays for a second panel
+    duel = d.duel()
+    assert duel.round == 2 and duel.status is DuelStatus.JUDGING
+    d.mine_past(duel.seed_block)
+    d.clients[d.origin].draw_judges(d.duel_id)
+    second = list(d.duel().judges)
+    assert len(second) == 2 * PARAMS.k_judges + 1 and not {d.origin, d.a, d.b} & set(second)
+    actions = asyncio.run(one_pass(judges))
+    assert sorted({(x.round, x.step.value) for x in actions}) == [(2, "decide")]
+    d.mine_past(d.duel().commit_end_block)
+    asyncio.run(one_pass(judges))  # reveals; every seat revealed: the first to look after settles
+    asyncio.run(one_pass(judges))
+    duel = d.duel()
+    assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.B_WON
+    assert list(duel.rounds[1].votes) == [VOTE_B] * len(second)
+    for j in set(second):  # one decision per judge per round, each revealed
+        entry = judges[j].runner.journal.get(d.duel_id, 2)
+        assert entry is not None and entry.state == "revealed" and entry.vote == VOTE_B
+    after = d.balances()
+    for j in judges:
+        seats = first.count(j) + second.count(j)
+        assert after[j].credit_wei == before[j].credit_wei + seats * PARAMS.judge_fee_wei, j
+    assert after[d.a].stake_wei == before[d.a].stake_wei - PARAMS.duel_bond_wei  # the appeal lost
+    assert after[d.a].credit_wei == before[d.a].credit_wei - PARAMS.appeal_fee_wei  # and its fee paid the panel
+    assert after[d.b].credit_wei == before[d.b].credit_wei + PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
+    for judge in judges.values():
+        judge.indexer.close()
 
 
 def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp_path: Path) -> None:
-    """Three judges asking a real SmolLM2-135M (through the node's own `model_asker`) judge a duel between
-    the model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is
-    not: bench/incentives.py measures it); what must hold is that each judge's on-chain vote is exactly
-    what its model said in both orders, and that the verdict moves stake by the contract's rules."""
+    """Judges asking a real SmolLM2-135M (through the node's own `model_asker`) judge a duel between the
+    model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is not:
+    bench/incentives.py measures it); what must hold is that each judge's on-chain vote is exactly what its
+    model said in both orders, and that the verdict moves stake by the contract's rules."""
     from judge.prompt import build_prompt, combine_orders, parse_vote
-    from judge.runner import prompt_text
+    from judge.runner import question_of
     from node.backends.base import GenerationRequest
     from node.backends.fake import FakeBackend
     from node.backends.local import LocalBackend, ensure_model_package
@@ -222,56 +332,43 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
     local = LocalBackend(cache_dir=tmp_path / "smollm2", max_context_tokens=1024)
     asyncio.run(local.wait_ready(400.0))
     try:
-        question = GenerationRequest(request_id="q", model=DEFAULT_LOCAL_MODEL, messages=PROMPT, max_tokens=24,
-                                     temperature=0.0)
+        question = GenerationRequest(request_id="q", model=DEFAULT_LOCAL_MODEL, messages=REQUEST["messages"],
+                                     max_tokens=24, temperature=0.0)
         honest = asyncio.run(local.generate(question)).text
         noise = asyncio.run(FakeBackend([DEFAULT_LOCAL_MODEL], random_words=True).generate(question)).text
         d = open_duel(anvil, 6, honest, noise, "chatcmpl-smollm2")
-        judges, clients, origin = d.judges, d.clients, d.origin
-
-        async def fetch(record: DuelRecord) -> Evidence | None:
-            return d.evidence
-
         ask = model_asker(local.generate, DEFAULT_LOCAL_MODEL)
-        indexers = {j: Indexer(d.w3, d.contract, db_url=f"sqlite:///{tmp_path / f'{j}-index.sqlite'}",
-                               start_block=d.deploy_block) for j in judges}
-        runners = {j: JudgeRunner(LedgerJudgeChain(indexers[j], clients[j], j, run_tx),
-                                  VoteJournal(tmp_path / f"{j}-votes.sqlite", contract_address=d.contract), fetch,
-                                  ask, settle_grace_blocks=0) for j in judges}
-
-        async def one_pass() -> None:
-            for j in judges:
-                indexers[j].sync()
-                await runners[j].run_once()
+        seats = list(d.duel().judges)
+        judges = judges_of(d, tmp_path, {j: ask for j in set(seats)})
 
         # What the model says, asked independently of the runners (greedy: the same replies they got).
-        prompts = build_prompt(prompt_text(PROMPT), honest, noise, d.evidence.max_tokens)
-        replies = [asyncio.run(ask(p, runners[judges[0]].max_tokens)) for p in (prompts.in_order, prompts.swapped)]
+        text, budget = question_of(DATA)
+        prompts = build_prompt(text, honest, noise, budget)
+        max_tokens = next(iter(judges.values())).runner.max_tokens
+        replies = [asyncio.run(ask(p, max_tokens)) for p in (prompts.in_order, prompts.swapped)]
         choice = combine_orders(parse_vote(replies[0]), parse_vote(replies[1]))
         expected_vote = {"A": VOTE_A, "B": VOTE_B}.get(choice.value, VOTE_ABSTAIN)
         print(f"SmolLM2 judge replies: {replies!r} -> {choice.value}")
 
-        before = {acct.address: clients[acct.address].balances(acct.address) for acct in d.accounts}
-        asyncio.run(one_pass())  # decide and commit
-        duel = clients[origin].duel(d.duel_id)
-        mine(anvil.rpc_url, max(0, duel.commit_end_block + 1 - d.w3.eth.block_number))
-        asyncio.run(one_pass())  # reveal
-        asyncio.run(one_pass())  # settle
-        duel = clients[origin].duel(d.duel_id)
+        before = d.balances()
+        asyncio.run(one_pass(judges, sorted(set(seats))))  # decide and commit
+        d.mine_past(d.duel().commit_end_block)
+        asyncio.run(one_pass(judges, sorted(set(seats))))  # reveal
+        d.mine_past(d.duel().appeal_end_block)
+        asyncio.run(one_pass(judges, sorted(set(seats))))  # settle
+        duel = d.duel()
         assert duel.status is DuelStatus.SETTLED
-        assert list(duel.votes) == [expected_vote] * 3  # every judge voted what its model said
-        after = {acct.address: clients[acct.address].balances(acct.address) for acct in d.accounts}
-        a, b = d.accounts[1].address, d.accounts[2].address
+        assert list(duel.votes) == [expected_vote] * len(seats)  # every judge voted what its model said
+        after = d.balances()
+        bond = PARAMS.duel_bond_wei
         if expected_vote == VOTE_A:
-            assert duel.outcome is DuelOutcome.A_WON and after[b].stake_wei == 0
+            assert duel.outcome is DuelOutcome.A_WON and after[d.b].stake_wei == before[d.b].stake_wei - bond
         elif expected_vote == VOTE_B:
-            assert duel.outcome is DuelOutcome.B_WON and after[a].stake_wei == 0
-        else:  # unanimous abstention: a tie moves no stake; every judge revealed and is paid its fee
+            assert duel.outcome is DuelOutcome.B_WON and after[d.a].stake_wei == before[d.a].stake_wei - bond
+        else:  # unanimous abstention: a tie moves no stake, and abstaining seats get and pay nothing
             assert duel.outcome is DuelOutcome.TIE
             assert all(after[x].stake_wei == before[x].stake_wei for x in after)
-            assert all(after[j].credit_wei == before[j].credit_wei + PARAMS.judge_fee_wei for j in judges)
-        assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values())
-        for indexer in indexers.values():
-            indexer.close()
+        for judge in judges.values():
+            judge.indexer.close()
     finally:
         asyncio.run(local.aclose())
