@@ -25,6 +25,7 @@ from ledger.deployment import Deployment
 from ledger.errors import LedgerError
 from ledger.params import WEI_PER_CREDIT, DeploymentParams
 from ledger.tx import TxSender, connect
+from ledger.work import WorkAttestation, check_work
 from node.managers.ledger import LedgerAccountMissingError, LedgerManager, PeerRecord
 from node.policy import DefaultPolicy, LoadSnapshot, ModelLoad, PolicyConfig
 from node.routing import Peer
@@ -148,10 +149,27 @@ def test_peers_follow_registrations_stake_changes_and_leaving(chain: Chain, tmp_
             assert mgr.peer(b.address) is None and b.address not in {p.address for p in mgr.peers()}
             assert mgr.pubkey_of(b.address) == bytes(b_key.pubkey)  # results it signed still verify
             assert mgr.pubkey_of(Account.create().address) is None
+            # ... and it can still be reached for the duel evidence of the work it attested.
+            assert mgr.contact(b.address) == Peer(b.address, 0, frozenset(), "http://b.example:8002")
+            assert mgr.contact(a.address.lower()) == pa.routing_peer()
+            assert mgr.contact(Account.create().address) is None
         finally:
             await mgr.aclose()
 
     asyncio.run(scenario())
+
+
+def test_work_is_signed_with_the_wallet_for_this_chain_and_contract(chain: Chain, tmp_path: Path) -> None:
+    node = chain.node()
+    origin = chain.node()
+    work = WorkAttestation(origin=origin.address, executor=node.address, request_id=b"\x01" * 32,
+                           request_hash=b"\x02" * 32, model_hash=b"\x03" * 32, answer_hash=b"\x04" * 32,
+                           inspect=b"\x05" * 32, issued_at=int(time.time()))
+    signed = manager(chain, node, tmp_path).sign_work(work)
+    check_work(chain.anvil.chain_id, chain.contract, signed)  # what openDuel will check
+    assert chain.client().work_digest_onchain(signed) == signed.digest(chain.anvil.chain_id, chain.contract)
+    with pytest.raises(LedgerAccountMissingError):  # a locked wallet signs no work (and takes no delegations)
+        manager(chain, node, tmp_path / "locked", with_account=False).sign_work(work)
 
 
 def test_vouchers_are_signed_accepted_claimed_and_survive_restarts(chain: Chain, tmp_path: Path) -> None:
