@@ -24,6 +24,8 @@ reason, same events) and compares their state; the adversarial suite runs its at
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -777,6 +779,27 @@ class Twin:
         b = self.challenger_of(duel_id)
         drawn = self.answer(duel_id, b, answer_hash(f"b-{tag}"))
         return duel_id, b, drawn
+
+
+    @contextlib.contextmanager
+    def sandbox(self) -> Iterator[None]:
+        """Run calls that are rolled back afterwards, on the chain and in the model."""
+        saved, seen = copy.deepcopy(self.m), dict(self._seen)
+        try:
+            with boa.env.anchor():
+                yield
+        finally:
+            self.m, self._seen = saved, seen
+
+    def judging_where(self, origin: str, a: LocalAccount, fits: Callable[[list[str]], bool],
+                      tag: str, tries: int = 40) -> tuple[int, str, list[str]]:
+        """Like `judging`, over the first request id (tag + n) whose first-round seats satisfy `fits`."""
+        for i in range(tries):
+            with self.sandbox():
+                ok = fits(self.judging(origin, a, f"{tag}{i}")[2])
+            if ok:
+                return self.judging(origin, a, f"{tag}{i}")
+        raise AssertionError(f"no panel fits in {tries} duels ({tag})")
 
 
 def distinct(items: Iterable[str]) -> list[str]:
