@@ -25,6 +25,14 @@ Simplifications (each one says what it changes):
   it); auto-stake ticks only while the stake is off its target or the node's load changes. Nodes online
   from time 0 start with the stake their idle load calls for (the network was running before); a node
   joining later starts from none.
+- Duels (with `SimConfig.contract`; sim.duels runs them on the contract's model): the origin draws its
+  blind commitment (`Policy.should_inspect`) when it delegates, and opens the duel once the answer is
+  back, over work delegated straight from it (a multi-hop answer is attested to the last hop). The user
+  gets A's answer only. B, the contract's draw, fetches the request from the origin one link delay after
+  the seed block and runs it on its own engine (it competes with its other work); an answer not done
+  by the end of the answer window is no answer (B pays its bond). Judges vote at once (their two model
+  calls are not run on their engines) and reveal when the commit window ends; steps follow the
+  contract's windows at the simulated block height, and the run goes on until every duel has ended.
 - A node that leaves drops its work at once: requests it was executing for others are re-dispatched by
   the node that sent them one link delay later (the live sender sees the connection fail); requests of
   its own users fail. Peers stop routing to it at once (connection refused; the live node bans it).
@@ -49,7 +57,7 @@ from node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
 from sim.engine import EngineModel, EngineProfile, EngineRequest
 
 if TYPE_CHECKING:
-    from sim.duels import ContractLedger
+    from sim.duels import ContractLedger, DuelRun
 
 __all__ = ["LatencyModel", "Mode", "NodeSpec", "RequestRecord", "RequestSpec", "SimConfig", "Simulation"]
 
@@ -147,6 +155,7 @@ class SimConfig:
     contract: bool = False
     contract_params: DeploymentParams = field(default_factory=DeploymentParams)
     judge_accuracy: float = 1.0  # chance a judge votes for the better answer
+    appeal: str = "never"  # when a duelist that lost round 1 appeals: never, split (a seat voted for it), always
     sample_every_s: float = 30.0  # stake and credit samples (contract only)
 
 
@@ -157,8 +166,8 @@ _ARRIVE, _ENGINE, _RETRY, _TIMEOUT, _JOIN, _LEAVE, _STAKE, _RETURN, _VISIBLE, _U
 class _Req:
     """A request in flight (the engine's payload)."""
 
-    __slots__ = ("attempt", "duel", "duel_of", "engine_req", "executor", "model", "node_at", "record", "request_id",
-                 "route", "spec")
+    __slots__ = ("attempt", "duel_of", "duel_origin", "engine_req", "executor", "model", "node_at", "record",
+                 "request_id", "route", "spec")
 
     def __init__(self, record: RequestRecord, spec: RequestSpec) -> None:
         self.record = record
@@ -170,8 +179,8 @@ class _Req:
         self.executor = -1
         self.attempt = 0  # bumps on every re-dispatch, so stale events are ignored
         self.engine_req: EngineRequest | None = None
-        self.duel: list[Any] | None = None  # on a served request that is a duel: [origin, copy, a done, b done]
-        self.duel_of: _Req | None = None  # on a duel's second copy: the served request
+        self.duel_origin = -1  # the origin committed to duel this request's answer (its node index)
+        self.duel_of: DuelRun | None = None  # on the challenger's copy of a request: its duel
 
 
 class _Node:
@@ -220,7 +229,8 @@ class Simulation:
             from sim.duels import ContractLedger
 
             config = self.config
-            self.ledger = ContractLedger(self, config.contract_params, config.judge_accuracy, config.seed)
+            self.ledger = ContractLedger(self, config.contract_params, config.judge_accuracy, config.seed,
+                                         config.appeal)
         self.requests = sorted(requests, key=lambda r: r.arrival_s)
         for spec in self.requests:
             if spec.source not in self._by_name:
@@ -236,6 +246,9 @@ class Simulation:
         self.decisions = {action.value: 0 for action in Action}
         self.delegations = 0
         self.events = 0
+        self._duels_open = 0
+        self._duel_requests: dict[int, _Req] = {}  # an open duel's served request, until B is drawn
+        self._duel_copies: dict[int, _Req] = {}  # the challenger's copy, while it runs
 
     # ---- the event queue ------------------------------------------------------------------------
 
@@ -259,7 +272,7 @@ class Simulation:
         if self.ledger is not None:
             self._push(0.0, _SAMPLE)
         heap = self._heap
-        while heap and self._open > 0:
+        while heap and (self._open > 0 or self._duels_open > 0):  # open duels run to their settlement
             entry = heapq.heappop(heap)
             self.now = entry[0]
             self.events += 1
@@ -268,6 +281,8 @@ class Simulation:
                 self._progress(self.now, total - self._open, total)
         if self._progress is not None:
             self._progress(self.now, total - self._open, total)
+        if self.ledger is not None:
+            self.ledger.sample(self.now)
         return self.records
 
     def _on_user(self, rid: int) -> None:
@@ -352,7 +367,7 @@ class Simulation:
         if self.ledger is not None:
             # On the contract: stake more from credit (an unstake would unbond; the simulated contract
             # nodes only ever top their stake up).
-            if delta <= 0 or self.ledger.add_stake(node, delta) == 0:
+            if delta <= 0 or self.ledger.add_stake(node, delta, self.now) == 0:
                 return False
             node.stake_wei = self.ledger.stake_wei(node)
             return True
@@ -423,7 +438,7 @@ class Simulation:
         """`req` was at `node`, which went away: its sender re-dispatches it, or its user loses it."""
         if req.record.status != "pending":
             return
-        if req.duel_of is not None:  # a duel copy is not redone: that duel just does not happen
+        if req.duel_of is not None:  # the challenger went away: it does not answer (and pays for it)
             req.record.status = "failed"
             return
         req.attempt += 1
@@ -572,9 +587,9 @@ class Simulation:
 
     def _delegate(self, req: _Req, node: _Node, to: _Node, at_s: float) -> None:
         self.delegations += 1
-        if (self.ledger is not None and not req.route and req.duel is None and req.duel_of is None
+        if (self.ledger is not None and not req.route and req.duel_origin < 0 and req.duel_of is None
                 and node.policy.should_inspect()):
-            self._start_duel(req, node, to, at_s)
+            req.duel_origin = node.index  # committed blind, before any answer exists (Work.inspect)
         req.route.append(node.index)
         req.record.hops = max(req.record.hops, len(req.route))
         delay = self.config.latency.one_way(node.spec.region, to.spec.region)
@@ -582,58 +597,75 @@ class Simulation:
 
     # ---- duels (contract only) -----------------------------------------------------------------------
 
-    def _start_duel(self, req: _Req, origin: _Node, first: _Node, at_s: float) -> None:
-        """A second executor, drawn by stake as the first (never it or the origin), runs a copy for the duel.
-
-        The user gets the first delegation's answer (the live node races the two and serves the faster;
-        the difference is a little latency, not who duels)."""
-        seed = routing.selection_seed(req.request_id, self.block_hash(self.now), 1)
-        drawn = self._candidates(origin, req.model, [first.address], seed)
-        second = next((self._by_name[a] for a in drawn if self._accepts(self._by_name[a], req.model)), None)
-        if second is None:
+    def _open_duel(self, req: _Req, executor: _Node) -> None:
+        """The answer is back at the origin, which committed to duel it: it opens the duel over the work
+        its executor attested (only work delegated straight from the origin: a multi-hop answer was
+        attested to the last hop, not to the origin)."""
+        ledger = self.ledger
+        if ledger is None or req.duel_origin < 0 or req.route != [req.duel_origin]:
             return
-        shadow = RequestRecord(req.record.rid, req.record.source, req.record.arrival_s, req.spec.prompt_tokens,
-                               req.spec.output_tokens)
-        copy = _Req(shadow, req.spec)
-        copy.request_id = req.request_id
-        copy.duel_of = req
-        copy.route = [origin.index]
-        req.duel = [origin, copy, None, None]
-        delay = self.config.latency.one_way(origin.spec.region, second.spec.region)
-        self._push(at_s + delay, _ENGINE, second.index, -1, copy)
+        origin = self.nodes[req.duel_origin]
+        run = ledger.open(self.now, origin, executor, req.request_id)
+        if run is not None:
+            self._duels_open += 1
+            self._duel_requests[run.duel_id] = req
+            self._schedule_duel(run)
 
-    def _duel_side_done(self, req: _Req, executor: _Node) -> None:
-        """One of a duel's two answers is complete; with both, the origin opens the duel on-chain."""
-        served = req.duel_of if req.duel_of is not None else req
-        duel = served.duel
-        if duel is None or self.ledger is None:
-            return
-        duel[3 if req.duel_of is not None else 2] = executor
-        origin, _, a, b = duel
-        if a is None or b is None:
-            return
-        served.duel = None
-        if a is b:
-            return  # a re-dispatch landed the served request on the copy's executor: no duel
-        record = self.ledger.open(self.now, origin, a, b, served.request_id)
-        if record is not None:
-            seed_block = self.ledger.model.duels[record.duel_id].info.seed_block
-            self._push(self.ledger.block_time(seed_block + 1), _DUEL, record, "draw")
+    def _schedule_duel(self, run: DuelRun) -> None:
+        assert self.ledger is not None
+        self._push(max(self.now, self.ledger.block_time(run.due_block)), _DUEL, run, run.due_block)
 
-    def _on_duel(self, record: Any, step: str) -> None:
+    def _on_duel(self, run: DuelRun, due: int) -> None:
+        """The duel's next step is due (the contract's windows at the simulated block height)."""
         ledger = self.ledger
         assert ledger is not None
-        if step == "draw":
-            if not ledger.draw(record, self.now):
-                return
-            ledger.vote(record, self.now)
-            commit_end = ledger.model.duels[record.duel_id].info.commit_end
-            self._push(ledger.block_time(commit_end + 1), _DUEL, record, "settle")
+        if run.done or run.due_block != due:
+            return  # stale: the challenger answered before the end of its window
+        step = run.step
+        copy = self._duel_copies.pop(run.duel_id, None)
+        if copy is not None and copy.record.status == "pending":  # the answer window is over: B gives up
+            if copy.engine_req is not None and copy.executor >= 0:
+                executor = self.nodes[copy.executor]
+                self._settle_engine(executor, executor.engine.abort(self.now, copy.engine_req))
+            copy.record.status = "failed"
+        ledger.advance(run, self.now)
+        if step == "challenger" and not run.done:
+            self._challenger_runs(run)
+        self._after_duel_step(run)
+
+    def _challenger_runs(self, run: DuelRun) -> None:
+        """B, drawn by the contract, fetches the request from the origin and runs it on its engine (the
+        user has had A's answer for a while: this copy is only for the judges)."""
+        assert self.ledger is not None
+        served = self._duel_requests.pop(run.duel_id)
+        b = self._by_name.get(self.ledger.name.get(run.b, ""))
+        if b is None or not b.online:
+            return  # B does not answer; the step due at the end of the window settles it
+        origin = self._by_name[self.ledger.name[run.origin]]
+        shadow = RequestRecord(served.record.rid, served.record.source, served.record.arrival_s,
+                               served.spec.prompt_tokens, served.spec.output_tokens)
+        copy = _Req(shadow, served.spec)
+        copy.request_id = served.request_id
+        copy.duel_of = run
+        copy.route = [origin.index]
+        self._duel_copies[run.duel_id] = copy
+        delay = self.config.latency.one_way(origin.spec.region, b.spec.region)
+        self._push(self.now + delay, _ENGINE, b.index, -1, copy)
+
+    def _after_duel_step(self, run: DuelRun) -> None:
+        ledger = self.ledger
+        assert ledger is not None
+        if not run.done:
+            self._schedule_duel(run)
             return
-        ledger.reveal_and_settle(record, self.now)
+        self._duels_open -= 1
+        self._duel_copies.pop(run.duel_id, None)
+        self._duel_requests.pop(run.duel_id, None)
+        result = run.result
+        involved = {result.origin, result.a, result.b, *(seat for r in result.rounds for seat in r.seats)} - {""}
         block = self.config.block_time_s
-        for name in {record.origin, record.a, record.b, *record.judges}:
-            node = self._by_name[name]
+        for address in involved:  # every seat of every round may have been paid or slashed
+            node = self._by_name[ledger.name[address]]
             node.stake_wei = ledger.stake_wei(node)
             self._stake_changed(node, (math.floor(self.now / block) + 1) * block)
             self._auto_stake(node)
@@ -641,7 +673,7 @@ class Simulation:
     def _on_sample(self) -> None:
         assert self.ledger is not None
         self.ledger.sample(self.now)
-        if self._open > 0:
+        if self._open > 0 or self._duels_open > 0:
             self._push(self.now + self.config.sample_every_s, _SAMPLE)
 
     def _retry(self, req: _Req, node: _Node, at_s: float, serves: bool) -> None:
@@ -715,12 +747,12 @@ class Simulation:
         """The answer is complete at its executor: it travels back along the route; each hop is paid."""
         if req.record.status != "pending" or req.engine_req is not engine_req:
             return
-        if req.duel_of is not None:  # a duel's second copy: kept for the judges, not sent to the user
+        if req.duel_of is not None:  # the challenger's answer: for the judges, never sent to a user
             req.record.status = "done"
-            self._duel_side_done(req, node)
+            self._duel_copies.pop(req.duel_of.duel_id, None)
+            if self.ledger is not None and self.ledger.b_answered(req.duel_of, self.now):
+                self._after_duel_step(req.duel_of)
             return
-        if req.duel is not None:
-            self._duel_side_done(req, node)
         record = req.record
         record.executor = node.address
         record.preemptions = engine_req.preemptions
@@ -740,3 +772,5 @@ class Simulation:
 
     def _on_return(self, req: _Req) -> None:
         self._close(req, "done", self.now)
+        if req.duel_origin >= 0 and req.executor >= 0:
+            self._open_duel(req, self.nodes[req.executor])

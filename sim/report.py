@@ -104,7 +104,13 @@ def _quality_markdown(quality: dict[str, Any] | None) -> str:
     lines = ["## quality: duels settled by the contract's rules", "",
              f"{quality['duels']} duels ({', '.join(f'{k} {v}' for k, v in quality['outcomes'].items())}) over "
              f"{quality['simulated_s']:.0f} s. Paper: stronger models gain credit faster; win rates 0.57/0.53/0.39 "
-             "(the inputs here).", "",
+             "(the inputs here). "
+             + (f"Cancelled: {', '.join(f'{k} {v}' for k, v in quality['cancelled'].items())}. "
+                if quality.get("cancelled") else "")
+             + f"{quality.get('reduced_bond', 0)} decided duels ran with a bond below DUEL_BOND (the challenger's "
+             "stake was bonded by other duels)"
+             + "".join(f"; {v} committed duels refused ({k})" for k, v in quality.get("refused", {}).items())
+             + ".", "",
              "| class | input win rate | measured (won-lost) | requests served "
              "| stake + credit (credits) start → end |",
              "|---|---|---|---|---|"]
@@ -204,15 +210,30 @@ def run_quality(seed: int, out: Path | None = None) -> dict[str, Any]:
     def total(snapshot: dict[str, tuple[int, int]], c: str) -> int:
         return sum(sum(snapshot[n]) for n in cls if cls[n] == c)
 
+    def staked(snapshot: dict[str, tuple[int, int]], c: str) -> int:
+        return sum(snapshot[n][0] for n in cls if cls[n] == c)
+
+    bond = ledger.model.params.duel_bond_wei
+    origin = scenario.nodes[0].name
+
     summary: dict[str, Any] = {
         "duels": len(ledger.duels),
         "outcomes": {o: sum(d.outcome == o for d in ledger.duels) for o in sorted({d.outcome for d in ledger.duels})},
         "classes": {c: {"input_win_rate": q, "won": won[c], "lost": lost[c],
                         "win_rate": won[c] / (won[c] + lost[c]) if won[c] + lost[c] else None,
                         "served": sum(r.executor in cls and cls[r.executor] == c for r in records),
-                        "stake_plus_credit_wei": [total(start, c), total(end, c)]}
+                        "stake_plus_credit_wei": [total(start, c), total(end, c)],
+                        "stake_change_wei": staked(end, c) - staked(start, c)}
                     for c, q in QUALITY_CLASSES.items()},
         "simulated_s": end_t - start_t,
+        "cancelled": {r: sum(d.cancel_reason == r for d in ledger.duels)
+                      for r in sorted({d.cancel_reason for d in ledger.duels} - {""})},
+        # a challenger drawn while its stake was bonded by other duels duels for less (equal bonds)
+        "reduced_bond": sum(d.outcome in ("a_won", "b_won") and d.bond_wei < bond for d in ledger.duels),
+        "appealed": sum(d.round == 2 for d in ledger.duels),
+        # committed duels the contract refused to open (e.g. A's stake all bonded by its open duels)
+        "refused": dict(ledger.refused),
+        "origin_change_wei": sum(end[origin]) - sum(start[origin]),
     }
     if out is not None:
         import csv
@@ -222,10 +243,11 @@ def run_quality(seed: int, out: Path | None = None) -> dict[str, Any]:
         with (folder / "duels.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["duel_id", "opened_s", "settled_s", "a", "b", "better", "judges", "votes", "outcome",
-                        "stake_moved_wei"])
+                        "cancel_reason", "round", "bond_wei", "stake_moved_wei"])
             for d in ledger.duels:
                 w.writerow([d.duel_id, f"{d.opened_s:.1f}", "" if d.settled_s is None else f"{d.settled_s:.1f}",
-                            d.a, d.b, d.better, " ".join(d.judges), " ".join(d.votes), d.outcome, d.stake_moved_wei])
+                            d.a, d.b, d.better, " ".join(d.judges), " ".join(d.votes), d.outcome, d.cancel_reason,
+                            d.round, d.bond_wei, d.stake_moved_wei])
         with (folder / "balances.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["t_s", "node", "class", "stake_wei", "credit_wei"])
