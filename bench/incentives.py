@@ -420,11 +420,18 @@ def vote_name(vote: int) -> str:
     return {0: "none", 1: "A", 2: "B", 3: "abstain", 4: "no_evidence"}.get(int(vote), str(vote))
 
 
+def opened_duel_ids(client: Any) -> list[int]:
+    """Every duel opened so far, in chain order (duel ids are hashes of the work, not a counter: read from
+    the DuelOpened events)."""
+    logs = client.contract.events.DuelOpened().get_logs(from_block=0)
+    return [int(log["args"]["duelId"]) for log in sorted(logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"]))]
+
+
 def read_duels(client: Any, net: Network) -> list[DuelRow]:
     from ledger.client import DuelOutcome, DuelStatus
 
     rows = []
-    for duel_id in range(1, client.duel_count() + 1):
+    for duel_id in opened_duel_ids(client):
         d = client.duel(duel_id)
         outcome = "cancelled" if d.status is DuelStatus.CANCELLED else "open"
         if d.status is DuelStatus.SETTLED:
@@ -505,7 +512,7 @@ def run_network(args: argparse.Namespace, problems: Sequence[str], out: Path,
                 request_rows.append(row)
                 done = len(request_rows)
             if done % max(1, args.requests // 20) == 0 or done == args.requests:
-                opened = client.duel_count()
+                opened = len(opened_duel_ids(client))
                 progress(f"{done}/{args.requests} requests ({sum(r['status'] != 200 for r in request_rows)} "
                          f"failed), {opened} duels opened, {time.monotonic() - t0:.0f} s")
 
