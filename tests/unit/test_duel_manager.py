@@ -417,3 +417,27 @@ def test_a_judge_gathers_each_piece_from_whoever_holds_it(tmp_path: Path) -> Non
     s2.peers.served = {B: {13: EvidencePieces(13, None, None, "5")}}
     pieces = asyncio.run(s2.manager.gather(replace(state, published_request=DATA)))
     assert pieces == EvidencePieces(13, DATA, None, "5") and pieces.sources["request"] == "chain"
+
+
+def test_the_challenger_runs_the_request_as_its_user_sent_it() -> None:
+    from node.backends.base import GenerationRequest, GenerationResult
+    from node.errors import InvalidRequestError
+    from node.managers.duel import request_runner
+
+    seen: list[GenerationRequest] = []
+
+    async def generate(req: GenerationRequest) -> GenerationResult:
+        seen.append(req)
+        return GenerationResult("5", "stop", 3, 1)
+
+    run = request_runner(generate)
+    chat = {**REQUEST, "stop": ["\n"], "seed": 7, "top_p": 0.9}
+    assert asyncio.run(run(request_bytes("chat", chat))) == "5"
+    assert asyncio.run(run(request_bytes("completion", {"model": "m", "prompt": "2+2=", "max_tokens": 3}))) == "5"
+    chat_req, completion_req = seen
+    assert (chat_req.model, chat_req.messages, chat_req.max_tokens, chat_req.temperature, chat_req.top_p,
+            chat_req.stop, chat_req.seed) == ("m", REQUEST["messages"], 8, 0.7, 0.9, ["\n"], 7)
+    assert (completion_req.prompt, completion_req.max_tokens) == ("2+2=", 3)
+    assert chat_req.request_id != completion_req.request_id  # fresh ids: never one a user request holds
+    with pytest.raises(InvalidRequestError):
+        asyncio.run(run(request_bytes("chat", {"model": "m", "messages": []})))
