@@ -144,7 +144,8 @@ class LedgerDuelChain:
             info = self.client.duel(duel_id)
         except UnknownDuelError:
             return None
-        hashes = self.client.duel_hashes(duel_id)
+        since = int(getattr(self.indexer, "start_block", 0))  # no log of this contract is older
+        hashes = self.client.duel_hashes(duel_id, from_block=since)
         p = self.params
         rounds = []
         for rnd in info.rounds:
@@ -162,7 +163,8 @@ class LedgerDuelChain:
             duel_id=info.duel_id, origin=info.origin, a=info.a, b=info.b, status=status,
             seed_block=info.seed_block, deadline=info.deadline, request_hash=hashes.request_hash,
             answer_a_hash=hashes.answer_a_hash, answer_b_hash=hashes.answer_b_hash, rounds=tuple(rounds),
-            published_request=self.client.published_request(duel_id) if status in ACTIVE_STATUSES else None,
+            published_request=self.client.published_request(duel_id, from_block=since)
+            if status in ACTIVE_STATUSES else None,
             appeal_window_blocks=p.appeal_window_blocks,
         )
 

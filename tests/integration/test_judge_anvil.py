@@ -372,3 +372,38 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
             judge.indexer.close()
     finally:
         asyncio.run(local.aclose())
+
+
+def test_the_chain_adapter_reads_a_duel_alike_from_the_indexer_and_the_contract(
+    anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    d = open_duel(anvil, 7, "Lyon.", "Paris.", "chatcmpl-adapter")
+    indexer = Indexer(d.w3, d.contract, db_url=f"sqlite:///{tmp_path / 'index.sqlite'}", start_block=d.deploy_block)
+    indexer.sync()
+    seats = list(d.duel().judges)
+    views = {who: LedgerDuelChain(indexer, d.clients[who], who, run_tx) for who in (d.origin, d.a, d.b, seats[0])}
+    indexed, onchain = views[d.origin].duel(d.duel_id), views[d.origin].duel_onchain(d.duel_id)
+    assert indexed is not None and onchain is not None
+    for state in (indexed, onchain):
+        assert (state.origin, state.a, state.b, state.status, state.round) == (d.origin, d.a, d.b, "judging", 1)
+        assert state.request_hash == request_hash("chat", REQUEST)
+        assert (state.answer_a_hash, state.answer_b_hash) == (answer_hash("Lyon."), answer_hash("Paris."))
+        assert state.rounds[0].seats == tuple(seats) and state.rounds[0].votes == (0, 0, 0)
+        assert state.settle_after() == d.duel().appeal_end_block
+        assert state.holds(d.a) == ("request", "answer_a") and state.holds(d.b) == ("request", "answer_b")
+    assert indexed.rounds[0].commit_end == onchain.rounds[0].commit_end == d.duel().commit_end_block
+    assert views[d.origin].duel_onchain(12345) is None and views[d.origin].duel(12345) is None
+    assert [s.duel_id for s in views[d.origin].opened_by_me()] == [d.duel_id]
+    assert [s.duel_id for s in views[d.a].as_duelist()] == [s.duel_id for s in views[d.b].as_duelist()] == [d.duel_id]
+    assert views[d.origin].open_duel_ids() == views[d.a].open_duel_ids() == {d.duel_id}
+    assert views[d.origin].awaiting_answer() == [] and views[d.origin].challenger_of(d.duel_id) == d.b
+    judge = views[seats[0]]
+    [(state, view)] = [(s, v) for s, v in judge.my_seats() if v.round == 1]
+    assert (view.duel_id, view.open, view.committed, view.revealed_vote) == (d.duel_id, True, False, None)
+    assert judge.my_seats() and views[d.a].my_seats() == []
+    salt = os.urandom(32)
+    d.clients[seats[0]].commit_vote(d.duel_id, judge.commitment_of(d.duel_id, 1, VOTE_B, salt))
+    indexer.sync()
+    assert judge.my_seats()[0][1].committed  # the commitment is seen, so the runner never sends it twice
+    assert judge.attestation_ttl_s == PARAMS.attestation_ttl_s
+    indexer.close()
