@@ -87,8 +87,9 @@ def node_address(settings: NodeSettings) -> str:
 def operator_account(settings: NodeSettings) -> LocalAccount | None:
     """The operator wallet's key, for the node's own transactions and fee vouchers.
 
-    Decrypted with `WWWSERVE_PASSWORD`; without it the node still serves (and executes for peers) but
-    cannot pay peers or claim what it earned, which is logged once at start.
+    Decrypted with `WWWSERVE_PASSWORD`; without it the node still serves its own users but cannot pay
+    peers, claim what it earned, sign work attestations (so it takes no delegations) or take part in
+    duels, which is logged once at start.
     """
     from ledger.errors import LedgerError
     from ledger.wallet import PASSWORD_ENV, load_wallet
@@ -98,7 +99,8 @@ def operator_account(settings: NodeSettings) -> LocalAccount | None:
         return None
     if not os.environ.get(PASSWORD_ENV):
         logger.warning("%s is not set: wallet %r stays locked, so this node will not pay peers for delegated "
-                       "requests nor claim the fees it earns", PASSWORD_ENV, name)
+                       "requests, claim the fees it earns, take delegations (it cannot sign work) or take part "
+                       "in duels", PASSWORD_ENV, name)
         return None
     try:
         return load_wallet(name)
