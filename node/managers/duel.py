@@ -29,6 +29,12 @@ by `judge.appeal` ("split": when round 1's revealed A/B votes were not unanimous
 **Evidence** (`/peer/evidence`, `evidence_for`): each node serves what it holds for a duel to the seat
 holders of any of its rounds, and the request alone to its challenger.
 
+Not done (docs/duels.md leaves it open): the commitment binds *whether* the origin will duel, not that
+it does. An origin that commits wantsDuel = true to every request and opens only the duels it likes
+after seeing the answers is not caught here; the remedy would be for the origin to send the executor
+the reveal (wantsDuel, salt) after serving, and for an executor to refuse delegations for a while from
+an origin whose revealed wantsDuel = true was not followed by `openDuel` within the TTL.
+
 Decisions that wait for a model (a judge's verdict, the challenger's answer) run in lanes of their own,
 so they never delay a commit, a reveal or a settlement: the chain's windows are counted in blocks and do
 not wait. Everything here is off the request path and never raises into it: a failure is logged and
