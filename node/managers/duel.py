@@ -474,8 +474,9 @@ class DuelManager:
             elif state.status == AWAITING_REQUEST and block <= state.deadline:
                 stored = await asyncio.to_thread(self.store.get, duel_id)
                 if stored is None or stored.work is None or stored.salt is None or stored.request is None:
-                    logger.warning("duel %d: the challenger lacks the request and this node has none to "
-                                   "publish", duel_id)
+                    if self._first_try(duel_id, "publish (nothing stored)", state.deadline):  # said once
+                        logger.warning("duel %d: the challenger lacks the request and this node has none to "
+                                       "publish", duel_id)
                     continue
                 publish = functools.partial(chain.publish_request, duel_id, stored.work, stored.salt, stored.request)
                 await self._act(state, "publish request", block, publish, "request_published")
