@@ -3,10 +3,10 @@
 Shared by the client, error and indexer unit tests and the CLI integration test: `make_world()`
 deploys WWWServeExt and WWWServe on an in-process py-evm chain with short windows, registers and
 stakes a few nodes serving one model, and mines into the next epoch so their stake and models count
-for draws; `World` also wraps any other chain (anvil) given a way to mine and to move time. `World` then plays a duel's steps the way nodes would:
-the origin opens it over A's signed work, the drawn challenger answers, the drawn seats commit and
-reveal. Nothing here picks the challenger or the judges (the contract draws them from block
-hashes): helpers find out who was drawn and act as them.
+for draws; `World` also wraps any other chain (anvil) given a way to mine and to move time. `World`
+plays a duel's steps the way nodes would: the origin opens it over A's signed work, the drawn
+challenger answers, the drawn seats commit and reveal. Nothing here picks the challenger or the
+judges (the contract draws them from block hashes): helpers find out who was drawn and act as them.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ class World:
         salt = keccak(text=f"inspect salt {tag}")
         unsigned = WorkAttestation(
             origin=self.addr(origin), executor=self.addr(a), request_id=rid, request_hash=keccak(request),
-            model_hash=model_hash(self.model), answer_hash=answer_hash(answer), inspect=inspect_commitment(rid, True, salt),
-            issued_at=int(self.w3.eth.get_block("latest")["timestamp"]),
+            model_hash=model_hash(self.model), answer_hash=answer_hash(answer),
+            inspect=inspect_commitment(rid, True, salt), issued_at=int(self.w3.eth.get_block("latest")["timestamp"]),
         )
         return self.client(a).sign_work(self.accounts[a], unsigned), salt, request
 

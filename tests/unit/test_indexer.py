@@ -122,6 +122,14 @@ def build_scenario() -> Chain:
     chain = Chain(world=world, contract=contract, nodes=nodes, payer=world.addr("outsider"))
     client = world.client
 
+    def restake() -> None:
+        """Judges' penalties drain stake: restake it, so the next challenger has a full bond and
+        every silent seat has stake to lose (draw weights, which slashes leave alone, stay equal)."""
+        for role in ("c1", "c2", "c3", "c4"):
+            missing = STAKE_WEI - client().active_stake(world.addr(role))
+            if missing > 0:
+                client(role).stake(missing)
+
     # registry, withdrawals (cancelled by c3, completed by c2)
     client("c4").update_node(b"\x99" * 32, "http://c4-moved:8000", ["smollm2"], "moved")
     client("c3").request_withdrawal(7 * C)
@@ -162,11 +170,15 @@ def build_scenario() -> Chain:
     world.vote(d1.duel_id, 2, lambda j: Vote.B, salt_tag="round 2")
     client("c4").settle_duel(d1.duel_id)  # every seat revealed: final at once
 
+    restake()
+
     # duel "no answer": B is drawn and never answers
     d2 = world.open_duel("no answer")
     world.challenger(d2.duel_id)
     client("origin").draw_challenger(d2.duel_id)
     _settle_when_open(world, d2.duel_id)
+
+    restake()
 
     # duel "published": B cannot get the request, the origin publishes it, B answers; the first
     # judge commits and stays silent, the others vote A
