@@ -125,6 +125,25 @@ def test_a_drawn_challenger_cannot_let_its_panel_lapse_for_free(twin: Twin, net:
         f"{'no challenger' if reason == 1 else 'no answer'}): a free lapse")
 
 
+def test_a_challenger_cannot_reroll_its_panel_by_claiming_the_request_missing(twin: Twin,
+                                                                             net: dict[str, list]) -> None:
+    """B knows its first panel before it answers. If it answers "I could not get the request" (a zero
+    hash) the origin publishes the request - or loses its escrow - and the panel is then drawn from a
+    later seed: a free re-roll for B, the grinding A3 is about. Whatever B claims, the panel of a
+    duel whose request was available must be the one its seed gave."""
+    c, o, a = twin.c, net["origin"][0].address, net["a"][0]
+    job = attest(c, o, a, "t")
+    duel_id = twin.open_duel(o, job)
+    mine_to(twin.m.duels[duel_id].seed_block + 1)
+    b = twin.challenger_of(duel_id)
+    first = _answer_in_sandbox(twin, duel_id, b)  # the panel B sees coming, and dislikes
+    twin.answer(duel_id, b, b"\x00" * 32)  # "no request"
+    twin.publish(duel_id, job, o)  # the origin wants its duel: it publishes
+    mine_to(twin.m.duels[duel_id].seed_block + 1)
+    second = twin.answer(duel_id, b, keccak(b"b"))
+    assert second == first, f"B re-rolled its panel: {first} -> {second}"
+
+
 def test_a_ten_percent_coalition_holds_a_majority_as_often_as_the_binomial_says(twin: Twin) -> None:
     """100 duels; a coalition with 10 % of the judge stake over 3 identities re-rolls by staking 1 wei
     before every answer. Its share of seats and of 2-of-3 majorities follows the binomial."""

@@ -398,20 +398,22 @@ def test_no_node_serving_the_model_cancels_with_a_refund(c: Any) -> None:
     assert judges
 
 
-def test_undrawn_challenger_lapse_cancels_without_a_slash(c: Any, cast: Cast) -> None:
-    o = cast.origin.address
-    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+def test_a_duel_nobody_could_answer_lapses_with_a_refund(c: Any) -> None:
+    """No node but the origin and A serves the model: after the answer window, anyone cancels."""
+    origin, a = make_node(c, "origin", 0), make_node(c, "a")
+    make_node(c, "judge", models=(OTHER_MODEL,))
+    next_epoch()
+    o = origin.address
+    duel_id = open_duel(c, o, attest(c, o, a, "t"))
     mine_to(duel(c, duel_id).deadline)
     with boa.reverts("Duel: answer window not over"):
         c.settleDuel(duel_id)
     mine(1)
-    before = book(c, *everyone(cast))
+    before = book(c, o, a.address)
     c.settleDuel(duel_id)
     (ev,) = logs_named(c, "DuelCancelled")
     assert ev.reason == CANCEL_NO_CHALLENGER
-    d = delta(before, book(c, *everyone(cast)))
-    assert d[o] == (ESCROW, 0, 0, 0) and d[cast.a.address] == (0, 0, 0, -BOND)
-    assert d[cast.b.address] == (0, 0, 0, 0)
+    assert delta(before, book(c, o, a.address)) == {o: (ESCROW, 0, 0, 0), a.address: (0, 0, 0, -BOND)}
 
 
 def test_a_recorded_challenger_that_never_answers_loses_its_bond(c: Any, cast: Cast) -> None:
