@@ -72,6 +72,7 @@ from contract_fixtures import (
     mine,
     mine_to,
     now_s,
+    open_args,
     pubkey_of,
     sync_blockhashes,
 )
@@ -358,15 +359,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 job = dataclasses.replace(job, work=dataclasses.replace(job.work, signature=job.work.signature[:64]))
         salt = keccak(b"guessed") if kind == "bad salt" else job.salt
         opened = block_number()
-        try:
-            duel_id = self.twin.open_duel(o, job, salt=salt)
-        except RevertedError:
-            self.steps += 1
-            return
-        self.steps += 1
-        self.jobs[duel_id] = (job, o)
-        self.all_jobs.append((job, o))
-        self.opened_at[duel_id] = opened
+        ok, duel_id = self.step(o, "openDuel", open_args(job, salt=salt),
+                                lambda: self.m.open_duel(o, job.work, salt, now_s=now_s(), block_number=opened))
+        if ok:
+            self.jobs[duel_id] = (job, o)
+            self.all_jobs.append((job, o))
+            self.opened_at[duel_id] = opened
 
     # ------------------------------------------------------------------ duels: the next step of one
     def _duel(self, pick: int) -> int | None:
@@ -543,7 +541,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(op=st.sampled_from(["draw", "answer", "publish", "judges", "commit", "reveal", "appeal", "settle"]),
           pick=st.integers(0, 50), who=actor, vote=st.integers(0, 5))
     def stray_duel_call(self, op: str, pick: int, who: int, vote: int) -> None:
-        ids = [*sorted(self.m.duels), 12345]
+        open_ids = self.m.open_duel_ids()
+        ids = open_ids if open_ids and pick % 3 else [*sorted(self.m.duels), 12345]
         duel_id = ids[pick % len(ids)]
         s = ADDRESSES[who]
         m = self.m
