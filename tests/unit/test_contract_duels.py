@@ -32,7 +32,6 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     CANCELLED,
     DUELIST_FEE,
     ESCROW,
-    ETH,
     JUDGE_FEE,
     JUDGE_PENALTY,
     JUDGING,
@@ -41,6 +40,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     NO_EVIDENCE,
     OTHER_MODEL,
     REWARD_APPEAL_REFUND,
+    REWARD_DUELIST_FEE,
     REWARD_ESCROW_REFUND,
     REWARD_STAKE_WON,
     SETTLED,
@@ -69,7 +69,6 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     distinct,
     draw_challenger,
     duel,
-    evm_blockhash,
     fake_blockhash,
     fresh_fixture,
     judging_duel,
@@ -773,11 +772,14 @@ def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | 
     balance = boa.env.get_balance(c.address)
     c.settleDuel(duel_id)
     (settled,) = logs_named(c, "DuelSettled")
+    to_b = [(p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid") if p.account == b]
     d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
     # B's bond (when A won) reaches the reserve before the judges take their share of it
     judge_d, paid, reserve_after = _judge_deltas(drawn, votes, final, reserve + b_loss, P.k_judges * JUDGE_FEE)
     assert d[a] == (0, -a_loss, 0, -BOND), label
     assert d[b] == (DUELIST_FEE + a_loss, -b_loss, 0, -BOND), label
+    # B is paid once: A's bond with its fee when it won, else its fee alone
+    assert to_b == [(BOND + DUELIST_FEE, REWARD_STAKE_WON) if final == B_WON else (DUELIST_FEE, REWARD_DUELIST_FEE)]
     assert d[o] == (P.k_judges * JUDGE_FEE - paid, 0, 0, 0), label
     for j in cast.judges:
         assert d[j.address][:2] == judge_d[j.address], (label, j.address)

@@ -12,7 +12,6 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     MIN_STAKE,
     MODEL,
     TEST_PARAMS,
-    ZERO_ADDRESS,
     Deployment,
     block_number,
     contract_fixture,
