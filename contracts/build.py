@@ -14,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import cache
 from typing import Any
 
 from contracts import (
@@ -33,15 +34,22 @@ from contracts import (
 
 def _vyper(name: str, formats: str) -> list[str]:
     """Run the pinned vyper on one contract; one output line per requested format."""
+    return list(_vyper_cached(name, formats, source_hash(name)))
+
+
+@cache
+def _vyper_cached(name: str, formats: str, sources: str) -> tuple[str, ...]:
+    # keyed by the sources' hash: a process compiles each version of a contract once (the merged ABI
+    # needs the extension's, the layout check both contracts' again)
     import vyper
 
     if vyper.__version__ != VYPER_VERSION:
         raise RuntimeError(f"vyper {VYPER_VERSION} required, found {vyper.__version__}")
-    return subprocess.run(
+    return tuple(subprocess.run(
         [sys.executable, "-m", "vyper", "-f", formats,
          "--evm-version", EVM_VERSION, "-p", str(CONTRACTS_DIR), str(CONTRACTS_DIR / CONTRACTS[name][0])],
         check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()
+    ).stdout.strip().splitlines())
 
 
 def compile_own(name: str) -> Artifact:
