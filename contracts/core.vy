@@ -151,14 +151,16 @@ reserve: public(uint256)  # lost bonds and judge penalties, paid out to judges t
 claimed: public(HashMap[address, HashMap[address, uint256]])
 
 # ---------------------------------------------------------------------------------------------
-# duels, packed (Vyper does not pack storage by itself):
-# duelInfo: status(4) | outcome(4) | origin leaf(24) | a leaf(24) | b leaf(24) | round(2) | b drawn(1)
-#           | spare(1) | seed block(40) | deadline(40) | bond in gwei(40) | model id(32)
+# duels, packed (Vyper does not pack storage by itself), nodes named by their sortition leaf (20 bits:
+# the tree has at most 2**20 leaves, and a leaf never changes owner):
+# duelInfo: status(4) | outcome(4) | round(2) | b drawn(1) | request published(1) | origin(20) | a(20)
+#           | b(20) | deadline(40) | seed block(40) | model id(24) | the first round's seats (3 x 20)
+#           | their votes (3 x 3) | first round drawn(1)
 #   deadline: the answer deadline (awaiting answer), the publish deadline (awaiting request), or the
-#   commit end (judging); a round's reveal end is commit end + REVEAL_WINDOW.
-# duelPanel[2 * id + round - 1]: seat leaves (8 x 24 bits) | votes (8 x 3 bits, from bit 192)
-#           | seat count (4, bit 216). A judge drawn twice holds two seats, one vote.
-# Nodes are referred to by their sortition leaf, which never changes owner.
+#   current round's commit end (judging); a round's reveal end is its commit end + REVEAL_WINDOW. The
+#   first round lives in this word, so its commits and reveals read and write one slot.
+# duelPanel[id]: the appeal round: seat leaves (8 x 20 bits) | votes (8 x 3, from bit 160) | seats (4, bit
+#           184). In memory every panel has this form. A judge drawn twice holds two seats, one vote.
 # A duel's id is the work it is over: keccak256(abi_encode(origin, requestId)) >> 193 (63 bits, so it
 # fits a signed 64-bit integer anywhere); an id in use means that work was dueled already.
 duelInfo: HashMap[uint256, uint256]
@@ -340,7 +342,9 @@ def __init__(
     assert k_judges >= 1 and k_judges <= MAX_K, "Params: k_judges out of range"
     # a draw reads the tree frozen at its epoch's start and blockhash() reaches 256 blocks back
     assert epoch_blocks >= 2 and epoch_blocks <= 250, "Params: epoch_blocks out of range"
-    assert answer_window >= 1 and answer_window < epoch_blocks, "Params: answer_window out of range"
+    # the answer window ends inside the seed block's epoch, with a block to spare, so settling a
+    # no-show in that epoch can still work out who the challenger was
+    assert answer_window >= 1 and answer_window + 1 < epoch_blocks, "Params: answer_window out of range"
     assert commit_window >= 1 and commit_window < epoch_blocks, "Params: commit_window out of range"
     assert reveal_window >= 1 and appeal_window >= 1 and publish_window >= 1, "Params: windows must be >= 1"
     assert attestation_ttl >= 1 and attestation_ttl <= unbonding_period, "Params: attestation_ttl out of range"
@@ -866,7 +870,7 @@ def _field(word: uint256, offset: uint256, bits: uint256) -> uint256:
 @internal
 def _with(word: uint256, offset: uint256, bits: uint256, field: uint256) -> uint256:
     """@dev `word` with a field replaced; callers pass values that fit (block numbers are checked at
-            open, leaves fit 24 bits since the tree has at most 2**20 leaves)."""
+            open, leaves fit 20 bits since the tree has at most 2**20 leaves)."""
     mask: uint256 = ((1 << bits) - 1) << offset
     return (word & (~mask)) | (field << offset)
 
@@ -874,20 +878,23 @@ def _with(word: uint256, offset: uint256, bits: uint256, field: uint256) -> uint
 # duelInfo offsets
 I_STATUS: constant(uint256) = 0
 I_OUTCOME: constant(uint256) = 4
-I_ORIGIN: constant(uint256) = 8
+I_ROUND: constant(uint256) = 8
+I_B_DRAWN: constant(uint256) = 10
+I_PUBLISHED: constant(uint256) = 11
+I_ORIGIN: constant(uint256) = 12
 I_A: constant(uint256) = 32
-I_B: constant(uint256) = 56
-I_ROUND: constant(uint256) = 80
-I_B_DRAWN: constant(uint256) = 82
-I_SEED: constant(uint256) = 84
-I_DEADLINE: constant(uint256) = 124
-I_BOND: constant(uint256) = 164
-I_MODEL: constant(uint256) = 204
-LEAF_BITS: constant(uint256) = 24
+I_B: constant(uint256) = 52
+I_DEADLINE: constant(uint256) = 72
+I_SEED: constant(uint256) = 112
+I_MODEL: constant(uint256) = 152
+I_SEATS: constant(uint256) = 176  # the first round's seats, 20 bits each
+I_VOTES: constant(uint256) = 236  # their votes, 3 bits each
+I_DRAWN: constant(uint256) = 245  # the first round's seats are drawn
+LEAF_BITS: constant(uint256) = 20
 BLOCK_BITS: constant(uint256) = 40
-# duelPanel offsets
-P_VOTES: constant(uint256) = 192
-P_SIZE: constant(uint256) = 216
+# panel offsets (duelPanel words, and every panel in memory)
+P_VOTES: constant(uint256) = 160
+P_SIZE: constant(uint256) = 184
 
 
 @view
@@ -906,6 +913,35 @@ def _status(info: uint256) -> uint256:
 @internal
 def _next_epoch_start(block_number: uint256, epoch_blocks: uint256) -> uint256:
     return (block_number // epoch_blocks + 1) * epoch_blocks
+
+
+@view
+@internal
+def _panel_of(duel_id: uint256, info: uint256, round: uint256) -> uint256:
+    """@dev A round's panel in the panel form (0 if not drawn): the first round from `info`."""
+    if round != 1:
+        return self.duelPanel[duel_id]
+    if (info >> I_DRAWN) & 1 == 0:
+        return 0
+    panel: uint256 = K_JUDGES << P_SIZE
+    for i: uint256 in range(K_JUDGES, bound=MAX_K):
+        panel |= ((info >> (I_SEATS + LEAF_BITS * i)) & ((1 << LEAF_BITS) - 1)) << (LEAF_BITS * i)
+        panel |= ((info >> (I_VOTES + 3 * i)) & 7) << (P_VOTES + 3 * i)
+    return panel
+
+
+@view
+@internal
+def _with_panel(duel_id: uint256, info: uint256, round: uint256, panel: uint256) -> uint256:
+    """@dev Store a round's panel: the appeal round in duelPanel; the first round into the returned info
+            word (the caller stores it)."""
+    if round != 1:
+        return info
+    out: uint256 = info | (1 << I_DRAWN)
+    for i: uint256 in range(K_JUDGES, bound=MAX_K):
+        out = self._with(out, I_SEATS + LEAF_BITS * i, LEAF_BITS, (panel >> (LEAF_BITS * i)) & ((1 << LEAF_BITS) - 1))
+        out = self._with(out, I_VOTES + 3 * i, 3, (panel >> (P_VOTES + 3 * i)) & 7)
+    return out
 
 
 @view
@@ -1057,7 +1093,8 @@ def openDuel(
             origin's commitment to duel it (`inspect_salt` opens it), within ATTESTATION_TTL; each
             piece of work can be dueled once. The origin escrows DUEL_ESCROW; DUEL_BOND of `a`'s
             stake is bonded. The challenger B is drawn at the next epoch's first block, by the stake
-            frozen then, among the nodes serving the model (never the origin, never `a`).
+            frozen then, among the nodes serving the model with a bond's worth of free stake (never
+            the origin, never `a`).
     """
     assert self.nodes[msg.sender].active, "Registry: not registered"
     assert a != msg.sender, "Duel: origin cannot duel"
@@ -1078,14 +1115,13 @@ def openDuel(
     self._put_account(a, act, unb, bonded + DUEL_BOND)
     seed_block: uint256 = self._next_epoch_start(block.number, EPOCH_BLOCKS)
     deadline: uint256 = seed_block + ANSWER_WINDOW
-    assert deadline + DUEL_SPAN_BLOCKS < 1 << BLOCK_BITS, "Duel: block number overflow"
+    assert deadline + DUEL_SPAN_BLOCKS < 1 << BLOCK_BITS and mid < 1 << 24, "Duel: field overflow"
     self.duelInfo[duel_id] = (
         DUEL_AWAITING_ANSWER
         | (self.nodes[msg.sender].leaf << I_ORIGIN)
         | (self.nodes[a].leaf << I_A)
-        | (seed_block << I_SEED)
         | (deadline << I_DEADLINE)
-        | ((DUEL_BOND // WEI_PER_GWEI) << I_BOND)
+        | (seed_block << I_SEED)
         | (mid << I_MODEL)
     )
     log DuelOpened(
@@ -1112,11 +1148,11 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
     """
     @dev The challenger: the first of up to MAX_CHALLENGER_TRIES draws (by the stake frozen at the
          seed block's epoch, from the seed block's hash) whose owner serves the duel's model in that
-         epoch. Only valid within the seed block's epoch (the answer window lies inside it).
+         epoch and has a bond's worth of free stake. Only valid within the seed block's epoch.
     """
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     epoch: uint256 = seed_block // EPOCH_BLOCKS
-    mid: uint256 = self._field(info, I_MODEL, 32)
+    mid: uint256 = self._field(info, I_MODEL, 24)
     seed: bytes32 = keccak256(abi_encode(blockhash(seed_block), duel_id, convert(0, uint256)))
     excluded: DynArray[uint256, sortition.MAX_EXCLUDED] = [
         self._field(info, I_ORIGIN, LEAF_BITS),
@@ -1128,7 +1164,8 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
         )
         if len(drawn) == 0:
             return (False, 0)
-        if self._serves(sortition.leafOwner[drawn[0]], mid, epoch):
+        owner: address = sortition.leafOwner[drawn[0]]
+        if self._serves(owner, mid, epoch) and self._free_stake(owner) >= DUEL_BOND:
             return (True, drawn[0])
     return (False, 0)
 
@@ -1137,8 +1174,9 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
 @external
 def challengerOf(duel_id: uint256) -> address:
     """
-    @notice The duel's challenger: the one recorded, or (within the answer window, before anyone
-            drew it) the one a draw would pick now. The zero address when there is none (yet).
+    @notice The duel's challenger: the one recorded, or (after the seed block, within the answer
+            window, before anyone recorded it) the one a draw would pick now. The zero address when
+            there is none (yet).
     """
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
@@ -1146,7 +1184,7 @@ def challengerOf(duel_id: uint256) -> address:
         return self._owner(self._field(info, I_B, LEAF_BITS))
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     if self._status(info) != DUEL_AWAITING_ANSWER or block.number <= seed_block:
-        return empty(address)
+        return empty(address)  # the seed block's hash is known once a later block exists
     if block.number > self._field(info, I_DEADLINE, BLOCK_BITS):
         return empty(address)
     found: bool = False
@@ -1161,17 +1199,16 @@ def challengerOf(duel_id: uint256) -> address:
 def _cancel(duel_id: uint256, info: uint256, reason: uint8):
     """@dev End the duel without a verdict: release the bonds; the callers settle the money."""
     self.duelInfo[duel_id] = self._with(info, I_STATUS, 4, DUEL_CANCELLED)
-    bond: uint256 = self._field(info, I_BOND, 40) * WEI_PER_GWEI
-    self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), bond)
+    self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), DUEL_BOND)
     if self._field(info, I_B_DRAWN, 1) == 1:
-        self._unbond(self._owner(self._field(info, I_B, LEAF_BITS)), bond)
+        self._unbond(self._owner(self._field(info, I_B, LEAF_BITS)), DUEL_BOND)
     log DuelCancelled(duelId=duel_id, reason=reason)
 
 
 @internal
 def _draw_challenger(duel_id: uint256, info: uint256) -> uint256:
-    """@dev Record the challenger and bond its stake (both bonds become the smaller of the two).
-            Returns the new info word, or 0 when the duel was cancelled for want of a challenger."""
+    """@dev Record the challenger and bond DUEL_BOND of its stake. Returns the new info word, or 0 when
+            the duel was cancelled for want of a challenger."""
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     assert block.number > seed_block, "Duel: seed block not mined yet"
     assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: answer window over"
@@ -1183,17 +1220,9 @@ def _draw_challenger(duel_id: uint256, info: uint256) -> uint256:
         self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
         return 0
     b: address = self._owner(leaf)
-    bond: uint256 = self._field(info, I_BOND, 40) * WEI_PER_GWEI
-    free: uint256 = self._free_stake(b) // WEI_PER_GWEI * WEI_PER_GWEI
-    if free < bond:
-        # equal bonds: B cannot lose more than it holds, so A does not risk more either
-        self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), bond - free)
-        bond = free
-    self._bond(b, bond)
-    info2: uint256 = self._with(info, I_B, LEAF_BITS, leaf) | (1 << I_B_DRAWN)
-    info2 = self._with(info2, I_BOND, 40, bond // WEI_PER_GWEI)
-    log ChallengerDrawn(duelId=duel_id, b=b, bond=bond)
-    return info2
+    self._bond(b, DUEL_BOND)
+    log ChallengerDrawn(duelId=duel_id, b=b, bond=DUEL_BOND)
+    return self._with(info, I_B, LEAF_BITS, leaf) | (1 << I_B_DRAWN)
 
 
 @external
@@ -1215,10 +1244,11 @@ def drawChallenger(duel_id: uint256):
 def answerDuel(duel_id: uint256, answer_hash: bytes32):
     """
     @notice The challenger commits to its answer's hash (keccak256 of its UTF-8 text) within the
-            answer window. A zero hash says it could not get the request from the origin or from A:
-            then anyone may publish the request on-chain within PUBLISH_WINDOW (`publishRequest`),
-            after which B must answer, or the duel is cancelled at the origin's expense. The judges
-            are drawn at the first block of the next epoch.
+            answer window; the first round's seats are drawn with it, from the same seed block (so
+            nobody picks the moment, and no later step re-draws them). A zero hash says B could not
+            get the request from the origin or from A: then anyone may publish the request on-chain
+            within PUBLISH_WINDOW (`publishRequest`), after which B must answer (a second zero hash
+            is refused), or the duel is cancelled at the origin's expense.
     """
     info: uint256 = self.duelInfo[duel_id]
     assert self._status(info) == DUEL_AWAITING_ANSWER, "Duel: not awaiting an answer"
@@ -1230,7 +1260,18 @@ def answerDuel(duel_id: uint256, answer_hash: bytes32):
         assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: answer window over"
     b: address = self._owner(self._field(info, I_B, LEAF_BITS))
     assert b == msg.sender, "Duel: not the challenger"
+    if (info >> I_DRAWN) & 1 == 0:
+        leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info, 1)
+        if len(leaves) == 0:
+            self._cancel(duel_id, info, CANCEL_NO_JUDGES)
+            self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
+            self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)
+            return
+        info = info | (1 << I_DRAWN)
+        for i: uint256 in range(len(leaves), bound=MAX_K):
+            info |= leaves[i] << (I_SEATS + LEAF_BITS * i)
     if answer_hash == empty(bytes32):
+        assert self._field(info, I_PUBLISHED, 1) == 0, "Duel: request already published"
         deadline: uint256 = block.number + PUBLISH_WINDOW
         info = self._with(info, I_STATUS, 4, DUEL_AWAITING_REQUEST)
         self.duelInfo[duel_id] = self._with(info, I_DEADLINE, BLOCK_BITS, deadline)
@@ -1240,15 +1281,15 @@ def answerDuel(duel_id: uint256, answer_hash: bytes32):
     info = self._with(info, I_STATUS, 4, DUEL_JUDGING)
     info = self._with(info, I_ROUND, 2, 1)
     info = self._with(info, I_DEADLINE, BLOCK_BITS, commit_end)
-    log DuelAnswered(duelId=duel_id, b=b, answerBHash=answer_hash, commitEnd=commit_end)
-    # the first panel is drawn now, from the same seed block as B (same frozen stake), so nobody
-    # chooses when; its commit window starts with B's answer
-    if self._draw_panel(duel_id, info) == 0:
-        self._cancel(duel_id, info, CANCEL_NO_JUDGES)
-        self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
-        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)
-        return
     self.duelInfo[duel_id] = info
+    log DuelAnswered(duelId=duel_id, b=b, answerBHash=answer_hash, commitEnd=commit_end)
+    log JudgesDrawn(
+        duelId=duel_id,
+        round=1,
+        seats=self._seats(self._panel_of(duel_id, info, 1)),
+        commitEnd=commit_end,
+        revealEnd=commit_end + REVEAL_WINDOW,
+    )
 
 
 @external
@@ -1266,7 +1307,8 @@ def publishRequest(
     """
     @notice Publish the request of a duel whose challenger could not get it: anyone may, with A's
             attestation (the same arguments as `openDuel`) and the request bytes hashing to its
-            requestHash. B then has ANSWER_WINDOW blocks to answer.
+            requestHash. B then answers in the next epoch's answer window (its seats stay the ones
+            drawn when it said it had no request).
     """
     self._home()
     info: uint256 = self.duelInfo[duel_id]
@@ -1277,10 +1319,9 @@ def publishRequest(
     assert convert(keccak256(abi_encode(origin, request_id)), uint256) >> 193 == duel_id, "Duel: not this duel's work"
     self._check_work(origin, a, request_id, request_hash, model_hash, answer_hash, inspect_salt, issued_at, signature)
     assert keccak256(request) == request_hash, "Duel: request does not match its hash"
-    # B answers in the next epoch's answer window, and the first panel is drawn from that epoch's seed
     seed_block: uint256 = self._next_epoch_start(block.number, EPOCH_BLOCKS)
     deadline: uint256 = seed_block + ANSWER_WINDOW
-    info = self._with(info, I_STATUS, 4, DUEL_AWAITING_ANSWER)
+    info = self._with(info, I_STATUS, 4, DUEL_AWAITING_ANSWER) | (1 << I_PUBLISHED)
     info = self._with(info, I_SEED, BLOCK_BITS, seed_block)
     self.duelInfo[duel_id] = self._with(info, I_DEADLINE, BLOCK_BITS, deadline)
     log RequestPublished(duelId=duel_id, request=request, seedBlock=seed_block, answerDeadline=deadline)
@@ -1290,69 +1331,64 @@ def publishRequest(
 # duels: judges
 @view
 @internal
-def _round_seats(round: uint256) -> uint256:
-    if round == 1:
-        return K_JUDGES
-    return 2 * K_JUDGES + 1
-
-
-@view
-@internal
-def _draw_panel_leaves(duel_id: uint256, info: uint256) -> DynArray[uint256, sortition.MAX_DRAW]:
+def _draw_panel_leaves(duel_id: uint256, info: uint256, round: uint256) -> DynArray[uint256, sortition.MAX_DRAW]:
+    """@dev A round's seats: K (first round) or 2K+1 (appeal) draws with replacement, by the stake frozen
+            at the seed block's epoch, from its hash; never the origin, A or B."""
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
-    round: uint256 = self._field(info, I_ROUND, 2)
+    seats: uint256 = K_JUDGES
+    if round != 1:
+        seats = 2 * K_JUDGES + 1
     seed: bytes32 = keccak256(abi_encode(blockhash(seed_block), duel_id, round))
     excluded: DynArray[uint256, sortition.MAX_EXCLUDED] = [
         self._field(info, I_ORIGIN, LEAF_BITS),
         self._field(info, I_A, LEAF_BITS),
         self._field(info, I_B, LEAF_BITS),
     ]
-    return sortition._draw(seed, self._round_seats(round), excluded, seed_block // EPOCH_BLOCKS)
+    return sortition._draw(seed, seats, excluded, seed_block // EPOCH_BLOCKS)
 
 
 @view
 @external
 def previewJudges(duel_id: uint256) -> DynArray[address, MAX_SEATS]:
     """
-    @notice The current round's seats: the ones drawn, or (in the commit window, before anyone drew
-            them) the ones a draw would pick now. Empty when there are none (yet).
+    @notice The current round's seats: the ones drawn, or (for the appeal round, in its commit window,
+            before anyone drew them) the ones a draw would pick now. Empty when there are none (yet).
     """
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
+    round: uint256 = self._field(info, I_ROUND, 2)
     if self._status(info) != DUEL_JUDGING:
         return []
-    round: uint256 = self._field(info, I_ROUND, 2)
-    panel: uint256 = self.duelPanel[2 * duel_id + round - 1]
+    panel: uint256 = self._panel_of(duel_id, info, round)
     if panel != 0:
         return self._seats(panel)
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     if block.number <= seed_block or block.number > self._field(info, I_DEADLINE, BLOCK_BITS):
         return []
     out: DynArray[address, MAX_SEATS] = []
-    leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info)
+    leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info, round)
     for leaf: uint256 in leaves:
         out.append(self._owner(leaf))
     return out
 
 
 @internal
-def _draw_panel(duel_id: uint256, info: uint256) -> uint256:
-    """@dev Draw and store the current round's seats (with replacement: a judge drawn twice holds two
-            seats). Returns the panel word, 0 when there is no eligible judge stake."""
+def _draw_appeal_panel(duel_id: uint256, info: uint256) -> uint256:
+    """@dev Draw and store the appeal round's seats. Returns the panel word, 0 when there is no
+            eligible judge stake."""
     assert block.number > self._field(info, I_SEED, BLOCK_BITS), "Duel: seed block not mined yet"
-    assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: commit window over"
-    leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info)
+    commit_end: uint256 = self._field(info, I_DEADLINE, BLOCK_BITS)
+    assert block.number <= commit_end, "Duel: commit window over"
+    leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info, 2)
     if len(leaves) == 0:
         return 0
-    round: uint256 = self._field(info, I_ROUND, 2)
-    commit_end: uint256 = self._field(info, I_DEADLINE, BLOCK_BITS)
     panel: uint256 = len(leaves) << P_SIZE
     seats: DynArray[address, MAX_SEATS] = []
     for i: uint256 in range(len(leaves), bound=MAX_SEATS):
         panel |= leaves[i] << (i * LEAF_BITS)
         seats.append(sortition.leafOwner[leaves[i]])
-    self.duelPanel[2 * duel_id + round - 1] = panel
-    log JudgesDrawn(duelId=duel_id, round=round, seats=seats, commitEnd=commit_end, revealEnd=commit_end + REVEAL_WINDOW)
+    self.duelPanel[duel_id] = panel
+    log JudgesDrawn(duelId=duel_id, round=2, seats=seats, commitEnd=commit_end, revealEnd=commit_end + REVEAL_WINDOW)
     return panel
 
 
@@ -1363,9 +1399,8 @@ def drawJudges(duel_id: uint256):
                stake nothing is drawn."""
     info: uint256 = self.duelInfo[duel_id]
     assert self._status(info) == DUEL_JUDGING, "Duel: not judging"
-    round: uint256 = self._field(info, I_ROUND, 2)
-    assert self.duelPanel[2 * duel_id + round - 1] == 0, "Duel: judges already drawn"
-    assert self._draw_panel(duel_id, info) != 0, "Duel: no judges"
+    assert self._field(info, I_ROUND, 2) == 2 and self.duelPanel[duel_id] == 0, "Duel: judges already drawn"
+    assert self._draw_appeal_panel(duel_id, info) != 0, "Duel: no judges"
 
 
 @view
@@ -1380,7 +1415,7 @@ def voteCommitment(duel_id: uint256, round: uint256, judge: address, vote: uint8
 @external
 def commitmentOf(duel_id: uint256, round: uint256, judge: address) -> bytes16:
     """@notice The first 16 bytes of the judge's commitment in that round (zero if none)."""
-    mask: uint256 = self._seat_mask(self.duelPanel[2 * duel_id + round - 1], judge)
+    mask: uint256 = self._seat_mask(self._panel_of(duel_id, self.duelInfo[duel_id], round), judge)
     if mask == 0:
         return empty(bytes16)
     seat: uint256 = self._first_seat(mask)
@@ -1391,15 +1426,14 @@ def commitmentOf(duel_id: uint256, round: uint256, judge: address) -> bytes16:
 @external
 def commitVote(duel_id: uint256, commitment: bytes32):
     """@notice A judge of the current round commits to a hidden vote before the commit window ends (the
-               first commit of a round draws its seats, if nobody did)."""
+               first commit of an appeal round draws its seats, if nobody did)."""
     info: uint256 = self.duelInfo[duel_id]
     assert self._status(info) == DUEL_JUDGING, "Duel: not judging"
     assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: commit window over"
     round: uint256 = self._field(info, I_ROUND, 2)
-    slot: uint256 = 2 * duel_id + round - 1
-    panel: uint256 = self.duelPanel[slot]
+    panel: uint256 = self._panel_of(duel_id, info, round)
     if panel == 0:
-        panel = self._draw_panel(duel_id, info)
+        panel = self._draw_appeal_panel(duel_id, info)
         assert panel != 0, "Duel: no judges"
     mask: uint256 = self._seat_mask(panel, msg.sender)
     assert mask != 0, "Duel: not a judge of this duel"
@@ -1407,7 +1441,7 @@ def commitVote(duel_id: uint256, commitment: bytes32):
     assert c != 0, "Duel: empty commitment"
     seat: uint256 = self._first_seat(mask)
     half: uint256 = 128 * (seat % 2)
-    key: uint256 = 4 * slot + seat // 2
+    key: uint256 = 4 * (2 * duel_id + round - 1) + seat // 2
     word: uint256 = self.commitments[key]
     assert (word >> half) & LOW_128 == 0, "Duel: already committed"
     self.commitments[key] = word | (c << half)
@@ -1425,20 +1459,22 @@ def revealVote(duel_id: uint256, vote: uint8, salt: bytes32):
     assert block.number <= commit_end + REVEAL_WINDOW, "Duel: reveal window over"
     assert vote >= VOTE_A and vote <= VOTE_NO_EVIDENCE, "Duel: invalid vote"
     round: uint256 = self._field(info, I_ROUND, 2)
-    slot: uint256 = 2 * duel_id + round - 1
-    panel: uint256 = self.duelPanel[slot]
+    panel: uint256 = self._panel_of(duel_id, info, round)
     mask: uint256 = self._seat_mask(panel, msg.sender)
     assert mask != 0, "Duel: not a judge of this duel"
     seat: uint256 = self._first_seat(mask)
     assert self._field(panel, P_VOTES + 3 * seat, 3) == 0, "Duel: already revealed"
-    c: uint256 = (self.commitments[4 * slot + seat // 2] >> (128 * (seat % 2))) & LOW_128
+    c: uint256 = (self.commitments[4 * (2 * duel_id + round - 1) + seat // 2] >> (128 * (seat % 2))) & LOW_128
     assert c != 0, "Duel: no commitment"
     h: uint256 = convert(keccak256(abi_encode(chain.id, self, duel_id, round, msg.sender, vote, salt)), uint256)
     assert h >> 128 == c, "Duel: reveal does not match commitment"
     for i: uint256 in range(MAX_SEATS):
         if mask & (1 << i) != 0:
             panel |= convert(vote, uint256) << (P_VOTES + 3 * i)
-    self.duelPanel[slot] = panel
+    if round == 1:
+        self.duelInfo[duel_id] = self._with_panel(duel_id, info, 1, panel)
+    else:
+        self.duelPanel[duel_id] = panel
     log VoteRevealed(duelId=duel_id, judge=msg.sender, round=round, vote=vote)
 
 
@@ -1475,7 +1511,7 @@ def _tally(panel: uint256) -> (uint8, uint256, uint256, uint256):
 @external
 def getVotes(duel_id: uint256, round: uint256) -> DynArray[uint8, MAX_SEATS]:
     """@notice Revealed votes of a round's seats, in seat order (0 = not revealed)."""
-    panel: uint256 = self.duelPanel[2 * duel_id + round - 1]
+    panel: uint256 = self._panel_of(duel_id, self.duelInfo[duel_id], round)
     out: DynArray[uint8, MAX_SEATS] = []
     for i: uint256 in range(self._field(panel, P_SIZE, 4), bound=MAX_SEATS):
         out.append(convert(self._field(panel, P_VOTES + 3 * i, 3), uint8))
@@ -1486,7 +1522,7 @@ def getVotes(duel_id: uint256, round: uint256) -> DynArray[uint8, MAX_SEATS]:
 @external
 def getJudges(duel_id: uint256, round: uint256) -> DynArray[address, MAX_SEATS]:
     """@notice The seats of a round (a judge drawn twice appears twice), empty if not drawn."""
-    return self._seats(self.duelPanel[2 * duel_id + round - 1])
+    return self._seats(self._panel_of(duel_id, self.duelInfo[duel_id], round))
 
 
 @external
@@ -1495,7 +1531,7 @@ def appeal(duel_id: uint256):
     @notice The duelist that lost the first round may appeal within APPEAL_WINDOW blocks after its
             reveals, paying APPEAL_FEE from its credit: a second panel of 2K+1 seats is drawn at the
             next epoch's first block, and its verdict is final. The fee pays that panel's coherent
-            seats; it comes back if the appeal overturns the first verdict.
+            seats; it comes back (from the reserve) if the appeal overturns the first verdict.
     """
     self._home()
     info: uint256 = self.duelInfo[duel_id]
@@ -1507,7 +1543,7 @@ def appeal(duel_id: uint256):
     n_a: uint256 = 0
     n_b: uint256 = 0
     n_rev: uint256 = 0
-    outcome, n_a, n_b, n_rev = self._tally(self.duelPanel[2 * duel_id])
+    outcome, n_a, n_b, n_rev = self._tally(self._panel_of(duel_id, info, 1))
     loser: uint256 = self._field(info, I_B, LEAF_BITS)
     if outcome == OUTCOME_B_WON:
         loser = self._field(info, I_A, LEAF_BITS)
@@ -1527,21 +1563,14 @@ def appeal(duel_id: uint256):
 # ---------------------------------------------------------------------------------------------
 # duels: settlement
 @internal
-def _to_reserve(duel_id: uint256, amount: uint256):
-    if amount == 0:
-        return
-    self.reserve += amount
-    log ReserveChanged(duelId=duel_id, amount=self.reserve)
-
-
-@internal
-def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256) -> uint256:
+def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256) -> (uint256, uint256):
     """
     @dev Pay and penalise one round's seats against the final verdict: a seat that voted for the
          winner (in a tie: for either side) gets JUDGE_FEE from `budget` plus RESERVE_PAYOUT_BPS of
          the reserve; a seat that voted for the loser pays JUDGE_PENALTY into the reserve; a silent
          seat pays SILENT_PENALTY; abstaining and no-evidence seats get and pay nothing. A void
-         verdict pays no seat. Returns the fees paid from `budget`.
+         verdict pays no seat. Returns (fees paid from `budget`, the reserve after this round); the
+         caller stores the reserve.
     """
     size: uint256 = self._field(panel, P_SIZE, 4)
     win: uint256 = 0  # the vote that earns (0: none), and the vote that pays (0: none)
@@ -1552,18 +1581,17 @@ def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256
     elif final == OUTCOME_B_WON:
         win = 2
         lose = 1
-    bonus: uint256 = self.reserve * RESERVE_PAYOUT_BPS // BPS
+    reserve: uint256 = self.reserve
+    bonus: uint256 = reserve * RESERVE_PAYOUT_BPS // BPS
     paid: uint256 = 0
-    bonuses: uint256 = 0
-    penalties: uint256 = 0
     for i: uint256 in range(size, bound=MAX_SEATS):
         v: uint256 = (panel >> (P_VOTES + 3 * i)) & 7
         judge: address = sortition.leafOwner[(panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)]
         if (win != 0 and v == win) or (final == OUTCOME_TIE and (v == 1 or v == 2)):
             fee: uint256 = min(JUDGE_FEE, budget - paid)
-            extra: uint256 = min(bonus, self.reserve - bonuses)
+            extra: uint256 = min(bonus, reserve)
             paid += fee
-            bonuses += extra
+            reserve -= extra
             self._pay(duel_id, judge, fee + extra, REWARD_JUDGE_FEE)
         elif v == 0 or (lose != 0 and v == lose):
             cut: uint256 = SILENT_PENALTY
@@ -1573,22 +1601,19 @@ def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256
                 reason = SLASH_INCOHERENT_JUDGE
             cut = self._take_stake(judge, cut, 0)
             if cut > 0:
-                penalties += cut
+                reserve += cut
                 log StakeSlashed(duelId=duel_id, node=judge, amount=cut, reason=reason)
-    if bonuses != 0 or penalties != 0:
-        self.reserve = self.reserve - bonuses + penalties
-        log ReserveChanged(duelId=duel_id, amount=self.reserve)
-    return paid
+    return (paid, reserve)
 
 
 @internal
 def _settle_verdict(duel_id: uint256, info: uint256):
     """@dev Apply the final verdict of a judged duel (see `settleDuel`)."""
     round: uint256 = self._field(info, I_ROUND, 2)
-    panel1: uint256 = self.duelPanel[2 * duel_id]
+    panel1: uint256 = self._panel_of(duel_id, info, 1)
     panel2: uint256 = 0
     if round == 2:
-        panel2 = self.duelPanel[2 * duel_id + 1]
+        panel2 = self.duelPanel[duel_id]
     out1: uint8 = OUTCOME_TIE
     n_a: uint256 = 0
     n_b: uint256 = 0
@@ -1601,18 +1626,17 @@ def _settle_verdict(duel_id: uint256, info: uint256):
         final_round = 2
     a: address = self._owner(self._field(info, I_A, LEAF_BITS))
     b: address = self._owner(self._field(info, I_B, LEAF_BITS))
-    bond: uint256 = self._field(info, I_BOND, 40) * WEI_PER_GWEI
+    reserve_before: uint256 = self.reserve
 
     # the duelists: a winning challenger takes A's bond; a winning A takes nothing (the origin chose
     # it, so it must not profit from a duel): B's bond goes to the reserve
-    moved: uint256 = 0
     a_loses: uint256 = 0
     b_loses: uint256 = 0
     if final == OUTCOME_B_WON:
-        a_loses = bond
+        a_loses = DUEL_BOND
     elif final == OUTCOME_A_WON:
-        b_loses = bond
-    moved = self._take_stake(a, a_loses, bond) + self._take_stake(b, b_loses, bond)
+        b_loses = DUEL_BOND
+    moved: uint256 = self._take_stake(a, a_loses, DUEL_BOND) + self._take_stake(b, b_loses, DUEL_BOND)
     self.duelInfo[duel_id] = self._with(self._with(info, I_STATUS, 4, DUEL_SETTLED), I_OUTCOME, 4, convert(final, uint256))
     if moved > 0:
         if final == OUTCOME_B_WON:
@@ -1621,13 +1645,17 @@ def _settle_verdict(duel_id: uint256, info: uint256):
         else:
             log StakeSlashed(duelId=duel_id, node=b, amount=moved, reason=SLASH_LOST_DUEL)
             self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
-            self._to_reserve(duel_id, moved)
+            self.reserve = reserve_before + moved
     else:
         self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
 
     # the judges of every round, against the final verdict
-    paid1: uint256 = self._judge_round(duel_id, panel1, final, K_JUDGES * JUDGE_FEE)
-    self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
+    paid1: uint256 = 0
+    reserve: uint256 = 0
+    paid1, reserve = self._judge_round(duel_id, panel1, final, K_JUDGES * JUDGE_FEE)
+    self.reserve = reserve
+    if paid1 < K_JUDGES * JUDGE_FEE:
+        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
     if round == 2:
         appellant: address = b
         if out1 == OUTCOME_B_WON:
@@ -1636,15 +1664,18 @@ def _settle_verdict(duel_id: uint256, info: uint256):
             # nobody drew the appeal panel: the first verdict stands and the deposit goes back
             self._pay(duel_id, appellant, APPEAL_FEE, REWARD_APPEAL_REFUND)
         else:
-            paid2: uint256 = self._judge_round(duel_id, panel2, final, APPEAL_FEE)
+            paid2: uint256 = 0
+            paid2, reserve = self._judge_round(duel_id, panel2, final, APPEAL_FEE)
             if (appellant == a and final == OUTCOME_A_WON) or (appellant == b and final == OUTCOME_B_WON):
                 # the overturned first verdict paid into the reserve; it pays the appeal panel back
-                covered: uint256 = min(paid2, self.reserve)
-                self.reserve -= covered
+                covered: uint256 = min(paid2, reserve)
+                reserve -= covered
                 self._pay(duel_id, appellant, APPEAL_FEE - paid2 + covered, REWARD_APPEAL_REFUND)
-                log ReserveChanged(duelId=duel_id, amount=self.reserve)
             else:
-                self._to_reserve(duel_id, APPEAL_FEE - paid2)
+                reserve += APPEAL_FEE - paid2
+            self.reserve = reserve
+    if self.reserve != reserve_before:
+        log ReserveChanged(duelId=duel_id, amount=self.reserve)
     log DuelSettled(duelId=duel_id, outcome=final, round=final_round, votesA=n_a, votesB=n_b, stakeMoved=moved)
 
 
@@ -1659,40 +1690,48 @@ def settleDuel(duel_id: uint256):
               that voted with the verdict get JUDGE_FEE and a share of the reserve; seats that
               voted against it pay JUDGE_PENALTY, silent seats SILENT_PENALTY, into the reserve.
               B gets DUELIST_FEE; the origin gets back the judge fees nobody earned.
-            - Not answered in time: a recorded challenger that never answered pays its bond into
-              the reserve; the origin gets its escrow back.
+            - Not answered in time: the challenger pays its bond into the reserve (recorded, or
+              drawn now if this is still the seed block's epoch, whose stake the draw needs); the
+              origin gets its escrow back.
             - Request never published after B said it could not get it: B gets DUELIST_FEE and the
               rest of the escrow goes to the reserve.
-            - No judge stake to draw a panel from: cancelled when B answers; B gets its fee, the
-              origin the rest of the escrow back.
     """
     info: uint256 = self.duelInfo[duel_id]
     status: uint256 = self._status(info)
     deadline: uint256 = self._field(info, I_DEADLINE, BLOCK_BITS)
-    origin: address = self._owner(self._field(info, I_ORIGIN, LEAF_BITS))
     if status == DUEL_AWAITING_ANSWER:
         assert block.number > deadline, "Duel: answer window not over"
         reason: uint8 = CANCEL_NO_CHALLENGER
-        if self._field(info, I_B_DRAWN, 1) == 1:
+        b_leaf: uint256 = self._field(info, I_B, LEAF_BITS)
+        found: bool = self._field(info, I_B_DRAWN, 1) == 1
+        bonded: bool = found
+        seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
+        if not found and block.number // EPOCH_BLOCKS == seed_block // EPOCH_BLOCKS:
+            # nobody recorded the challenger, but its draw still stands: it does not escape
+            found, b_leaf = self._challenger_leaf(duel_id, info)
+        if found:
             reason = CANCEL_NO_ANSWER
-            b: address = self._owner(self._field(info, I_B, LEAF_BITS))
-            bond: uint256 = self._field(info, I_BOND, 40) * WEI_PER_GWEI
-            cut: uint256 = self._take_stake(b, bond, 0)  # _cancel releases the bond
+            b: address = self._owner(b_leaf)
+            cut: uint256 = self._take_stake(b, DUEL_BOND, 0)  # a recorded B's bond is released by _cancel
             if cut > 0:
                 log StakeSlashed(duelId=duel_id, node=b, amount=cut, reason=SLASH_NO_ANSWER)
-                self._to_reserve(duel_id, cut)
+                self.reserve += cut
+                log ReserveChanged(duelId=duel_id, amount=self.reserve)
+            if not bonded:
+                info = self._with(info, I_B, LEAF_BITS, b_leaf)
         self._cancel(duel_id, info, reason)
-        self._pay(duel_id, origin, DUEL_ESCROW, REWARD_ESCROW_REFUND)
+        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
         return
     if status == DUEL_AWAITING_REQUEST:
         assert block.number > deadline, "Duel: publish window not over"
         self._cancel(duel_id, info, CANCEL_REQUEST_WITHHELD)
         self._pay(duel_id, self._owner(self._field(info, I_B, LEAF_BITS)), DUELIST_FEE, REWARD_DUELIST_FEE)
-        self._to_reserve(duel_id, DUEL_ESCROW - DUELIST_FEE)
+        self.reserve += DUEL_ESCROW - DUELIST_FEE
+        log ReserveChanged(duelId=duel_id, amount=self.reserve)
         return
     assert status == DUEL_JUDGING, "Duel: not open"
     round: uint256 = self._field(info, I_ROUND, 2)
-    panel: uint256 = self.duelPanel[2 * duel_id + round - 1]
+    panel: uint256 = self._panel_of(duel_id, info, round)
     if panel == 0:
         # nobody drew the appeal panel in its commit window: the first verdict stands
         assert block.number > deadline, "Duel: commit window not over"
@@ -1720,7 +1759,7 @@ def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, u
     @notice (origin, a, b, seedBlock, deadline, bond, round, status, outcome). b is the zero address
             until drawn. The deadline is the answer deadline, the publish deadline or the current
             round's commit end, by status (1 awaiting answer, 2 awaiting request, 3 judging,
-            4 settled, 5 cancelled). Hashes live in the events only.
+            4 settled, 5 cancelled). The bond is DUEL_BOND. Hashes live in the events only.
     """
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
@@ -1733,7 +1772,7 @@ def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, u
         b,
         self._field(info, I_SEED, BLOCK_BITS),
         self._field(info, I_DEADLINE, BLOCK_BITS),
-        self._field(info, I_BOND, 40) * WEI_PER_GWEI,
+        DUEL_BOND,
         self._field(info, I_ROUND, 2),
         convert(self._status(info), uint8),
         self._field(info, I_OUTCOME, 4),

@@ -275,6 +275,7 @@ class Duel:
     outcome: Outcome = Outcome.NONE
     b_leaf: int = 0
     b_drawn: bool = False
+    published: bool = False
     round: int = 0
     panels: dict[int, Panel] = field(default_factory=dict)
     commitments: dict[tuple[int, str], int] = field(default_factory=dict)
@@ -449,7 +450,7 @@ class WWWServeModel:
             raise ModelRevert("Params: k_judges out of range")
         if not 2 <= p.epoch_blocks <= 250:
             raise ModelRevert("Params: epoch_blocks out of range")
-        if not 1 <= p.answer_window_blocks < p.epoch_blocks:
+        if not 1 <= p.answer_window_blocks < p.epoch_blocks - 1:
             raise ModelRevert("Params: answer_window out of range")
         if not 1 <= p.commit_window_blocks < p.epoch_blocks:
             raise ModelRevert("Params: commit_window out of range")
@@ -584,7 +585,7 @@ class WWWServeModel:
             return [self.sortition.owner(leaf) for leaf in panel.leaves]
         if block_number <= duel.seed_block or block_number > duel.deadline:
             return []
-        return [self.sortition.owner(leaf) for leaf in self._panel_leaves(duel_id, duel, blockhash)]
+        return [self.sortition.owner(leaf) for leaf in self._panel_leaves(duel_id, duel, blockhash, duel.round)]
 
     def open_duel_ids(self) -> list[int]:
         """Duels whose escrow the contract still holds."""
@@ -705,12 +706,6 @@ class WWWServeModel:
         self._add(self.credit, account, amount)
         self._emit("DuelRewardPaid", duelId=duel_id, account=account, amount=amount, reason=int(reason))
 
-    def _to_reserve(self, duel_id: int, amount: int) -> None:
-        if amount == 0:
-            return
-        self.reserve += amount
-        self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
-
     def _seat_mask(self, panel: Panel | None, who: str) -> int:
         if panel is None:
             return 0
@@ -739,13 +734,14 @@ class WWWServeModel:
                                         [duel.origin_leaf, duel.a_leaf], epoch)
             if not drawn:
                 return None
-            if self._serves(self.sortition.owner(drawn[0]), duel.model_id, epoch):
+            owner = self.sortition.owner(drawn[0])
+            if self._serves(owner, duel.model_id, epoch) and self.free_stake(owner) >= self.params.duel_bond_wei:
                 return drawn[0]
         return None
 
-    def _panel_leaves(self, duel_id: int, duel: Duel, blockhash: BlockHash) -> list[int]:
-        seats = self.params.k_judges if duel.round == 1 else 2 * self.params.k_judges + 1
-        seed = panel_seed(blockhash(duel.seed_block), duel_id, duel.round)
+    def _panel_leaves(self, duel_id: int, duel: Duel, blockhash: BlockHash, round_: int) -> list[int]:
+        seats = self.params.k_judges if round_ == 1 else 2 * self.params.k_judges + 1
+        seed = panel_seed(blockhash(duel.seed_block), duel_id, round_)
         return self.sortition.draw(seed, seats, [duel.origin_leaf, duel.a_leaf, duel.b_leaf],
                                    self.epoch(duel.seed_block))
 
@@ -770,43 +766,41 @@ class WWWServeModel:
             self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
             return False
         b = own(leaf)
-        bond = duel.bond_wei
-        free = self.free_stake(b) // WEI_PER_GWEI * WEI_PER_GWEI
-        if free < bond:
-            self._take_stake(own(duel.a_leaf), 0, bond - free)
-            bond = free
-        self._bond(b, bond)
-        duel.b_leaf, duel.b_drawn, duel.bond_wei = leaf, True, bond
-        self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=bond)
+        self._bond(b, duel.bond_wei)
+        duel.b_leaf, duel.b_drawn = leaf, True
+        self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=duel.bond_wei)
         return True
 
-    def _draw_panel(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> Panel | None:
+    def _draw_appeal_panel(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> Panel | None:
         if block_number <= duel.seed_block:
             raise ModelRevert("Duel: seed block not mined yet")
         if block_number > duel.deadline:
             raise ModelRevert("Duel: commit window over")
-        leaves = self._panel_leaves(duel_id, duel, blockhash)
+        leaves = self._panel_leaves(duel_id, duel, blockhash, 2)
         if not leaves:
             return None
         panel = Panel(list(leaves), [Vote.NONE] * len(leaves))
-        duel.panels[duel.round] = panel
-        self._emit("JudgesDrawn", duelId=duel_id, round=duel.round,
+        duel.panels[2] = panel
+        self._emit("JudgesDrawn", duelId=duel_id, round=2,
                    seats=[self.sortition.owner(leaf) for leaf in leaves], commitEnd=duel.deadline,
                    revealEnd=duel.deadline + self.params.reveal_window_blocks)
         return panel
 
-    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int) -> int:
+    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int) -> tuple[int, int]:
+        """One round's seats against the final verdict (the contract's `_judge_round`): returns the fees
+        paid from `budget` and the reserve after it (the caller stores it)."""
         win, lose = {Outcome.A_WON: (Vote.A, Vote.B), Outcome.B_WON: (Vote.B, Vote.A)}.get(final, (None, None))
-        bonus = self.reserve * self.params.reserve_payout_bps // BPS
-        paid = bonuses = penalties = 0
+        reserve = self.reserve
+        bonus = reserve * self.params.reserve_payout_bps // BPS
+        paid = 0
         p = self.params
         for leaf, vote in zip(panel.leaves, panel.votes, strict=True):
             judge = self.sortition.owner(leaf)
             if (win is not None and vote == win) or (final == Outcome.TIE and vote in (Vote.A, Vote.B)):
                 fee = min(p.judge_fee_wei, budget - paid)
-                extra = min(bonus, self.reserve - bonuses)
+                extra = min(bonus, reserve)
                 paid += fee
-                bonuses += extra
+                reserve -= extra
                 self._pay(duel_id, judge, fee + extra, RewardReason.JUDGE_FEE)
             elif vote == Vote.NONE or (lose is not None and vote == lose):
                 cut, reason = p.silent_penalty_wei, SlashReason.SILENT_JUDGE
@@ -814,12 +808,9 @@ class WWWServeModel:
                     cut, reason = p.judge_penalty_wei, SlashReason.INCOHERENT_JUDGE
                 cut = self._take_stake(judge, cut, 0)
                 if cut > 0:
-                    penalties += cut
+                    reserve += cut
                     self._emit("StakeSlashed", duelId=duel_id, node=judge, amount=cut, reason=int(reason))
-        if bonuses or penalties:
-            self.reserve = self.reserve - bonuses + penalties
-            self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
-        return paid
+        return paid, reserve
 
     def _settle_verdict(self, duel_id: int, duel: Duel) -> SettlementResult:
         p = self.params
@@ -832,6 +823,7 @@ class WWWServeModel:
             final, n_a, n_b, _ = panel2.tally()
             final_round = 2
         a, b, bond = own(duel.a_leaf), own(duel.b_leaf), duel.bond_wei
+        reserve_before = self.reserve
         a_loses = bond if final == Outcome.B_WON else 0
         b_loses = bond if final == Outcome.A_WON else 0
         moved = self._take_stake(a, a_loses, bond) + self._take_stake(b, b_loses, bond)
@@ -843,25 +835,29 @@ class WWWServeModel:
             else:
                 self._emit("StakeSlashed", duelId=duel_id, node=b, amount=moved, reason=int(SlashReason.LOST_DUEL))
                 self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-                self._to_reserve(duel_id, moved)
+                self.reserve = reserve_before + moved
         else:
             self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
         round1_budget = p.k_judges * p.judge_fee_wei
-        paid1 = self._judge_round(duel_id, panel1, final, round1_budget)
-        self._pay(duel_id, own(duel.origin_leaf), round1_budget - paid1, RewardReason.ESCROW_REFUND)
+        paid1, reserve = self._judge_round(duel_id, panel1, final, round1_budget)
+        self.reserve = reserve
+        if paid1 < round1_budget:
+            self._pay(duel_id, own(duel.origin_leaf), round1_budget - paid1, RewardReason.ESCROW_REFUND)
         if duel.round == 2:
             appellant = a if out1 == Outcome.B_WON else b
             if panel2 is None:
                 self._pay(duel_id, appellant, self.appeal_fee_wei, RewardReason.APPEAL_REFUND)
             else:
-                paid2 = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei)
+                paid2, reserve = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei)
                 if (appellant == a and final == Outcome.A_WON) or (appellant == b and final == Outcome.B_WON):
-                    covered = min(paid2, self.reserve)
-                    self.reserve -= covered
+                    covered = min(paid2, reserve)
+                    reserve -= covered
                     self._pay(duel_id, appellant, self.appeal_fee_wei - paid2 + covered, RewardReason.APPEAL_REFUND)
-                    self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
                 else:
-                    self._to_reserve(duel_id, self.appeal_fee_wei - paid2)
+                    reserve += self.appeal_fee_wei - paid2
+                self.reserve = reserve
+        if self.reserve != reserve_before:
+            self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
         self._emit("DuelSettled", duelId=duel_id, outcome=int(final), round=final_round, votesA=n_a, votesB=n_b,
                    stakeMoved=moved)
         return SettlementResult(final, final_round, n_a, n_b, moved)
@@ -1123,8 +1119,9 @@ class WWWServeModel:
     @_transaction
     def answer_duel(self, sender: str, duel_id: int, answer_hash: bytes, *, block_number: int,
                     blockhash: BlockHash) -> list[str]:
-        """answerDuel(): B commits its answer's hash (zero: "no request"). Returns the first round's seats
-        drawn with it (empty when B said it had no request, or when there was no judge stake)."""
+        """answerDuel(): B commits its answer's hash (zero: "no request"); the first round's seats are
+        drawn with it (from the same seed block) if they were not yet. Returns those seats (empty when
+        the duel was cancelled for want of judge stake)."""
         p = self.params
         s = checksum(sender)
         duel = self.duels.get(duel_id)
@@ -1142,22 +1139,29 @@ class WWWServeModel:
         b = own(duel.b_leaf)
         if b != s:
             raise ModelRevert("Duel: not the challenger")
+        if 1 not in duel.panels:
+            leaves = self._panel_leaves(duel_id, duel, blockhash, 1)
+            if not leaves:
+                self._cancel(duel_id, duel, CancelReason.NO_JUDGES)
+                self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
+                self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei - p.duelist_fee_wei,
+                          RewardReason.ESCROW_REFUND)
+                return []
+            duel.panels[1] = Panel(list(leaves), [Vote.NONE] * len(leaves))
         if answer_hash == ZERO_HASH:
+            if duel.published:
+                raise ModelRevert("Duel: request already published")
             duel.status = DuelStatus.AWAITING_REQUEST
             duel.deadline = block_number + p.publish_window_blocks
             self._emit("RequestMissing", duelId=duel_id, b=b, publishDeadline=duel.deadline)
-            return []
+            return [own(leaf) for leaf in duel.panels[1].leaves]
         commit_end = block_number + p.commit_window_blocks
         duel.status, duel.round, duel.deadline = DuelStatus.JUDGING, 1, commit_end
         self._emit("DuelAnswered", duelId=duel_id, b=b, answerBHash=answer_hash, commitEnd=commit_end)
-        panel = self._draw_panel(duel_id, duel, block_number, blockhash)
-        if panel is None:
-            self._cancel(duel_id, duel, CancelReason.NO_JUDGES)
-            self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-            self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei - p.duelist_fee_wei,
-                      RewardReason.ESCROW_REFUND)
-            return []
-        return [own(leaf) for leaf in panel.leaves]
+        seats = [own(leaf) for leaf in duel.panels[1].leaves]
+        self._emit("JudgesDrawn", duelId=duel_id, round=1, seats=seats, commitEnd=commit_end,
+                   revealEnd=commit_end + p.reveal_window_blocks)
+        return seats
 
     @_transaction
     def publish_request(self, sender: str, duel_id: int, work: WorkAttestation, inspect_salt: bytes, request: bytes,
@@ -1182,7 +1186,7 @@ class WWWServeModel:
             raise ModelRevert("Duel: request does not match its hash")
         duel.seed_block = next_epoch_start(block_number, p.epoch_blocks)
         duel.deadline = duel.seed_block + p.answer_window_blocks
-        duel.status = DuelStatus.AWAITING_ANSWER
+        duel.status, duel.published = DuelStatus.AWAITING_ANSWER, True
         self._emit("RequestPublished", duelId=duel_id, request=request, seedBlock=duel.seed_block,
                    answerDeadline=duel.deadline)
 
@@ -1193,9 +1197,9 @@ class WWWServeModel:
         duel = self.duels.get(duel_id)
         if duel is None or duel.status != DuelStatus.JUDGING:
             raise ModelRevert("Duel: not judging")
-        if duel.round in duel.panels:
+        if duel.round != 2 or 2 in duel.panels:
             raise ModelRevert("Duel: judges already drawn")
-        panel = self._draw_panel(duel_id, duel, block_number, blockhash)
+        panel = self._draw_appeal_panel(duel_id, duel, block_number, blockhash)
         if panel is None:
             raise ModelRevert("Duel: no judges")
         return [self.sortition.owner(leaf) for leaf in panel.leaves]
@@ -1212,7 +1216,7 @@ class WWWServeModel:
             raise ModelRevert("Duel: commit window over")
         panel = duel.panels.get(duel.round)
         if panel is None:
-            panel = self._draw_panel(duel_id, duel, block_number, blockhash)
+            panel = self._draw_appeal_panel(duel_id, duel, block_number, blockhash)
             if panel is None:
                 raise ModelRevert("Duel: no judges")
         if self._seat_mask(panel, s) == 0:
@@ -1290,8 +1294,13 @@ class WWWServeModel:
                    seedBlock=duel.seed_block, commitEnd=duel.deadline)
 
     @_transaction
-    def settle_duel(self, sender: str, duel_id: int, *, block_number: int) -> SettlementResult:
-        """settleDuel(): end the duel once nothing can change it (see the contract's docstring)."""
+    def settle_duel(self, sender: str, duel_id: int, *, block_number: int,
+                    blockhash: BlockHash | None = None) -> SettlementResult:
+        """settleDuel(): end the duel once nothing can change it (see the contract's docstring).
+
+        `blockhash` is needed only to settle a no-show challenger nobody recorded, within the seed
+        block's epoch (the contract then draws it); without it such a duel is cancelled as if the
+        epoch were over."""
         del sender  # anyone may settle
         p = self.params
         own = self.sortition.owner
@@ -1301,13 +1310,21 @@ class WWWServeModel:
             if block_number <= duel.deadline:
                 raise ModelRevert("Duel: answer window not over")
             reason = CancelReason.NO_CHALLENGER
-            if duel.b_drawn:
+            b_leaf: int | None = duel.b_leaf if duel.b_drawn else None
+            if b_leaf is None and self.epoch(block_number) == self.epoch(duel.seed_block):
+                if blockhash is None:
+                    raise ValueError("settling an unanswered duel in its seed epoch needs `blockhash`")
+                b_leaf = self._challenger_leaf(duel_id, duel, blockhash)
+            if b_leaf is not None:
                 reason = CancelReason.NO_ANSWER
-                b = own(duel.b_leaf)
+                b = own(b_leaf)
                 cut = self._take_stake(b, duel.bond_wei, 0)
                 if cut > 0:
                     self._emit("StakeSlashed", duelId=duel_id, node=b, amount=cut, reason=int(SlashReason.NO_ANSWER))
-                    self._to_reserve(duel_id, cut)
+                    self.reserve += cut
+                    self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
+                if not duel.b_drawn:
+                    duel.b_leaf = b_leaf
             self._cancel(duel_id, duel, reason)
             self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
             return SettlementResult(Outcome.NONE, 0, 0, 0, 0, reason)
@@ -1316,7 +1333,8 @@ class WWWServeModel:
                 raise ModelRevert("Duel: publish window not over")
             self._cancel(duel_id, duel, CancelReason.REQUEST_WITHHELD)
             self._pay(duel_id, own(duel.b_leaf), p.duelist_fee_wei, RewardReason.DUELIST_FEE)
-            self._to_reserve(duel_id, self.duel_escrow_wei - p.duelist_fee_wei)
+            self.reserve += self.duel_escrow_wei - p.duelist_fee_wei
+            self._emit("ReserveChanged", duelId=duel_id, amount=self.reserve)
             return SettlementResult(Outcome.NONE, 0, 0, 0, 0, CancelReason.REQUEST_WITHHELD)
         if duel is None or status != DuelStatus.JUDGING:
             raise ModelRevert("Duel: not open")

@@ -20,10 +20,11 @@ class DeploymentParams:
     withdrawal_notice_s: int = 300
     k_judges: int = 3
     # Draws in an epoch read the stake tree as it stood when the epoch began.
-    epoch_blocks: int = 32
+    epoch_blocks: int = 40
     # The challenger fetches the request, runs it and commits its answer's hash in this many blocks
-    # (SmolLM2 on 2 CPU cores needs ~20 s for a 256-token answer at 1 s blocks).
-    answer_window_blocks: int = 30
+    # (SmolLM2 on 2 CPU cores needs ~20 s for a 256-token answer at 1 s blocks). It ends inside the
+    # epoch with blocks to spare: settling a no-show then can still work out who the challenger was.
+    answer_window_blocks: int = 28
     commit_window_blocks: int = 30
     reveal_window_blocks: int = 10
     appeal_window_blocks: int = 10
@@ -55,9 +56,10 @@ class DeploymentParams:
             raise ValueError("k_judges must be between 1 and 3 (an appeal round has 2k+1 <= 8 seats)")
         if not 2 <= self.epoch_blocks <= 250:
             raise ValueError("epoch_blocks must be between 2 and 250 (blockhash reaches 256 back)")
-        for name in ("answer_window_blocks", "commit_window_blocks"):
-            if not 1 <= getattr(self, name) < self.epoch_blocks:
-                raise ValueError(f"{name} must be between 1 and epoch_blocks - 1")
+        if not 1 <= self.answer_window_blocks < self.epoch_blocks - 1:
+            raise ValueError("answer_window_blocks must be between 1 and epoch_blocks - 2")
+        if not 1 <= self.commit_window_blocks < self.epoch_blocks:
+            raise ValueError("commit_window_blocks must be between 1 and epoch_blocks - 1")
         for name in ("reveal_window_blocks", "appeal_window_blocks", "publish_window_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
