@@ -55,6 +55,7 @@ exports: (
     core.pendingWithdrawal,
     core.withdrawableAt,
     core.reserve,
+    core.verdicts,
     core.claimed,
     core.MIN_STAKE,
     core.UNBONDING_PERIOD,

@@ -146,6 +146,12 @@ accounts: HashMap[address, uint256]
 # unbonding: end time (low 128 bits) | block of the request (high 128 bits)
 unbonding: HashMap[address, uint256]
 reserve: public(uint256)  # lost bonds and judge penalties, paid out to judges that vote with verdicts
+# decided verdicts so far, decayed: A won (low 128 bits) | B won (high 128 bits). A coherent seat's pay
+# is scaled by 1 / (2 x the share of verdicts like this one), so a judge that always votes for the
+# side that usually wins earns less than one that reads the answers (see `_judge_round`).
+verdicts: public(uint256)
+VERDICT_DECAY_AT: constant(uint256) = 1024  # halve both counts when they reach this many together
+MAX_WEIGHT: constant(uint256) = 4  # the scale stays within [1/4, 4]
 
 # fee vouchers: cumulative amount already paid, per (origin, executor)
 claimed: public(HashMap[address, HashMap[address, uint256]])
@@ -1562,15 +1568,56 @@ def appeal(duel_id: uint256):
 
 # ---------------------------------------------------------------------------------------------
 # duels: settlement
+@view
 @internal
-def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256) -> (uint256, uint256):
+def _weight(final: uint8) -> (uint256, uint256):
+    """@dev (numerator, denominator) of the pay scale of a seat coherent with `final`: 1 / (2 p), p the
+            smoothed share of past decided verdicts that went the same way, within [1/4, 4]; 1 for a
+            tie or a void."""
+    if final != OUTCOME_A_WON and final != OUTCOME_B_WON:
+        return (1, 1)
+    counts: uint256 = self.verdicts
+    same: uint256 = counts & LOW_128
+    if final == OUTCOME_B_WON:
+        same = counts >> 128
+    num: uint256 = (counts & LOW_128) + (counts >> 128) + 2
+    den: uint256 = 2 * (same + 1)
+    if num > MAX_WEIGHT * den:
+        return (MAX_WEIGHT, 1)
+    if num * MAX_WEIGHT < den:
+        return (1, MAX_WEIGHT)
+    return (num, den)
+
+
+@internal
+def _count_verdict(final: uint8):
+    if final != OUTCOME_A_WON and final != OUTCOME_B_WON:
+        return
+    counts: uint256 = self.verdicts
+    won_a: uint256 = counts & LOW_128
+    won_b: uint256 = counts >> 128
+    if final == OUTCOME_A_WON:
+        won_a += 1
+    else:
+        won_b += 1
+    if won_a + won_b >= VERDICT_DECAY_AT:
+        won_a //= 2
+        won_b //= 2
+    self.verdicts = won_a | (won_b << 128)
+
+
+@internal
+def _judge_round(
+    duel_id: uint256, panel: uint256, final: uint8, budget: uint256, num: uint256, den: uint256
+) -> (uint256, uint256):
     """
     @dev Pay and penalise one round's seats against the final verdict: a seat that voted for the
-         winner (in a tie: for either side) gets JUDGE_FEE from `budget` plus RESERVE_PAYOUT_BPS of
-         the reserve; a seat that voted for the loser pays JUDGE_PENALTY into the reserve; a silent
-         seat pays SILENT_PENALTY; abstaining and no-evidence seats get and pay nothing. A void
-         verdict pays no seat. Returns (fees paid from `budget`, the reserve after this round); the
-         caller stores the reserve.
+         winner (in a tie: for either side) gets JUDGE_FEE plus RESERVE_PAYOUT_BPS of the reserve,
+         both scaled by num / den (`_weight`), the fee from `budget` first and from the reserve for
+         what the budget lacks; a seat that voted for the loser pays JUDGE_PENALTY into the reserve;
+         a silent seat pays SILENT_PENALTY; abstaining and no-evidence seats get and pay nothing. A
+         void verdict pays no seat. Returns (fees paid from `budget`, the reserve after this round);
+         the caller stores the reserve.
     """
     size: uint256 = self._field(panel, P_SIZE, 4)
     win: uint256 = 0  # the vote that earns (0: none), and the vote that pays (0: none)
@@ -1582,17 +1629,18 @@ def _judge_round(duel_id: uint256, panel: uint256, final: uint8, budget: uint256
         win = 2
         lose = 1
     reserve: uint256 = self.reserve
-    bonus: uint256 = reserve * RESERVE_PAYOUT_BPS // BPS
+    fee: uint256 = JUDGE_FEE * num // den
+    bonus: uint256 = reserve * RESERVE_PAYOUT_BPS // BPS * num // den
     paid: uint256 = 0
     for i: uint256 in range(size, bound=MAX_SEATS):
         v: uint256 = (panel >> (P_VOTES + 3 * i)) & 7
         judge: address = sortition.leafOwner[(panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)]
         if (win != 0 and v == win) or (final == OUTCOME_TIE and (v == 1 or v == 2)):
-            fee: uint256 = min(JUDGE_FEE, budget - paid)
-            extra: uint256 = min(bonus, reserve)
-            paid += fee
-            reserve -= extra
-            self._pay(duel_id, judge, fee + extra, REWARD_JUDGE_FEE)
+            from_budget: uint256 = min(fee, budget - paid)
+            from_reserve: uint256 = min(fee - from_budget + bonus, reserve)
+            paid += from_budget
+            reserve -= from_reserve
+            self._pay(duel_id, judge, from_budget + from_reserve, REWARD_JUDGE_FEE)
         elif v == 0 or (lose != 0 and v == lose):
             cut: uint256 = SILENT_PENALTY
             reason: uint8 = SLASH_SILENT_JUDGE
@@ -1649,10 +1697,14 @@ def _settle_verdict(duel_id: uint256, info: uint256):
     else:
         self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
 
-    # the judges of every round, against the final verdict
+    # the judges of every round, against the final verdict, paid by how rare a verdict like it is
+    num: uint256 = 0
+    den: uint256 = 0
+    num, den = self._weight(final)
+    self._count_verdict(final)
     paid1: uint256 = 0
     reserve: uint256 = 0
-    paid1, reserve = self._judge_round(duel_id, panel1, final, K_JUDGES * JUDGE_FEE)
+    paid1, reserve = self._judge_round(duel_id, panel1, final, K_JUDGES * JUDGE_FEE, num, den)
     self.reserve = reserve
     if paid1 < K_JUDGES * JUDGE_FEE:
         self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
@@ -1665,7 +1717,7 @@ def _settle_verdict(duel_id: uint256, info: uint256):
             self._pay(duel_id, appellant, APPEAL_FEE, REWARD_APPEAL_REFUND)
         else:
             paid2: uint256 = 0
-            paid2, reserve = self._judge_round(duel_id, panel2, final, APPEAL_FEE)
+            paid2, reserve = self._judge_round(duel_id, panel2, final, APPEAL_FEE, num, den)
             if (appellant == a and final == OUTCOME_A_WON) or (appellant == b and final == OUTCOME_B_WON):
                 # the overturned first verdict paid into the reserve; it pays the appeal panel back
                 covered: uint256 = min(paid2, reserve)
@@ -1687,8 +1739,11 @@ def settleDuel(duel_id: uint256):
               reveals, or once every seat of it revealed): the final round's seat majority wins
               (a majority of no-evidence seats voids it; equal seats tie). A winning challenger
               takes A's bond; a winning A takes nothing, and B's bond goes to the reserve. Seats
-              that voted with the verdict get JUDGE_FEE and a share of the reserve; seats that
-              voted against it pay JUDGE_PENALTY, silent seats SILENT_PENALTY, into the reserve.
+              that voted with the verdict get JUDGE_FEE and a share of the reserve, scaled up when
+              verdicts like this one are rare and down when they are common (1 / (2p), within
+              [1/4, 4]: a judge that always votes for the usual winner earns less than one that
+              reads the answers); seats that voted against it pay JUDGE_PENALTY, silent seats
+              SILENT_PENALTY, into the reserve.
               B gets DUELIST_FEE; the origin gets back the judge fees nobody earned.
             - Not answered in time: the challenger pays its bond into the reserve (recorded, or
               drawn now if this is still the seed block's epoch, whose stake the draw needs); the

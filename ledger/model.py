@@ -48,6 +48,8 @@ MAX_DEPTH = 20
 MAX_DRAW = 8
 MAX_CHALLENGER_TRIES = 8
 MAX_REQUEST_BYTES = 65536
+VERDICT_DECAY_AT = 1024
+MAX_WEIGHT = 4
 WEI_PER_GWEI = 10**9
 VALUE_MASK = (1 << 112) - 1
 STAKE_MASK = (1 << 96) - 1
@@ -490,6 +492,8 @@ class WWWServeModel:
         self.unbonding_end: dict[str, int] = {}
         self.unbonding_block: dict[str, int] = {}
         self.reserve = 0
+        self.verdicts_a = 0  # decided verdicts A won / B won, decayed (the contract's `verdicts`)
+        self.verdicts_b = 0
         self.claimed: dict[tuple[str, str], int] = {}
         self.duels: dict[int, Duel] = {}
         self.balance_wei = 0
@@ -786,22 +790,48 @@ class WWWServeModel:
                    revealEnd=duel.deadline + self.params.reveal_window_blocks)
         return panel
 
-    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int) -> tuple[int, int]:
+    def weight(self, final: Outcome) -> tuple[int, int]:
+        """The pay scale (numerator, denominator) of a seat coherent with `final` (the contract's `_weight`)."""
+        if final not in (Outcome.A_WON, Outcome.B_WON):
+            return 1, 1
+        same = self.verdicts_a if final == Outcome.A_WON else self.verdicts_b
+        num = self.verdicts_a + self.verdicts_b + 2
+        den = 2 * (same + 1)
+        if num > MAX_WEIGHT * den:
+            return MAX_WEIGHT, 1
+        if num * MAX_WEIGHT < den:
+            return 1, MAX_WEIGHT
+        return num, den
+
+    def _count_verdict(self, final: Outcome) -> None:
+        if final not in (Outcome.A_WON, Outcome.B_WON):
+            return
+        if final == Outcome.A_WON:
+            self.verdicts_a += 1
+        else:
+            self.verdicts_b += 1
+        if self.verdicts_a + self.verdicts_b >= VERDICT_DECAY_AT:
+            self.verdicts_a //= 2
+            self.verdicts_b //= 2
+
+    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int, num: int,
+                     den: int) -> tuple[int, int]:
         """One round's seats against the final verdict (the contract's `_judge_round`): returns the fees
         paid from `budget` and the reserve after it (the caller stores it)."""
         win, lose = {Outcome.A_WON: (Vote.A, Vote.B), Outcome.B_WON: (Vote.B, Vote.A)}.get(final, (None, None))
-        reserve = self.reserve
-        bonus = reserve * self.params.reserve_payout_bps // BPS
-        paid = 0
         p = self.params
+        reserve = self.reserve
+        fee = p.judge_fee_wei * num // den
+        bonus = reserve * p.reserve_payout_bps // BPS * num // den
+        paid = 0
         for leaf, vote in zip(panel.leaves, panel.votes, strict=True):
             judge = self.sortition.owner(leaf)
             if (win is not None and vote == win) or (final == Outcome.TIE and vote in (Vote.A, Vote.B)):
-                fee = min(p.judge_fee_wei, budget - paid)
-                extra = min(bonus, reserve)
-                paid += fee
-                reserve -= extra
-                self._pay(duel_id, judge, fee + extra, RewardReason.JUDGE_FEE)
+                from_budget = min(fee, budget - paid)
+                from_reserve = min(fee - from_budget + bonus, reserve)
+                paid += from_budget
+                reserve -= from_reserve
+                self._pay(duel_id, judge, from_budget + from_reserve, RewardReason.JUDGE_FEE)
             elif vote == Vote.NONE or (lose is not None and vote == lose):
                 cut, reason = p.silent_penalty_wei, SlashReason.SILENT_JUDGE
                 if vote != Vote.NONE:
@@ -839,7 +869,9 @@ class WWWServeModel:
         else:
             self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
         round1_budget = p.k_judges * p.judge_fee_wei
-        paid1, reserve = self._judge_round(duel_id, panel1, final, round1_budget)
+        num, den = self.weight(final)
+        self._count_verdict(final)
+        paid1, reserve = self._judge_round(duel_id, panel1, final, round1_budget, num, den)
         self.reserve = reserve
         if paid1 < round1_budget:
             self._pay(duel_id, own(duel.origin_leaf), round1_budget - paid1, RewardReason.ESCROW_REFUND)
@@ -848,7 +880,7 @@ class WWWServeModel:
             if panel2 is None:
                 self._pay(duel_id, appellant, self.appeal_fee_wei, RewardReason.APPEAL_REFUND)
             else:
-                paid2, reserve = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei)
+                paid2, reserve = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei, num, den)
                 if (appellant == a and final == Outcome.A_WON) or (appellant == b and final == Outcome.B_WON):
                     covered = min(paid2, reserve)
                     reserve -= covered
