@@ -2,8 +2,10 @@
 
 Node 1 (the origin) always delegates and duels every delegated answer (`policy.p_inspect=1`). Nodes 2
 and 3 serve the model with answers of 4 and 12 words; node 3 declines every delegation, so node 2 is
-always the executor A and node 3, the only other node serving the model, is always the challenger B the
-contract draws. Nodes 4–6 serve only a judge model: a fake backend scripted to prefer the longer answer
+always the executor A and node 3, the only other node serving the model, is the challenger B the
+contract draws (it stakes 10 ETH against the judges' 1 ETH each: the contract tries 8 stake draws for a
+challenger that serves the model, and with equal stakes all 8 would land on a judge one duel in ten).
+Nodes 4–6 serve only a judge model: a fake backend scripted to prefer the longer answer
 (`backend.fake.judge_rule=longer`), so they hold every judge seat. Node 2 appeals every duel it loses
 (`judge.appeal=always`). Small windows (`DeploymentParams`) and a block every 0.25 s keep it fast.
 
@@ -48,8 +50,10 @@ PASSWORD = "duel test password"
 MODEL = "fake-model"
 JUDGE_MODEL = "judge-model"
 ETH = 10**18
-PARAMS = DeploymentParams(epoch_blocks=20, answer_window_blocks=15, commit_window_blocks=15,
-                          reveal_window_blocks=10, appeal_window_blocks=12, publish_window_blocks=10)
+# Windows of several seconds each at a block every BLOCK_S: wide enough for a loaded CI machine (a node
+# polls every 0.3 s and sends its transactions one at a time).
+PARAMS = DeploymentParams(epoch_blocks=24, answer_window_blocks=20, commit_window_blocks=20,
+                          reveal_window_blocks=12, appeal_window_blocks=20, publish_window_blocks=12)
 BLOCK_S = 0.25
 
 
@@ -90,11 +94,20 @@ class Network:
     def tail(self) -> str:
         return "\n".join(f"--- node{i}\n{log.read_text()[-4000:]}" for i, log in enumerate(self.logs, start=1))
 
-    def wait(self, what: str, done: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    def wait(self, what: str, done: Callable[[], bool], timeout_s: float = 120.0, duel_id: int | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{self.tail()}"
+            if time.monotonic() > deadline:
+                story = self.story(duel_id) if duel_id is not None else ""
+                raise AssertionError(f"timed out waiting for {what}\n{story}\n{self.tail()}")
             time.sleep(0.2)
+
+    def story(self, duel_id: int) -> str:
+        """What happened to a duel, block by block (for failure messages)."""
+        self.indexer.sync()
+        head = self.chain.w3.eth.block_number
+        events = "\n".join(f"  block {e.block_number}: {e.name} {e.args}" for e in self.indexer.duel_events(duel_id))
+        return f"duel {duel_id} at block {head}:\n{events}"
 
     def balances(self) -> dict[str, Balances]:
         return {address: self.chain.balances(address) for address in self.addresses}
@@ -132,11 +145,12 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         for i, port in enumerate(ports, start=1):
             address = _cli("wallet", "new", f"n{i}").split(": ")[1].split()[0]
             addresses.append(address)
-            _cli("devnet", "fund", address, "5eth")
+            stake = "10eth" if i == 3 else "1eth"
+            _cli("devnet", "fund", address, "15eth")
             model = MODEL if i <= 3 else JUDGE_MODEL
             _cli("-w", f"n{i}", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", model)
-            _cli("-w", f"n{i}", "credit", "deposit", "2eth")
-            _cli("-w", f"n{i}", "stake", "add", "1eth")
+            _cli("-w", f"n{i}", "credit", "deposit", "11eth" if i == 3 else "2eth")
+            _cli("-w", f"n{i}", "stake", "add", stake)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         common = ["--set", "backend.kind=fake", "--set", "policy.auto_stake=false",
                   "--set", "chain.poll_interval_s=0.3", "--set", "judge.poll_interval_s=0.3",
@@ -208,16 +222,18 @@ def test_a_users_request_becomes_a_duel_that_is_answered_judged_appealed_and_set
     assert body["wwwserve"]["executor"] == net.a and len(text.split()) == 4  # served by A, at once
     net.wait("the duel to open", lambda: net.duel_over(text) is not None)
     duel_id = net.duel_over(text).id
-    net.wait("the duel to settle", lambda: net.chain.duel(duel_id).status is DuelStatus.SETTLED, timeout_s=180)
+    net.wait("the duel to settle", lambda: net.chain.duel(duel_id).status is DuelStatus.SETTLED, timeout_s=180,
+             duel_id=duel_id)
 
     duel = net.chain.duel(duel_id)
     indexed = net.duel_over(text)
-    assert (duel.origin, duel.a, duel.b) == (net.origin, net.a, net.b)  # B drawn by the contract, not chosen
-    assert indexed.answer_b_hash is not None and indexed.appellant == net.a  # A lost round 1 and appealed
+    story = net.story(duel_id)
+    assert (duel.origin, duel.a, duel.b) == (net.origin, net.a, net.b), story  # B drawn by the contract
+    assert indexed.answer_b_hash is not None and indexed.appellant == net.a, story  # A lost round 1, appealed
     first, second = duel.rounds
     assert len(first.judges) == PARAMS.k_judges and len(second.judges) == 2 * PARAMS.k_judges + 1
     assert set(first.judges) | set(second.judges) <= set(net.judges)  # never the origin or a duelist
-    assert list(first.votes) == [Vote.B] * 3 and list(second.votes) == [Vote.B] * 7  # the longer answer, B's
+    assert list(first.votes) == [Vote.B] * 3 and list(second.votes) == [Vote.B] * 7, story  # the longer answer
     assert duel.outcome is DuelOutcome.B_WON
 
     after = net.balances()
@@ -247,12 +263,13 @@ def test_a_duel_survives_its_origin_going_offline_after_opening(network: Network
     net.procs[0].kill()  # the origin is gone: nobody can ask it for the request or A's answer any more
     net.procs[0].wait(timeout=10)
     duel_id = net.duel_over(text).id
-    net.wait("the duel to settle", lambda: net.chain.duel(duel_id).status is DuelStatus.SETTLED, timeout_s=180)
+    net.wait("the duel to settle", lambda: net.chain.duel(duel_id).status is DuelStatus.SETTLED, timeout_s=180,
+             duel_id=duel_id)
     duel = net.chain.duel(duel_id)
     # B got the request from A; the judges got the request and A's answer from A, B's answer from B:
     # every seat voted on the answers (B's, the longer), none for lack of evidence.
     assert duel.b == net.b and duel.outcome is DuelOutcome.B_WON
-    assert all(list(r.votes) == [Vote.B] * len(r.judges) for r in duel.rounds)
+    assert all(list(r.votes) == [Vote.B] * len(r.judges) for r in duel.rounds), net.story(duel_id)
     b_log = net.logs[2].read_text()
     assert f"evidence of duel {duel_id} from {net.origin}" in b_log  # the origin was asked, and was gone
     assert f"duel {duel_id}: answered as challenger" in b_log
