@@ -243,7 +243,9 @@ def test_a_users_request_becomes_a_duel_that_is_answered_judged_appealed_and_set
     assert after[net.b].credit_wei == before[net.b].credit_wei + bond + fee
     assert after[net.b].stake_wei == before[net.b].stake_wei and after[net.b].bonded_wei == 0
     assert after[net.origin].credit_wei == before[net.origin].credit_wei - PARAMS.duel_escrow_wei
-    for judge in net.judges:  # every seat voted with the verdict: a fee per seat, both rounds
+    # Every seat voted with the verdict: a fee per seat, both rounds (scaled by 1 / (2p) for p the share of
+    # past verdicts like this one, which is 1 for the deployment's first verdict: this one).
+    for judge in net.judges:
         seats = list(first.judges).count(judge) + list(second.judges).count(judge)
         assert after[judge].credit_wei == before[judge].credit_wei + seats * judge_fee, judge
         assert after[judge].stake_wei == before[judge].stake_wei

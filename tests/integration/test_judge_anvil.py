@@ -181,8 +181,9 @@ async def one_pass(judges: dict[str, Judge], who: list[str] | None = None) -> li
 
 def expected_round(seats: list[str], votes: dict[str, int], verdict: DuelOutcome) -> tuple[Counter[str], Counter[str]]:
     """(credit earned, stake lost) per judge for one round's seats, by the contract's rules, with an empty
-    reserve: a seat for the winner earns JUDGE_FEE, one for the loser pays JUDGE_PENALTY, a silent one
-    SILENT_PENALTY; abstaining seats get and pay nothing."""
+    reserve and no earlier verdict on the deployment (the pay scale 1 / (2p) is then 1): a seat for the
+    winner earns JUDGE_FEE, one for the loser pays JUDGE_PENALTY, a silent one SILENT_PENALTY; abstaining
+    seats get and pay nothing."""
     win = {DuelOutcome.A_WON: VOTE_A, DuelOutcome.B_WON: VOTE_B}[verdict]
     earned: Counter[str] = Counter()
     lost: Counter[str] = Counter()
