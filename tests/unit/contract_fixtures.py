@@ -558,17 +558,26 @@ def pack_account(m: WWWServeModel, who: str) -> int:
 
 
 def pack_info(d: Any) -> int:
-    """A model duel as the contract's `duelInfo` word (layout in core.vy)."""
-    return (int(d.status) | (int(d.outcome) << 4) | (d.origin_leaf << 8) | (d.a_leaf << 32) | (d.b_leaf << 56)
-            | (d.round << 80) | (int(d.b_drawn) << 82) | (d.seed_block << 84) | (d.deadline << 124)
-            | ((d.bond_wei // GWEI) << 164) | (d.model_id << 204))
+    """A model duel as the contract's `duelInfo` word (layout at its declaration in core.vy): status |
+    outcome | round | b drawn | published | origin, a, b leaves (20 bits) | deadline | seed block |
+    model id | the first round's seats (20 bits each) and votes (3 bits each) | first round drawn."""
+    word = (int(d.status) | (int(d.outcome) << 4) | (d.round << 8) | (int(d.b_drawn) << 10)
+            | (int(d.published) << 11) | (d.origin_leaf << 12) | (d.a_leaf << 32) | (d.b_leaf << 52)
+            | (d.deadline << 72) | (d.seed_block << 112) | (d.model_id << 152))
+    first = d.panels.get(1)
+    if first is not None:
+        word |= 1 << 245
+        for i, (leaf, vote) in enumerate(zip(first.leaves, first.votes, strict=True)):
+            word |= (leaf << (176 + 20 * i)) | (int(vote) << (236 + 3 * i))
+    return word
 
 
 def pack_panel(panel: Any) -> int:
-    """A model panel as the contract's `duelPanel` word: seat leaves, 3-bit votes, seat count."""
-    word = len(panel.leaves) << 216
+    """A model panel as the contract's `duelPanel` word (the appeal round): seat leaves (20 bits),
+    3-bit votes from bit 160, seat count at bit 184."""
+    word = len(panel.leaves) << 184
     for i, (leaf, vote) in enumerate(zip(panel.leaves, panel.votes, strict=True)):
-        word |= (leaf << (24 * i)) | (int(vote) << (192 + 3 * i))
+        word |= (leaf << (20 * i)) | (int(vote) << (160 + 3 * i))
     return word
 
 
@@ -625,20 +634,21 @@ class Twin:
         return result
 
     def check(self) -> None:
-        """Contract and model agree on every balance, the reserve, the weights, every duel; the
-        contract holds exactly what it owes. Storage words every time (cheap); a duel's views
-        whenever the model says the duel changed."""
+        """Contract and model agree on every balance, the reserve, the verdict counts, the weights,
+        every duel; the contract holds exactly what it owes. Storage words every time (cheap); a
+        duel's views whenever the model says the duel changed."""
         c, m, st = self.c, self.m, self.storage
         for a in self.addresses:
             got = (st.get("credit", a), st.get("pendingWithdrawal", a), st.get("accounts", a))
             want = (m.credit.get(a, 0), m.pending_withdrawal.get(a, 0), pack_account(m, a))
             assert got == want, (a, got, want)
         assert st.get("reserve") == m.reserve
+        assert st.get("verdicts") == m.verdicts_a | (m.verdicts_b << 128)
         assert st.get("sortition.tree", 1) & VALUE_MASK == m.sortition.total_weight()
         for duel_id, d in m.duels.items():
             assert st.get("duelInfo", duel_id) == pack_info(d), duel_id
-            for r, panel in d.panels.items():
-                assert st.get("duelPanel", 2 * duel_id + r - 1) == pack_panel(panel), (duel_id, r)
+            appeal_panel = d.panels.get(2)
+            assert st.get("duelPanel", duel_id) == (0 if appeal_panel is None else pack_panel(appeal_panel)), duel_id
             view = (m.get_duel(duel_id), m.get_judges(duel_id, 1), m.get_votes(duel_id, 1),
                     m.get_judges(duel_id, 2), m.get_votes(duel_id, 2))
             if self._seen.get(duel_id) != view:
@@ -766,7 +776,7 @@ class Twin:
             else:
                 mine_to(d.deadline + 1)
         self.tx(sender, "settleDuel", (duel_id,),
-                lambda: self.m.settle_duel(sender, duel_id, block_number=block_number()))
+                lambda: self.m.settle_duel(sender, duel_id, block_number=block_number(), blockhash=evm_blockhash))
 
     def seats(self, duel_id: int, round_: int = 1) -> list[str]:
         return self.m.get_judges(duel_id, round_)
