@@ -227,7 +227,8 @@ class RequestMismatchError(DuelError):
 
 class DuelStateError(DuelError):
     """The duel is not in the state this operation needs (awaiting an answer, awaiting the request,
-    judging, appealable, open), or its challenger or panel was drawn already."""
+    judging, appealable, open), or its challenger or panel was drawn already, or B says "no request"
+    a second time after the request was published."""
 
 
 class DuelWindowError(DuelError):
@@ -319,6 +320,8 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Duel: request does not match its hash": RequestMismatchError,
     "Duel: not awaiting an answer": DuelStateError,
     "Duel: request not missing": DuelStateError,
+    # B said "no request" once already; after the request was published it must answer
+    "Duel: request already published": DuelStateError,
     "Duel: not judging": DuelStateError,
     "Duel: not open": DuelStateError,
     "Duel: not appealable": DuelStateError,
@@ -348,8 +351,8 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Duel: no commitment": VoteCommitmentError,
     "Duel: reveal does not match commitment": VoteCommitmentError,
     "Duel: invalid vote": InvalidVoteError,
-    # an internal packing guard: a block number outgrew its 40-bit field
-    "Duel: block number overflow": DuelError,
+    # an internal packing guard: a block number outgrew its 40-bit field, or a model id its 24 bits
+    "Duel: field overflow": DuelError,
 }
 
 # Fallback by domain prefix, for reasons added to the contract after this table.
