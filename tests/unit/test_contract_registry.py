@@ -56,6 +56,9 @@ GWEI = 10**9
         ({EPOCH_ARG: 251}, "Params: epoch_blocks out of range"),
         ({ANSWER_ARG: 0}, "Params: answer_window out of range"),
         ({ANSWER_ARG: TEST_PARAMS.epoch_blocks}, "Params: answer_window out of range"),
+        # the window must end with a block to spare inside its epoch (settling a no-show there draws B)
+        ({ANSWER_ARG: TEST_PARAMS.epoch_blocks - 1}, "Params: answer_window out of range"),
+        ({EPOCH_ARG: 2, ANSWER_ARG: 1, COMMIT_ARG: 1}, "Params: answer_window out of range"),
         ({COMMIT_ARG: 0}, "Params: commit_window out of range"),
         ({COMMIT_ARG: TEST_PARAMS.epoch_blocks}, "Params: commit_window out of range"),
         ({REVEAL_ARG: 0}, "Params: windows must be >= 1"),
@@ -81,11 +84,15 @@ def test_constructor_rejects_bad_params(fresh: None, changes: dict[int, int], re
 
 
 def test_constructor_accepts_the_edges(fresh: None) -> None:
-    p = with_params(k_judges=1, epoch_blocks=250, answer_window_blocks=249, commit_window_blocks=1,
+    p = with_params(k_judges=1, epoch_blocks=250, answer_window_blocks=248, commit_window_blocks=1,
                     attestation_ttl_s=TEST_PARAMS.unbonding_period_s, duel_bond_wei=TEST_PARAMS.min_stake_wei,
                     reserve_payout_bps=10_000, tree_depth=20)
     c = deploy(p)
     assert (c.K_JUDGES(), c.EPOCH_BLOCKS(), c.DEPTH(), c.DUEL_BOND()) == (1, 250, 20, p.min_stake_wei)
+    assert c.ANSWER_WINDOW() == 248
+    # the smallest epoch that leaves room for an answer window
+    small = with_params(epoch_blocks=3, answer_window_blocks=1, commit_window_blocks=2)
+    assert deploy(small).ANSWER_WINDOW() == 1
 
 
 def params_digest(p: DeploymentParams) -> bytes:
