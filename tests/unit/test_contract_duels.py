@@ -1,5 +1,7 @@
-"""WWWServe duels: opening over attested work, the drawn challenger, answers, published requests,
-judges' commits and reveals, appeals, settlement and cancellation, with exact amounts.
+"""WWWServe duels: opening over attested work, the drawn challenger (who needs a bond's worth of free
+stake, and pays its bond when it never answers), answers and "no request" (both draw the first
+round's seats), published requests, judges' commits and reveals, appeals, settlement with the verdict
+weight, and cancellation, with exact amounts.
 
 Most tests use a `Cast` in which only the origin, A and B serve the duel's model (so B is the only
 node a challenger draw can pick) and three judges serve another model (so they fill the seats). The
@@ -56,6 +58,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     C,
     Cast,
     P,
+    Storage,
     advance,
     answer,
     attest,
@@ -64,7 +67,6 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     commit,
     commitment,
     contract_fixture,
-    deploy,
     deployment_fixture,
     distinct,
     draw_challenger,
@@ -90,12 +92,18 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     settle,
     to_seed,
     vote_round,
-    with_params,
 )
 from eth_utils import keccak
 
-from ledger.model import SECP256K1N, SECP256K1N_HALF, SortitionTree, panel_seed, vote_commitment
-from ledger.work import answer_hash, duel_id_of, inspect_commitment, model_hash, work_digest
+from ledger.model import (
+    SECP256K1N,
+    SECP256K1N_HALF,
+    SortitionTree,
+    challenger_seed,
+    panel_seed,
+    vote_commitment,
+)
+from ledger.work import answer_hash, duel_id_of, inspect_commitment, model_hash, request_id_hash, work_digest
 
 BPS = 10_000
 
@@ -293,7 +301,7 @@ def test_block_numbers_must_fit_the_packed_duel(c: Any, cast: Cast) -> None:
     with boa.env.anchor():
         open_duel(c, o, job)  # still fits
     mine_to(limit - span - P.answer_window_blocks)
-    with boa.env.prank(o), boa.reverts("Duel: block number overflow"):
+    with boa.env.prank(o), boa.reverts("Duel: field overflow"):
         c.openDuel(*open_args(job))
 
 
@@ -443,32 +451,127 @@ def test_a_recorded_challenger_that_never_answers_loses_its_bond(c: Any, cast: C
         c.settleDuel(duel_id)
 
 
-def test_bonds_are_equal_when_the_challenger_has_less_free_stake(fresh: None) -> None:
-    """Both bonds become B's free stake (rounded down to a gwei) when it is below DUEL_BOND."""
-    bond = 30 * C
-    c = deploy(with_params(duel_bond_wei=bond))
-    cast = make_cast(c, judge_stakes=(MIN_STAKE,), b_stake=MIN_STAKE + 123)
+def test_an_unrecorded_challenger_that_never_answers_is_slashed_within_the_seed_epoch(c: Any, cast: Cast) -> None:
+    """Nobody called drawChallenger and B stayed silent: settled in the seed block's epoch (the answer
+    window ends with blocks to spare in it), the draw still stands and B pays its bond."""
     o, a, b = cast.origin.address, cast.a.address, cast.b.address
-    others = [make_node(c, f"o{i}", 0) for i in range(3)]
-    for i, other in enumerate(others):  # B is A in three duels: 90 credits of its 100 bonded
-        open_duel(c, other.address, attest(c, other.address, cast.b, f"x{i}"))
-    assert c.reserved(b) == 3 * bond
     duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
-    assert c.reserved(a) == bond
-    to_seed(c, duel_id)
-    c.drawChallenger(duel_id)
-    free = MIN_STAKE + 123 - 3 * bond
-    equal = free // 10**9 * 10**9
-    (drawn,) = logs_named(c, "ChallengerDrawn")
-    assert (drawn.b, drawn.bond) == (b, equal) and duel(c, duel_id).bond == equal
-    assert (c.reserved(a), c.reserved(b)) == (equal, 3 * bond + equal)
-    # and B, winning, takes only that much from A
-    with boa.env.prank(b):
-        c.answerDuel(duel_id, keccak(b"answer"))
-    vote_round(c, duel_id, dict.fromkeys(distinct(seats(c, duel_id, 1)), B_VOTE))
-    before = book(c, a, b)
-    settle(c, duel_id)
-    assert delta(before, book(c, a, b)) == {a: (0, -equal, 0, -equal), b: (equal + DUELIST_FEE, 0, 0, -equal)}
+    view = duel(c, duel_id)
+    last = view.seed_block + P.epoch_blocks - 1  # the seed epoch's last block
+    assert view.deadline < last
+    mine_to(view.seed_block + 1)
+    assert c.challengerOf(duel_id) == b  # what B (and anyone) saw in the window
+    for block in (view.deadline + 1, last):
+        with boa.env.anchor():
+            mine_to(block)
+            assert c.challengerOf(duel_id) == ZERO_ADDRESS  # the window is over
+            before = book(c, o, a, b)
+            reserve = c.reserve()
+            c.settleDuel(duel_id)
+            assert [type(log).__name__ for log in c.get_logs()] == [
+                "StakeSlashed", "ReserveChanged", "DuelCancelled", "DuelRewardPaid"]
+            (slash,) = logs_named(c, "StakeSlashed")
+            assert (slash.duelId, slash.node, slash.amount, slash.reason) == (duel_id, b, BOND, SLASH_NO_ANSWER)
+            assert logs_named(c, "ReserveChanged")[0].amount == reserve + BOND
+            assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_ANSWER
+            (refund,) = logs_named(c, "DuelRewardPaid")
+            assert (refund.account, refund.amount, refund.reason) == (o, ESCROW, REWARD_ESCROW_REFUND)
+            assert c.reserve() == reserve + BOND
+            # B was never bonded: the bond comes out of its free stake
+            assert delta(before, book(c, o, a, b)) == {
+                o: (ESCROW, 0, 0, 0), a: (0, 0, 0, -BOND), b: (0, -BOND, 0, 0)}
+            assert duel(c, duel_id)[2] == ZERO_ADDRESS and duel(c, duel_id).status == CANCELLED
+            assert boa.env.get_balance(c.address) == held(c, cast)
+
+
+def test_an_unrecorded_no_show_settled_after_the_seed_epoch_is_cancelled_without_a_slash(c: Any,
+                                                                                      cast: Cast) -> None:
+    """Once the seed epoch is over its frozen stake is gone, so nobody can work out the challenger:
+    the duel lapses as if nobody could have answered (the origin's escrow back, A's bond released)."""
+    o, a, b = cast.origin.address, cast.a.address, cast.b.address
+    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    mine_to(duel(c, duel_id).seed_block + P.epoch_blocks)  # the next epoch's first block
+    before = book(c, o, a, b)
+    reserve = c.reserve()
+    c.settleDuel(duel_id)
+    assert [type(log).__name__ for log in c.get_logs()] == ["DuelCancelled", "DuelRewardPaid"]
+    assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_CHALLENGER
+    assert delta(before, book(c, o, a, b)) == {o: (ESCROW, 0, 0, 0), a: (0, 0, 0, -BOND), b: (0, 0, 0, 0)}
+    assert c.reserve() == reserve
+
+
+def _server_with_free_stake(c: Any, label: str, free_wei: int) -> Any:
+    """A node serving MODEL with MIN_STAKE and change staked, bonded as A in duels other origins
+    opened over its work until exactly `free_wei` of its stake is free."""
+    change = free_wei % BOND
+    node = make_node(c, label, MIN_STAKE + change)
+    n = (MIN_STAKE + change - free_wei) // BOND
+    for i in range(n):
+        user = make_node(c, f"{label}-user{i}", 0)
+        open_duel(c, user.address, attest(c, user.address, node, f"{label}-{i}"))
+    assert c.activeStake(node.address) - c.reserved(node.address) == free_wei
+    return node
+
+
+def test_a_challenger_needs_a_bonds_worth_of_free_stake(c: Any) -> None:
+    """A node whose free stake is below DUEL_BOND is skipped by the challenger draw, like one that
+    does not serve the model: both bonds are DUEL_BOND, always."""
+    origin, a = make_node(c, "origin", 0), make_node(c, "a", 2 * MIN_STAKE)
+    make_node(c, "judge", models=(OTHER_MODEL,))
+    o = origin.address
+    with boa.env.anchor():  # exactly a bond's worth: drawn, and bonded for all of it
+        b = _server_with_free_stake(c, "b", BOND)
+        next_epoch()
+        duel_id = open_duel(c, o, attest(c, o, a, "t"))
+        to_seed(c, duel_id)
+        assert c.challengerOf(duel_id) == b.address
+        c.drawChallenger(duel_id)
+        (drawn,) = logs_named(c, "ChallengerDrawn")
+        assert (drawn.b, drawn.bond) == (b.address, BOND)
+        assert (c.reserved(a.address), c.reserved(b.address)) == (BOND, MIN_STAKE)
+        assert duel(c, duel_id).bond == BOND
+    with boa.env.anchor():  # a wei short: skipped; with no other server, nobody is the challenger
+        b = _server_with_free_stake(c, "b", BOND - 1)
+        next_epoch()
+        duel_id = open_duel(c, o, attest(c, o, a, "t"))
+        to_seed(c, duel_id)
+        assert c.challengerOf(duel_id) == ZERO_ADDRESS
+        with boa.env.prank(b.address), boa.reverts("Duel: no challenger"):
+            c.answerDuel(duel_id, keccak(b"x"))
+        reserved = c.reserved(b.address)
+        c.drawChallenger(duel_id)
+        assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_CHALLENGER
+        assert c.reserved(b.address) == reserved and c.reserved(a.address) == 0
+    with boa.env.anchor():  # a wei short, and another server: that one is the challenger, every time
+        b = _server_with_free_stake(c, "b", BOND - 1)
+        other = make_node(c, "other", MIN_STAKE)
+        next_epoch()
+        first_draws = []
+        for i in range(20):  # until a duel whose first draw landed on B (then skipped) was seen
+            duel_id = open_duel(c, o, attest(c, o, a, f"t{i}"))
+            to_seed(c, duel_id)
+            first_draws.append(_first_challenger_draw(c, duel_id))
+            assert c.challengerOf(duel_id) == other.address
+            c.drawChallenger(duel_id)
+            assert logs_named(c, "ChallengerDrawn")[0].bond == BOND
+            if first_draws[-1] == b.address:
+                break
+        assert first_draws[-1] == b.address, first_draws
+        assert c.reserved(other.address) == len(first_draws) * BOND == c.reserved(a.address)
+
+
+def _first_challenger_draw(c: Any, duel_id: int) -> str:
+    """The owner of the challenger draw's first try (the model's full-tree draw over the contract's
+    leaves, none of them changed in the seed epoch)."""
+    view = duel(c, duel_id)
+    tree = SortitionTree(P.tree_depth)
+    for leaf in range(c.leafCount()):
+        tree.allocate(c.leafOwner(leaf))
+        tree.set(leaf, c.leafWeight(leaf), 0)
+    excluded = [c.nodes(x).leaf for x in (view.origin, view.a)]
+    seed = challenger_seed(fake_blockhash(view.seed_block), duel_id)
+    (leaf,) = tree.draw(bytes(keccak(seed + (0).to_bytes(32, "big"))), 1, excluded, 1)
+    return tree.owner(leaf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,19 +644,49 @@ def test_no_judge_stake_cancels_when_b_answers(c: Any) -> None:
     assert duel(c, duel_id).status == CANCELLED
 
 
+def _full_tree_panel(c: Any, duel_id: int, seed_block: int, parties: tuple[str, str, str]) -> list[str]:
+    """The first round's seats as the model's full-tree draw from `seed_block`'s hash, excluding the
+    duel's parties (origin, A, B), over the contract's leaves as they stand (none changed since)."""
+    tree = SortitionTree(P.tree_depth)
+    for leaf in range(c.leafCount()):
+        tree.allocate(c.leafOwner(leaf))
+        tree.set(leaf, c.leafWeight(leaf), 0)
+    excluded = [c.nodes(x).leaf for x in parties]
+    return [tree.owner(leaf) for leaf in tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1),
+                                                   P.k_judges, excluded, 1)]
+
+
 def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     o = cast.origin.address
-    job = attest(c, o, cast.a, "t")
+    parties = (o, cast.a.address, cast.b.address)
+    # B says "no request" and the request is published right after the seed block, so B answers
+    # after the next epoch's seed; a request whose two seeds draw different seats shows which is used
+    first_seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    next_seed = first_seed + P.epoch_blocks
+    tag = next(t for t in (f"t{i}" for i in range(20))
+               if _full_tree_panel(c, duel_id_of(o, request_id_hash(f"{o}-{t}")), first_seed, parties)
+               != _full_tree_panel(c, duel_id_of(o, request_id_hash(f"{o}-{t}")), next_seed, parties))
+    job = attest(c, o, cast.a, tag)
     duel_id = open_duel(c, o, job)
     to_seed(c, duel_id)
+    assert duel(c, duel_id).seed_block == first_seed
     with boa.env.prank(cast.b.address):
         c.answerDuel(duel_id, ZERO32)
+    # "no request" records B and draws the first round's seats from the seed block, as an answer would
+    # (the JudgesDrawn event waits for the answer that opens the commit window)
+    assert [type(log).__name__ for log in c.get_logs()] == ["ChallengerDrawn", "RequestMissing"]
     (missing,) = logs_named(c, "RequestMissing")
     deadline = block_number() + P.publish_window_blocks
     assert (missing.duelId, missing.b, missing.publishDeadline) == (duel_id, cast.b.address, deadline)
     assert duel(c, duel_id).status == AWAITING_REQUEST and duel(c, duel_id).deadline == deadline
+    drawn = seats(c, duel_id, 1)
+    assert drawn == _full_tree_panel(c, duel_id, first_seed, parties) and len(drawn) == P.k_judges
+    assert list(c.getVotes(duel_id, 1)) == [0] * P.k_judges
+    assert list(c.previewJudges(duel_id)) == []  # not judging yet
     with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
         c.answerDuel(duel_id, keccak(b"x"))
+    with boa.env.prank(drawn[0]), boa.reverts("Duel: not judging"):
+        c.commitVote(duel_id, commitment(c, duel_id, 1, drawn[0], A_VOTE))
     anyone = new_account("anyone").address
     with boa.env.prank(anyone):
         with boa.reverts("Duel: request does not match its hash"):
@@ -568,19 +701,52 @@ def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
         c.publishRequest(duel_id, *publish_args(job))
     (pub,) = logs_named(c, "RequestPublished")
     seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    assert seed == next_seed
     assert (pub.duelId, pub.request, pub.seedBlock, pub.answerDeadline) == (
         duel_id, job.request, seed, seed + P.answer_window_blocks)
     assert duel(c, duel_id)[2:] == (cast.b.address, seed, seed + P.answer_window_blocks, BOND, 0,
                                     AWAITING_ANSWER, 0)
+    assert seats(c, duel_id, 1) == drawn  # publication draws nothing
     with boa.reverts("Duel: request not missing"):
         c.publishRequest(duel_id, *publish_args(job))
-    # B answers in the new window (not before its seed block), and the panel comes from that seed
+    # B answers in the new window (not before its seed block), and cannot say "no request" again
     with boa.env.prank(cast.b.address), boa.reverts("Duel: seed block not mined yet"):
         c.answerDuel(duel_id, keccak(b"x"))
     mine_to(seed + 1)
+    assert c.challengerOf(duel_id) == cast.b.address
+    with boa.env.prank(cast.b.address), boa.reverts("Duel: request already published"):
+        c.answerDuel(duel_id, ZERO32)
     with boa.env.prank(cast.b.address):
         c.answerDuel(duel_id, keccak(b"x"))
-    assert duel(c, duel_id).status == JUDGING and len(seats(c, duel_id, 1)) == P.k_judges
+    # the seats are the ones drawn from the first seed, not a draw from the new one
+    assert [type(log).__name__ for log in c.get_logs()] == ["DuelAnswered", "JudgesDrawn"]
+    commit_end = block_number() + P.commit_window_blocks
+    (judges_drawn,) = logs_named(c, "JudgesDrawn")
+    assert ([str(j) for j in judges_drawn.seats], judges_drawn.round, judges_drawn.commitEnd) == (drawn, 1, commit_end)
+    assert duel(c, duel_id).status == JUDGING and seats(c, duel_id, 1) == drawn
+    assert list(c.previewJudges(duel_id)) == drawn
+    assert _full_tree_panel(c, duel_id, seed, parties) != drawn
+
+
+def test_no_request_with_no_judge_stake_cancels(c: Any) -> None:
+    """The seats are drawn with "no request" too: with no judge stake the duel ends there, as it would
+    with an answer (B gets its fee, the origin the rest of the escrow)."""
+    origin, a, b = make_node(c, "origin", 0), make_node(c, "a"), make_node(c, "b")
+    next_epoch()
+    o = origin.address
+    duel_id = open_duel(c, o, attest(c, o, a, "t"))
+    to_seed(c, duel_id)
+    before = book(c, o, a.address, b.address)
+    with boa.env.prank(b.address):
+        c.answerDuel(duel_id, ZERO32)
+    assert [type(log).__name__ for log in c.get_logs()] == [
+        "ChallengerDrawn", "DuelCancelled", "DuelRewardPaid", "DuelRewardPaid"]
+    assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_JUDGES
+    paid = [(p.account, p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid")]
+    assert paid == [(b.address, DUELIST_FEE, REWARD_DUELIST_FEE), (o, ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)]
+    assert delta(before, book(c, o, a.address, b.address)) == {
+        o: (ESCROW - DUELIST_FEE, 0, 0, 0), a.address: (0, 0, 0, -BOND), b.address: (DUELIST_FEE, 0, 0, 0)}
+    assert duel(c, duel_id).status == CANCELLED and not logs_named(c, "RequestMissing")
 
 
 def test_request_published_too_late(c: Any, cast: Cast) -> None:
@@ -699,29 +865,50 @@ def test_no_commitment_for_a_lone_judge_seat(c: Any) -> None:
 # settlement: exact amounts
 
 
+def _weight(verdicts: int, final: int) -> tuple[int, int]:
+    """The pay scale (numerator, denominator) of a seat coherent with `final`, from the verdict counts
+    before this one (`verdicts()`: A won low 128 bits, B won high): 1 / (2p), p = (same + 1) / (all + 2),
+    within [1/4, 4]; 1 for a tie or a void."""
+    if final not in (A_WON, B_WON):
+        return 1, 1
+    won_a, won_b = verdicts & (2**128 - 1), verdicts >> 128
+    same = won_a if final == A_WON else won_b
+    num, den = won_a + won_b + 2, 2 * (same + 1)
+    if num > 4 * den:
+        return 4, 1
+    if 4 * num < den:
+        return 1, 4
+    return num, den
+
+
 def _judge_deltas(drawn: list[str], votes: dict[str, int | None], final: int, reserve: int, budget: int,
-                  ) -> tuple[dict[str, tuple[int, int]], int, int]:
+                  scale: tuple[int, int] = (1, 1)) -> tuple[dict[str, tuple[int, int]], int, int]:
     """Per judge (credit, stake) change, fees paid from `budget`, and the reserve after, as the
-    contract's rules say (every seat separately)."""
+    contract's rules say (every seat separately): a coherent seat earns JUDGE_FEE and a share of the
+    reserve as it stood before the round, both scaled by `scale`, the fee from the budget first and
+    what the budget lacks from the reserve."""
+    num, den = scale
     out = {j: (0, 0) for j in drawn}
     win = {A_WON: A_VOTE, B_WON: B_VOTE}.get(final)
     lose = {A_WON: B_VOTE, B_WON: A_VOTE}.get(final)
-    bonus = reserve * P.reserve_payout_bps // BPS
-    paid = bonuses = penalties = 0
+    fee = JUDGE_FEE * num // den
+    bonus = reserve * P.reserve_payout_bps // BPS * num // den
+    paid = 0
     for j in drawn:
         v = votes.get(j) or 0
         credit, stake_ = out[j]
         if (win is not None and v == win) or (final == TIE and v in (A_VOTE, B_VOTE)):
-            fee, extra = min(JUDGE_FEE, budget - paid), min(bonus, reserve - bonuses)
-            paid += fee
-            bonuses += extra
-            credit += fee + extra
+            from_budget = min(fee, budget - paid)
+            from_reserve = min(fee - from_budget + bonus, reserve)
+            paid += from_budget
+            reserve -= from_reserve
+            credit += from_budget + from_reserve
         elif v == 0 or (lose is not None and v == lose):
             cut = SILENT_PENALTY if v == 0 else JUDGE_PENALTY
             stake_ -= cut
-            penalties += cut
+            reserve += cut
         out[j] = (credit, stake_)
-    return out, paid, reserve - bonuses + penalties
+    return out, paid, reserve
 
 
 def _duel_where(c: Any, cast: Cast, fits: Any, tag: str) -> tuple[int, list[str]]:
@@ -755,8 +942,10 @@ def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | 
     first, first_seats = judging_duel(c, cast, "seed the reserve")
     vote_round(c, first, dict.fromkeys(distinct(first_seats), A_VOTE))
     settle(c, first)
-    # B's bond, less the coherent seats' shares of it (1% each, computed once per round)
+    # B's bond, less the coherent seats' shares of it (1% each, computed once per round; the first
+    # verdict ever is paid at scale 1)
     assert c.reserve() == BOND - P.k_judges * (BOND * P.reserve_payout_bps // BPS)
+    assert c.verdicts() == 1  # one A win
     o, a, b = cast.origin.address, cast.a.address, cast.b.address
     duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, label)
     votes = {j.address: v for j, v in zip(cast.judges, pattern, strict=True)}
@@ -773,9 +962,14 @@ def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | 
     c.settleDuel(duel_id)
     (settled,) = logs_named(c, "DuelSettled")
     to_b = [(p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid") if p.account == b]
+    reserve_logs = [log.amount for log in logs_named(c, "ReserveChanged")]
     d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
-    # B's bond (when A won) reaches the reserve before the judges take their share of it
-    judge_d, paid, reserve_after = _judge_deltas(drawn, votes, final, reserve + b_loss, P.k_judges * JUDGE_FEE)
+    # B's bond (when A won) reaches the reserve before the judges take their share of it; after one
+    # A win, a second one pays 3/4, a first B win 3/2
+    scale = _weight(1, final)
+    assert scale == {A_WON: (3, 4), B_WON: (3, 2)}.get(final, (1, 1))
+    judge_d, paid, reserve_after = _judge_deltas(drawn, votes, final, reserve + b_loss, P.k_judges * JUDGE_FEE,
+                                                 scale)
     assert d[a] == (0, -a_loss, 0, -BOND), label
     assert d[b] == (DUELIST_FEE + a_loss, -b_loss, 0, -BOND), label
     # B is paid once: A's bond with its fee when it won, else its fee alone
@@ -784,6 +978,9 @@ def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | 
     for j in cast.judges:
         assert d[j.address][:2] == judge_d[j.address], (label, j.address)
     assert c.reserve() == reserve_after, label
+    # one ReserveChanged for the whole settlement, when the reserve changed at all
+    assert reserve_logs == ([reserve_after] if reserve_after != reserve else []), label
+    assert c.verdicts() == 1 + {A_WON: 1, B_WON: 1 << 128}.get(final, 0), label
     counts = Counter(votes[j] for j in drawn)
     assert (settled.outcome, settled.round, settled.votesA, settled.votesB, settled.stakeMoved) == (
         final, 1, counts[A_VOTE], counts[B_VOTE], a_loss + b_loss), label
@@ -854,6 +1051,141 @@ def test_judge_penalties_take_active_then_unbonding_stake(c: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# settlement: the verdict weight
+
+
+def _set_verdicts(c: Any, won_a: int, won_b: int) -> None:
+    """Write the decayed verdict counts directly (a unit test cannot settle a thousand duels); they
+    only scale judges' pay, so no other state depends on them."""
+    boa.env.set_storage(c.address, Storage(c).slot("verdicts"), won_a | (won_b << 128))
+    assert c.verdicts() == won_a | (won_b << 128)
+
+
+def _ready_unanimous(c: Any, cast: Cast, vote: int, tag: str) -> int:
+    """A duel whose three seats went to three distinct judges, all voting `vote`, past its appeal
+    window: settleDuel may run."""
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, tag)
+    vote_round(c, duel_id, dict.fromkeys(drawn, vote))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    return duel_id
+
+
+def _settle_and_pay(c: Any, cast: Cast, duel_id: int) -> tuple[dict[str, int], int, int]:
+    """Settle; (each judge's credit change, the origin's credit change, the reserve after)."""
+    judges = [j.address for j in cast.judges]
+    before = {w: c.credit(w) for w in (*judges, cast.origin.address)}
+    reserve_before = c.reserve()
+    c.settleDuel(duel_id)
+    changed = [log.amount for log in logs_named(c, "ReserveChanged")]
+    reserve = c.reserve()
+    # one ReserveChanged per settlement, with the reserve after it, and none when it did not change
+    assert changed == ([reserve] if reserve != reserve_before else [])
+    return ({j: c.credit(j) - before[j] for j in judges}, c.credit(cast.origin.address) - before[cast.origin.address],
+            reserve)
+
+
+def test_a_rare_verdict_pays_more_and_a_common_one_less(c: Any) -> None:
+    """A coherent seat's fee and reserve share are scaled by (n + 2) / (2 (same + 1)): n decided verdicts
+    so far, `same` of them like this one."""
+    cast = make_cast(c)
+
+    def share(reserve: int) -> int:
+        return reserve * P.reserve_payout_bps // BPS
+
+    # the first verdict ever (A): scale 2/2
+    paid, origin_back, reserve = _settle_and_pay(c, cast, _ready_unanimous(c, cast, A_VOTE, "first"))
+    assert paid == dict.fromkeys(paid, JUDGE_FEE + share(BOND)) and origin_back == 0
+    assert reserve == BOND - 3 * share(BOND) and c.verdicts() == 1
+    # a second A win: common, scale 3/4; the origin gets back the fees nobody earned
+    duel_id = _ready_unanimous(c, cast, A_VOTE, "second")
+    before = c.reserve() + BOND  # B's bond reaches the reserve before the judges are paid
+    paid, origin_back, reserve = _settle_and_pay(c, cast, duel_id)
+    bonus = share(before) * 3 // 4
+    assert paid == dict.fromkeys(paid, 3 * C + bonus) and JUDGE_FEE == 4 * C
+    assert origin_back == 3 * JUDGE_FEE - 3 * 3 * C
+    assert reserve == before - 3 * bonus and c.verdicts() == 2
+    # then a B win: rare, scale 4/2; the budget (3 fees) pays 1.5 seats, the reserve the rest
+    duel_id = _ready_unanimous(c, cast, B_VOTE, "third")
+    before = c.reserve()  # A's bond goes to B, not to the reserve
+    paid, origin_back, reserve = _settle_and_pay(c, cast, duel_id)
+    bonus = share(before) * 2
+    assert paid == dict.fromkeys(paid, 2 * JUDGE_FEE + bonus) and origin_back == 0
+    assert reserve == before - 3 * bonus - 3 * JUDGE_FEE
+    assert c.verdicts() == 2 | (1 << 128)
+    assert boa.env.get_balance(c.address) == held(c, cast)
+
+
+def test_the_scale_is_capped_at_four(c: Any) -> None:
+    """After seven A wins a B win would pay 9/2; it pays 4 (the reserve tops up the budget)."""
+    cast = make_cast(c)
+    for i in range(7):
+        c.settleDuel(_ready_unanimous(c, cast, A_VOTE, f"a{i}-"))
+    assert c.verdicts() == 7
+    duel_id = _ready_unanimous(c, cast, B_VOTE, "b")
+    before = c.reserve()
+    paid, origin_back, reserve = _settle_and_pay(c, cast, duel_id)
+    bonus = before * P.reserve_payout_bps // BPS * 4
+    assert paid == dict.fromkeys(paid, 4 * JUDGE_FEE + bonus) and origin_back == 0
+    assert reserve == before - 3 * bonus - (12 - 3) * JUDGE_FEE > 0
+
+
+def test_a_common_verdict_still_pays_about_half(c: Any) -> None:
+    """The scale is 1 / (2p) with p <= 1, so it never falls below one half (the [1/4, 4] bound's lower
+    end is never reached): 1021 A wins, then another one."""
+    cast = make_cast(c)
+    _set_verdicts(c, 1021, 0)
+    duel_id = _ready_unanimous(c, cast, A_VOTE, "a")
+    paid, origin_back, reserve = _settle_and_pay(c, cast, duel_id)
+    fee, bonus = JUDGE_FEE * 1023 // 2044, BOND * P.reserve_payout_bps // BPS * 1023 // 2044
+    assert JUDGE_FEE // 2 < fee < JUDGE_FEE
+    assert paid == dict.fromkeys(paid, fee + bonus) and origin_back == 3 * (JUDGE_FEE - fee)
+    assert reserve == BOND - 3 * bonus and c.verdicts() == 1022
+
+
+def test_the_reserve_pays_only_what_it_holds(c: Any) -> None:
+    """A rare verdict's fees beyond the budget come from the reserve; an empty reserve pays nothing, so
+    the seats first in seat order take the budget and the others get nothing."""
+    cast = make_cast(c)
+    _set_verdicts(c, 7, 0)
+    assert c.reserve() == 0
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "b")
+    vote_round(c, duel_id, dict.fromkeys(drawn, B_VOTE))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    paid, origin_back, reserve = _settle_and_pay(c, cast, duel_id)
+    assert [paid[j] for j in drawn] == [3 * JUDGE_FEE, 0, 0] and origin_back == 0
+    assert reserve == 0 and c.verdicts() == 7 | (1 << 128)
+
+
+@pytest.mark.parametrize(("counts", "vote", "after"), [
+    ((1000, 23), A_VOTE, (500, 11)),  # the 1024th verdict halves both counts
+    ((1000, 23), B_VOTE, (500, 12)),
+    ((1000, 22), A_VOTE, (1001, 22)),  # the 1023rd does not
+])
+def test_verdict_counts_halve_at_1024(c: Any, counts: tuple[int, int], vote: int, after: tuple[int, int]) -> None:
+    cast = make_cast(c)
+    _set_verdicts(c, *counts)
+    c.settleDuel(_ready_unanimous(c, cast, vote, "v"))
+    assert c.verdicts() == after[0] | (after[1] << 128)
+
+
+def test_ties_and_voids_are_not_counted_and_pay_at_scale_one(c: Any) -> None:
+    cast = make_cast(c)
+    _set_verdicts(c, 5, 0)  # a tie or a void would pay 7/12 or 7/2 if it were weighed like a verdict
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "tie")
+    vote_round(c, duel_id, dict(zip(drawn, (A_VOTE, B_VOTE, ABSTAIN), strict=True)))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    paid, origin_back, _ = _settle_and_pay(c, cast, duel_id)
+    assert [paid[j] for j in drawn] == [JUDGE_FEE, JUDGE_FEE, 0] and origin_back == JUDGE_FEE
+    assert duel(c, duel_id).outcome == TIE
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "void")
+    vote_round(c, duel_id, dict(zip(drawn, (NO_EVIDENCE, NO_EVIDENCE, A_VOTE), strict=True)))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    paid, origin_back, _ = _settle_and_pay(c, cast, duel_id)
+    assert paid == dict.fromkeys(paid, 0) and origin_back == 3 * JUDGE_FEE
+    assert duel(c, duel_id).outcome == VOIDED and c.verdicts() == 5
+
+
+# ---------------------------------------------------------------------------------------------
 # appeals
 
 
@@ -913,6 +1245,10 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
         c.settleDuel(duel_id)
     reveal(c, duel_id, distinct(drawn2)[-1], A_VOTE)
     reserve = c.reserve()
+    # the second A win in a row: both rounds' coherent seats are paid 3/4 of a fee and of a share
+    assert c.verdicts() == 1
+    scale = _weight(c.verdicts(), A_WON)
+    assert scale == (3, 4)
     judges = [j.address for j in cast.judges]
     before = book(c, o, a, b, *judges)
     c.settleDuel(duel_id)  # every seat revealed: no need to wait for the window's end
@@ -922,10 +1258,10 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
     # round 1 (B voters) is incoherent with the final verdict (A): each of its seats pays a penalty
     # B's bond goes to the reserve before the judges are paid
     d1, paid1, reserve1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), A_WON, reserve + BOND,
-                                        P.k_judges * JUDGE_FEE)
-    d2, paid2, reserve2 = _judge_deltas(drawn2, dict.fromkeys(drawn2, A_VOTE), A_WON, reserve1, APPEAL_FEE)
+                                        P.k_judges * JUDGE_FEE, scale)
+    d2, paid2, reserve2 = _judge_deltas(drawn2, dict.fromkeys(drawn2, A_VOTE), A_WON, reserve1, APPEAL_FEE, scale)
     covered = min(paid2, reserve2)
-    assert paid1 == 0 and paid2 == APPEAL_FEE
+    assert paid1 == 0 and paid2 == 7 * JUDGE_FEE * 3 // 4 < APPEAL_FEE
     assert d[a] == (APPEAL_FEE - paid2 + covered, 0, 0, -BOND)
     assert d[b] == (DUELIST_FEE, -BOND, 0, -BOND)
     assert d[o] == (P.k_judges * JUDGE_FEE, 0, 0, 0)
@@ -951,6 +1287,7 @@ def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
     votes = {j: (A_VOTE if j == judges[-1] else B_VOTE) for j in judges}
     vote_round(c, duel_id, votes)
     before = book(c, o, a, b, *(j.address for j in cast.judges))
+    assert c.verdicts() == 0  # the deployment's first verdict: its seats are paid at scale 1
     c.settleDuel(duel_id)
     d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
     final = B_WON if sum(votes[s] == B_VOTE for s in drawn2) * 2 > len(drawn2) else A_WON
