@@ -188,6 +188,15 @@ def test_model_replays_scripted_duels_bit_for_bit(fresh: None) -> None:
     mine_to(twin.m.duels[duel_id].seed_block + 1)
     twin.draw_challenger(duel_id, o)
     twin.settle(duel_id, o)
+    # a silent challenger nobody recorded: drawn and slashed when settled in the seed epoch; after
+    # it, the duel lapses with no challenger
+    for tag, late, reason in (("silent", False, 2), ("lapsed", True, 1)):
+        duel_id = twin.open_duel(o, attest(c, o, x, tag))
+        d = twin.m.duels[duel_id]
+        mine_to(d.seed_block + twin.p.epoch_blocks if late else d.deadline + 1)
+        twin.settle(duel_id, nodes[8].address, wait=False)
+        assert twin.event("DuelCancelled")[0]["reason"] == reason
+        assert len(twin.event("StakeSlashed")) == (0 if late else 1)
     # a request B could not get: published, answered; and one never published
     for tag, publish in (("published", True), ("withheld", False)):
         job = attest(c, o, x, tag)
@@ -196,9 +205,12 @@ def test_model_replays_scripted_duels_bit_for_bit(fresh: None) -> None:
         b = twin.challenger_of(duel_id)
         twin.answer(duel_id, b, ZERO32)
         if publish:
+            seats = twin.seats(duel_id)
             twin.publish(duel_id, job, nodes[8].address)
             mine_to(twin.m.duels[duel_id].seed_block + 1)
-            twin.answer(duel_id, b, answer_hash("late answer"))
+            with pytest.raises(RevertedError, match="Duel: request already published"):
+                twin.answer(duel_id, b, ZERO32)
+            assert twin.answer(duel_id, b, answer_hash("late answer")) == seats
             twin.vote_round(duel_id, dict.fromkeys(distinct(twin.seats(duel_id)), A_VOTE))
         twin.settle(duel_id, o)
     # reverts agree too
@@ -209,6 +221,17 @@ def test_model_replays_scripted_duels_bit_for_bit(fresh: None) -> None:
     for n in nodes:
         twin.sync_weight(n.address, o)
     assert twin.m.reserve > 0
+
+
+def test_model_and_contract_agree_at_the_packing_limit(fresh: None) -> None:
+    """openDuel refuses a duel whose blocks would outgrow duelInfo's 40-bit fields: the model must
+    refuse it with the contract's reason ("Duel: field overflow")."""
+    c = deploy()
+    twin = Twin(c)
+    origin, a = twin.node("origin", 0), twin.node("a", 2 * MIN_STAKE)
+    mine_to((1 << 40) - TEST_PARAMS.duel_span_blocks - TEST_PARAMS.answer_window_blocks)
+    with pytest.raises(RevertedError, match="Duel: field overflow"):
+        twin.open_duel(origin.address, attest(c, origin.address, a, "late"))
 
 
 def test_a_reverted_model_call_changes_nothing() -> None:
