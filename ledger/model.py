@@ -1126,8 +1126,8 @@ class WWWServeModel:
         self._put_account(a, act, unb, bonded + p.duel_bond_wei)
         seed_block = next_epoch_start(block_number, p.epoch_blocks)
         deadline = seed_block + p.answer_window_blocks
-        if deadline + self.duel_span_blocks >= BLOCK_LIMIT:
-            raise ModelRevert("Duel: block number overflow")
+        if deadline + self.duel_span_blocks >= BLOCK_LIMIT or mid >= 1 << 24:
+            raise ModelRevert("Duel: field overflow")
         self.duels[duel_id] = Duel(DuelStatus.AWAITING_ANSWER, self.nodes[s].leaf, self.nodes[a].leaf, seed_block,
                                    deadline, p.duel_bond_wei, mid)
         self._emit("DuelOpened", duelId=duel_id, origin=s, a=a, requestId=work.request_id,
