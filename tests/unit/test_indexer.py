@@ -278,12 +278,24 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
             onchain.origin, onchain.a, onchain.b, onchain.round, onchain.bond_wei, onchain.seed_block)
         assert indexed.status == DUEL_STATUS[onchain.status]
         assert indexed.outcome == DUEL_OUTCOME.get(onchain.outcome)
+        # the first round's seats are announced (JudgesDrawn) with B's answer; the contract draws them
+        # already with "no request", so a duel withheld there holds seats no event named (below)
+        announced = indexed.answer_b_hash is not None
         for r in (1, 2):
+            if r == 1 and not announced:
+                assert indexed.seats(1) == ()
+                continue
             assert tuple(s.judge for s in indexed.seats(r)) == c.judges(duel_id, r)
             assert tuple(Vote(s.vote or 0) for s in indexed.seats(r)) == c.votes(duel_id, r)
         hashes = c.duel_hashes(duel_id)
         assert indexed.request_hash == "0x" + hashes.request_hash.hex()
         assert indexed.answer_b_hash == (None if hashes.answer_b_hash is None else "0x" + hashes.answer_b_hash.hex())
+
+    # one ReserveChanged per settlement or cancellation, when the reserve moved: the appealed duel's
+    # first-round penalties (from an empty reserve) paid the appeal panel's shares and the appellant's
+    # refund, so its reserve ended where it began
+    reserve_events = {k: [e.name for e in idx.duel_events(v)].count("ReserveChanged") for k, v in chain.duels.items()}
+    assert reserve_events == {"appealed": 0, "no answer": 1, "published": 1, "withheld": 1, "open": 0}
 
     # the appealed duel: overturned in round 2; A's lost bond came from active, then unbonding stake
     d1 = idx.duel(chain.duels["appealed"])
@@ -323,6 +335,8 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     d4 = idx.duel(chain.duels["withheld"])
     assert d4 is not None and (d4.status, d4.cancel_reason, d4.request) == ("cancelled", "request_withheld", None)
     assert d4.answer_b_hash is None
+    assert len(c.judges(d4.id, 1)) == PARAMS.k_judges and d4.seats(1) == ()
+    assert c.judges(chain.duels["no answer"], 1) == () == c.judges(chain.duels["open"], 1)
 
     # the open duel: A's bond is reserved until it ends
     d5 = idx.duel(chain.duels["open"])
