@@ -7,8 +7,10 @@ depositors deposit, withdraw, register (from a small key pool, so keys collide),
 leave, stake, unstake, withdraw stake, sync draw weights, sign and claim fee vouchers (fresh, stale,
 forged, malformed) and run duels end to end over signed work (sometimes forged, expired, over a
 commitment to "no duel", another origin's, an unknown model's, already dueled): the drawn challenger
-is recorded or not, answers (or says it has no request, which is then published or withheld), seats
-commit and reveal random votes or stay silent, losers appeal, anyone settles; blocks and time advance.
+is recorded or not, answers (or says it has no request, which is then published or withheld, and
+says it again after publication, refused), or stays silent (settled in the seed epoch, an unrecorded
+challenger is drawn and slashed then), seats commit and reveal random votes or stay silent, losers
+appeal, anyone settles (coherent seats paid by how rare their verdict is); blocks and time advance.
 
 After every step:
 * both sides succeeded, or both reverted with the same reason; they emitted the same events (names
@@ -16,8 +18,9 @@ After every step:
 * every storage word the model describes equals the contract's: credit, pending withdrawals and
   their notice, the packed stake account (active | unbonding | bonded), the unbonding word, the
   registry (key, active flag, leaf, key owners, model epochs), claimed vouchers, the sum tree's
-  leaves and root, the reserve, each duel's packed word, both panels and every commitment; a duel's
-  views (getDuel, getJudges and getVotes of both rounds) whenever it changed;
+  leaves and root, the reserve, the decayed verdict counts, each duel's packed word (with its first
+  round's seats and votes), the appeal panel and every commitment; a duel's views (getDuel,
+  getJudges and getVotes of both rounds) whenever it changed;
 * conservation, exactly: the contract's ETH balance == model.liabilities_wei() == credit + pending +
   active and unbonding stake + escrow of open duels + deposits of open appeals + reserve;
 * no balance below zero; each node's bonded stake == the sum of the bonds of the open duels it is a
@@ -414,8 +417,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self._draw(duel_id, anyone)
         elif c in (2, 3, 4) and b != ZERO_ADDRESS:
             self._answer(duel_id, b, answer_hash(f"b{duel_id}"))
-        elif c == 5 and b != ZERO_ADDRESS:
-            self._answer(duel_id, b, ZERO32)
+        elif (c == 5 or (c == 6 and d.published)) and b != ZERO_ADDRESS:
+            self._answer(duel_id, b, ZERO32)  # "no request" (refused once the request was published)
         else:  # someone else answers
             self._answer(duel_id, anyone, answer_hash("intruder"))
 
@@ -534,8 +537,15 @@ class LedgerMachine(RuleBasedStateMachine):
                   lambda: self.m.reveal_vote(judge, duel_id, v, salt, block_number=block_number()))
 
     def _settle(self, duel_id: int, sender: str) -> None:
-        self.step(sender, "settleDuel", (duel_id,),
-                  lambda: self.m.settle_duel(sender, duel_id, block_number=block_number()), may_lower="settle")
+        d = self.m.duels.get(duel_id)
+        unrecorded = d is not None and d.status == DuelStatus.AWAITING_ANSWER and not d.b_drawn
+        ok, _ = self.step(sender, "settleDuel", (duel_id,),
+                          lambda: self.m.settle_duel(sender, duel_id, block_number=block_number(),
+                                                     blockhash=evm_blockhash),
+                          may_lower="settle")
+        if ok and unrecorded and self.twin is not None and self.twin.event("StakeSlashed"):
+            label = "no-show drawn and slashed at settlement"
+            STATS[label] = STATS.get(label, 0) + 1
 
     # a duel call anywhere, any time, by anyone (mostly reverts; both sides must agree on why)
     @rule(op=st.sampled_from(["draw", "answer", "publish", "judges", "commit", "reveal", "appeal", "settle"]),
@@ -601,7 +611,8 @@ class LedgerMachine(RuleBasedStateMachine):
             for duel_id in self.m.open_duel_ids():  # opened before now: their span is over
                 assert block_number() > self.opened_at.get(duel_id, 0) + m.duel_span_blocks
                 self.step(stranger, "settleDuel", (duel_id,),
-                          lambda duel_id=duel_id: self.m.settle_duel(stranger, duel_id, block_number=block_number()),
+                          lambda duel_id=duel_id: self.m.settle_duel(stranger, duel_id, block_number=block_number(),
+                                                                     blockhash=evm_blockhash),
                           may_lower="settle")
                 assert self.m.duels[duel_id].status not in OPEN, duel_id
             m = self.m
