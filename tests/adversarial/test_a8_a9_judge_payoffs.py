@@ -1,10 +1,12 @@
 """A8 (split identities colluding as judges) and A9 (lazy judging): the payoff rules they run into.
 
 Contract side only: a seat that votes with the final verdict earns JUDGE_FEE plus a share of the
-reserve; a seat against it pays JUDGE_PENALTY; a silent seat pays SILENT_PENALTY; abstaining and
-no-evidence seats neither earn nor pay; an appeal whose larger panel overturns round 1 refunds the
-appellant and makes every round-1 majority seat pay. So honest judging strictly beats every lazy
-strategy per seat, and a colluding majority that an appeal overturns loses money. The Monte Carlo
+reserve, both scaled by how rare that verdict has been (1 / (2p), within [1/4, 4]; 1 for the
+deployment's first verdict); a seat against it pays JUDGE_PENALTY; a silent seat pays
+SILENT_PENALTY; abstaining and no-evidence seats neither earn nor pay; an appeal whose larger panel
+overturns round 1 refunds the appellant and makes every round-1 majority seat pay. So honest judging
+strictly beats every lazy strategy per seat, voting for the usual winner earns less than reading
+the answers, and a colluding majority that an appeal overturns loses money. The Monte Carlo
 economics (judge accuracy, collusion shares, the price of a model call) are bench/attacks.py's.
 """
 
@@ -103,3 +105,37 @@ def test_a_colluding_majority_overturned_on_appeal_pays(twin: Twin, cast: dict) 
         assert change[j] < 0
     for j in set(drawn2) - set(drawn1):
         assert change[j] > 0
+
+
+def test_voting_for_the_usual_winner_earns_less_than_reading_the_answers(twin: Twin, cast: dict) -> None:
+    """A's answer was the better one in three duels (every seat voted A). Then B's is better: two
+    seats read the answers and vote B, the third always votes A. The B verdict is rare (scale 5/2),
+    so the readers earn 2.5 fees and shares; 'always A' pays the penalty. The next A verdict is
+    common (scale 3/4): every seat earns less than a fee. Over the two duels 'always A' is behind
+    each reader by the rare verdict's pay and the penalty."""
+    o = cast["origin"].address
+    for i in range(3):
+        duel_id, _, drawn = twin.judging_where(o, cast["a"], lambda d: len(set(d)) == 3, f"usual{i}")
+        twin.vote_round(duel_id, dict.fromkeys(drawn, A_VOTE))
+        twin.settle(duel_id, o)
+    assert twin.c.verdicts() == 3
+    totals: dict[str, int] = {}
+    pay: dict[str, int] = {}
+    for tag, better, scale in (("rare", B_VOTE, (5, 2)), ("common", A_VOTE, (6, 8))):
+        duel_id, _, drawn = twin.judging_where(o, cast["a"], lambda d: len(set(d)) == 3, tag)
+        readers, lazy = drawn[:2], drawn[2]
+        twin.vote_round(duel_id, {readers[0]: better, readers[1]: better, lazy: A_VOTE})
+        reserve = twin.m.reserve + (BOND if better == A_VOTE else 0)  # B's lost bond comes in first
+        before = _balances(twin)
+        twin.settle(duel_id, o)
+        after = _balances(twin)
+        num, den = scale
+        earned = JUDGE_FEE * num // den + reserve * twin.p.reserve_payout_bps // 10_000 * num // den
+        assert [after[j] - before[j] for j in readers] == [earned] * 2, tag
+        assert after[lazy] - before[lazy] == (earned if better == A_VOTE else -JUDGE_PENALTY), tag
+        totals["reader"] = totals.get("reader", 0) + earned
+        totals["lazy"] = totals.get("lazy", 0) + after[lazy] - before[lazy]
+        pay[tag] = earned
+    assert twin.c.verdicts() == 4 | (1 << 128)
+    assert pay["rare"] > 2 * JUDGE_FEE and pay["common"] < JUDGE_FEE
+    assert totals["reader"] - totals["lazy"] == pay["rare"] + JUDGE_PENALTY
