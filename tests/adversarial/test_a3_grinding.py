@@ -1,10 +1,16 @@
 """A3: judge-panel grinding. Today's attack re-rolled the panel by staking 1 wei (the draw read the live
-tree), chose who draws and when, and let a disliked panel lapse for free.
+tree), chose who draws and when, let a disliked panel lapse for free, or re-rolled it by claiming the
+request missing.
 
 Today's defence: every draw of an epoch reads the stake tree frozen when the epoch began, from the
 hash of a block mined after the duel reached that step; the result does not depend on who calls or
-when; a recorded challenger that does not answer loses its bond. A 10 % coalition holds a majority
-of seats as often as the binomial says, not every time.
+when; the first round's seats are drawn with B's answer or its "no request", so publishing the
+request re-draws nothing; a drawn challenger that does not answer loses its bond, recorded or not
+(settled within the seed epoch, the draw is worked out again). A 10 % coalition holds a majority of
+seats as often as the binomial says, not every time.
+
+Open: the challenger draw also asks for a bond's worth of free stake, read live, not frozen; the two
+tests at the end show what moving it after the seed does (both fail today).
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ from contract_fixtures import (
     BOND,
     MIN_STAKE,
     OTHER_MODEL,
+    ZERO_ADDRESS,
+    RevertedError,
     Twin,
     attest,
+    block_number,
     fake_blockhash,
     mine_to,
     new_account,
     next_epoch,
     open_args,
 )
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from ledger.model import SortitionTree, panel_seed
@@ -106,15 +116,14 @@ def test_a_recorded_challenger_that_does_not_answer_loses_its_bond(twin: Twin, n
 
 def test_a_drawn_challenger_cannot_let_its_panel_lapse_for_free(twin: Twin, net: dict[str, list]) -> None:
     """B knows its first panel before it answers (the panel comes from the seed block B was drawn
-    from). If it dislikes the panel and nobody recorded it as the challenger, it can stay silent:
-    the duel is cancelled as 'no challenger' and B keeps its bond - a free option to let a panel
-    lapse. A drawn challenger that does not answer must lose its bond whether or not someone called
-    drawChallenger (issue 12, A3: "no free option to let a panel lapse")."""
+    from). If it dislikes the panel and nobody recorded it as the challenger, it can stay silent;
+    settling in the seed epoch draws B again and takes its bond (issue 12, A3: "no free option to let
+    a panel lapse"). The answer window ends with blocks to spare in that epoch for this."""
     c, o, a = twin.c, net["origin"][0].address, net["a"][0]
     duel_id = twin.open_duel(o, attest(c, o, a, "t"))
     mine_to(twin.m.duels[duel_id].seed_block + 1)
     b = twin.challenger_of(duel_id)
-    assert b != "0x0000000000000000000000000000000000000000"
+    assert b != ZERO_ADDRESS
     panel = _answer_in_sandbox(twin, duel_id, b)  # what B would face
     assert len(panel) == twin.p.k_judges
     stake_before = twin.m.total_stake(b)
@@ -127,19 +136,21 @@ def test_a_drawn_challenger_cannot_let_its_panel_lapse_for_free(twin: Twin, net:
 
 def test_a_challenger_cannot_reroll_its_panel_by_claiming_the_request_missing(twin: Twin,
                                                                              net: dict[str, list]) -> None:
-    """B knows its first panel before it answers. If it answers "I could not get the request" (a zero
-    hash) the origin publishes the request - or loses its escrow - and the panel is then drawn from a
-    later seed: a free re-roll for B, the grinding A3 is about. Whatever B claims, the panel of a
-    duel whose request was available must be the one its seed gave."""
+    """B knows its first panel before it answers. It answers "I could not get the request" (a zero
+    hash), the origin publishes the request - or loses its escrow - and B answers after the next
+    seed: its seats were drawn with the "no request" from the first seed, and stay. Whatever B
+    claims, the panel of a duel whose request was available is the one its seed gave."""
     c, o, a = twin.c, net["origin"][0].address, net["a"][0]
     job = attest(c, o, a, "t")
     duel_id = twin.open_duel(o, job)
     mine_to(twin.m.duels[duel_id].seed_block + 1)
     b = twin.challenger_of(duel_id)
     first = _answer_in_sandbox(twin, duel_id, b)  # the panel B sees coming, and dislikes
-    twin.answer(duel_id, b, b"\x00" * 32)  # "no request"
+    assert twin.answer(duel_id, b, b"\x00" * 32) == first  # "no request" draws it all the same
     twin.publish(duel_id, job, o)  # the origin wants its duel: it publishes
     mine_to(twin.m.duels[duel_id].seed_block + 1)
+    with pytest.raises(RevertedError, match="Duel: request already published"):
+        twin.answer(duel_id, b, b"\x00" * 32)  # and B cannot claim it again
     second = twin.answer(duel_id, b, keccak(b"b"))
     assert second == first, f"B re-rolled its panel: {first} -> {second}"
 
@@ -187,3 +198,74 @@ def test_a_ten_percent_coalition_holds_a_majority_as_often_as_the_binomial_says(
     assert majorities <= n * p_major + 4 * sd, message
     assert abs(seats_x - 3 * n * p) <= 4 * math.sqrt(3 * n * p * (1 - p)), message
     assert len(honest) == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# the challenger's free stake is read live
+
+
+def _servers_b_and_c(twin: Twin) -> tuple[str, LocalAccount, LocalAccount, LocalAccount]:
+    """Origin, A and two servers of the model: B, whose free stake is exactly one bond (other origins
+    opened duels over four fifths of its stake), and C, free. Judges serve another model."""
+    origin, a = twin.node("origin", 0), twin.node("a", 10 * MIN_STAKE)
+    b, c = twin.node("b", MIN_STAKE), twin.node("c", MIN_STAKE)
+    for i in range(3):
+        twin.node(f"j{i}", MIN_STAKE, models=(OTHER_MODEL,))
+    for i in range(MIN_STAKE // BOND - 1):
+        user = twin.node(f"user{i}", 0)
+        twin.open_duel(user.address, attest(twin.c, user.address, b, f"b-work{i}"))
+    assert twin.m.free_stake(b.address) == BOND
+    next_epoch()
+    return origin.address, a, b, c
+
+
+def _duel_challenged_by(twin: Twin, origin: str, a: LocalAccount, b: str) -> int:
+    """Open duels over A's work until one's challenger (after the seed) is B."""
+    for i in range(20):
+        duel_id = twin.open_duel(origin, attest(twin.c, origin, a, f"t{i}"))
+        mine_to(twin.m.duels[duel_id].seed_block + 1)
+        if twin.challenger_of(duel_id) == b:
+            return duel_id
+    raise AssertionError("B was never the challenger")
+
+
+def test_a_challenger_cannot_escape_its_draw_by_bonding_its_own_stake(twin: Twin) -> None:
+    """B sees the seed, dislikes the panel and, before anyone records it, has a friendly origin open a
+    duel over B's own work: its free stake falls under a bond, the challenger draw now skips it, and
+    B stays silent. A drawn challenger must not be able to step out of its draw after the seed."""
+    origin, a, b_acct, _ = _servers_b_and_c(twin)
+    b = b_acct.address
+    duel_id = _duel_challenged_by(twin, origin, a, b)
+    friend = twin.node("friend", 0)
+    twin.open_duel(friend.address, attest(twin.c, friend.address, b_acct, "escape"))
+    assert twin.m.free_stake(b) == 0
+    moved = twin.challenger_of(duel_id)
+    stake_b = twin.m.total_stake(b)
+    twin.settle(duel_id, origin)
+    assert twin.m.total_stake(b) == stake_b - BOND, (
+        f"B stepped out of its draw after the seed (challenger now {moved}; B kept its bond)")
+
+
+def test_nobody_is_slashed_for_a_duel_it_was_never_the_challenger_of(twin: Twin) -> None:
+    """B is the challenger all through the answer window and stays silent. After the window, still in
+    the seed epoch, someone opens a duel over B's work (nothing B did): its free stake falls under a
+    bond, and settling draws the challenger again, skipping B. Whoever that draw picks never saw
+    itself named in the window, and must not pay a bond for not answering."""
+    origin, a, b_acct, c_acct = _servers_b_and_c(twin)
+    b, c = b_acct.address, c_acct.address
+    duel_id = _duel_challenged_by(twin, origin, a, b)
+    d = twin.m.duels[duel_id]
+    named = set()
+    for block in range(block_number(), d.deadline + 1):
+        mine_to(block)
+        named.add(twin.challenger_of(duel_id))
+    assert named == {b}
+    mine_to(d.deadline + 1)
+    user = twin.node("late-user", 0)
+    twin.open_duel(user.address, attest(twin.c, user.address, b_acct, "late"))
+    stakes = {x: twin.m.total_stake(x) for x in (b, c)}
+    twin.settle(duel_id, origin)
+    slashed = [(e["node"], e["amount"]) for e in twin.event("StakeSlashed")]
+    assert all(node in named for node, _ in slashed), (
+        f"slashed {slashed} for not answering; only {sorted(named)} was ever the challenger "
+        f"(stakes before {stakes})")
