@@ -161,7 +161,8 @@ claimed: public(HashMap[address, HashMap[address, uint256]])
 # the tree has at most 2**20 leaves, and a leaf never changes owner):
 # duelInfo: status(4) | outcome(4) | round(2) | b drawn(1) | request published(1) | origin(20) | a(20)
 #           | b(20) | deadline(40) | seed block(40) | model id(24) | the first round's seats (3 x 20)
-#           | their votes (3 x 3) | first round drawn(1)
+#           | their votes (3 x 3) | first round drawn(1) | bond (10: DUEL_BOND x this / 1023, set when B
+#           is drawn: the smaller of DUEL_BOND and B's free stake)
 #   deadline: the answer deadline (awaiting answer), the publish deadline (awaiting request), or the
 #   current round's commit end (judging); a round's reveal end is its commit end + REVEAL_WINDOW. The
 #   first round lives in this word, so its commits and reveals read and write one slot.
@@ -896,6 +897,8 @@ I_MODEL: constant(uint256) = 152
 I_SEATS: constant(uint256) = 176  # the first round's seats, 20 bits each
 I_VOTES: constant(uint256) = 236  # their votes, 3 bits each
 I_DRAWN: constant(uint256) = 245  # the first round's seats are drawn
+I_BOND: constant(uint256) = 246  # both duelists' bond, in 1023rds of DUEL_BOND (set when B is drawn)
+BOND_UNITS: constant(uint256) = 1023
 LEAF_BITS: constant(uint256) = 20
 BLOCK_BITS: constant(uint256) = 40
 # panel offsets (duelPanel words, and every panel in memory)
@@ -913,6 +916,16 @@ def _owner(leaf: uint256) -> address:
 @internal
 def _status(info: uint256) -> uint256:
     return info & 15
+
+
+@pure
+@internal
+def _duel_bond(info: uint256, duel_bond: uint256) -> uint256:
+    """@dev Each duelist's bond: DUEL_BOND until B is drawn, then the smaller of it and B's free stake (in
+            1023rds of DUEL_BOND, whole gwei, as stake bonds are kept)."""
+    if (info >> I_B_DRAWN) & 1 == 0:
+        return duel_bond
+    return duel_bond * ((info >> I_BOND) & BOND_UNITS) // BOND_UNITS // WEI_PER_GWEI * WEI_PER_GWEI
 
 
 @pure
@@ -1099,8 +1112,7 @@ def openDuel(
             origin's commitment to duel it (`inspect_salt` opens it), within ATTESTATION_TTL; each
             piece of work can be dueled once. The origin escrows DUEL_ESCROW; DUEL_BOND of `a`'s
             stake is bonded. The challenger B is drawn at the next epoch's first block, by the stake
-            frozen then, among the nodes serving the model with a bond's worth of free stake (never
-            the origin, never `a`).
+            frozen then, among the nodes serving the model (never the origin, never `a`).
     """
     assert self.nodes[msg.sender].active, "Registry: not registered"
     assert a != msg.sender, "Duel: origin cannot duel"
@@ -1154,7 +1166,8 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
     """
     @dev The challenger: the first of up to MAX_CHALLENGER_TRIES draws (by the stake frozen at the
          seed block's epoch, from the seed block's hash) whose owner serves the duel's model in that
-         epoch and has a bond's worth of free stake. Only valid within the seed block's epoch.
+         epoch. It reads nothing that can change within the epoch, so nobody (the drawn node least)
+         can change who it is once the seed is known. Only valid within the seed block's epoch.
     """
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     epoch: uint256 = seed_block // EPOCH_BLOCKS
@@ -1170,8 +1183,7 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
         )
         if len(drawn) == 0:
             return (False, 0)
-        owner: address = sortition.leafOwner[drawn[0]]
-        if self._serves(owner, mid, epoch) and self._free_stake(owner) >= DUEL_BOND:
+        if self._serves(sortition.leafOwner[drawn[0]], mid, epoch):
             return (True, drawn[0])
     return (False, 0)
 
@@ -1205,16 +1217,18 @@ def challengerOf(duel_id: uint256) -> address:
 def _cancel(duel_id: uint256, info: uint256, reason: uint8):
     """@dev End the duel without a verdict: release the bonds; the callers settle the money."""
     self.duelInfo[duel_id] = self._with(info, I_STATUS, 4, DUEL_CANCELLED)
-    self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), DUEL_BOND)
+    bond: uint256 = self._duel_bond(info, DUEL_BOND)
+    self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), bond)
     if self._field(info, I_B_DRAWN, 1) == 1:
-        self._unbond(self._owner(self._field(info, I_B, LEAF_BITS)), DUEL_BOND)
+        self._unbond(self._owner(self._field(info, I_B, LEAF_BITS)), bond)
     log DuelCancelled(duelId=duel_id, reason=reason)
 
 
 @internal
 def _draw_challenger(duel_id: uint256, info: uint256) -> uint256:
-    """@dev Record the challenger and bond DUEL_BOND of its stake. Returns the new info word, or 0 when
-            the duel was cancelled for want of a challenger."""
+    """@dev Record the challenger and bond the smaller of DUEL_BOND and its free stake (A's bond is lowered
+            to the same). Returns the new info word, or 0 when the duel was cancelled for want of a
+            challenger."""
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     assert block.number > seed_block, "Duel: seed block not mined yet"
     assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: answer window over"
@@ -1226,9 +1240,14 @@ def _draw_challenger(duel_id: uint256, info: uint256) -> uint256:
         self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
         return 0
     b: address = self._owner(leaf)
-    self._bond(b, DUEL_BOND)
-    log ChallengerDrawn(duelId=duel_id, b=b, bond=DUEL_BOND)
-    return self._with(info, I_B, LEAF_BITS, leaf) | (1 << I_B_DRAWN)
+    # equal bonds: B cannot lose more than its free stake, so A does not risk more either
+    units: uint256 = min(BOND_UNITS, self._free_stake(b) * BOND_UNITS // DUEL_BOND)
+    bond: uint256 = self._duel_bond(units << I_BOND | 1 << I_B_DRAWN, DUEL_BOND)
+    if bond < DUEL_BOND:
+        self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), DUEL_BOND - bond)
+    self._bond(b, bond)
+    log ChallengerDrawn(duelId=duel_id, b=b, bond=bond)
+    return self._with(info, I_B, LEAF_BITS, leaf) | (1 << I_B_DRAWN) | (units << I_BOND)
 
 
 @external
@@ -1339,18 +1358,15 @@ def publishRequest(
 @internal
 def _draw_panel_leaves(duel_id: uint256, info: uint256, round: uint256) -> DynArray[uint256, sortition.MAX_DRAW]:
     """@dev A round's seats: K (first round) or 2K+1 (appeal) draws with replacement, by the stake frozen
-            at the seed block's epoch, from its hash; never the origin, A or B."""
+            at the seed block's epoch, from its hash. Nobody is excluded: an operator can always seat its
+            other identities on its own duels, so excluding the one identity a duel names would only
+            reward splitting stake (seats follow stake, however it is split)."""
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     seats: uint256 = K_JUDGES
     if round != 1:
         seats = 2 * K_JUDGES + 1
     seed: bytes32 = keccak256(abi_encode(blockhash(seed_block), duel_id, round))
-    excluded: DynArray[uint256, sortition.MAX_EXCLUDED] = [
-        self._field(info, I_ORIGIN, LEAF_BITS),
-        self._field(info, I_A, LEAF_BITS),
-        self._field(info, I_B, LEAF_BITS),
-    ]
-    return sortition._draw(seed, seats, excluded, seed_block // EPOCH_BLOCKS)
+    return sortition._draw(seed, seats, [], seed_block // EPOCH_BLOCKS)
 
 
 @view
@@ -1678,13 +1694,14 @@ def _settle_verdict(duel_id: uint256, info: uint256):
 
     # the duelists: a winning challenger takes A's bond; a winning A takes nothing (the origin chose
     # it, so it must not profit from a duel): B's bond goes to the reserve
+    bond: uint256 = self._duel_bond(info, DUEL_BOND)
     a_loses: uint256 = 0
     b_loses: uint256 = 0
     if final == OUTCOME_B_WON:
-        a_loses = DUEL_BOND
+        a_loses = bond
     elif final == OUTCOME_A_WON:
-        b_loses = DUEL_BOND
-    moved: uint256 = self._take_stake(a, a_loses, DUEL_BOND) + self._take_stake(b, b_loses, DUEL_BOND)
+        b_loses = bond
+    moved: uint256 = self._take_stake(a, a_loses, bond) + self._take_stake(b, b_loses, bond)
     self.duelInfo[duel_id] = self._with(self._with(info, I_STATUS, 4, DUEL_SETTLED), I_OUTCOME, 4, convert(final, uint256))
     if moved > 0:
         if final == OUTCOME_B_WON:
@@ -1767,7 +1784,7 @@ def settleDuel(duel_id: uint256):
         if found:
             reason = CANCEL_NO_ANSWER
             b: address = self._owner(b_leaf)
-            cut: uint256 = self._take_stake(b, DUEL_BOND, 0)  # a recorded B's bond is released by _cancel
+            cut: uint256 = self._take_stake(b, self._duel_bond(info, DUEL_BOND), 0)  # _cancel releases a recorded bond
             if cut > 0:
                 log StakeSlashed(duelId=duel_id, node=b, amount=cut, reason=SLASH_NO_ANSWER)
                 self.reserve += cut
@@ -1814,7 +1831,8 @@ def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, u
     @notice (origin, a, b, seedBlock, deadline, bond, round, status, outcome). b is the zero address
             until drawn. The deadline is the answer deadline, the publish deadline or the current
             round's commit end, by status (1 awaiting answer, 2 awaiting request, 3 judging,
-            4 settled, 5 cancelled). The bond is DUEL_BOND. Hashes live in the events only.
+            4 settled, 5 cancelled). The bond is each duelist's (DUEL_BOND, or less once B is drawn if
+            B's free stake was less). Hashes live in the events only.
     """
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
@@ -1827,7 +1845,7 @@ def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, u
         b,
         self._field(info, I_SEED, BLOCK_BITS),
         self._field(info, I_DEADLINE, BLOCK_BITS),
-        DUEL_BOND,
+        self._duel_bond(info, DUEL_BOND),
         self._field(info, I_ROUND, 2),
         convert(self._status(info), uint8),
         self._field(info, I_OUTCOME, 4),

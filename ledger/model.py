@@ -50,6 +50,7 @@ MAX_CHALLENGER_TRIES = 8
 MAX_REQUEST_BYTES = 65536
 VERDICT_DECAY_AT = 1024
 MAX_WEIGHT = 4
+BOND_UNITS = 1023
 WEI_PER_GWEI = 10**9
 VALUE_MASK = (1 << 112) - 1
 STAKE_MASK = (1 << 96) - 1
@@ -738,16 +739,14 @@ class WWWServeModel:
                                         [duel.origin_leaf, duel.a_leaf], epoch)
             if not drawn:
                 return None
-            owner = self.sortition.owner(drawn[0])
-            if self._serves(owner, duel.model_id, epoch) and self.free_stake(owner) >= self.params.duel_bond_wei:
+            if self._serves(self.sortition.owner(drawn[0]), duel.model_id, epoch):
                 return drawn[0]
         return None
 
     def _panel_leaves(self, duel_id: int, duel: Duel, blockhash: BlockHash, round_: int) -> list[int]:
         seats = self.params.k_judges if round_ == 1 else 2 * self.params.k_judges + 1
         seed = panel_seed(blockhash(duel.seed_block), duel_id, round_)
-        return self.sortition.draw(seed, seats, [duel.origin_leaf, duel.a_leaf, duel.b_leaf],
-                                   self.epoch(duel.seed_block))
+        return self.sortition.draw(seed, seats, [], self.epoch(duel.seed_block))
 
     def _cancel(self, duel_id: int, duel: Duel, reason: CancelReason) -> None:
         duel.status = DuelStatus.CANCELLED
@@ -770,10 +769,18 @@ class WWWServeModel:
             self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
             return False
         b = own(leaf)
-        self._bond(b, duel.bond_wei)
-        duel.b_leaf, duel.b_drawn = leaf, True
-        self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=duel.bond_wei)
+        units = min(BOND_UNITS, self.free_stake(b) * BOND_UNITS // self.params.duel_bond_wei)
+        bond = self.bond_of_units(units)
+        if bond < self.params.duel_bond_wei:
+            self._take_stake(own(duel.a_leaf), 0, self.params.duel_bond_wei - bond)
+        self._bond(b, bond)
+        duel.b_leaf, duel.b_drawn, duel.bond_wei = leaf, True, bond
+        self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=bond)
         return True
+
+    def bond_of_units(self, units: int) -> int:
+        """A bond of `units` 1023rds of DUEL_BOND, in whole gwei (the contract's `_duel_bond`)."""
+        return self.params.duel_bond_wei * units // BOND_UNITS // WEI_PER_GWEI * WEI_PER_GWEI
 
     def _draw_appeal_panel(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> Panel | None:
         if block_number <= duel.seed_block:
