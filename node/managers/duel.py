@@ -15,8 +15,9 @@ by the app); `keep_work` keeps the request and the answer, so A can serve its ow
 whatever the origin does (written in batches off the request path, pruned once no duel can need them).
 
 **Challenger (B).** The contract draws B. The loop looks at duels awaiting an answer whose seed block is
-mined and asks the contract who the challenger is; if it is this node, it fetches the request from the
-origin (else from A) over the signed peer API, checks it against the duel's requestHash, runs it on its
+mined and asks the contract who the challenger is; if it is this node, it asks the origin and A at once for
+the request over the signed peer API (the first that checks against the duel's requestHash wins, so a
+party that stalls costs nothing when the other serves: the window counts blocks), runs it on its
 own backend as a whole answer with the request's own sampling parameters, keeps it, and commits its hash
 (`answerDuel`) within the answer window. If nobody serves the request it answers the zero hash, and runs
 the request once the origin publishes it on-chain.
@@ -330,9 +331,30 @@ class DuelManager:
             logger.info("duel %d: %s served malformed evidence: %s", duel_id, party, exc)
             return None
 
+    async def _ask(self, parties: Sequence[str], duel_id: int,
+                   take: Callable[[str, EvidencePieces | BaseException | None], bool]) -> None:
+        """Ask every party at once and hand each answer to `take` as it comes (in `parties` order when several
+        come together); stop waiting, cancelling the rest, once `take` says it has all it needs. A party that
+        withholds by stalling (accepting the request and never answering) then costs nothing when another
+        party serves: waiting out its timeout could use up a window counted in blocks."""
+        tasks = {asyncio.ensure_future(self._fetch(party, duel_id)): party for party in parties}
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in tasks if t in done]:
+                    result = task.exception() or task.result()
+                    if take(tasks[task], result):
+                        return
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def gather(self, state: DuelState) -> EvidencePieces:
         """The duel's evidence obtainable now: pieces verified before are kept; the missing ones are asked
-        of every party that may hold them (and the request read from the chain if it was published)."""
+        of every party that may hold them, at once (and the request read from the chain if it was
+        published); it returns as soon as every piece is in hand."""
         have = self._gathered.get(state.duel_id, EvidencePieces(state.duel_id))
         if have.request is None and state.published_request is not None:
             published, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request),
@@ -345,8 +367,9 @@ class DuelManager:
             if party is not None and party.lower() != self._me and party not in parties \
                     and missing & set(state.holds(party)):
                 parties.append(party)
-        results = await asyncio.gather(*(self._fetch(p, state.duel_id) for p in parties), return_exceptions=True)
-        for party, result in zip(parties, results, strict=True):
+
+        def take(party: str, result: EvidencePieces | BaseException | None) -> bool:
+            nonlocal have
             if isinstance(result, EvidencePieces):
                 checked, problems = checked_pieces(state, result, party)
                 for problem in problems:
@@ -355,6 +378,9 @@ class DuelManager:
                 have = have.merged(checked)
             elif isinstance(result, BaseException):
                 logger.info("duel %d: evidence from %s: %s", state.duel_id, party, result)
+            return have.complete
+
+        await self._ask(parties, state.duel_id, take)
         self._gathered[state.duel_id] = have
         return have
 
@@ -378,22 +404,29 @@ class DuelManager:
                 logger.warning("duel %d: answering as challenger failed: %s", state.duel_id, exc)
 
     async def _request_for(self, state: DuelState) -> bytes | None:
-        """The duel's request bytes, checked against its requestHash: from the chain if published, else
-        from the origin, else from A."""
+        """The duel's request bytes, checked against its requestHash: from the chain if published, else the
+        first that checks of what the origin and A serve (both asked at once)."""
         if state.published_request is not None:
             checked, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request))
             if checked.request is not None:
                 return checked.request
-        for party in (state.origin, state.a):
-            pieces = await self._fetch(party, state.duel_id)
-            if pieces is None or pieces.request is None:
-                continue
-            checked, problems = checked_pieces(state, EvidencePieces(state.duel_id, request=pieces.request), party)
-            if checked.request is not None:
-                return checked.request
-            logger.warning("duel %d: %s served a request that is not the duel's: %s", state.duel_id, party,
-                           "; ".join(problems))
-        return None
+        found: list[bytes] = []
+
+        def take(party: str, result: EvidencePieces | BaseException | None) -> bool:
+            if isinstance(result, BaseException):
+                logger.info("duel %d: the request from %s: %s", state.duel_id, party, result)
+            if not isinstance(result, EvidencePieces) or result.request is None:
+                return False
+            checked, problems = checked_pieces(state, EvidencePieces(state.duel_id, request=result.request), party)
+            if checked.request is None:
+                logger.warning("duel %d: %s served a request that is not the duel's: %s", state.duel_id, party,
+                               "; ".join(problems))
+                return False
+            found.append(checked.request)
+            return True
+
+        await self._ask((state.origin, state.a), state.duel_id, take)
+        return found[0] if found else None
 
     async def _answer(self, state: DuelState, block: int) -> None:
         duel_id = state.duel_id
