@@ -23,7 +23,8 @@ own backend as a whole answer with the request's own sampling parameters, keeps 
 the request once the origin publishes it on-chain.
 
 **Judge.** `judge.runner.JudgeRunner` works through every round in which the contract gave this node
-seats: the evidence comes from whoever holds each piece (`gather`), checked against the chain; votes are
+seats (it may be a party of the duel too: seats exclude nobody): the evidence comes from whoever holds each
+piece, this node's own store first (`gather`), checked against the chain; votes are
 committed and revealed, and the duel settled when due. **Appeals**: a duelist that lost round 1 appeals
 by `judge.appeal` ("split": when round 1's revealed A/B votes were not unanimous).
 
@@ -356,6 +357,12 @@ class DuelManager:
         of every party that may hold them, at once (and the request read from the chain if it was
         published); it returns as soon as every piece is in hand."""
         have = self._gathered.get(state.duel_id, EvidencePieces(state.duel_id))
+        if not have.complete:
+            # Seats exclude nobody (the contract draws them from all stake), so a judge may be the origin, A or
+            # B of the duel: what it holds itself is never asked of anyone.
+            own = await asyncio.to_thread(self._stored, state.duel_id)
+            if own is not None:
+                have = have.merged(checked_pieces(state, own.pieces(), "this node")[0])
         if have.request is None and state.published_request is not None:
             published, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request),
                                           "chain")
