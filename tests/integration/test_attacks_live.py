@@ -541,9 +541,10 @@ def test_a3_moves_after_the_seed_block_change_neither_the_challenger_nor_the_pan
     duel = net.chain.duel(duel_id)
     story = net.story(duel_id)
     assert duel.b == before_b and duel.judges_of(1) == before_seats, story  # exactly what it was before
-    assert not {origin.address, fresh.address} & {duel.b, *duel.judges_of(1)}, story
+    assert fresh.address not in {duel.b, *duel.judges_of(1)}, story  # its stake was not there when the epoch began
     assert duel.a == executor.address and duel.outcome is DuelOutcome.B_WON, story
-    assert all(compared(net, duel_id, judge) for judge in set(duel.judges_of(1))), story
+    # (seats exclude nobody: the attacker's staked origin or executor may hold one, and stay silent)
+    assert all(compared(net, duel_id, judge) for judge in set(duel.judges_of(1)) & set(net.addresses)), story
 
 
 @pytest.mark.parametrize("withholds", ["goes away", "stalls"])
@@ -578,9 +579,8 @@ def test_a5_an_origin_that_withholds_everything_cannot_void_its_duel(
         assert any(f"evidence of duel {duel_id} from {origin.address}" in net.logs[net.addresses.index(who)].read_text()
                    for who in {challenger, *seats}), story
     after = net.balances()
-    for judge in set(seats):
+    for judge in set(seats):  # (seats exclude nobody: the victim or the challenger may hold some)
         assert compared(net, duel_id, judge), story  # yet it had the request and both answers
-        assert after[judge].stake_wei == before[judge].stake_wei, judge
         assert after[judge].credit_wei > before[judge].credit_wei, judge  # paid for its seats
 
 
