@@ -557,13 +557,25 @@ def pack_account(m: WWWServeModel, who: str) -> int:
     return act | (unb << 96) | ((bonded // GWEI) << 192)
 
 
-def pack_info(d: Any) -> int:
+@cache
+def bond_units(bond_wei: int, duel_bond_wei: int = BOND) -> int:
+    """The 10-bit count of 1023rds of DUEL_BOND that the contract stores for a bond of `bond_wei` (the
+    model keeps the bond in wei; a unit is worth more than a gwei, so the count is unique)."""
+    units = [u for u in range(1024) if duel_bond_wei * u // 1023 // GWEI * GWEI == bond_wei]
+    assert len(units) == 1, (bond_wei, units)
+    return units[0]
+
+
+def pack_info(d: Any, duel_bond_wei: int = BOND) -> int:
     """A model duel as the contract's `duelInfo` word (layout at its declaration in core.vy): status |
     outcome | round | b drawn | published | origin, a, b leaves (20 bits) | deadline | seed block |
-    model id | the first round's seats (20 bits each) and votes (3 bits each) | first round drawn."""
+    model id | the first round's seats (20 bits each) and votes (3 bits each) | first round drawn | the
+    bond in 1023rds of DUEL_BOND (once B is drawn)."""
     word = (int(d.status) | (int(d.outcome) << 4) | (d.round << 8) | (int(d.b_drawn) << 10)
             | (int(d.published) << 11) | (d.origin_leaf << 12) | (d.a_leaf << 32) | (d.b_leaf << 52)
             | (d.deadline << 72) | (d.seed_block << 112) | (d.model_id << 152))
+    if d.b_drawn:
+        word |= bond_units(d.bond_wei, duel_bond_wei) << 246
     first = d.panels.get(1)
     if first is not None:
         word |= 1 << 245
@@ -646,7 +658,7 @@ class Twin:
         assert st.get("verdicts") == m.verdicts_a | (m.verdicts_b << 128)
         assert st.get("sortition.tree", 1) & VALUE_MASK == m.sortition.total_weight()
         for duel_id, d in m.duels.items():
-            assert st.get("duelInfo", duel_id) == pack_info(d), duel_id
+            assert st.get("duelInfo", duel_id) == pack_info(d, self.p.duel_bond_wei), duel_id
             appeal_panel = d.panels.get(2)
             assert st.get("duelPanel", duel_id) == (0 if appeal_panel is None else pack_panel(appeal_panel)), duel_id
             view = (m.get_duel(duel_id), m.get_judges(duel_id, 1), m.get_votes(duel_id, 1),
