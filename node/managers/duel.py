@@ -577,8 +577,13 @@ class DuelManager:
 
     def _judge_runner(self) -> JudgeRunner:
         if self._runner is None:
+            # A piece nobody serves is asked for again until a third of the commit window is left (at
+            # least 2 blocks): a judge then decides with what it has and still has time to commit; a
+            # fixed 2-block margin left judges silent, and fined, on fast blocks or behind a busy model.
+            window = getattr(self.chain.params, "commit_window_blocks", 6) if hasattr(self.chain, "params") else 6
             self._runner = JudgeRunner(self.chain, self.journal, self.gather, self.ask_model,
-                                       settle_grace_blocks=self.settle_grace_blocks, max_tokens=self.judge_max_tokens)
+                                       settle_grace_blocks=self.settle_grace_blocks, max_tokens=self.judge_max_tokens,
+                                       commit_margin_blocks=max(2, int(window) // 3))
         return self._runner
 
     async def run_once(self, lane: Literal["chain", "decide", "answer"] = "chain") -> None:
