@@ -275,6 +275,7 @@ class Duel:
     deadline: int
     bond_wei: int
     model_id: int
+    bond_units: int = BOND_UNITS  # the bond in 1023rds of DUEL_BOND, as duelInfo keeps it once B is drawn
     outcome: Outcome = Outcome.NONE
     b_leaf: int = 0
     b_drawn: bool = False
@@ -774,7 +775,7 @@ class WWWServeModel:
         if bond < self.params.duel_bond_wei:
             self._take_stake(own(duel.a_leaf), 0, self.params.duel_bond_wei - bond)
         self._bond(b, bond)
-        duel.b_leaf, duel.b_drawn, duel.bond_wei = leaf, True, bond
+        duel.b_leaf, duel.b_drawn, duel.bond_wei, duel.bond_units = leaf, True, bond, units
         self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=bond)
         return True
 

@@ -266,8 +266,10 @@ def make_node(c: Any, label: str, stake_wei: int = MIN_STAKE, credit_wei: int = 
 
 @dataclass(frozen=True)
 class Cast:
-    """A duel's cast with a forced challenger: only the origin, A and B serve MODEL, so B is the
-    only node a challenger draw can pick; the judges serve another model, so they fill the seats."""
+    """A duel's cast with a forced challenger: only the origin, A and B serve MODEL, so B is the only
+    node a challenger draw can pick; the judges serve another model. Seats exclude nobody, so B (and A,
+    when it holds MIN_STAKE) can hold seats in its own duel too; `judging_duel` picks duels whose seats
+    all went to the judges unless a test asks otherwise."""
 
     origin: LocalAccount
     a: LocalAccount
@@ -276,9 +278,11 @@ class Cast:
 
 
 def make_cast(c: Any, judge_stakes: Sequence[int] = (MIN_STAKE, MIN_STAKE, MIN_STAKE), *,
-              a_stake: int = 2 * MIN_STAKE, b_stake: int = 10 * MIN_STAKE, origin_stake: int = 0,
+              a_stake: int = MIN_STAKE - BOND, b_stake: int = 2 * MIN_STAKE, origin_stake: int = 0,
               prefix: str = "") -> Cast:
-    """Register a cast and mine into the next epoch so that its stake and models count."""
+    """Register a cast and mine into the next epoch so that its stake and models count. By default A
+    holds four bonds' worth, below MIN_STAKE, so it is never drawn (no seats); B holds 2 x MIN_STAKE,
+    enough to lose several bonds and still bond a full one."""
     origin = make_node(c, prefix + "origin", origin_stake)
     a = make_node(c, prefix + "a", a_stake)
     b = make_node(c, prefix + "b", b_stake)
@@ -432,12 +436,35 @@ def settle(c: Any, duel_id: int) -> None:
     c.settleDuel(duel_id)
 
 
-def judging_duel(c: Any, cast: Cast, tag: str = "") -> tuple[int, list[str]]:
-    """Open a duel over A's work for the cast's origin and let B answer; returns (duel id, seats)."""
-    duel_id = open_duel(c, cast.origin.address, attest(c, cast.origin.address, cast.a, tag))
-    b, drawn = answer(c, duel_id)
-    assert b == cast.b.address
-    return duel_id, drawn
+def judging_duel(c: Any, cast: Cast, tag: str = "", *, fits: Callable[[list[str]], bool] | None = None,
+                 tries: int = 100) -> tuple[int, list[str]]:
+    """Open a duel over A's work for the cast's origin and let B answer; returns (duel id, seats).
+    The duel is the first over request ids `tag`, `tag/1`, `tag/2`, ... in which B was drawn (the
+    challenger draw gives up after MAX_CHALLENGER_TRIES draws on judges) and whose first-round seats
+    satisfy `fits` (by default: every seat went to one of the cast's judges, none to a duelist);
+    every try that does not fit is rolled back."""
+    judges = {j.address for j in cast.judges}
+    ok = fits or (lambda drawn: set(drawn) <= judges)
+
+    def run(t: str) -> tuple[int, list[str]] | None:
+        duel_id = open_duel(c, cast.origin.address, attest(c, cast.origin.address, cast.a, t))
+        to_seed(c, duel_id)
+        if c.challengerOf(duel_id) == ZERO_ADDRESS:
+            return None
+        b, drawn = answer(c, duel_id)
+        assert b == cast.b.address
+        return duel_id, drawn
+
+    for i in range(tries):
+        t = tag if i == 0 else f"{tag}/{i}"
+        with boa.env.anchor():
+            got = run(t)
+            fit = got is not None and ok(got[1])
+        if fit:
+            result = run(t)
+            assert result is not None
+            return result
+    raise AssertionError(f"no duel's seats fit in {tries} request ids ({tag!r})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,16 +584,7 @@ def pack_account(m: WWWServeModel, who: str) -> int:
     return act | (unb << 96) | ((bonded // GWEI) << 192)
 
 
-@cache
-def bond_units(bond_wei: int, duel_bond_wei: int = BOND) -> int:
-    """The 10-bit count of 1023rds of DUEL_BOND that the contract stores for a bond of `bond_wei` (the
-    model keeps the bond in wei; a unit is worth more than a gwei, so the count is unique)."""
-    units = [u for u in range(1024) if duel_bond_wei * u // 1023 // GWEI * GWEI == bond_wei]
-    assert len(units) == 1, (bond_wei, units)
-    return units[0]
-
-
-def pack_info(d: Any, duel_bond_wei: int = BOND) -> int:
+def pack_info(d: Any) -> int:
     """A model duel as the contract's `duelInfo` word (layout at its declaration in core.vy): status |
     outcome | round | b drawn | published | origin, a, b leaves (20 bits) | deadline | seed block |
     model id | the first round's seats (20 bits each) and votes (3 bits each) | first round drawn | the
@@ -575,7 +593,7 @@ def pack_info(d: Any, duel_bond_wei: int = BOND) -> int:
             | (int(d.published) << 11) | (d.origin_leaf << 12) | (d.a_leaf << 32) | (d.b_leaf << 52)
             | (d.deadline << 72) | (d.seed_block << 112) | (d.model_id << 152))
     if d.b_drawn:
-        word |= bond_units(d.bond_wei, duel_bond_wei) << 246
+        word |= d.bond_units << 246
     first = d.panels.get(1)
     if first is not None:
         word |= 1 << 245
@@ -658,7 +676,7 @@ class Twin:
         assert st.get("verdicts") == m.verdicts_a | (m.verdicts_b << 128)
         assert st.get("sortition.tree", 1) & VALUE_MASK == m.sortition.total_weight()
         for duel_id, d in m.duels.items():
-            assert st.get("duelInfo", duel_id) == pack_info(d, self.p.duel_bond_wei), duel_id
+            assert st.get("duelInfo", duel_id) == pack_info(d), duel_id
             appeal_panel = d.panels.get(2)
             assert st.get("duelPanel", duel_id) == (0 if appeal_panel is None else pack_panel(appeal_panel)), duel_id
             view = (m.get_duel(duel_id), m.get_judges(duel_id, 1), m.get_votes(duel_id, 1),
