@@ -53,21 +53,26 @@ def network(seed: str = "t", accuracy: float = 0.9, nodes: int = 8) -> tuple[Due
     return chain, addresses
 
 
-def duels(chain: DuelChain, addresses: list[str], count: int, first: int = 0, **kwargs: object) -> list[DuelResult]:
+def duels(chain: DuelChain, addresses: list[str], count: int, first: int = 0,
+          before: list[tuple[int, int, int]] | None = None, **kwargs: object) -> list[DuelResult]:
+    """`count` duels one after the other; `before` (if given) gets, per duel, the contract's verdict
+    counts (A, B) and its reserve as the duel opened."""
     out = []
     for i in range(first, first + count):
         chain.mine_to(2 * PARAMS.epoch_blocks + i * STRIDE)
         origin = random.Random(f"{chain.seed}/{i}").choice(addresses)
         a = chain.route(origin, f"d{i}")
         assert a is not None
-        before = chain.balances()
-        reserve = chain.model.reserve
+        balances = chain.balances()
+        model = chain.model
+        reserve = model.reserve
+        if before is not None:
+            before.append((model.verdicts_a, model.verdicts_b, reserve))
         result = run_duel(chain, origin, a, f"d{i}", **kwargs)  # type: ignore[arg-type]
         after = chain.balances()
-        model = chain.model
         assert model.liabilities_wei() == model.balance_wei  # conservation after every duel
         for address in chain.members:  # the duel's own ledger is exactly the balance changes
-            change = [after[address][0] - before[address][0], after[address][1] - before[address][1]]
+            change = [after[address][0] - balances[address][0], after[address][1] - balances[address][1]]
             assert result.delta.get(address, [0, 0]) == change
         assert result.reserve_change_wei == model.reserve - reserve
         chain.restore_stakes()
@@ -75,22 +80,83 @@ def duels(chain: DuelChain, addresses: list[str], count: int, first: int = 0, **
     return out
 
 
+def verdict_scale(outcome: str, verdicts_a: int, verdicts_b: int) -> tuple[int, int]:
+    """docs/duels.md: a coherent seat's fee and reserve share are scaled by 1 / (2p) within [1/4, 4], p the
+    (Laplace-smoothed) share of past verdicts that went the same way; 1 for a tie."""
+    if outcome not in ("a_won", "b_won"):
+        return 1, 1
+    same = verdicts_a if outcome == "a_won" else verdicts_b
+    num, den = verdicts_a + verdicts_b + 2, 2 * (same + 1)
+    return (4, 1) if num > 4 * den else (1, 4) if 4 * num < den else (num, den)
+
+
+def settled_round_one(r: DuelResult, verdicts_a: int, verdicts_b: int, reserve: int) -> dict[str, int]:
+    """What docs/duels.md's settlement gives everyone in a duel decided in round 1 (no appeal): the origin
+    escrows B's fee and K judge fees and gets back what no seat earned; the loser's bond goes to B (B won)
+    or to the reserve (A won), B always gets its fee; each seat with the verdict (the winner's side; in a
+    tie either side) is paid the scaled fee from the budget, the rest and the scaled reserve
+    share from the reserve; a seat for the loser pays JUDGE_PENALTY, a silent one SILENT_PENALTY; nothing
+    else moves. Seats may be held by anyone, the origin, A and B included: a party's change is the sum."""
+    p = PARAMS
+    change: dict[str, int] = {}
+
+    def add(who: str, amount: int) -> None:
+        change[who] = change.get(who, 0) + amount
+
+    add(r.origin, -p.duel_escrow_wei)
+    add(r.b, p.duelist_fee_wei)
+    if r.outcome == "a_won":
+        add(r.b, -r.bond_wei)
+        reserve += r.bond_wei
+    elif r.outcome == "b_won":
+        add(r.a, -r.bond_wei)
+        add(r.b, r.bond_wei)
+    win = {"a_won": (Vote.A,), "b_won": (Vote.B,), "tie": (Vote.A, Vote.B)}.get(r.outcome, ())
+    lose = {"a_won": Vote.B, "b_won": Vote.A}.get(r.outcome)
+    num, den = verdict_scale(r.outcome, verdicts_a, verdicts_b)
+    budget = p.k_judges * p.judge_fee_wei
+    fee = p.judge_fee_wei * num // den
+    share = reserve * p.reserve_payout_bps // 10_000 * num // den
+    paid = 0
+    (panel,) = r.rounds
+    for seat, vote in zip(panel.seats, panel.votes, strict=True):
+        if vote in win:
+            from_budget = min(fee, budget - paid)
+            from_reserve = min(fee - from_budget + share, reserve)
+            paid += from_budget
+            reserve -= from_reserve
+            add(seat, from_budget + from_reserve)
+        elif vote is None or vote == lose:
+            cut = p.silent_penalty_wei if vote is None else p.judge_penalty_wei
+            add(seat, -cut)
+            reserve += cut
+    add(r.origin, budget - paid)
+    return change
+
+
 def test_a_duel_runs_the_contracts_lifecycle_and_conserves_money() -> None:
+    """Every duel settles as docs/duels.md says, to the wei, for every member: the challenger is the model's
+    draw (never the origin or A), the seats are drawn from everybody's stake (the duel's own parties hold
+    seats too), and a coherent seat is paid at the verdict's weight."""
     chain, addresses = network()
-    results = duels(chain, addresses, 12)
-    for r in results:
+    before: list[tuple[int, int, int]] = []
+    results = duels(chain, addresses, 12, before=before)
+    for r, (v_a, v_b, reserve) in zip(results, before, strict=True):
         assert r.outcome in ("a_won", "b_won")
         assert r.b and r.b not in (r.origin, r.a)  # B is the model's draw: never the origin or A
         seats = r.rounds[0].seats
-        assert len(seats) == PARAMS.k_judges and not {r.origin, r.a, r.b} & set(seats)
-        assert r.stake_moved_wei == PARAMS.duel_bond_wei
-        # The origin paid B's fee and the first panel's earned fees (4 credits per coherent seat).
-        coherent = sum(v == (Vote.A if r.outcome == "a_won" else Vote.B) for v in r.rounds[0].votes)
-        assert r.change_wei(r.origin) == -(PARAMS.duelist_fee_wei + coherent * PARAMS.judge_fee_wei)
-        if r.outcome == "b_won":  # A's bond to B; A never gains
-            assert r.change_wei(r.a) == -PARAMS.duel_bond_wei
-        else:
-            assert r.change_wei(r.a) == 0 and r.change_wei(r.b) == PARAMS.duelist_fee_wei - PARAMS.duel_bond_wei
+        assert len(seats) == PARAMS.k_judges and seats == chain.model.get_judges(r.duel_id, 1)
+        assert r.bond_wei == r.stake_moved_wei == PARAMS.duel_bond_wei  # B's free stake covers a full bond
+        expected = settled_round_one(r, v_a, v_b, reserve)
+        assert {a: r.change_wei(a) for a in addresses} == {a: expected.get(a, 0) for a in addresses}
+        if r.a not in seats:  # A never gains from a duel (its seats may earn, as anyone's)
+            assert r.change_wei(r.a) == (-r.bond_wei if r.outcome == "b_won" else 0)
+    # nobody is excluded from the seats: the duel's own parties are drawn onto its panel, by their stake
+    assert any({r.origin, r.a, r.b} & set(r.rounds[0].seats) for r in results)
+    assert any(set(r.rounds[0].seats) - {r.origin, r.a, r.b} for r in results)
+    # the verdict weight is in play: some coherent seats were paid other than the plain fee
+    scales = [verdict_scale(r.outcome, v_a, v_b) for r, (v_a, v_b, _) in zip(results, before, strict=True)]
+    assert any(num != den for num, den in scales)
 
 
 def test_the_same_seed_gives_the_same_duels_and_another_seed_others() -> None:
@@ -113,28 +179,39 @@ def test_the_better_answer_follows_the_log5_head_to_head() -> None:
 
 
 def test_lazy_and_silent_seats_are_paid_as_the_contract_says() -> None:
+    """A silent judge pays SILENT_PENALTY of stake per seat, an abstaining one neither earns nor pays; each
+    also duels (seats exclude nobody), and then its seat money comes on top of its duel money."""
     chain, addresses = network(nodes=6)
-    chain.members[addresses[0]].judge = silent
-    chain.members[addresses[1]].judge = abstain
-    results = duels(chain, addresses, 20)
-    silent_seats = [(r, r.rounds[0].seats.count(addresses[0])) for r in results]
+    quiet, abstainer = addresses[0], addresses[1]
+    chain.members[quiet].judge = silent
+    chain.members[abstainer].judge = abstain
+    before: list[tuple[int, int, int]] = []
+    results = duels(chain, addresses, 20, before=before)
+    for r, (v_a, v_b, reserve) in zip(results, before, strict=True):
+        expected = settled_round_one(r, v_a, v_b, reserve)
+        assert {a: r.change_wei(a) for a in addresses} == {a: expected.get(a, 0) for a in addresses}
+    silent_seats = [(r, r.rounds[0].seats.count(quiet)) for r in results]
     assert any(k for _, k in silent_seats)
     for r, k in silent_seats:
-        if k:
-            assert r.delta[addresses[0]][0] == -k * PARAMS.silent_penalty_wei
-    for r in results:
-        if addresses[1] in r.rounds[0].seats and addresses[1] not in (r.origin, r.a, r.b):
-            assert r.change_wei(addresses[1]) == 0  # an abstaining seat gets and pays nothing
+        lost_bond = (r.a == quiet and r.outcome == "b_won") or (r.b == quiet and r.outcome == "a_won")
+        assert r.delta.get(quiet, [0, 0])[0] == -k * PARAMS.silent_penalty_wei - lost_bond * r.bond_wei
+    abstained = [r for r in results if abstainer in r.rounds[0].seats and abstainer not in (r.origin, r.a, r.b)]
+    assert abstained
+    for r in abstained:
+        assert r.change_wei(abstainer) == 0  # an abstaining seat gets and pays nothing
 
 
 def test_an_appeal_draws_a_final_panel_of_2k_plus_1_seats() -> None:
     chain, addresses = network()
     for address in addresses:
         chain.members[address].appeal = appeal_always
-    for r in duels(chain, addresses, 4):
+    results = duels(chain, addresses, 4)
+    for r in results:
         assert r.appealed_by in (r.a, r.b) and r.final_round == 2
-        assert len(r.rounds[1].seats) == 2 * PARAMS.k_judges + 1
-        assert not {r.origin, r.a, r.b} & set(r.rounds[1].seats)
+        seats = r.rounds[1].seats
+        assert len(seats) == 2 * PARAMS.k_judges + 1 and seats == chain.model.get_judges(r.duel_id, 2)
+    # drawn from everybody's stake, the duel's own parties included
+    assert any({r.origin, r.a, r.b} & set(r.rounds[1].seats) for r in results)
 
 
 def test_a_request_nobody_gives_the_challenger_cancels_the_duel() -> None:
