@@ -531,17 +531,11 @@ def job_a2(seeds: Sequence[int], accuracy: float, n: int, warmup: int) -> list[C
 
 def _binomial_two_of_three(chain: DuelChain, run: DuelRun, coalition: Sequence[str]) -> float:
     """P(>= 2 of 3 seats) for the coalition in this duel: its share of the frozen stake the seats are drawn
-    from (the epoch of the seed block; never the origin, A or B)."""
+    from (the epoch of the seed block; with replacement, nobody excluded: the duel's own parties may sit)."""
     model = chain.model
     tree = model.sortition
     epoch = model.duels[run.duel_id].seed_block // EPOCH
-
-    def w(address: str) -> int:
-        return tree.frozen_leaf_weight(model.nodes[address].leaf, epoch)
-
-    excluded = {run.origin, run.a, run.b}
-    eligible = tree.frozen_total(epoch) - sum(w(x) for x in excluded)
-    f = sum(w(c) for c in coalition if c not in excluded) / eligible
+    f = sum(tree.frozen_leaf_weight(model.nodes[c].leaf, epoch) for c in coalition) / tree.frozen_total(epoch)
     return 3 * f * f * (1 - f) + f**3
 
 
@@ -685,9 +679,8 @@ def job_a4(seeds: Sequence[int], accuracy: float, n: int, warmup: int) -> list[C
             diff = m["seats"].mean - ref["seats"].mean
             half = math.hypot(m["seats"].half, ref["seats"].half)
             details.append("overlaps k = 1: " + ", ".join(f"{key} {'yes' if v else 'NO'}" for key, v in same.items())
-                           + f"; seats per panel minus k = 1's: {diff:+.3f} ± {half:.3f}. Its other identities are "
-                           "drawn onto its own duels' panels (the contract excludes only the dueling identity), "
-                           "which one identity never is")
+                           + f"; seats per panel minus k = 1's: {diff:+.3f} ± {half:.3f} (seats exclude nobody, "
+                           "the dueling identity included, so they follow stake however it is split)")
         cells.append(Cell("A4", f"one stake split into k = {k}", accuracy, m["n"], m["profit"], None,
                           f"deleg. {m['delegated'].pct()}; seats {m['seats'].num()}",
                           verdict(all(same.values())) if k > 1 else "INFO",

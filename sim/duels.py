@@ -7,10 +7,12 @@ contract's real lifecycle on it, step by step, at the blocks the contract's wind
 1. `open`: the origin holds executor A's `Work` attestation, signed with A's wallet key (a real
    secp256k1 key; `openDuel` recovers it), and the salt of its blind commitment to duel;
    `open_duel` escrows the fees and bonds A. The seed block is the next epoch's first block.
-2. after the seed block: B is **the model's draw** (`draw_challenger`, stake frozen at the epoch's
-   start, never the origin or A); B answers (`answer_duel`), which draws the first panel: K seats
-   with replacement by frozen stake, never the origin, A or B. A zero answer hash ("I could not get
-   the request") opens the publish window; the origin publishes the request or the duel is cancelled.
+2. after the seed block: B is **the model's draw** (`draw_challenger`, stake and models frozen at the
+   epoch's start, never the origin or A; both bonds are the smaller of DUEL_BOND and B's free stake);
+   B answers (`answer_duel`), which draws the first panel: K seats with replacement by frozen stake,
+   nobody excluded (the origin, A and B may hold seats in their own duel, and judge it like anyone).
+   A zero answer hash ("I could not get the request") opens the publish window; the origin publishes
+   the request or the duel is cancelled.
 3. each seat holder commits (once for all its seats), then reveals after the commit window.
 4. after the reveals the round-1 loser may `appeal` (its `AppealPolicy`): 2K+1 seats drawn at the next
    epoch's first block, commit and reveal again; that verdict is final.
