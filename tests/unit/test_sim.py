@@ -332,10 +332,13 @@ def test_duels_follow_the_contracts_lifecycle_and_quality_earns_credit() -> None
     bond = model.params.duel_bond_wei
     for d in ledger.duels:
         assert d.origin == "node0" and d.a != d.b
-        assert not {d.origin, d.a, d.b} & set(d.judges)  # the contract's draws: never the origin, A or B
+        final = 2 if model.get_judges(d.duel_id, 2) else 1  # the seats are the contract's draw (its last round)
+        assert d.judges == tuple(ledger.name[j] for j in model.get_judges(d.duel_id, final))
         assert model.duels[d.duel_id].status in (DuelStatus.SETTLED, DuelStatus.CANCELLED)
         if d.outcome == "cancelled":
             assert d.cancel_reason in ("no_answer", "no_challenger")
+    # seats are drawn by stake excluding nobody: the duel's own origin, A or B sit on some of its panels
+    assert any({d.origin, d.a, d.b} & set(d.judges) for d in settled)
     for d in settled:  # one bond moves (B's to the reserve, or A's to B), and the verdict is the seat majority
         assert d.stake_moved_wei == d.bond_wei <= bond and len(d.judges) == 3
         assert (d.outcome == "a_won") == (d.votes.count("A") > d.votes.count("B"))
