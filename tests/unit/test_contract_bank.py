@@ -239,7 +239,7 @@ def _wait_out_unbonding() -> None:
 
 @pytest.fixture(name="cast")
 def cast_fixture(c: Any) -> Cast:
-    return make_cast(c)
+    return make_cast(c, a_stake=2 * MIN_STAKE)  # A unstakes and withdraws more than a bond here
 
 
 def test_bonded_stake_never_leaves_while_its_duel_is_open(c: Any, cast: Cast) -> None:

@@ -1,12 +1,15 @@
-"""WWWServe duels: opening over attested work, the drawn challenger (who needs a bond's worth of free
-stake, and pays its bond when it never answers), answers and "no request" (both draw the first
-round's seats), published requests, judges' commits and reveals, appeals, settlement with the verdict
-weight, and cancellation, with exact amounts.
+"""WWWServe duels: opening over attested work, the drawn challenger (drawn from what the epoch froze,
+whatever its free stake; both bonds are the smaller of DUEL_BOND and its free stake, and it pays its
+bond when it never answers), answers and "no request" (both draw the first round's seats, which
+exclude nobody), published requests, judges' commits and reveals, appeals, settlement with the
+verdict weight, and cancellation, with exact amounts.
 
 Most tests use a `Cast` in which only the origin, A and B serve the duel's model (so B is the only
-node a challenger draw can pick) and three judges serve another model (so they fill the seats). The
-seats are drawn with replacement, so a judge may hold several; the expected amounts are computed per
-seat from the seats the contract drew.
+node a challenger draw can pick) and three judges serve another model. Seats exclude nobody, so B
+can hold seats in its own duel; `judging_duel` picks duels whose seats all went to the judges, and
+the tests of a duelist's seat pick duels where one holds a seat. The seats are drawn with
+replacement, so a judge may hold several; the expected amounts are computed per seat from the seats
+the contract drew.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     BOND,
     CANCEL_NO_ANSWER,
     CANCEL_NO_CHALLENGER,
-    CANCEL_NO_JUDGES,
     CANCEL_REQUEST_WITHHELD,
     CANCELLED,
     DUELIST_FEE,
@@ -271,11 +273,12 @@ def test_each_piece_of_work_is_dueled_once(c: Any, cast: Cast) -> None:
 
 def test_duelist_needs_a_free_bond(c: Any, cast: Cast) -> None:
     o = cast.origin.address
-    # A stakes 200 credits: ten 20-credit bonds take all of it, an eleventh does not fit
+    # A stakes 80 credits: four 20-credit bonds take all of it, a fifth does not fit
     poor = make_node(c, "poor", BOND - 1)
     with boa.env.prank(o), boa.reverts("Duel: duelist stake too low"):
         c.openDuel(*open_args(attest(c, o, poor, "p")))
-    full = 2 * MIN_STAKE // BOND
+    assert c.activeStake(cast.a.address) == 4 * BOND
+    full = 4
     for i in range(full):
         open_duel(c, o, attest(c, o, cast.a, f"n{i}"))
     assert c.reserved(cast.a.address) == full * BOND == c.activeStake(cast.a.address)
@@ -309,15 +312,16 @@ def test_unbonding_and_departed_executors_stay_liable(c: Any, cast: Cast) -> Non
     """A's bond may come from its unbonding stake, and leaving does not end liability."""
     o, a = cast.origin.address, cast.a.address
     job = attest(c, o, cast.a, "t")
+    staked = c.activeStake(a)
     with boa.env.prank(a):
-        c.requestUnstake(2 * MIN_STAKE)
+        c.requestUnstake(staked)
         c.leave()
     duel_id = open_duel(c, o, job)
     assert c.reserved(a) == BOND and c.activeStake(a) == 0
     b, drawn = answer(c, duel_id)
     vote_round(c, duel_id, dict.fromkeys(distinct(drawn), B_VOTE))
     settle(c, duel_id)
-    assert c.unbondingStake(a) == 2 * MIN_STAKE - BOND and c.reserved(a) == 0
+    assert c.unbondingStake(a) == staked - BOND and c.reserved(a) == 0
     assert b == cast.b.address
 
 
@@ -513,56 +517,104 @@ def _server_with_free_stake(c: Any, label: str, free_wei: int) -> Any:
     return node
 
 
-def test_a_challenger_needs_a_bonds_worth_of_free_stake(c: Any) -> None:
-    """A node whose free stake is below DUEL_BOND is skipped by the challenger draw, like one that
-    does not serve the model: both bonds are DUEL_BOND, always."""
-    origin, a = make_node(c, "origin", 0), make_node(c, "a", 2 * MIN_STAKE)
-    make_node(c, "judge", models=(OTHER_MODEL,))
+GWEI = 10**9
+# both duelists' bond is min(DUEL_BOND, B's free stake), kept in 1023rds of DUEL_BOND, in whole gwei
+BOND_WEI_SHORT = 19_980_449 * GWEI  # free stake a wei short of a bond: 1022/1023 of it
+BOND_HALF = 9_990_224 * GWEI  # half a bond free: 511/1023 of it
+
+
+def test_a_challenger_is_drawn_whatever_its_free_stake_and_both_bonds_are_what_it_has(c: Any) -> None:
+    """The challenger draw reads only what the epoch froze (stake and models): a node with less free
+    stake than DUEL_BOND is drawn like any other. Both duelists' bond is the smaller of DUEL_BOND and
+    B's free stake when B is recorded (in 1023rds of DUEL_BOND, whole gwei); A's is lowered to match."""
+    origin, a = make_node(c, "origin", 0), make_node(c, "a", 5 * MIN_STAKE)
+    make_node(c, "judge", 2 * MIN_STAKE, models=(OTHER_MODEL,))
     o = origin.address
-    with boa.env.anchor():  # exactly a bond's worth: drawn, and bonded for all of it
-        b = _server_with_free_stake(c, "b", BOND)
-        next_epoch()
-        duel_id = open_duel(c, o, attest(c, o, a, "t"))
+    assert BOND * 1022 // 1023 // GWEI * GWEI == BOND_WEI_SHORT < BOND - 1
+    assert BOND * 511 // 1023 // GWEI * GWEI == BOND_HALF < BOND // 2
+
+    def recorded(b: Any, tag: str) -> int:
+        duel_id = open_duel(c, o, attest(c, o, a, tag))
+        assert c.reserved(a.address) == BOND  # A bonds a full DUEL_BOND until B is drawn
         to_seed(c, duel_id)
         assert c.challengerOf(duel_id) == b.address
         c.drawChallenger(duel_id)
+        return duel_id
+
+    with boa.env.anchor():  # exactly a bond's worth: bonded for all of it
+        b = _server_with_free_stake(c, "b", BOND)
+        next_epoch()
+        duel_id = recorded(b, "t")
         (drawn,) = logs_named(c, "ChallengerDrawn")
         assert (drawn.b, drawn.bond) == (b.address, BOND)
         assert (c.reserved(a.address), c.reserved(b.address)) == (BOND, MIN_STAKE)
         assert duel(c, duel_id).bond == BOND
-    with boa.env.anchor():  # a wei short: skipped; with no other server, nobody is the challenger
+    with boa.env.anchor():  # a wei short, the only server: drawn all the same, with a smaller bond
         b = _server_with_free_stake(c, "b", BOND - 1)
         next_epoch()
-        duel_id = open_duel(c, o, attest(c, o, a, "t"))
-        to_seed(c, duel_id)
-        assert c.challengerOf(duel_id) == ZERO_ADDRESS
-        with boa.env.prank(b.address), boa.reverts("Duel: no challenger"):
-            c.answerDuel(duel_id, keccak(b"x"))
-        reserved = c.reserved(b.address)
-        c.drawChallenger(duel_id)
-        assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_CHALLENGER
-        assert c.reserved(b.address) == reserved and c.reserved(a.address) == 0
-    with boa.env.anchor():  # a wei short, and another server: that one is the challenger, every time
+        reserved_b = c.reserved(b.address)
+        duel_id = recorded(b, "t")
+        (drawn,) = logs_named(c, "ChallengerDrawn")
+        assert (drawn.b, drawn.bond) == (b.address, BOND_WEI_SHORT)
+        assert c.reserved(a.address) == BOND_WEI_SHORT  # lowered from DUEL_BOND
+        assert c.reserved(b.address) == reserved_b + BOND_WEI_SHORT
+        assert duel(c, duel_id).bond == BOND_WEI_SHORT
+        # B stays silent: it pays that bond, and both bonds are released
+        mine_to(duel(c, duel_id).deadline + 1)
+        stake_b = c.activeStake(b.address)
+        c.settleDuel(duel_id)
+        (slash,) = logs_named(c, "StakeSlashed")
+        assert (slash.node, slash.amount, slash.reason) == (b.address, BOND_WEI_SHORT, SLASH_NO_ANSWER)
+        assert c.reserve() == BOND_WEI_SHORT
+        assert c.activeStake(b.address) == stake_b - BOND_WEI_SHORT
+        assert (c.reserved(a.address), c.reserved(b.address)) == (0, reserved_b)
+    with boa.env.anchor():  # half a bond free: B answers and wins, and takes A's lowered bond
+        b = _server_with_free_stake(c, "b", BOND // 2)
+        next_epoch()
+        duel_id = recorded(b, "t")
+        assert logs_named(c, "ChallengerDrawn")[0].bond == BOND_HALF == duel(c, duel_id).bond
+        assert c.reserved(a.address) == BOND_HALF
+        with boa.env.prank(b.address):
+            c.answerDuel(duel_id, keccak(b"b"))
+        drawn_seats = seats(c, duel_id, 1)
+        vote_round(c, duel_id, dict.fromkeys(distinct(drawn_seats), B_VOTE))  # every seat, B's too
+        before = book(c, a.address, b.address)
+        settle(c, duel_id)
+        (settled,) = logs_named(c, "DuelSettled")
+        assert (settled.outcome, settled.stakeMoved) == (B_WON, BOND_HALF)
+        # the first verdict ever, an empty reserve: each seat earns JUDGE_FEE; B's seats pay B as well
+        fees = {w: JUDGE_FEE * drawn_seats.count(w) for w in (a.address, b.address)}
+        assert delta(before, book(c, a.address, b.address)) == {
+            a.address: (fees[a.address], -BOND_HALF, 0, -BOND_HALF),
+            b.address: (DUELIST_FEE + BOND_HALF + fees[b.address], 0, 0, -BOND_HALF)}
+    with boa.env.anchor():  # no free stake at all: still drawn; neither duelist bonds anything
+        b = _server_with_free_stake(c, "b", 0)
+        next_epoch()
+        reserved_b = c.reserved(b.address)
+        duel_id = recorded(b, "t")
+        assert logs_named(c, "ChallengerDrawn")[0].bond == 0 == duel(c, duel_id).bond
+        assert (c.reserved(a.address), c.reserved(b.address)) == (0, reserved_b)
+    with boa.env.anchor():  # a wei short, and another server: B is not skipped for it
         b = _server_with_free_stake(c, "b", BOND - 1)
         other = make_node(c, "other", MIN_STAKE)
         next_epoch()
-        first_draws = []
-        for i in range(20):  # until a duel whose first draw landed on B (then skipped) was seen
+        bonds = {}
+        for i in range(20):  # until each of the two was drawn
             duel_id = open_duel(c, o, attest(c, o, a, f"t{i}"))
             to_seed(c, duel_id)
-            first_draws.append(_first_challenger_draw(c, duel_id))
-            assert c.challengerOf(duel_id) == other.address
+            drawn_b = _predicted_challenger(c, duel_id, {b.address, other.address})
+            assert c.challengerOf(duel_id) == drawn_b
             c.drawChallenger(duel_id)
-            assert logs_named(c, "ChallengerDrawn")[0].bond == BOND
-            if first_draws[-1] == b.address:
+            bonds.setdefault(drawn_b, logs_named(c, "ChallengerDrawn")[0].bond)  # B's first bond
+            if len(bonds) == 2:
                 break
-        assert first_draws[-1] == b.address, first_draws
-        assert c.reserved(other.address) == len(first_draws) * BOND == c.reserved(a.address)
+        assert bonds == {b.address: BOND_WEI_SHORT, other.address: BOND}
 
 
-def _first_challenger_draw(c: Any, duel_id: int) -> str:
-    """The owner of the challenger draw's first try (the model's full-tree draw over the contract's
-    leaves, none of them changed in the seed epoch)."""
+def _predicted_challenger(c: Any, duel_id: int, servers: set[str]) -> str:
+    """The challenger as the model's full-tree draws over the contract's leaves (none of them changed in
+    the seed epoch) work it out: the owner of the first of up to 8 tries (origin and A excluded) that
+    is in `servers`, whatever its free stake."""
     view = duel(c, duel_id)
     tree = SortitionTree(P.tree_depth)
     for leaf in range(c.leafCount()):
@@ -570,46 +622,65 @@ def _first_challenger_draw(c: Any, duel_id: int) -> str:
         tree.set(leaf, c.leafWeight(leaf), 0)
     excluded = [c.nodes(x).leaf for x in (view.origin, view.a)]
     seed = challenger_seed(fake_blockhash(view.seed_block), duel_id)
-    (leaf,) = tree.draw(bytes(keccak(seed + (0).to_bytes(32, "big"))), 1, excluded, 1)
-    return tree.owner(leaf)
+    for i in range(8):
+        (leaf,) = tree.draw(bytes(keccak(seed + i.to_bytes(32, "big"))), 1, excluded, 1)
+        if tree.owner(leaf) in servers:
+            return tree.owner(leaf)
+    return ZERO_ADDRESS
 
 
 # ---------------------------------------------------------------------------------------------
 # the answer, and a request the challenger could not get
 
 
+def _full_tree_panel(c: Any, duel_id: int, seed_block: int) -> list[str]:
+    """The first round's seats as the model's full-tree draw from `seed_block`'s hash, nobody excluded,
+    over the contract's leaves as they stand (none changed since)."""
+    tree = SortitionTree(P.tree_depth)
+    for leaf in range(c.leafCount()):
+        tree.allocate(c.leafOwner(leaf))
+        tree.set(leaf, c.leafWeight(leaf), 0)
+    return [tree.owner(leaf) for leaf in tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1),
+                                                   P.k_judges, [], 1)]
+
+
+def _duel_id(o: str, tag: str) -> int:
+    """The id of the duel `o` would open over `attest(c, o, ..., tag)`."""
+    return duel_id_of(o, request_id_hash(f"{o}-{tag}"))
+
+
 def test_answer_draws_the_first_panel(c: Any, cast: Cast) -> None:
-    o = cast.origin.address
-    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
+    o, b = cast.origin.address, cast.b.address
+    seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
+    # a request whose seats include B: the duel's own challenger may judge it (nobody is excluded)
+    tag = next(t for t in (f"t{i}" for i in range(20)) if b in _full_tree_panel(c, _duel_id(o, t), seed))
+    duel_id = open_duel(c, o, attest(c, o, cast.a, tag))
     to_seed(c, duel_id)
-    seed = duel(c, duel_id).seed_block
+    assert duel(c, duel_id).seed_block == seed
     with boa.env.prank(cast.a.address), boa.reverts("Duel: not the challenger"):
         c.answerDuel(duel_id, keccak(b"x"))
-    with boa.env.prank(cast.b.address):
+    with boa.env.prank(b):
         c.answerDuel(duel_id, keccak(b"b answer"))
     names = [type(log).__name__ for log in c.get_logs()]
     assert names == ["ChallengerDrawn", "DuelAnswered", "JudgesDrawn"]
     commit_end = block_number() + P.commit_window_blocks
     (answered,) = logs_named(c, "DuelAnswered")
     assert (answered.duelId, answered.b, answered.answerBHash, answered.commitEnd) == (
-        duel_id, cast.b.address, keccak(b"b answer"), commit_end)
+        duel_id, b, keccak(b"b answer"), commit_end)
     (drawn,) = logs_named(c, "JudgesDrawn")
     got = [str(s) for s in drawn.seats]
     assert (drawn.round, drawn.commitEnd, drawn.revealEnd) == (1, commit_end, commit_end + P.reveal_window_blocks)
     assert got == seats(c, duel_id, 1) and len(got) == P.k_judges
-    assert set(got) <= {j.address for j in cast.judges}
+    # the seats are the model's full-tree draw from the seed block's hash, nobody excluded: B holds
+    # one here; A (under MIN_STAKE) and the origin (no stake) have no draw weight
+    assert got == _full_tree_panel(c, duel_id, seed)
+    assert b in got and set(got) <= {b, *(j.address for j in cast.judges)}
     assert duel(c, duel_id)[3:] == (seed, commit_end, BOND, 1, JUDGING, 0)
     assert list(c.getVotes(duel_id, 1)) == [0, 0, 0]
     assert list(c.getJudges(duel_id, 2)) == [] and list(c.previewJudges(duel_id)) == got
-    # the seats are the model's full-tree draw from the seed block's hash, excluding the duel's parties
-    tree = SortitionTree(P.tree_depth)
-    for leaf in range(c.leafCount()):
-        tree.allocate(c.leafOwner(leaf))
-        tree.set(leaf, c.leafWeight(leaf), 0)
-    excluded = [c.nodes(x).leaf for x in (o, cast.a.address, cast.b.address)]
-    leaves = tree.draw(panel_seed(fake_blockhash(seed), duel_id, 1), P.k_judges, excluded, 1)
-    assert got == [tree.owner(leaf) for leaf in leaves]
-    with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
+    # B's seat votes like any other
+    commit(c, duel_id, b, B_VOTE)
+    with boa.env.prank(b), boa.reverts("Duel: not awaiting an answer"):
         c.answerDuel(duel_id, keccak(b"again"))
 
 
@@ -626,46 +697,39 @@ def test_answer_reverts_outside_its_window(c: Any, cast: Cast) -> None:
         c.answerDuel(424242, keccak(b"x"))
 
 
-def test_no_judge_stake_cancels_when_b_answers(c: Any) -> None:
-    origin, a, b = make_node(c, "origin", 0), make_node(c, "a"), make_node(c, "b")
+def test_with_no_other_stake_the_challenger_fills_every_seat(c: Any) -> None:
+    """Seats exclude nobody, and B was drawn from the same frozen stake as the seats, so a first panel
+    is never empty (the "no judges" cancellation cannot happen in round 1): with A under MIN_STAKE and
+    no judges, B holds every seat of its own duel, and its vote decides it."""
+    origin, a, b = make_node(c, "origin", 0), make_node(c, "a", MIN_STAKE - BOND), make_node(c, "b")
     next_epoch()
     o = origin.address
     duel_id = open_duel(c, o, attest(c, o, a, "t"))
     to_seed(c, duel_id)
-    before = book(c, o, a.address, b.address)
     with boa.env.prank(b.address):
         c.answerDuel(duel_id, keccak(b"x"))
-    (ev,) = logs_named(c, "DuelCancelled")
-    assert ev.reason == CANCEL_NO_JUDGES
-    paid = [(p.account, p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid")]
-    assert paid == [(b.address, DUELIST_FEE, 3), (o, ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)]
+    assert [type(log).__name__ for log in c.get_logs()] == ["ChallengerDrawn", "DuelAnswered", "JudgesDrawn"]
+    assert seats(c, duel_id, 1) == [b.address] * P.k_judges
+    assert duel(c, duel_id).status == JUDGING
+    vote_round(c, duel_id, {b.address: B_VOTE})
+    before = book(c, o, a.address, b.address)
+    settle(c, duel_id)
+    assert logs_named(c, "DuelSettled")[0].outcome == B_WON
+    # the first verdict ever, an empty reserve: B takes A's bond, its fee, and a judge fee per seat
     assert delta(before, book(c, o, a.address, b.address)) == {
-        o: (ESCROW - DUELIST_FEE, 0, 0, 0), a.address: (0, 0, 0, -BOND), b.address: (DUELIST_FEE, 0, 0, 0)}
-    assert duel(c, duel_id).status == CANCELLED
-
-
-def _full_tree_panel(c: Any, duel_id: int, seed_block: int, parties: tuple[str, str, str]) -> list[str]:
-    """The first round's seats as the model's full-tree draw from `seed_block`'s hash, excluding the
-    duel's parties (origin, A, B), over the contract's leaves as they stand (none changed since)."""
-    tree = SortitionTree(P.tree_depth)
-    for leaf in range(c.leafCount()):
-        tree.allocate(c.leafOwner(leaf))
-        tree.set(leaf, c.leafWeight(leaf), 0)
-    excluded = [c.nodes(x).leaf for x in parties]
-    return [tree.owner(leaf) for leaf in tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1),
-                                                   P.k_judges, excluded, 1)]
+        o: (0, 0, 0, 0), a.address: (0, -BOND, 0, -BOND),
+        b.address: (BOND + DUELIST_FEE + P.k_judges * JUDGE_FEE, 0, 0, -BOND)}
+    assert c.reserve() == 0
 
 
 def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     o = cast.origin.address
-    parties = (o, cast.a.address, cast.b.address)
     # B says "no request" and the request is published right after the seed block, so B answers
     # after the next epoch's seed; a request whose two seeds draw different seats shows which is used
     first_seed = (block_number() // P.epoch_blocks + 1) * P.epoch_blocks
     next_seed = first_seed + P.epoch_blocks
     tag = next(t for t in (f"t{i}" for i in range(20))
-               if _full_tree_panel(c, duel_id_of(o, request_id_hash(f"{o}-{t}")), first_seed, parties)
-               != _full_tree_panel(c, duel_id_of(o, request_id_hash(f"{o}-{t}")), next_seed, parties))
+               if _full_tree_panel(c, _duel_id(o, t), first_seed) != _full_tree_panel(c, _duel_id(o, t), next_seed))
     job = attest(c, o, cast.a, tag)
     duel_id = open_duel(c, o, job)
     to_seed(c, duel_id)
@@ -680,7 +744,7 @@ def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     assert (missing.duelId, missing.b, missing.publishDeadline) == (duel_id, cast.b.address, deadline)
     assert duel(c, duel_id).status == AWAITING_REQUEST and duel(c, duel_id).deadline == deadline
     drawn = seats(c, duel_id, 1)
-    assert drawn == _full_tree_panel(c, duel_id, first_seed, parties) and len(drawn) == P.k_judges
+    assert drawn == _full_tree_panel(c, duel_id, first_seed) and len(drawn) == P.k_judges
     assert list(c.getVotes(duel_id, 1)) == [0] * P.k_judges
     assert list(c.previewJudges(duel_id)) == []  # not judging yet
     with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
@@ -725,13 +789,13 @@ def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     assert ([str(j) for j in judges_drawn.seats], judges_drawn.round, judges_drawn.commitEnd) == (drawn, 1, commit_end)
     assert duel(c, duel_id).status == JUDGING and seats(c, duel_id, 1) == drawn
     assert list(c.previewJudges(duel_id)) == drawn
-    assert _full_tree_panel(c, duel_id, seed, parties) != drawn
+    assert _full_tree_panel(c, duel_id, seed) != drawn
 
 
-def test_no_request_with_no_judge_stake_cancels(c: Any) -> None:
-    """The seats are drawn with "no request" too: with no judge stake the duel ends there, as it would
-    with an answer (B gets its fee, the origin the rest of the escrow)."""
-    origin, a, b = make_node(c, "origin", 0), make_node(c, "a"), make_node(c, "b")
+def test_no_request_with_no_other_stake_seats_the_challenger(c: Any) -> None:
+    """The seats are drawn with "no request" too, and exclude nobody: with no other drawable stake they
+    are all B's, and the duel waits for the request (it is not cancelled for want of judges)."""
+    origin, a, b = make_node(c, "origin", 0), make_node(c, "a", MIN_STAKE - BOND), make_node(c, "b")
     next_epoch()
     o = origin.address
     duel_id = open_duel(c, o, attest(c, o, a, "t"))
@@ -739,14 +803,11 @@ def test_no_request_with_no_judge_stake_cancels(c: Any) -> None:
     before = book(c, o, a.address, b.address)
     with boa.env.prank(b.address):
         c.answerDuel(duel_id, ZERO32)
-    assert [type(log).__name__ for log in c.get_logs()] == [
-        "ChallengerDrawn", "DuelCancelled", "DuelRewardPaid", "DuelRewardPaid"]
-    assert logs_named(c, "DuelCancelled")[0].reason == CANCEL_NO_JUDGES
-    paid = [(p.account, p.amount, p.reason) for p in logs_named(c, "DuelRewardPaid")]
-    assert paid == [(b.address, DUELIST_FEE, REWARD_DUELIST_FEE), (o, ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)]
+    assert [type(log).__name__ for log in c.get_logs()] == ["ChallengerDrawn", "RequestMissing"]
+    assert seats(c, duel_id, 1) == [b.address] * P.k_judges
+    assert duel(c, duel_id).status == AWAITING_REQUEST
     assert delta(before, book(c, o, a.address, b.address)) == {
-        o: (ESCROW - DUELIST_FEE, 0, 0, 0), a.address: (0, 0, 0, -BOND), b.address: (DUELIST_FEE, 0, 0, 0)}
-    assert duel(c, duel_id).status == CANCELLED and not logs_named(c, "RequestMissing")
+        o: (0, 0, 0, 0), a.address: (0, 0, 0, 0), b.address: (0, 0, 0, BOND)}
 
 
 def test_request_published_too_late(c: Any, cast: Cast) -> None:
@@ -1036,12 +1097,22 @@ def test_judge_penalties_take_active_then_unbonding_stake(c: Any) -> None:
     cast = make_cast(c, judge_stakes=(MIN_STAKE,))
     j = cast.judges[0].address
     o = cast.origin.address
-    duel_id = open_duel(c, o, attest(c, o, cast.a, "t"))
-    to_seed(c, duel_id)
-    with boa.env.prank(j):
-        c.requestUnstake(MIN_STAKE - 5 * C)  # inside the seed epoch: the judge is still drawn
-    assert c.leafWeight(c.nodes(j).leaf) == 0  # its live weight is gone, its frozen weight is not
-    _, drawn = answer(c, duel_id)
+
+    def judged(tag: str) -> tuple[int, list[str]]:
+        duel_id = open_duel(c, o, attest(c, o, cast.a, tag))
+        to_seed(c, duel_id)
+        with boa.env.prank(j):
+            c.requestUnstake(MIN_STAKE - 5 * C)  # inside the seed epoch: the judge is still drawn
+        assert c.leafWeight(c.nodes(j).leaf) == 0  # its live weight is gone, its frozen weight is not
+        return duel_id, answer(c, duel_id)[1]
+
+    # B may hold seats too (nobody is excluded): a request whose three seats are all the judge's
+    for i in range(100):
+        with boa.env.anchor():
+            fits = judged(f"t{i}")[1] == [j] * P.k_judges
+        if fits:
+            break
+    duel_id, drawn = judged(f"t{i}")
     assert drawn == [j] * P.k_judges
     vote_round(c, duel_id, {j: None})
     settle(c, duel_id)
@@ -1196,8 +1267,16 @@ def _round_one(c: Any, cast: Cast, vote: int, tag: str = "") -> tuple[int, list[
     return duel_id, drawn
 
 
+def _both_rounds(d1: dict[str, tuple[int, int]], d2: dict[str, tuple[int, int]], who: str) -> tuple[int, int]:
+    """(credit, stake) change of `who`'s seats over both rounds, from `_judge_deltas`."""
+    x1, x2 = d1.get(who, (0, 0)), d2.get(who, (0, 0))
+    return x1[0] + x2[0], x1[1] + x2[1]
+
+
 def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
-    cast = make_cast(c, judge_stakes=(MIN_STAKE,) * 5)
+    """B may hold appeal seats (nobody is excluded): it votes for itself there, is outvoted, and pays
+    a penalty per seat like any seat against the verdict."""
+    cast = make_cast(c, judge_stakes=(MIN_STAKE,) * 5, b_stake=MIN_STAKE)
     o, a, b = cast.origin.address, cast.a.address, cast.b.address
     # a reserve: a first duel A wins (B's bond)
     first, _ = _round_one(c, cast, A_VOTE, "reserve")
@@ -1229,23 +1308,27 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
     mine(1)
     preview = [str(s) for s in c.previewJudges(duel_id)]
     assert len(preview) == 2 * P.k_judges + 1
+    votes2 = {j: (B_VOTE if j == b else A_VOTE) for j in preview}  # B votes for itself
     first_judge = preview[0]
-    commit(c, duel_id, first_judge, A_VOTE)  # the first commit draws the panel
+    commit(c, duel_id, first_judge, votes2[first_judge])  # the first commit draws the panel
     assert [type(log).__name__ for log in c.get_logs()] == ["JudgesDrawn", "VoteCommitted"]
     assert logs_named(c, "JudgesDrawn")[0].round == 2
     drawn2 = seats(c, duel_id, 2)
     assert drawn2 == preview
+    b_seats = drawn2.count(b)
+    assert 0 < b_seats < P.k_judges + 1  # B holds appeal seats, not a majority of them
     with boa.reverts("Duel: judges already drawn"):
         c.drawJudges(duel_id)
     for j in distinct(drawn2)[1:]:
-        commit(c, duel_id, j, A_VOTE)
+        commit(c, duel_id, j, votes2[j])
     mine_to(duel(c, duel_id).deadline + 1)
     for j in distinct(drawn2)[:-1]:
-        reveal(c, duel_id, j, A_VOTE)
+        reveal(c, duel_id, j, votes2[j])
     assert list(c.getVotes(duel_id, 1)) == [B_VOTE] * P.k_judges
     with boa.reverts("Duel: reveal window not over"):
         c.settleDuel(duel_id)
-    reveal(c, duel_id, distinct(drawn2)[-1], A_VOTE)
+    last = distinct(drawn2)[-1]
+    reveal(c, duel_id, last, votes2[last])
     reserve = c.reserve()
     # the second A win in a row: both rounds' coherent seats are paid 3/4 of a fee and of a share
     assert c.verdicts() == 1
@@ -1261,18 +1344,20 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
     # B's bond goes to the reserve before the judges are paid
     d1, paid1, reserve1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), A_WON, reserve + BOND,
                                         P.k_judges * JUDGE_FEE, scale)
-    d2, paid2, reserve2 = _judge_deltas(drawn2, dict.fromkeys(drawn2, A_VOTE), A_WON, reserve1, APPEAL_FEE, scale)
+    d2, paid2, reserve2 = _judge_deltas(drawn2, votes2, A_WON, reserve1, APPEAL_FEE, scale)
     covered = min(paid2, reserve2)
-    assert paid1 == 0 and paid2 == 7 * JUDGE_FEE * 3 // 4 < APPEAL_FEE
+    assert a not in drawn1 + drawn2 and b not in drawn1  # A is under MIN_STAKE
+    assert paid1 == 0 and paid2 == (7 - b_seats) * (JUDGE_FEE * 3 // 4) < APPEAL_FEE
+    assert _both_rounds(d1, d2, b) == (0, -b_seats * JUDGE_PENALTY)
     assert d[a] == (APPEAL_FEE - paid2 + covered, 0, 0, -BOND)
-    assert d[b] == (DUELIST_FEE, -BOND, 0, -BOND)
+    assert d[b] == (DUELIST_FEE, -BOND - b_seats * JUDGE_PENALTY, 0, -BOND)
     assert d[o] == (P.k_judges * JUDGE_FEE, 0, 0, 0)
     for j in judges:
-        want = (d1.get(j, (0, 0))[0] + d2.get(j, (0, 0))[0], d1.get(j, (0, 0))[1] + d2.get(j, (0, 0))[1])
-        assert d[j][:2] == want, j
+        assert d[j][:2] == _both_rounds(d1, d2, j), j
     assert c.reserve() == reserve2 - covered
     assert [(p.account, p.amount) for p in refund] == [(a, APPEAL_FEE - paid2 + covered)]
-    assert (settled.outcome, settled.round, settled.votesA, settled.stakeMoved) == (A_WON, 2, 7, BOND)
+    assert (settled.outcome, settled.round, settled.votesA, settled.votesB, settled.stakeMoved) == (
+        A_WON, 2, 7 - b_seats, b_seats, BOND)
 
 
 def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
@@ -1284,9 +1369,10 @@ def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
     mine_to(duel(c, duel_id).seed_block + 1)
     c.drawJudges(duel_id)
     drawn2 = seats(c, duel_id, 2)
-    judges = distinct(drawn2)
-    # all but one judge uphold B; the last votes A and pays per seat
-    votes = {j: (A_VOTE if j == judges[-1] else B_VOTE) for j in judges}
+    judges = [j for j in distinct(drawn2) if j != b]
+    # all but one judge uphold B, and so do B's own seats (nobody is excluded, B holds one here);
+    # the last judge votes A and pays per seat
+    votes = {j: (A_VOTE if j == judges[-1] else B_VOTE) for j in distinct(drawn2)}
     vote_round(c, duel_id, votes)
     before = book(c, o, a, b, *(j.address for j in cast.judges))
     assert c.verdicts() == 0  # the deployment's first verdict: its seats are paid at scale 1
@@ -1294,10 +1380,14 @@ def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
     d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
     final = B_WON if sum(votes[s] == B_VOTE for s in drawn2) * 2 > len(drawn2) else A_WON
     assert final == B_WON
-    _, paid1, r1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), B_WON, 0, P.k_judges * JUDGE_FEE)
-    _, paid2, r2 = _judge_deltas(drawn2, {s: votes[s] for s in drawn2}, B_WON, r1, APPEAL_FEE)
+    d1, paid1, r1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), B_WON, 0, P.k_judges * JUDGE_FEE)
+    d2, paid2, r2 = _judge_deltas(drawn2, {s: votes[s] for s in drawn2}, B_WON, r1, APPEAL_FEE)
+    assert a not in drawn1 + drawn2 and b not in drawn1  # A is under MIN_STAKE
+    assert drawn2.count(b) == 1 and _both_rounds(d1, d2, b) == (JUDGE_FEE, 0)
     assert d[a] == (0, -BOND, 0, -BOND)  # no refund
-    assert d[b] == (BOND + DUELIST_FEE, 0, 0, -BOND)
+    assert d[b] == (BOND + DUELIST_FEE + JUDGE_FEE, 0, 0, -BOND)
+    for j in cast.judges:
+        assert d[j.address][:2] == _both_rounds(d1, d2, j.address), j.address
     assert c.reserve() == r2 + APPEAL_FEE - paid2
     assert paid1 == P.k_judges * JUDGE_FEE
 
@@ -1347,6 +1437,8 @@ def test_appeal_reverts(c: Any, cast: Cast) -> None:
 
 
 def test_no_judges_for_the_appeal_round(c: Any) -> None:
+    """Seats exclude nobody, so the appeal round has no seats only when nobody at all holds drawable
+    stake in its epoch: every judge leaves, and so does B (A holds less than MIN_STAKE)."""
     cast = make_cast(c)
     duel_id, _ = _round_one(c, cast, B_VOTE)
     with boa.env.prank(cast.a.address):
@@ -1354,6 +1446,11 @@ def test_no_judges_for_the_appeal_round(c: Any) -> None:
     for j in cast.judges:  # every judge leaves before the appeal round's epoch
         with boa.env.prank(j.address):
             c.leave()
+    with boa.env.anchor():  # B, still staked, would hold every seat of the appeal round
+        mine_to(duel(c, duel_id).seed_block + 1)
+        assert list(c.previewJudges(duel_id)) == [cast.b.address] * (2 * P.k_judges + 1)
+    with boa.env.prank(cast.b.address):
+        c.leave()
     mine_to(duel(c, duel_id).seed_block + 1)
     assert list(c.previewJudges(duel_id)) == []
     with boa.reverts("Duel: no judges"):
