@@ -6,11 +6,15 @@ Today's defence: every draw of an epoch reads the stake tree frozen when the epo
 hash of a block mined after the duel reached that step; the result does not depend on who calls or
 when; the first round's seats are drawn with B's answer or its "no request", so publishing the
 request re-draws nothing; a drawn challenger that does not answer loses its bond, recorded or not
-(settled within the seed epoch, the draw is worked out again). A 10 % coalition holds a majority of
-seats as often as the binomial says, not every time.
+(settled within the seed epoch, the draw is worked out again). Seats exclude nobody (the duel's own
+parties may hold some), and a coalition with 10 % of the drawable stake holds a majority of seats as
+often as the binomial says, not every time.
 
-Open: the challenger draw also asks for a bond's worth of free stake, read live, not frozen; the two
-tests at the end show what moving it after the seed does (both fail today).
+The challenger draw used to ask for a bond's worth of free stake, read live: after the seed, B could
+step out of its draw by having its free stake bonded, and a node never named in the window could be
+slashed. Since 23f8950 it reads only what the epoch froze (stake and models), and B's bond is the
+smaller of DUEL_BOND and its free stake; the two tests at the end show that moving free stake after
+the seed changes nobody's draw.
 """
 
 from __future__ import annotations
@@ -156,18 +160,22 @@ def test_a_challenger_cannot_reroll_its_panel_by_claiming_the_request_missing(tw
 
 
 def test_a_ten_percent_coalition_holds_a_majority_as_often_as_the_binomial_says(twin: Twin) -> None:
-    """100 duels; a coalition with 10 % of the judge stake over 3 identities re-rolls by staking 1 wei
-    before every answer. Its share of seats and of 2-of-3 majorities follows the binomial."""
+    """100 duels; a coalition with 10 % of the drawable stake over 3 identities re-rolls by staking 1 wei
+    before every answer. Seats exclude nobody, so the duel's A and B hold seats in it too: the
+    coalition's share of seats and of 2-of-3 majorities, and the duelists' seats in their own duels,
+    follow the binomial over all the drawable stake."""
     c = twin.c
-    origin, a = twin.node("origin", 0, 2 * 10**18), twin.node("a", 100 * BOND)
-    b = twin.node("b", 300 * MIN_STAKE)  # the only other server of the model: always the challenger
-    honest = [twin.node(f"j{i}", 10 * MIN_STAKE, 0, models=(OTHER_MODEL,)) for i in range(9)]
+    origin, a = twin.node("origin", 0, 2 * 10**18), twin.node("a", 100 * BOND)  # 20 x MIN_STAKE
+    # seven honest nodes serve the model (one of them is each duel's challenger) and judge
+    honest = [twin.node(f"h{i}", 10 * MIN_STAKE, 0) for i in range(7)]
     stake_x = 10 * MIN_STAKE // 3
     coalition = [twin.node(f"x{i}", stake_x, 10**18, models=(OTHER_MODEL,)) for i in range(3)]
     next_epoch()
     xs = {x.address for x in coalition}
     # the frozen tree of this epoch, as the model keeps it; every panel must be its draw
     tree: SortitionTree = copy.deepcopy(twin.m.sortition)
+    total = tree.total_weight()
+    assert total == 90 * MIN_STAKE + 3 * stake_x
     epoch = 10**6  # nothing changes before the seed epoch: its frozen tree is today's
     jobs = [attest(c, origin.address, a, f"g{i}") for i in range(100)]
     # (straight to the contract from here: 100 duels through the model too would be slow)
@@ -175,33 +183,38 @@ def test_a_ten_percent_coalition_holds_a_majority_as_often_as_the_binomial_says(
         ids = [c.openDuel(*open_args(j)) for j in jobs]
     seed_block = c.getDuel(ids[0])[3]
     mine_to(seed_block + 1)
-    excluded = [c.nodes(x).leaf for x in (origin.address, a.address, b.address)]
-    majorities = seats_x = 0
+    majorities = seats_x = seats_ab = 0
     for k, duel_id in enumerate(ids):
         with boa.env.prank(coalition[k % 3].address):
             c.stake(1)  # the re-roll that worked before: it changes the live tree only
-        with boa.env.prank(b.address):
+        b = str(c.challengerOf(duel_id))
+        assert b in {h.address for h in honest}
+        with boa.env.prank(b):
             c.answerDuel(duel_id, keccak(b"b"))
         drawn = [str(s) for s in c.getJudges(duel_id, 1)]
-        predicted = tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1), 3, excluded, epoch)
+        predicted = tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1), 3, [], epoch)
         assert drawn == [tree.owner(leaf) for leaf in predicted]
         held = sum(s in xs for s in drawn)
         seats_x += held
+        seats_ab += sum(s in (a.address, b) for s in drawn)
         majorities += held >= 2
-    p = 3 * stake_x / (3 * stake_x + 9 * 10 * MIN_STAKE)
+    p = 3 * stake_x / total
+    assert abs(p - 0.1) < 1e-9
     p_major = 3 * p * p * (1 - p) + p**3
     n = len(ids)
     sd = math.sqrt(n * p_major * (1 - p_major))
-    message = (f"coalition (share {p:.3f} of judge stake, 3 identities) held >= 2 of 3 seats in "
+    message = (f"coalition (share {p:.3f} of the drawable stake, 3 identities) held >= 2 of 3 seats in "
                f"{majorities}/{n} duels; binomial expects {n * p_major:.1f} +- {sd:.1f}; "
                f"its seats: {seats_x}/{3 * n} (expected {3 * n * p:.1f})")
     assert majorities <= n * p_major + 4 * sd, message
     assert abs(seats_x - 3 * n * p) <= 4 * math.sqrt(3 * n * p * (1 - p)), message
-    assert len(honest) == 9
+    # A (20 %) and B (10 %) judge their own duel by their stake, no more and no less
+    p_ab = 30 * MIN_STAKE / total
+    assert abs(seats_ab - 3 * n * p_ab) <= 4 * math.sqrt(3 * n * p_ab * (1 - p_ab)), (seats_ab, 3 * n * p_ab)
 
 
 # ---------------------------------------------------------------------------------------------
-# the challenger's free stake is read live
+# the challenger's free stake, moved after the seed
 
 
 def _servers_b_and_c(twin: Twin) -> tuple[str, LocalAccount, LocalAccount, LocalAccount]:
