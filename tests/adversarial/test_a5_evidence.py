@@ -7,6 +7,10 @@ seat is neither paid nor penalised, so a judge is never taxed for what it could 
 answer nobody can produce loses (judges vote for the other side), and the bonds move accordingly; an
 origin that withholds the request from the challenger pays for the cancelled duel. Which vote an honest
 judge casts for which evidence is the judge's rule (judge/evidence.py), tested there.
+
+Seats exclude nobody, so a duelist may judge its own duel; these tests pick duels whose seats all
+went to the three judges (A holds less than MIN_STAKE and is never seated; B may be), so each
+settlement shows what the evidence rule moves and nothing a duelist's seat adds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from contract_fixtures import (
     OTHER_MODEL,
     VOIDED,
     ZERO32,
+    RevertedError,
     Twin,
     attest,
     mine_to,
@@ -33,16 +38,36 @@ P_FEE = 4 * 10**15  # JUDGE_FEE
 
 @pytest.fixture(name="cast")
 def cast_fixture(twin: Twin) -> dict:
-    cast = {"origin": twin.node("origin", 0), "a": twin.node("a", 2 * MIN_STAKE),
-            "b": twin.node("b", 20 * MIN_STAKE)}
-    cast["judges"] = [twin.node(f"j{i}", (i + 1) * MIN_STAKE, models=(OTHER_MODEL,)) for i in range(3)]
+    """Only the origin, A and B serve the model: B is the challenger whenever one of the draw's eight
+    tries lands on it (3 in 10 each). A's four bonds' worth is under MIN_STAKE (no seats); B holds 3 x
+    MIN_STAKE of drawable stake, the judges 2, 2 and 3."""
+    cast = {"origin": twin.node("origin", 0), "a": twin.node("a", MIN_STAKE - BOND),
+            "b": twin.node("b", 3 * MIN_STAKE)}
+    cast["judges"] = [twin.node(f"j{i}", s * MIN_STAKE, models=(OTHER_MODEL,)) for i, s in enumerate((2, 2, 3))]
     next_epoch()
     return cast
 
 
+def _judges_only(twin: Twin, cast: dict, tag: str, *, distinct: bool = False) -> tuple[int, str, list[str]]:
+    """A judging duel whose seats all went to the cast's judges (one each when `distinct`): the first
+    over request ids tag0, tag1, ... (tries are rolled back; one with no challenger does not fit)."""
+    o, a, judges = cast["origin"].address, cast["a"], {j.address for j in cast["judges"]}
+    for i in range(100):
+        with twin.sandbox():
+            try:
+                drawn = twin.judging(o, a, f"{tag}{i}")[2]
+            except RevertedError as exc:
+                assert exc.reason == "Duel: no challenger"
+                drawn = []
+            fits = bool(drawn) and set(drawn) <= judges and (not distinct or len(set(drawn)) == 3)
+        if fits:
+            return twin.judging(o, a, f"{tag}{i}")
+    raise AssertionError(f"no duel's seats fit in 100 request ids ({tag!r})")
+
+
 def _three_judges(twin: Twin, cast: dict, tag: str) -> tuple[int, str, list[str]]:
     """A judging duel whose three seats are the three judges (one each)."""
-    return twin.judging_where(cast["origin"].address, cast["a"], lambda d: len(set(d)) == 3, tag)
+    return _judges_only(twin, cast, tag, distinct=True)
 
 
 def _settle(twin: Twin, duel_id: int, who: str) -> dict[str, tuple[int, int]]:
@@ -90,7 +115,7 @@ def test_the_side_whose_answer_nobody_can_produce_loses(twin: Twin, cast: dict, 
     """A duelist that withholds its own answer: the judges vote for the other side (judge rule);
     settlement moves that side's bond (A's to B; B's to the reserve: A never profits)."""
     o, a = cast["origin"].address, cast["a"].address
-    duel_id, b, drawn = twin.judging(o, cast["a"], f"missing {missing}")
+    duel_id, b, drawn = _judges_only(twin, cast, f"missing {missing}")
     twin.vote_round(duel_id, {j: vote for j in set(drawn)})
     reserve = twin.m.reserve
     d = _settle(twin, duel_id, o)
