@@ -40,8 +40,11 @@ PARAMS = DeploymentParams(
     k_judges=3,
     epoch_blocks=8,
     answer_window_blocks=4,
-    commit_window_blocks=5,  # a draw and three commits fit (py-evm mines one transaction per block)
-    reveal_window_blocks=3,
+    # py-evm mines one transaction per block, and seats exclude nobody: an appeal's 2K+1 = 7 seats may
+    # fall on all six nodes, so its draw and six commits (7 blocks, the most below EPOCH_BLOCKS) and
+    # six reveals must fit
+    commit_window_blocks=7,
+    reveal_window_blocks=6,
     appeal_window_blocks=3,
     publish_window_blocks=3,
     attestation_ttl_s=100,
