@@ -299,6 +299,33 @@ class DuelSettlement:
     tx_hash: str
 
 
+MAX_VERDICT_WEIGHT = 4  # a coherent seat's pay scale stays within [1/4, 4] (contract MAX_WEIGHT)
+
+
+@dataclass(frozen=True)
+class VerdictCounts:
+    """Decided verdicts so far (the contract's `verdicts`): how many A won and how many B won, both
+    halved whenever they reach VERDICT_DECAY_AT (1024) together. Ties and voids are not counted."""
+
+    a_won: int
+    b_won: int
+
+    def pay_scale(self, outcome: DuelOutcome) -> tuple[int, int]:
+        """(numerator, denominator) by which the next settlement with final verdict `outcome` scales a
+        coherent seat's JUDGE_FEE and reserve share: 1 / (2p), p the smoothed share (+1 each side) of
+        past verdicts like it, within [1/4, 4]; (1, 1) for a tie or a void (the contract's `_weight`)."""
+        if outcome not in (DuelOutcome.A_WON, DuelOutcome.B_WON):
+            return 1, 1
+        same = self.a_won if outcome == DuelOutcome.A_WON else self.b_won
+        num = self.a_won + self.b_won + 2
+        den = 2 * (same + 1)
+        if num > MAX_VERDICT_WEIGHT * den:
+            return MAX_VERDICT_WEIGHT, 1
+        if num * MAX_VERDICT_WEIGHT < den:
+            return 1, MAX_VERDICT_WEIGHT
+        return num, den
+
+
 # ---------------------------------------------------------------------------------------------
 # input validation
 
@@ -853,6 +880,13 @@ class WWWServeClient:
     def reserve(self) -> int:
         """The duel reserve (wei): lost bonds and judge penalties, paid out to coherent judges."""
         return int(self._view("reserve"))
+
+    def verdicts(self) -> VerdictCounts:
+        """Decided verdicts so far, decayed (A won, B won): the counts behind the verdict weight that
+        scales coherent seats' pay (`VerdictCounts.pay_scale`). The contract packs them in one word,
+        A won in the low 128 bits, B won in the high 128."""
+        word = int(self._view("verdicts"))
+        return VerdictCounts(a_won=word & (2**128 - 1), b_won=word >> 128)
 
     def balances(self, address: str) -> Balances:
         """All of `address`'s money in the contract."""

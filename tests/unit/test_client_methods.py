@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 from eth_account.messages import encode_typed_data
@@ -36,6 +37,7 @@ from ledger.client import (
     NodeInfo,
     RewardReason,
     SlashReason,
+    VerdictCounts,
     Vote,
     WWWServeClient,
     vote_commitment,
@@ -43,6 +45,7 @@ from ledger.client import (
     voucher_typed_data,
 )
 from ledger.errors import DeploymentNotFoundError, InvalidAmountError, LedgerValueError, UnknownDuelError
+from ledger.model import Outcome, WWWServeModel
 from ledger.params import WEI_PER_CREDIT, DeploymentParams
 from ledger.tx import TxSender
 from ledger.work import answer_hash, duel_id_of, inspect_commitment, work_digest
@@ -93,6 +96,7 @@ ABI_TO_CLIENT = {
     "unbondingBlock": "unbonding_block",
     "reserved": "reserved",
     "reserve": "reserve",
+    "verdicts": "verdicts",
     "voucherDigest": "voucher_digest_onchain",
     "claimVoucher": "claim_voucher",
     "claimed": "claimed",
@@ -385,7 +389,8 @@ def test_duel_full_lifecycle(world: World) -> None:
     info = c.duel(duel.duel_id)
     assert info.status is DuelStatus.JUDGING and (info.b, info.round) == (b, 1)
     assert info.judges == drawn["seats"] == c.judges(duel.duel_id, 1) == c.preview_judges(duel.duel_id)
-    assert len(info.judges) == PARAMS.k_judges and not {world.addr("origin"), a, b} & set(info.judges)
+    # seats exclude nobody: any registered node may judge, the origin and both duelists included
+    assert len(info.judges) == PARAMS.k_judges and set(info.judges) <= {world.addr(r) for r in ROLES}
     assert info.commit_end_block == drawn["commitEnd"] and info.reveal_end_block == drawn["revealEnd"]
     assert info.appeal_end_block == drawn["revealEnd"] + PARAMS.appeal_window_blocks
     assert info.rounds == (DuelRound(1, info.judges, (Vote.NONE,) * PARAMS.k_judges),)
@@ -419,6 +424,7 @@ def test_duel_full_lifecycle(world: World) -> None:
     assert c.duel_settlement(duel.duel_id) is None
 
     stake_a, credit_b = c.active_stake(a), c.credit(b)
+    assert c.verdicts() == VerdictCounts(a_won=0, b_won=0)
     settled = world.settle_after_appeal_window(duel.duel_id)
     assert settled.event("DuelSettled").args["outcome"] == DuelOutcome.B_WON
     slash = settled.event("StakeSlashed").args
@@ -426,6 +432,9 @@ def test_duel_full_lifecycle(world: World) -> None:
     paid = {(e.args["account"], RewardReason(e.args["reason"])): e.args["amount"]
             for e in settled.events_named("DuelRewardPaid")}
     assert paid[(b, RewardReason.STAKE_WON)] == info.bond_wei + PARAMS.duelist_fee_wei  # one payment
+    # B (and A, who voted B too) may hold seats: what a seat earns goes to credit, stake stays
+    judge_pay_b = sum(e.args["amount"] for e in settled.events_named("DuelRewardPaid")
+                      if e.args["account"] == b and RewardReason(e.args["reason"]) is RewardReason.JUDGE_FEE)
     assert all(paid[(j, RewardReason.JUDGE_FEE)] >= PARAMS.judge_fee_wei for j in info.judges)
     final = c.duel(duel.duel_id)
     assert final.status is DuelStatus.SETTLED and final.outcome is DuelOutcome.B_WON
@@ -435,7 +444,10 @@ def test_duel_full_lifecycle(world: World) -> None:
     assert (settlement.outcome, settlement.round, settlement.votes_a, settlement.votes_b,
             settlement.stake_moved_wei) == (DuelOutcome.B_WON, 1, 0, PARAMS.k_judges, info.bond_wei)
     assert c.active_stake(a) == stake_a - info.bond_wei
-    assert c.credit(b) == credit_b + info.bond_wei + PARAMS.duelist_fee_wei
+    assert c.credit(b) == credit_b + info.bond_wei + PARAMS.duelist_fee_wei + judge_pay_b
+    # the verdict is counted: the next B win pays coherent seats 3/4, the next A win 3/2
+    assert c.verdicts() == VerdictCounts(a_won=0, b_won=1)
+    assert c.verdicts().pay_scale(DuelOutcome.B_WON) == (3, 4) and c.verdicts().pay_scale(DuelOutcome.A_WON) == (3, 2)
     assert c.reserved(a) == c.reserved(b) == 0
     assert c.duel_ids(world.deploy_block) == [duel.duel_id]
     assert c.duel_cancel_reason(duel.duel_id) is None
@@ -606,6 +618,17 @@ def test_inputs_are_validated_before_sending(world: World, call: object, message
         call(c)  # type: ignore[operator]
     assert "\n" not in str(info.value)
     assert world.w3.eth.get_transaction_count(world.addr("outsider")) == nonce_before
+
+
+@pytest.mark.parametrize("counts", [(0, 0), (0, 1), (1, 0), (3, 5), (0, 7), (7, 0), (500, 20), (1, 1022)])
+def test_verdict_pay_scale_is_the_models_weight(counts: tuple[int, int]) -> None:
+    model = WWWServeModel(PARAMS, chain_id=1, address="0x" + "11" * 20)
+    model.verdicts_a, model.verdicts_b = counts
+    verdicts = VerdictCounts(*counts)
+    for outcome in DuelOutcome:
+        assert verdicts.pay_scale(outcome) == model.weight(Outcome(int(outcome))), outcome
+        num, den = verdicts.pay_scale(outcome)
+        assert Fraction(1, 4) <= Fraction(num, den) <= 4
 
 
 def test_no_request_is_32_zero_bytes() -> None:
