@@ -3,11 +3,14 @@
 One module-scoped chain runs a scenario that emits every WWWServe event (registry, credits,
 withdrawals, stake, unbonding, fee vouchers paid from credit and from pending, and duels over
 attested work: one appealed and overturned, with a slash spread over active and unbonding stake;
-one whose challenger never answered; one whose request was withheld, published and answered, with a
-silent judge; one cancelled for a withheld request; one still awaiting its answer). The challenger
-and the judges are drawn by the contract, so the tests compare the index with the contract's own
-views rather than with fixed addresses. Each test snapshots the chain and reverts it afterwards, and
-indexes into its own SQLite file.
+one whose challenger, drawn with less free stake than DUEL_BOND (both bonds lowered to it), never
+answered; two that bonded that challenger's stake and lapsed unanswered; one whose request was
+withheld, published and answered, with a silent judge; one cancelled for a withheld request; one
+still awaiting its answer). The challenger and the judges are drawn by the contract (seats exclude
+nobody: the origin and the challenger may judge; A's active stake is below MIN_STAKE, so it is never
+drawn), so the tests compare the index with the contract's own views rather than with fixed
+addresses. Each test snapshots the chain and reverts it afterwards, and indexes into its own SQLite
+file.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from ledger.tx import TxSender
 C = WEI_PER_CREDIT
 MIN = PARAMS.min_stake_wei
 ROLES = ("origin", "a", "c1", "c2", "c3", "c4", "leaver")
+LOW_STAKE = 12 * C  # the challengers' stake in duel "no answer": drawable, and 2 C over two bonds
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Chain:
     payer: str  # signs fee vouchers, is not a node
     log_count: int = 0  # logs the contract emitted in the scenario
     duels: dict[str, int] = field(default_factory=dict)  # scenario name -> duel id
+    lowered_block: int = 0  # the block whose ChallengerDrawn lowered both bonds of "no answer"
 
     @property
     def w3(self) -> Web3:
@@ -124,8 +129,9 @@ def build_scenario() -> Chain:
 
     def restake() -> None:
         """Judges' penalties drain stake: restake it, so the next challenger has a full bond and
-        every silent seat has stake to lose (draw weights, which slashes leave alone, stay equal)."""
-        for role in ("c1", "c2", "c3", "c4"):
+        every silent seat has stake to lose (draw weights, which slashes leave alone, stay equal).
+        Seats exclude nobody, so the origin judges too."""
+        for role in ("origin", "c1", "c2", "c3", "c4"):
             missing = STAKE_WEI - client().active_stake(world.addr(role))
             if missing > 0:
                 client(role).stake(missing)
@@ -172,11 +178,26 @@ def build_scenario() -> Chain:
 
     restake()
 
-    # duel "no answer": B is drawn and never answers
+    # duel "no answer": B is drawn with less free stake than DUEL_BOND and never answers. The
+    # challengers (c1..c4) first take their stake down to LOW_STAKE (still drawable); once the draw is
+    # known (it reads only the epoch's frozen stake), the origin opens two duels over B's own work,
+    # which bond 2 DUEL_BOND of it, so B's bond (and A's, lowered to match) is the 2 C left free
+    challengers = ("c1", "c2", "c3", "c4")
+    unstaked = [client(role).request_unstake(STAKE_WEI - LOW_STAKE) for role in challengers]
+    world.time_travel(PARAMS.unbonding_period_s + 1)
+    world.mine_to(unstaked[-1].block_number + PARAMS.duel_span_blocks)
+    for role in challengers:
+        client(role).withdraw_stake()
+    world.mine(PARAMS.epoch_blocks)  # the lower stakes count for draws from here
     d2 = world.open_duel("no answer")
-    world.challenger(d2.duel_id)
-    client("origin").draw_challenger(d2.duel_id)
+    b2 = world.role_of(world.challenger(d2.duel_id))
+    bonding = [world.open_duel(f"bonding {i}", a=b2) for i in (1, 2)]
+    chain.lowered_block = client("origin").draw_challenger(d2.duel_id).block_number
     _settle_when_open(world, d2.duel_id)
+    # nobody recorded a challenger of the bonding duels within their seed epoch: they lapse unslashed
+    world.mine_to(max(client().duel(d.duel_id).seed_block for d in bonding) + PARAMS.epoch_blocks - 1)
+    for d in bonding:
+        client("c4").settle_duel(d.duel_id)
 
     restake()
 
@@ -198,8 +219,9 @@ def build_scenario() -> Chain:
     # duel "open": awaiting its answer when the scenario ends
     d5 = world.open_duel("open")
 
-    chain.duels = {"appealed": d1.duel_id, "no answer": d2.duel_id, "published": d3.duel_id,
-                   "withheld": d4.duel_id, "open": d5.duel_id}
+    chain.duels = {"appealed": d1.duel_id, "no answer": d2.duel_id, "bonding 1": bonding[0].duel_id,
+                   "bonding 2": bonding[1].duel_id, "published": d3.duel_id, "withheld": d4.duel_id,
+                   "open": d5.duel_id}
     chain.published = d3  # type: ignore[attr-defined]
     chain.log_count = len(world.w3.eth.get_logs({"address": contract.address, "fromBlock": 0, "toBlock": "latest"}))
     return chain
@@ -295,7 +317,8 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     # first-round penalties (from an empty reserve) paid the appeal panel's shares and the appellant's
     # refund, so its reserve ended where it began
     reserve_events = {k: [e.name for e in idx.duel_events(v)].count("ReserveChanged") for k, v in chain.duels.items()}
-    assert reserve_events == {"appealed": 0, "no answer": 1, "published": 1, "withheld": 1, "open": 0}
+    assert reserve_events == {"appealed": 0, "no answer": 1, "bonding 1": 0, "bonding 2": 0, "published": 1,
+                              "withheld": 1, "open": 0}
 
     # the appealed duel: overturned in round 2; A's lost bond came from active, then unbonding stake
     d1 = idx.duel(chain.duels["appealed"])
@@ -320,10 +343,18 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     assert events[-1].name == "DuelSettled" and "DuelAppealed" in [e.name for e in events]
     assert all(e.tx_hash.startswith("0x") and len(e.tx_hash) == 66 for e in events)
 
-    # no answer: B's bond went to the reserve, the origin got its escrow back
+    # no answer: B's bond, lowered to its free stake (2 C), went to the reserve, the origin got its escrow back
     d2 = idx.duel(chain.duels["no answer"])
     assert d2 is not None and (d2.status, d2.cancel_reason, d2.round, d2.judges) == ("cancelled", "no_answer", 0, ())
     assert [m.kind for m in idx.stake_moves(d2.id)] == ["escrow", "slashed_no_answer", "refund_escrow"]
+    free = LOW_STAKE - 2 * PARAMS.duel_bond_wei  # B's stake less the bonding duels' bonds
+    units = free * 1023 // PARAMS.duel_bond_wei  # the contract keeps the bond in 1023rds, whole gwei
+    assert d2.b is not None and d2.bond_wei == PARAMS.duel_bond_wei * units // 1023 // 10**9 * 10**9 <= free
+    assert [m.amount_wei for m in idx.stake_moves(d2.id) if m.kind == "slashed_no_answer"] == [d2.bond_wei]
+    for name in ("bonding 1", "bonding 2"):  # they bonded B's stake as their A, and lapsed
+        lapsed = idx.duel(chain.duels[name])
+        assert lapsed is not None and (lapsed.a, lapsed.b, lapsed.bond_wei) == (d2.b, None, PARAMS.duel_bond_wei)
+        assert (lapsed.status, lapsed.cancel_reason) == ("cancelled", "no_challenger")
 
     # published: the request bytes are in the index, a silent seat paid its penalty
     d3 = idx.duel(chain.duels["published"])
@@ -345,12 +376,14 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     assert [d.id for d in idx.duels_awaiting_answer()] == [d5.id]
 
     # queries
-    order = [chain.duels[k] for k in ("open", "withheld", "published", "no answer", "appealed")]
+    order = [chain.duels[k] for k in ("open", "withheld", "published", "bonding 2", "bonding 1", "no answer",
+                                      "appealed")]
     assert [d.id for d in idx.duels()] == order
     assert [d.id for d in idx.duels(limit=2)] == order[:2]
     assert [d.id for d in idx.duels_opened_by(n["origin"])] == [d5.id]
     assert [d.id for d in idx.duels_opened_by(n["origin"], ("settled",))] == [d1.id, d3.id]
-    assert [d.id for d in idx.duels_executed_by(n["a"])] == order[::-1]
+    assert [d.id for d in idx.duels_executed_by(n["a"])] == [d for d in order[::-1] if d not in (
+        chain.duels["bonding 1"], chain.duels["bonding 2"])]
     assert [d.id for d in idx.duels_executed_by(n["a"], ("cancelled",))] == [d2.id, d4.id]
     assert d1.id in [d.id for d in idx.duels_with_challenger(d1.b, ("settled",))]
     assert idx.duels_with_challenger(d1.b) == []  # none open
@@ -366,6 +399,20 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     assert {e.address: e.bonded_wei for e in table}[n["a"]] == d5.bond_wei
 
 
+def test_a_lowered_bond_is_replayed_when_the_challenger_is_drawn(chain: Chain, db_url: str) -> None:
+    """ChallengerDrawn lowers both bonds to B's free stake: indexed up to that block, A's bond is the
+    lowered one already and B's adds to what the bonding duels hold, as the contract's `reserved` read
+    at that block says."""
+    idx = new_indexer(chain, db_url)
+    idx.sync(to_block=chain.lowered_block)
+    duel = idx.duel(chain.duels["no answer"])
+    assert duel is not None and duel.b is not None and 0 < duel.bond_wei < PARAMS.duel_bond_wei
+    assert duel.status == "awaiting_answer"
+    reserved = chain.contract.functions.reserved
+    for who, bonded in ((duel.a, duel.bond_wei), (duel.b, duel.bond_wei + 2 * PARAMS.duel_bond_wei)):
+        assert idx.account(who).bonded_wei == bonded == reserved(who).call(block_identifier=chain.lowered_block)
+
+
 def test_judging_duels_are_found_by_their_current_seats(chain: Chain, db_url: str) -> None:
     world = chain.world
     duel: Duel = world.open_duel("judging now")
@@ -377,7 +424,9 @@ def test_judging_duels_are_found_by_their_current_seats(chain: Chain, db_url: st
         assert [d.id for d in idx.duels_judged_by(judge)] == [duel.duel_id]
     info = idx.duel(duel.duel_id)
     assert info is not None and info.b is not None
-    assert idx.duels_judged_by(info.b) == [] and idx.duels_judged_by(info.a) == []
+    # seats exclude nobody: a duelist is found as a judge exactly when it holds a seat
+    for duelist in (info.a, info.b):
+        assert [d.id for d in idx.duels_judged_by(duelist)] == ([duel.duel_id] if duelist in seats else [])
     assert [d.id for d in idx.duels_with_challenger(info.b)] == [duel.duel_id]
     # a judge drawn twice holds two seats; its one commitment covers both
     judge = seats[0]
