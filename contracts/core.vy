@@ -1784,7 +1784,12 @@ def settleDuel(duel_id: uint256):
         if found:
             reason = CANCEL_NO_ANSWER
             b: address = self._owner(b_leaf)
-            cut: uint256 = self._take_stake(b, self._duel_bond(info, DUEL_BOND), 0)  # _cancel releases a recorded bond
+            bond: uint256 = self._duel_bond(info, DUEL_BOND)  # _cancel releases a recorded bond
+            if not bonded:
+                # the bond it would have had if recorded now: never stake that other duels bond
+                bond = self._duel_bond(min(BOND_UNITS, self._free_stake(b) * BOND_UNITS // DUEL_BOND) << I_BOND
+                                       | 1 << I_B_DRAWN, DUEL_BOND)
+            cut: uint256 = self._take_stake(b, bond, 0)
             if cut > 0:
                 log StakeSlashed(duelId=duel_id, node=b, amount=cut, reason=SLASH_NO_ANSWER)
                 self.reserve += cut

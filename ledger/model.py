@@ -1358,7 +1358,10 @@ class WWWServeModel:
             if b_leaf is not None:
                 reason = CancelReason.NO_ANSWER
                 b = own(b_leaf)
-                cut = self._take_stake(b, duel.bond_wei, 0)
+                bond = duel.bond_wei  # _cancel releases a recorded bond
+                if not duel.b_drawn:  # the bond it would have had if recorded now: never stake other duels bond
+                    bond = self.bond_of_units(min(BOND_UNITS, self.free_stake(b) * BOND_UNITS // p.duel_bond_wei))
+                cut = self._take_stake(b, bond, 0)
                 if cut > 0:
                     self._emit("StakeSlashed", duelId=duel_id, node=b, amount=cut, reason=int(SlashReason.NO_ANSWER))
                     self.reserve += cut
