@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -89,16 +90,18 @@ def test_a_withheld_request_is_published_answered_judged_and_settled(anvil: Anvi
     assert duel.status is DuelStatus.JUDGING
     seats = list(duel.judges)
     holders = sorted(set(seats))
-    assert len(seats) == 3 and not {origin, a, b} & set(seats)
+    # Seats follow stake over every node, the duel's own origin, A and B included (docs/duels.md).
+    assert len(seats) == 3 and set(seats) <= {acct.address for acct in accounts}
+    outsider = next(acct.address for acct in accounts if acct.address not in seats)
 
-    # Every judge but (when there are several) the one with the fewest seats prefers B.
+    # Every judge (a party or not) but (when there are several) the one with the fewest seats prefers B.
     minority = min(holders, key=lambda j: (seats.count(j), j)) if len(holders) > 1 else None
     votes = {j: Vote.A if j == minority else Vote.B for j in holders}
     salts = {j: os.urandom(32) for j in holders}
     for j in holders:
         clients[j].commit_vote(duel_id, clients[j].vote_commitment(duel_id, 1, j, votes[j], salts[j]))
     with pytest.raises(NotAJudgeError):
-        clients[origin].commit_vote(duel_id, os.urandom(32))
+        clients[outsider].commit_vote(duel_id, os.urandom(32))
     mine(anvil.rpc_url, duel.commit_end_block + 1 - w3.eth.block_number)
     for j in holders:
         clients[j].reveal_vote(duel_id, votes[j], salts[j])
@@ -111,8 +114,25 @@ def test_a_withheld_request_is_published_answered_judged_and_settled(anvil: Anvi
     with pytest.raises(DuelStateError):
         clients[b].settle_duel(duel_id)
     after = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    assert after[a].stake_wei == before[a].stake_wei - PARAMS.duel_bond_wei
-    assert after[b].credit_wei == before[b].credit_wei + PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
+    # The deployment's first verdict, with an empty reserve: a seat for B earns JUDGE_FEE (scaled by 1 / (2p),
+    # which is 1 here, and no reserve share), a seat for A pays JUDGE_PENALTY from its stake, whoever holds it;
+    # on top of that A's bond goes to B with B's fee, and the origin gets back the fees no seat earned.
+    credit: Counter[str] = Counter()
+    stake: Counter[str] = Counter()  # lost
+    for j in seats:
+        if votes[j] == Vote.B:
+            credit[j] += PARAMS.judge_fee_wei
+        else:
+            stake[j] += PARAMS.judge_penalty_wei
+    penalties = sum(stake.values())
+    credit[origin] += PARAMS.k_judges * PARAMS.judge_fee_wei - sum(credit.values())
+    credit[b] += PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
+    stake[a] += PARAMS.duel_bond_wei
+    for acct in accounts:
+        who = acct.address
+        assert after[who].credit_wei == before[who].credit_wei + credit[who], who
+        assert after[who].stake_wei == before[who].stake_wei - stake[who], who
+    assert clients[origin].reserve() == penalties  # the minority's
 
     # A second duel whose drawn challenger never answers: its bond goes to the reserve.
     work2, salt2 = attested(w3, address, origin, accounts[1], "chatcmpl-2", "4")
