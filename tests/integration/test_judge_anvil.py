@@ -2,7 +2,9 @@
 checks the evidence against the duel's on-chain hashes, votes in both orders with a scripted model,
 commits, reveals and settles with its own wallet, one commitment per round however many seats it holds;
 stake and credit move as the contract rules. The duel is a real one: A signed its work over the
-origin's inspection commitment, the contract drew the challenger B and the panel.
+origin's inspection commitment, the contract drew the challenger B and the panel. Seats are drawn from
+all stake, the duel's own origin, A and B included (docs/duels.md): every node runs a judge, and a
+party's seats vote, earn and pay like any other, on top of its duel money.
 
 - One judge colludes (votes for the worse answer) and pays JUDGE_PENALTY per seat; one is restarted
   between commit and reveal and still reveals its committed vote.
@@ -50,8 +52,10 @@ from ledger.work import (
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
-PARAMS = DeploymentParams(epoch_blocks=10, answer_window_blocks=8, commit_window_blocks=8,
-                          reveal_window_blocks=6, appeal_window_blocks=6, publish_window_blocks=6)
+# Every node may hold seats (seats exclude nobody), so an appeal panel's 7 seats may be 7 judges, each sending
+# its commit and its reveal in a block of its own (anvil mines one per transaction): both windows hold that.
+PARAMS = DeploymentParams(epoch_blocks=16, answer_window_blocks=8, commit_window_blocks=12,
+                          reveal_window_blocks=10, appeal_window_blocks=6, publish_window_blocks=6)
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
            "max_tokens": 32}
 DATA = request_bytes("chat", REQUEST)
@@ -132,7 +136,7 @@ def open_duel(anvil: AnvilProcess, nodes: int, answer_a: str, answer_b: str, req
     duel = OpenDuel(anvil, w3, contract, deploy_block, accounts, clients, duel_id, origin.address,
                     executor.address, b, answer_a, answer_b)
     judges = duel.duel().judges
-    assert len(judges) == PARAMS.k_judges and not {duel.origin, duel.a, duel.b} & set(judges)
+    assert len(judges) == PARAMS.k_judges and set(judges) <= {acct.address for acct in accounts}  # parties too
     return duel
 
 
@@ -145,13 +149,12 @@ class Judge:
 
 def judges_of(d: OpenDuel, tmp_path: Path, models: dict[str, Any], served: dict[str, list[int]] | None = None,
               evidence: EvidencePieces | None = None) -> dict[str, Judge]:
-    """A runner per node that could sit on a panel (every node but the duel's parties), over its own indexer
-    and journal; the evidence it gathers is `evidence` (default: every piece), checked like the node does."""
+    """A runner per node that could sit on a panel (every node: seats exclude nobody, not even the duel's
+    parties), over its own indexer and journal; the evidence it gathers is `evidence` (default: every piece),
+    checked like the node does."""
     out = {}
     for acct in d.accounts:
         who = acct.address
-        if who in (d.origin, d.a, d.b):
-            continue
         indexer = Indexer(d.w3, d.contract, db_url=f"sqlite:///{tmp_path / f'{who}-index.sqlite'}",
                           start_block=d.deploy_block)
         out[who] = Judge(who, indexer, make_runner(d, tmp_path, who, indexer, models.get(who, scripted(d.answer_b)),
@@ -173,7 +176,7 @@ def make_runner(d: OpenDuel, tmp_path: Path, who: str, indexer: Indexer, model: 
 
 async def one_pass(judges: dict[str, Judge], who: list[str] | None = None) -> list[Any]:
     done = []
-    for address in who or list(judges):
+    for address in list(judges) if who is None else who:  # (`who` may be empty: nobody acts)
         judges[address].indexer.sync()
         done += await judges[address].runner.run_once()
     return done
@@ -230,14 +233,15 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
 
     after = d.balances()
     earned, lost = expected_round(seats, votes, DuelOutcome.B_WON)
-    bond = PARAMS.duel_bond_wei
-    assert after[d.a].stake_wei == before[d.a].stake_wei - bond
-    assert after[d.b].credit_wei == before[d.b].credit_wei + bond + PARAMS.duelist_fee_wei
-    assert after[d.origin].credit_wei == before[d.origin].credit_wei + PARAMS.k_judges * PARAMS.judge_fee_wei \
-        - sum(earned.values())  # the escrow paid B and the coherent seats; the rest came back
+    # Each node's seats (a party's too), and the duel's money on top: A's bond goes to B with B's fee, and the
+    # escrow's fees no seat earned go back to the origin.
+    credit, stake = earned.copy(), lost.copy()
+    credit[d.b] += PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
+    credit[d.origin] += PARAMS.k_judges * PARAMS.judge_fee_wei - sum(earned.values())
+    stake[d.a] += PARAMS.duel_bond_wei
     for j in judges:
-        assert after[j].credit_wei == before[j].credit_wei + earned[j], j
-        assert after[j].stake_wei == before[j].stake_wei - lost[j], j
+        assert after[j].credit_wei == before[j].credit_wei + credit[j], j
+        assert after[j].stake_wei == before[j].stake_wei - stake[j], j
     reserve = d.clients[d.origin].reserve()
     assert reserve == sum(lost.values())  # the colluder's penalty, kept for coherent judges
     assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values()) + reserve
@@ -263,6 +267,8 @@ def test_a_judge_that_commits_and_never_reveals_pays_the_silent_penalty(anvil: A
     assert d.duel().status is DuelStatus.JUDGING
     d.mine_past(duel.appeal_end_block)
     asyncio.run(one_pass(judges, talking))
+    if not talking:  # the silent judge held every seat: no judge is left to settle, anyone may
+        d.clients[d.origin].settle_duel(d.duel_id)
     duel = d.duel()
     expected = [VOTE_A if j != silent else Vote.NONE for j in seats]
     assert list(duel.votes) == expected
@@ -271,8 +277,29 @@ def test_a_judge_that_commits_and_never_reveals_pays_the_silent_penalty(anvil: A
         assert outcome is DuelOutcome.A_WON  # the talking seats chose A's "Paris."
     else:
         assert outcome is DuelOutcome.TIE  # one judge held every seat and said nothing
-    assert d.clients[silent].balances(silent).stake_wei == \
-        before[silent].stake_wei - seats.count(silent) * PARAMS.silent_penalty_wei
+    # Money, to the wei, for every node (the silent judge and the talking ones may be the origin, A or B):
+    # the silent seats pay SILENT_PENALTY from stake. A winning A takes nothing and B's bond goes to the
+    # reserve, which pays each talking seat (the deployment's first verdict: scale 1) JUDGE_FEE from the
+    # escrow and RESERVE_PAYOUT_BPS of itself; B gets its fee, the origin the fees no seat earned.
+    after = d.balances()
+    silent_seats = seats.count(silent)
+    stake = Counter({silent: silent_seats * PARAMS.silent_penalty_wei})
+    credit = Counter({d.b: PARAMS.duelist_fee_wei})
+    if talking:
+        stake[d.b] += PARAMS.duel_bond_wei
+        bonus = PARAMS.duel_bond_wei * PARAMS.reserve_payout_bps // 10_000
+        for j in seats:
+            if j != silent:
+                credit[j] += PARAMS.judge_fee_wei + bonus
+        credit[d.origin] += silent_seats * PARAMS.judge_fee_wei
+        reserve = PARAMS.duel_bond_wei - (len(seats) - silent_seats) * bonus
+    else:
+        credit[d.origin] += PARAMS.k_judges * PARAMS.judge_fee_wei
+        reserve = 0
+    for j in judges:
+        assert after[j].stake_wei == before[j].stake_wei - stake[j], j
+        assert after[j].credit_wei == before[j].credit_wei + credit[j], j
+    assert d.clients[d.origin].reserve() == reserve + silent_seats * PARAMS.silent_penalty_wei
     for judge in judges.values():
         judge.indexer.close()
 
@@ -293,7 +320,7 @@ def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProce
     d.mine_past(duel.seed_block)
     d.clients[d.origin].draw_judges(d.duel_id)
     second = list(d.duel().judges)
-    assert len(second) == 2 * PARAMS.k_judges + 1 and not {d.origin, d.a, d.b} & set(second)
+    assert len(second) == 2 * PARAMS.k_judges + 1 and set(second) <= set(judges)  # the parties' stake too
     actions = asyncio.run(one_pass(judges))
     assert sorted({(x.round, x.step.value) for x in actions}) == [(2, "decide")]
     d.mine_past(d.duel().commit_end_block)
@@ -306,12 +333,14 @@ def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProce
         entry = judges[j].runner.journal.get(d.duel_id, 2)
         assert entry is not None and entry.state == "revealed" and entry.vote == VOTE_B
     after = d.balances()
+    # Every seat, whoever holds it (A's own seats voted B too: its model prefers "Paris."), earns a fee; on top
+    # of that the appeal lost, so A loses its bond and its fee paid the panel; B gets the bond and its fee.
+    duel_credit = {d.a: -PARAMS.appeal_fee_wei, d.b: PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei}
     for j in judges:
         seats = first.count(j) + second.count(j)
-        assert after[j].credit_wei == before[j].credit_wei + seats * PARAMS.judge_fee_wei, j
-    assert after[d.a].stake_wei == before[d.a].stake_wei - PARAMS.duel_bond_wei  # the appeal lost
-    assert after[d.a].credit_wei == before[d.a].credit_wei - PARAMS.appeal_fee_wei  # and its fee paid the panel
-    assert after[d.b].credit_wei == before[d.b].credit_wei + PARAMS.duel_bond_wei + PARAMS.duelist_fee_wei
+        assert after[j].credit_wei == before[j].credit_wei + duel_credit.get(j, 0) + seats * PARAMS.judge_fee_wei, j
+        assert after[j].stake_wei == before[j].stake_wei - (PARAMS.duel_bond_wei if j == d.a else 0), j
+    assert d.clients[d.origin].reserve() == 0  # every seat coherent: the appeal fee paid the panel, all of it
     for judge in judges.values():
         judge.indexer.close()
 
@@ -362,13 +391,12 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
         assert list(duel.votes) == [expected_vote] * len(seats)  # every judge voted what its model said
         after = d.balances()
         bond = PARAMS.duel_bond_wei
-        if expected_vote == VOTE_A:
-            assert duel.outcome is DuelOutcome.A_WON and after[d.b].stake_wei == before[d.b].stake_wei - bond
-        elif expected_vote == VOTE_B:
-            assert duel.outcome is DuelOutcome.B_WON and after[d.a].stake_wei == before[d.a].stake_wei - bond
-        else:  # unanimous abstention: a tie moves no stake, and abstaining seats get and pay nothing
-            assert duel.outcome is DuelOutcome.TIE
-            assert all(after[x].stake_wei == before[x].stake_wei for x in after)
+        # Every seat, a party's included, voted the same: none pays a penalty, only the loser's bond moves.
+        loser = {VOTE_A: d.b, VOTE_B: d.a}.get(expected_vote)
+        outcome = {VOTE_A: DuelOutcome.A_WON, VOTE_B: DuelOutcome.B_WON}.get(expected_vote, DuelOutcome.TIE)
+        assert duel.outcome is outcome  # unanimous abstention: a tie, abstaining seats get and pay nothing
+        for x in after:
+            assert after[x].stake_wei == before[x].stake_wei - (bond if x == loser else 0), x
         for judge in judges.values():
             judge.indexer.close()
     finally:
@@ -401,7 +429,9 @@ def test_the_chain_adapter_reads_a_duel_alike_from_the_indexer_and_the_contract(
     judge = views[seats[0]]
     [(state, view)] = [(s, v) for s, v in judge.my_seats() if v.round == 1]
     assert (view.duel_id, view.open, view.committed, view.revealed_vote) == (d.duel_id, True, False, None)
-    assert judge.my_seats() and views[d.a].my_seats() == []
+    for party in (d.origin, d.a, d.b):  # a party holding a seat (seats exclude nobody) sees it like any judge
+        held = [(v.duel_id, v.round) for _, v in views[party].my_seats()]
+        assert held == ([(d.duel_id, 1)] if party in seats else []), party
     salt = os.urandom(32)
     d.clients[seats[0]].commit_vote(d.duel_id, judge.commitment_of(d.duel_id, 1, VOTE_B, salt))
     indexer.sync()
