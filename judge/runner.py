@@ -30,12 +30,14 @@ from pydantic import ValidationError
 from judge.evidence import DuelState, EvidencePieces, evidence_vote
 from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, DuelView, JudgeStep, VoteJournal, next_step
 from judge.prompt import Choice, build_prompt, combine_orders, parse_vote
+from ledger.errors import ContractRevertedError
 from ledger.work import WorkError, parse_request_bytes
 from node.protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["JudgeAction", "JudgeChain", "JudgeRunner", "prompt_text", "question_of"]
 
 logger = logging.getLogger(__name__)
+ALREADY_COMMITTED = "Duel: already committed"  # the contract's revert when a judge commits twice
 
 JudgeModel = Callable[[str, int | None], Awaitable[str]]
 """Ask the judge's LLM one prompt (with an output budget); returns its reply text."""
@@ -206,7 +208,15 @@ class JudgeRunner:
             return f"voted {decided.vote} ({why}), committed in {tx}"
         entry = self.journal.get(duel_id, round_)
         if step is JudgeStep.COMMIT and entry is not None:  # next_step commits only a recorded decision
-            tx = await self.chain.commit(duel_id, entry.commitment)
+            try:
+                tx = await self.chain.commit(duel_id, entry.commitment)
+            except ContractRevertedError as exc:
+                if exc.reason != ALREADY_COMMITTED:
+                    raise
+                # Only this wallet commits for its seats: the commitment is on-chain and the view (the
+                # index) has not seen it yet. Nothing to send; the reveal follows once the view has it.
+                self.journal.mark(duel_id, round_, "committed")
+                return None
             self.journal.mark(duel_id, round_, "committed", tx)
             return f"committed in {tx}"
         if step is JudgeStep.REVEAL and entry is not None:

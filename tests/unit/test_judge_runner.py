@@ -20,6 +20,7 @@ from judge.evidence import DuelState, EvidencePieces, RoundState, checked_pieces
 from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VOTE_NO_EVIDENCE, DuelView, JudgeStep, VoteJournal
 from judge.runner import JudgeRunner, prompt_text, question_of
 from ledger.client import vote_commitment
+from ledger.errors import revert_error
 from ledger.work import answer_hash, request_bytes, request_hash
 
 CHAIN = 31337
@@ -65,6 +66,7 @@ class FakeChain:
     settled: set[int] = field(default_factory=set)
     sent: list[str] = field(default_factory=list)
     fail_next: str | None = None
+    lagging: bool = False  # my_seats (the index) does not show commitments yet; the contract refuses a second
 
     def block_number(self) -> int:
         return self.block
@@ -72,7 +74,8 @@ class FakeChain:
     def my_seats(self) -> Sequence[tuple[DuelState, DuelView]]:
         out = []
         for duel in self.duels.values():
-            rounds = tuple(replace(r, committed=frozenset({ME.lower()}) if (duel.duel_id, r.round) in self.commitments
+            rounds = tuple(replace(r, committed=frozenset({ME.lower()})
+                                   if (duel.duel_id, r.round) in self.commitments and not self.lagging
                                    else frozenset()) for r in duel.rounds)
             state = replace(duel, rounds=rounds, status="settled" if duel.duel_id in self.settled else duel.status)
             out += [(state, duel_view(state, r.round, ME)) for r in rounds if r.seats_of(ME)]
@@ -94,6 +97,8 @@ class FakeChain:
     async def commit(self, duel_id: int, commitment: bytes) -> str:
         rnd = self._round(duel_id)
         assert self.block <= rnd.commit_end, "Duel: commit window over"
+        if (duel_id, rnd.round) in self.commitments and self.lagging:
+            raise revert_error("Duel: already committed", "WWWServe.commitVote")
         assert (duel_id, rnd.round) not in self.commitments and not rnd.vote_of(ME), "Duel: already committed"
         tx = self._tx(f"commit {duel_id}/{rnd.round}")
         self.commitments[(duel_id, rnd.round)] = commitment
