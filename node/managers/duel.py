@@ -291,8 +291,11 @@ class DuelManager:
             raise EvidenceRefusedError(f"this node holds no evidence for duel {duel_id}", 404)
         who = requester.lower()
         chain = self.chain
-        known = False
-        for read in (chain.duel, chain.duel_onchain):  # the indexer may lag behind a draw the requester saw
+        seen: list[DuelState] = []
+        # The indexer may lag behind a draw the requester saw, so the contract is read too before a seat is
+        # ruled out: a challenger that also holds a seat (seats exclude nobody) is first seen by a lagging
+        # index as the challenger alone, and given the request alone it would wait for A's answer elsewhere.
+        for read in (chain.duel, chain.duel_onchain):
             try:
                 state = read(duel_id)
             except Exception as exc:
@@ -300,15 +303,16 @@ class DuelManager:
                 state = None
             if state is None:
                 continue
-            known = True
             if any(rnd.seats_of(requester) for rnd in state.rounds):
                 return stored.pieces()
+            seen.append(state)
+        for state in seen:
             challenger = state.b
             if challenger is None and state.status == AWAITING_ANSWER:
                 challenger = self._challenger(state)
             if challenger is not None and challenger.lower() == who:
                 return EvidencePieces(duel_id, request=stored.request)
-        if not known:
+        if not seen:
             raise EvidenceRefusedError(f"duel {duel_id} is unknown", 404)
         raise EvidenceRefusedError(f"{requester} holds no seat in duel {duel_id} and is not its challenger", 403)
 

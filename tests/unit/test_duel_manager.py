@@ -386,6 +386,13 @@ def test_evidence_goes_to_seat_holders_and_the_request_alone_to_the_challenger(t
     s.chain.onchain[15] = judging(15)
     s.store.put(StoredEvidence(15, "a", DATA, "4"))
     assert s.manager.evidence_for(15, JUDGE).answer_a == "4"
+    # The challenger holding a seat of its own duel, which the indexer has not seen drawn yet: the contract
+    # shows the seat, so B gets A's answer too (found live: given the request alone, B waited for A's answer
+    # from a stalling origin past its commit window).
+    s.chain.duels[18] = awaiting(18, b=B, status="judging", answer_b_hash=answer_hash("5"))
+    s.chain.onchain[18] = judging(18, rounds=(RoundState(1, (B, JUDGE, JUDGE), (0, 0, 0), 120, 130),))
+    s.store.put(StoredEvidence(18, "a", DATA, "4"))
+    assert s.manager.evidence_for(18, B) == EvidencePieces(18, DATA, "4", None)
     # Before B is recorded, the contract's answer to challengerOf decides who the challenger is.
     s.chain.duels[16] = awaiting(16)
     s.chain.challengers[16] = B
