@@ -20,6 +20,7 @@ driven by the node (indexer + peer API + its backend) and by tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,13 +125,26 @@ class JudgeRunner:
     # Missing evidence is asked for again on later passes, until this many blocks before the commit window
     # closes; then the judge decides with what it has.
     commit_margin_blocks: int = 2
+    # At the last chance, how long to wait for parties that have not served yet before deciding with the
+    # pieces `held` returns (what this node holds and what earlier passes gathered): a party that stalls
+    # (accepts the request, never answers) must not keep an honest judge past the window and get it fined.
+    held: Callable[[DuelState], EvidencePieces] | None = None
+    last_chance_wait_s: float = 2.0
     _busy: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)  # seats acted on now
 
     async def decide(self, duel: DuelState, last_chance: bool = True) -> tuple[int, str] | None:
         """The vote for a duel (contract value) and why; None when evidence is still missing and this is
         not the `last_chance` to commit."""
         try:
-            pieces = await self.gather(duel)
+            if last_chance and self.held is not None:
+                pieces = await asyncio.wait_for(self.gather(duel), self.last_chance_wait_s)
+            else:
+                pieces = await self.gather(duel)
+        except TimeoutError:
+            assert self.held is not None
+            pieces = self.held(duel)
+            logger.info("duel %d: a party did not serve within %.1f s at the last chance; deciding with what is "
+                        "held", duel.duel_id, self.last_chance_wait_s)
         except Exception as exc:  # a party is down, slow, or answered garbage: what is missing stays missing
             logger.info("duel %d: gathering evidence failed: %s", duel.duel_id, exc)
             pieces = EvidencePieces(duel.duel_id)

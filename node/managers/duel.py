@@ -371,6 +371,7 @@ class DuelManager:
             published, _ = checked_pieces(state, EvidencePieces(state.duel_id, request=state.published_request),
                                           "chain")
             have = have.merged(published)
+        self._gathered[state.duel_id] = have
         missing = {name for name, value in (("request", have.request), ("answer_a", have.answer_a),
                                             ("answer_b", have.answer_b)) if value is None}
         parties = []
@@ -387,6 +388,7 @@ class DuelManager:
                     logger.warning("duel %d: %s served evidence that fails the chain's hashes: %s",
                                    state.duel_id, party, problem)
                 have = have.merged(checked)
+                self._gathered[state.duel_id] = have  # kept if the judge stops waiting (`held`)
             elif isinstance(result, BaseException):
                 logger.info("duel %d: evidence from %s: %s", state.duel_id, party, result)
             return have.complete
@@ -394,6 +396,11 @@ class DuelManager:
         await self._ask(parties, state.duel_id, take)
         self._gathered[state.duel_id] = have
         return have
+
+    def held(self, state: DuelState) -> EvidencePieces:
+        """The duel's evidence in hand without asking anyone: what `gather` has verified so far (the
+        judge's last chance uses it when a party stalls)."""
+        return self._gathered.get(state.duel_id, EvidencePieces(state.duel_id))
 
     # ---- challenger -----------------------------------------------------------------------------
 
@@ -587,7 +594,7 @@ class DuelManager:
             window = getattr(self.chain.params, "commit_window_blocks", 6) if hasattr(self.chain, "params") else 6
             self._runner = JudgeRunner(self.chain, self.journal, self.gather, self.ask_model,
                                        settle_grace_blocks=self.settle_grace_blocks, max_tokens=self.judge_max_tokens,
-                                       commit_margin_blocks=max(2, int(window) // 3))
+                                       commit_margin_blocks=max(2, int(window) // 3), held=self.held)
         return self._runner
 
     async def run_once(self, lane: Literal["chain", "decide", "answer"] = "chain") -> None:
