@@ -210,6 +210,31 @@ def test_missing_evidence_decides_the_vote_at_the_last_chance(
     assert chain.vote(1) == vote
 
 
+def test_a_stalling_party_does_not_keep_a_judge_past_its_last_chance(tmp_path: Path) -> None:
+    """The origin and A stall (they accept the evidence request and never answer); B served the request
+    and its answer on an earlier pass. At the last chance the judge stops waiting and decides with what
+    it holds: A's answer from nobody, so B (never silent, never fined, for what it could not get)."""
+    chain = FakeChain(duels={1: make_duel(1, "Lyon.", "Paris.")})
+    held: dict[int, EvidencePieces] = {}
+    stalled = asyncio.Event()  # never set
+
+    async def gather(duel: DuelState) -> EvidencePieces:
+        held[duel.duel_id] = checked_pieces(duel, served(1, None, "Paris.")[B], B)[0]
+        await stalled.wait()  # the origin and A stall
+        raise AssertionError("unreachable")
+
+    journal = VoteJournal(tmp_path / "judge.sqlite", contract_address=CONTRACT)
+    judge = JudgeRunner(chain, journal, gather, model_preferring("Paris."), settle_grace_blocks=0,
+                        held=lambda duel: held[duel.duel_id], last_chance_wait_s=0.05)
+    chain.block = 18  # two blocks before the commit window closes: the last chance
+    actions = asyncio.run(asyncio.wait_for(judge.run_once(), 30))
+    assert [(x.step, "A's answer" in x.detail) for x in actions] == [(JudgeStep.DECIDE, True)]
+    assert chain.sent == ["commit 1/1"]
+    chain.block = 25
+    asyncio.run(judge.run_once())
+    assert chain.vote(1) == VOTE_B
+
+
 def test_pieces_from_different_parties_make_up_the_evidence(tmp_path: Path) -> None:
     chain = FakeChain(duels={1: make_duel(1, "Lyon.", "Paris.")})
     # The origin went offline; A serves the request and its answer, B its own answer only.
@@ -298,6 +323,21 @@ def test_a_failed_commit_is_retried_with_the_same_decision(tmp_path: Path) -> No
     second = asyncio.run(judge.run_once())
     assert [a.step for a in second] == [JudgeStep.COMMIT]  # the journal's decision, no new model call
     assert len(model.calls) == 2 and chain.sent == ["commit 1/1"]
+
+
+def test_a_commitment_the_index_has_not_seen_yet_is_not_sent_twice(tmp_path: Path) -> None:
+    """The view comes from the node's index, which lags the chain: right after its commit, a judge sees
+    its seat uncommitted while the journal says committed. It tries once more, the contract says 'already
+    committed', and the judge takes that as done (no failure, no warning) and reveals when due."""
+    chain = FakeChain(lagging=True, duels={1: make_duel(1, "Paris.", "Lyon.")})
+    judge = runner(tmp_path, chain, {1: served(1, "Paris.", "Lyon.")}, model_preferring("Paris."))
+    first = asyncio.run(judge.run_once())
+    assert [a.step for a in first] == [JudgeStep.DECIDE] and chain.sent == ["commit 1/1"]
+    assert asyncio.run(judge.run_once()) == []  # the contract refused a second commit: nothing failed
+    chain.lagging = False
+    chain.block = 25
+    asyncio.run(judge.run_once())
+    assert chain.vote(1) == VOTE_A and chain.sent == ["commit 1/1", "reveal 1/1"]
 
 
 def test_a_missed_commit_window_is_left_alone(tmp_path: Path) -> None:
