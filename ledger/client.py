@@ -43,7 +43,7 @@ from ledger.errors import (
     LedgerValueError,
     UnknownDuelError,
 )
-from ledger.params import DeploymentParams
+from ledger.params import DeploymentParams, verdict_weight
 from ledger.tx import RetryPolicy, TxSender, call_with_retries
 from ledger.work import WorkAttestation, WorkError, check_work, inspect_commitment, model_hash, sign_work
 from ledger.work import duel_id_of as _duel_id_of
@@ -299,7 +299,6 @@ class DuelSettlement:
     tx_hash: str
 
 
-MAX_VERDICT_WEIGHT = 4  # a coherent seat's pay scale stays within [1/4, 4] (contract MAX_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -314,16 +313,11 @@ class VerdictCounts:
         """(numerator, denominator) by which the next settlement with final verdict `outcome` scales a
         coherent seat's JUDGE_FEE and reserve share: 1 / (2p), p the smoothed share (+1 each side) of
         past verdicts like it, within [1/4, 4]; (1, 1) for a tie or a void (the contract's `_weight`)."""
-        if outcome not in (DuelOutcome.A_WON, DuelOutcome.B_WON):
-            return 1, 1
-        same = self.a_won if outcome == DuelOutcome.A_WON else self.b_won
-        num = self.a_won + self.b_won + 2
-        den = 2 * (same + 1)
-        if num > MAX_VERDICT_WEIGHT * den:
-            return MAX_VERDICT_WEIGHT, 1
-        if num * MAX_VERDICT_WEIGHT < den:
-            return 1, MAX_VERDICT_WEIGHT
-        return num, den
+        if outcome == DuelOutcome.A_WON:
+            return verdict_weight(self.a_won, self.b_won)
+        if outcome == DuelOutcome.B_WON:
+            return verdict_weight(self.b_won, self.a_won)
+        return 1, 1
 
 
 # ---------------------------------------------------------------------------------------------

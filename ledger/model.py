@@ -36,7 +36,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 
-from ledger.params import DeploymentParams
+from ledger.params import DeploymentParams, verdict_weight
 from ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
 
 # contract constants (core.vy / sortition.vy)
@@ -49,7 +49,6 @@ MAX_DRAW = 8
 MAX_CHALLENGER_TRIES = 8
 MAX_REQUEST_BYTES = 65536
 VERDICT_DECAY_AT = 1024
-MAX_WEIGHT = 4
 BOND_UNITS = 1023
 WEI_PER_GWEI = 10**9
 VALUE_MASK = (1 << 112) - 1
@@ -770,7 +769,7 @@ class WWWServeModel:
             self._pay(duel_id, own(duel.origin_leaf), self.duel_escrow_wei, RewardReason.ESCROW_REFUND)
             return False
         b = own(leaf)
-        units = min(BOND_UNITS, self.free_stake(b) * BOND_UNITS // self.params.duel_bond_wei)
+        units = self._bond_units_of(b)
         bond = self.bond_of_units(units)
         if bond < self.params.duel_bond_wei:
             self._take_stake(own(duel.a_leaf), 0, self.params.duel_bond_wei - bond)
@@ -778,6 +777,11 @@ class WWWServeModel:
         duel.b_leaf, duel.b_drawn, duel.bond_wei, duel.bond_units = leaf, True, bond, units
         self._emit("ChallengerDrawn", duelId=duel_id, b=b, bond=bond)
         return True
+
+    def _bond_units_of(self, b: str) -> int:
+        """Both duelists' bond when `b` is recorded as challenger now: the smaller of DUEL_BOND and its free
+        stake, in 1023rds of DUEL_BOND."""
+        return min(BOND_UNITS, self.free_stake(b) * BOND_UNITS // self.params.duel_bond_wei)
 
     def bond_of_units(self, units: int) -> int:
         """A bond of `units` 1023rds of DUEL_BOND, in whole gwei (the contract's `_duel_bond`)."""
@@ -800,16 +804,11 @@ class WWWServeModel:
 
     def weight(self, final: Outcome) -> tuple[int, int]:
         """The pay scale (numerator, denominator) of a seat coherent with `final` (the contract's `_weight`)."""
-        if final not in (Outcome.A_WON, Outcome.B_WON):
-            return 1, 1
-        same = self.verdicts_a if final == Outcome.A_WON else self.verdicts_b
-        num = self.verdicts_a + self.verdicts_b + 2
-        den = 2 * (same + 1)
-        if num > MAX_WEIGHT * den:
-            return MAX_WEIGHT, 1
-        if num * MAX_WEIGHT < den:
-            return 1, MAX_WEIGHT
-        return num, den
+        if final == Outcome.A_WON:
+            return verdict_weight(self.verdicts_a, self.verdicts_b)
+        if final == Outcome.B_WON:
+            return verdict_weight(self.verdicts_b, self.verdicts_a)
+        return 1, 1
 
     def _count_verdict(self, final: Outcome) -> None:
         if final not in (Outcome.A_WON, Outcome.B_WON):
@@ -1360,7 +1359,7 @@ class WWWServeModel:
                 b = own(b_leaf)
                 bond = duel.bond_wei  # _cancel releases a recorded bond
                 if not duel.b_drawn:  # the bond it would have had if recorded now: never stake other duels bond
-                    bond = self.bond_of_units(min(BOND_UNITS, self.free_stake(b) * BOND_UNITS // p.duel_bond_wei))
+                    bond = self.bond_of_units(self._bond_units_of(b))
                 cut = self._take_stake(b, bond, 0)
                 if cut > 0:
                     self._emit("StakeSlashed", duelId=duel_id, node=b, amount=cut, reason=int(SlashReason.NO_ANSWER))

@@ -104,3 +104,20 @@ class DeploymentParams:
         if unknown:
             raise ValueError(f"unknown deployment parameters: {sorted(unknown)}")
         return cls(**data)
+
+
+MAX_VERDICT_WEIGHT = 4  # a coherent seat's pay scale stays within [1/4, 4] (the contract's MAX_WEIGHT)
+
+
+def verdict_weight(same_won: int, other_won: int) -> tuple[int, int]:
+    """(numerator, denominator) by which a settlement scales a coherent seat's JUDGE_FEE and reserve
+    share, given how many past verdicts went the same way as this one and how many the other way:
+    1 / (2p), p the smoothed share (+1 each side) of verdicts like it, within [1/4, 4] (the contract's
+    `_weight`)."""
+    num = same_won + other_won + 2
+    den = 2 * (same_won + 1)
+    if num > MAX_VERDICT_WEIGHT * den:
+        return MAX_VERDICT_WEIGHT, 1
+    if num * MAX_VERDICT_WEIGHT < den:
+        return 1, MAX_VERDICT_WEIGHT
+    return num, den
