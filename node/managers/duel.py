@@ -393,8 +393,7 @@ class DuelManager:
                 logger.info("duel %d: evidence from %s: %s", state.duel_id, party, result)
             return have.complete
 
-        await self._ask(parties, state.duel_id, take)
-        self._gathered[state.duel_id] = have
+        await self._ask(parties, state.duel_id, take)  # `take` keeps every verified piece in _gathered
         return have
 
     def held(self, state: DuelState) -> EvidencePieces:
