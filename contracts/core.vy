@@ -1624,44 +1624,63 @@ def _count_verdict(final: uint8):
 
 @internal
 def _judge_round(
-    duel_id: uint256, panel: uint256, final: uint8, budget: uint256, num: uint256, den: uint256
+    duel_id: uint256, panel: uint256, final_panel: uint256, final: uint8, n_a: uint256, n_b: uint256,
+    budget: uint256, scales: uint256[4]
 ) -> (uint256, uint256):
     """
-    @dev Pay and penalise one round's seats against the final verdict: a seat that voted for the
-         winner (in a tie: for either side) gets JUDGE_FEE plus RESERVE_PAYOUT_BPS of the reserve,
-         both scaled by num / den (`_weight`), the fee from `budget` first and from the reserve for
-         what the budget lacks; a seat that voted for the loser pays JUDGE_PENALTY into the reserve;
-         a silent seat pays SILENT_PENALTY; abstaining and no-evidence seats get and pay nothing. A
-         void verdict pays no seat. Returns (fees paid from `budget`, the reserve after this round);
-         the caller stores the reserve.
+    @dev Pay and penalise one round's seats, each against the final round's verdict recounted
+         without that judge's own seats (leave-one-out: a seat is never paid for agreeing with a
+         verdict its own vote made). A seat that voted for the side its recount favours (when the
+         recount is even: for either side) gets JUDGE_FEE plus RESERVE_PAYOUT_BPS of the reserve; one
+         that voted for the other side pays JUDGE_PENALTY into the reserve; both scaled by the pay
+         scale of the recount's verdict (`scales`: A's then B's (num, den) from `_weight`; 1 for an
+         even recount), the fee from `budget` first and from the reserve for what the budget lacks.
+         A silent seat pays SILENT_PENALTY; abstaining and no-evidence seats get and pay nothing. A
+         void final verdict pays no seat. Returns (fees paid from `budget`, the reserve after this
+         round); the caller stores the reserve.
     """
     size: uint256 = self._field(panel, P_SIZE, 4)
-    win: uint256 = 0  # the vote that earns (0: none), and the vote that pays (0: none)
-    lose: uint256 = 0
-    if final == OUTCOME_A_WON:
-        win = 1
-        lose = 2
-    elif final == OUTCOME_B_WON:
-        win = 2
-        lose = 1
+    final_size: uint256 = self._field(final_panel, P_SIZE, 4)
     reserve: uint256 = self.reserve
-    fee: uint256 = JUDGE_FEE * num // den
-    bonus: uint256 = reserve * RESERVE_PAYOUT_BPS // BPS * num // den
+    bonus: uint256 = reserve * RESERVE_PAYOUT_BPS // BPS
     paid: uint256 = 0
     for i: uint256 in range(size, bound=MAX_SEATS):
         v: uint256 = (panel >> (P_VOTES + 3 * i)) & 7
-        judge: address = sortition.leafOwner[(panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)]
-        if (win != 0 and v == win) or (final == OUTCOME_TIE and (v == 1 or v == 2)):
+        leaf: uint256 = (panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)
+        judge: address = sortition.leafOwner[leaf]
+        ref: uint256 = 0  # the recount's winner: 1 A, 2 B, 3 even, 0 none (a void)
+        if final != OUTCOME_VOIDED:
+            a: uint256 = n_a
+            b: uint256 = n_b
+            for j: uint256 in range(final_size, bound=MAX_SEATS):
+                if (final_panel >> (j * LEAF_BITS)) & ((1 << LEAF_BITS) - 1) == leaf:
+                    w: uint256 = (final_panel >> (P_VOTES + 3 * j)) & 7
+                    if w == 1:
+                        a -= 1
+                    elif w == 2:
+                        b -= 1
+            ref = 3
+            if a > b:
+                ref = 1
+            elif b > a:
+                ref = 2
+        num: uint256 = 1
+        den: uint256 = 1
+        if ref == 1 or ref == 2:
+            num = scales[2 * ref - 2]
+            den = scales[2 * ref - 1]
+        if (v == 1 or v == 2) and (v == ref or ref == 3):
+            fee: uint256 = JUDGE_FEE * num // den
             from_budget: uint256 = min(fee, budget - paid)
-            from_reserve: uint256 = min(fee - from_budget + bonus, reserve)
+            from_reserve: uint256 = min(fee - from_budget + bonus * num // den, reserve)
             paid += from_budget
             reserve -= from_reserve
             self._pay(duel_id, judge, from_budget + from_reserve, REWARD_JUDGE_FEE)
-        elif v == 0 or (lose != 0 and v == lose):
+        elif v == 0 or ((v == 1 or v == 2) and (ref == 1 or ref == 2)):
             cut: uint256 = SILENT_PENALTY
             reason: uint8 = SLASH_SILENT_JUDGE
             if v != 0:
-                cut = JUDGE_PENALTY
+                cut = JUDGE_PENALTY * num // den
                 reason = SLASH_INCOHERENT_JUDGE
             cut = self._take_stake(judge, cut, 0)
             if cut > 0:
@@ -1714,14 +1733,23 @@ def _settle_verdict(duel_id: uint256, info: uint256):
     else:
         self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
 
-    # the judges of every round, against the final verdict, paid by how rare a verdict like it is
-    num: uint256 = 0
-    den: uint256 = 0
-    num, den = self._weight(final)
+    # the judges of every round, each against the final verdict recounted without its own seats,
+    # paid (and penalised) by how rare a verdict like that is
+    scales: uint256[4] = empty(uint256[4])
+    a_num: uint256 = 0
+    a_den: uint256 = 0
+    b_num: uint256 = 0
+    b_den: uint256 = 0
+    a_num, a_den = self._weight(OUTCOME_A_WON)
+    b_num, b_den = self._weight(OUTCOME_B_WON)
+    scales = [a_num, a_den, b_num, b_den]
     self._count_verdict(final)
+    final_panel: uint256 = panel1
+    if panel2 != 0:
+        final_panel = panel2
     paid1: uint256 = 0
     reserve: uint256 = 0
-    paid1, reserve = self._judge_round(duel_id, panel1, final, K_JUDGES * JUDGE_FEE, num, den)
+    paid1, reserve = self._judge_round(duel_id, panel1, final_panel, final, n_a, n_b, K_JUDGES * JUDGE_FEE, scales)
     self.reserve = reserve
     if paid1 < K_JUDGES * JUDGE_FEE:
         self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
@@ -1734,7 +1762,7 @@ def _settle_verdict(duel_id: uint256, info: uint256):
             self._pay(duel_id, appellant, APPEAL_FEE, REWARD_APPEAL_REFUND)
         else:
             paid2: uint256 = 0
-            paid2, reserve = self._judge_round(duel_id, panel2, final, APPEAL_FEE, num, den)
+            paid2, reserve = self._judge_round(duel_id, panel2, panel2, final, n_a, n_b, APPEAL_FEE, scales)
             if (appellant == a and final == OUTCOME_A_WON) or (appellant == b and final == OUTCOME_B_WON):
                 # the overturned first verdict paid into the reserve; it pays the appeal panel back
                 covered: uint256 = min(paid2, reserve)

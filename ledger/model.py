@@ -821,28 +821,35 @@ class WWWServeModel:
             self.verdicts_a //= 2
             self.verdicts_b //= 2
 
-    def _judge_round(self, duel_id: int, panel: Panel, final: Outcome, budget: int, num: int,
-                     den: int) -> tuple[int, int]:
-        """One round's seats against the final verdict (the contract's `_judge_round`): returns the fees
-        paid from `budget` and the reserve after it (the caller stores it)."""
-        win, lose = {Outcome.A_WON: (Vote.A, Vote.B), Outcome.B_WON: (Vote.B, Vote.A)}.get(final, (None, None))
+    def _judge_round(self, duel_id: int, panel: Panel, final_panel: Panel, final: Outcome, n_a: int, n_b: int,
+                     budget: int, scales: dict[Outcome, tuple[int, int]]) -> tuple[int, int]:
+        """One round's seats, each against the final round's verdict recounted without that judge's own seats
+        (the contract's `_judge_round`): returns the fees paid from `budget` and the reserve after it (the
+        caller stores it)."""
         p = self.params
         reserve = self.reserve
-        fee = p.judge_fee_wei * num // den
-        bonus = reserve * p.reserve_payout_bps // BPS * num // den
+        bonus = reserve * p.reserve_payout_bps // BPS
         paid = 0
         for leaf, vote in zip(panel.leaves, panel.votes, strict=True):
             judge = self.sortition.owner(leaf)
-            if (win is not None and vote == win) or (final == Outcome.TIE and vote in (Vote.A, Vote.B)):
+            ref: Outcome | None = None  # the recount's verdict; None for a void (no seat is paid)
+            if final != Outcome.VOIDED:
+                own_votes = [v for lf, v in zip(final_panel.leaves, final_panel.votes, strict=True) if lf == leaf]
+                a, b = n_a - own_votes.count(Vote.A), n_b - own_votes.count(Vote.B)
+                ref = Outcome.A_WON if a > b else Outcome.B_WON if b > a else Outcome.TIE
+            num, den = scales.get(ref, (1, 1)) if ref is not None else (1, 1)
+            sided = vote in (Vote.A, Vote.B)
+            if sided and (ref == Outcome.TIE or (ref, vote) in ((Outcome.A_WON, Vote.A), (Outcome.B_WON, Vote.B))):
+                fee = p.judge_fee_wei * num // den
                 from_budget = min(fee, budget - paid)
-                from_reserve = min(fee - from_budget + bonus, reserve)
+                from_reserve = min(fee - from_budget + bonus * num // den, reserve)
                 paid += from_budget
                 reserve -= from_reserve
                 self._pay(duel_id, judge, from_budget + from_reserve, RewardReason.JUDGE_FEE)
-            elif vote == Vote.NONE or (lose is not None and vote == lose):
+            elif vote == Vote.NONE or (sided and ref in (Outcome.A_WON, Outcome.B_WON)):
                 cut, reason = p.silent_penalty_wei, SlashReason.SILENT_JUDGE
                 if vote != Vote.NONE:
-                    cut, reason = p.judge_penalty_wei, SlashReason.INCOHERENT_JUDGE
+                    cut, reason = p.judge_penalty_wei * num // den, SlashReason.INCOHERENT_JUDGE
                 cut = self._take_stake(judge, cut, 0)
                 if cut > 0:
                     reserve += cut
@@ -876,9 +883,10 @@ class WWWServeModel:
         else:
             self._pay(duel_id, b, p.duelist_fee_wei, RewardReason.DUELIST_FEE)
         round1_budget = p.k_judges * p.judge_fee_wei
-        num, den = self.weight(final)
+        scales = {Outcome.A_WON: self.weight(Outcome.A_WON), Outcome.B_WON: self.weight(Outcome.B_WON)}
         self._count_verdict(final)
-        paid1, reserve = self._judge_round(duel_id, panel1, final, round1_budget, num, den)
+        final_panel = panel2 if panel2 is not None else panel1
+        paid1, reserve = self._judge_round(duel_id, panel1, final_panel, final, n_a, n_b, round1_budget, scales)
         self.reserve = reserve
         if paid1 < round1_budget:
             self._pay(duel_id, own(duel.origin_leaf), round1_budget - paid1, RewardReason.ESCROW_REFUND)
@@ -887,7 +895,8 @@ class WWWServeModel:
             if panel2 is None:
                 self._pay(duel_id, appellant, self.appeal_fee_wei, RewardReason.APPEAL_REFUND)
             else:
-                paid2, reserve = self._judge_round(duel_id, panel2, final, self.appeal_fee_wei, num, den)
+                paid2, reserve = self._judge_round(duel_id, panel2, panel2, final, n_a, n_b, self.appeal_fee_wei,
+                                                   scales)
                 if (appellant == a and final == Outcome.A_WON) or (appellant == b and final == Outcome.B_WON):
                     covered = min(paid2, reserve)
                     reserve -= covered

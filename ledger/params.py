@@ -37,8 +37,8 @@ class DeploymentParams:
     # duel's escrow that an origin cannot profit from duels it opens (docs/threat-model.md, A1/A2).
     duel_bond_wei: int = 20 * WEI_PER_CREDIT
     duelist_fee_wei: int = WEI_PER_CREDIT
-    # A seat that votes with the verdict earns 4 credits: its two model calls priced at the 1-credit
-    # delegation fee each, and a margin (A9).
+    # A seat that votes with the verdict recounted without its own seats earns 4 credits: its two model
+    # calls priced at the 1-credit delegation fee each, and a margin (A9).
     judge_fee_wei: int = 4 * WEI_PER_CREDIT
     judge_penalty_wei: int = 8 * WEI_PER_CREDIT
     silent_penalty_wei: int = 4 * WEI_PER_CREDIT

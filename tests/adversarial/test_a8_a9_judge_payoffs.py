@@ -173,10 +173,11 @@ def test_a_colluding_majority_overturned_on_appeal_pays(twin: Twin, cast: dict[s
 
 def test_voting_for_the_usual_winner_earns_less_than_reading_the_answers(twin: Twin, cast: dict[str, Any]) -> None:
     """A's answer was the better one in three duels (every seat voted A). Then B's is better: two
-    seats read the answers and vote B, the third always votes A. The B verdict is rare (scale 5/2),
-    so the readers earn 2.5 fees and shares; 'always A' pays the penalty. The next A verdict is
-    common (scale 3/4): every seat earns less than a fee. Over the two duels 'always A' is behind
-    each reader by the rare verdict's pay and the penalty."""
+    seats read the answers and vote B, the third always votes A. Each seat is held against the other
+    seats' votes: a reader's recount (the other reader and 'always A') is even, so it earns a fee and a
+    share at scale 1; 'always A' is outvoted on a rare verdict and pays the penalty at that verdict's
+    scale (5/2). The next A verdict is common (scale 3/4): every seat earns less than a fee. Over the
+    two duels 'always A' is behind each reader by the even pay and the scaled penalty."""
     o = cast["origin"].address
     for i in range(3):
         duel_id, _, drawn = judging_on_judges(twin, cast, f"usual{i}")
@@ -185,7 +186,7 @@ def test_voting_for_the_usual_winner_earns_less_than_reading_the_answers(twin: T
     assert twin.c.verdicts() == 3
     totals: dict[str, int] = {}
     pay: dict[str, int] = {}
-    for tag, better, scale in (("rare", B_VOTE, (5, 2)), ("common", A_VOTE, (6, 8))):
+    for tag, better in (("rare", B_VOTE), ("common", A_VOTE)):
         duel_id, _, drawn = judging_on_judges(twin, cast, tag)
         readers, lazy = drawn[:2], drawn[2]
         twin.vote_round(duel_id, {readers[0]: better, readers[1]: better, lazy: A_VOTE})
@@ -193,13 +194,37 @@ def test_voting_for_the_usual_winner_earns_less_than_reading_the_answers(twin: T
         before = _balances(twin)
         twin.settle(duel_id, o)
         after = _balances(twin)
-        num, den = scale
+        num, den = (1, 1) if better == B_VOTE else (6, 8)  # an even recount; a common A verdict
         earned = JUDGE_FEE * num // den + reserve * twin.p.reserve_payout_bps // 10_000 * num // den
         assert [after[j] - before[j] for j in readers] == [earned] * 2, tag
-        assert after[lazy] - before[lazy] == (earned if better == A_VOTE else -JUDGE_PENALTY), tag
+        assert after[lazy] - before[lazy] == (earned if better == A_VOTE else -JUDGE_PENALTY * 5 // 2), tag
         totals["reader"] = totals.get("reader", 0) + earned
         totals["lazy"] = totals.get("lazy", 0) + after[lazy] - before[lazy]
         pay[tag] = earned
     assert twin.c.verdicts() == 4 | (1 << 128)
-    assert pay["rare"] > 2 * JUDGE_FEE and pay["common"] < JUDGE_FEE
-    assert totals["reader"] - totals["lazy"] == pay["rare"] + JUDGE_PENALTY
+    assert pay["rare"] > JUDGE_FEE > pay["common"]
+    assert totals["reader"] - totals["lazy"] == pay["rare"] + JUDGE_PENALTY * 5 // 2
+
+
+def test_seats_that_make_the_verdict_alone_earn_nothing_for_it(twin: Twin, cast: dict[str, Any]) -> None:
+    """A9's self-agreement payoff, closed: one judge holds two of the three seats and votes B whatever the
+    answers say (a coin flip or a colluder), the third seat reads the answers and votes A. Its two seats
+    decide the verdict, but each seat is held against the verdict recounted without its own judge's
+    seats, here the reader's A: the two seats pay the penalty instead of earning two fees for agreeing
+    with themselves (and the reader pays one for disagreeing with them: scored against its only peer)."""
+    o = cast["origin"].address
+    duel_id, _, drawn = judging_on_judges(twin, cast, "self", distinct_seats=False)
+    for i in range(40):  # judging_on_judges may give three distinct seats: look for a double one
+        if len(set(drawn)) == 2:
+            break
+        duel_id, _, drawn = judging_on_judges(twin, cast, f"self{i}", distinct_seats=False)
+    assert sorted(drawn.count(j) for j in set(drawn)) == [1, 2], drawn
+    double = next(j for j in drawn if drawn.count(j) == 2)
+    reader = next(j for j in drawn if j != double)
+    twin.vote_round(duel_id, {double: B_VOTE, reader: A_VOTE})
+    before = _balances(twin)
+    twin.settle(duel_id, o)
+    after = _balances(twin)
+    assert twin.m.duels[duel_id].outcome == 2  # its two seats made B win
+    assert after[double] - before[double] == -2 * JUDGE_PENALTY
+    assert after[reader] - before[reader] == -JUDGE_PENALTY

@@ -184,20 +184,24 @@ async def one_pass(judges: dict[str, Judge], who: list[str] | None = None) -> li
 
 def expected_round(seats: list[str], votes: dict[str, int], verdict: DuelOutcome) -> tuple[Counter[str], Counter[str]]:
     """(credit earned, stake lost) per judge for one round's seats, by the contract's rules, with an empty
-    reserve and no earlier verdict on the deployment (the pay scale 1 / (2p) is then 1): a seat for the
-    winner earns JUDGE_FEE, one for the loser pays JUDGE_PENALTY, a silent one SILENT_PENALTY; abstaining
-    seats get and pay nothing."""
-    win = {DuelOutcome.A_WON: VOTE_A, DuelOutcome.B_WON: VOTE_B}[verdict]
+    reserve and no earlier verdict on the deployment (the pay scale 1 / (2p) is then 1): each seat is held
+    against the verdict recounted without its judge's seats; a seat with that recount (an even recount:
+    either side) earns JUDGE_FEE, one against it pays JUDGE_PENALTY, a silent one SILENT_PENALTY;
+    abstaining seats get and pay nothing."""
+    assert verdict in (DuelOutcome.A_WON, DuelOutcome.B_WON)
     earned: Counter[str] = Counter()
     lost: Counter[str] = Counter()
     for seat in seats:
         vote = votes.get(seat)
-        if vote == win:
-            earned[seat] += PARAMS.judge_fee_wei
-        elif vote is None:
+        others = [votes.get(s) for s in seats if s != seat]
+        n_a, n_b = others.count(VOTE_A), others.count(VOTE_B)
+        if vote is None:
             lost[seat] += PARAMS.silent_penalty_wei
         elif vote in (VOTE_A, VOTE_B):
-            lost[seat] += PARAMS.judge_penalty_wei
+            if n_a == n_b or (vote == VOTE_A) == (n_a > n_b):
+                earned[seat] += PARAMS.judge_fee_wei
+            else:
+                lost[seat] += PARAMS.judge_penalty_wei
     return earned, lost
 
 
@@ -243,7 +247,7 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
         assert after[j].credit_wei == before[j].credit_wei + credit[j], j
         assert after[j].stake_wei == before[j].stake_wei - stake[j], j
     reserve = d.clients[d.origin].reserve()
-    assert reserve == sum(lost.values())  # the colluder's penalty, kept for coherent judges
+    assert reserve == sum(lost.values())  # the penalties, kept for coherent judges
     assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values()) + reserve
     assert asyncio.run(one_pass(judges)) == []  # nothing left to do, nothing sent twice
     for judge in judges.values():

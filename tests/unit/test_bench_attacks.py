@@ -81,8 +81,8 @@ def duels(chain: DuelChain, addresses: list[str], count: int, first: int = 0,
 
 
 def verdict_scale(outcome: str, verdicts_a: int, verdicts_b: int) -> tuple[int, int]:
-    """docs/duels.md: a coherent seat's fee and reserve share are scaled by 1 / (2p) within [1/4, 4], p the
-    (Laplace-smoothed) share of past verdicts that went the same way; 1 for a tie."""
+    """docs/duels.md: a seat's fee and reserve share, or its penalty, are scaled by 1 / (2p) within [1/4, 4], p
+    the (Laplace-smoothed) share of past verdicts that went its recount's way; 1 for an even recount."""
     if outcome not in ("a_won", "b_won"):
         return 1, 1
     same = verdicts_a if outcome == "a_won" else verdicts_b
@@ -93,10 +93,11 @@ def verdict_scale(outcome: str, verdicts_a: int, verdicts_b: int) -> tuple[int, 
 def settled_round_one(r: DuelResult, verdicts_a: int, verdicts_b: int, reserve: int) -> dict[str, int]:
     """What docs/duels.md's settlement gives everyone in a duel decided in round 1 (no appeal): the origin
     escrows B's fee and K judge fees and gets back what no seat earned; the loser's bond goes to B (B won)
-    or to the reserve (A won), B always gets its fee; each seat with the verdict (the winner's side; in a
-    tie either side) is paid the scaled fee from the budget, the rest and the scaled reserve
-    share from the reserve; a seat for the loser pays JUDGE_PENALTY, a silent one SILENT_PENALTY; nothing
-    else moves. Seats may be held by anyone, the origin, A and B included: a party's change is the sum."""
+    or to the reserve (A won), B always gets its fee; each seat is held against the verdict recounted
+    without its judge's seats: with it (an even recount: either side) it is paid the scaled fee from the
+    budget, the rest and the scaled reserve share from the reserve; against it, it pays the scaled
+    JUDGE_PENALTY; a silent seat pays SILENT_PENALTY; nothing else moves. Seats may be held by anyone, the
+    origin, A and B included: a party's change is the sum."""
     p = PARAMS
     change: dict[str, int] = {}
 
@@ -111,23 +112,29 @@ def settled_round_one(r: DuelResult, verdicts_a: int, verdicts_b: int, reserve: 
     elif r.outcome == "b_won":
         add(r.a, -r.bond_wei)
         add(r.b, r.bond_wei)
-    win = {"a_won": (Vote.A,), "b_won": (Vote.B,), "tie": (Vote.A, Vote.B)}.get(r.outcome, ())
-    lose = {"a_won": Vote.B, "b_won": Vote.A}.get(r.outcome)
-    num, den = verdict_scale(r.outcome, verdicts_a, verdicts_b)
     budget = p.k_judges * p.judge_fee_wei
-    fee = p.judge_fee_wei * num // den
-    share = reserve * p.reserve_payout_bps // 10_000 * num // den
+    bonus = reserve * p.reserve_payout_bps // 10_000
     paid = 0
     (panel,) = r.rounds
+    n_a, n_b = panel.votes.count(Vote.A), panel.votes.count(Vote.B)
     for seat, vote in zip(panel.seats, panel.votes, strict=True):
+        # the verdict recounted without this judge's seats (its vote fills all of them)
+        held = panel.seats.count(seat)
+        a = n_a - (held if vote == Vote.A else 0)
+        b = n_b - (held if vote == Vote.B else 0)
+        ref = "voided" if r.outcome == "voided" else "a_won" if a > b else "b_won" if b > a else "tie"
+        num, den = verdict_scale(ref, verdicts_a, verdicts_b)
+        win = {"a_won": (Vote.A,), "b_won": (Vote.B,), "tie": (Vote.A, Vote.B)}.get(ref, ())
+        lose = {"a_won": Vote.B, "b_won": Vote.A}.get(ref)
         if vote in win:
+            fee = p.judge_fee_wei * num // den
             from_budget = min(fee, budget - paid)
-            from_reserve = min(fee - from_budget + share, reserve)
+            from_reserve = min(fee - from_budget + bonus * num // den, reserve)
             paid += from_budget
             reserve -= from_reserve
             add(seat, from_budget + from_reserve)
         elif vote is None or vote == lose:
-            cut = p.silent_penalty_wei if vote is None else p.judge_penalty_wei
+            cut = p.silent_penalty_wei if vote is None else p.judge_penalty_wei * num // den
             add(seat, -cut)
             reserve += cut
     add(r.origin, budget - paid)

@@ -943,29 +943,42 @@ def _weight(verdicts: int, final: int) -> tuple[int, int]:
 
 
 def _judge_deltas(drawn: list[str], votes: dict[str, int | None], final: int, reserve: int, budget: int,
-                  scale: tuple[int, int] = (1, 1)) -> tuple[dict[str, tuple[int, int]], int, int]:
+                  verdicts: int = 0, final_drawn: list[str] | None = None,
+                  final_votes: dict[str, int | None] | None = None) -> tuple[dict[str, tuple[int, int]], int, int]:
     """Per judge (credit, stake) change, fees paid from `budget`, and the reserve after, as the
-    contract's rules say (every seat separately): a coherent seat earns JUDGE_FEE and a share of the
-    reserve as it stood before the round, both scaled by `scale`, the fee from the budget first and
-    what the budget lacks from the reserve."""
-    num, den = scale
+    contract's rules say (every seat separately): each seat is held against the final round's verdict
+    recounted without its judge's own seats there (`final_drawn`/`final_votes`, this round's when
+    omitted); a seat that voted with its recount (an even recount: either side) earns JUDGE_FEE and a
+    share of the reserve as it stood before the round, one that voted against it pays JUDGE_PENALTY,
+    both scaled by the recount's pay scale (`_weight(verdicts, recount)`, `verdicts` the counts before
+    this settlement), the fee from the budget first and what the budget lacks from the reserve."""
+    if final_drawn is None:
+        final_drawn, final_votes = drawn, votes
+    assert final_votes is not None
+    n_a = sum(final_votes.get(s) == A_VOTE for s in final_drawn)
+    n_b = sum(final_votes.get(s) == B_VOTE for s in final_drawn)
     out = {j: (0, 0) for j in drawn}
-    win = {A_WON: A_VOTE, B_WON: B_VOTE}.get(final)
-    lose = {A_WON: B_VOTE, B_WON: A_VOTE}.get(final)
-    fee = JUDGE_FEE * num // den
-    bonus = reserve * P.reserve_payout_bps // BPS * num // den
+    bonus = reserve * P.reserve_payout_bps // BPS
     paid = 0
     for j in drawn:
         v = votes.get(j) or 0
+        ref = None
+        if final != VOIDED:
+            mine = final_votes.get(j) if j in final_drawn else None
+            a = n_a - (final_drawn.count(j) if mine == A_VOTE else 0)
+            b = n_b - (final_drawn.count(j) if mine == B_VOTE else 0)
+            ref = A_WON if a > b else B_WON if b > a else TIE
+        num, den = _weight(verdicts, ref) if ref is not None else (1, 1)
         credit, stake_ = out[j]
-        if (win is not None and v == win) or (final == TIE and v in (A_VOTE, B_VOTE)):
+        if v in (A_VOTE, B_VOTE) and (ref == TIE or (ref, v) in ((A_WON, A_VOTE), (B_WON, B_VOTE))):
+            fee = JUDGE_FEE * num // den
             from_budget = min(fee, budget - paid)
-            from_reserve = min(fee - from_budget + bonus, reserve)
+            from_reserve = min(fee - from_budget + bonus * num // den, reserve)
             paid += from_budget
             reserve -= from_reserve
             credit += from_budget + from_reserve
-        elif v == 0 or (lose is not None and v == lose):
-            cut = SILENT_PENALTY if v == 0 else JUDGE_PENALTY
+        elif v == 0 or (v in (A_VOTE, B_VOTE) and ref in (A_WON, B_WON)):
+            cut = SILENT_PENALTY if v == 0 else JUDGE_PENALTY * num // den
             stake_ -= cut
             reserve += cut
         out[j] = (credit, stake_)
@@ -1030,7 +1043,7 @@ def test_settlement_moves_exact_amounts(c: Any, label: str, pattern: list[int | 
     scale = _weight(1, final)
     assert scale == {A_WON: (3, 4), B_WON: (3, 2)}.get(final, (1, 1))
     judge_d, paid, reserve_after = _judge_deltas(drawn, votes, final, reserve + b_loss, P.k_judges * JUDGE_FEE,
-                                                 scale)
+                                                 verdicts=1)
     assert d[a] == (0, -a_loss, 0, -BOND), label
     assert d[b] == (DUELIST_FEE + a_loss, -b_loss, 0, -BOND), label
     # B is paid once: A's bond with its fee when it won, else its fee alone
@@ -1056,25 +1069,29 @@ def _double_seat(drawn: list[str]) -> bool:
     return sorted(Counter(drawn).values()) == [1, 2]
 
 
-def test_a_judge_with_two_seats_is_paid_and_penalised_per_seat(c: Any, cast: Cast) -> None:
+def test_a_judge_is_never_paid_for_a_verdict_its_own_seats_made(c: Any, cast: Cast) -> None:
+    """Each seat is held against the verdict recounted without its judge's seats: a judge whose two seats
+    outvote the third is not paid for the verdict it made alone; it pays a penalty per seat for
+    disagreeing with its only peer, and the peer pays one for disagreeing with it."""
     duel_id, drawn = _duel_where(c, cast, _double_seat, "double")
     double = next(j for j in drawn if drawn.count(j) == 2)
     single = next(j for j in drawn if j != double)
     # the double judge commits and reveals once; the vote fills both its seats
     vote_round(c, duel_id, {double: A_VOTE, single: B_VOTE})
     assert list(c.getVotes(duel_id, 1)) == [A_VOTE if s == double else B_VOTE for s in drawn]
-    before = book(c, double, single, cast.a.address, cast.b.address)
+    before = book(c, double, single, cast.a.address, cast.b.address, cast.origin.address)
     settle(c, duel_id)
     slashes = [(s.node, s.amount, s.reason) for s in logs_named(c, "StakeSlashed")]
-    d = delta(before, book(c, double, single, cast.a.address, cast.b.address))
-    # A wins 2 seats to 1: B's bond enters the reserve, then the double judge earns two fees and two
-    # reserve shares, the single one pays one penalty
-    share = BOND * P.reserve_payout_bps // BPS
-    assert share > 0
-    assert d[double] == (2 * (JUDGE_FEE + share), 0, 0, 0)
+    d = delta(before, book(c, double, single, cast.a.address, cast.b.address, cast.origin.address))
+    # A wins 2 seats to 1 (B's bond enters the reserve), but the double judge's recount is the single
+    # judge's B, and the single judge's is A: every seat pays, no fee is earned (first verdict: scale 1)
+    assert duel(c, duel_id).outcome == A_WON
+    assert d[double] == (0, -2 * JUDGE_PENALTY, 0, 0)
     assert d[single] == (0, -JUDGE_PENALTY, 0, 0)
-    assert slashes == [(cast.b.address, BOND, SLASH_LOST_DUEL), (single, JUDGE_PENALTY, SLASH_INCOHERENT_JUDGE)]
-    assert c.reserve() == BOND - 2 * share + JUDGE_PENALTY
+    assert d[cast.origin.address][0] == P.k_judges * JUDGE_FEE  # every first-round fee comes back
+    assert sorted(slashes) == sorted([(cast.b.address, BOND, SLASH_LOST_DUEL), (single, JUDGE_PENALTY,
+                                      SLASH_INCOHERENT_JUDGE)] + [(double, JUDGE_PENALTY, SLASH_INCOHERENT_JUDGE)] * 2)
+    assert c.reserve() == BOND + 3 * JUDGE_PENALTY
 
 
 def test_a_double_seat_that_loses_pays_twice(c: Any, cast: Cast) -> None:
@@ -1239,20 +1256,38 @@ def test_verdict_counts_halve_at_1024(c: Any, counts: tuple[int, int], vote: int
     assert c.verdicts() == after[0] | (after[1] << 128)
 
 
-def test_ties_and_voids_are_not_counted_and_pay_at_scale_one(c: Any) -> None:
+def test_ties_and_voids_are_not_counted_and_an_even_recount_pays_at_scale_one(c: Any) -> None:
     cast = make_cast(c)
-    _set_verdicts(c, 5, 0)  # a tie or a void would pay 7/12 or 7/2 if it were weighed like a verdict
+    _set_verdicts(c, 5, 0)  # A's scale is 7/12, B's 7/2: an even recount would pay either if weighed
+    # A, A, B: A wins, but each A seat's recount (the other two seats) is even, so it earns a fee at
+    # scale 1; the B seat's recount is A, so it pays the penalty at A's scale
+    duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "even")
+    vote_round(c, duel_id, dict(zip(drawn, (A_VOTE, A_VOTE, B_VOTE), strict=True)))
+    mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    stakes = {j: c.activeStake(j) for j in drawn}
+    share = (c.reserve() + BOND) * P.reserve_payout_bps // BPS  # B's bond enters the reserve first
+    paid, origin_back, _ = _settle_and_pay(c, cast, duel_id)
+    assert [paid[j] for j in drawn] == [JUDGE_FEE + share, JUDGE_FEE + share, 0] and origin_back == JUDGE_FEE
+    assert [stakes[j] - c.activeStake(j) for j in drawn] == [0, 0, JUDGE_PENALTY * 7 // 12]
+    assert duel(c, duel_id).outcome == A_WON and c.verdicts() == 6
+    _set_verdicts(c, 5, 0)
+    # A, B, abstain: a tie, not counted; each sided seat's recount is the other's side, so both pay, each
+    # at the scale of the side it voted against, and the origin gets every fee back
     duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "tie")
     vote_round(c, duel_id, dict(zip(drawn, (A_VOTE, B_VOTE, ABSTAIN), strict=True)))
     mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    stakes = {j: c.activeStake(j) for j in drawn}
     paid, origin_back, _ = _settle_and_pay(c, cast, duel_id)
-    assert [paid[j] for j in drawn] == [JUDGE_FEE, JUDGE_FEE, 0] and origin_back == JUDGE_FEE
-    assert duel(c, duel_id).outcome == TIE
+    assert paid == dict.fromkeys(paid, 0) and origin_back == 3 * JUDGE_FEE
+    assert [stakes[j] - c.activeStake(j) for j in drawn] == [JUDGE_PENALTY * 7 // 2, JUDGE_PENALTY * 7 // 12, 0]
+    assert duel(c, duel_id).outcome == TIE and c.verdicts() == 5
     duel_id, drawn = _duel_where(c, cast, lambda d: len(set(d)) == 3, "void")
     vote_round(c, duel_id, dict(zip(drawn, (NO_EVIDENCE, NO_EVIDENCE, A_VOTE), strict=True)))
     mine_to(reveal_end(c, duel_id) + P.appeal_window_blocks + 1)
+    stakes = {j: c.activeStake(j) for j in drawn}
     paid, origin_back, _ = _settle_and_pay(c, cast, duel_id)
     assert paid == dict.fromkeys(paid, 0) and origin_back == 3 * JUDGE_FEE
+    assert all(c.activeStake(j) == stakes[j] for j in drawn)  # a void pays and takes nothing
     assert duel(c, duel_id).outcome == VOIDED and c.verdicts() == 5
 
 
@@ -1343,14 +1378,15 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
     # round 1 (B voters) is incoherent with the final verdict (A): each of its seats pays a penalty
     # B's bond goes to the reserve before the judges are paid
     d1, paid1, reserve1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), A_WON, reserve + BOND,
-                                        P.k_judges * JUDGE_FEE, scale)
-    d2, paid2, reserve2 = _judge_deltas(drawn2, votes2, A_WON, reserve1, APPEAL_FEE, scale)
+                                        P.k_judges * JUDGE_FEE, 1, drawn2, votes2)
+    d2, paid2, reserve2 = _judge_deltas(drawn2, votes2, A_WON, reserve1, APPEAL_FEE, 1)
     covered = min(paid2, reserve2)
     assert a not in drawn1 + drawn2 and b not in drawn1  # A is under MIN_STAKE
     assert paid1 == 0 and paid2 == (7 - b_seats) * (JUDGE_FEE * 3 // 4) < APPEAL_FEE
-    assert _both_rounds(d1, d2, b) == (0, -b_seats * JUDGE_PENALTY)
+    # B's seats, outvoted by every other seat, pay the penalty at the A-win scale (3/4)
+    assert _both_rounds(d1, d2, b) == (0, -b_seats * (JUDGE_PENALTY * 3 // 4))
     assert d[a] == (APPEAL_FEE - paid2 + covered, 0, 0, -BOND)
-    assert d[b] == (DUELIST_FEE, -BOND - b_seats * JUDGE_PENALTY, 0, -BOND)
+    assert d[b] == (DUELIST_FEE, -BOND - b_seats * (JUDGE_PENALTY * 3 // 4), 0, -BOND)
     assert d[o] == (P.k_judges * JUDGE_FEE, 0, 0, 0)
     for j in judges:
         assert d[j][:2] == _both_rounds(d1, d2, j), j
@@ -1380,7 +1416,8 @@ def test_appeal_that_upholds_pays_the_panel_and_the_reserve(c: Any) -> None:
     d = delta(before, book(c, o, a, b, *(j.address for j in cast.judges)))
     final = B_WON if sum(votes[s] == B_VOTE for s in drawn2) * 2 > len(drawn2) else A_WON
     assert final == B_WON
-    d1, paid1, r1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), B_WON, 0, P.k_judges * JUDGE_FEE)
+    d1, paid1, r1 = _judge_deltas(drawn1, dict.fromkeys(drawn1, B_VOTE), B_WON, 0, P.k_judges * JUDGE_FEE, 0,
+                                  drawn2, votes)
     d2, paid2, r2 = _judge_deltas(drawn2, {s: votes[s] for s in drawn2}, B_WON, r1, APPEAL_FEE)
     assert a not in drawn1 + drawn2 and b not in drawn1  # A is under MIN_STAKE
     assert drawn2.count(b) == 1 and _both_rounds(d1, d2, b) == (JUDGE_FEE, 0)
