@@ -310,9 +310,10 @@ class VerdictCounts:
     b_won: int
 
     def pay_scale(self, outcome: DuelOutcome) -> tuple[int, int]:
-        """(numerator, denominator) by which the next settlement with final verdict `outcome` scales a
-        coherent seat's JUDGE_FEE and reserve share: 1 / (2p), p the smoothed share (+1 each side) of
-        past verdicts like it, within [1/4, 4]; (1, 1) for a tie or a void (the contract's `_weight`)."""
+        """(numerator, denominator) by which the next settlement scales the JUDGE_FEE, reserve share and
+        JUDGE_PENALTY of a seat whose recount (the final verdict without its own judge's seats) is
+        `outcome`: 1 / (2p), p the smoothed share (+1 each side) of past verdicts like it, within
+        [1/4, 4]; (1, 1) for an even recount or a void (the contract's `_weight`)."""
         if outcome == DuelOutcome.A_WON:
             return verdict_weight(self.a_won, self.b_won)
         if outcome == DuelOutcome.B_WON:
