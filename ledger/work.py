@@ -35,6 +35,8 @@ from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from ledger import safejson
+
 __all__ = [
     "TRANSPORT_FIELDS",
     "WORK_TYPEHASH",
@@ -91,7 +93,7 @@ def request_bytes(kind: str, request: Mapping[str, Any]) -> bytes:
 def parse_request_bytes(data: bytes) -> tuple[str, dict[str, Any]]:
     """(kind, request) back from `request_bytes`; `WorkError` if the bytes are not of that form."""
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = safejson.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WorkError(f"request bytes are not JSON: {exc}") from None
     if not isinstance(obj, dict) or set(obj) != {"kind", "request"} or not isinstance(obj["request"], dict):

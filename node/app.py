@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hmac
 import inspect
-import json
 import logging
 import random
 import time
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from ledger import safejson
 from ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, request_id_hash
 from node.backends.base import Backend, GenerationRequest
 from node.backends.openai_compat import OpenAIBackend
@@ -135,11 +135,6 @@ class NodeLedger(Protocol):
     def accept_voucher(self, voucher: Any) -> int: ...
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; JSON does not, and canonical hashing of the prompt cannot.
-    raise ValueError(f"{name} is not valid JSON")
-
-
 async def _read_body(request: Request, limit_bytes: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit_bytes` (header or bytes read)."""
     declared = request.headers.get("content-length")
@@ -171,8 +166,14 @@ def _parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise InvalidRequestError("The request needs a JSON body.", code="missing_body")
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        # Depth, non-finite numbers and lone surrogates are refused before they reach the parser's C stack,
+        # the prompt hash or a backend (ledger.safejson); NaN/Infinity are not JSON.
+        data = safejson.loads(body)
+    except safejson.UnsafeJSONError as exc:
+        raise InvalidRequestError(
+            f"We could not use the JSON body of your request: {exc}.", code="invalid_json"
+        ) from None
+    except ValueError:  # UnicodeDecodeError included
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
         ) from None

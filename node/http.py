@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+
+from ledger import safejson
 
 # Longest line `HttpStream.lines()` accepts: an SSE event bigger than this is a broken or hostile server.
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -60,7 +61,7 @@ class HttpResponse:
 
     def json(self) -> Any:
         """The body parsed as JSON (ValueError when it is not JSON)."""
-        return json.loads(self.content)
+        return safejson.loads(self.content)
 
 
 class HttpStream(Protocol):

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING
@@ -198,6 +199,9 @@ class _QuietServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+DEFAULT_RECURSION_LIMIT = 1000  # CPython's own
+
+
 def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown)."""
     from node.app import create_app
@@ -219,6 +223,10 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
                             # is one middleware less per request.
                             proxy_headers=False)
     server = _QuietServer(config)
+    # Importing eth_keyfile (py_ecc) raised Python's recursion limit to 100,000: past the C stack, where a
+    # deep recursion is a segfault, not a RecursionError. Input from strangers is depth-checked before
+    # parsing (ledger.safejson); this keeps any other deep recursion a catchable error.
+    sys.setrecursionlimit(min(sys.getrecursionlimit(), DEFAULT_RECURSION_LIMIT))
     server.run()
     if not server.started:
         # uvicorn logs the cause (port taken, bad host) and returns instead of raising.

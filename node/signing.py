@@ -34,6 +34,8 @@ import nacl.exceptions
 import nacl.signing
 from eth_utils.address import is_address, is_checksum_address, to_canonical_address, to_checksum_address
 
+from ledger import safejson
+
 RESULT_DOMAIN_TAG = b"wwwserve/result/v1\x00"
 """Prefix of every signed result; bump the version when the field list changes."""
 
@@ -304,7 +306,7 @@ class SignedResult:
         """
         if isinstance(data, str | bytes):
             try:
-                data = json.loads(data)
+                data = safejson.loads(data)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise MalformedSignedResultError(f"wwwserve extension is not valid JSON: {exc}") from None
         if not isinstance(data, Mapping):

@@ -31,6 +31,7 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import safejson
 from node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
@@ -218,7 +219,7 @@ class SSEDecoder:
 
 def _upstream_error_fields(body: str) -> tuple[str, dict[str, Any]]:
     try:
-        parsed = json.loads(body)
+        parsed = safejson.loads(body)
     except ValueError:
         return body.strip()[:_UPSTREAM_MESSAGE_LIMIT], {}
     if isinstance(parsed, dict):
@@ -472,7 +473,7 @@ class OpenAIBackend:
             if data.strip() == "[DONE]":
                 return True
             try:
-                event = json.loads(data)
+                event = safejson.loads(data)
             except ValueError:
                 logger.warning("model backend sent a malformed stream event: %.200r", data)
                 raise BackendUnavailableError() from None

@@ -37,6 +37,7 @@ import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
 from judge.evidence import EvidenceMalformedError, EvidencePieces
+from ledger import safejson
 from ledger.work import WorkAttestation, WorkError
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
 from node.envelope import EnvelopeVerifier, seal
@@ -284,7 +285,7 @@ class RemoteStream:
                 await drain_lines(self._lines)  # so the keep-alive connection to the peer is reused
                 return
             try:
-                event = json.loads(payload)
+                event = safejson.loads(payload)
             except ValueError:
                 raise self._fail("sent a malformed SSE event") from None
             if not isinstance(event, dict):
@@ -532,7 +533,7 @@ class CommunicationManager:
         error: NodeError | None = None
         code = None
         with contextlib.suppress(ValueError):
-            parsed = json.loads(content)
+            parsed = safejson.loads(content)
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 error = _error_from_event(parsed)
                 code = parsed["error"].get("code")

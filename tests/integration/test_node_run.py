@@ -98,6 +98,24 @@ def test_node_run_serves_signed_answers_that_verify(
         streamed = "".join(p["choices"][0]["delta"].get("content") or "" for p in pieces if p.get("choices"))
         assert streamed == body["choices"][0]["message"]["content"]  # the fake backend is deterministic
 
+        # Bodies that crashed or poisoned a node (issue 13): 400,000 nested arrays overflowed the C stack of a
+        # real node process (eth_keyfile raises the recursion limit to 100,000); 1e400 and a lone surrogate
+        # reached the backend. Each is a 400 on the user API and refused on the peer API; the process lives.
+        deep = b"[" * 400_000 + b"]" * 400_000
+        poison = [deep, b'{"model": "fake-model", "messages": ' + deep + b"}",
+                  b'{"model": "fake-model", "max_tokens": 1e400, "messages": []}',
+                  b'{"model": "fake-model", "messages": [{"role": "user", "content": "\\udfff"}]}']
+        for payload in poison:
+            for path in ("/v1/chat/completions", "/v1/completions", "/peer/delegate", "/peer/evidence"):
+                refused = httpx.post(f"{base}{path}", content=payload, timeout=10.0)
+                assert refused.status_code in (400, 401), (path, refused.status_code, refused.text[:200])
+                assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+        assert proc.poll() is None
+        assert httpx.get(f"{base}/health", timeout=5.0).status_code == 200
+        again = httpx.post(f"{base}/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES},
+                           timeout=10.0)
+        assert again.status_code == 200, again.text
+
         saved = tmp_path / "answer.json"
         saved.write_text(json.dumps(body))
         ok = cli("verify", str(saved))
@@ -128,3 +146,4 @@ def test_node_run_serves_signed_answers_that_verify(
     log = proc.stdout.read().decode() if proc.stdout else ""
     assert code == 0, log
     assert "Traceback" not in log, log
+    assert len(log.splitlines()) < 200, log[-5000:]  # no per-level traceback for the nested bodies

@@ -186,6 +186,26 @@ def test_malformed_json(client: TestClient) -> None:
     assert_error(client.post("/v1/chat/completions", content=b'{"model": NaN}'), 400, "invalid_json")
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_bodies_that_would_crash_or_poison_a_node_are_400(client: TestClient, stream: bool) -> None:
+    """Issue 13, findings 1 and 5: a 400,000-deep body (200,000 overflowed the C stack: eth_keyfile raises the
+    recursion limit to 100,000), a number too large for a float, a lone UTF-16 surrogate in the prompt:
+    each is a 400 in the OpenAI error shape, for plain and streamed requests alike, and the node serves
+    the next request."""
+    deep = b"[" * 400_000 + b"]" * 400_000  # 800 KB, under the 1 MiB body limit
+    head = b'{"model": "' + MODEL.encode() + b'", "stream": ' + (b"true" if stream else b"false") + b', '
+    bodies = {
+        "nested more than 64 deep": head + b'"messages": ' + deep + b"}",
+        "too large": head + b'"temperature": 1e400, "messages": [{"role": "user", "content": "hi"}]}',
+        "lone UTF-16 surrogate": head + b'"messages": [{"role": "user", "content": "a\\ud800b"}]}',
+    }
+    for words, body in bodies.items():
+        err = assert_error(client.post("/v1/chat/completions", content=body), 400, "invalid_json")
+        assert words in err["message"], err
+    resp = client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    assert resp.status_code == 200
+
+
 def test_curl_style_form_content_type_is_parsed(client: TestClient) -> None:
     resp = client.post(
         "/v1/chat/completions",
