@@ -1023,3 +1023,37 @@ def test_a_backend_refuses_a_request_id_it_is_running() -> None:
     assert sum(isinstance(r, RequestInFlightError) for r in results) == 1
     error = next(r for r in results if isinstance(r, RequestInFlightError))
     assert error.http_status == 409 and error.envelope()["error"]["code"] == "request_in_flight"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_requests_that_are_at_fault_never_get_a_healthy_peer_banned(net: Net, stream: bool) -> None:
+    """Issue 13, finding 5: 78 poison prompts got 34 healthy peers banned. Bodies no backend can take (a lone
+    surrogate, 1e400, NaN, 100 levels of nesting) are a 400 at the origin and never delegated; a request
+    the executor's own backend refuses (over its context) is relayed as that 400, and the executor is not
+    banned: it did what an honest node does."""
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", backends=[FakeBackend([MODEL], max_context_tokens=8)], policy=EXECUTOR)
+    c = net.add("c", backends=[FakeBackend([MODEL], max_context_tokens=8)], policy=EXECUTOR)
+    flag = b"true" if stream else b"false"
+    poison = [
+        b'{"model": "fake-model", "stream": %s, "messages": [{"role": "user", "content": "\\ud800"}]}' % flag,
+        b'{"model": "fake-model", "stream": %s, "max_tokens": 1e400, "messages": []}' % flag,
+        b'{"model": "fake-model", "stream": %s, "temperature": NaN, "messages": []}' % flag,
+        b'{"model": "fake-model", "stream": %s, "messages": ' % flag + b"[" * 100 + b"]" * 100 + b"}",
+    ]
+    too_long = {**CHAT, "stream": stream, "messages": [{"role": "user", "content": "word " * 50}]}
+    async with net.client("a") as client:
+        for body in poison:
+            resp = await client.post("/v1/chat/completions", content=body)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["code"] == "invalid_json"
+        for _ in range(4):
+            resp = await client.post("/v1/chat/completions", json=too_long)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["type"] == "invalid_request_error"
+        assert a.comm.bans.banned() == {}
+        ok = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    assert ok.status_code == 200, ok.text
+    assert a.comm.bans.banned() == {}
+    final = next(e for e in sse(ok.text) if isinstance(e, dict) and e.get("wwwserve")) if stream else ok.json()
+    assert SignedResult.from_json(final["wwwserve"]).executor in (b.address, c.address)  # delegated, as before
