@@ -9,7 +9,8 @@ It works against any EVM RPC URL; only the funding of demo accounts assumes anvi
 The demo node wallets are deterministic and their keys are public knowledge (`demo_account(i)` derives
 them from a fixed string), as is `DEMO_PASSWORD`, the password of their keystores `demo-node-<i>`: they
 exist so that `wwwserve up` can run node processes that sign transactions on a local devnet. Never fund
-them on a chain with real value.
+them on a chain with real value: `ensure_deployment` (with a dev key) and `bring_up_demo_nodes` refuse a
+chain whose id is not in `DEVNET_CHAIN_IDS` unless told `allow_public_keys`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
+
+
+# Chain ids of local development chains: anvil and hardhat (31337), geth --dev and ganache (1337). The
+# demo keys and anvil's dev keys are public, so they are used on these alone unless a caller insists.
+DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+
+
+def check_public_keys_allowed(w3: Web3, *, allow: bool = False) -> None:
+    """Refuse (`DevnetError`) to sign with public keys on a chain that is not a known devnet: anything those
+    keys deploy, fund or stake there belongs to whoever reads this source. `allow` overrides."""
+    chain_id = w3.eth.chain_id
+    if chain_id not in DEVNET_CHAIN_IDS and not allow:
+        raise DevnetError(
+            f"chain {chain_id} is not a known devnet ({', '.join(map(str, sorted(DEVNET_CHAIN_IDS)))}): the demo "
+            "keys and anvil's dev keys are public, so anyone could take what they deploy, fund or stake there; "
+            "pass --allow-public-keys to use them anyway")
 
 
 def demo_account(index: int) -> LocalAccount:
@@ -89,8 +106,10 @@ def ensure_deployment(
     deployer_key: str = DEV_KEYS[0],
     params: DeploymentParams | None = None,
     progress: Progress = _quiet,
+    allow_public_keys: bool = False,
 ) -> tuple[Deployment, bool]:
-    """Return (deployment, newly_deployed): reuse the recorded contract if its code is on-chain."""
+    """Return (deployment, newly_deployed): reuse the recorded contract if its code is on-chain. Deploying
+    with one of anvil's public dev keys is refused off a devnet unless `allow_public_keys`."""
     chain_id = w3.eth.chain_id
     try:
         existing = load_deployment(chain_id)
@@ -100,6 +119,8 @@ def ensure_deployment(
             return existing, False
     except DeploymentNotFoundError:
         pass
+    if deployer_key in DEV_KEYS:
+        check_public_keys_allowed(w3, allow=allow_public_keys)
     params = params or DeploymentParams()
     account: LocalAccount = Account.from_key(deployer_key)
     progress("deploying WWWServe (the extension first, then the contract) ...")
@@ -156,6 +177,7 @@ def bring_up_demo_nodes(
     progress: Progress = _quiet,
     password: str = DEMO_PASSWORD,
     endpoint_host: str = "127.0.0.1",
+    allow_public_keys: bool = False,
 ) -> list[DemoNode]:
     """Fund, register and stake `count` deterministic demo nodes (idempotent on re-run).
 
@@ -167,6 +189,7 @@ def bring_up_demo_nodes(
     from node.identity import load_or_create_identity, public_key_bytes
     from node.settings import DEFAULT_LOCAL_MODEL
 
+    check_public_keys_allowed(w3, allow=allow_public_keys)  # every key used here is public
     wanted_models = tuple(models) if models else (DEFAULT_LOCAL_MODEL,)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     accounts = [demo_account(i + 1) for i in range(count)]

@@ -283,14 +283,16 @@ def _port_of(rpc_url: str) -> int:
     return urlparse(rpc_url).port or 8545
 
 
-def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Callable[[str], None]) -> Any:
+def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Callable[[str], None],
+                     allow_public_keys: bool = False) -> Any:
     from devnet.anvil import DEV_KEYS
     from devnet.deploy import bring_up_demo_nodes, ensure_deployment
 
     w3 = _web3(rpc_url)
-    deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress)
+    deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress,
+                                      allow_public_keys=allow_public_keys)
     nodes = bring_up_demo_nodes(w3, deployment, demo_nodes, stake_wei=stake_wei, deposit_wei=stake_wei,
-                                progress=progress) if demo_nodes else []
+                                progress=progress, allow_public_keys=allow_public_keys) if demo_nodes else []
     return w3, deployment, nodes
 
 
@@ -300,6 +302,9 @@ def devnet_up(
     block_time: Annotated[int, typer.Option(help="Seconds per block (0 = a block per transaction).")] = 1,
     demo_nodes: Annotated[int, typer.Option(min=0, max=16, help="Demo nodes to register and stake.")] = 1,
     stake: Annotated[str, typer.Option(help="Stake of each demo node.")] = "1eth",
+    allow_public_keys: Annotated[bool, typer.Option(
+        help="Deploy, fund and stake with the public dev and demo keys even on a chain that is not a known "
+             "devnet (chain id 31337 or 1337): anyone can take what they hold.")] = False,
 ) -> None:
     """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
     from devnet.anvil import chain_id_at
@@ -322,7 +327,7 @@ def devnet_up(
                           "stop it with `wwwserve devnet down`")
         else:
             fail(f"nothing answers at {opts.rpc_url}, and it is not local, so no devnet can be started there")
-        w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print)
+        w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print, allow_public_keys)
         from ledger.client import WWWServeClient
 
         client = WWWServeClient(w3, deployment.address, None)

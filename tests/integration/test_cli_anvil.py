@@ -10,8 +10,8 @@ from eth_account import Account
 from ledger_world import World
 from typer.testing import CliRunner
 
-from devnet.anvil import DEV_KEYS, AnvilProcess, increase_time, mine
-from devnet.deploy import demo_account
+from devnet.anvil import DEV_KEYS, AnvilProcess, DevnetError, increase_time, mine, start_anvil
+from devnet.deploy import demo_account, ensure_deployment
 from ledger.client import Vote, WWWServeClient
 from ledger.deployment import load_deployment
 from ledger.params import WEI_PER_ETH, DeploymentParams
@@ -171,3 +171,26 @@ def test_duels_through_the_cli(cli, anvil: AnvilProcess) -> None:  # type: ignor
     by_node = {row["node"]: row for row in board}
     assert (by_node[b]["wins"], by_node[accounts["a"].address]["losses"]) == (1, 1)
     assert sum(row["duels"] for row in board) == 2  # one settled duel, two duelists; the cancelled one is no game
+
+
+def test_public_keys_are_refused_on_a_chain_that_is_not_a_devnet(cli, wwwserve_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13, finding 10: `devnet up --demo-nodes 1` against chain id 1 deployed, staked and deposited
+    with the public demo keys, without a word. Now it is refused, one line, before any transaction; the flag
+    that insists says in its name what it does. The library refuses the same without the CLI."""
+    chain = start_anvil(chain_id=1)
+    try:
+        env = {"WWWSERVE_RPC_URL": chain.rpc_url}
+        out = cli("devnet", "up", "--demo-nodes", "1", code=1, env=env)
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: chain 1 is not a known devnet") and "--allow-public-keys" in lines[-1]
+        w3 = connect(chain.rpc_url)
+        assert w3.eth.get_transaction_count(Account.from_key(DEV_KEYS[0]).address) == 0  # nothing was sent
+        assert not (wwwserve_home / "deployments" / "1.json").exists()
+        with pytest.raises(DevnetError, match="not a known devnet"):
+            ensure_deployment(w3, chain.rpc_url)
+        out = cli("devnet", "up", "--demo-nodes", "1", "--allow-public-keys", env=env)
+        assert "deployed WWWServe" in out
+        client = WWWServeClient(w3, load_deployment(1).address)
+        assert client.balances(demo_account(1).address).active_stake_wei == WEI_PER_ETH
+    finally:
+        chain.stop()
