@@ -29,7 +29,7 @@ from devnet.anvil import DEV_KEYS, DevnetError
 from ledger.client import WWWServeClient
 from ledger.deployment import Deployment, load_deployment
 from ledger.errors import DeploymentNotFoundError
-from ledger.params import WEI_PER_ETH, DeploymentParams
+from ledger.params import DEVNET_CHAIN_IDS, WEI_PER_ETH, DeploymentParams
 from ledger.tx import TxSender
 from ledger.wallet import Kdf, import_wallet, wallet_info, wallet_path
 
@@ -45,9 +45,6 @@ def _quiet(_: str) -> None:
     return None
 
 
-# Chain ids of local development chains: anvil and hardhat (31337), geth --dev and ganache (1337). The
-# demo keys and anvil's dev keys are public, so they are used on these alone unless a caller insists.
-DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 
 
 def check_public_keys_allowed(w3: Web3, *, allow: bool = False) -> None:

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 WEI_PER_ETH = 10**18
+# Chain ids of local development chains: anvil and hardhat (31337), geth --dev and ganache (1337). Public
+# keys are used on these alone (devnet.deploy), and nodes connect to private addresses on them only
+# (node.endpoints).
+DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 # Display unit for fees: the reference code's "1 credit". Amounts on-chain are always wei.
 WEI_PER_CREDIT = 10**15
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import aiohttp.abc
 
 from ledger import safejson
 
@@ -180,6 +181,7 @@ class AiohttpClient:
         connect_timeout_s: float = 10.0,
         max_connections: int = 1024,
         keepalive_s: float = 4.0,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
         if read_timeout_s <= 0 or connect_timeout_s <= 0 or max_connections < 1:
             raise ValueError("timeouts must be > 0 and max_connections >= 1")
@@ -189,13 +191,15 @@ class AiohttpClient:
         # Below uvicorn's 5 s keep-alive, so a pooled connection is dropped here before the server
         # closes it (a request on a connection the server is closing fails for nothing).
         self._keepalive_s = keepalive_s
+        self._resolver = resolver  # None: aiohttp's own (peers get node.endpoints.PeerResolver)
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=self._keepalive_s, ttl_dns_cache=60
+                limit=self._max_connections, keepalive_timeout=self._keepalive_s, ttl_dns_cache=60,
+                resolver=self._resolver,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, auto_decompress=True, read_bufsize=2**16

@@ -155,6 +155,7 @@ def build_network(
 ) -> tuple[LedgerManager, CommunicationManager]:
     """The Ledger manager (registry, stakes, vouchers from the chain) and the Communication manager."""
     from ledger.errors import LedgerError
+    from ledger.params import DEVNET_CHAIN_IDS
     from node.managers.communication import CommunicationManager
     from node.managers.ledger import LedgerManager
 
@@ -175,6 +176,8 @@ def build_network(
         ban_max_s=peers.ban_max_s,
         liveness_interval_s=peers.discovery_interval_s,
         envelope_window_s=peers.envelope_window_s,
+        allow_private_endpoints=(chain in DEVNET_CHAIN_IDS if peers.allow_private_endpoints is None
+                                 else peers.allow_private_endpoints),
     )
     return ledger, communication
 

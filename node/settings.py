@@ -454,6 +454,11 @@ class PeerSettings(_Section):
     max_hops: int = Field(
         default=3, ge=1, le=16, description="Longest route a request may take (origin excluded) before it must run."
     )
+    allow_private_endpoints: bool | None = Field(
+        default=None,
+        description="Connect to peers whose endpoints are loopback or private addresses (never link-local: "
+        "cloud metadata). Unset: only on a devnet (chain id 31337 or 1337). docs/security.md.",
+    )
 
     @model_validator(mode="after")
     def _ban_bounds(self) -> PeerSettings:

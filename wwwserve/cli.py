@@ -650,8 +650,13 @@ def wallet_list() -> None:
 # ------------------------------------------------------------------------------------------------
 # node registry
 def _node_fields(endpoint: str, models: list[str], metadata: str) -> None:
-    if not endpoint.startswith(("http://", "https://")):
-        fail(f"--endpoint must be an http(s) URL, got {endpoint!r}", 2)
+    from node.endpoints import EndpointError, parse_endpoint
+
+    # Peers refuse anything but scheme://host[:port] (docs/security.md): say so before it costs a transaction.
+    try:
+        parse_endpoint(endpoint)
+    except EndpointError as exc:
+        fail(f"--endpoint: {exc}", 2)
     if not models:
         fail("give at least one --model", 2)
     try:

@@ -40,6 +40,7 @@ from judge.evidence import EvidenceMalformedError, EvidencePieces
 from ledger import safejson
 from ledger.work import WorkAttestation, WorkError
 from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
+from node.endpoints import EndpointError, PeerResolver, check_endpoint
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
     BackendUnavailableError,
@@ -48,7 +49,7 @@ from node.errors import (
     NodeError,
     UpstreamTimeoutError,
 )
-from node.http import AiohttpClient, HttpClient, HttpError, HttpStream, drain_lines
+from node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, drain_lines
 from node.routing import Peer
 from node.signing import MalformedSignedResultError, SignedResult
 
@@ -409,6 +410,7 @@ class CommunicationManager:
         liveness_interval_s: float = 10.0,
         envelope_window_s: float = 30.0,
         http: HttpClient | None = None,
+        allow_private_endpoints: bool = False,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -420,8 +422,12 @@ class CommunicationManager:
         self.verifier = EnvelopeVerifier(my_address, chain_id, directory.pubkey_of, window_s=envelope_window_s)
         self._key = signing_key
         # One pooled client: keep-alive to each peer is what keeps a hop at a millisecond or two.
+        # Peers' endpoints are checked before use and their names on every connection (node.endpoints).
+        self.allow_private_endpoints = allow_private_endpoints
+        self._refused_endpoints: set[str] = set()
         self._client: HttpClient = http or AiohttpClient(
-            read_timeout_s=delegate_timeout_s, connect_timeout_s=probe_timeout_s
+            read_timeout_s=delegate_timeout_s, connect_timeout_s=probe_timeout_s,
+            resolver=PeerResolver(allow_private=allow_private_endpoints),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._liveness: asyncio.Task[None] | None = None
@@ -436,6 +442,8 @@ class CommunicationManager:
             if record.address.lower() == me or record.stake_wei <= 0 or self.bans.is_banned(record.address):
                 continue
             if model is not None and model not in record.models:
+                continue
+            if self.endpoint_base(record) is None:  # never routed to: it could only fail
                 continue
             out.append(Peer(record.address, record.stake_wei, frozenset(record.models), record.endpoint))
         return out
@@ -458,8 +466,23 @@ class CommunicationManager:
         headers["Content-Type"] = "application/json"
         return body, headers
 
+    def endpoint_base(self, peer: DirectoryPeer | Peer) -> str | None:
+        """`scheme://host:port` of `peer`'s registered endpoint, or None when this node does not connect there
+        (`node.endpoints`: a path, query or credentials in it, or an address that is not public off a
+        devnet); each refused endpoint is logged once."""
+        try:
+            return check_endpoint(peer.endpoint, allow_private=self.allow_private_endpoints).base
+        except EndpointError as exc:
+            if peer.endpoint not in self._refused_endpoints and len(self._refused_endpoints) < 10_000:
+                self._refused_endpoints.add(peer.endpoint)
+                logger.warning("peer %s: not connecting to its endpoint: %s", peer.address, exc)
+            return None
+
     def _url(self, peer: DirectoryPeer | Peer, path: str) -> str:
-        return peer.endpoint.rstrip("/") + path
+        base = self.endpoint_base(peer)
+        if base is None:
+            raise HttpConnectError(f"endpoint {peer.endpoint[:100]!r} refused")
+        return base + path
 
     def _failed(self, peer: DirectoryPeer | Peer, message: str, *, started: bool = False) -> PeerFailedError:
         duration = self.bans.fail(peer.address)
@@ -643,8 +666,10 @@ class CommunicationManager:
     # ---- liveness --------------------------------------------------------------------------
 
     async def check_liveness(self) -> dict[str, bool]:
-        """GET /health of every registered peer once; a peer that does not answer is banned."""
-        peers = [p for p in self.directory.peers() if p.address.lower() != self.my_address.lower()]
+        """GET /health of every registered peer once; a peer that does not answer is banned. A peer whose
+        endpoint this node refuses (`endpoint_base`) gets no request at all."""
+        peers = [p for p in self.directory.peers()
+                 if p.address.lower() != self.my_address.lower() and self.endpoint_base(p) is not None]
 
         async def one(peer: DirectoryPeer) -> bool:
             try:

@@ -116,6 +116,11 @@ def test_bad_input_is_one_line_and_nonzero(cli, anvil: AnvilProcess) -> None:  #
     one_error(cli("--contract", "0x000000000000000000000000000000000000dEaD", "stake", "show", "--all", code=1),
               "no contract code")
     one_error(cli("-w", "bob", "node", "register", "--endpoint", "ftp://x", "-m", "m", code=2), "http")
+    # peers connect to scheme://host:port and add their own paths: anything else is refused before a transaction
+    one_error(cli("-w", "bob", "node", "register", "--endpoint", "http://8.8.8.8:80/admin?x=1", "-m", "m", code=2),
+              "no path, query or fragment")
+    one_error(cli("-w", "bob", "node", "register", "--endpoint", "http://u:p@8.8.8.8", "-m", "m", code=2),
+              "no user name")
     one_error(cli("-w", "bob", "node", "register", "--endpoint", "http://x", "-m", "m", "--metadata", "{", code=2),
               "JSON")
     one_error(cli("duel", "show", "7", code=1), "unknown duel")

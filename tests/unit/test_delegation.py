@@ -268,7 +268,7 @@ class Net:
         comm = CommunicationManager(
             my_address=address, chain_id=CHAIN_ID, signing_key=key, directory=ledger,
             http=None if self.live else RouterClient(self.router), probe_timeout_s=1.0, ban_initial_s=30.0,
-            ban_max_s=60.0,
+            ban_max_s=60.0, allow_private_endpoints=self.live,  # live nodes listen on 127.0.0.1
         )
         pol = {"rng_seed": index, "auto_stake": False, **(policy or {})}
         settings = load_settings(overrides={
