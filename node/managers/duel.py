@@ -196,8 +196,9 @@ class DuelManager:
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._runner: JudgeRunner | None = None
         self._me = my_address.lower()
-        self._pending: list[StoredEvidence] = []  # A's evidence not written yet
+        self._pending: list[StoredEvidence] = []  # A's evidence not written yet (or being written)
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
         self._gathered: dict[int, EvidencePieces] = {}  # judge: verified pieces so far, per duel
         self._challengers: dict[tuple[int, int], str] = {}  # (duel, seed block) -> challenger
         self._tried: dict[tuple[int, str], int] = {}  # (duel, action) -> block of the last attempt
@@ -266,13 +267,19 @@ class DuelManager:
         await self.flush_evidence()
 
     async def flush_evidence(self) -> None:
-        """Write A's pending evidence now (one durable commit)."""
-        batch, self._pending = self._pending, []
-        if batch:
+        """Write A's pending evidence now (one durable commit); on return, everything kept before the call
+        is in the store, also what another flush was writing. Pieces stay in `_pending`, where `_stored`
+        finds them, until their write is done."""
+        async with self._flush_lock:
+            batch = self._pending[:]
+            if not batch:
+                return
             try:
                 await asyncio.to_thread(self.store.put_many, batch, replace=True)
             except Exception as exc:
                 logger.warning("could not keep the evidence of %d answers: %s", len(batch), exc)
+            finally:
+                del self._pending[:len(batch)]  # pieces kept meanwhile stay for the next flush
 
     def _stored(self, duel_id: int) -> StoredEvidence | None:
         for pending in reversed(self._pending):  # not flushed yet

@@ -448,3 +448,37 @@ def test_the_challenger_runs_the_request_as_its_user_sent_it() -> None:
     assert chat_req.request_id != completion_req.request_id  # fresh ids: never one a user request holds
     with pytest.raises(InvalidRequestError):
         asyncio.run(run(request_bytes("chat", {"model": "m", "messages": []})))
+
+
+def test_evidence_being_written_stays_visible_and_a_second_flush_waits_for_it(setup: Setup) -> None:
+    """A flush hands its batch to a thread; until the write commits, the pieces must still be found (a judge
+    asking then was told the node held nothing), and a flush called meanwhile returns only once they are
+    in the store."""
+    import threading
+
+    s = setup
+    entered, release = threading.Event(), threading.Event()
+    put_many = s.store.put_many
+
+    def slow_put_many(items: Sequence[StoredEvidence], *, replace: bool = False) -> None:
+        entered.set()
+        release.wait(10)
+        put_many(items, replace=replace)
+
+    s.store.put_many = slow_put_many  # type: ignore[method-assign]
+
+    async def go() -> None:
+        s.manager._pending.append(StoredEvidence(21, "a", DATA, "4"))
+        first = asyncio.create_task(s.manager.flush_evidence())
+        await asyncio.to_thread(entered.wait, 10)  # the first write is under way, not committed
+        assert s.manager._stored(21) is not None
+        s.manager._pending.append(StoredEvidence(22, "a", DATA, "5"))
+        second = asyncio.create_task(s.manager.flush_evidence())
+        await asyncio.sleep(0)
+        assert not second.done()
+        release.set()
+        await asyncio.gather(first, second)
+        assert s.store.get(21) is not None and s.store.get(22) is not None
+        assert s.manager._pending == []
+
+    asyncio.run(go())
