@@ -96,6 +96,7 @@ from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, s
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "create_app"]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,33 @@ async def _read_body(request: Request, limit_bytes: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    """Return once the client has gone: after the body, the ASGI server's next message is `http.disconnect`,
+    sent when the connection closes (or once the response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """`work`'s result, or `ClientDisconnect` as soon as the client hangs up first, `work` cancelled: a whole
+    answer nobody will read stops using the engine (a stream stops on its own: its writes fail)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_until_disconnected(receive))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watch.cancel()
+        raise
+    if task.done():
+        watch.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise ClientDisconnect()
 
 
 def _parse_json_object(body: bytes) -> dict[str, Any]:
@@ -543,10 +571,12 @@ def create_app(
         source: Source,
         request_id: str | None = None,
         inspect: bytes | None = None,
+        receive: Receive | None = None,
     ) -> Response:
         """Validate, dispatch (here or a peer) and format one chat or completion request. A peer's request
         (`route` not empty) is answered with a work attestation too: this node's, signed over `inspect`,
-        if it ran here; the executor's, relayed unchanged, if it went on to another peer."""
+        if it ran here; the executor's, relayed unchanged, if it went on to another peer. A whole answer
+        is abandoned (the engine stops) when the client behind `receive` hangs up first."""
         req: ChatCompletionRequest | CompletionRequest
         if kind == "chat":
             req = _validate(ChatCompletionRequest, raw)
@@ -570,7 +600,9 @@ def create_app(
             return work.to_json()
 
         if not req.stream:
-            result, remote, work = await dispatcher.generate(greq, kind, raw, prompt, route, source, inspect)
+            generating = dispatcher.generate(greq, kind, raw, prompt, route, source, inspect)
+            result, remote, work = await (generating if receive is None
+                                          else _unless_disconnected(receive, generating))
             attestation = (
                 remote.to_json() if remote is not None else signer.sign(rid, prompt, model, result.text, route)
             )
@@ -646,11 +678,11 @@ def create_app(
     # The request-path routes take the raw Request and validate it themselves: served directly (NodeApp).
     async def chat_completions(request: Request) -> Response:
         check_api_key(request)
-        return await serve("chat", await read_json(request), (), "user")
+        return await serve("chat", await read_json(request), (), "user", receive=request.receive)
 
     async def completions(request: Request) -> Response:
         check_api_key(request)
-        return await serve("completion", await read_json(request), (), "user")
+        return await serve("completion", await read_json(request), (), "user", receive=request.receive)
 
     app.add_fast_route("/v1/chat/completions", chat_completions)
     app.add_fast_route("/v1/completions", completions)
@@ -731,7 +763,7 @@ def create_app(
         if body.accept_check and not (isinstance(model, str) and await policy_manager.accept_probe(model)):
             raise ProbeDeclinedError()
         return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id,
-                           inspect=body.inspect_bytes())
+                           inspect=body.inspect_bytes(), receive=request.receive)
 
     app.add_fast_route(PATH_PROBE, peer_probe)
     app.add_fast_route(PATH_DELEGATE, peer_delegate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -422,3 +423,52 @@ def test_request_manager_cancelled_generate_aborts() -> None:
         assert backend.running == 0
 
     asyncio.run(main())
+
+
+def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
+    """Issue 13, finding 11: a streamed answer stopped when its client left, a whole one kept the engine busy
+    to the end. Over a real socket (uvicorn), a client asks for a long whole answer and hangs up once it
+    runs: the backend's request stops, long before the answer would have finished."""
+    import socket as socket_module
+
+    import uvicorn
+
+    backend = FakeBackend([MODEL], tokens_per_s=5.0, words=300)  # a minute of answer
+    app = create_app(make_settings(), [backend], KEY, NODE, CHAIN_ID)
+    sock = socket_module.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        assert _until(lambda: server.started, 10)
+        done = threading.Event()
+
+        def ask() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=2.0)
+            done.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        assert _until(lambda: backend.running == 1, 10)
+        assert done.wait(10)  # the client gave up after 2 s and closed its connection
+        assert _until(lambda: backend.running == 0, 10), "the engine kept generating for nobody"
+        # the node still serves
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _until(condition: Any, timeout_s: float) -> bool:
+    """Poll `condition` until it holds (True) or `timeout_s` passes (False)."""
+    import time as time_module
+
+    deadline = time_module.monotonic() + timeout_s
+    while not condition():
+        if time_module.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.02)
+    return True
