@@ -172,6 +172,8 @@ def build_network(
         directory=ledger,
         probe_timeout_s=peers.probe_timeout_s,
         delegate_timeout_s=peers.delegate_timeout_s,
+        first_output_timeout_s=peers.first_output_timeout_s,
+        stream_idle_timeout_s=peers.stream_idle_timeout_s,
         ban_initial_s=peers.ban_initial_s,
         ban_max_s=peers.ban_max_s,
         liveness_interval_s=peers.discovery_interval_s,

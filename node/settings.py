@@ -438,6 +438,14 @@ class PeerSettings(_Section):
     delegate_timeout_s: PositiveSeconds = Field(
         default=600.0, description="Most time a delegated request may take at a peer before it counts as failed."
     )
+    first_output_timeout_s: PositiveSeconds = Field(
+        default=30.0, description="T1: a delegated stream with no output this long after it was sent is abandoned, "
+        "the peer counted as failed, and the request re-dispatched (nothing reached the user yet)."
+    )
+    stream_idle_timeout_s: PositiveSeconds = Field(
+        default=30.0, description="T2: a delegated stream silent this long after its first output is abandoned "
+        "(the user's stream ends with an error event: its text cannot be taken back)."
+    )
     ban_initial_s: PositiveSeconds = Field(default=5.0, description="First ban of a failing peer.")
     ban_max_s: PositiveSeconds = Field(
         default=300.0, description="Longest ban; each consecutive failure doubles the ban up to this."

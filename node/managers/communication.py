@@ -96,6 +96,7 @@ class PeerFailedError(Exception):
     def __init__(self, address: str, message: str, *, started: bool = False) -> None:
         super().__init__(f"peer {address}: {message}")
         self.address = address
+        self.reason = message
         self.started = started
 
 
@@ -248,8 +249,14 @@ class RemoteStream:
         peer: DirectoryPeer,
         request: GenerationRequest,
         response: HttpStream,
+        idle_timeout_s: float | None = None,
+        on_failure: Callable[[str], object] | None = None,
     ) -> None:
         self.peer = peer
+        self.idle_timeout_s = idle_timeout_s  # T2: longest silence once output flows (None: no bound)
+        # Told why, when the peer fails after its first output (the manager bans it; before that output,
+        # the failure goes to whoever primed the stream, which can still re-dispatch).
+        self._on_failure = on_failure
         self.request = request
         self.attestation: SignedResult | None = None
         self.work: WorkAttestation | None = None
@@ -356,9 +363,19 @@ class RemoteStream:
             yield first
         while not self._finished and not self._closed:
             try:
-                delta = await self._agen.__anext__()
+                async with asyncio.timeout(self.idle_timeout_s):
+                    delta = await self._agen.__anext__()
             except StopAsyncIteration:
                 return
+            except TimeoutError:
+                failure = self._fail(f"sent nothing for {self.idle_timeout_s:g} s")
+                if self._on_failure is not None:
+                    self._on_failure(failure.reason)
+                raise failure from None
+            except PeerFailedError as exc:
+                if self._on_failure is not None:
+                    self._on_failure(exc.reason)
+                raise
             self._started = True
             if delta.is_final:
                 self._finished = True
@@ -411,6 +428,8 @@ class CommunicationManager:
         envelope_window_s: float = 30.0,
         http: HttpClient | None = None,
         allow_private_endpoints: bool = False,
+        first_output_timeout_s: float | None = None,
+        stream_idle_timeout_s: float | None = None,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -418,6 +437,10 @@ class CommunicationManager:
         self.probe_timeout_s = probe_timeout_s
         self.delegate_timeout_s = delegate_timeout_s
         self.liveness_interval_s = liveness_interval_s
+        # T1: a delegated stream with no output this long after it was sent is abandoned and re-dispatched;
+        # T2: one silent this long after its first output is abandoned (None: only delegate_timeout_s).
+        self.first_output_timeout_s = first_output_timeout_s
+        self.stream_idle_timeout_s = stream_idle_timeout_s
         self.bans = BanList(ban_initial_s, ban_max_s)
         self.verifier = EnvelopeVerifier(my_address, chain_id, directory.pubkey_of, window_s=envelope_window_s)
         self._key = signing_key
@@ -520,12 +543,18 @@ class CommunicationManager:
         long, model unknown) are raised as that `NodeError`, since another peer would answer the same.
         """
         data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
+        # T1 bounds everything up to the first output: the answer's headers, then its first delta.
+        t1 = self.first_output_timeout_s
+        first_by = None if t1 is None else asyncio.get_running_loop().time() + t1  # asyncio.timeout_at's clock
         try:
-            response = await self._client.open_stream(
-                "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
-            )
+            async with asyncio.timeout_at(first_by):
+                response = await self._client.open_stream(
+                    "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
+                )
         except HttpError as exc:
             raise self._failed(peer, f"delegation failed: {exc}") from None
+        except TimeoutError:
+            raise self._failed(peer, f"no answer within {self.first_output_timeout_s:g} s") from None
         if response.status != 200:
             try:
                 content = await response.read()
@@ -534,9 +563,14 @@ class CommunicationManager:
             finally:
                 await response.aclose()
             self._raise_refusal(peer, response.status, content)
-        stream = RemoteStream(peer, request, response)
+        stream = RemoteStream(peer, request, response, idle_timeout_s=self.stream_idle_timeout_s,
+                              on_failure=lambda why: self._failed(peer, why, started=True))
         try:
-            await stream.prime()
+            async with asyncio.timeout_at(first_by):
+                await stream.prime()
+        except TimeoutError:
+            await stream.aclose()
+            raise self._failed(peer, f"no output within {self.first_output_timeout_s:g} s") from None
         except PeerFailedError as exc:
             await stream.aclose()
             raise self._failed(peer, str(exc)) from None

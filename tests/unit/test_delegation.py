@@ -1057,3 +1057,54 @@ async def test_requests_that_are_at_fault_never_get_a_healthy_peer_banned(net: N
     assert a.comm.bans.banned() == {}
     final = next(e for e in sse(ok.text) if isinstance(e, dict) and e.get("wwwserve")) if stream else ok.json()
     assert SignedResult.from_json(final["wwwserve"]).executor in (b.address, c.address)  # delegated, as before
+
+
+class StallingBackend(FakeBackend):
+    """Streams `words_before` words, then says nothing more (a frozen engine or a SIGSTOPped node)."""
+
+    def __init__(self, words_before: int) -> None:
+        super().__init__([MODEL])
+        self.words_before = words_before
+
+    async def stream(self, req: Any) -> AsyncIterator[Any]:
+        sent = 0
+        async for delta in super().stream(req):
+            if sent >= self.words_before:
+                await asyncio.Event().wait()  # never set: silent until cancelled
+            sent += 1
+            yield delta
+
+
+async def test_a_peer_silent_before_its_first_output_is_replaced_after_t1(net: Net) -> None:
+    """Issue 13, finding 6: a frozen peer held delegated requests up to delegate_timeout_s (600 s). With T1
+    (`peers.first_output_timeout_s`), a delegated stream with no output is abandoned, its peer banned and
+    the request re-dispatched: the user gets the other executor's answer."""
+    a = net.add("a", policy=DISPATCHER)
+    frozen = net.add("b", backends=[StallingBackend(words_before=0)], policy=EXECUTOR, stake_wei=10**20)
+    c = net.add("c", policy=EXECUTOR)
+    a.comm.first_output_timeout_s = 0.5
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.status_code == 200, resp.text
+    final = next(e for e in sse(resp.text) if isinstance(e, dict) and e.get("wwwserve"))
+    assert SignedResult.from_json(final["wwwserve"]).executor == c.address
+    assert frozen.address.lower() in a.comm.bans.banned()  # it was drawn first (100x the stake) and abandoned
+
+
+async def test_a_stream_silent_after_its_first_output_ends_after_t2(live_net: Net) -> None:
+    """T2 (`peers.stream_idle_timeout_s`): once text reached the user it cannot be re-dispatched, but a
+    silent executor no longer holds the user: the stream ends with an error event and the peer is banned.
+    Real sockets (httpx's ASGI transport buffers whole responses)."""
+    net = live_net
+    a = net.add("a", policy=DISPATCHER)
+    frozen = net.add("b", backends=[StallingBackend(words_before=2)], policy=EXECUTOR)
+    a.comm.stream_idle_timeout_s = 0.5
+    await net.serve()
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    events = sse(resp.text)
+    assert events[-1] == "[DONE]" and "error" in events[-2], events[-3:]
+    texts = [e["choices"][0]["delta"].get("content") for e in events if isinstance(e, dict) and e.get("choices")]
+    assert any(texts)  # the first words had reached the user
+    assert not any(isinstance(e, dict) and e.get("wwwserve") for e in events)
+    assert frozen.address.lower() in a.comm.bans.banned()
