@@ -47,6 +47,7 @@ from node.errors import (
     NodeError,
     PeerRejectedError,
     ProbeDeclinedError,
+    RequestTimeoutError,
     RequestTooLargeError,
     UpstreamTimeoutError,
     error_response,
@@ -136,8 +137,17 @@ class NodeLedger(Protocol):
     def accept_voucher(self, voucher: Any) -> int: ...
 
 
-async def _read_body(request: Request, limit_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit_bytes` (header or bytes read)."""
+async def _read_body(request: Request, limit_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit_bytes` (header or bytes read),
+    and with 408 when it has not all arrived `timeout_s` after the headers (a slow-body client)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body_bytes(request, limit_bytes)
+    except TimeoutError:
+        raise RequestTimeoutError(timeout_s or 0.0) from None
+
+
+async def _read_body_bytes(request: Request, limit_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -562,7 +572,7 @@ def create_app(
             raise AuthenticationError()
 
     async def read_json(request: Request) -> dict[str, Any]:
-        return _parse_json_object(await _read_body(request, server.max_body_bytes))
+        return _parse_json_object(await _read_body(request, server.max_body_bytes, server.body_timeout_s))
 
     async def serve(
         kind: Literal["chat", "completion"],
@@ -727,7 +737,7 @@ def create_app(
     comm = communication
 
     async def verified(request: Request, path: str) -> tuple[str, dict[str, Any]]:
-        body = await _read_body(request, server.max_body_bytes)
+        body = await _read_body(request, server.max_body_bytes, server.body_timeout_s)
         try:
             sender = comm.verifier.verify(request.headers, body, path=path)
         except EnvelopeError as exc:

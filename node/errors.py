@@ -131,6 +131,17 @@ class RequestTooLargeError(NodeError):
         super().__init__(message or f"The request body is larger than the limit of {limit_bytes} bytes.")
 
 
+class RequestTimeoutError(NodeError):
+    """The request body did not arrive in time (408); nothing was parsed or run."""
+
+    http_status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"The request body did not arrive within {timeout_s:g} s.")
+
+
 class _RetryableError(NodeError):
     """An error after which retrying later can succeed; carries the `Retry-After` hint."""
 

@@ -222,8 +222,12 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     account = operator_account(settings)
     ledger, communication = build_network(settings, chain, address, key, account)
     app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
+    from node.serving import ConnectionLimits, protocol_class
+
+    limits = ConnectionLimits(settings.server.header_timeout_s, settings.server.max_connections_per_client)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
                             lifespan="on", timeout_graceful_shutdown=10, access_log=settings.server.access_log,
+                            http=protocol_class(limits),  # header deadline, per-client cap (slowloris)
                             # No X-Forwarded-* rewriting: the node never uses the client address, and it
                             # is one middleware less per request.
                             proxy_headers=False)

@@ -244,6 +244,17 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         default=MIB, ge=1024, description="Largest request body accepted (bytes); larger answers 413 unread."
     )
+    header_timeout_s: PositiveSeconds = Field(
+        default=10.0, description="A connection must complete a request's headers this long after it opened (or "
+        "after its next request began), else it is closed (slowloris)."
+    )
+    body_timeout_s: PositiveSeconds = Field(
+        default=30.0, description="A request body must have arrived this long after its headers, else 408."
+    )
+    max_connections_per_client: int = Field(
+        default=256, ge=1, description="Open connections from one address beyond this are closed on arrival "
+        "(loopback exempt: local peers share it)."
+    )
     max_concurrent_requests: int = Field(
         default=256, ge=1, description="Requests in flight at once (user + peer); beyond it answers 429/503."
     )

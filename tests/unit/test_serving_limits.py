@@ -1,0 +1,132 @@
+"""Slowloris (issue 13, finding 7): a node's server closes connections that never finish their headers,
+refuses connections from one address beyond a cap, and answers 408 to a body that does not arrive; a real
+uvicorn server with the node's protocol (`node.serving`) on a loopback socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import nacl.signing
+import pytest
+import uvicorn
+
+from node.app import create_app
+from node.backends.fake import FakeBackend
+from node.serving import ConnectionLimits, protocol_class
+from node.settings import load_settings
+
+MODEL = "fake-model"
+
+
+class Server:
+    def __init__(self, limits: ConnectionLimits, **server: Any) -> None:
+        settings = load_settings(overrides={"backend": {"kind": "fake", "models": [MODEL]}, "server": server})
+        app = create_app(settings, [FakeBackend([MODEL])], nacl.signing.SigningKey(b"\x05" * 32), "0x" + "ab" * 20,
+                         31337)
+        self.limits = limits
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical", http=protocol_class(limits)))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive()
+            time.sleep(0.01)
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        return s
+
+    def health(self) -> int:
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5.0).status_code
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def slow_headers() -> Iterator[Server]:
+    server = Server(ConnectionLimits(header_timeout_s=0.5, max_connections_per_client=1000), body_timeout_s=0.5)
+    yield server
+    server.stop()
+
+
+def closed_by_server(s: socket.socket) -> bool:
+    """Read until the server closes (True) or 10 s pass (False); what was read is ignored."""
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_do_not_finish_their_headers_are_closed(slow_headers: Server) -> None:
+    idle = slow_headers.connect()
+    partial = slow_headers.connect()
+    partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+    assert closed_by_server(idle) and closed_by_server(partial)  # before, both stayed open for good
+    # a kept-alive connection gets the same deadline for its next request
+    kept = slow_headers.connect()
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+    kept.sendall(b"GET /health HTTP/1.1\r\nHo")
+    assert closed_by_server(kept)
+    assert slow_headers.limits.timed_out == 3
+    assert slow_headers.health() == 200
+    for s in (idle, partial, kept):
+        s.close()
+
+
+def test_a_body_that_does_not_arrive_is_a_408(slow_headers: Server) -> None:
+    s = slow_headers.connect()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 100\r\n\r\n{\"model\": ")
+    answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code":"request_timeout"' in answer
+    s.close()
+    assert slow_headers.health() == 200
+
+
+def test_connections_from_one_address_beyond_the_cap_are_closed() -> None:
+    """Loopback is exempt in a node (local peers share it); here the exemption is off to test the cap."""
+    server = Server(ConnectionLimits(header_timeout_s=30, max_connections_per_client=3, exempt_loopback=False))
+    try:
+        held = [server.connect() for _ in range(3)]
+        extra = server.connect()
+        assert closed_by_server(extra)
+        assert server.limits.refused == 1
+        held.pop().close()  # a slot frees when a connection closes
+        deadline = time.monotonic() + 10
+        while server.limits.open.get("127.0.0.1", 0) > 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert server.health() == 200
+        for s in held:
+            s.close()
+    finally:
+        server.stop()
+
+
+def test_loopback_is_exempt_from_the_cap() -> None:
+    server = Server(ConnectionLimits(header_timeout_s=30, max_connections_per_client=2))
+    try:
+        held = [server.connect() for _ in range(5)]
+        assert server.health() == 200
+        assert server.limits.refused == 0
+        for s in held:
+            s.close()
+    finally:
+        server.stop()
