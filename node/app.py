@@ -39,12 +39,14 @@ from ledger import safejson
 from ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, request_id_hash
 from node.backends.base import Backend, GenerationRequest
 from node.backends.openai_compat import OpenAIBackend
+from node.billing import PeerBilling, PeerStanding
 from node.envelope import EnvelopeError
 from node.errors import (
     AuthenticationError,
     BackendUnavailableError,
     InvalidRequestError,
     NodeError,
+    PaymentRequiredError,
     PeerRejectedError,
     ProbeDeclinedError,
     RequestTimeoutError,
@@ -135,6 +137,8 @@ class NodeLedger(Protocol):
     def record_fee(self, executor: str, fee_wei: int) -> Any: ...
 
     def accept_voucher(self, voucher: Any) -> int: ...
+
+    def standing(self, address: str) -> PeerStanding: ...
 
 
 async def _read_body(request: Request, limit_bytes: int, timeout_s: float | None = None) -> bytes:
@@ -519,6 +523,7 @@ def create_app(
     duels = _duel_manager(settings, node_address, ledger, communication, policy, requests, model_manager, metrics)
     dispatcher.duels = duels
     work_signer = _WorkSigner(ledger, node_address)
+    billing = PeerBilling(settings.peers.fee_wei, settings.peers.credit_limit_fees * settings.peers.fee_wei)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -554,6 +559,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.model_manager = model_manager
+    app.state.billing = billing
     app.state.request_manager = requests
     app.state.policy_manager = policy_manager
     app.state.dispatcher = dispatcher
@@ -772,8 +778,20 @@ def create_app(
         model = body.request.get("model")
         if body.accept_check and not (isinstance(model, str) and await policy_manager.accept_probe(model)):
             raise ProbeDeclinedError()
-        return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id,
-                           inspect=body.inspect_bytes(), receive=request.receive)
+        # Peers pay or are not served: the fee is billed now and taken back if no answer comes of it.
+        refusal = billing.refusal(sender, ledger.standing(sender)) if ledger is not None else None
+        if refusal is not None:
+            metrics.count("wwwserve_peer_messages_total", path=PATH_DELEGATE, outcome="payment_required")
+            raise PaymentRequiredError(f"Delegation refused: {refusal}.")
+        if ledger is not None:
+            billing.bill(sender)
+        try:
+            return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id,
+                               inspect=body.inspect_bytes(), receive=request.receive)
+        except BaseException:
+            if ledger is not None:
+                billing.refund(sender)
+            raise
 
     app.add_fast_route(PATH_PROBE, peer_probe)
     app.add_fast_route(PATH_DELEGATE, peer_delegate)

@@ -206,6 +206,16 @@ class ProbeDeclinedError(NodeError):
     default_message = "This node does not take the request now."
 
 
+class PaymentRequiredError(NodeError):
+    """Peer API only: the sending node owes this one too much, or cannot fund what it owes (402); nothing
+    ran. The asking node tries its next candidate and does not ban this one (node.billing)."""
+
+    http_status = 402
+    error_type = "invalid_request_error"
+    code = "payment_required"
+    default_message = "This node takes no more delegations from the sender until it pays."
+
+
 class RequestInFlightError(NodeError, ValueError):
     """A request with this id is already running on this node (409); nothing new ran.
 

@@ -473,6 +473,10 @@ class PeerSettings(_Section):
     max_hops: int = Field(
         default=3, ge=1, le=16, description="Longest route a request may take (origin excluded) before it must run."
     )
+    credit_limit_fees: int = Field(
+        default=64, ge=1, description="Fees a sending node may owe this one beyond its vouchers before its "
+        "delegations are refused (402) until it pays (node.billing)."
+    )
     allow_private_endpoints: bool | None = Field(
         default=None,
         description="Connect to peers whose endpoints are loopback or private addresses (never link-local: "

@@ -594,8 +594,10 @@ class CommunicationManager:
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 error = _error_from_event(parsed)
                 code = parsed["error"].get("code")
-        if status == 409 and code in ("probe_declined", "request_in_flight"):
-            raise PeerDeclinedError(peer.address)  # nothing ran: another peer may take it
+        if (status == 409 and code in ("probe_declined", "request_in_flight")) or (
+                status == 402 and code == "payment_required"):
+            # nothing ran: another peer may take it (402: this node owes that one too much; node.billing)
+            raise PeerDeclinedError(peer.address)
         if status in (400, 404) and error is not None:
             raise error
         if status in (429, 503):

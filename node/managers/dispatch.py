@@ -15,7 +15,8 @@ checks the executor's signature against its registered key and the hashes of wha
 and its work attestation (`ledger.work`, signed with its wallet: every field as this node sent or
 relayed the request, the answer hash of the exact text relayed, issued within `WORK_CLOCK_SKEW_S` of
 now), then owes the fee to the peer the request was handed to (it pays its own next hop in turn); fees
-owed are paid by one cumulative voucher per peer every `fee_flush_interval_s`.
+owed are paid by one cumulative voucher per peer every `fee_flush_interval_s`, or at once when
+`FLUSH_AT_FEES` fees are owed to one peer (an executor refuses an origin owing it `peers.credit_limit_fees`).
 
 Duels (docs/duels.md). Before a user's request is first delegated, the origin draws whether it will duel
 the answer (`Inspection`: `policy.p_inspect`, a random salt) and sends only the commitment with the
@@ -73,6 +74,8 @@ from node.signing import SignedResult, SigningError, verify_result
 
 __all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms"]
 
+# Fees owed to one peer that trigger a voucher at once rather than at the next interval.
+FLUSH_AT_FEES = 16
 logger = logging.getLogger(__name__)
 
 Source = Literal["user", "node"]
@@ -227,6 +230,7 @@ class Dispatcher:
         self._fee_warned = False
         self.metrics = metrics
         self.fee_flush_interval_s = fee_flush_interval_s
+        self._urgent: asyncio.Task[None] | None = None  # a flush started early for a peer owed many fees
         self._dues: dict[str, tuple[Any, int]] = {}  # peer address (lower) -> (peer, wei owed, no voucher yet)
         # Set by the app when the node takes part in duels (node.managers.duel.DuelManager).
         self.duels: Any = None
@@ -480,8 +484,12 @@ class Dispatcher:
             return
         key = address.lower()
         owed = self._dues.get(key)
-        self._dues[key] = (peer, (owed[1] if owed is not None else 0) + self.fee_wei)
-        if self._flusher is None or self._flusher.done():
+        due = (owed[1] if owed is not None else 0) + self.fee_wei
+        self._dues[key] = (peer, due)
+        if due >= FLUSH_AT_FEES * self.fee_wei and (self._urgent is None or self._urgent.done()):
+            # a busy pair pays at once, far below the executor's credit limit (node.billing, 64 fees)
+            self._urgent = asyncio.get_running_loop().create_task(self.flush_fees())
+        elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
     def pending_fees_wei(self) -> int:
@@ -511,6 +519,9 @@ class Dispatcher:
 
     async def aclose(self) -> None:
         """Pay what is owed before the node stops."""
+        if self._urgent is not None and not self._urgent.done():
+            with contextlib.suppress(Exception):
+                await self._urgent
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -49,6 +49,7 @@ from ledger.home import wwwserve_home
 from ledger.indexer import AccountInfo, Indexer
 from ledger.tx import TxSender, connect, is_transient
 from ledger.work import WorkAttestation, sign_work
+from node.billing import PeerStanding
 from node.policy import LoadSnapshot, Policy, stake_change_wei
 from node.routing import Peer, routable_stake_wei
 from node.settings import NodeSettings
@@ -201,6 +202,8 @@ class LedgerManager:
         self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
         # Cached so credit_wei() (on the request path) never reads the database.
         self._promised: dict[str, int] = self.store.promised()
+        # The best voucher held from each origin, cached for `standing()` (on the peer request path).
+        self._vouchered: dict[str, int] = {e.voucher.origin: e.voucher.cumulative_wei for e in self.store.earned()}
         self._promise_lock = threading.Lock()
         self._view = _View()
         self._min_stake_wei = 1  # the contract's MIN_STAKE, read when the chain is opened
@@ -509,7 +512,20 @@ class LedgerManager:
         if paid and held is not None and paid > held.claimed_wei:
             self.store.mark_claimed(voucher.origin, paid)
         # The store re-checks staleness under its lock (two copies of one voucher racing in).
-        return self.store.accept(voucher)
+        earned = self.store.accept(voucher)
+        self._vouchered[voucher.origin] = max(self._vouchered.get(voucher.origin, 0), voucher.cumulative_wei)
+        return earned
+
+    def standing(self, address: str) -> PeerStanding:
+        """What this node's ledger says of `address` as a paying origin (node.billing)."""
+        checksummed = _checksum_or_none(address) or ""
+        record = self._view.peers.get(checksummed)
+        return PeerStanding(
+            active=record is not None and record.stake_wei > 0,  # stake_wei is 0 below MIN_STAKE
+            funds_wei=self._view.funds_wei.get(checksummed, 0),
+            vouchered_wei=self._vouchered.get(checksummed, 0),
+            claimed_wei=self._view.claimed_by_me.get(checksummed, 0),
+        )
 
     def owed_to_me(self) -> dict[str, int]:
         """origin -> wei earned under vouchers and not yet claimed on-chain."""

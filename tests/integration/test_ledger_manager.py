@@ -200,6 +200,10 @@ def test_vouchers_are_signed_accepted_claimed_and_survive_restarts(chain: Chain,
             with pytest.raises(VoucherStaleError):
                 me.accept_voucher(wire[0])
             assert me.owed_to_me() == {origin.address: 3 * FEE}
+            # what node.billing reads of the origin: its best voucher, its funds on the ledger, nothing claimed
+            standing = me.standing(origin.address.lower())
+            assert (standing.vouchered_wei, standing.claimed_wei) == (3 * FEE, 0)
+            assert standing.funds_wei == reader.credit(origin.address) + reader.pending_withdrawal(origin.address)
 
             credit_before = reader.credit(executor.address)
             results = await me.claim_vouchers()
@@ -208,6 +212,7 @@ def test_vouchers_are_signed_accepted_claimed_and_survive_restarts(chain: Chain,
             assert reader.claimed(origin.address, executor.address) == 3 * FEE
             assert me.owed_to_me() == {}
             assert me.credit_wei() == reader.credit(executor.address)  # refreshed after the claim
+            assert me.standing(origin.address).claimed_wei == 3 * FEE
 
             nonce = chain.w3.eth.get_transaction_count(executor.address)
             assert await me.claim_vouchers() == []
@@ -227,6 +232,7 @@ def test_vouchers_are_signed_accepted_claimed_and_survive_restarts(chain: Chain,
         try:
             v3 = mo.record_fee(executor.address, FEE)
             assert v3.cumulative_wei == 4 * FEE  # continues from where it was
+            assert me.standing(origin.address).vouchered_wei == 3 * FEE  # the cache starts from the store
             for v in old:
                 with pytest.raises(VoucherStaleError):
                     me.accept_voucher(v)

@@ -42,6 +42,7 @@ from ledger.work import (
 from node.app import create_app
 from node.backends.base import Backend
 from node.backends.fake import FakeBackend
+from node.billing import PeerStanding
 from node.envelope import seal
 from node.http import HttpConnectError, HttpError, HttpResponse
 from node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE, CommunicationManager
@@ -92,6 +93,8 @@ class FakeLedger:
     tamper: Callable[[WorkAttestation], WorkAttestation] | None = None
     forge_with: LocalAccount | None = None
     signed: list[WorkAttestation] = field(default_factory=list)
+    vouchered: dict[str, int] = field(default_factory=dict)  # origin -> best voucher received (cumulative)
+    funds: dict[str, int] = field(default_factory=dict)  # origin -> credit on the ledger (default 1 ETH)
 
     @property
     def has_account(self) -> bool:
@@ -138,8 +141,18 @@ class FakeLedger:
         self.promised[executor] = self.promised.get(executor, 0) + fee_wei
         return Voucher(self.me, executor, self.promised[executor])
 
-    def accept_voucher(self, voucher: Any) -> int:  # pragma: no cover - the real one is tested elsewhere
-        return 0
+    def accept_voucher(self, voucher: Any) -> int:  # the real checks are tested elsewhere
+        origin = voucher.origin
+        earned = max(0, voucher.cumulative_wei - self.vouchered.get(origin, 0))
+        self.vouchered[origin] = max(self.vouchered.get(origin, 0), voucher.cumulative_wei)
+        return earned
+
+    def standing(self, address: str) -> PeerStanding:
+        record = self.registry.get(address) or next(
+            (r for a, r in self.registry.items() if a.lower() == address.lower()), None)
+        return PeerStanding(active=record is not None and record.stake_wei > 0,
+                            funds_wei=self.funds.get(address, 10**18), vouchered_wei=self.vouchered.get(address, 0),
+                            claimed_wei=0)
 
 
 class Router(httpx.AsyncBaseTransport):
@@ -253,6 +266,7 @@ class Net:
         max_hops: int = 3,
         policy_obj: Any = None,
         wallet: bool = True,
+        credit_limit_fees: int = 10**6,  # FakeLedger's vouchers are unsigned: executors never receive them
     ) -> Node:
         index = len(self.nodes) + 1
         account: LocalAccount = Account.from_key(bytes([index]) * 32)
@@ -274,7 +288,7 @@ class Net:
         settings = load_settings(overrides={
             "backend": {"kind": "fake", "models": list(models) or ["unused"]},
             "policy": pol,
-            "peers": {"fee_wei": 1000, "max_hops": max_hops},
+            "peers": {"fee_wei": 1000, "max_hops": max_hops, "credit_limit_fees": credit_limit_fees},
             "judge": {"enabled": False},  # duel tests attach a manager of their own
         })
         if backends is None:
@@ -1108,3 +1122,58 @@ async def test_a_stream_silent_after_its_first_output_ends_after_t2(live_net: Ne
     assert any(texts)  # the first words had reached the user
     assert not any(isinstance(e, dict) and e.get("wwwserve") for e in events)
     assert frozen.address.lower() in a.comm.bans.banned()
+
+
+async def test_a_freeloading_origin_gets_nothing_past_its_credit_limit(net: Net) -> None:
+    """Issue 13, finding 2: any registered node got answers through /peer/delegate and never paid (20 of 20,
+    0 fees). Now an executor bills each delegation and refuses (402, no ban) an origin that owes more than
+    the credit limit beyond its vouchers, has no stake, or cannot fund what it owes; a voucher reopens it."""
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR, credit_limit_fees=3)
+    broke = net.add("poor", policy=DISPATCHER, stake_wei=0)
+
+    def delegate(sender: Node, n: int) -> bytes:
+        body = json.dumps({"request_id": f"free-{sender.name}-{n}", "kind": "chat", "request": CHAT,
+                           "route": [sender.address]}).encode()
+        return body
+
+    async def post(sender: Node, n: int) -> httpx.Response:
+        body = delegate(sender, n)
+        async with net.client("b") as client:
+            return await client.post(PATH_DELEGATE, content=body, headers=seal(
+                sender.key, sender.address, b.address, body, CHAIN_ID, path=PATH_DELEGATE))
+
+    answered = [(await post(a, n)).status_code for n in range(6)]
+    assert answered == [200, 200, 200, 402, 402, 402]  # the freeloader's 4th request and on: nothing
+    refused = await post(a, 6)
+    assert refused.json()["error"]["code"] == "payment_required" and "voucher" in refused.json()["error"]["message"]
+    b.ledger.vouchered[a.address] = 3 * 1000  # it paid for the three: the next ones are served again
+    assert (await post(a, 7)).status_code == 200
+    # no stake: nothing at all; no funds for what it would owe: nothing either
+    assert (await post(broke, 0)).status_code == 402
+    b.ledger.funds[a.address] = 3 * 1000 + 500
+    assert (await post(a, 8)).status_code == 402
+    assert "does not cover" in (await post(a, 9)).json()["error"]["message"]
+    # an origin refused this way does not ban the executor: it tries another peer or runs the request itself
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200
+    assert a.comm.bans.banned() == {}
+
+
+async def test_an_origin_owing_one_peer_many_fees_pays_at_once(net: Net) -> None:
+    """An honest busy origin stays far below an executor's credit limit: 16 fees owed to one peer send a
+    voucher at once, not at the next interval (here an hour)."""
+    from node.managers.dispatch import FLUSH_AT_FEES
+
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    a.app.state.dispatcher.fee_flush_interval_s = 3600.0
+    async with net.client("a") as client:
+        for _ in range(FLUSH_AT_FEES):
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    dispatcher = a.app.state.dispatcher
+    assert dispatcher._urgent is not None
+    await dispatcher._urgent
+    assert a.ledger.promised == {b.address: FLUSH_AT_FEES * 1000}
+    assert dispatcher.pending_fees_wei() == 0
