@@ -190,6 +190,7 @@ class DuelManager:
         self.attestation_ttl_s = attestation_ttl_s
         self.evidence_flush_s = evidence_flush_s
         self._chain = chain
+        self._chain_built = False  # True when `chain` built the adapter from the ledger (not given)
         self._on_close = on_close  # e.g. closes a judge backend of its own
         self._count = count or (lambda *_a, **_k: None)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -210,12 +211,15 @@ class DuelManager:
 
     @property
     def chain(self) -> DuelChain:
-        """The chain adapter (built on first use: the ledger's indexer and client exist once it started)."""
-        if self._chain is None:
+        """The chain adapter (built on first use: the ledger's indexer and client exist once it started; built
+        again when the ledger re-opened them, after a chain reset)."""
+        stale = self._chain_built and getattr(self._chain, "indexer", None) is not self.ledger.indexer
+        if self._chain is None or stale:
             from judge.chain import LedgerDuelChain
 
             self._chain = LedgerDuelChain(self.ledger.indexer, self.ledger.client, self.my_address,
                                           self.ledger.run_tx)
+            self._chain_built = True
         return self._chain
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

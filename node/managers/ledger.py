@@ -5,7 +5,10 @@ node so several nodes on one machine never share a file) follows the contract; e
 it in a worker thread and rebuilds an immutable `_View` (registry, stakes, own balances, voucher claims,
 a recent block hash) that replaces the old one in a single assignment. Everything routing asks
 (`peers`, `pubkey_of`, `credit_wei`, `recent_block_hash`, ...) is answered from that view: no RPC on the
-request path. A failed refresh keeps the previous view (stale beats empty) and logs why.
+request path. A failed refresh keeps the previous view (stale beats empty) and logs why, once per distinct
+error. A chain that was reset (a restarted devnet: the index's blocks are gone, or the contract is) is
+told once; the view is emptied (the node serves locally) until the contract is back, and then the node
+re-indexes from block 0 into fresh files of its own.
 
 Payment (DESIGN §2). The origin pays each executor with cumulative EIP-712 vouchers (`node.vouchers`):
 `record_fee` advances and commits the amount owed *before* signing; `accept_voucher` checks, then keeps
@@ -29,6 +32,7 @@ import dataclasses
 import functools
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,7 +50,7 @@ from ledger.db import VoucherClaimRow
 from ledger.deployment import load_deployment
 from ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError, VoucherUnfundedError
 from ledger.home import wwwserve_home
-from ledger.indexer import AccountInfo, Indexer
+from ledger.indexer import AccountInfo, Indexer, IndexerReorgError
 from ledger.tx import TxSender, connect, is_transient
 from ledger.work import WorkAttestation, sign_work
 from node.billing import PeerStanding
@@ -196,6 +200,9 @@ class LedgerManager:
         self._index_db_url = index_db_url or default_index_db_url(
             self._home, chain_id, self.contract_address, self.my_address, instance
         )
+        self._custom_index_url = index_db_url is not None
+        self.chain_reset: str | None = None  # why, while the chain this node indexed is gone (a reset devnet)
+        self._reset_told = False
         self._index_start_block = index_start_block
         # Files of this node on this deployment: vouchers, judge votes, duel evidence.
         self._data_tag = f"{chain_id}-{self.my_address}" + (f"-{instance}" if instance else "")
@@ -649,12 +656,82 @@ class LedgerManager:
     # -----------------------------------------------------------------------------------------
     # loops
     async def _poll_loop(self) -> None:
+        failing: str | None = None  # the last failure logged: a chain down for an hour is one line, not 3,600
         while True:
             await asyncio.sleep(self.poll_interval_s)
             try:
+                if self.chain_reset is not None:
+                    await self._in_pool(self._sync_pool, self._try_resume)
+                    if self.chain_reset is not None:
+                        continue
                 await self.refresh()
+                if failing is not None:
+                    logger.warning("ledger: refreshing works again")
+                    failing = None
             except Exception as exc:  # a chain outage must not kill the loop; the old view stays
-                logger.warning("ledger: refresh failed (keeping the last view): %s", exc)
+                reset = await self._in_pool(self._sync_pool, functools.partial(self._reset_reason, exc))
+                if reset is not None:
+                    self._enter_reset(reset)
+                    failing = None
+                elif str(exc) != failing:
+                    failing = str(exc)
+                    logger.warning("ledger: refresh failed (keeping the last view): %s", exc)
+
+    # -----------------------------------------------------------------------------------------
+    # a chain that was reset (a devnet restarted): detect, serve locally, re-index when the contract is back
+    def _reset_reason(self, exc: BaseException) -> str | None:
+        """Why the chain this node indexed is gone (None: a failure of another kind, such as an outage)."""
+        if isinstance(exc, IndexerReorgError):
+            return str(exc)
+        indexer = self._indexer
+        if indexer is None:
+            return None
+        try:
+            w3 = indexer.w3
+            if not w3.eth.get_code(Web3.to_checksum_address(self.contract_address)):
+                return f"no contract code at {self.contract_address} any more"
+            cursor = indexer.cursor()
+            if cursor is not None and cursor.block_number > w3.eth.block_number:
+                return f"the chain's head is below block {cursor.block_number}, which the index holds"
+        except Exception:  # unreachable: an outage, not a reset
+            return None
+        return None
+
+    def _enter_reset(self, reason: str) -> None:
+        self.chain_reset = reason
+        self._view = _View()  # no peers, no stake, no credit: requests are served here, nothing is delegated
+        logger.warning("ledger: the chain was reset (%s): serving locally, without peers, payments or duels, "
+                       "until contract %s is on the chain again; then the node re-indexes from the start",
+                       reason, self.contract_address)
+
+    def _try_resume(self) -> None:
+        """Re-open the index (a fresh file) and this deployment's voucher store once the contract is back."""
+        w3 = connect(self.rpc_url)
+        if not w3.eth.get_code(Web3.to_checksum_address(self.contract_address)) or w3.eth.chain_id != self.chain_id:
+            return
+        if self._custom_index_url:
+            if not self._reset_told:
+                logger.error("ledger: contract %s is back, but the index database was configured "
+                             "(chain.index_db_url) and holds the old chain: point it at a fresh database and "
+                             "restart the node", self.contract_address)
+                self._reset_told = True
+            return
+        instance = f"reset-{bytes(w3.eth.get_block(0)['hash']).hex()[:12]}-{int(time.time())}"
+        old = self._indexer
+        self._index_db_url = default_index_db_url(self._home, self.chain_id, self.contract_address,
+                                                  self.my_address, instance)
+        self._index_start_block = 0
+        self._data_tag = f"{self.chain_id}-{self.my_address}-{instance}"
+        self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
+        self._promised = self.store.promised()
+        self._vouchered = {}
+        self._open()
+        if old is not None:
+            old.close()
+        self.chain_reset = None
+        self._reset_told = False
+        logger.warning("ledger: contract %s is on the chain again: re-indexing from block 0 into %s",
+                       self.contract_address, self._index_db_url)
 
     async def _claim_loop(self) -> None:
         while True:

@@ -411,3 +411,64 @@ def test_a_chain_outage_keeps_the_last_view_and_closes_cleanly(anvil: AnvilProce
             await mgr.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13, finding 8: after anvil was killed and started afresh, the indexer stopped on a block-hash
+    mismatch and warned every second until the node was restarted. Now the node says once that the chain
+    was reset, drops its peers (it serves locally), and when the contract is deployed again re-indexes on
+    its own and sees the nodes registered on the new chain."""
+    from devnet.anvil import free_port, start_anvil
+
+    port = free_port()
+    first = start_anvil(port=port)
+    second: AnvilProcess | None = None
+
+    def deploy(anvil: AnvilProcess) -> Chain:
+        w3 = connect(anvil.rpc_url)
+        address, block = WWWServeClient.deploy(w3, TxSender(w3, Account.from_key(DEV_KEYS[0])), PARAMS)
+        return Chain(anvil, w3, address, block)
+
+    try:
+        old = deploy(first)
+        me, peer = old.node(), old.node(endpoint="http://b.example:9000")
+        m = manager(old, me, tmp_path, poll_interval_s=0.2)
+
+        async def run() -> None:
+            nonlocal second
+            await m.start()
+            try:
+                assert {p.address for p in m.peers()} == {me.address, peer.address}
+                first.stop()
+                second = start_anvil(port=port)  # a fresh devnet: same chain id, same port, no contract
+
+                async def reset_seen() -> bool:
+                    return m.chain_reset is not None
+
+                await _wait_for(reset_seen)
+                assert m.peers() == [] and m.stake_wei() == 0  # serves locally, delegates nothing
+                for _ in range(10):  # more polls: no new warning
+                    await asyncio.sleep(0.2)
+                new = deploy(second)
+                assert new.contract == old.contract  # the same deployer nonces: the same address
+                newcomer = new.node(endpoint="http://c.example:9000")
+
+                async def reindexed() -> bool:
+                    return m.chain_reset is None and newcomer.address in {p.address for p in m.peers()}
+
+                await _wait_for(reindexed)
+                assert me.address not in {p.address for p in m.peers()}  # not registered on the new chain
+            finally:
+                await m.aclose()
+
+        with caplog.at_level("WARNING", logger="node.managers.ledger"):
+            asyncio.run(run())
+        told = [r.getMessage() for r in caplog.records if "the chain was reset" in r.getMessage()]
+        assert len(told) == 1, told
+        assert sum("refresh failed" in r.getMessage() for r in caplog.records) <= 3  # deduplicated
+        assert any("re-indexing from block 0" in r.getMessage() for r in caplog.records)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
