@@ -40,7 +40,7 @@ from ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, 
 from node.backends.base import Backend, GenerationRequest
 from node.backends.openai_compat import OpenAIBackend
 from node.billing import PeerBilling, PeerStanding
-from node.envelope import EnvelopeError
+from node.envelope import HEADER_SENDER, EnvelopeError
 from node.errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -49,6 +49,7 @@ from node.errors import (
     PaymentRequiredError,
     PeerRejectedError,
     ProbeDeclinedError,
+    RateLimitError,
     RequestTimeoutError,
     RequestTooLargeError,
     UpstreamTimeoutError,
@@ -93,6 +94,7 @@ from node.protocol import (
     new_request_id,
     sse_event,
 )
+from node.serving import PeerRateLimiter
 from node.settings import NodeSettings, SettingsError
 from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
 
@@ -742,7 +744,20 @@ def create_app(
 
     comm = communication
 
+    peer_limiter = PeerRateLimiter(settings.peers.rate_limit_per_s, 2 * settings.peers.rate_limit_per_s)
+    app.state.peer_limiter = peer_limiter
+
     async def verified(request: Request, path: str) -> tuple[str, dict[str, Any]]:
+        # Cheap checks first (Bittensor's blacklist -> priority -> verify): an unregistered sender and a
+        # sender over its rate cost a lookup, before the body is read or a signature checked.
+        claimed = request.headers.get(HEADER_SENDER, "")
+        if not claimed or comm.directory.pubkey_of(claimed) is None:
+            metrics.count("wwwserve_peer_messages_total", path=path, outcome="rejected")
+            raise PeerRejectedError("peer message rejected: the sender is not a registered node", 401)
+        wait = peer_limiter.take(claimed, request.client.host if request.client else "", time.monotonic())
+        if wait is not None:
+            metrics.count("wwwserve_peer_messages_total", path=path, outcome="rate_limited")
+            raise RateLimitError("Too many peer messages from this sender; retry later.", retry_after_s=wait)
         body = await _read_body(request, server.max_body_bytes, server.body_timeout_s)
         try:
             sender = comm.verifier.verify(request.headers, body, path=path)

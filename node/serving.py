@@ -111,3 +111,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def protocol_class(limits: ConnectionLimits) -> Any:
     """A subclass of `GuardedHttpToolsProtocol` bound to `limits`, for `uvicorn.Config(http=...)`."""
     return type("NodeHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+
+
+class PeerRateLimiter:
+    """Token buckets for the peer API, one per (claimed sender, client address): `rate_per_s` messages a
+    second, bursts of `burst`. Checked before the body is read or a signature verified (cheap checks
+    first), so a flood costs the node a dictionary lookup per message, not an ed25519 verification. Keyed
+    by the client address too, so spoofing an honest peer's address from elsewhere spends only the
+    spoofer's own bucket."""
+
+    def __init__(self, rate_per_s: float, burst: float, *, max_keys: int = 100_000) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate_per_s must be > 0 and burst >= 1")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def take(self, sender: str, client: str, now: float) -> float | None:
+        """Spend one token; None if there was one, else the seconds until there will be."""
+        key = (sender.lower(), client)
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate_per_s
+        if key not in self._buckets and len(self._buckets) >= self.max_keys:
+            self._buckets.clear()  # bounded memory under a flood of fresh keys; honest buckets refill at once
+        self._buckets[key] = (tokens - 1, now)
+        return None

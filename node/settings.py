@@ -473,6 +473,10 @@ class PeerSettings(_Section):
     max_hops: int = Field(
         default=3, ge=1, le=16, description="Longest route a request may take (origin excluded) before it must run."
     )
+    rate_limit_per_s: float = Field(
+        default=1000.0, gt=0, description="Peer messages a second taken from one sender at one address (bursts of "
+        "twice that); beyond it 429, before the signature is checked."
+    )
     credit_limit_fees: int = Field(
         default=64, ge=1, description="Fees a sending node may owe this one beyond its vouchers before its "
         "delegations are refused (402) until it pays (node.billing)."

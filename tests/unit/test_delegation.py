@@ -1177,3 +1177,31 @@ async def test_an_origin_owing_one_peer_many_fees_pays_at_once(net: Net) -> None
     await dispatcher._urgent
     assert a.ledger.promised == {b.address: FLUSH_AT_FEES * 1000}
     assert dispatcher.pending_fees_wei() == 0
+
+
+async def test_the_peer_api_refuses_a_flood_before_checking_signatures(net: Net) -> None:
+    """Cheap checks first: an unregistered sender is refused on a lookup, a registered one over its rate gets
+    429 (the origin treats it as busy: no ban), and neither costs a signature check."""
+    import node.envelope as envelope
+
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    b.app.state.peer_limiter.rate_per_s, b.app.state.peer_limiter.burst = 1.0, 5.0
+    verified: list[int] = []
+    real = b.comm.verifier.verify
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        verified.append(1)
+        return real(*args, **kwargs)
+
+    b.comm.verifier.verify = counting  # type: ignore[method-assign]
+    body = json.dumps({"model": MODEL, "route": [a.address]}).encode()
+    async with net.client("b") as client:
+        stranger = await client.post(PATH_PROBE, content=body, headers={envelope.HEADER_SENDER: "0x" + "99" * 20})
+        assert stranger.status_code == 401 and verified == []
+        statuses = []
+        for _ in range(8):
+            headers = seal(a.key, a.address, b.address, body, CHAIN_ID, path=PATH_PROBE)
+            statuses.append((await client.post(PATH_PROBE, content=body, headers=headers)).status_code)
+    assert [status == 429 for status in statuses] == [False] * 5 + [True] * 3
+    assert len(verified) == 5  # the refused ones were never verified

@@ -130,3 +130,16 @@ def test_loopback_is_exempt_from_the_cap() -> None:
             s.close()
     finally:
         server.stop()
+
+
+def test_the_peer_rate_limiter_refills_and_keys_by_sender_and_address() -> None:
+    from node.serving import PeerRateLimiter
+
+    limiter = PeerRateLimiter(rate_per_s=10, burst=3)
+    assert [limiter.take("0xA", "1.2.3.4", 0.0) for _ in range(3)] == [None, None, None]
+    wait = limiter.take("0xa", "1.2.3.4", 0.0)  # the same sender, any case: its burst is spent
+    assert wait is not None and abs(wait - 0.1) < 1e-9
+    assert limiter.take("0xA", "5.6.7.8", 0.0) is None  # a spoofer elsewhere has its own bucket
+    assert limiter.take("0xB", "1.2.3.4", 0.0) is None
+    assert limiter.take("0xA", "1.2.3.4", 0.1) is None  # one token back after 1/rate s
+    assert limiter.take("0xA", "1.2.3.4", 0.1) is not None
