@@ -44,7 +44,7 @@ import copy
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.tags = 0
 
     def teardown(self) -> None:
+        STATS["transactions"] = STATS.get("transactions", 0) + self.steps
         self._anchor.__exit__(None, None, None)
 
     @property
@@ -696,3 +697,14 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 TestLedgerStateful = LedgerMachine.TestCase
+
+
+@pytest.fixture(scope="module", autouse=True)
+def steps_taken() -> Iterator[None]:
+    """Print how many transactions (both sides, in lockstep) the run took; CI's long tier sets
+    WWWSERVE_PROPERTY_MIN_STEPS and fails a run that took fewer (Hypothesis may end a run early)."""
+    yield
+    taken = STATS.get("transactions", 0)
+    print(f"\nstateful property test: {taken} transactions")
+    wanted = int(os.environ.get("WWWSERVE_PROPERTY_MIN_STEPS", "0"))
+    assert taken >= wanted, f"the stateful run took {taken} transactions, fewer than the {wanted} asked"
