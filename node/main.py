@@ -236,7 +236,18 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     # deep recursion is a segfault, not a RecursionError. Input from strangers is depth-checked before
     # parsing (ledger.safejson); this keeps any other deep recursion a catchable error.
     sys.setrecursionlimit(min(sys.getrecursionlimit(), DEFAULT_RECURSION_LIMIT))
+    reset: list[str] = []
+    if settings.chain.on_reset == "exit":
+
+        def stop_on_reset(reason: str) -> None:
+            reset.append(reason)
+            server.should_exit = True  # a graceful stop: requests in flight finish
+
+        ledger.on_reset = stop_on_reset
     server.run()
+    if reset:
+        raise NodeStartupError(f"the chain was reset ({reset[0]}); stopped because chain.on_reset = 'exit' "
+                               "(restart the node to index the new chain)")
     if not server.started:
         # uvicorn logs the cause (port taken, bad host) and returns instead of raising.
         raise NodeStartupError(f"could not listen on {settings.server.host}:{settings.server.port} "

@@ -228,6 +228,10 @@ class ChainSettings(_Section):
     voucher_claim_interval_s: PositiveSeconds = Field(
         default=30.0, description="Seconds between on-chain claims of the fee vouchers this node has earned."
     )
+    on_reset: Literal["wait", "exit"] = Field(
+        default="wait", description="When the chain is reset (a restarted devnet): 'wait' serves locally and "
+        "re-indexes once the contract is back; 'exit' stops the node with a one-line error (a supervisor restarts it)."
+    )
 
 
 class ServerSettings(_Section):

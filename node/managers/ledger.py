@@ -202,6 +202,7 @@ class LedgerManager:
         )
         self._custom_index_url = index_db_url is not None
         self.chain_reset: str | None = None  # why, while the chain this node indexed is gone (a reset devnet)
+        self.on_reset: Callable[[str], None] | None = None  # told once per reset (node run: chain.on_reset)
         self._reset_told = False
         self._index_start_block = index_start_block
         # Files of this node on this deployment: vouchers, judge votes, duel evidence.
@@ -700,6 +701,9 @@ class LedgerManager:
     def _enter_reset(self, reason: str) -> None:
         self.chain_reset = reason
         self._view = _View()  # no peers, no stake, no credit: requests are served here, nothing is delegated
+        if self.on_reset is not None:
+            self.on_reset(reason)
+            return
         logger.warning("ledger: the chain was reset (%s): serving locally, without peers, payments or duels, "
                        "until contract %s is on the chain again; then the node re-indexes from the start",
                        reason, self.contract_address)

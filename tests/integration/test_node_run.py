@@ -147,3 +147,51 @@ def test_node_run_serves_signed_answers_that_verify(
     assert code == 0, log
     assert "Traceback" not in log, log
     assert len(log.splitlines()) < 200, log[-5000:]  # no per-level traceback for the nested bodies
+
+
+def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
+    anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chain.on_reset = "exit"` (issue 13, finding 8): anvil killed and started afresh on the same port, the
+    node stops gracefully with exit code 1 and one error line, for a supervisor to restart it on the new
+    chain (the default, "wait", re-indexes in place: tests/integration/test_ledger_manager.py)."""
+    from devnet.anvil import start_anvil
+
+    monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    cli("devnet", "up", "--demo-nodes", "0")
+    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
+    cli("devnet", "fund", address, "2eth")
+    port = free_port()
+    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+    env = {**os.environ, "WWWSERVE_HOME": str(wwwserve_home), "WWWSERVE_PASSWORD": PASSWORD,
+           "WWWSERVE_RPC_URL": anvil.rpc_url, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wwwserve.cli", "-w", "op", "node", "run", "--set", "backend.kind=fake",
+         "--set", f"server.port={port}", "--set", "backend.models=['fake-model']", "--set", "chain.on_reset=exit",
+         "--set", "chain.poll_interval_s=0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    fresh = None
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+        anvil_port = int(anvil.rpc_url.rsplit(":", 1)[1])
+        anvil.stop()
+        fresh = start_anvil(port=anvil_port)  # a new chain: no contract, the index's blocks gone
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if fresh is not None:
+            fresh.stop()
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 1, log[-3000:]
+    assert _last_line(log).startswith("error: the chain was reset"), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
