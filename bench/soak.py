@@ -1,0 +1,219 @@
+"""Soak: many concurrent streams through a delegation hop for minutes, on real node processes (issue 13).
+
+Node A (a pure dispatcher) delegates every request to node B, which streams from an instant
+OpenAI-compatible fake backend (bench/serving.py's), on anvil with the contract, vouchers and all. N
+clients (default 200) each stream one chat completion after another for D seconds (default 300). Every
+stream must end with `[DONE]`, carry the executor's signed result and no error event. Printed: requests,
+errors by kind, latency p50/p99 of a whole stream, time to first token p99, each node's RSS at the
+start, the end and its peak (sampled every 5 s), and PASS/MISS against the targets (0 errors; RSS growth
+of each node under 100 MB). Exit status 1 on a MISS.
+
+Usage:
+  python bench/soak.py                       # 200 streams for 300 s
+  python bench/soak.py --streams 50 --duration 60 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serving  # bench/serving.py: processes, chain set-up, the fake backend
+
+RSS_GROWTH_TARGET_MB = 100.0
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class SoakResult:
+    streams: int
+    duration_s: float
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latency_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+    rss_mb: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        growth = {name: (samples[-1] - samples[0]) if samples else None for name, samples in self.rss_mb.items()}
+        return {
+            "streams": self.streams, "duration_s": self.duration_s, "requests": self.requests,
+            "requests_per_s": self.requests / self.duration_s if self.duration_s else 0.0,
+            "errors": dict(self.errors), "error_count": sum(self.errors.values()),
+            "latency_ms_p50": serving.percentile(self.latency_ms, 50) if self.latency_ms else None,
+            "latency_ms_p99": serving.percentile(self.latency_ms, 99) if self.latency_ms else None,
+            "ttft_ms_p99": serving.percentile(self.ttft_ms, 99) if self.ttft_ms else None,
+            "rss_mb": {name: {"start": s[0], "end": s[-1], "peak": max(s)} for name, s in self.rss_mb.items() if s},
+            "rss_growth_mb": growth,
+        }
+
+
+async def one_client(session: aiohttp.ClientSession, url: str, stop_at: float, result: SoakResult) -> None:
+    body = {"model": serving.MODEL, "stream": True, "messages": [{"role": "user", "content": "soak"}]}
+    while time.monotonic() < stop_at:
+        start = time.monotonic()
+        first: float | None = None
+        failure: str | None = None
+        signed = done = False
+        try:
+            async with session.post(url, json=body) as resp:
+                if resp.status != 200:
+                    await resp.read()
+                    failure = f"HTTP {resp.status}"
+                else:
+                    async for raw in resp.content:
+                        line = raw.decode().strip()
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            done = True
+                            break
+                        event = json.loads(data)
+                        if "error" in event:
+                            failure = f"error event: {event['error'].get('code')}"
+                            break
+                        if first is None and any((c.get("delta") or {}).get("content")
+                                                 for c in event.get("choices", [])):
+                            first = time.monotonic()
+                        signed = signed or bool(event.get("wwwserve"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = type(exc).__name__
+        if failure is None and not done:
+            failure = "no [DONE]"
+        if failure is None and not signed:
+            failure = "unsigned"
+        if failure is not None:
+            result.errors[failure] += 1
+            continue
+        result.requests += 1
+        result.latency_ms.append(1000 * (time.monotonic() - start))
+        if first is not None:
+            result.ttft_ms.append(1000 * (first - start))
+
+
+async def drive(port: int, streams: int, duration_s: float, pids: dict[str, int],
+                progress: Any) -> SoakResult:
+    result = SoakResult(streams, duration_s, rss_mb={name: [] for name in pids})
+    stop_at = time.monotonic() + duration_s
+    connector = aiohttp.TCPConnector(limit=streams)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        url = f"http://{serving.HOST}:{port}/v1/chat/completions"
+        clients = [asyncio.create_task(one_client(session, url, stop_at, result)) for _ in range(streams)]
+        while time.monotonic() < stop_at:
+            for name, pid in pids.items():
+                value = rss_mb(pid)
+                if value is not None:
+                    result.rss_mb[name].append(value)
+            progress(f"{result.requests} streams done, {sum(result.errors.values())} errors, "
+                     + ", ".join(f"{n} {s[-1]:.0f} MB" for n, s in result.rss_mb.items() if s))
+            await asyncio.sleep(min(5.0, max(0.0, stop_at - time.monotonic())))
+        await asyncio.gather(*clients)
+        for name, pid in pids.items():
+            value = rss_mb(pid)
+            if value is not None:
+                result.rss_mb[name].append(value)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.monotonic()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="wwwserve-soak-"))
+    home = workdir / "home"
+    home.mkdir()
+    os.environ["WWWSERVE_HOME"] = str(home)
+    procs = serving.Processes(workdir)
+    try:
+        backend_port = serving.free_port()
+        backend = procs.start("backend", [sys.executable, str(Path(serving.__file__).resolve()), "--serve-fake-backend",
+                                          str(backend_port)])
+        serving.wait_http(f"http://{serving.HOST}:{backend_port}/v1/models", backend, "fake backend", procs,
+                          "backend", 10.0)
+        base_port = serving.free_port_pair()
+        rpc_url, _ = serving.setup_chain(procs, home, base_port, progress)
+        env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": serving.demo_password(),
+               "WWWSERVE_RPC_URL": rpc_url, "PYTHONUNBUFFERED": "1"}
+        openai = ["backend.kind=openai", f"backend.openai.base_url=http://{serving.HOST}:{backend_port}/v1",
+                  "policy.p_inspect=0", "peers.fee_wei=1"]  # 1 wei a request: the credit lasts any run
+        nodes = {
+            "B": serving.NodeSpec("demo-node-2", base_port + 1, [*openai, "policy.accept_frequency=1.0"]),
+            "A": serving.NodeSpec("demo-node-1", base_port, [*openai, "policy.target_token_usage=-1",
+                                                       "policy.offload_frequency=1.0", "policy.accept_frequency=0"]),
+        }
+        pids = {}
+        for name, spec in nodes.items():
+            proc = procs.start(name, serving.node_command(spec), env=env)
+            serving.wait_http(f"http://{serving.HOST}:{spec.port}/ready", proc, name, procs, name, 60.0)
+            pids[name] = proc.pid
+        progress(f"{args.streams} streams through A -> B for {args.duration:.0f} s; logs in {workdir}")
+        result = asyncio.run(drive(base_port, args.streams, args.duration, pids, progress))
+        summary = result.summary()
+        summary["delegated"] = serving.dispatch_counters(base_port)
+        return summary
+    finally:
+        procs.close()
+
+
+def report(summary: dict[str, Any]) -> tuple[str, bool]:
+    growth = {k: v for k, v in summary["rss_growth_mb"].items() if v is not None}
+    ok_errors = summary["error_count"] == 0
+    ok_rss = all(v < RSS_GROWTH_TARGET_MB for v in growth.values())
+    lines = [
+        f"soak: {summary['streams']} concurrent streams for {summary['duration_s']:.0f} s through a delegation hop",
+        f"  streams completed   {summary['requests']:,} ({summary['requests_per_s']:.1f}/s)",
+        f"  errors              {summary['error_count']} {summary['errors'] or ''}",
+        f"  stream latency      p50 {summary['latency_ms_p50'] or 0:.1f} ms, "
+        f"p99 {summary['latency_ms_p99'] or 0:.1f} ms",
+        f"  time to first token p99 {summary['ttft_ms_p99'] or 0:.1f} ms",
+    ]
+    lines.append("  " + serving.delegation_note({}, summary.get("delegated", {})))
+    for name, rss in summary["rss_mb"].items():
+        lines.append(f"  node {name} RSS        start {rss['start']:.0f} MB, end {rss['end']:.0f} MB, "
+                     f"peak {rss['peak']:.0f} MB (growth {growth.get(name, 0):+.0f} MB)")
+    lines.append(f"  target: 0 errors                    {'PASS' if ok_errors else 'MISS'}")
+    lines.append(f"  target: RSS growth < {RSS_GROWTH_TARGET_MB:.0f} MB per node   {'PASS' if ok_rss else 'MISS'}")
+    return "\n".join(lines), ok_errors and ok_rss
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--streams", type=int, default=200, help="concurrent streaming clients (default 200)")
+    p.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
+    p.add_argument("--json", type=Path, help="save the figures here")
+    args = p.parse_args(argv)
+    summary = run(args)
+    text, ok = report(summary)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
