@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from collections import Counter
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-logger = logging.getLogger(__name__)
 
 
 class ConnectionLimits:

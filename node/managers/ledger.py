@@ -205,13 +205,7 @@ class LedgerManager:
         self.on_reset: Callable[[str], None] | None = None  # told once per reset (node run: chain.on_reset)
         self._reset_told = False
         self._index_start_block = index_start_block
-        # Files of this node on this deployment: vouchers, judge votes, duel evidence.
-        self._data_tag = f"{chain_id}-{self.my_address}" + (f"-{instance}" if instance else "")
-        self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
-        # Cached so credit_wei() (on the request path) never reads the database.
-        self._promised: dict[str, int] = self.store.promised()
-        # The best voucher held from each origin, cached for `standing()` (on the peer request path).
-        self._vouchered: dict[str, int] = {e.voucher.origin: e.voucher.cumulative_wei for e in self.store.earned()}
+        self._open_deployment_files(instance)
         self._promise_lock = threading.Lock()
         self._view = _View()
         self._min_stake_wei = 1  # the contract's MIN_STAKE, read when the chain is opened
@@ -287,6 +281,16 @@ class LedgerManager:
                 or (not self.policy.config.auto_stake and self.policy.config.fixed_stake_wei is not None)
             ):
                 self._spawn(self._stake_loop(), "ledger-stake")
+
+    def _open_deployment_files(self, instance: str | None) -> None:
+        """Open this node's files on one deployment (`instance` tags a deployment: see `deployment_instance`):
+        the voucher store now; judge votes and duel evidence are named by `data_path` from the same tag."""
+        self._data_tag = f"{self.chain_id}-{self.my_address}" + (f"-{instance}" if instance else "")
+        self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
+        # Cached so credit_wei() (on the request path) never reads the database.
+        self._promised: dict[str, int] = self.store.promised()
+        # The best voucher held from each origin, cached for `standing()` (on the peer request path).
+        self._vouchered: dict[str, int] = {e.voucher.origin: e.voucher.cumulative_wei for e in self.store.earned()}
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
@@ -710,7 +714,7 @@ class LedgerManager:
 
     def _try_resume(self) -> None:
         """Re-open the index (a fresh file) and this deployment's voucher store once the contract is back."""
-        w3 = connect(self.rpc_url)
+        w3 = self._indexer.w3 if self._indexer is not None else connect(self.rpc_url)
         if not w3.eth.get_code(Web3.to_checksum_address(self.contract_address)) or w3.eth.chain_id != self.chain_id:
             return
         if self._custom_index_url:
@@ -725,10 +729,7 @@ class LedgerManager:
         self._index_db_url = default_index_db_url(self._home, self.chain_id, self.contract_address,
                                                   self.my_address, instance)
         self._index_start_block = 0
-        self._data_tag = f"{self.chain_id}-{self.my_address}-{instance}"
-        self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
-        self._promised = self.store.promised()
-        self._vouchered = {}
+        self._open_deployment_files(instance)
         self._open()
         if old is not None:
             old.close()
