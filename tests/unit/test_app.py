@@ -429,25 +429,15 @@ def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
     """Issue 13, finding 11: a streamed answer stopped when its client left, a whole one kept the engine busy
     to the end. Over a real socket (uvicorn), a client asks for a long whole answer and hangs up once it
     runs: the backend's request stops, long before the answer would have finished."""
-    import socket as socket_module
-
-    import uvicorn
+    from live_server import LiveServer
 
     backend = FakeBackend([MODEL], tokens_per_s=5.0, words=300)  # a minute of answer
-    app = create_app(make_settings(), [backend], KEY, NODE, CHAIN_ID)
-    sock = socket_module.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        assert _until(lambda: server.started, 10)
+    with LiveServer(create_app(make_settings(), [backend], KEY, NODE, CHAIN_ID), log_level="warning") as server:
         done = threading.Event()
 
         def ask() -> None:
             with contextlib.suppress(httpx.HTTPError):
-                httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=2.0)
+                httpx.post(f"{server.url}/v1/chat/completions", json=CHAT, timeout=2.0)
             done.set()
 
         threading.Thread(target=ask, daemon=True).start()
@@ -455,11 +445,7 @@ def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
         assert done.wait(10)  # the client gave up after 2 s and closed its connection
         assert _until(lambda: backend.running == 0, 10), "the engine kept generating for nobody"
         # the node still serves
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0).status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+        assert httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200
 
 
 def _until(condition: Any, timeout_s: float) -> bool:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections import Counter
-from typing import Any
 
 import httpx
-import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from live_server import LiveServer
 from test_delegation import DISPATCHER, EXECUTOR, Net
 
 from node.app import create_app
@@ -189,7 +187,7 @@ def test_fuzz_through_a_delegation_hop() -> None:
 # ---- hostile corpus on a live server ---------------------------------------------------------------------
 
 
-class LiveNode:
+class LiveNode(LiveServer):
     def __init__(self, max_body_bytes: int) -> None:
         import nacl.signing
 
@@ -197,23 +195,7 @@ class LiveNode:
         app = create_app(load_settings(overrides={"backend": {"kind": "fake", "models": [MODEL]},
                                                   "server": {"max_body_bytes": max_body_bytes}}),
                          [self.backend], nacl.signing.SigningKey(KEY_SEED), "0x" + "ab" * 20, 31337)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical", timeout_keep_alive=2))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LiveNode:
-        self.thread.start()
-        while not self.server.started:
-            assert self.thread.is_alive()
-            threading.Event().wait(0.01)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        super().__init__(app, timeout_keep_alive=2)
 
     def raw(self, data: bytes, timeout_s: float = 5.0) -> bytes:
         """Send raw bytes, half-close, read what comes back until the server closes (or the timeout)."""

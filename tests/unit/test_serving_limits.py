@@ -5,7 +5,6 @@ uvicorn server with the node's protocol (`node.serving`) on a loopback socket.""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import nacl.signing
 import pytest
-import uvicorn
+from live_server import LiveServer
 
 from node.app import create_app
 from node.backends.fake import FakeBackend
@@ -23,34 +22,25 @@ from node.settings import load_settings
 MODEL = "fake-model"
 
 
-class Server:
+class Server(LiveServer):
+    """A node's app behind the node's protocol, started at once (`stop()` ends it)."""
+
     def __init__(self, limits: ConnectionLimits, **server: Any) -> None:
         settings = load_settings(overrides={"backend": {"kind": "fake", "models": [MODEL]}, "server": server})
         app = create_app(settings, [FakeBackend([MODEL])], nacl.signing.SigningKey(b"\x05" * 32), "0x" + "ab" * 20,
                          31337)
         self.limits = limits
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical", http=protocol_class(limits)))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive()
-            time.sleep(0.01)
+        super().__init__(app, http=protocol_class(limits))
+        self.__enter__()
 
     def connect(self) -> socket.socket:
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        return s
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
     def health(self) -> int:
-        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5.0).status_code
+        return httpx.get(f"{self.url}/health", timeout=5.0).status_code
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        self.__exit__()
 
 
 @pytest.fixture
