@@ -14,7 +14,11 @@ sender that:
 
 A refusal is a 402 `payment_required` on the peer API; the origin treats it as a decline (no ban) and
 tries another peer or runs the request itself. What is billed is kept in memory: a restarted executor
-forgets unvouchered fees (at most the limit per origin), never vouchers (those are in its store).
+forgets unvouchered fees (at most the limit per origin), never vouchers (those are in its store). Bills
+belong to one deployment, like the vouchers they are set against: when the ledger moves to a new one (a
+chain reset, re-indexed in place: `PeerStanding.epoch`), every origin starts from zero again, as its
+vouchers do; otherwise an origin that had delegated more than the limit before the reset was refused for
+good (its new vouchers start from zero, it pays only for what it is served, and it was served nothing).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class PeerStanding:
     funds_wei: int  # credit + pending withdrawal on the ledger
     vouchered_wei: int  # the best voucher held from it (cumulative)
     claimed_wei: int  # what the chain already paid this node from it (cumulative)
+    epoch: int = 0  # which deployment the ledger reads: a chain reset starts the next (vouchers start from 0)
 
 
 class PeerBilling:
@@ -42,19 +47,31 @@ class PeerBilling:
         self.fee_wei = fee_wei
         self.credit_limit_wei = credit_limit_wei
         self._billed: dict[str, int] = {}
+        self._epoch = 0  # the deployment the bills belong to (PeerStanding.epoch)
         self._lock = threading.Lock()
 
     def billed_wei(self, origin: str) -> int:
         return self._billed.get(origin.lower(), 0)
 
+    def _follow(self, standing: PeerStanding) -> None:
+        """Drop every bill when the ledger has moved to another deployment (see the module docstring)."""
+        if standing.epoch != self._epoch:
+            with self._lock:
+                if standing.epoch != self._epoch:
+                    self._billed.clear()
+                    self._epoch = standing.epoch
+
     def unpaid_wei(self, origin: str, standing: PeerStanding) -> int:
         """Fees billed to `origin` that no voucher of it covers yet."""
+        self._follow(standing)
         return max(0, self.billed_wei(origin) - max(standing.vouchered_wei, standing.claimed_wei))
 
     def refusal(self, origin: str, standing: PeerStanding | None) -> str | None:
         """Why this node will not take a delegation from `origin` now, or None when it will."""
         if self.fee_wei == 0:
             return None  # a free executor asks nothing
+        if standing is not None:
+            self._follow(standing)
         if standing is None or not standing.active:
             return "the sender is not a registered node holding the minimum stake"
         unpaid = self.unpaid_wei(origin, standing)

@@ -205,6 +205,7 @@ class LedgerManager:
         self.on_reset: Callable[[str], None] | None = None  # told once per reset (node run: chain.on_reset)
         self._reset_told = False
         self._index_start_block = index_start_block
+        self.epoch = -1  # the deployment read: 0 from the start, one more each time a chain reset is re-indexed
         self._open_deployment_files(instance)
         self._promise_lock = threading.Lock()
         self._view = _View()
@@ -284,7 +285,9 @@ class LedgerManager:
 
     def _open_deployment_files(self, instance: str | None) -> None:
         """Open this node's files on one deployment (`instance` tags a deployment: see `deployment_instance`):
-        the voucher store now; judge votes and duel evidence are named by `data_path` from the same tag."""
+        the voucher store now; judge votes and duel evidence are named by `data_path` from the same tag. Each
+        opening is a new `epoch`: what peers owe is billed afresh against the new store's vouchers (node.billing)."""
+        self.epoch += 1
         self._data_tag = f"{self.chain_id}-{self.my_address}" + (f"-{instance}" if instance else "")
         self.store = VoucherStore(self.data_path("vouchers"), contract_address=self.contract_address)
         # Cached so credit_wei() (on the request path) never reads the database.
@@ -537,6 +540,7 @@ class LedgerManager:
             funds_wei=self._view.funds_wei.get(checksummed, 0),
             vouchered_wei=self._vouchered.get(checksummed, 0),
             claimed_wei=self._view.claimed_by_me.get(checksummed, 0),
+            epoch=self.epoch,
         )
 
     def owed_to_me(self) -> dict[str, int]:

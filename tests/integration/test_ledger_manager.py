@@ -440,6 +440,7 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
             await m.start()
             try:
                 assert {p.address for p in m.peers()} == {me.address, peer.address}
+                assert m.standing(peer.address).epoch == 0
                 first.stop()
                 second = start_anvil(port=port)  # a fresh devnet: same chain id, same port, no contract
 
@@ -459,6 +460,8 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
 
                 await _wait_for(reindexed)
                 assert me.address not in {p.address for p in m.peers()}  # not registered on the new chain
+                # A new deployment: what peers owe is billed afresh against its vouchers (node.billing).
+                assert m.standing(newcomer.address).epoch == 1
             finally:
                 await m.aclose()
 
