@@ -3,7 +3,8 @@
 `LocalNetwork` starts one `wwwserve node run` process per demo wallet (`python -m wwwserve.cli`, so it uses
 this interpreter and this checkout), each on its own port and logging to `<home>/logs/node-<i>.log`;
 `wait_ready` polls every node's `GET /ready` until all answer 200, and `stop` ends them (SIGTERM, then
-SIGKILL for stragglers).
+SIGKILL for stragglers). `restart` stops and starts one node, and `process` hands out one node's process to
+signal (the chaos tests, tests/chaos/).
 
 Orphans: the children stay in our session and process group, so a Ctrl-C in the terminal reaches them
 too, and the caller's `finally` calls `stop`. On Linux each node also asks the kernel for SIGTERM when
@@ -188,6 +189,9 @@ class LocalNetwork:
     listen_host: str = DEFAULT_HOST
     public_host: str = DEFAULT_HOST
     extra_overrides: Sequence[str] = ()
+    # More `--set` strings for single nodes: node i (1-based) also gets node_overrides[i - 1] (a network
+    # whose nodes play different parts, as in the chaos tests).
+    node_overrides: Sequence[Sequence[str]] = ()
     _running: list[_Running] = field(default_factory=list, init=False, repr=False)
 
     @property
@@ -209,6 +213,7 @@ class LocalNetwork:
                 f"server.host={self.listen_host}",
                 f"server.public_url={_url(self.public_host, port)}",
                 *self.extra_overrides,
+                *(self.node_overrides[i] if i < len(self.node_overrides) else ()),
             )
             plans.append(NodeLaunch(i + 1, wallet, port, self.home / "logs" / f"node-{i + 1}.log", overrides,
                                     _url(self.public_host, port)))
@@ -226,25 +231,45 @@ class LocalNetwork:
         if self._running:
             raise NetworkError("this network is already started")
         check_ports_free(self.ports, self.listen_host)
-        env = {**os.environ, "WWWSERVE_HOME": str(self.home), "WWWSERVE_PASSWORD": self.password,
-               "PYTHONUNBUFFERED": "1"}
-        preexec = death_signal_preexec()
         try:
             for launch in self.launches():
-                launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = open(launch.log_path, "wb")  # noqa: SIM115 (closed in stop)
-                log.write(f"$ {' '.join(self.command(launch))}\n".encode())
-                log.flush()
-                try:
-                    proc = subprocess.Popen(self.command(launch), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec)
-                except BaseException:
-                    log.close()
-                    raise
-                self._running.append(_Running(launch, proc, log, time.monotonic()))
+                self._running.append(self._spawn(launch, "wb"))
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self, launch: NodeLaunch, log_mode: str) -> _Running:
+        env = {**os.environ, "WWWSERVE_HOME": str(self.home), "WWWSERVE_PASSWORD": self.password,
+               "PYTHONUNBUFFERED": "1"}
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(launch.log_path, log_mode)  # noqa: SIM115 (closed in stop)
+        log.write(f"$ {' '.join(self.command(launch))}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(self.command(launch), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, preexec_fn=death_signal_preexec())
+        except BaseException:
+            log.close()
+            raise
+        return _Running(launch, proc, log, time.monotonic())
+
+    def process(self, index: int) -> subprocess.Popen[bytes]:
+        """The process of node `index` (1-based), to signal one node (SIGSTOP, SIGKILL) from a test."""
+        return self._running[index - 1].proc
+
+    def restart(self, index: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Stop node `index` (1-based) if it runs (SIGTERM: it finishes the requests in flight; SIGKILL after
+        `timeout_s`) and start it again on its port, appending to its log; `wait_ready` then waits for it."""
+        run = self._running[index - 1]
+        if run.proc.poll() is None:
+            _signal(run.proc, signal.SIGTERM)
+            try:
+                run.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal(run.proc, signal.SIGKILL)
+                run.proc.wait()
+        run.log.close()
+        self._running[index - 1] = self._spawn(run.launch, "ab")
 
     def statuses(self) -> list[NodeStatus]:
         """Every node's state now (one quick /ready probe per node not yet seen ready)."""
