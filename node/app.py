@@ -590,11 +590,14 @@ def create_app(
         request_id: str | None = None,
         inspect: bytes | None = None,
         receive: Receive | None = None,
+        on_unanswered: Callable[[], object] | None = None,
     ) -> Response:
         """Validate, dispatch (here or a peer) and format one chat or completion request. A peer's request
         (`route` not empty) is answered with a work attestation too: this node's, signed over `inspect`,
-        if it ran here; the executor's, relayed unchanged, if it went on to another peer. A whole answer
-        is abandoned (the engine stops) when the client behind `receive` hangs up first."""
+        if it ran here; the executor's, relayed unchanged, if it went on to another peer. A whole answer,
+        or a stream still waiting for its first output, is abandoned (the engine stops) when the client
+        behind `receive` hangs up first. `on_unanswered` is called when a stream ends without its signed
+        answer (it was abandoned or failed: the peer that asked will not pay for it)."""
         req: ChatCompletionRequest | CompletionRequest
         if kind == "chat":
             req = _validate(ChatCompletionRequest, raw)
@@ -632,9 +635,15 @@ def create_app(
                 body["wwwserve_work"] = work.to_json() if work is not None else own_work(result.text)
             return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
 
-        stream = await dispatcher.open_stream(greq, kind, raw, prompt, route, source, inspect)
+        opening = dispatcher.open_stream(greq, kind, raw, prompt, route, source, inspect)
+        # A stream may wait long for its first output (a busy engine's queue): a client that leaves meanwhile
+        # gives its place up at once instead of when the first write fails.
+        stream = await (opening if receive is None else _unless_disconnected(receive, opening))
+        answered = False
 
         def sign(text: str) -> dict[str, Any]:
+            nonlocal answered
+            answered = True
             extensions: dict[str, Any] = {}
             if isinstance(stream, RemoteStream):
                 # The text reached the user already: a failed work check keeps it (no duel over it).
@@ -686,9 +695,15 @@ def create_app(
                 sign=sign,
             )
         executor_name = stream.peer.address if isinstance(stream, RemoteStream) else signer.node_address
+
+        async def close() -> None:
+            await stream.aclose()
+            if not answered and on_unanswered is not None:
+                on_unanswered()
+
         return _ClosingStreamingResponse(
             events,
-            on_close=stream.aclose,
+            on_close=close,
             media_type="text/event-stream",
             headers={**_SSE_HEADERS, EXECUTOR_HEADER: executor_name},
         )
@@ -800,9 +815,13 @@ def create_app(
             raise PaymentRequiredError(f"Delegation refused: {refusal}.")
         if ledger is not None:
             billing.bill(sender)
+        # A stream that ends without its signed answer (the origin abandoned it: T1, a re-offer it no longer
+        # needed, its user left) will not be paid for: its fee is taken back, or an honest origin would drift
+        # towards the credit limit one abandoned stream at a time.
+        unbill = (lambda: billing.refund(sender)) if ledger is not None else None
         try:
             return await serve(body.kind, body.request, body.route, "node", request_id=body.request_id,
-                               inspect=body.inspect_bytes(), receive=request.receive)
+                               inspect=body.inspect_bytes(), receive=request.receive, on_unanswered=unbill)
         except BaseException:
             if ledger is not None:
                 billing.refund(sender)

@@ -1,8 +1,9 @@
 """Peers pay or are not served (issue 13, finding 2: any registered node, with no stake and no credit, got
 answers through `/peer/delegate` and never paid: 20 of 20 delegations executed and signed, 0 fees).
 
-An executor bills its fee (`peers.fee_wei`) for every delegation it takes, and takes one only from a
-sender that:
+An executor bills its fee (`peers.fee_wei`) for every delegation it takes, and takes it back when no
+signed answer came of it (the delegation failed, or the sender hung up before the answer's signed end:
+it will not pay for that), and takes one only from a sender that:
 
 1. is registered, active, and holds at least the contract's minimum stake;
 2. owes it, beyond what its vouchers already cover, less than the credit limit

@@ -448,6 +448,32 @@ def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
         assert httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200
 
 
+def test_a_stream_waiting_for_a_busy_engine_leaves_when_its_client_hangs_up() -> None:
+    """A stream waits for its first output, in the engine's queue behind a long answer. Its client gives up:
+    it leaves the queue at once (before, it held its place until the engine reached it, then failed to
+    write), so the engine never runs it."""
+    from live_server import LiveServer
+
+    backend = FakeBackend([MODEL], capacity=1, tokens_per_s=5.0, words=300)  # one at a time, a minute each
+    with LiveServer(create_app(make_settings(), [backend], KEY, NODE, CHAIN_ID), log_level="warning") as server:
+
+        def ask(body: dict[str, Any], timeout_s: float) -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=timeout_s)
+
+        first = threading.Thread(target=ask, args=(CHAT, 30.0), daemon=True)
+        first.start()
+        assert _until(lambda: backend.running == 1, 10)
+        gone = threading.Thread(target=ask, args=({**CHAT, "stream": True}, 1.0), daemon=True)
+        gone.start()
+        assert _until(lambda: backend.waiting == 1, 10)
+        gone.join(10)  # the streaming client gave up after 1 s and closed its connection
+        assert _until(lambda: backend.waiting == 0, 2), "the stream kept its place in the engine's queue"
+        assert backend.requests_seen == 2 and backend.running == 1  # the first answer goes on
+        backend.set_down(True)  # ends it (the server stops only once its requests have)
+        first.join(10)
+
+
 def _until(condition: Any, timeout_s: float) -> bool:
     """Poll `condition` until it holds (True) or `timeout_s` passes (False)."""
     import time as time_module

@@ -1122,6 +1122,13 @@ async def test_a_stream_silent_after_its_first_output_ends_after_t2(live_net: Ne
     assert any(texts)  # the first words had reached the user
     assert not any(isinstance(e, dict) and e.get("wwwserve") for e in events)
     assert frozen.address.lower() in a.comm.bans.banned()
+    # The peer billed the delegation when it took it; an abandoned stream is never paid, so it takes the fee
+    # back (else an honest origin would creep to the credit limit one abandoned stream at a time).
+    for _ in range(100):
+        if frozen.app.state.billing.billed_wei(a.address) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert frozen.app.state.billing.billed_wei(a.address) == 0
 
 
 async def test_a_freeloading_origin_gets_nothing_past_its_credit_limit(net: Net) -> None:
@@ -1205,3 +1212,4 @@ async def test_the_peer_api_refuses_a_flood_before_checking_signatures(net: Net)
             statuses.append((await client.post(PATH_PROBE, content=body, headers=headers)).status_code)
     assert [status == 429 for status in statuses] == [False] * 5 + [True] * 3
     assert len(verified) == 5  # the refused ones were never verified
+
