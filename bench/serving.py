@@ -830,7 +830,8 @@ def dispatch_counters(port: int) -> dict[str, float]:
     text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5.0).text
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("wwwserve_dispatch_decisions_total{", "wwwserve_delegations_total{")):
+        if line.startswith(("wwwserve_dispatch_decisions_total{", "wwwserve_delegations_total{",
+                            "wwwserve_reoffers_total{")):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
@@ -843,7 +844,8 @@ def delegation_note(before: dict[str, float], after: dict[str, float]) -> str:
         delta = after[name] - before.get(name, 0.0)
         if delta:
             label = name.split("{", 1)[1].rstrip("}").replace('"', "")
-            kind = "decision" if name.startswith("wwwserve_dispatch") else "delegation"
+            kind = ("decision" if name.startswith("wwwserve_dispatch") else
+                    "re-offer" if name.startswith("wwwserve_reoffers") else "delegation")
             parts.append(f"{kind} {label}: {delta:,.0f}")
     return "node A: " + (", ".join(parts) if parts else "no dispatch recorded")
 

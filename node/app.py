@@ -518,6 +518,7 @@ def create_app(
         max_hops=settings.peers.max_hops,
         k_exec=policy.config.k_exec,
         retry_delay_s=policy.config.retry_delay_s,
+        reoffer_interval_s=policy.config.reoffer_interval_s,
         metrics=metrics,
     )
     signer = _Signer(signing_key, node_address, chain_id)

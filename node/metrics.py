@@ -59,6 +59,8 @@ def _number(value: float) -> str:
 EVENT_COUNTERS: dict[str, str] = {
     "wwwserve_dispatch_decisions_total": "Dispatch decisions for requests, by action (local, offload, queue, retry).",
     "wwwserve_delegations_total": "Requests handed to peers, by outcome (ok, failed, unverified, work_invalid).",
+    "wwwserve_reoffers_total": "Offers to peers of requests queued on this node's busy engine, by outcome (taken: a "
+    "peer's output came first and served it; none: no peer took it this time).",
     "wwwserve_peer_messages_total": "Peer API messages received, by path and outcome (accepted, rejected).",
     "wwwserve_duels_total": "Duel steps this node took, by event: as origin (opened, open_failed, unduelable, "
     "challenger_drawn, request_published, judges_drawn, settled), as challenger (answered, request_missing), "

@@ -88,6 +88,9 @@ class PolicyConfig(BaseModel):
     # Wait before re-dispatching a request that got RETRY. The reference retried on its next 0.5 s tick;
     # our dispatch is event-driven, so this only paces a node that has nowhere to send work.
     retry_delay_s: float = Field(default=0.1, gt=0.0, le=60.0)
+    # How often a request queued on a busy local model is offered to peers again while it waits for its
+    # first output (the policy is asked again each time; it keeps its place here). 0: never, it waits.
+    reoffer_interval_s: float = Field(default=1.0, ge=0.0, le=60.0)
     # Let load drive stake (reference newest rule). False: hold fixed_stake_wei, or leave stake alone.
     auto_stake: bool = True
     # How often auto-stake may move stake. Each move is an on-chain transaction, so this rate-limits them.

@@ -19,6 +19,9 @@ back onto its route, at most `max_hops`). Fees (`fee_wei` per delegation) go hop
 comes back, and an OFFLOAD needs free credit, as live.
 
 Simplifications (each one says what it changes):
+- A QUEUE decision commits the request to the node's engine. The live node offers a queued request to
+  peers again every `reoffer_interval_s` until its first output (`Dispatcher.run_queued`); not modelled
+  here, so a busy node's backlog stays with it and a node joining later gets none of it.
 - A probe's answer is decided from the candidate's load when the probe is sent, and arrives a round
   trip later (the live candidate looks at its load half a round trip later; sub-second staleness).
 - Stake changes are visible to other nodes from the next block (a transaction is mined, indexers see

@@ -9,6 +9,15 @@ gets the request over the signed peer API; no acceptor → the policy's fallback
 `retry_delay_s`). A request for a model this node does not serve is always offloaded. A route of
 `max_hops` delegations must run where it is.
 
+A QUEUE'd request waits for this node's busy engine (a slot, then the engine's own queue) without
+giving up on the network: every `reoffer_interval_s` until its first output, the policy is asked again
+and, if it says OFFLOAD, the request is offered to peers exactly as above (same draw, probes, bans,
+fees, signatures), as a stream. It keeps its place here meanwhile. Whichever produces output first
+serves it: a peer's first output takes it out of the local queue (the engine never runs it); local
+output first cancels an offer still under way (that peer has sent nothing, is not paid, and takes its
+fee back). So a peer that accepts and then stalls costs the request nothing: it was never out of the
+queue (T1 ends the offer and bans the peer).
+
 Nothing here polls: a decision is made the moment a request arrives, and a RETRY waits only
 `retry_delay_s` (paced, not ticked). A delegated answer streams back as a `RemoteStream`; `finish_remote`
 checks the executor's signature against its registered key and the hashes of what was actually relayed,
@@ -38,6 +47,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,8 +64,14 @@ from ledger.work import (
     request_hash,
     request_id_hash,
 )
-from node.backends.base import GenerationRequest, GenerationResult
-from node.errors import ModelNotFoundError, OverloadedError, UpstreamTimeoutError
+from node.backends.base import GenerationRequest, GenerationResult, StreamDelta
+from node.errors import (
+    BackendUnavailableError,
+    ModelNotFoundError,
+    NodeError,
+    OverloadedError,
+    UpstreamTimeoutError,
+)
 from node.managers.communication import (
     CommunicationManager,
     DelegateBody,
@@ -72,7 +88,7 @@ from node.policy import Action
 from node.routing import Peer, candidates_for_delegation, selection_seed
 from node.signing import SignedResult, SigningError, verify_result
 
-__all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms"]
+__all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms", "collect"]
 
 # Fees owed to one peer that trigger a voucher at once rather than at the next interval.
 FLUSH_AT_FEES = 16
@@ -216,6 +232,7 @@ class Dispatcher:
         retry_delay_s: float = 0.1,
         metrics: Metrics | None = None,
         fee_flush_interval_s: float = 0.5,
+        reoffer_interval_s: float = 0.0,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -227,6 +244,8 @@ class Dispatcher:
         self.max_hops = max_hops
         self.k_exec = k_exec
         self.retry_delay_s = retry_delay_s
+        # How often a QUEUE'd request still waiting for its first output here is offered to peers again (0: never).
+        self.reoffer_interval_s = reoffer_interval_s
         self._fee_warned = False
         self.metrics = metrics
         self.fee_flush_interval_s = fee_flush_interval_s
@@ -254,9 +273,11 @@ class Dispatcher:
         avoid: set[str] | None = None,
         streamed: bool = True,
         terms: WorkTerms | None = None,
-    ) -> RemoteStream | RemoteAnswer | None:
-        """None: run `greq` here (LOCAL/QUEUE). Otherwise the peer's answer: its primed stream, or (with
-        `streamed=False`) its whole answer, with `terms` (what its work attestation must say) attached.
+    ) -> RemoteStream | RemoteAnswer | Literal[Action.LOCAL, Action.QUEUE]:
+        """Where `greq` runs: `Action.LOCAL` (here, now: the engine is idle, or the request cannot leave),
+        `Action.QUEUE` (here, on the busy engine: the caller offers it to peers again while it waits), or
+        the peer's answer: its primed stream, or (with `streamed=False`) its whole answer, with `terms`
+        (what its work attestation must say) attached.
 
         `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
         peers that failed this request, so a re-dispatch goes elsewhere.
@@ -267,7 +288,7 @@ class Dispatcher:
         if comm is None or len(route) >= self.max_hops:
             if not local:
                 raise ModelNotFoundError(model)
-            return None
+            return Action.LOCAL
         if not local and model not in comm.network_models():
             raise ModelNotFoundError(model)
         if terms is None:
@@ -284,8 +305,10 @@ class Dispatcher:
                 # delay, so the request queues here.
                 action = Action.QUEUE
             self._count("wwwserve_dispatch_decisions_total", action=action.value)
-            if action in (Action.LOCAL, Action.QUEUE):
-                return None
+            if action == Action.LOCAL:
+                return Action.LOCAL
+            if action == Action.QUEUE:
+                return Action.QUEUE
             if action == Action.OFFLOAD:
                 remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed, terms)
                 if remote is not None:
@@ -295,10 +318,10 @@ class Dispatcher:
                     action = (await self.policy.fallback(model)).action
                     self._count("wwwserve_dispatch_decisions_total", action=action.value)
                     if action == Action.QUEUE:
-                        return None
+                        return Action.QUEUE
             if loop.time() + self.retry_delay_s > deadline:
                 if local:
-                    return None  # waited long enough for the network: take it on the local queue
+                    return Action.QUEUE  # waited long enough for the network: take it on the local queue
                 raise OverloadedError(
                     f"No node of the network can take a request for model {model!r} now. Please retry shortly.",
                     retry_after_s=1.0,
@@ -384,6 +407,87 @@ class Dispatcher:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*probes, return_exceptions=True)
+
+    # ---- a queued request, re-offered while it waits -------------------------------------------
+
+    async def run_queued(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str],
+        avoid: set[str],
+        terms: WorkTerms,
+        source: Source = "user",
+    ) -> LocalStream | RemoteStream:
+        """`greq` on this node's busy engine, primed (its first output read), unless a peer's output comes
+        first: then the peer's primed stream (its `terms` attached), and the request has left the local
+        queue. Every `reoffer_interval_s` while it waits, the policy is asked again and on OFFLOAD the
+        request is offered to the peers `plan` would draw (`avoid`: those that failed it).
+
+        The local request keeps its place (the slot FIFO, then the engine's queue) through every offer; an
+        offer under way when local output comes first is cancelled (the peer aborts, unpaid). Errors of the
+        local run are raised as before; a peer refusing the request itself only ends the offers.
+        """
+        comm = self.communication
+        interval = self.reoffer_interval_s
+        if comm is None or interval <= 0 or len(route) >= self.max_hops:
+            return await self.requests.open_stream(greq, source=source)
+        loop = asyncio.get_running_loop()
+        local = asyncio.ensure_future(self.requests.open_stream(greq, source=source))
+        offer: asyncio.Future[RemoteStream | RemoteAnswer | None] | None = None
+        served: LocalStream | RemoteStream | None = None
+        next_offer_s = loop.time() + interval
+        try:
+            while True:
+                pending: set[asyncio.Future[Any]] = {local} if offer is None else {local, offer}
+                timeout = None if offer is not None else max(0.0, next_offer_s - loop.time())
+                await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if local.done():  # local output first (or the local run failed: its error is the answer)
+                    served = local.result()
+                    return served
+                if offer is not None:  # the offer ended (wait had no timeout)
+                    remote = self._offer_result(offer, greq)
+                    offer = None
+                    if remote is False:
+                        interval = math.inf  # a peer refused the request itself: the engine here decides
+                    taken = isinstance(remote, RemoteStream)
+                    self._count("wwwserve_reoffers_total", outcome="taken" if taken else "none")
+                    if isinstance(remote, RemoteStream):
+                        remote.terms = terms
+                        served = remote
+                        return served
+                    next_offer_s = loop.time() + interval
+                    continue
+                peers = await self._reoffer_peers(greq.model, avoid)
+                if peers:
+                    offer = asyncio.ensure_future(
+                        self._offload(greq, kind, raw_request, route, peers, avoid, True, terms))
+                else:
+                    next_offer_s = loop.time() + interval
+        finally:
+            # Whatever did not serve the request is stopped and its stream closed (the client may have left:
+            # then both). Shielded: a cancellation arriving meanwhile must not leave a slot or a peer held.
+            await asyncio.shield(_abandon([w for w in (local, offer) if w is not None], keep=served))
+
+    def _offer_result(
+        self, offer: asyncio.Future[RemoteStream | RemoteAnswer | None], greq: GenerationRequest
+    ) -> RemoteStream | RemoteAnswer | Literal[False] | None:
+        """An ended offer's stream; None when no peer took it; False when a peer refused the request itself
+        (an OpenAI 4xx about it, e.g. too long for that peer's model)."""
+        try:
+            return offer.result()
+        except NodeError as exc:
+            logger.info("re-offering %s stopped: a peer refused it: %s", greq.request_id, exc)
+            return False
+
+    async def _reoffer_peers(self, model: str, avoid: set[str]) -> list[Peer]:
+        """The peers to offer a queued request to now: none unless the policy says OFFLOAD again (it also
+        says LOCAL when the engine here has room, and needs credit to pay a peer)."""
+        comm = self.communication
+        if comm is None or (await self.policy.decide(model)).action != Action.OFFLOAD:
+            return []
+        return [p for p in comm.routable_peers(model) if p.address.lower() not in avoid]
 
     # ---- results -------------------------------------------------------------------------------
 
@@ -546,17 +650,26 @@ class Dispatcher:
         avoid: set[str] = set()
         terms = self.work_terms(greq, kind, raw_request, route, inspect)
         for _ in range(MAX_REDISPATCHES):
-            remote = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, terms=terms)
-            if remote is None:
+            planned = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, terms=terms)
+            if planned is Action.LOCAL:
                 return await self.requests.generate(greq, source=source), None, None
-            assert isinstance(remote, RemoteAnswer)  # plan(streamed=False) never returns a stream
             try:
-                attestation, work = self.finish_remote(remote, remote.result.text, prompt)
+                if planned is Action.QUEUE:
+                    # Run as a stream here, so its first output says when it left the engine's queue.
+                    served = await self.run_queued(greq, kind, raw_request, route, avoid, terms, source)
+                    if isinstance(served, LocalStream):
+                        return await collect(served), None, None
+                    remote: RemoteStream | RemoteAnswer = served
+                    result = await collect(served)
+                else:
+                    assert isinstance(planned, RemoteAnswer)  # plan(streamed=False) never returns a stream
+                    remote, result = planned, planned.result
+                attestation, work = self.finish_remote(remote, result.text, prompt)
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 avoid.add(exc.address.lower())
                 continue
-            return remote.result, attestation, work
+            return result, attestation, work
         raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
 
     async def open_stream(
@@ -572,11 +685,55 @@ class Dispatcher:
         """A primed stream from here or a peer (failures before the first output were re-dispatched); the
         caller checks a remote one with `finish_remote(strict_work=False)` when it ends."""
         terms = self.work_terms(greq, kind, raw_request, route, inspect)
-        remote = await self.plan(greq, kind, raw_request, route, set(), terms=terms)
-        if remote is None:
+        avoid: set[str] = set()
+        planned = await self.plan(greq, kind, raw_request, route, avoid, terms=terms)
+        if planned is Action.LOCAL:
             return await self.requests.open_stream(greq, source=source)
-        assert isinstance(remote, RemoteStream)
-        return remote
+        if planned is Action.QUEUE:
+            return await self.run_queued(greq, kind, raw_request, route, avoid, terms, source)
+        assert isinstance(planned, RemoteStream)
+        return planned
+
+
+async def collect(stream: LocalStream | RemoteStream) -> GenerationResult:
+    """A stream's whole answer (it is closed in any case). A peer failing on the way raises
+    `PeerFailedError` (nothing reached the user: the caller can re-dispatch)."""
+    pieces: list[str] = []
+    final: StreamDelta | None = None
+    try:
+        async for delta in stream:
+            pieces.append(delta.text)
+            if delta.is_final:
+                final = delta
+    finally:
+        await stream.aclose()
+    if final is None or final.finish_reason is None:
+        raise BackendUnavailableError("The model backend ended the answer unexpectedly. Please retry.")
+    return GenerationResult(text="".join(pieces), finish_reason=final.finish_reason,
+                            prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0)
+
+
+async def _abandon(works: Sequence[asyncio.Future[Any]], keep: object) -> None:
+    """Stop `works` (cancelled, each closes what it opened) and close any stream one of them produced, but
+    `keep`. A failure of one is logged unless it is a `NodeError` (those were seen or are moot)."""
+    if not works:
+        return
+    for work in works:
+        if not work.done():
+            work.cancel()
+    await asyncio.wait(works)
+    for work in works:
+        if work.cancelled():
+            continue
+        error = work.exception()
+        if error is not None:
+            if not isinstance(error, NodeError | PeerFailedError):
+                logger.warning("abandoned work failed", exc_info=error)
+            continue
+        result = work.result()
+        if result is not None and result is not keep:
+            with contextlib.suppress(Exception):
+                await result.aclose()
 
 
 def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ or lies. The same paths over real processes and a real chain are in tests/integr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
@@ -1213,3 +1214,182 @@ async def test_the_peer_api_refuses_a_flood_before_checking_signatures(net: Net)
     assert [status == 429 for status in statuses] == [False] * 5 + [True] * 3
     assert len(verified) == 5  # the refused ones were never verified
 
+
+# ---- requests queued on a busy node are re-offered to peers (issue 13) ---------------------------------
+
+# Never runs a request at once, offers each one, queues it here when no peer takes it; offers it again
+# every 0.1 s while it waits.
+BUSY_ORIGIN = {"target_token_usage": -1.0, "offload_frequency": 1.0, "queue_frequency": 1.0,
+               "accept_frequency": 0.0, "reoffer_interval_s": 0.1}
+
+
+def busy_engine() -> FakeBackend:
+    """One request at a time, each about 4 s long (8 words at 2 words a second)."""
+    return FakeBackend([MODEL], capacity=1, tokens_per_s=2.0, words=8)
+
+
+async def occupy(backend: FakeBackend) -> asyncio.Task[Any]:
+    """Keep `backend`'s only slot busy with a request of its own (another user's, say)."""
+    from node.backends.base import GenerationRequest
+
+    task = asyncio.ensure_future(backend.generate(GenerationRequest(model=MODEL, prompt="busy", request_id="busy")))
+    for _ in range(100):
+        if backend.running == 1:
+            return task
+        await asyncio.sleep(0.01)
+    raise AssertionError("the engine did not start the occupying request")
+
+
+def executor_of(resp: httpx.Response, stream: bool) -> str:
+    assert resp.status_code == 200, resp.text
+    final = next(e for e in sse(resp.text) if isinstance(e, dict) and e.get("wwwserve")) if stream else resp.json()
+    return SignedResult.from_json(final["wwwserve"]).executor
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_queued_on_a_busy_node_goes_to_a_peer_that_becomes_idle(net: Net, stream: bool) -> None:
+    """The origin's engine is busy for seconds and its only peer is busy too, so the request queues here.
+    The peer frees up well before the engine does: the waiting request is offered to it again and it serves
+    the user (before, the request waited for the engine: seconds more). It left the engine's queue, the
+    engine never ran it, and the peer is paid once."""
+    engine = busy_engine()
+    a = net.add("a", backends=[engine], policy=BUSY_ORIGIN)
+    peer_engine = FakeBackend([MODEL], capacity=1, latency_s=0.6)
+    b = net.add("b", backends=[peer_engine], policy=EXECUTOR)
+    occupier = await occupy(engine)
+    async with net.client("b") as b_user, net.client("a") as client:
+        own = asyncio.ensure_future(b_user.post("/v1/chat/completions", json=CHAT))  # b's own user: b is busy
+        for _ in range(100):
+            if peer_engine.running == 1:
+                break
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        elapsed = time.monotonic() - started
+        assert (await own).status_code == 200
+    assert executor_of(resp, stream) == b.address
+    assert elapsed < 3.0, f"{elapsed:.1f} s: the request waited for the origin's engine"
+    counted = a.app.state.metrics.events
+    assert counted[("wwwserve_dispatch_decisions_total", (("action", "queue"),))] == 1  # b declined at first
+    assert counted[("wwwserve_reoffers_total", (("outcome", "taken"),))] == 1
+    assert engine.waiting == 0 and engine.running == 1  # it left the queue; only the occupier runs here
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {b.address: 1000}  # one fee, for the answer the user got
+    occupier.cancel()
+
+
+async def test_with_re_offers_off_a_queued_request_waits_for_the_engine(net: Net) -> None:
+    """`policy.reoffer_interval_s = 0`: the request queued here stays until the engine runs it."""
+    engine = busy_engine()
+    a = net.add("a", backends=[engine], policy={**BUSY_ORIGIN, "reoffer_interval_s": 0.0})
+    peer_engine = FakeBackend([MODEL], capacity=1, latency_s=0.6)
+    net.add("b", backends=[peer_engine], policy=EXECUTOR)
+    engine.tokens_per_s = 20.0  # a short wait, this time
+    occupier = await occupy(engine)
+    async with net.client("b") as b_user, net.client("a") as client:
+        own = asyncio.ensure_future(b_user.post("/v1/chat/completions", json=CHAT))
+        for _ in range(100):
+            if peer_engine.running == 1:
+                break
+            await asyncio.sleep(0.01)
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+        await own
+    assert executor_of(resp, stream=False) == a.address
+    await occupier
+
+
+class DecliningAtFirst(DefaultPolicy):
+    """Declines the first `declines` probes, then accepts every one (an executor that frees up)."""
+
+    def __init__(self, declines: int) -> None:
+        super().__init__(PolicyConfig(auto_stake=False), random.Random(0))
+        self.declines = declines
+
+    def accept_probe(self, snapshot: LoadSnapshot, model: str | None) -> bool:
+        self.declines -= 1
+        return self.declines < 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_peer_that_takes_a_queued_request_and_stalls_does_not_hold_it(net: Net, stream: bool) -> None:
+    """The attacker of re-offers: a peer that accepts a queued request and then sends nothing. The request
+    never left the local queue, so it is served here as soon as the engine reaches it, long before T1
+    would have ended the offer; the stalled offer is cancelled (the peer aborts and takes its fee back)."""
+    engine = FakeBackend([MODEL], capacity=1, tokens_per_s=10.0, words=8)  # busy for under a second
+    a = net.add("a", backends=[engine], policy=BUSY_ORIGIN)
+    staller = StallingBackend(words_before=0)
+    b = net.add("b", backends=[staller], policy_obj=DecliningAtFirst(declines=1))
+    a.comm.first_output_timeout_s = 10.0
+    occupier = await occupy(engine)
+    started = time.monotonic()
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    elapsed = time.monotonic() - started
+    assert executor_of(resp, stream) == a.address
+    assert elapsed < 5.0, f"{elapsed:.1f} s: the stalling peer held the request"
+    await occupier
+    for _ in range(100):  # the peer's side of the cancelled offer winds down
+        if staller.running == 0 and b.app.state.billing.billed_wei(a.address) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert staller.running == 0 and staller.requests_seen == 1
+    assert b.app.state.billing.billed_wei(a.address) == 0
+    await a.app.state.dispatcher.flush_fees()
+    assert a.ledger.promised == {}
+
+
+async def test_queued_requests_keep_their_order_while_they_are_offered(net: Net) -> None:
+    """Offers that no peer takes cost a queued request nothing: the engine serves the queue in arrival order."""
+    engine = FakeBackend([MODEL], capacity=1, tokens_per_s=20.0, words=6)
+    a = net.add("a", backends=[engine], policy=BUSY_ORIGIN)
+    net.add("b", policy={"accept_frequency": 0.0})  # never takes anything
+    occupier = await occupy(engine)
+    finished: list[int] = []
+
+    async def ask(n: int) -> None:
+        body = {**CHAT, "messages": [{"role": "user", "content": f"request {n}"}]}
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert executor_of(resp, stream=False) == a.address
+        finished.append(n)
+
+    async with net.client("a") as client:
+        first = asyncio.ensure_future(ask(1))
+        for _ in range(100):
+            if engine.waiting == 1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.gather(first, ask(2))
+    assert finished == [1, 2]
+    assert a.app.state.metrics.events[("wwwserve_reoffers_total", (("outcome", "none"),))] > 2
+    await occupier
+
+
+async def test_a_queued_request_that_is_cancelled_while_offered_releases_everything(net: Net) -> None:
+    """The client leaves while its request waits here and an offer to a stalling peer is under way: the
+    request leaves the engine's queue and the peer's work is aborted, nothing left held."""
+    from node.managers.request import generation_request
+
+    engine = busy_engine()
+    a = net.add("a", backends=[engine], policy=BUSY_ORIGIN)
+    staller = StallingBackend(words_before=0)
+    b = net.add("b", backends=[staller], policy_obj=DecliningAtFirst(declines=1))
+    a.comm.first_output_timeout_s = 30.0
+    occupier = await occupy(engine)
+    greq, prompt = generation_request("chat", {**CHAT, "stream": True}, "chatcmpl-leaves")
+    opening = asyncio.ensure_future(a.app.state.dispatcher.open_stream(greq, "chat", {**CHAT, "stream": True}, prompt))
+    for _ in range(300):
+        if staller.running == 1 and engine.waiting == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert staller.running == 1 and engine.waiting == 1  # waiting here, and offered to the staller
+    opening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await opening
+    for _ in range(100):
+        if staller.running == 0 and engine.waiting == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert staller.running == 0 and engine.waiting == 0 and engine.running == 1
+    assert a.app.state.request_manager.running == 0  # no slot left taken (the occupier bypassed the node)
+    assert b.app.state.billing.billed_wei(a.address) == 0
+    occupier.cancel()
