@@ -454,12 +454,13 @@ class PeerSettings(_Section):
         default=600.0, description="Most time a delegated request may take at a peer before it counts as failed."
     )
     first_output_timeout_s: PositiveSeconds = Field(
-        default=30.0, description="T1: a delegated stream with no output this long after it was sent is abandoned, "
+        default=30.0, description="T1: a delegated request with no output this long after it was sent is abandoned, "
         "the peer counted as failed, and the request re-dispatched (nothing reached the user yet)."
     )
     stream_idle_timeout_s: PositiveSeconds = Field(
-        default=30.0, description="T2: a delegated stream silent this long after its first output is abandoned "
-        "(the user's stream ends with an error event: its text cannot be taken back)."
+        default=30.0, description="T2: a delegated request silent this long after its first output is abandoned and "
+        "the peer counted as failed: a whole answer is re-dispatched (the user has seen nothing yet), a stream "
+        "ends with an error event (its text cannot be taken back)."
     )
     ban_initial_s: PositiveSeconds = Field(default=5.0, description="First ban of a failing peer.")
     ban_max_s: PositiveSeconds = Field(

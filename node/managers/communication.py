@@ -12,9 +12,11 @@ failure up to `ban_max_s`; one success clears its record. Banned peers are left 
 The peer API (served by `node.app`):
 - `POST /peer/probe`     {request_id, model, route}        → {"accept": bool}
 - `POST /peer/delegate`  {request_id, kind, request, route, inspect} → the executor's answer: the OpenAI SSE
-  stream (`stream: true` and `include_usage` forced) or one JSON answer, its final chunk (or the answer)
-  carrying the signed result (`wwwserve`) and the executor's work attestation (`wwwserve_work`,
-  `ledger.work.WorkAttestation`, signed with its wallet key over the origin's inspection commitment)
+  stream (a node always asks for one, `stream: true` and `include_usage` forced, also when its user waits
+  for the whole answer: T1 and T2 then bound it) or, to `stream: false`, one JSON answer; its final chunk
+  (or the answer) carries the signed result (`wwwserve`) and the executor's work attestation
+  (`wwwserve_work`, `ledger.work.WorkAttestation`, signed with its wallet key over the origin's
+  inspection commitment)
 - `POST /peer/voucher`   a signed fee voucher (`node.managers.ledger.SignedVoucher.to_json()`)
 - `POST /peer/evidence`  {duel_id} → the pieces of a duel's evidence this node holds
   (`judge.evidence.EvidencePieces`), for the duel's seat holders and (the request only) its challenger
@@ -39,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from judge.evidence import EvidenceMalformedError, EvidencePieces
 from ledger import safejson
 from ledger.work import WorkAttestation, WorkError
-from node.backends.base import GenerationRequest, GenerationResult, StreamDelta, normalize_finish_reason
+from node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
 from node.endpoints import EndpointError, PeerResolver, check_endpoint
 from node.envelope import EnvelopeVerifier, seal
 from node.errors import (
@@ -66,7 +68,6 @@ __all__ = [
     "PeerDirectory",
     "PeerFailedError",
     "ProbeBody",
-    "RemoteAnswer",
     "RemoteStream",
 ]
 
@@ -392,20 +393,6 @@ class RemoteStream:
             await self._response.aclose()
 
 
-@dataclass
-class RemoteAnswer:
-    """A delegated request's whole answer (non-streamed), with the executor's attestations (`work` is
-    None if it sent none; `terms`, set by the dispatcher, is what that work must say)."""
-
-    peer: DirectoryPeer | Peer
-    request: GenerationRequest
-    result: GenerationResult
-    attestation: SignedResult
-    work: WorkAttestation | None = None
-    started: bool = False  # nothing reached the user: a failure of this answer can always be re-dispatched
-    terms: Any = None  # node.managers.dispatch.WorkTerms
-
-
 # ---------------------------------------------------------------------------------------------
 # the manager
 
@@ -604,45 +591,6 @@ class CommunicationManager:
             # Busy after accepting the probe: not a fault, no ban; the caller tries elsewhere.
             raise PeerFailedError(peer.address, f"busy (HTTP {status})")
         raise self._failed(peer, f"delegation answered HTTP {status}")
-
-    async def delegate_whole(
-        self, peer: DirectoryPeer | Peer, body: DelegateBody, request: GenerationRequest
-    ) -> RemoteAnswer:
-        """Send `request` to `peer` for a whole (non-streamed) answer; same errors as `open_delegation`.
-
-        For a user who waits for the whole answer anyway, one JSON answer costs both nodes far less
-        than relaying an SSE stream chunk by chunk.
-        """
-        data, headers = self._sealed(peer.address, PATH_DELEGATE, body.model_dump())
-        try:
-            response = await self._client.request(
-                "POST", self._url(peer, PATH_DELEGATE), content=data, headers=headers
-            )
-        except HttpError as exc:
-            raise self._failed(peer, f"delegation failed: {exc}") from None
-        if response.status != 200:
-            self._raise_refusal(peer, response.status, response.content)
-        try:
-            answer = response.json()
-            choice = answer["choices"][0]
-            message = choice.get("message")
-            text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
-            usage = answer.get("usage") or {}
-            if not isinstance(text, str):
-                raise ValueError("no text in choices[0]")
-            result = GenerationResult(
-                text=text,
-                finish_reason=normalize_finish_reason(choice.get("finish_reason")),
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
-            attestation = SignedResult.from_json(answer["wwwserve"])
-            work_json = answer.get("wwwserve_work")
-            work = None if work_json is None else WorkAttestation.from_json(work_json)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError, MalformedSignedResultError) as exc:
-            raise self._failed(peer, f"sent a malformed answer: {exc}") from None
-        self.bans.succeed(peer.address)
-        return RemoteAnswer(peer, request, result, attestation, work)
 
     async def fetch_evidence(self, peer: DirectoryPeer | Peer, duel_id: int) -> EvidencePieces | None:
         """The pieces of a duel's evidence `peer` holds (this node must hold a seat in the duel, or be its

@@ -33,12 +33,14 @@ request (`DelegateBody.inspect`); every hop relays it unchanged. The user is alw
 executor the dispatcher picked; once its answer is in and checked, a drawn duel is opened in the
 background by the Duel manager (`duels.open_soon`), never on the request path.
 
-Failure: a peer that fails before its first output is banned and the request re-dispatched; for a
-non-streaming request nothing has reached the user yet, so any failure is re-dispatched
-(`Dispatcher.generate`, which also asks the peer for one whole JSON answer instead of a stream), a
-missing or wrong work attestation included; a streaming request that already sent text ends with an
-OpenAI error event if its result signature fails, and keeps its text if only its work attestation
-fails (the peer is banned and unpaid, and that answer cannot be dueled).
+Failure: a peer that fails before its first output is banned and the request re-dispatched; so is one
+with no output within T1 (`first_output_timeout_s`), and, once output flows, one silent for T2
+(`stream_idle_timeout_s`). A peer's answer always comes as a stream, also when the user waits for the
+whole answer (`Dispatcher.generate` collects it), so T1 and T2 bound both; for a non-streaming request
+nothing has reached the user before the end, so any failure is re-dispatched, T2 and a missing or wrong
+work attestation included; a streaming request that already sent text ends with an OpenAI error event
+if it fails or its result signature does, and keeps its text if only its work attestation fails (the
+peer is banned and unpaid, and that answer cannot be dueled).
 """
 
 from __future__ import annotations
@@ -78,7 +80,6 @@ from node.managers.communication import (
     PeerDeclinedError,
     PeerFailedError,
     ProbeBody,
-    RemoteAnswer,
     RemoteStream,
 )
 from node.managers.policy import PolicyManager
@@ -271,13 +272,12 @@ class Dispatcher:
         raw_request: Mapping[str, Any],
         route: Sequence[str] = (),
         avoid: set[str] | None = None,
-        streamed: bool = True,
         terms: WorkTerms | None = None,
-    ) -> RemoteStream | RemoteAnswer | Literal[Action.LOCAL, Action.QUEUE]:
+    ) -> RemoteStream | Literal[Action.LOCAL, Action.QUEUE]:
         """Where `greq` runs: `Action.LOCAL` (here, now: the engine is idle, or the request cannot leave),
         `Action.QUEUE` (here, on the busy engine: the caller offers it to peers again while it waits), or
-        the peer's answer: its primed stream, or (with `streamed=False`) its whole answer, with `terms`
-        (what its work attestation must say) attached.
+        a peer: its stream, primed (its first output read), with `terms` (what its work attestation must
+        say) attached.
 
         `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
         peers that failed this request, so a re-dispatch goes elsewhere.
@@ -310,7 +310,7 @@ class Dispatcher:
             if action == Action.QUEUE:
                 return Action.QUEUE
             if action == Action.OFFLOAD:
-                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, streamed, terms)
+                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, terms)
                 if remote is not None:
                     remote.terms = terms
                     return remote
@@ -354,9 +354,8 @@ class Dispatcher:
         route: Sequence[str],
         routable: Sequence[Peer],
         avoid: set[str],
-        streamed: bool,
         terms: WorkTerms,
-    ) -> RemoteStream | RemoteAnswer | None:
+    ) -> RemoteStream | None:
         comm = self.communication
         assert comm is not None  # plan() checked
         peers = [p for p in routable if p.address.lower() not in avoid]
@@ -368,16 +367,14 @@ class Dispatcher:
         if not candidates:
             return None
         onward = [*route, self.my_address]
-        request = streamed_request(raw_request) if streamed else whole_request(raw_request)
+        request = streamed_request(raw_request)
         inspect = "0x" + terms.inspect.hex()  # the origin's draw happens here, before any answer exists
 
-        async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | RemoteAnswer | None:
+        async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | None:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
                                 accept_check=accept_check, inspect=inspect)
             try:
-                if streamed:
-                    return await comm.open_delegation(peer, body, greq)
-                return await comm.delegate_whole(peer, body, greq)
+                return await comm.open_delegation(peer, body, greq)
             except PeerDeclinedError:
                 return None
             except PeerFailedError as exc:
@@ -435,7 +432,7 @@ class Dispatcher:
             return await self.requests.open_stream(greq, source=source)
         loop = asyncio.get_running_loop()
         local = asyncio.ensure_future(self.requests.open_stream(greq, source=source))
-        offer: asyncio.Future[RemoteStream | RemoteAnswer | None] | None = None
+        offer: asyncio.Future[RemoteStream | None] | None = None
         served: LocalStream | RemoteStream | None = None
         next_offer_s = loop.time() + interval
         try:
@@ -451,9 +448,8 @@ class Dispatcher:
                     offer = None
                     if remote is False:
                         interval = math.inf  # a peer refused the request itself: the engine here decides
-                    taken = isinstance(remote, RemoteStream)
-                    self._count("wwwserve_reoffers_total", outcome="taken" if taken else "none")
-                    if isinstance(remote, RemoteStream):
+                    self._count("wwwserve_reoffers_total", outcome="taken" if remote else "none")
+                    if remote:
                         remote.terms = terms
                         served = remote
                         return served
@@ -461,8 +457,7 @@ class Dispatcher:
                     continue
                 peers = await self._reoffer_peers(greq.model, avoid)
                 if peers:
-                    offer = asyncio.ensure_future(
-                        self._offload(greq, kind, raw_request, route, peers, avoid, True, terms))
+                    offer = asyncio.ensure_future(self._offload(greq, kind, raw_request, route, peers, avoid, terms))
                 else:
                     next_offer_s = loop.time() + interval
         finally:
@@ -471,8 +466,8 @@ class Dispatcher:
             await asyncio.shield(_abandon([w for w in (local, offer) if w is not None], keep=served))
 
     def _offer_result(
-        self, offer: asyncio.Future[RemoteStream | RemoteAnswer | None], greq: GenerationRequest
-    ) -> RemoteStream | RemoteAnswer | Literal[False] | None:
+        self, offer: asyncio.Future[RemoteStream | None], greq: GenerationRequest
+    ) -> RemoteStream | Literal[False] | None:
         """An ended offer's stream; None when no peer took it; False when a peer refused the request itself
         (an OpenAI 4xx about it, e.g. too long for that peer's model)."""
         try:
@@ -493,7 +488,7 @@ class Dispatcher:
 
     def finish_remote(
         self,
-        remote: RemoteStream | RemoteAnswer,
+        remote: RemoteStream,
         output_text: str,
         prompt: Sequence[Mapping[str, Any]] | str,
         *,
@@ -528,7 +523,7 @@ class Dispatcher:
         return att, work
 
     def verify_remote(
-        self, stream: RemoteStream | RemoteAnswer, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
+        self, stream: RemoteStream, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
     ) -> SignedResult:
         """The executor's attestation of a delegated result, checked.
 
@@ -558,7 +553,7 @@ class Dispatcher:
             raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
         return att
 
-    def verify_work(self, remote: RemoteStream | RemoteAnswer, att: SignedResult, output_text: str) -> WorkAttestation:
+    def verify_work(self, remote: RemoteStream, att: SignedResult, output_text: str) -> WorkAttestation:
         """The executor's work attestation of a delegated result, checked against what this node sent
         (`remote.terms`) and relayed (`output_text`); a peer that fails it is banned and the failure raised
         as `PeerFailedError`."""
@@ -650,7 +645,7 @@ class Dispatcher:
         avoid: set[str] = set()
         terms = self.work_terms(greq, kind, raw_request, route, inspect)
         for _ in range(MAX_REDISPATCHES):
-            planned = await self.plan(greq, kind, raw_request, route, avoid, streamed=False, terms=terms)
+            planned = await self.plan(greq, kind, raw_request, route, avoid, terms=terms)
             if planned is Action.LOCAL:
                 return await self.requests.generate(greq, source=source), None, None
             try:
@@ -659,12 +654,13 @@ class Dispatcher:
                     served = await self.run_queued(greq, kind, raw_request, route, avoid, terms, source)
                     if isinstance(served, LocalStream):
                         return await collect(served), None, None
-                    remote: RemoteStream | RemoteAnswer = served
-                    result = await collect(served)
                 else:
-                    assert isinstance(planned, RemoteAnswer)  # plan(streamed=False) never returns a stream
-                    remote, result = planned, planned.result
-                attestation, work = self.finish_remote(remote, result.text, prompt)
+                    assert isinstance(planned, RemoteStream)
+                    served = planned
+                # A peer's answer comes as a stream, so T1 and T2 bound it as any stream; the user has seen
+                # nothing yet, so a peer failing at any point (silent past T2 included) is replaced.
+                result = await collect(served)
+                attestation, work = self.finish_remote(served, result.text, prompt)
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 avoid.add(exc.address.lower())
@@ -734,14 +730,6 @@ async def _abandon(works: Sequence[asyncio.Future[Any]], keep: object) -> None:
         if result is not None and result is not keep:
             with contextlib.suppress(Exception):
                 await result.aclose()
-
-
-def whole_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:
-    """The request as the executor gets it when the user waits for the whole answer: not streamed."""
-    body = dict(raw_request)
-    body["stream"] = False
-    body.pop("stream_options", None)
-    return body
 
 
 def streamed_request(raw_request: Mapping[str, Any]) -> dict[str, Any]:

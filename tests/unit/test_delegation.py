@@ -158,7 +158,8 @@ class FakeLedger:
 
 class Router(httpx.AsyncBaseTransport):
     """Routes http://<name>/... to the ASGI app registered under <name>; unknown hosts refuse to connect.
-    `rewrite[name]` edits that node's JSON answers on the way out (a peer of another protocol version)."""
+    `rewrite[name]` edits that node's JSON answers and each event of its SSE answers on the way out (a peer
+    of another protocol version)."""
 
     def __init__(self) -> None:
         self.apps: dict[str, httpx.ASGITransport] = {}
@@ -171,7 +172,18 @@ class Router(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"connection refused: {host}", request=request)
         response = await self.apps[host].handle_async_request(request)
         edit = self.rewrite.get(host)
-        if edit is None or response.headers.get("content-type") != "application/json":
+        if edit is None:
+            return response
+        kind = response.headers.get("content-type", "")
+        if kind.startswith("text/event-stream"):
+            lines = []
+            for line in (await response.aread()).decode().split("\n"):
+                if line.startswith("data: {"):
+                    line = "data: " + json.dumps(edit(json.loads(line[6:])))
+                lines.append(line)
+            return httpx.Response(response.status_code, headers={"content-type": kind},
+                                  content="\n".join(lines).encode())
+        if kind != "application/json":
             return response
         body = json.loads(await response.aread())
         return httpx.Response(response.status_code, headers={"content-type": "application/json"},
@@ -1075,11 +1087,16 @@ async def test_requests_that_are_at_fault_never_get_a_healthy_peer_banned(net: N
 
 
 class StallingBackend(FakeBackend):
-    """Streams `words_before` words, then says nothing more (a frozen engine or a SIGSTOPped node)."""
+    """Streams `words_before` words, then says nothing more (a frozen engine or a SIGSTOPped node); a whole
+    answer never comes."""
 
     def __init__(self, words_before: int) -> None:
         super().__init__([MODEL])
         self.words_before = words_before
+
+    async def generate(self, req: Any) -> Any:
+        self.requests_seen += 1
+        await asyncio.Event().wait()  # never set: silent until cancelled
 
     async def stream(self, req: Any) -> AsyncIterator[Any]:
         sent = 0
@@ -1126,6 +1143,50 @@ async def test_a_stream_silent_after_its_first_output_ends_after_t2(live_net: Ne
     # The peer billed the delegation when it took it; an abandoned stream is never paid, so it takes the fee
     # back (else an honest origin would creep to the credit limit one abandoned stream at a time).
     for _ in range(100):
+        if frozen.app.state.billing.billed_wei(a.address) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert frozen.app.state.billing.billed_wei(a.address) == 0
+
+
+async def test_a_whole_answer_from_a_peer_silent_before_its_first_output_is_replaced_after_t1(net: Net) -> None:
+    """Issue 13, finding 6, for whole answers: a non-streamed delegation was bounded only by
+    delegate_timeout_s (600 s). A peer's whole answer now comes as a stream that the origin collects, so T1
+    holds for it too: no output within `peers.first_output_timeout_s`, the peer is banned and the request
+    re-dispatched; the user, who has seen nothing, gets the other executor's answer."""
+    a = net.add("a", policy=DISPATCHER)
+    frozen = net.add("b", backends=[StallingBackend(words_before=0)], policy=EXECUTOR, stake_wei=10**20)
+    c = net.add("c", policy=EXECUTOR)
+    a.comm.first_output_timeout_s = 0.5
+    started = time.monotonic()
+    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
+    assert time.monotonic() - started < 5.0
+    assert frozen.address.lower() in a.comm.bans.banned()  # drawn first (100x the stake), abandoned at T1
+
+
+async def test_a_whole_answer_from_a_peer_that_falls_silent_is_replaced_after_t2(live_net: Net) -> None:
+    """T2 for whole answers: a peer that sent some output and then nothing for `peers.stream_idle_timeout_s`
+    is banned, and since nothing reached the user the request is re-dispatched (a stream could only end
+    with an error event). Real sockets (httpx's ASGI transport buffers whole responses)."""
+    net = live_net
+    a = net.add("a", policy=DISPATCHER)
+    frozen = net.add("b", backends=[StallingBackend(words_before=2)], policy=EXECUTOR, stake_wei=10**20)
+    c = net.add("c", policy=EXECUTOR)
+    a.comm.stream_idle_timeout_s = 0.5
+    await net.serve()
+    started = time.monotonic()
+    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert SignedResult.from_json(body["wwwserve"]).executor == c.address
+    assert body["choices"][0]["message"]["content"] == "three two one"  # c's whole answer, nothing of b's
+    assert time.monotonic() - started < 5.0
+    assert frozen.address.lower() in a.comm.bans.banned()
+    for _ in range(100):  # b takes back the fee of the answer it never finished
         if frozen.app.state.billing.billed_wei(a.address) == 0:
             break
         await asyncio.sleep(0.02)
