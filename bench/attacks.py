@@ -804,7 +804,7 @@ def _a6_run(seeds: Sequence[int], accuracy: float, n: int, warmup: int, leave: b
                         and chain.block > model.unbonding_block.get(att, 0) + PARAMS.duel_span_blocks):
                     model.withdraw_stake(att, now_s=chain.now_s, block_number=chain.block)
                 model.register(att, bytes(keccak(text="pubkey/att")), "sim://att", [chain.model_name], "",
-                               block_number=chain.block)
+                               block_number=chain.block, value_wei=model.registration_value_wei(att))
             return result
 
         return play(chain, one, n, warmup)

@@ -346,9 +346,10 @@ def measure(params: DeploymentParams, node_count: int = NODE_COUNTS[0], source: 
     stake_wei = 10 * params.min_stake_wei
 
     # --- registry, credits and stake (first call = cold storage, then a steady-state repeat)
-    fns.add("register (first)", bench.tx(nodes[0], "register", *register_args(0)))
+    bond = params.registration_bond_wei
+    fns.add("register (first)", bench.tx(nodes[0], "register", *register_args(0), value=bond))
     for i, node in enumerate(nodes[1:], start=1):
-        bench.tx(node, "register", *register_args(i))
+        bench.tx(node, "register", *register_args(i), value=bond)
     fns.add("updateNode", bench.tx(nodes[0], "updateNode", keccak(b"new-key"), *register_args(0)[1:]))
     fns.add("deposit (first)", bench.tx(depositor, "deposit", value=WEI_PER_ETH))
     fns.add("deposit (again)", bench.tx(depositor, "deposit", value=WEI_PER_ETH))
@@ -422,6 +423,11 @@ def measure(params: DeploymentParams, node_count: int = NODE_COUNTS[0], source: 
     bench.advance_time(params.unbonding_period_s)
     bench.mine_to(bench.w3.eth.block_number + params.duel_span_blocks + 1)
     fns.add("withdrawStake", bench.tx(nodes[7], "withdrawStake"))
+    bench.tx(nodes[7], "leave")
+    fns.add("releaseSlot", bench.tx(nodes[7], "releaseSlot"))
+    bench.mine_to(bench.w3.eth.block_number + params.slot_cooldown_blocks + 1)
+    fns.add("register (a released leaf)",
+            bench.tx(nodes[7], "register", keccak(b"k7c"), *register_args(7)[1:], value=bond))
 
     budgets: list[tuple[str, int, int]] = []
     for tag in ("first duel", "steady, unanimous", f"steady, {k - k // 2}-{k // 2} split", "steady, 1 silent seat"):

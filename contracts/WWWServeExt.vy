@@ -1,8 +1,10 @@
 # pragma version ~=0.4.3
 # pragma evm-version cancun
+# pragma optimize codesize
 """
 @title WWW.Serve ledger extension: the functions off a duel's steady path
-@notice The module `core.vy` compiled apart so that each contract fits EIP-170. Deploy it first with
+@notice The module `core.vy` compiled apart so that each contract fits EIP-170 (optimised for code size:
+        its functions are off a duel's steady path, and with gas optimisation it would not fit). Deploy it first with
         the parameters WWWServe gets; WWWServe delegatecalls it; called directly, every state-changing function
         reverts ("WWWServe: call the WWWServe contract"), so it never holds value or state of its own.
 """
@@ -18,7 +20,10 @@ exports: (
     core.register,
     core.updateNode,
     core.leave,
+    core.releaseSlot,
     core.getModels,
+    core.voucherDigest,
+    core.claimVoucher,
     core.deposit,
     core.requestWithdrawal,
     core.cancelWithdrawal,
@@ -31,12 +36,10 @@ exports: (
     core.duelIdOf,
     core.challengerOf,
     core.publishRequest,
-    core.previewJudges,
     core.voteCommitment,
     core.getVotes,
     core.getJudges,
     core.appeal,
-    core.getDuel,
     core.activeStake,
     core.unbondingStake,
     core.unbondingEnd,
@@ -76,18 +79,22 @@ exports: (
     core.RESERVE_PAYOUT_BPS,
     core.DUEL_ESCROW,
     core.APPEAL_FEE,
+    core.REGISTRATION_BOND,
+    core.SLOT_COOLDOWN_BLOCKS,
     core.DOMAIN_SEPARATOR,
     core.paramsDigest,
     sortition.totalWeight,
     sortition.leafWeight,
     sortition.leafOwner,
     sortition.leafCount,
+    sortition.leafSince,
+    sortition.freeLeafCount,
     sortition.DEPTH,
 )
 
 
 @deploy
 def __init__(
-    min_stake: uint256, unbonding_period: uint256, withdrawal_notice: uint256, k_judges: uint256, epoch_blocks: uint256, answer_window: uint256, commit_window: uint256, reveal_window: uint256, appeal_window: uint256, publish_window: uint256, attestation_ttl: uint256, duel_bond: uint256, duelist_fee: uint256, judge_fee: uint256, judge_penalty: uint256, silent_penalty: uint256, reserve_payout_bps: uint256, tree_depth: uint256,
+    min_stake: uint256, unbonding_period: uint256, withdrawal_notice: uint256, k_judges: uint256, epoch_blocks: uint256, answer_window: uint256, commit_window: uint256, reveal_window: uint256, appeal_window: uint256, publish_window: uint256, attestation_ttl: uint256, duel_bond: uint256, duelist_fee: uint256, judge_fee: uint256, judge_penalty: uint256, silent_penalty: uint256, reserve_payout_bps: uint256, tree_depth: uint256, registration_bond: uint256,
 ):
-    core.__init__(min_stake, unbonding_period, withdrawal_notice, k_judges, epoch_blocks, answer_window, commit_window, reveal_window, appeal_window, publish_window, attestation_ttl, duel_bond, duelist_fee, judge_fee, judge_penalty, silent_penalty, reserve_payout_bps, tree_depth, self)
+    core.__init__(min_stake, unbonding_period, withdrawal_notice, k_judges, epoch_blocks, answer_window, commit_window, reveal_window, appeal_window, publish_window, attestation_ttl, duel_bond, duelist_fee, judge_fee, judge_penalty, silent_penalty, reserve_payout_bps, tree_depth, registration_bond, self)

@@ -34,7 +34,8 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
     EXTENSION_CONTRACT: ("WWWServeExt.vy", "core.vy", "sortition.vy"),
     MAIN_CONTRACT: ("WWWServe.vy", "core.vy", "sortition.vy"),
 }
-# EIP-170: the most runtime code a contract may have on mainnet-rules chains.
+# EIP-170: the most code a deployed contract may have on mainnet-rules chains (runtime code and the
+# immutables appended to it: `contracts.build.deployed_size`).
 MAX_RUNTIME_BYTES = 24_576
 
 

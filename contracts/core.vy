@@ -110,6 +110,11 @@ DUEL_ESCROW: public(immutable(uint256))  # DUELIST_FEE + K_JUDGES * JUDGE_FEE
 # blocks a duel can stay open at most (appeal included): unbonding stake stays slashable that long
 DUEL_SPAN_BLOCKS: public(immutable(uint256))
 APPEAL_FEE: public(immutable(uint256))  # (2 K_JUDGES + 1) * JUDGE_FEE
+# wei a node pays with its first registration and gets back with `releaseSlot` (the registry's slots are
+# finite: holding one has a price, and a released one is handed to a later node)
+REGISTRATION_BOND: public(immutable(uint256))
+# blocks a released leaf waits before another node gets it: by then no duel can name its old owner
+SLOT_COOLDOWN_BLOCKS: public(immutable(uint256))
 NOT_HERE: immutable(address)  # the extension's own address (zero in WWWServe): code never runs there
 
 # ---------------------------------------------------------------------------------------------
@@ -120,11 +125,11 @@ struct Node:
     models: DynArray[String[64], MAX_MODELS]
     metadata: String[1024]
     active: bool
-    leaf: uint256  # sortition leaf (valid once `registered_once`)
+    leaf: uint256  # sortition leaf (valid while `registeredOnce`)
 
 
 nodes: public(HashMap[address, Node])
-registeredOnce: public(HashMap[address, bool])
+registeredOnce: public(HashMap[address, bool])  # holds a sortition leaf: registered, slot not released
 pubkeyOwner: public(HashMap[bytes32, address])
 activeNodeCount: public(uint256)
 # model names by keccak256 -> a small id (1-based), assigned when a node first registers the model
@@ -195,6 +200,11 @@ event NodeUpdated:
 
 event NodeLeft:
     node: indexed(address)
+
+event SlotReleased:
+    node: indexed(address)
+    leaf: uint256
+    bond: uint256  # returned to the node's credit
 
 event CreditDeposited:
     account: indexed(address)
@@ -343,6 +353,7 @@ def __init__(
     silent_penalty: uint256,
     reserve_payout_bps: uint256,
     tree_depth: uint256,
+    registration_bond: uint256,
     not_here: address,
 ):
     assert min_stake > 0, "Params: min_stake must be > 0"
@@ -381,6 +392,8 @@ def __init__(
         3 * epoch_blocks + 2 * answer_window + publish_window + 2 * commit_window + 2 * reveal_window + appeal_window
     )
     APPEAL_FEE = (2 * k_judges + 1) * judge_fee
+    REGISTRATION_BOND = registration_bond
+    SLOT_COOLDOWN_BLOCKS = epoch_blocks + 2 * DUEL_SPAN_BLOCKS
     NOT_HERE = not_here
 
 
@@ -422,6 +435,7 @@ def _params_digest() -> bytes32:
             abi_encode(MIN_STAKE, UNBONDING_PERIOD, WITHDRAWAL_NOTICE, K_JUDGES, EPOCH_BLOCKS, ANSWER_WINDOW),
             abi_encode(COMMIT_WINDOW, REVEAL_WINDOW, APPEAL_WINDOW, PUBLISH_WINDOW, ATTESTATION_TTL, DUEL_BOND),
             abi_encode(DUELIST_FEE, JUDGE_FEE, JUDGE_PENALTY, SILENT_PENALTY, RESERVE_PAYOUT_BPS, sortition.DEPTH),
+            abi_encode(REGISTRATION_BOND),
         )
     )
 
@@ -565,6 +579,7 @@ def servesModel(node: address, model_hash: bytes32) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # registry
+@payable
 @external
 def register(
     pubkey: bytes32,
@@ -572,28 +587,53 @@ def register(
     models: DynArray[String[64], MAX_MODELS],
     metadata: String[1024],
 ):
-    """@notice Register msg.sender (the operator wallet) as a node. The node id is the address."""
+    """
+    @notice Register msg.sender (the operator wallet) as a node. The node id is the address. A node
+            without a registry slot sends REGISTRATION_BOND with the call and gets a slot (a sortition
+            leaf: a released one once SLOT_COOLDOWN_BLOCKS have passed, else a new one); a returning
+            node that kept its slot sends nothing.
+    """
     self._home()
     assert not self.nodes[msg.sender].active, "Registry: already registered"
-    self._validate_node_fields(pubkey, models)
+    self._put_node(pubkey, endpoint, models, metadata)
     leaf: uint256 = 0
-    old: DynArray[String[64], MAX_MODELS] = []
     if self.registeredOnce[msg.sender]:
+        assert msg.value == 0, "Registry: slot held, send no bond"
         leaf = self.nodes[msg.sender].leaf
-        old = self.nodes[msg.sender].models
     else:
-        leaf = sortition._allocate(msg.sender)
+        assert msg.value == REGISTRATION_BOND, "Registry: send the registration bond"
+        reuse_before: uint256 = 0
+        if block.number > SLOT_COOLDOWN_BLOCKS:
+            reuse_before = block.number - SLOT_COOLDOWN_BLOCKS
+        leaf = sortition._allocate(msg.sender, reuse_before)
+        self.nodes[msg.sender].leaf = leaf
         self.registeredOnce[msg.sender] = True
-    self.nodes[msg.sender] = Node(
-        pubkey=pubkey, endpoint=endpoint, models=models, metadata=metadata, active=True, leaf=leaf
-    )
-    self._set_models(msg.sender, old, models)
-    self.pubkeyOwner[pubkey] = msg.sender
+    self.nodes[msg.sender].active = True
     self.activeNodeCount += 1
     self._sync_weight(msg.sender)
     log NodeRegistered(
         node=msg.sender, pubkey=pubkey, endpoint=endpoint, models=models, metadata=metadata, leaf=leaf
     )
+
+
+@internal
+def _put_node(
+    pubkey: bytes32,
+    endpoint: String[256],
+    models: DynArray[String[64], MAX_MODELS],
+    metadata: String[1024],
+):
+    """@dev Check and store msg.sender's key, endpoint, models and metadata (register and updateNode)."""
+    self._validate_node_fields(pubkey, models)
+    old: bytes32 = self.nodes[msg.sender].pubkey
+    if old != pubkey and self.pubkeyOwner[old] == msg.sender:
+        self.pubkeyOwner[old] = empty(address)
+    self.pubkeyOwner[pubkey] = msg.sender
+    self._set_models(msg.sender, self.nodes[msg.sender].models, models)
+    self.nodes[msg.sender].pubkey = pubkey
+    self.nodes[msg.sender].endpoint = endpoint
+    self.nodes[msg.sender].models = models
+    self.nodes[msg.sender].metadata = metadata
 
 
 @external
@@ -606,16 +646,7 @@ def updateNode(
     """@notice Change the node's key, endpoint, models or metadata."""
     self._home()
     assert self.nodes[msg.sender].active, "Registry: not registered"
-    self._validate_node_fields(pubkey, models)
-    old: bytes32 = self.nodes[msg.sender].pubkey
-    if old != pubkey:
-        self.pubkeyOwner[old] = empty(address)
-        self.pubkeyOwner[pubkey] = msg.sender
-    self._set_models(msg.sender, self.nodes[msg.sender].models, models)
-    self.nodes[msg.sender].pubkey = pubkey
-    self.nodes[msg.sender].endpoint = endpoint
-    self.nodes[msg.sender].models = models
-    self.nodes[msg.sender].metadata = metadata
+    self._put_node(pubkey, endpoint, models, metadata)
     log NodeUpdated(node=msg.sender, pubkey=pubkey, endpoint=endpoint, models=models, metadata=metadata)
 
 
@@ -632,6 +663,32 @@ def leave():
     self.activeNodeCount -= 1
     self._sync_weight(msg.sender)
     log NodeLeft(node=msg.sender)
+
+
+@external
+def releaseSlot():
+    """
+    @notice Give the registry slot back and get REGISTRATION_BOND back as free credit: for a node that
+            left and holds no stake (active and unbonding withdrawn). Registering again takes a new
+            slot and a new bond. The slot goes to a later registration after SLOT_COOLDOWN_BLOCKS,
+            when no duel can name this node any more; what a still unsettled duel would owe this node
+            after that is paid to nobody (the zero address) and what it would take is not there.
+    """
+    self._home()
+    assert self.registeredOnce[msg.sender], "Registry: no slot held"
+    assert not self.nodes[msg.sender].active, "Registry: leave first"
+    act: uint256 = 0
+    unb: uint256 = 0
+    bonded: uint256 = 0
+    act, unb, bonded = self._account(msg.sender)
+    assert act + unb == 0, "Registry: withdraw the stake first"
+    self.accounts[msg.sender] = 0  # bonds of duels that can no longer take anything
+    leaf: uint256 = self.nodes[msg.sender].leaf
+    self.nodes[msg.sender].leaf = 0
+    self.registeredOnce[msg.sender] = False
+    sortition._release(leaf)
+    self.credit[msg.sender] += REGISTRATION_BOND
+    log SlotReleased(node=msg.sender, leaf=leaf, bond=REGISTRATION_BOND)
 
 
 @view
@@ -908,8 +965,15 @@ P_SIZE: constant(uint256) = 184
 
 @view
 @internal
-def _owner(leaf: uint256) -> address:
-    return sortition.leafOwner[leaf]
+def _party(info: uint256, leaf: uint256) -> address:
+    """@dev The node `leaf` names in the duel `info`: the leaf's owner, or nobody (the zero address,
+            whose stake is 0 and whose credit nobody can spend) once a later node took the leaf.
+            A leaf is handed on only after no duel can name its old owner any more (`releaseSlot`),
+            and every party a duel names is named by its seed block + DUEL_SPAN_BLOCKS."""
+    word: uint256 = sortition.leafSlot[leaf]
+    if word >> 160 > self._field(info, I_SEED, BLOCK_BITS) + DUEL_SPAN_BLOCKS:
+        return empty(address)
+    return convert(word & sortition.ADDRESS_MASK, address)
 
 
 @pure
@@ -965,10 +1029,10 @@ def _with_panel(duel_id: uint256, info: uint256, round: uint256, panel: uint256)
 
 @view
 @internal
-def _seats(panel: uint256) -> DynArray[address, MAX_SEATS]:
+def _seats(info: uint256, panel: uint256) -> DynArray[address, MAX_SEATS]:
     out: DynArray[address, MAX_SEATS] = []
     for i: uint256 in range(self._field(panel, P_SIZE, 4), bound=MAX_SEATS):
-        out.append(sortition.leafOwner[self._field(panel, i * LEAF_BITS, LEAF_BITS)])
+        out.append(self._party(info, self._field(panel, i * LEAF_BITS, LEAF_BITS)))
     return out
 
 
@@ -977,7 +1041,7 @@ def _seats(panel: uint256) -> DynArray[address, MAX_SEATS]:
 def _seat_mask(panel: uint256, who: address) -> uint256:
     """@dev Bit i set when seat i is `who`'s (0 if not a judge of this panel)."""
     leaf: uint256 = self.nodes[who].leaf
-    if leaf == 0 and sortition.leafOwner[0] != who:
+    if leaf == 0 and sortition._owner(0) != who:
         return 0  # a stored leaf of 0 is also what an address that never registered reads
     mask: uint256 = 0
     for i: uint256 in range(self._field(panel, P_SIZE, 4), bound=MAX_SEATS):
@@ -1183,7 +1247,7 @@ def _challenger_leaf(duel_id: uint256, info: uint256) -> (bool, uint256):
         )
         if len(drawn) == 0:
             return (False, 0)
-        if self._serves(sortition.leafOwner[drawn[0]], mid, epoch):
+        if self._serves(sortition._owner(drawn[0]), mid, epoch):
             return (True, drawn[0])
     return (False, 0)
 
@@ -1199,7 +1263,7 @@ def challengerOf(duel_id: uint256) -> address:
     info: uint256 = self.duelInfo[duel_id]
     assert info != 0, "Duel: unknown duel"
     if self._field(info, I_B_DRAWN, 1) == 1:
-        return self._owner(self._field(info, I_B, LEAF_BITS))
+        return self._party(info, self._field(info, I_B, LEAF_BITS))
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     if self._status(info) != DUEL_AWAITING_ANSWER or block.number <= seed_block:
         return empty(address)  # the seed block's hash is known once a later block exists
@@ -1210,7 +1274,7 @@ def challengerOf(duel_id: uint256) -> address:
     found, leaf = self._challenger_leaf(duel_id, info)
     if not found:
         return empty(address)
-    return self._owner(leaf)
+    return self._party(info, leaf)
 
 
 @internal
@@ -1218,9 +1282,9 @@ def _cancel(duel_id: uint256, info: uint256, reason: uint8):
     """@dev End the duel without a verdict: release the bonds; the callers settle the money."""
     self.duelInfo[duel_id] = self._with(info, I_STATUS, 4, DUEL_CANCELLED)
     bond: uint256 = self._duel_bond(info, DUEL_BOND)
-    self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), bond)
+    self._unbond(self._party(info, self._field(info, I_A, LEAF_BITS)), bond)
     if self._field(info, I_B_DRAWN, 1) == 1:
-        self._unbond(self._owner(self._field(info, I_B, LEAF_BITS)), bond)
+        self._unbond(self._party(info, self._field(info, I_B, LEAF_BITS)), bond)
     log DuelCancelled(duelId=duel_id, reason=reason)
 
 
@@ -1237,14 +1301,14 @@ def _draw_challenger(duel_id: uint256, info: uint256) -> uint256:
     found, leaf = self._challenger_leaf(duel_id, info)
     if not found:
         self._cancel(duel_id, info, CANCEL_NO_CHALLENGER)
-        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
+        self._pay(duel_id, self._party(info, self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
         return 0
-    b: address = self._owner(leaf)
+    b: address = self._party(info, leaf)
     # equal bonds: B cannot lose more than its free stake, so A does not risk more either
     units: uint256 = min(BOND_UNITS, self._free_stake(b) * BOND_UNITS // DUEL_BOND)
     bond: uint256 = self._duel_bond(units << I_BOND | 1 << I_B_DRAWN, DUEL_BOND)
     if bond < DUEL_BOND:
-        self._unbond(self._owner(self._field(info, I_A, LEAF_BITS)), DUEL_BOND - bond)
+        self._unbond(self._party(info, self._field(info, I_A, LEAF_BITS)), DUEL_BOND - bond)
     self._bond(b, bond)
     log ChallengerDrawn(duelId=duel_id, b=b, bond=bond)
     return self._with(info, I_B, LEAF_BITS, leaf) | (1 << I_B_DRAWN) | (units << I_BOND)
@@ -1283,14 +1347,14 @@ def answerDuel(duel_id: uint256, answer_hash: bytes32):
     else:
         assert block.number > self._field(info, I_SEED, BLOCK_BITS), "Duel: seed block not mined yet"
         assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: answer window over"
-    b: address = self._owner(self._field(info, I_B, LEAF_BITS))
+    b: address = self._party(info, self._field(info, I_B, LEAF_BITS))
     assert b == msg.sender, "Duel: not the challenger"
     if (info >> I_DRAWN) & 1 == 0:
         leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info, 1)
         if len(leaves) == 0:
             self._cancel(duel_id, info, CANCEL_NO_JUDGES)
             self._pay(duel_id, b, DUELIST_FEE, REWARD_DUELIST_FEE)
-            self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)
+            self._pay(duel_id, self._party(info, self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW - DUELIST_FEE, REWARD_ESCROW_REFUND)
             return
         info = info | (1 << I_DRAWN)
         for i: uint256 in range(len(leaves), bound=MAX_K):
@@ -1311,7 +1375,7 @@ def answerDuel(duel_id: uint256, answer_hash: bytes32):
     log JudgesDrawn(
         duelId=duel_id,
         round=1,
-        seats=self._seats(self._panel_of(duel_id, info, 1)),
+        seats=self._seats(info, self._panel_of(duel_id, info, 1)),
         commitEnd=commit_end,
         revealEnd=commit_end + REVEAL_WINDOW,
     )
@@ -1339,8 +1403,8 @@ def publishRequest(
     info: uint256 = self.duelInfo[duel_id]
     assert self._status(info) == DUEL_AWAITING_REQUEST, "Duel: request not missing"
     assert block.number <= self._field(info, I_DEADLINE, BLOCK_BITS), "Duel: publish window over"
-    origin: address = self._owner(self._field(info, I_ORIGIN, LEAF_BITS))
-    a: address = self._owner(self._field(info, I_A, LEAF_BITS))
+    origin: address = self._party(info, self._field(info, I_ORIGIN, LEAF_BITS))
+    a: address = self._party(info, self._field(info, I_A, LEAF_BITS))
     assert convert(keccak256(abi_encode(origin, request_id)), uint256) >> 193 == duel_id, "Duel: not this duel's work"
     self._check_work(origin, a, request_id, request_hash, model_hash, answer_hash, inspect_salt, issued_at, signature)
     assert keccak256(request) == request_hash, "Duel: request does not match its hash"
@@ -1383,14 +1447,14 @@ def previewJudges(duel_id: uint256) -> DynArray[address, MAX_SEATS]:
         return []
     panel: uint256 = self._panel_of(duel_id, info, round)
     if panel != 0:
-        return self._seats(panel)
+        return self._seats(info, panel)
     seed_block: uint256 = self._field(info, I_SEED, BLOCK_BITS)
     if block.number <= seed_block or block.number > self._field(info, I_DEADLINE, BLOCK_BITS):
         return []
     out: DynArray[address, MAX_SEATS] = []
     leaves: DynArray[uint256, sortition.MAX_DRAW] = self._draw_panel_leaves(duel_id, info, round)
     for leaf: uint256 in leaves:
-        out.append(self._owner(leaf))
+        out.append(self._party(info, leaf))
     return out
 
 
@@ -1408,7 +1472,7 @@ def _draw_appeal_panel(duel_id: uint256, info: uint256) -> uint256:
     seats: DynArray[address, MAX_SEATS] = []
     for i: uint256 in range(len(leaves), bound=MAX_SEATS):
         panel |= leaves[i] << (i * LEAF_BITS)
-        seats.append(sortition.leafOwner[leaves[i]])
+        seats.append(sortition._owner(leaves[i]))
     self.duelPanel[duel_id] = panel
     log JudgesDrawn(duelId=duel_id, round=2, seats=seats, commitEnd=commit_end, revealEnd=commit_end + REVEAL_WINDOW)
     return panel
@@ -1544,7 +1608,8 @@ def getVotes(duel_id: uint256, round: uint256) -> DynArray[uint8, MAX_SEATS]:
 @external
 def getJudges(duel_id: uint256, round: uint256) -> DynArray[address, MAX_SEATS]:
     """@notice The seats of a round (a judge drawn twice appears twice), empty if not drawn."""
-    return self._seats(self._panel_of(duel_id, self.duelInfo[duel_id], round))
+    info: uint256 = self.duelInfo[duel_id]
+    return self._seats(info, self._panel_of(duel_id, info, round))
 
 
 @external
@@ -1571,7 +1636,7 @@ def appeal(duel_id: uint256):
         loser = self._field(info, I_A, LEAF_BITS)
     else:
         assert outcome == OUTCOME_A_WON, "Duel: no verdict to appeal"
-    assert self._owner(loser) == msg.sender, "Duel: only the losing duelist appeals"
+    assert self._party(info, loser) == msg.sender, "Duel: only the losing duelist appeals"
     assert self.credit[msg.sender] >= APPEAL_FEE, "Bank: insufficient credit"
     self.credit[msg.sender] -= APPEAL_FEE
     seed_block: uint256 = self._next_epoch_start(block.number, EPOCH_BLOCKS)
@@ -1624,7 +1689,7 @@ def _count_verdict(final: uint8):
 
 @internal
 def _judge_round(
-    duel_id: uint256, panel: uint256, final_panel: uint256, final: uint8, n_a: uint256, n_b: uint256,
+    duel_id: uint256, info: uint256, panel: uint256, final_panel: uint256, final: uint8, n_a: uint256, n_b: uint256,
     budget: uint256, scales: uint256[4]
 ) -> (uint256, uint256):
     """
@@ -1647,7 +1712,7 @@ def _judge_round(
     for i: uint256 in range(size, bound=MAX_SEATS):
         v: uint256 = (panel >> (P_VOTES + 3 * i)) & 7
         leaf: uint256 = (panel >> (i * LEAF_BITS)) & ((1 << LEAF_BITS) - 1)
-        judge: address = sortition.leafOwner[leaf]
+        judge: address = self._party(info, leaf)
         ref: uint256 = 0  # the recount's winner: 1 A, 2 B, 3 even, 0 none (a void)
         if final != OUTCOME_VOIDED:
             a: uint256 = n_a
@@ -1707,8 +1772,8 @@ def _settle_verdict(duel_id: uint256, info: uint256):
     if panel2 != 0:
         final, n_a, n_b, n_r = self._tally(panel2)
         final_round = 2
-    a: address = self._owner(self._field(info, I_A, LEAF_BITS))
-    b: address = self._owner(self._field(info, I_B, LEAF_BITS))
+    a: address = self._party(info, self._field(info, I_A, LEAF_BITS))
+    b: address = self._party(info, self._field(info, I_B, LEAF_BITS))
     reserve_before: uint256 = self.reserve
 
     # the duelists: a winning challenger takes A's bond; a winning A takes nothing (the origin chose
@@ -1749,10 +1814,10 @@ def _settle_verdict(duel_id: uint256, info: uint256):
         final_panel = panel2
     paid1: uint256 = 0
     reserve: uint256 = 0
-    paid1, reserve = self._judge_round(duel_id, panel1, final_panel, final, n_a, n_b, K_JUDGES * JUDGE_FEE, scales)
+    paid1, reserve = self._judge_round(duel_id, info, panel1, final_panel, final, n_a, n_b, K_JUDGES * JUDGE_FEE, scales)
     self.reserve = reserve
     if paid1 < K_JUDGES * JUDGE_FEE:
-        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
+        self._pay(duel_id, self._party(info, self._field(info, I_ORIGIN, LEAF_BITS)), K_JUDGES * JUDGE_FEE - paid1, REWARD_ESCROW_REFUND)
     if round == 2:
         appellant: address = b
         if out1 == OUTCOME_B_WON:
@@ -1762,7 +1827,7 @@ def _settle_verdict(duel_id: uint256, info: uint256):
             self._pay(duel_id, appellant, APPEAL_FEE, REWARD_APPEAL_REFUND)
         else:
             paid2: uint256 = 0
-            paid2, reserve = self._judge_round(duel_id, panel2, panel2, final, n_a, n_b, APPEAL_FEE, scales)
+            paid2, reserve = self._judge_round(duel_id, info, panel2, panel2, final, n_a, n_b, APPEAL_FEE, scales)
             if (appellant == a and final == OUTCOME_A_WON) or (appellant == b and final == OUTCOME_B_WON):
                 # the overturned first verdict paid into the reserve; it pays the appeal panel back
                 covered: uint256 = min(paid2, reserve)
@@ -1811,7 +1876,7 @@ def settleDuel(duel_id: uint256):
             found, b_leaf = self._challenger_leaf(duel_id, info)
         if found:
             reason = CANCEL_NO_ANSWER
-            b: address = self._owner(b_leaf)
+            b: address = self._party(info, b_leaf)
             bond: uint256 = self._duel_bond(info, DUEL_BOND)  # _cancel releases a recorded bond
             if not bonded:
                 # the bond it would have had if recorded now: never stake that other duels bond
@@ -1825,12 +1890,12 @@ def settleDuel(duel_id: uint256):
             if not bonded:
                 info = self._with(info, I_B, LEAF_BITS, b_leaf)
         self._cancel(duel_id, info, reason)
-        self._pay(duel_id, self._owner(self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
+        self._pay(duel_id, self._party(info, self._field(info, I_ORIGIN, LEAF_BITS)), DUEL_ESCROW, REWARD_ESCROW_REFUND)
         return
     if status == DUEL_AWAITING_REQUEST:
         assert block.number > deadline, "Duel: publish window not over"
         self._cancel(duel_id, info, CANCEL_REQUEST_WITHHELD)
-        self._pay(duel_id, self._owner(self._field(info, I_B, LEAF_BITS)), DUELIST_FEE, REWARD_DUELIST_FEE)
+        self._pay(duel_id, self._party(info, self._field(info, I_B, LEAF_BITS)), DUELIST_FEE, REWARD_DUELIST_FEE)
         self.reserve += DUEL_ESCROW - DUELIST_FEE
         log ReserveChanged(duelId=duel_id, amount=self.reserve)
         return
@@ -1871,10 +1936,10 @@ def getDuel(duel_id: uint256) -> (address, address, address, uint256, uint256, u
     assert info != 0, "Duel: unknown duel"
     b: address = empty(address)
     if self._field(info, I_B_DRAWN, 1) == 1:
-        b = self._owner(self._field(info, I_B, LEAF_BITS))
+        b = self._party(info, self._field(info, I_B, LEAF_BITS))
     return (
-        self._owner(self._field(info, I_ORIGIN, LEAF_BITS)),
-        self._owner(self._field(info, I_A, LEAF_BITS)),
+        self._party(info, self._field(info, I_ORIGIN, LEAF_BITS)),
+        self._party(info, self._field(info, I_A, LEAF_BITS)),
         b,
         self._field(info, I_SEED, BLOCK_BITS),
         self._field(info, I_DEADLINE, BLOCK_BITS),

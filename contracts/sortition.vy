@@ -2,7 +2,7 @@
 # pragma evm-version cancun
 """
 @title Stake-weighted sortition over a fixed-depth sum tree, with weights frozen per epoch
-@notice Each registered node owns one leaf for life; the leaf holds the node's routable weight
+@notice Each registered node owns one leaf until it releases it; the leaf holds the node's routable weight
         (its active stake when eligible, else 0). An internal node holds the sum of its two children,
         so the root is the total weight. Updates and draws walk one path: nothing loops over nodes.
 
@@ -20,6 +20,11 @@
         kept up to date, and draws start at its root: every level above it would send the draw left
         anyway, so skipping them gives the same leaves while updates and draws cost O(log leafCount)
         instead of O(DEPTH).
+
+        A released leaf (its node left, withdrew its stake and took its registration bond back) waits
+        in a first-in-first-out list and is handed to a later registration once the caller says it may
+        be (`reuse_before`: the ledger waits until no duel can still name the old owner). Each leaf
+        records the block its owner took it, so a settlement can tell an old owner from the new one.
 """
 
 MAX_DEPTH: constant(uint256) = 20
@@ -31,6 +36,8 @@ MAX_EXCLUDED: constant(uint256) = 3
 VALUE_BITS: constant(uint256) = 112
 VALUE_MASK: constant(uint256) = (1 << 112) - 1
 EPOCH_SHIFT: constant(uint256) = 224
+LEAF_MASK: constant(uint256) = (1 << 32) - 1
+ADDRESS_MASK: constant(uint256) = (1 << 160) - 1
 
 DEPTH: public(immutable(uint256))
 LEAVES: immutable(uint256)
@@ -38,8 +45,13 @@ LEAVES: immutable(uint256)
 # heap-indexed: root at 1, children of i at 2i and 2i+1, leaf i at LEAVES + i.
 # word = cur (112 bits) | prev (112 bits) << 112 | epoch of the last change (32 bits) << 224
 tree: HashMap[uint256, uint256]
-leafOwner: public(HashMap[uint256, address])
-leafCount: public(uint256)
+# leaf -> owner (low 160 bits) | the block it took the leaf (from bit 160)
+leafSlot: HashMap[uint256, uint256]
+leafCount: public(uint256)  # leaves ever handed out (released ones included)
+# released leaves, oldest first: leaf (low 32 bits) | the block it was released (from bit 32)
+freeLeaves: HashMap[uint256, uint256]
+freeHead: uint256
+freeTail: uint256
 # level of the root of the leftmost subtree that covers every allocated leaf (DEPTH: just leaf 0)
 topLevel: uint256
 
@@ -95,12 +107,21 @@ def leafWeight(leaf: uint256) -> uint256:
 
 
 @internal
-def _allocate(owner: address) -> uint256:
-    """@dev Give `owner` the next free leaf. Leaves are never reused by another owner."""
+def _allocate(owner: address, reuse_before: uint256) -> uint256:
+    """@dev Give `owner` the oldest released leaf if it was released before block `reuse_before`, else
+            the next never-used one."""
+    head: uint256 = self.freeHead
+    if head < self.freeTail:
+        entry: uint256 = self.freeLeaves[head]
+        if entry >> 32 < reuse_before:
+            self.freeHead = head + 1
+            reused: uint256 = entry & LEAF_MASK
+            self.leafSlot[reused] = convert(owner, uint256) | (block.number << 160)
+            return reused
     leaf: uint256 = self.leafCount
     assert leaf < LEAVES, "Sortition: tree full"
     self.leafCount = leaf + 1
-    self.leafOwner[leaf] = owner
+    self.leafSlot[leaf] = convert(owner, uint256) | (block.number << 160)
     top: uint256 = self.topLevel
     if leaf == 1 << (DEPTH - top):
         # the leaf falls outside the covered subtree: cover twice as many leaves; the new right
@@ -108,6 +129,42 @@ def _allocate(owner: address) -> uint256:
         self.tree[1 << (top - 1)] = self.tree[1 << top]
         self.topLevel = top - 1
     return leaf
+
+
+@internal
+def _release(leaf: uint256):
+    """@dev Put a leaf on the free list (its owner stays on record until it is reused). Its weight is 0:
+            only a node that left (weight 0 from then on) releases its leaf."""
+    tail: uint256 = self.freeTail
+    self.freeLeaves[tail] = leaf | (block.number << 32)
+    self.freeTail = tail + 1
+
+
+@view
+@internal
+def _owner(leaf: uint256) -> address:
+    return convert(self.leafSlot[leaf] & ADDRESS_MASK, address)
+
+
+@view
+@external
+def leafOwner(leaf: uint256) -> address:
+    """@notice The node holding `leaf` (or that last held it, if it is released and not reused yet)."""
+    return self._owner(leaf)
+
+
+@view
+@external
+def leafSince(leaf: uint256) -> uint256:
+    """@notice The block in which the leaf's current owner took it."""
+    return self.leafSlot[leaf] >> 160
+
+
+@view
+@external
+def freeLeafCount() -> uint256:
+    """@notice Released leaves waiting for a new owner."""
+    return self.freeTail - self.freeHead
 
 
 @view

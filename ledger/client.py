@@ -571,6 +571,7 @@ _PARAM_GETTERS: dict[str, str] = {
     "silent_penalty_wei": "SILENT_PENALTY",
     "reserve_payout_bps": "RESERVE_PAYOUT_BPS",
     "tree_depth": "DEPTH",
+    "registration_bond_wei": "REGISTRATION_BOND",
 }
 
 
@@ -742,8 +743,11 @@ class WWWServeClient:
     def register(
         self, pubkey: bytes | str, endpoint: str, models: Sequence[str], metadata: str = ""
     ) -> TxResult:
-        """Register the sender as a node serving `models` at `endpoint`, results signed by `pubkey`."""
-        return self._transact("register", *self._node_fields(pubkey, endpoint, models, metadata))
+        """Register the sender as a node serving `models` at `endpoint`, results signed by `pubkey`. A sender
+        without a registry slot sends the registration bond with the call (`release_slot` returns it)."""
+        fields = self._node_fields(pubkey, endpoint, models, metadata)
+        value = 0 if self.registered_once(self._me()) else self.params().registration_bond_wei
+        return self._transact("register", *fields, value_wei=value)
 
     def update_node(
         self, pubkey: bytes | str, endpoint: str, models: Sequence[str], metadata: str = ""
@@ -767,8 +771,14 @@ class WWWServeClient:
         """Stop being routable and drawable (stake stays until unstaked; attested work stays duelable)."""
         return self._transact("leave")
 
+    def release_slot(self) -> TxResult:
+        """Give the registry slot back after leaving and withdrawing all stake; the registration bond
+        becomes free credit. Registering again takes a new slot and a new bond."""
+        return self._transact("releaseSlot")
+
     def node(self, address: str) -> NodeInfo | None:
-        """The registry entry of `address`; None if it never registered."""
+        """The registry entry of `address`; None if it holds no registry slot (never registered, or gave
+        its slot back)."""
         who = checksum_address(address)
         if not self.registered_once(who):
             return None
@@ -788,6 +798,7 @@ class WWWServeClient:
         return tuple(str(m) for m in self._view("getModels", checksum_address(address)))
 
     def registered_once(self, address: str) -> bool:
+        """Whether `address` holds a registry slot (registered, and has not released it)."""
         return bool(self._view("registeredOnce", checksum_address(address)))
 
     def pubkey_owner(self, pubkey: bytes | str) -> str | None:
@@ -1104,11 +1115,6 @@ class WWWServeClient:
         a draw would pick now; None when there is none (yet)."""
         return _address_or_none(self._view("challengerOf", _duel_id(duel_id)))
 
-    def preview_judges(self, duel_id: int) -> tuple[str, ...]:
-        """The current round's seats: drawn, or (in its commit window, before anyone drew them) the
-        ones a draw would pick now; empty when there are none (yet)."""
-        return tuple(str(j) for j in self._view("previewJudges", _duel_id(duel_id)))
-
     def commitment_of(self, duel_id: int, round: int, judge: str) -> bytes:
         """The first 16 bytes of the judge's commitment in that round (16 zero bytes if none)."""
         return bytes(self._view("commitmentOf", _duel_id(duel_id), _round(round), checksum_address(judge, "judge")))
@@ -1199,7 +1205,16 @@ class WWWServeClient:
         return _address_or_none(self._view("leafOwner", _uint(leaf, "leaf")))
 
     def leaf_count(self) -> int:
+        """Leaves ever handed out (released ones included)."""
         return int(self._view("leafCount"))
+
+    def leaf_since(self, leaf: int) -> int:
+        """The block in which the leaf's current owner took it."""
+        return int(self._view("leafSince", _uint(leaf, "leaf")))
+
+    def free_leaf_count(self) -> int:
+        """Released leaves waiting for a new owner."""
+        return int(self._view("freeLeafCount"))
 
     # -- deployment parameters -----------------------------------------------------------------
     def params(self) -> DeploymentParams:
@@ -1223,6 +1238,10 @@ class WWWServeClient:
     def duel_span_blocks(self) -> int:
         """The most blocks a duel can stay open (appeal included)."""
         return int(self._view("DUEL_SPAN_BLOCKS"))
+
+    def slot_cooldown_blocks(self) -> int:
+        """Blocks a released registry slot waits before another node gets it."""
+        return int(self._view("SLOT_COOLDOWN_BLOCKS"))
 
     def params_digest(self) -> bytes:
         """keccak256 of every deployment parameter (WWWServe and its extension agree on it)."""

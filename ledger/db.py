@@ -52,7 +52,8 @@ from ledger.home import wwwserve_home
 log = logging.getLogger(__name__)
 
 # 2: duels over attested work (challenger drawn on-chain, rounds, appeal, bonds, reserve)
-SCHEMA_VERSION = 2
+# 3: registry slots (nodes.slot_held: a registration bond is held until the slot is released)
+SCHEMA_VERSION = 3
 UINT256_MAX = 2**256 - 1
 UINT256_DIGITS = 78  # len(str(2**256 - 1))
 ADDRESS_LEN = 42  # "0x" + 40 hex digits, EIP-55 checksummed
@@ -134,6 +135,8 @@ class NodeRow(Base):
     node_metadata: Mapped[str] = mapped_column("metadata", Text)
     active: Mapped[bool] = mapped_column(Boolean, index=True)
     leaf: Mapped[int] = mapped_column(Integer)
+    # holds a registry slot (the contract's `registeredOnce`): its registration bond is in the contract
+    slot_held: Mapped[bool] = mapped_column(Boolean, default=True)
     registered_block: Mapped[int] = mapped_column(BigInteger)  # latest (re-)registration
     updated_block: Mapped[int] = mapped_column(BigInteger)
 

@@ -114,6 +114,14 @@ class NotRegisteredError(RegistryError):
     """The sender (or the origin of a duel) is not a registered, active node."""
 
 
+class RegistrationBondError(RegistryError):
+    """register() was sent the wrong value: the registration bond without a slot, nothing with one."""
+
+
+class SlotReleaseError(RegistryError):
+    """releaseSlot() refused: no slot held, the node is still active, or it still has stake."""
+
+
 class EmptyPublicKeyError(RegistryError):
     """The node's ed25519 public key is all zeros."""
 
@@ -292,6 +300,11 @@ REVERT_REASONS: dict[str, type[ContractRevertedError]] = {
     "Registry: empty public key": EmptyPublicKeyError,
     "Registry: public key already registered": PublicKeyTakenError,
     "Registry: no models": NoModelsError,
+    "Registry: send the registration bond": RegistrationBondError,
+    "Registry: slot held, send no bond": RegistrationBondError,
+    "Registry: no slot held": SlotReleaseError,
+    "Registry: leave first": SlotReleaseError,
+    "Registry: withdraw the stake first": SlotReleaseError,
     "Bank: zero amount": ZeroAmountError,
     "Bank: insufficient credit": InsufficientCreditError,
     "Bank: insufficient stake": InsufficientStakeError,

@@ -133,6 +133,7 @@ class NodeInfo:
     leaf: int
     registered_block: int
     updated_block: int
+    slot_held: bool = True  # its registration bond is in the contract (`releaseSlot` returns it)
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ class Indexer:
             "NodeRegistered": self._on_node_registered,
             "NodeUpdated": self._on_node_updated,
             "NodeLeft": self._on_node_left,
+            "SlotReleased": self._on_slot_released,
             "CreditDeposited": self._on_credit_deposited,
             "WithdrawalRequested": self._on_withdrawal_requested,
             "WithdrawalCancelled": self._on_withdrawal_cancelled,
@@ -599,6 +601,7 @@ class Indexer:
         row.node_metadata = args["metadata"]
         row.active = True
         row.leaf = int(args["leaf"])
+        row.slot_held = True
         row.registered_block = ctx.block_number
         row.updated_block = ctx.block_number
         self._account(session, address, ctx)  # so the stake table lists nodes without balances
@@ -621,6 +624,15 @@ class Indexer:
         row = self._node(session, args["node"], ctx)
         row.active = False
         row.updated_block = ctx.block_number
+
+    def _on_slot_released(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
+        row = self._node(session, args["node"], ctx)
+        row.leaf = 0
+        row.slot_held = False
+        row.updated_block = ctx.block_number
+        account = self._account(session, args["node"], ctx)
+        account.credit_wei += int(args["bond"])
+        account.bonded_wei = 0  # releaseSlot clears the stake word: no duel can take from this node any more
 
     def _on_credit_deposited(self, session: Session, ctx: _LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["account"], ctx)
@@ -1045,6 +1057,9 @@ class Indexer:
                 mismatches.append(BalanceMismatch(node.address, "nodes.active", int(node.active), int(entry[4])))
             if int(entry[5]) != node.leaf:
                 mismatches.append(BalanceMismatch(node.address, "nodes.leaf", node.leaf, int(entry[5])))
+            held = bool(views.functions.registeredOnce(node.address).call())
+            if held != node.slot_held:
+                mismatches.append(BalanceMismatch(node.address, "registeredOnce", int(node.slot_held), int(held)))
         on_chain_reserve = int(views.functions.reserve().call())
         if on_chain_reserve != self.reserve():
             mismatches.append(BalanceMismatch(self.contract_address, "reserve", self.reserve(), on_chain_reserve))
@@ -1074,6 +1089,7 @@ def _node_info(row: NodeRow) -> NodeInfo:
         leaf=row.leaf,
         registered_block=row.registered_block,
         updated_block=row.updated_block,
+        slot_held=row.slot_held,
     )
 
 

@@ -23,6 +23,7 @@ same leaves; the stateful test checks that they agree.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -230,7 +231,7 @@ def next_epoch_start(block_number: int, epoch_blocks: int) -> int:
 
 @dataclass
 class NodeRecord:
-    """The contract's `Node` struct. `leaf` is valid once the address has registered once."""
+    """The contract's `Node` struct. `leaf` is valid while the address holds a registry slot."""
 
     pubkey: bytes = ZERO_HASH
     endpoint: str = ""
@@ -318,7 +319,9 @@ class SortitionTree:
         self.prev: dict[int, int] = {}
         self.epoch: dict[int, int] = {}
         self.leaf_owner: dict[int, str] = {}
+        self.leaf_since: dict[int, int] = {}  # block the leaf's owner took it
         self.leaf_count = 0
+        self.free: list[tuple[int, int]] = []  # released leaves, oldest first: (leaf, release block)
 
     def total_weight(self) -> int:
         """Sum of all leaf weights now (totalWeight)."""
@@ -342,14 +345,23 @@ class SortitionTree:
     def owner(self, leaf: int) -> str:
         return self.leaf_owner.get(leaf, ZERO_ADDRESS)
 
-    def allocate(self, owner: str) -> int:
-        """Give `owner` the next free leaf (leaves are never reused by another owner)."""
-        leaf = self.leaf_count
-        if leaf >= self.leaves:
-            raise ModelRevert("Sortition: tree full")
-        self.leaf_count = leaf + 1
+    def allocate(self, owner: str, *, block_number: int, reuse_before: int) -> int:
+        """Give `owner` the oldest released leaf if it was released before block `reuse_before`, else the
+        next never-used one."""
+        if self.free and self.free[0][1] < reuse_before:
+            leaf = self.free.pop(0)[0]
+        else:
+            leaf = self.leaf_count
+            if leaf >= self.leaves:
+                raise ModelRevert("Sortition: tree full")
+            self.leaf_count = leaf + 1
         self.leaf_owner[leaf] = checksum(owner)
+        self.leaf_since[leaf] = block_number
         return leaf
+
+    def release(self, leaf: int, *, block_number: int) -> None:
+        """Put a leaf on the free list (weight 0: its node left); its owner stays on record until it is reused."""
+        self.free.append((leaf, block_number))
 
     def set(self, leaf: int, weight: int, epoch: int) -> None:
         """Set a leaf's live weight in `epoch` and fix the sums on its path to the root."""
@@ -475,6 +487,7 @@ class WWWServeModel:
         self.duel_escrow_wei = p.duel_escrow_wei
         self.appeal_fee_wei = p.appeal_fee_wei
         self.duel_span_blocks = p.duel_span_blocks
+        self.slot_cooldown_blocks = p.slot_cooldown_blocks
         self.domain_separator = domain_separator(chain_id, self.address)
 
         self.nodes: dict[str, NodeRecord] = {}
@@ -539,7 +552,7 @@ class WWWServeModel:
         duel = self.duels.get(duel_id)
         if duel is None:
             raise ModelRevert("Duel: unknown duel")
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         b = own(duel.b_leaf) if duel.b_drawn else ZERO_ADDRESS
         return (own(duel.origin_leaf), own(duel.a_leaf), b, duel.seed_block, duel.deadline, duel.bond_wei,
                 duel.round, int(duel.status), int(duel.outcome))
@@ -550,8 +563,9 @@ class WWWServeModel:
 
     def get_judges(self, duel_id: int, round_: int) -> list[str]:
         duel = self.duels.get(duel_id)
-        panel = None if duel is None else duel.panels.get(round_)
-        return [] if panel is None else [self.sortition.owner(leaf) for leaf in panel.leaves]
+        if duel is None or round_ not in duel.panels:
+            return []
+        return [self.party(duel, leaf) for leaf in duel.panels[round_].leaves]
 
     def get_votes(self, duel_id: int, round_: int) -> list[int]:
         duel = self.duels.get(duel_id)
@@ -570,13 +584,13 @@ class WWWServeModel:
         if duel is None:
             raise ModelRevert("Duel: unknown duel")
         if duel.b_drawn:
-            return self.sortition.owner(duel.b_leaf)
+            return self.party(duel, duel.b_leaf)
         if duel.status != DuelStatus.AWAITING_ANSWER or block_number <= duel.seed_block:
             return ZERO_ADDRESS
         if block_number > duel.deadline:
             return ZERO_ADDRESS
         leaf = self._challenger_leaf(duel_id, duel, blockhash)
-        return ZERO_ADDRESS if leaf is None else self.sortition.owner(leaf)
+        return ZERO_ADDRESS if leaf is None else self.party(duel, leaf)
 
     def preview_judges(self, duel_id: int, *, block_number: int, blockhash: BlockHash) -> list[str]:
         """`previewJudges`: the current round's seats, drawn or as a draw would pick them now."""
@@ -587,10 +601,10 @@ class WWWServeModel:
             return []
         panel = duel.panels.get(duel.round)
         if panel is not None:
-            return [self.sortition.owner(leaf) for leaf in panel.leaves]
+            return [self.party(duel, leaf) for leaf in panel.leaves]
         if block_number <= duel.seed_block or block_number > duel.deadline:
             return []
-        return [self.sortition.owner(leaf) for leaf in self._panel_leaves(duel_id, duel, blockhash, duel.round)]
+        return [self.party(duel, leaf) for leaf in self._panel_leaves(duel_id, duel, blockhash, duel.round)]
 
     def open_duel_ids(self) -> list[int]:
         """Duels whose escrow the contract still holds."""
@@ -607,10 +621,22 @@ class WWWServeModel:
         return total
 
     def liabilities_wei(self) -> int:
-        """Everything the contract owes: credit + pending + stake + escrow of open duels + the reserve."""
+        """Everything the contract owes: credit + pending + stake + escrow of open duels + the reserve +
+        the registration bonds of the slots held."""
         return (sum(self.credit.values()) + sum(self.pending_withdrawal.values())
                 + sum(self.active_stake.values()) + sum(self.unbonding_stake.values())
-                + self.escrow_held_wei() + self.reserve)
+                + self.escrow_held_wei() + self.reserve
+                + self.params.registration_bond_wei * len(self.registered_once))
+
+    def registration_value_wei(self, address: str) -> int:
+        """What `register` must be sent by `address`: the bond, unless it holds a slot already."""
+        return 0 if checksum(address) in self.registered_once else self.params.registration_bond_wei
+
+    def party(self, duel: Duel, leaf: int) -> str:
+        """`_party`: the node `leaf` names in `duel`, or the zero address once a later node took the leaf."""
+        if self.sortition.leaf_since.get(leaf, 0) > duel.seed_block + self.duel_span_blocks:
+            return ZERO_ADDRESS
+        return self.sortition.owner(leaf)
 
     def weight_of(self, who: str) -> int:
         """What the draw weight of `who` should be from its stake now (the tree may lag after slashes)."""
@@ -750,7 +776,7 @@ class WWWServeModel:
 
     def _cancel(self, duel_id: int, duel: Duel, reason: CancelReason) -> None:
         duel.status = DuelStatus.CANCELLED
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         self._take_stake(own(duel.a_leaf), 0, duel.bond_wei)
         if duel.b_drawn:
             self._take_stake(own(duel.b_leaf), 0, duel.bond_wei)
@@ -762,7 +788,7 @@ class WWWServeModel:
             raise ModelRevert("Duel: seed block not mined yet")
         if block_number > duel.deadline:
             raise ModelRevert("Duel: answer window over")
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         leaf = self._challenger_leaf(duel_id, duel, blockhash)
         if leaf is None:
             self._cancel(duel_id, duel, CancelReason.NO_CHALLENGER)
@@ -827,11 +853,12 @@ class WWWServeModel:
         (the contract's `_judge_round`): returns the fees paid from `budget` and the reserve after it (the
         caller stores it)."""
         p = self.params
+        duel = self.duels[duel_id]
         reserve = self.reserve
         bonus = reserve * p.reserve_payout_bps // BPS
         paid = 0
         for leaf, vote in zip(panel.leaves, panel.votes, strict=True):
-            judge = self.sortition.owner(leaf)
+            judge = self.party(duel, leaf)
             ref: Outcome | None = None  # the recount's verdict; None for a void (no seat is paid)
             if final != Outcome.VOIDED:
                 own_votes = [v for lf, v in zip(final_panel.leaves, final_panel.votes, strict=True) if lf == leaf]
@@ -858,7 +885,7 @@ class WWWServeModel:
 
     def _settle_verdict(self, duel_id: int, duel: Duel) -> SettlementResult:
         p = self.params
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         panel1 = duel.panels[1]
         panel2 = duel.panels.get(2) if duel.round == 2 else None
         out1, n_a, n_b, _ = panel1.tally()
@@ -913,19 +940,26 @@ class WWWServeModel:
     # ----------------------------------------------------------------- registry
     @_transaction
     def register(self, sender: str, pubkey: bytes, endpoint: str, models: Sequence[str], metadata: str, *,
-                 block_number: int) -> None:
-        """register(): make `sender` a node; a returning node keeps its sortition leaf."""
+                 block_number: int, value_wei: int = 0) -> None:
+        """register(): make `sender` a node. A node without a slot sends the registration bond (`value_wei`)
+        and takes a leaf (a released one after the cooldown, else a new one); a returning node that kept its
+        slot sends nothing and keeps its leaf."""
         s = checksum(sender)
         if self.node(s).active:
             raise ModelRevert("Registry: already registered")
         self._validate_node_fields(s, pubkey, models)
-        old: Sequence[str] = ()
+        old: Sequence[str] = self.nodes[s].models if s in self.nodes else ()
         if s in self.registered_once:
+            if value_wei != 0:
+                raise ModelRevert("Registry: slot held, send no bond")
             leaf = self.nodes[s].leaf
-            old = self.nodes[s].models
         else:
-            leaf = self.sortition.allocate(s)
+            if value_wei != self.params.registration_bond_wei:
+                raise ModelRevert("Registry: send the registration bond")
+            leaf = self.sortition.allocate(s, block_number=block_number,
+                                           reuse_before=max(0, block_number - self.slot_cooldown_blocks))
             self.registered_once.add(s)
+            self.balance_wei += value_wei
         self.nodes[s] = NodeRecord(pubkey, endpoint, tuple(models), metadata, True, leaf)
         self._set_models(s, old, models, block_number)
         self.pubkey_owner[pubkey] = s
@@ -962,6 +996,26 @@ class WWWServeModel:
         self.active_node_count -= 1
         self._sync_weight(s, block_number)
         self._emit("NodeLeft", node=s)
+
+    @_transaction
+    def release_slot(self, sender: str, *, block_number: int) -> None:
+        """releaseSlot(): a node that left and holds no stake gives its leaf back; the bond becomes credit."""
+        s = checksum(sender)
+        if s not in self.registered_once:
+            raise ModelRevert("Registry: no slot held")
+        if self.nodes[s].active:
+            raise ModelRevert("Registry: leave first")
+        act, unb, _ = self._account(s)
+        if act + unb != 0:
+            raise ModelRevert("Registry: withdraw the stake first")
+        self._put_account(s, 0, 0, 0)
+        node = self.nodes[s]
+        leaf = node.leaf
+        node.leaf = 0
+        self.registered_once.discard(s)
+        self.sortition.release(leaf, block_number=block_number)
+        self._add(self.credit, s, self.params.registration_bond_wei)
+        self._emit("SlotReleased", node=s, leaf=leaf, bond=self.params.registration_bond_wei)
 
     # ----------------------------------------------------------------- credits
     @_transaction
@@ -1162,7 +1216,7 @@ class WWWServeModel:
             raise ModelRevert("Duel: challenger already drawn")
         if not self._draw_challenger(duel_id, duel, block_number, blockhash):
             return ZERO_ADDRESS
-        return self.sortition.owner(duel.b_leaf)
+        return self.party(duel, duel.b_leaf)
 
     @_transaction
     def answer_duel(self, sender: str, duel_id: int, answer_hash: bytes, *, block_number: int,
@@ -1183,7 +1237,7 @@ class WWWServeModel:
                 raise ModelRevert("Duel: seed block not mined yet")
             if block_number > duel.deadline:
                 raise ModelRevert("Duel: answer window over")
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         b = own(duel.b_leaf)
         if b != s:
             raise ModelRevert("Duel: not the challenger")
@@ -1224,7 +1278,7 @@ class WWWServeModel:
             raise ModelRevert("Duel: request not missing")
         if block_number > duel.deadline:
             raise ModelRevert("Duel: publish window over")
-        own = self.sortition.owner
+        own = functools.partial(self.party, duel)
         origin, a = own(duel.origin_leaf), own(duel.a_leaf)
         if duel_id_of(origin, work.request_id) != duel_id:
             raise ModelRevert("Duel: not this duel's work")
@@ -1250,7 +1304,7 @@ class WWWServeModel:
         panel = self._draw_appeal_panel(duel_id, duel, block_number, blockhash)
         if panel is None:
             raise ModelRevert("Duel: no judges")
-        return [self.sortition.owner(leaf) for leaf in panel.leaves]
+        return [self.party(duel, leaf) for leaf in panel.leaves]
 
     @_transaction
     def commit_vote(self, sender: str, duel_id: int, commitment: bytes, *, block_number: int,
@@ -1330,7 +1384,7 @@ class WWWServeModel:
             loser = duel.b_leaf
         else:
             raise ModelRevert("Duel: no verdict to appeal")
-        if self.sortition.owner(loser) != s:
+        if self.party(duel, loser) != s:
             raise ModelRevert("Duel: only the losing duelist appeals")
         if self.credit.get(s, 0) < self.appeal_fee_wei:
             raise ModelRevert("Bank: insufficient credit")
@@ -1351,9 +1405,10 @@ class WWWServeModel:
         epoch were over."""
         del sender  # anyone may settle
         p = self.params
-        own = self.sortition.owner
         duel = self.duels.get(duel_id)
         status = DuelStatus.NONE if duel is None else duel.status
+        if duel is not None:
+            own = functools.partial(self.party, duel)
         if duel is not None and status == DuelStatus.AWAITING_ANSWER:
             if block_number <= duel.deadline:
                 raise ModelRevert("Duel: answer window not over")

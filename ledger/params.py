@@ -48,6 +48,9 @@ class DeploymentParams:
     silent_penalty_wei: int = 4 * WEI_PER_CREDIT
     reserve_payout_bps: int = 100
     tree_depth: int = 14
+    # What a node pays with its first registration and gets back when it gives its registry slot up
+    # (`releaseSlot`): 2**tree_depth slots cost 2**tree_depth bonds to hold, not one transaction each.
+    registration_bond_wei: int = 10 * WEI_PER_CREDIT
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,6 +96,11 @@ class DeploymentParams:
         """The most blocks a duel can stay open (appeal included); unbonding lasts at least this long."""
         return (3 * self.epoch_blocks + 2 * self.answer_window_blocks + self.publish_window_blocks
                 + 2 * self.commit_window_blocks + 2 * self.reveal_window_blocks + self.appeal_window_blocks)
+
+    @property
+    def slot_cooldown_blocks(self) -> int:
+        """Blocks a released registry slot waits before another node gets it (no duel names it by then)."""
+        return self.epoch_blocks + 2 * self.duel_span_blocks
 
     def constructor_args(self) -> list[int]:
         """Arguments for the contract constructor, in order."""

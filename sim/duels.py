@@ -308,7 +308,7 @@ class DuelChain:
         member = Member(name, account, address, quality, stake_wei, serves, judge, appeal, accuracy)
         model = self.model
         model.register(address, bytes(keccak(text=f"pubkey/{name}")), f"sim://{name}", list(models), "",
-                       block_number=self.block)
+                       block_number=self.block, value_wei=model.registration_value_wei(address))
         if credit_wei + stake_wei > 0:
             model.deposit(address, credit_wei + stake_wei)
         if stake_wei > 0:

@@ -234,9 +234,10 @@ def stake_rows(client: Any, addresses: list[str]) -> list[dict[str, Any]]:
 
 
 def all_node_addresses(client: Any) -> list[str]:
-    """Every address that ever registered, read from the sortition leaves on-chain (no indexer needed)."""
+    """Every address holding (or last holding) a sortition leaf, read on-chain (no indexer needed); once
+    each, though a node that released its slot and registered again has held two."""
     owners = (client.leaf_owner(i) for i in range(client.leaf_count()))
-    return [str(a) for a in owners if a is not None]
+    return list(dict.fromkeys(str(a) for a in owners if a is not None))
 
 
 def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on-chain)") -> None:
@@ -672,14 +673,17 @@ def node_register(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Model served (repeat).")],
     metadata: Annotated[str, typer.Option(help="Free JSON metadata.")] = "{}",
 ) -> None:
-    """Register the wallet as a node, with a new (or existing) ed25519 identity key."""
+    """Register the wallet as a node, with a new (or existing) ed25519 identity key. The first registration
+    sends the registration bond from the wallet (`node release` returns it)."""
     from node.identity import load_or_create_identity, public_key_bytes
 
     _node_fields(endpoint, model, metadata)
     client = _client(ctx)
     key = load_or_create_identity(_opts(ctx).wallet or "default")
+    bond = 0 if client.registered_once(client.sender.address) else client.params().registration_bond_wei
     result = (client.register(public_key_bytes(key), endpoint, model, metadata))
-    _done(f"registered {client.sender.address} with ed25519 key {public_key_bytes(key).hex()}", result)
+    paid = f", registration bond {_fmt(bond)} (returned by `wwwserve node release`)" if bond else ""
+    _done(f"registered {client.sender.address} with ed25519 key {public_key_bytes(key).hex()}{paid}", result)
 
 
 @node_app.command("update")
@@ -708,6 +712,25 @@ def node_leave(ctx: typer.Context) -> None:
     _done("left the network", client.leave())
 
 
+@node_app.command("release")
+def node_release(ctx: typer.Context) -> None:
+    """Give the registry slot back and get the registration bond back as free credit: after `node leave`
+    and once all stake is withdrawn. Registering again later takes a new slot and a new bond."""
+    client = _client(ctx)
+    me = client.sender.address
+    info = client.node(me)
+    if info is None:
+        fail(f"{me} holds no registry slot")
+    if info.active:
+        fail("leave first: `wwwserve node leave`")
+    bal = client.balances(me)
+    if bal.active_stake_wei or bal.unbonding_stake_wei:
+        fail(f"withdraw the stake first ({_fmt(bal.active_stake_wei)} active, {_fmt(bal.unbonding_stake_wei)} "
+             "unbonding): `wwwserve stake remove` then `wwwserve stake withdraw`")
+    _done(f"released the registry slot; {_fmt(client.params().registration_bond_wei)} is free credit again",
+          client.release_slot())
+
+
 @node_app.command("show")
 def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="Node address.")]) -> None:
     """Show a node's registry entry and balances."""
@@ -715,7 +738,7 @@ def node_show(ctx: typer.Context, address: Annotated[str, typer.Argument(help="N
     addr = _address(address)
     info = (client.node(addr))
     if info is None:
-        fail(f"{addr} never registered")
+        fail(f"{addr} holds no registry slot (never registered, or released it)")
     console.print(f"node {addr}: {'active' if info.active else 'left'}\n  endpoint {info.endpoint}\n"
                   f"  models {', '.join(info.models)}\n  ed25519 {info.pubkey.hex()}\n  metadata {info.metadata}",
                   highlight=False)

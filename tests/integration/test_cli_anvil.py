@@ -58,7 +58,9 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
     address = out.split(": ")[1].split()[0]
     cli("devnet", "fund", address, "5eth")
     assert connect(anvil.rpc_url).eth.get_balance(address) == 5 * 10**18
-    cli("-w", "alice", "node", "register", "--endpoint", "http://127.0.0.1:9000", "-m", "smollm2", "-m", "qwen3")
+    registered = cli("-w", "alice", "node", "register", "--endpoint", "http://127.0.0.1:9000", "-m", "smollm2", "-m",
+                     "qwen3")
+    assert "registration bond 0.01 ETH (returned by `wwwserve node release`)" in registered
     cli("-w", "alice", "credit", "deposit", "2eth")
     cli("-w", "alice", "stake", "add", "1.5eth")
     table = cli("stake", "show", "--all")
@@ -90,6 +92,16 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
     assert "http://127.0.0.1:9001" in cli("node", "show", address)
     cli("-w", "alice", "node", "leave")
     assert "left" in cli("node", "show", address)
+
+    # the registry slot comes back with its bond once the node left and took its stake out
+    assert "withdraw the stake first (1 ETH active" in cli("-w", "alice", "node", "release", code=1)
+    cli("-w", "alice", "stake", "remove", "1eth")
+    increase_time(anvil.rpc_url, dep.params.unbonding_period_s + 1)
+    mine(anvil.rpc_url, dep.params.duel_span_blocks + 1)
+    cli("-w", "alice", "stake", "withdraw")
+    assert "0.01 ETH is free credit again" in cli("-w", "alice", "node", "release")
+    assert "holds no registry slot" in cli("node", "show", address, code=1)
+    assert "holds no registry slot" in cli("-w", "alice", "node", "release", code=1)
 
 
 def test_bad_input_is_one_line_and_nonzero(cli, anvil: AnvilProcess) -> None:  # type: ignore[no-untyped-def]

@@ -80,7 +80,8 @@ def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) 
         funder.send({"to": node.address, "value": 10**18})
     for i, node in enumerate(nodes):
         node.call(f.deposit(), value=300 * WEI_PER_CREDIT)
-        node.call(f.register(bytes([i + 1]) * 32, f"http://127.0.0.1:{9000 + i}", ["smollm2"], ""))
+        node.call(f.register(bytes([i + 1]) * 32, f"http://127.0.0.1:{9000 + i}", ["smollm2"], ""),
+                  value=PARAMS.registration_bond_wei)
         node.call(f.stake(MIN * (i + 1)))
 
     db_url = f"sqlite:///{tmp_path / 'index.sqlite'}"

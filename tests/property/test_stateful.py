@@ -192,7 +192,7 @@ class LedgerMachine(RuleBasedStateMachine):
             answer_window_blocks=5, commit_window_blocks=5, reveal_window_blocks=3, appeal_window_blocks=3,
             publish_window_blocks=4, attestation_ttl_s=40, duel_bond_wei=20 * GWEI, duelist_fee_wei=7,
             judge_fee_wei=5, judge_penalty_wei=9 * GWEI, silent_penalty_wei=4 * GWEI, reserve_payout_bps=bps,
-            tree_depth=4,
+            tree_depth=4, registration_bond_wei=30 * GWEI,
         )
         for address in ADDRESSES:
             boa.env.set_balance(address, 10**24)
@@ -235,19 +235,27 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert boa.env.get_balance(s) == eth + amount_out > eth
 
     # ------------------------------------------------------------------ registry
-    def register(self, who: int, key: int, model_set: int) -> None:
+    def register(self, who: int, key: int, model_set: int, *, bond_error: int = 0) -> None:
+        """register(), sending what the contract asks (the bond, or nothing while the node holds a slot)
+        plus `bond_error` wei."""
         s = ADDRESSES[who]
         pubkey = ZERO32 if key == N_KEYS else pubkey_of(f"key{key}")
         models = MODEL_SETS[model_set]
+        value = max(0, self.m.registration_value_wei(s) + bond_error)
         self.step(s, "register", (pubkey, f"http://node{who}", models, "{}"),
-                  lambda: self.m.register(s, pubkey, f"http://node{who}", models, "{}", block_number=block_number()))
+                  lambda: self.m.register(s, pubkey, f"http://node{who}", models, "{}", block_number=block_number(),
+                                          value_wei=value), value=value)
 
-    @rule(op=st.sampled_from(["register", "register", "update", "leave"]), who=node, key=st.integers(0, N_KEYS),
-          model_set=st.integers(0, len(MODEL_SETS) - 1))
+    @rule(op=st.sampled_from(["register", "register", "register with a wrong bond", "update", "leave", "release"]),
+          who=node, key=st.integers(0, N_KEYS), model_set=st.integers(0, len(MODEL_SETS) - 1))
     def registry(self, op: str, who: int, key: int, model_set: int) -> None:
         s = ADDRESSES[who]
         if op == "register":
             self.register(who, key, model_set)
+        elif op == "register with a wrong bond":
+            self.register(who, key, model_set, bond_error=(-1) ** key)
+        elif op == "release":
+            self.step(s, "releaseSlot", (), lambda: self.m.release_slot(s, block_number=block_number()))
         elif op == "update":
             pubkey = ZERO32 if key == N_KEYS else pubkey_of(f"key{key}")
             models = MODEL_SETS[model_set]
@@ -641,18 +649,26 @@ class LedgerMachine(RuleBasedStateMachine):
         st_ = twin.storage
         twin.check()  # balances, stake accounts, reserve, root, duel words and views, conservation
         held = sum(m.credit.values()) + sum(m.pending_withdrawal.values()) + sum(m.active_stake.values()) \
-            + sum(m.unbonding_stake.values()) + m.reserve
+            + sum(m.unbonding_stake.values()) + m.reserve \
+            + m.params.registration_bond_wei * sum(st_.get("registeredOnce", a) for a in ADDRESSES)
+
+        def holder(d: Any, leaf: int) -> str | None:
+            """The node that holds `leaf` now and is the party the duel names by it (None after a release)."""
+            who = m.party(d, leaf)
+            return who if who in m.registered_once and m.nodes[who].leaf == leaf else None
         bonds: dict[str, int] = {}
         for duel_id, d in m.duels.items():
             if d.status in OPEN:
                 held += m.duel_escrow_wei + (m.appeal_fee_wei if d.round == 2 else 0)
-                a = m.sortition.owner(d.a_leaf)
-                bonds[a] = bonds.get(a, 0) + d.bond_wei
-                if d.b_drawn:
-                    b = m.sortition.owner(d.b_leaf)
-                    bonds[b] = bonds.get(b, 0) + d.bond_wei
+                for leaf in [d.a_leaf] + ([d.b_leaf] if d.b_drawn else []):
+                    duelist = holder(d, leaf)
+                    if duelist is not None:  # a node that released its slot holds no bonds
+                        bonds[duelist] = bonds.get(duelist, 0) + d.bond_wei
             for (rnd, judge), c in d.commitments.items():
-                seat = [m.sortition.owner(leaf) for leaf in d.panels[rnd].leaves].index(judge)
+                owners = [m.sortition.owner(leaf) for leaf in d.panels[rnd].leaves]
+                if judge not in owners:
+                    continue  # the judge released its slot and another node took it
+                seat = owners.index(judge)
                 word = st_.get("commitments", 4 * (2 * duel_id + rnd - 1) + seat // 2)
                 assert (word >> (128 * (seat % 2))) & ((1 << 128) - 1) == c, (duel_id, rnd, judge)
         assert boa.env.get_balance(twin.c.address) == held == m.liabilities_wei()
@@ -686,7 +702,7 @@ class LedgerMachine(RuleBasedStateMachine):
             word = st_.get("sortition.tree", tree.leaves + leaf)
             assert word & VALUE_MASK == tree.leaf_weight(leaf), leaf
             leaves += word & VALUE_MASK
-            assert st_.get("sortition.leafOwner", leaf) == int(tree.owner(leaf), 16)
+            assert st_.get("sortition.leafSlot", leaf) & ((1 << 160) - 1) == int(tree.owner(leaf), 16)
         assert leaves == tree.total_weight()
 
 

@@ -236,7 +236,13 @@ def pubkey_of(label: str) -> bytes:
 def register(c: Any, who: LocalAccount | str, label: str = "", *, models: Sequence[str] = (MODEL,)) -> None:
     addr = who if isinstance(who, str) else who.address
     with boa.env.prank(addr):
-        c.register(pubkey_of(label or addr), f"http://{label or 'node'}.example", list(models), "{}")
+        c.register(pubkey_of(label or addr), f"http://{label or 'node'}.example", list(models), "{}",
+                   value=registration_value(c, addr))
+
+
+def registration_value(c: Any, who: str) -> int:
+    """What `register` must be sent by `who`: the registration bond, unless it holds a slot already."""
+    return 0 if c.registeredOnce(who) else int(c.REGISTRATION_BOND())
 
 
 def deposit(c: Any, who: str, amount_wei: int) -> None:
@@ -675,6 +681,11 @@ class Twin:
         assert st.get("reserve") == m.reserve
         assert st.get("verdicts") == m.verdicts_a | (m.verdicts_b << 128)
         assert st.get("sortition.tree", 1) & VALUE_MASK == m.sortition.total_weight()
+        assert st.get("sortition.leafCount") == m.sortition.leaf_count
+        for leaf in range(m.sortition.leaf_count):
+            want = int(m.sortition.owner(leaf), 16) | (m.sortition.leaf_since.get(leaf, 0) << 160)
+            assert st.get("sortition.leafSlot", leaf) == want, leaf
+        assert st.get("sortition.freeTail") - st.get("sortition.freeHead") == len(m.sortition.free)
         for duel_id, d in m.duels.items():
             assert st.get("duelInfo", duel_id) == pack_info(d), duel_id
             appeal_panel = d.panels.get(2)
@@ -697,8 +708,13 @@ class Twin:
     def register(self, who: LocalAccount | str, label: str, models: Sequence[str] = (MODEL,)) -> None:
         addr = who if isinstance(who, str) else who.address
         pk, ep, ms = pubkey_of(label), f"http://{label}.example", list(models)
+        value = self.m.registration_value_wei(addr)
         self.tx(addr, "register", (pk, ep, ms, "{}"),
-                lambda: self.m.register(addr, pk, ep, ms, "{}", block_number=block_number()))
+                lambda: self.m.register(addr, pk, ep, ms, "{}", block_number=block_number(), value_wei=value),
+                value=value)
+
+    def release_slot(self, who: str) -> None:
+        self.tx(who, "releaseSlot", (), lambda: self.m.release_slot(who, block_number=block_number()))
 
     def update(self, who: str, label: str, models: Sequence[str]) -> None:
         pk, ep, ms = pubkey_of(label), f"http://{label}.example", list(models)

@@ -71,6 +71,7 @@ ABI_TO_CLIENT = {
     "register": "register",
     "updateNode": "update_node",
     "leave": "leave",
+    "releaseSlot": "release_slot",
     "getModels": "get_models",
     "nodes": "node",
     "registeredOnce": "registered_once",
@@ -109,7 +110,6 @@ ABI_TO_CLIENT = {
     "answerDuel": "answer_duel",
     "publishRequest": "publish_request",
     "drawJudges": "draw_judges",
-    "previewJudges": "preview_judges",
     "voteCommitment": "vote_commitment_onchain",
     "commitVote": "commit_vote",
     "commitmentOf": "commitment_of",
@@ -123,16 +123,20 @@ ABI_TO_CLIENT = {
     "leafWeight": "leaf_weight",
     "leafOwner": "leaf_owner",
     "leafCount": "leaf_count",
+    "leafSince": "leaf_since",
+    "freeLeafCount": "free_leaf_count",
     "EXTENSION": "extension",
     "paramsDigest": "params_digest",
     "DUEL_ESCROW": "duel_escrow_wei",
     "APPEAL_FEE": "appeal_fee_wei",
     "DUEL_SPAN_BLOCKS": "duel_span_blocks",
+    "SLOT_COOLDOWN_BLOCKS": "slot_cooldown_blocks",
     "DOMAIN_SEPARATOR": "domain_separator",
     **{name: "params" for name in (
         "MIN_STAKE", "UNBONDING_PERIOD", "WITHDRAWAL_NOTICE", "K_JUDGES", "EPOCH_BLOCKS", "ANSWER_WINDOW",
         "COMMIT_WINDOW", "REVEAL_WINDOW", "APPEAL_WINDOW", "PUBLISH_WINDOW", "ATTESTATION_TTL", "DUEL_BOND",
-        "DUELIST_FEE", "JUDGE_FEE", "JUDGE_PENALTY", "SILENT_PENALTY", "RESERVE_PAYOUT_BPS", "DEPTH")},
+        "DUELIST_FEE", "JUDGE_FEE", "JUDGE_PENALTY", "SILENT_PENALTY", "RESERVE_PAYOUT_BPS", "DEPTH",
+        "REGISTRATION_BOND")},
 }
 
 
@@ -156,6 +160,7 @@ def test_deploy_and_params(world: World) -> None:
     assert c.duel_escrow_wei() == PARAMS.duel_escrow_wei == PARAMS.duelist_fee_wei + 3 * PARAMS.judge_fee_wei
     assert c.appeal_fee_wei() == PARAMS.appeal_fee_wei == 7 * PARAMS.judge_fee_wei
     assert c.duel_span_blocks() == PARAMS.duel_span_blocks
+    assert c.slot_cooldown_blocks() == PARAMS.slot_cooldown_blocks == PARAMS.epoch_blocks + 2 * PARAMS.duel_span_blocks
     # the extension was built with the same parameters: that is what WWWServe's constructor checked
     assert c.params_digest() == WWWServeClient(world.w3, world.extension).params_digest()
     # the domain separator is EIP-712's, as eth-account computes it, and names WWWServe, not the extension
@@ -226,6 +231,30 @@ def test_registry_views(world: World) -> None:
     assert c.serves_model(world.addr("c3"), MODEL) and c.serves_model(world.addr("c3"), "model-c3")
     assert not c.serves_model(world.addr("c3"), "model-c4")
     assert not c.serves_model(world.addr("outsider"), MODEL)
+
+
+def test_registry_slot_lifecycle(world: World) -> None:
+    """register sends the bond by itself; release_slot gives the slot back and the bond as credit."""
+    c = world.client("outsider")
+    me = world.addr("outsider")
+    bond = PARAMS.registration_bond_wei
+    eth_before = world.w3.eth.get_balance(me)
+    first = c.register(b"\x0e" * 32, "http://slot:1", ["m1"], "")
+    paid_gas = first.gas_used * world.w3.eth.get_transaction_receipt(first.tx_hash)["effectiveGasPrice"]
+    assert world.w3.eth.get_balance(me) == eth_before - bond - paid_gas
+    leaf = first.event("NodeRegistered").args["leaf"]
+    assert c.leaf_since(leaf) == first.block_number and c.leaf_owner(leaf) == me
+    c.leave()
+    again = c.register(b"\x0e" * 32, "http://slot:1", ["m1"], "")  # a returning node keeps its slot: no bond
+    assert again.event("NodeRegistered").args["leaf"] == leaf
+    c.leave()
+    released = c.release_slot().event("SlotReleased").args
+    assert released == {"node": me, "leaf": leaf, "bond": bond}
+    assert c.credit(me) == bond and c.node(me) is None and not c.registered_once(me)
+    assert c.free_leaf_count() == 1
+    # inside the cooldown a new registration takes a new leaf (and a new bond)
+    third = c.register(b"\x0e" * 32, "http://slot:1", ["m1"], "")
+    assert third.event("NodeRegistered").args["leaf"] == len(ROLES) + 1 and c.free_leaf_count() == 1
 
 
 def test_a_new_model_counts_from_the_next_epoch(world: World) -> None:
@@ -388,7 +417,7 @@ def test_duel_full_lifecycle(world: World) -> None:
     drawn = answered.event("JudgesDrawn").args
     info = c.duel(duel.duel_id)
     assert info.status is DuelStatus.JUDGING and (info.b, info.round) == (b, 1)
-    assert info.judges == drawn["seats"] == c.judges(duel.duel_id, 1) == c.preview_judges(duel.duel_id)
+    assert info.judges == drawn["seats"] == c.judges(duel.duel_id, 1)
     # seats exclude nobody: any registered node may judge, the origin and both duelists included
     assert len(info.judges) == PARAMS.k_judges and set(info.judges) <= {world.addr(r) for r in ROLES}
     assert info.commit_end_block == drawn["commitEnd"] and info.reveal_end_block == drawn["revealEnd"]

@@ -124,9 +124,10 @@ def everyone(cast: Cast) -> list[str]:
 
 
 def held(c: Any, cast: Cast, open_escrows: int = 0) -> int:
-    """What the contract owes the cast: credit + stake of each + open escrows + the reserve."""
+    """What the contract owes the cast: credit + stake of each + registration bonds + open escrows + the
+    reserve."""
     return sum(c.credit(w) + c.activeStake(w) + c.unbondingStake(w) + c.pendingWithdrawal(w)
-               for w in everyone(cast)) + open_escrows + c.reserve()
+               + c.REGISTRATION_BOND() * c.registeredOnce(w) for w in everyone(cast)) + open_escrows + c.reserve()
 
 
 @pytest.fixture(name="cast")
@@ -618,7 +619,7 @@ def _predicted_challenger(c: Any, duel_id: int, servers: set[str]) -> str:
     view = duel(c, duel_id)
     tree = SortitionTree(P.tree_depth)
     for leaf in range(c.leafCount()):
-        tree.allocate(c.leafOwner(leaf))
+        tree.allocate(c.leafOwner(leaf), block_number=0, reuse_before=0)
         tree.set(leaf, c.leafWeight(leaf), 0)
     excluded = [c.nodes(x).leaf for x in (view.origin, view.a)]
     seed = challenger_seed(fake_blockhash(view.seed_block), duel_id)
@@ -633,15 +634,16 @@ def _predicted_challenger(c: Any, duel_id: int, servers: set[str]) -> str:
 # the answer, and a request the challenger could not get
 
 
-def _full_tree_panel(c: Any, duel_id: int, seed_block: int) -> list[str]:
-    """The first round's seats as the model's full-tree draw from `seed_block`'s hash, nobody excluded,
-    over the contract's leaves as they stand (none changed since)."""
+def _full_tree_panel(c: Any, duel_id: int, seed_block: int, round_: int = 1) -> list[str]:
+    """A round's seats as the model's full-tree draw from `seed_block`'s hash, nobody excluded, over the
+    contract's leaves as they stand (none changed since)."""
     tree = SortitionTree(P.tree_depth)
     for leaf in range(c.leafCount()):
-        tree.allocate(c.leafOwner(leaf))
+        tree.allocate(c.leafOwner(leaf), block_number=0, reuse_before=0)
         tree.set(leaf, c.leafWeight(leaf), 0)
-    return [tree.owner(leaf) for leaf in tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, 1),
-                                                   P.k_judges, [], 1)]
+    seats = P.k_judges if round_ == 1 else 2 * P.k_judges + 1
+    return [tree.owner(leaf) for leaf in tree.draw(panel_seed(fake_blockhash(seed_block), duel_id, round_),
+                                                   seats, [], 1)]
 
 
 def _duel_id(o: str, tag: str) -> int:
@@ -677,7 +679,7 @@ def test_answer_draws_the_first_panel(c: Any, cast: Cast) -> None:
     assert b in got and set(got) <= {b, *(j.address for j in cast.judges)}
     assert duel(c, duel_id)[3:] == (seed, commit_end, BOND, 1, JUDGING, 0)
     assert list(c.getVotes(duel_id, 1)) == [0, 0, 0]
-    assert list(c.getJudges(duel_id, 2)) == [] and list(c.previewJudges(duel_id)) == got
+    assert list(c.getJudges(duel_id, 2)) == []
     # B's seat votes like any other
     commit(c, duel_id, b, B_VOTE)
     with boa.env.prank(b), boa.reverts("Duel: not awaiting an answer"):
@@ -746,7 +748,6 @@ def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     drawn = seats(c, duel_id, 1)
     assert drawn == _full_tree_panel(c, duel_id, first_seed) and len(drawn) == P.k_judges
     assert list(c.getVotes(duel_id, 1)) == [0] * P.k_judges
-    assert list(c.previewJudges(duel_id)) == []  # not judging yet
     with boa.env.prank(cast.b.address), boa.reverts("Duel: not awaiting an answer"):
         c.answerDuel(duel_id, keccak(b"x"))
     with boa.env.prank(drawn[0]), boa.reverts("Duel: not judging"):
@@ -788,7 +789,6 @@ def test_missing_request_published_then_answered(c: Any, cast: Cast) -> None:
     (judges_drawn,) = logs_named(c, "JudgesDrawn")
     assert ([str(j) for j in judges_drawn.seats], judges_drawn.round, judges_drawn.commitEnd) == (drawn, 1, commit_end)
     assert duel(c, duel_id).status == JUDGING and seats(c, duel_id, 1) == drawn
-    assert list(c.previewJudges(duel_id)) == drawn
     assert _full_tree_panel(c, duel_id, seed) != drawn
 
 
@@ -1333,15 +1333,13 @@ def test_appeal_that_overturns_refunds_the_appellant(c: Any) -> None:
     assert duel(c, duel_id)[3:] == (seed2, seed2 + P.commit_window_blocks, BOND, 2, JUDGING, 0)
     with boa.env.prank(a), boa.reverts("Duel: not appealable"):
         c.appeal(duel_id)
-    assert list(c.previewJudges(duel_id)) == []  # the seed block is not mined yet
     with boa.reverts("Duel: seed block not mined yet"):
         c.drawJudges(duel_id)
     with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: seed block not mined yet"):
         c.commitVote(duel_id, keccak(b"c"))
     mine_to(seed2)
-    assert list(c.previewJudges(duel_id)) == []  # the seed block's hash is known from the next block
     mine(1)
-    preview = [str(s) for s in c.previewJudges(duel_id)]
+    preview = _full_tree_panel(c, duel_id, seed2, 2)
     assert len(preview) == 2 * P.k_judges + 1
     votes2 = {j: (B_VOTE if j == b else A_VOTE) for j in preview}  # B votes for itself
     first_judge = preview[0]
@@ -1485,11 +1483,11 @@ def test_no_judges_for_the_appeal_round(c: Any) -> None:
             c.leave()
     with boa.env.anchor():  # B, still staked, would hold every seat of the appeal round
         mine_to(duel(c, duel_id).seed_block + 1)
-        assert list(c.previewJudges(duel_id)) == [cast.b.address] * (2 * P.k_judges + 1)
+        assert _full_tree_panel(c, duel_id, duel(c, duel_id).seed_block, 2) == [cast.b.address] * (2 * P.k_judges + 1)
     with boa.env.prank(cast.b.address):
         c.leave()
     mine_to(duel(c, duel_id).seed_block + 1)
-    assert list(c.previewJudges(duel_id)) == []
+    assert _full_tree_panel(c, duel_id, duel(c, duel_id).seed_block, 2) == []
     with boa.reverts("Duel: no judges"):
         c.drawJudges(duel_id)
     with boa.env.prank(cast.judges[0].address), boa.reverts("Duel: no judges"):
@@ -1516,7 +1514,7 @@ def test_draw_judges_reverts(c: Any, cast: Cast) -> None:
 
 
 def test_views_of_an_unknown_duel_revert(c: Any) -> None:
-    for view in (c.getDuel, c.challengerOf, c.previewJudges):
+    for view in (c.getDuel, c.challengerOf):
         with boa.reverts("Duel: unknown duel"):
             view(777)
     assert list(c.getJudges(777, 1)) == [] and list(c.getVotes(777, 2)) == []

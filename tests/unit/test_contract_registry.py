@@ -96,9 +96,9 @@ def test_constructor_accepts_the_edges(fresh: None) -> None:
 
 
 def params_digest(p: DeploymentParams) -> bytes:
-    """keccak256 of the parameters in three abi-encoded groups of six, as the contract hashes them."""
+    """keccak256 of the parameters abi-encoded in groups of six, as the contract hashes them."""
     args = p.constructor_args()
-    return bytes(keccak(b"".join(encode(["uint256"] * 6, args[i:i + 6]) for i in (0, 6, 12))))
+    return bytes(keccak(b"".join(encode(["uint256"] * len(args[i:i + 6]), args[i:i + 6]) for i in (0, 6, 12, 18))))
 
 
 def test_wwwserve_checks_its_extension_was_built_with_the_same_params(fresh: None) -> None:
@@ -126,6 +126,7 @@ def test_constructor_sets_immutables(dep: Deployment) -> None:
         "JUDGE_PENALTY": p.judge_penalty_wei, "SILENT_PENALTY": p.silent_penalty_wei,
         "RESERVE_PAYOUT_BPS": p.reserve_payout_bps, "DEPTH": p.tree_depth,
         "DUEL_ESCROW": p.duel_escrow_wei, "APPEAL_FEE": p.appeal_fee_wei, "DUEL_SPAN_BLOCKS": p.duel_span_blocks,
+        "REGISTRATION_BOND": p.registration_bond_wei, "SLOT_COOLDOWN_BLOCKS": p.slot_cooldown_blocks,
     }
     for name, want in getters.items():
         assert getattr(c, name)() == want, name
@@ -140,6 +141,7 @@ EXTENSION_CALLS: list[tuple[str, tuple[Any, ...]]] = [
     ("register", (b"\x01" * 32, "http://x", ["m"], "")),
     ("updateNode", (b"\x01" * 32, "http://x", ["m"], "")),
     ("leave", ()),
+    ("releaseSlot", ()),
     ("deposit", ()),
     ("requestWithdrawal", (1,)),
     ("cancelWithdrawal", ()),
@@ -149,6 +151,7 @@ EXTENSION_CALLS: list[tuple[str, tuple[Any, ...]]] = [
     ("withdrawStake", ()),
     ("syncWeight", ("0x" + "11" * 20,)),
     ("appeal", (1,)),
+    ("claimVoucher", ("0x" + "11" * 20, "0x" + "22" * 20, 1, b"\x00" * 65)),
     ("publishRequest", (1, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, 0, b"", b"")),
 ]
 
@@ -164,6 +167,28 @@ def test_extension_refuses_direct_calls(dep: Deployment) -> None:
     with boa.env.prank(user):
         dep.c.deposit(value=5)
     assert dep.c.credit(user) == 5 and ext.credit(user) == 0
+
+
+def test_every_extension_answer_fits_the_forwarding_buffer() -> None:
+    """WWWServe forwards the extension's answer through a fixed buffer (EXTENSION_RETURN_BYTES): a longer
+    answer would come back cut short, so each function's longest ABI-encoded answer must fit it."""
+    ext_d, main_d = deployers()
+    buffer = int(main_d.compiler_data.annotated_vyper_module._metadata["type"]
+                 .variables["EXTENSION_RETURN_BYTES"].decl_node.value.value)
+    ext_type = ext_d.compiler_data.annotated_vyper_module._metadata["type"]
+    longest = max((fn.return_type.abi_type.size_bound(), fn.name) for fn in ext_type.exposed_functions
+                  if fn.return_type is not None)
+    assert longest == (3616, "nodes") and longest[0] <= buffer == 4096
+
+
+def test_the_longest_registry_entry_comes_back_whole_through_wwwserve(c: Any) -> None:
+    node = new_account("big").address
+    endpoint, models, metadata = "h" * 256, [f"{i:02d}" + "m" * 62 for i in range(16)], "x" * 1024
+    with boa.env.prank(node):
+        c.register(pubkey_of("big"), endpoint, models, metadata, value=TEST_PARAMS.registration_bond_wei)
+    rec = c.nodes(node)
+    assert (rec.endpoint, list(rec.models), rec.metadata) == (endpoint, models, metadata)
+    assert list(c.getModels(node)) == models
 
 
 def test_every_state_changing_extension_function_is_checked() -> None:
@@ -185,7 +210,8 @@ def test_storage_layouts_are_identical(dep: Deployment) -> None:
 def test_register_stores_node_and_emits(c: Any) -> None:
     node = new_account("n")
     with boa.env.prank(node.address):
-        c.register(pubkey_of("n"), "http://n.example:8000", ["llama", "qwen"], '{"gpu":"H100"}')
+        c.register(pubkey_of("n"), "http://n.example:8000", ["llama", "qwen"], '{"gpu":"H100"}',
+                   value=TEST_PARAMS.registration_bond_wei)
     (ev,) = logs_named(c, "NodeRegistered")
     assert (ev.node, ev.pubkey, ev.endpoint, list(ev.models), ev.metadata, ev.leaf) == (
         node.address, pubkey_of("n"), "http://n.example:8000", ["llama", "qwen"], '{"gpu":"H100"}', 0)
@@ -227,7 +253,7 @@ def test_register_without_models_reverts(c: Any) -> None:
 def test_pubkey_is_unique(c: Any) -> None:
     make_node(c, "n1", 0, 0)
     with boa.env.prank(new_account("n2").address), boa.reverts("Registry: public key already registered"):
-        c.register(pubkey_of("n1"), "http://x", ["m"], "")
+        c.register(pubkey_of("n1"), "http://x", ["m"], "", value=TEST_PARAMS.registration_bond_wei)
 
 
 def test_tree_full_reverts(fresh: None) -> None:
@@ -235,7 +261,7 @@ def test_tree_full_reverts(fresh: None) -> None:
     register(small, new_account("n0"), "n0")
     register(small, new_account("n1"), "n1")
     with boa.env.prank(new_account("n2").address), boa.reverts("Sortition: tree full"):
-        small.register(pubkey_of("n2"), "http://x", ["m"], "")
+        small.register(pubkey_of("n2"), "http://x", ["m"], "", value=TEST_PARAMS.registration_bond_wei)
     # a returning node reuses its own leaf, so it is not blocked by a full tree
     with boa.env.prank(new_account("n0").address):
         small.leave()

@@ -57,7 +57,7 @@ def mirror_tree(c: Any) -> SortitionTree:
     a draw in any later epoch reads them)."""
     tree = SortitionTree(c.DEPTH())
     for leaf in range(c.leafCount()):
-        tree.allocate(c.leafOwner(leaf))
+        tree.allocate(c.leafOwner(leaf), block_number=0, reuse_before=0)
         tree.set(leaf, c.leafWeight(leaf), 0)
     assert tree.total_weight() == c.totalWeight()
     return tree

@@ -149,6 +149,7 @@ def build_scenario() -> Chain:
     world.mine_to(unstake.block_number + PARAMS.duel_span_blocks)
     client("leaver").withdraw_stake()
     client("leaver").leave()
+    client("leaver").release_slot()  # its registration bond back as credit
 
     # vouchers: the payer has credit 3 C and pending 7 C; claims pay 5 (3 credit + 2 pending), then 3
     # (pending), then 2 of 92 owed (what is left); c1 submits them
@@ -266,11 +267,12 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     assert report.events_applied == chain.log_count == idx.event_count()
     with Session(idx.engine) as s:
         names = set(s.scalars(select(EventRow.event_name).distinct()))
-    assert names == {e["name"] for e in load_artifact().abi if e["type"] == "event"}  # all 25 covered
-    assert len(names) == 25
+    assert names == {e["name"] for e in load_artifact().abi if e["type"] == "event"}  # all 26 covered
+    assert len(names) == 26
     assert idx.reconcile() == []
     # conservation: the contract's ETH equals the indexed balances, what open duels hold, and the reserve
-    total = sum(a.total_wei for a in idx.accounts()) + held_in_open_duels_wei(idx) + idx.reserve()
+    bonds = PARAMS.registration_bond_wei * sum(node.slot_held for node in idx.nodes(active_only=False))
+    total = sum(a.total_wei for a in idx.accounts()) + held_in_open_duels_wei(idx) + idx.reserve() + bonds
     assert total == chain.w3.eth.get_balance(chain.contract.address)
     assert idx.reserve() == c.reserve() > 0
 
@@ -278,7 +280,8 @@ def test_scenario_indexes_every_balance_exactly(chain: Chain, db_url: str) -> No
     assert [x.address for x in idx.nodes()] == sorted(v for k, v in n.items() if k != "leaver")
     assert len(idx.nodes(active_only=False)) == len(ROLES)
     left = idx.node(n["leaver"])
-    assert left is not None and left.active is False
+    assert left is not None and left.active is False and left.slot_held is False and left.leaf == 0
+    assert all(node.slot_held for node in idx.nodes())
     moved = idx.node(n["c4"])
     assert moved is not None
     assert (moved.endpoint, moved.models, moved.metadata) == ("http://c4-moved:8000", ("smollm2",), "moved")
