@@ -149,6 +149,22 @@ class Role:
         self.released.set()  # no gate unless `gate()` closes it
 
 
+SSE = "__sse__"  # AttackerServer.answer's payload key for an answer sent as server-sent events
+
+
+def as_stream(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """A signed whole chat answer as the chunks an executor streams: the text, then the final chunk with
+    the finish reason, usage and both attestations."""
+    common = {"id": answer["id"], "object": "chat.completion.chunk", "created": answer["created"],
+              "model": answer["model"]}
+    text = answer["choices"][0]["message"]["content"]
+    return [
+        {**common, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]},
+        {**common, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": answer["usage"],
+         "wwwserve": answer["wwwserve"], "wwwserve_work": answer["wwwserve_work"]},
+    ]
+
+
 class AttackerServer:
     """The attacker's peer endpoint (one HTTP server for all its identities, by the envelope's receiver). It
     verifies nothing: a malicious node need not."""
@@ -173,9 +189,13 @@ class AttackerServer:
                 self._reply(status, payload)
 
             def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+                events = payload.get(SSE)
+                if events is not None:  # a delegation travels as a stream (the origin collects a whole answer)
+                    data = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+                else:
+                    data = json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/event-stream" if events is not None else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -208,6 +228,8 @@ class AttackerServer:
             answer = self.execute(role.identity, role.executes, body)
             if role.before_reply is not None:
                 role.before_reply()
+            if body["request"].get("stream"):
+                return 200, {SSE: as_stream(answer)}
             return 200, answer
         if path == PATH_EVIDENCE:
             role.released.wait(timeout=20)

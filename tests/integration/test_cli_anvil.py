@@ -60,7 +60,7 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
     assert connect(anvil.rpc_url).eth.get_balance(address) == 5 * 10**18
     registered = cli("-w", "alice", "node", "register", "--endpoint", "http://127.0.0.1:9000", "-m", "smollm2", "-m",
                      "qwen3")
-    assert "registration bond 0.01 ETH (returned by `wwwserve node release`)" in registered
+    assert "registration bond 0.01 ETH (returned by `wwwserve node release`)" in " ".join(registered.split())
     cli("-w", "alice", "credit", "deposit", "2eth")
     cli("-w", "alice", "stake", "add", "1.5eth")
     table = cli("stake", "show", "--all")
@@ -99,7 +99,7 @@ def test_deploy_register_stake_and_query_through_the_cli(cli, anvil: AnvilProces
     increase_time(anvil.rpc_url, dep.params.unbonding_period_s + 1)
     mine(anvil.rpc_url, dep.params.duel_span_blocks + 1)
     cli("-w", "alice", "stake", "withdraw")
-    assert "0.01 ETH is free credit again" in cli("-w", "alice", "node", "release")
+    assert "0.01 ETH is free credit again" in " ".join(cli("-w", "alice", "node", "release").split())
     assert "holds no registry slot" in cli("node", "show", address, code=1)
     assert "holds no registry slot" in cli("-w", "alice", "node", "release", code=1)
 

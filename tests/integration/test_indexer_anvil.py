@@ -109,4 +109,6 @@ def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) 
     a1 = restarted.account(nodes[1].address)
     assert a1.pending_withdrawal_wei == 10 * WEI_PER_CREDIT
     assert restarted.reconcile(WWWServeClient(w3, contract.address)) == []
-    assert sum(a.total_wei for a in restarted.accounts()) == w3.eth.get_balance(contract.address)
+    bonds = PARAMS.registration_bond_wei * sum(n.slot_held for n in restarted.nodes(active_only=False))
+    assert bonds == 2 * PARAMS.registration_bond_wei
+    assert sum(a.total_wei for a in restarted.accounts()) + bonds == w3.eth.get_balance(contract.address)

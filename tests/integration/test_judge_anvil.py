@@ -248,7 +248,8 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
         assert after[j].stake_wei == before[j].stake_wei - stake[j], j
     reserve = d.clients[d.origin].reserve()
     assert reserve == sum(lost.values())  # the penalties, kept for coherent judges
-    assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values()) + reserve
+    bonds = PARAMS.registration_bond_wei * len(after)  # every node holds its registry slot
+    assert d.w3.eth.get_balance(d.contract) == sum(x.total_wei for x in after.values()) + reserve + bonds
     assert asyncio.run(one_pass(judges)) == []  # nothing left to do, nothing sent twice
     for judge in judges.values():
         judge.indexer.close()
