@@ -350,6 +350,17 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def drop_index(url: str) -> None:
+    """Empty the index database at `url` (drop this package's tables; other tables are left alone): the
+    next indexer opened on it reads the chain from its start. For a chain reset, whose old index describes
+    a chain that is gone. The data are derived: nothing is lost that the chain cannot give again."""
+    engine = make_engine(url)
+    try:
+        Base.metadata.drop_all(engine)
+    finally:
+        engine.dispose()
+
+
 def schema_version(engine: Engine) -> int | None:
     """The schema version recorded in the database; None when it has no indexer tables at all, 0 for
     tables from before versions were recorded."""

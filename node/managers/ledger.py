@@ -41,12 +41,12 @@ from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from sqlalchemy import or_, select
+from sqlalchemy import make_url, or_, select
 from sqlalchemy.orm import Session
 from web3 import Web3
 
 from ledger.client import TxResult, WWWServeClient, sign_voucher_offline
-from ledger.db import VoucherClaimRow
+from ledger.db import VoucherClaimRow, drop_index
 from ledger.deployment import load_deployment
 from ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError, VoucherUnfundedError
 from ledger.home import wwwserve_home
@@ -203,7 +203,6 @@ class LedgerManager:
         self._custom_index_url = index_db_url is not None
         self.chain_reset: str | None = None  # why, while the chain this node indexed is gone (a reset devnet)
         self.on_reset: Callable[[str], None] | None = None  # told once per reset (node run: chain.on_reset)
-        self._reset_told = False
         self._index_start_block = index_start_block
         self.epoch = -1  # the deployment read: 0 from the start, one more each time a chain reset is re-indexed
         self._open_deployment_files(instance)
@@ -721,26 +720,26 @@ class LedgerManager:
         w3 = self._indexer.w3 if self._indexer is not None else connect(self.rpc_url)
         if not w3.eth.get_code(Web3.to_checksum_address(self.contract_address)) or w3.eth.chain_id != self.chain_id:
             return
-        if self._custom_index_url:
-            if not self._reset_told:
-                logger.error("ledger: contract %s is back, but the index database was configured "
-                             "(chain.index_db_url) and holds the old chain: point it at a fresh database and "
-                             "restart the node", self.contract_address)
-                self._reset_told = True
-            return
         instance = f"reset-{bytes(w3.eth.get_block(0)['hash']).hex()[:12]}-{int(time.time())}"
         old = self._indexer
-        self._index_db_url = default_index_db_url(self._home, self.chain_id, self.contract_address,
-                                                  self.my_address, instance)
         self._index_start_block = 0
+        if self._custom_index_url:
+            # The operator's database (chain.index_db_url) stays where it is: its tables describe the old chain,
+            # so they are emptied and the new chain is read into them.
+            if old is not None:
+                old.close()
+                old = None
+            drop_index(self._index_db_url)
+        else:
+            self._index_db_url = default_index_db_url(self._home, self.chain_id, self.contract_address,
+                                                      self.my_address, instance)
         self._open_deployment_files(instance)
         self._open()
         if old is not None:
             old.close()
         self.chain_reset = None
-        self._reset_told = False
         logger.warning("ledger: contract %s is on the chain again: re-indexing from block 0 into %s",
-                       self.contract_address, self._index_db_url)
+                       self.contract_address, make_url(self._index_db_url).render_as_string(hide_password=True))
 
     async def _claim_loop(self) -> None:
         while True:

@@ -413,12 +413,14 @@ def test_a_chain_outage_keeps_the_last_view_and_closes_cleanly(anvil: AnvilProce
     asyncio.run(scenario())
 
 
-def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("configured_index", [False, True], ids=["default index", "chain.index_db_url"])
+def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                   configured_index: bool) -> None:
     """Issue 13, finding 8: after anvil was killed and started afresh, the indexer stopped on a block-hash
     mismatch and warned every second until the node was restarted. Now the node says once that the chain
     was reset, drops its peers (it serves locally), and when the contract is deployed again re-indexes on
-    its own and sees the nodes registered on the new chain."""
+    its own and sees the nodes registered on the new chain: into a fresh index file by default, into the
+    operator's own database (emptied first) when `chain.index_db_url` names one."""
     from devnet.anvil import free_port, start_anvil
 
     port = free_port()
@@ -433,7 +435,8 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
     try:
         old = deploy(first)
         me, peer = old.node(), old.node(endpoint="http://b.example:9000")
-        m = manager(old, me, tmp_path, poll_interval_s=0.2)
+        index_url = f"sqlite:///{tmp_path / 'operators-index.sqlite'}" if configured_index else None
+        m = manager(old, me, tmp_path, poll_interval_s=0.2, index_db_url=index_url)
 
         async def run() -> None:
             nonlocal second
@@ -471,6 +474,16 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
         assert len(told) == 1, told
         assert sum("refresh failed" in r.getMessage() for r in caplog.records) <= 3  # deduplicated
         assert any("re-indexing from block 0" in r.getMessage() for r in caplog.records)
+        if configured_index:  # the same database, holding the new chain only
+            assert any(f"into {index_url}" in r.getMessage() for r in caplog.records)
+            from ledger.indexer import Indexer
+
+            assert second is not None
+            idx = Indexer(connect(second.rpc_url), old.contract, index_url)
+            try:
+                assert me.address not in {n.address for n in idx.nodes(active_only=False)}
+            finally:
+                idx.close()
     finally:
         first.stop()
         if second is not None:
