@@ -128,6 +128,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.judge_slashed: set[str] = set()  # nodes a judge penalty cut while they were bonded
         self.steps = 0
         self.sandboxes = 0
+        self.exits = 0
         self.tags = 0
 
     def teardown(self) -> None:
@@ -150,12 +151,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.steps += 1
         m = self.m
         before = {a: (m.active_stake.get(a, 0), m.unbonding_stake.get(a, 0), m.bonded.get(a, 0)) for a in ADDRESSES}
+        free_before = len(m.sortition.free)
         try:
             result = self.twin.tx(sender, name, args, model_call, value=value)
         except RevertedError as exc:
             STATS["revert " + exc.reason] = STATS.get("revert " + exc.reason, 0) + 1
             return False, None
         m = self.m
+        if len(m.sortition.free) < free_before:  # a registration took a released leaf
+            STATS["slots reused"] = STATS.get("slots reused", 0) + 1
         for ev_name, ev in self.twin.events:
             STATS[ev_name] = STATS.get(ev_name, 0) + 1
             if ev_name == "DuelSettled":
@@ -593,6 +597,49 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             self._settle(duel_id, s)
 
+    # ------------------------------------------------------------------ leaving for good, and a slot reused
+    @precondition(lambda self: self.twin is not None and self.steps >= 40 * (self.exits + 1))
+    @rule(who=node, rejoin=st.booleans(), model_set=st.integers(0, len(MODEL_SETS) - 1))
+    def exit_for_good(self, who: int, rejoin: bool, model_set: int) -> None:
+        """A node leaves, unstakes everything, withdraws it after the delays and releases its registry slot
+        (which the contract refuses while stake remains, e.g. bonded by an open duel); with `rejoin` it
+        registers again once the cooldown is over and takes the oldest released leaf. Duels still open
+        may name it by that leaf: from then on they name nobody by it."""
+        self.exits += 1
+        s = ADDRESSES[who]
+        m = self.m
+        if m.node(s).active:
+            self.step(s, "leave", (), lambda: self.m.leave(s, block_number=block_number()))
+        active = m.active_stake.get(s, 0)
+        if active:
+            self.step(s, "requestUnstake", (active,),
+                      lambda: self.m.request_unstake(s, active, now_s=now_s(), block_number=block_number()),
+                      may_lower="unstake")
+        self._advance_to(self.m.unbonding_end.get(s, 0) + 1)
+        mine_to(max(block_number(), self.m.unbonding_block.get(s, 0) + self.m.duel_span_blocks + 1))
+        # the duels it is a duelist of bond its stake until they end: settle those (anyone may, after their
+        # span); the others (it as origin or judge) stay open and may outlive its slot
+        stranger = ADDRESSES[-1]
+        for duel_id in self.m.open_duel_ids():
+            d = self.m.duels[duel_id]
+            if s in (self.m.party(d, d.a_leaf), self.m.party(d, d.b_leaf) if d.b_drawn else None):
+                mine_to(max(block_number(), self.opened_at.get(duel_id, 0) + self.m.duel_span_blocks + 1))
+                self.step(stranger, "settleDuel", (duel_id,),
+                          lambda duel_id=duel_id: self.m.settle_duel(stranger, duel_id, block_number=block_number(),
+                                                                     blockhash=evm_blockhash),
+                          may_lower="settle")
+        if self.m.unbonding_stake.get(s, 0):
+            self.withdraw_stake(s)
+        if self.step(s, "releaseSlot", (), lambda: self.m.release_slot(s, block_number=block_number()))[0]:
+            STATS["slots released for good"] = STATS.get("slots released for good", 0) + 1
+        if rejoin:  # with its old key (leave() freed it; nobody else may have taken it since)
+            mine(self.m.slot_cooldown_blocks + 1)
+            pubkey, models = self.m.node(s).pubkey, MODEL_SETS[model_set]
+            value = self.m.registration_value_wei(s)
+            self.step(s, "register", (pubkey, f"http://node{who}", models, "{}"),
+                      lambda: self.m.register(s, pubkey, f"http://node{who}", models, "{}",
+                                              block_number=block_number(), value_wei=value), value=value)
+
     # ------------------------------------------------------------------ liveness (sandboxed)
     @precondition(lambda self: self.twin is not None and self.steps >= 25 * (self.sandboxes + 1))
     @rule(who=node)
@@ -628,6 +675,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert m.bonded.get(s, 0) == 0
             if m.unbonding_stake.get(s, 0):
                 self.withdraw_stake(s)
+            if s in self.m.registered_once:  # the registration bond comes back too
+                assert self.step(s, "releaseSlot", (), lambda: self.m.release_slot(s, block_number=block_number()))[0]
             credit = self.m.credit.get(s, 0)
             if credit:
                 assert self.step(s, "requestWithdrawal", (credit,),
@@ -721,6 +770,8 @@ def steps_taken() -> Iterator[None]:
     WWWSERVE_PROPERTY_MIN_STEPS and fails a run that took fewer (Hypothesis may end a run early)."""
     yield
     taken = STATS.get("transactions", 0)
-    print(f"\nstateful property test: {taken} transactions")
+    print(f"\nstateful property test: {taken} transactions; {STATS.get('slots released for good', 0)} registry "
+          f"slots released (besides those in rolled-back liveness checks), {STATS.get('slots reused', 0)} taken "
+          "again by a later registration")
     wanted = int(os.environ.get("WWWSERVE_PROPERTY_MIN_STEPS", "0"))
     assert taken >= wanted, f"the stateful run took {taken} transactions, fewer than the {wanted} asked"
