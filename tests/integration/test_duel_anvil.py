@@ -114,13 +114,19 @@ def test_a_withheld_request_is_published_answered_judged_and_settled(anvil: Anvi
     with pytest.raises(DuelStateError):
         clients[b].settle_duel(duel_id)
     after = {acct.address: clients[acct.address].balances(acct.address) for acct in accounts}
-    # The deployment's first verdict, with an empty reserve: a seat for B earns JUDGE_FEE (scaled by 1 / (2p),
-    # which is 1 here, and no reserve share), a seat for A pays JUDGE_PENALTY from its stake, whoever holds it;
-    # on top of that A's bond goes to B with B's fee, and the origin gets back the fees no seat earned.
+    # The deployment's first verdict, with an empty reserve (pay scale 1 / (2p) = 1, no reserve share). Each seat
+    # is scored against the verdict recounted without its judge's own seats: voting the way that recount went,
+    # or either way when it is even, earns JUDGE_FEE; voting the other way pays JUDGE_PENALTY from its stake.
+    # (A judge drawn twice may lose both seats to the one it outvoted.) On top of that A's bond goes to B with
+    # B's fee, and the origin gets back the fees no seat earned.
     credit: Counter[str] = Counter()
     stake: Counter[str] = Counter()  # lost
+    n_a, n_b = sum(votes[j] == Vote.A for j in seats), sum(votes[j] == Vote.B for j in seats)
     for j in seats:
-        if votes[j] == Vote.B:
+        own = seats.count(j)
+        a_rest, b_rest = n_a - own * (votes[j] == Vote.A), n_b - own * (votes[j] == Vote.B)
+        recount = Vote.A if a_rest > b_rest else Vote.B if b_rest > a_rest else None
+        if recount is None or votes[j] == recount:
             credit[j] += PARAMS.judge_fee_wei
         else:
             stake[j] += PARAMS.judge_penalty_wei
