@@ -746,8 +746,11 @@ class WWWServeClient:
         """Register the sender as a node serving `models` at `endpoint`, results signed by `pubkey`. A sender
         without a registry slot sends the registration bond with the call (`release_slot` returns it)."""
         fields = self._node_fields(pubkey, endpoint, models, metadata)
-        value = 0 if self.registered_once(self._me()) else self.params().registration_bond_wei
-        return self._transact("register", *fields, value_wei=value)
+        return self._transact("register", *fields, value_wei=self.registration_value_wei(self._me()))
+
+    def registration_value_wei(self, address: str) -> int:
+        """What `register` must be sent by `address`: the registration bond, unless it holds a slot already."""
+        return 0 if self.registered_once(address) else self.params().registration_bond_wei
 
     def update_node(
         self, pubkey: bytes | str, endpoint: str, models: Sequence[str], metadata: str = ""

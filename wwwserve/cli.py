@@ -680,7 +680,7 @@ def node_register(
     _node_fields(endpoint, model, metadata)
     client = _client(ctx)
     key = load_or_create_identity(_opts(ctx).wallet or "default")
-    bond = 0 if client.registered_once(client.sender.address) else client.params().registration_bond_wei
+    bond = client.registration_value_wei(client.sender.address)
     result = (client.register(public_key_bytes(key), endpoint, model, metadata))
     paid = f", registration bond {_fmt(bond)} (returned by `wwwserve node release`)" if bond else ""
     _done(f"registered {client.sender.address} with ed25519 key {public_key_bytes(key).hex()}{paid}", result)

@@ -238,8 +238,10 @@ def test_registry_slot_lifecycle(world: World) -> None:
     c = world.client("outsider")
     me = world.addr("outsider")
     bond = PARAMS.registration_bond_wei
+    assert c.registration_value_wei(me) == bond
     eth_before = world.w3.eth.get_balance(me)
     first = c.register(b"\x0e" * 32, "http://slot:1", ["m1"], "")
+    assert c.registration_value_wei(me) == 0  # it holds a slot now
     paid_gas = first.gas_used * world.w3.eth.get_transaction_receipt(first.tx_hash)["effectiveGasPrice"]
     assert world.w3.eth.get_balance(me) == eth_before - bond - paid_gas
     leaf = first.event("NodeRegistered").args["leaf"]
