@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -97,6 +98,16 @@ def ports_in_use(ports: Sequence[int], host: str = DEFAULT_HOST) -> list[int]:
             except OSError:
                 taken.append(port)
     return taken
+
+
+def free_port_block(count: int, host: str = DEFAULT_HOST) -> int:
+    """A base port with `count` consecutive free ports at `host`, outside the kernel's ephemeral range
+    (nodes listen on base, base + 1, ...)."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000 - count)
+        if not ports_in_use(range(base, base + count), host):
+            return base
+    raise RuntimeError("no block of free ports found")
 
 
 def check_ports_free(ports: Sequence[int], host: str = DEFAULT_HOST) -> None:

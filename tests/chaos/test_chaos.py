@@ -32,7 +32,6 @@ import asyncio
 import itertools
 import json
 import os
-import random
 import signal
 import statistics
 import threading
@@ -49,7 +48,7 @@ from web3 import Web3
 
 from devnet.anvil import AnvilProcess, start_anvil
 from devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
-from devnet.network import LocalNetwork, log_tail, ports_in_use
+from devnet.network import LocalNetwork, free_port_block, log_tail
 from ledger.client import WWWServeClient
 from ledger.params import WEI_PER_ETH
 from node.settings import PeerSettings
@@ -147,13 +146,6 @@ def set_up_chain(anvil: AnvilProcess, base_port: int) -> tuple[list[DemoNode], d
     return nodes, keys
 
 
-def _free_port_block(count: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 30000 - count)
-        if not ports_in_use(range(base, base + count)):
-            return base
-    raise RuntimeError("no block of free ports found")
-
 
 FIGURES: list[Figures] = []
 
@@ -168,7 +160,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosNet]:
         anvil = start_anvil(log_path=home / "anvil.log")
         network: LocalNetwork | None = None
         try:
-            base_port = _free_port_block(3)
+            base_port = free_port_block(3)
             nodes, keys = set_up_chain(anvil, base_port)
             contract = json.loads(next((home / "deployments").glob("*.json")).read_text())["address"]
             network = LocalNetwork(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import signal
 import socket
@@ -29,7 +28,7 @@ from devnet.deploy import (
     demo_account,
     ensure_deployment,
 )
-from devnet.network import ports_in_use
+from devnet.network import free_port_block, ports_in_use
 from ledger.client import WWWServeClient
 from ledger.deployment import load_deployment
 from ledger.tx import connect
@@ -41,14 +40,6 @@ pytestmark = pytest.mark.integration
 READY_LINE = "Ctrl-C stops the network"
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
-
-def _free_port_block(count: int) -> int:
-    """A base port with `count` consecutive free ports (not the kernel's ephemeral range)."""
-    for _ in range(200):
-        base = random.randrange(20000, 30000 - count)
-        if not ports_in_use(range(base, base + count)):
-            return base
-    raise RuntimeError("no block of free ports found")
 
 
 def _processes_with_home(home: Path) -> list[int]:
@@ -166,7 +157,7 @@ def _stop_with_ctrl_c(up: Up, rpc_url: str, ports: list[int]) -> str:
 
 
 def test_up_fake_backend_serves_from_every_node_until_ctrl_c(wwwserve_home: Path, run_up: list[Up]) -> None:
-    port, base = free_port(), _free_port_block(3)
+    port, base = free_port(), free_port_block(3)
     endpoints = [f"http://127.0.0.1:{base + i}" for i in range(3)]
     up = Up(wwwserve_home, "--backend", "fake", "--nodes", "3", "--port", str(port), "--base-port", str(base),
             "--block-time", "0")
@@ -219,7 +210,7 @@ def test_up_local_backend_answers_with_smollm2(wwwserve_home: Path, run_up: list
     target = default_hf_cache_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(shared, target_is_directory=True)
-    port, base = free_port(), _free_port_block(2)
+    port, base = free_port(), free_port_block(2)
     up = Up(wwwserve_home, "--backend", "local", "--nodes", "2", "--port", str(port), "--base-port", str(base),
             "--block-time", "0")
     run_up.append(up)
@@ -237,7 +228,7 @@ def test_up_local_backend_answers_with_smollm2(wwwserve_home: Path, run_up: list
 
 
 def test_up_node_failing_at_startup_stops_everything(wwwserve_home: Path, run_up: list[Up]) -> None:
-    port, base = free_port(), _free_port_block(2)
+    port, base = free_port(), free_port_block(2)
     # The nodes inherit the environment; a bad node setting from it makes them exit at start-up.
     up = Up(wwwserve_home, "--backend", "fake", "--nodes", "2", "--port", str(port), "--base-port", str(base),
             "--block-time", "0", env={"WWWSERVE_NODE__PEERS__MAX_HOPS": "0"})
@@ -254,7 +245,7 @@ def test_up_node_failing_at_startup_stops_everything(wwwserve_home: Path, run_up
 
 
 def test_up_refuses_a_taken_port_before_starting_anything(wwwserve_home: Path, run_up: list[Up]) -> None:
-    port, base = free_port(), _free_port_block(3)
+    port, base = free_port(), free_port_block(3)
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", base + 1))
         blocker.listen()
@@ -272,7 +263,7 @@ def test_up_twice_with_the_same_home(wwwserve_home: Path, run_up: list[Up]) -> N
     """A second `up` is a new chain with the contract at the same address: the nodes must not resume the
     first chain's index (its cursor is a block the new chain lacks) and serve again."""
     for _ in range(2):
-        port, base = free_port(), _free_port_block(2)
+        port, base = free_port(), free_port_block(2)
         up = Up(wwwserve_home, "--backend", "fake", "--nodes", "2", "--port", str(port), "--base-port", str(base),
                 "--block-time", "0", "--exit-after-setup")
         run_up.append(up)
@@ -307,7 +298,7 @@ def test_demo_nodes_get_keystores_and_follow_the_served_model(anvil: AnvilProces
 
 def test_nodes_stop_when_up_is_killed(wwwserve_home: Path, run_up: list[Up]) -> None:
     """Even a SIGKILLed `up` leaves no node and no anvil behind (Linux parent-death signal)."""
-    port, base = free_port(), _free_port_block(2)
+    port, base = free_port(), free_port_block(2)
     up = Up(wwwserve_home, "--backend", "fake", "--nodes", "2", "--port", str(port), "--base-port", str(base),
             "--block-time", "0")
     run_up.append(up)
