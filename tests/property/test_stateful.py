@@ -714,9 +714,11 @@ class LedgerMachine(RuleBasedStateMachine):
                     if duelist is not None:  # a node that released its slot holds no bonds
                         bonds[duelist] = bonds.get(duelist, 0) + d.bond_wei
             for (rnd, judge), c in d.commitments.items():
-                owners = [m.sortition.owner(leaf) for leaf in d.panels[rnd].leaves]
+                owners = [m.party(d, leaf) for leaf in d.panels[rnd].leaves]
                 if judge not in owners:
-                    continue  # the judge released its slot and another node took it
+                    # the judge released its slot: another node took it, or the judge itself came back
+                    # after the cooldown on a leaf (maybe one of this panel's) the duel no longer names
+                    continue
                 seat = owners.index(judge)
                 word = st_.get("commitments", 4 * (2 * duel_id + rnd - 1) + seat // 2)
                 assert (word >> (128 * (seat % 2))) & ((1 << 128) - 1) == c, (duel_id, rnd, judge)
