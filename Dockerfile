@@ -7,6 +7,7 @@ COPY devnet ./devnet
 COPY ledger ./ledger
 COPY node ./node
 COPY judge ./judge
+COPY sim ./sim
 COPY wwwserve ./wwwserve
 RUN pip install --no-cache-dir .
 ENV WWWSERVE_HOME=/data

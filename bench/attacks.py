@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eth_typing import Hash32
 from eth_utils.crypto import keccak
 
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from ledger.work import WorkAttestation, request_bytes, work_digest
-from sim.duels import (
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.ledger.work import WorkAttestation, request_bytes, work_digest
+from wwwserve.sim.duels import (
     APPEAL_POLICIES,
     CHAIN_ID,
     CONTRACT_ADDRESS,
@@ -75,7 +75,7 @@ ATTACKS = ("H", "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9", "A10")
 
 def _call_price_wei() -> int:
     """A model call priced at the delegation fee a node charges by default (node.settings)."""
-    from node.settings import PeerSettings
+    from wwwserve.node.settings import PeerSettings
 
     return int(PeerSettings.model_fields["fee_wei"].default)
 
@@ -264,7 +264,7 @@ def per_seed(seeds: Sequence[int], run: Callable[[int], list[T]]) -> tuple[list[
 
 def refuse(chain: DuelChain, call: Callable[[], object]) -> str:
     """The contract's revert reason for `call` (on an atomic model), or 'accepted'."""
-    from ledger.model import ModelRevert
+    from wwwserve.ledger.model import ModelRevert
 
     try:
         call()
@@ -1062,7 +1062,7 @@ def job_a10() -> list[Cell]:
 
 def quality_over_seeds(seeds: Iterable[int]) -> dict[str, Any]:
     """`wwwserve sim run quality` over several seeds: per class win rate and stake + credit change."""
-    from sim.report import run_quality
+    from wwwserve.sim.report import run_quality
 
     rows = [run_quality(seed) for seed in seeds]
     out: dict[str, Any] = {"seeds": len(rows), "classes": {}}

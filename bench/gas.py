@@ -40,10 +40,17 @@ from eth_utils.crypto import keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.types import Wei
 
-from contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact, merge_abis
-from ledger.client import vote_commitment
-from ledger.params import WEI_PER_ETH, DeploymentParams
-from ledger.work import WorkAttestation, answer_hash, inspect_commitment, model_hash, request_id_hash, sign_work
+from wwwserve.contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact, merge_abis
+from wwwserve.ledger.client import vote_commitment
+from wwwserve.ledger.params import WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    inspect_commitment,
+    model_hash,
+    request_id_hash,
+    sign_work,
+)
 
 DUEL_TARGET_GAS = 600_000
 VOUCHER_CLAIM_TARGET_GAS = 80_000

@@ -98,7 +98,7 @@ def text_quality(text: str, vocab: frozenset[str]) -> float:
 
 def reference_verdict(prompt: str, vocab: frozenset[str], margin: float = 1.05) -> str:
     """'A', 'B' or '#' for a judge prompt, by `text_quality`."""
-    from judge.prompt import prompt_answers
+    from wwwserve.judge.prompt import prompt_answers
 
     answers = prompt_answers(prompt)
     if answers is None:
@@ -254,12 +254,12 @@ def class_shares(balances: Mapping[str, tuple[int, int]], classes: Mapping[str, 
 def measure_judge_accuracy(problems: Sequence[str], max_tokens: int, degraded_tokens: int,
                            progress: Callable[[str], None]) -> dict[str, Any]:
     """Ask SmolLM2-135M the judge prompt, both orders, on (a, b), (a, c), (b, c) answers to each problem."""
-    from judge.prompt import build_prompt, combine_orders, parse_vote
-    from judge.runner import JUDGE_MAX_TOKENS
-    from node.backends.base import GenerationRequest
-    from node.backends.fake import FakeBackend
-    from node.backends.local import LocalBackend, ensure_model_package
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.judge.prompt import build_prompt, combine_orders, parse_vote
+    from wwwserve.judge.runner import JUDGE_MAX_TOKENS
+    from wwwserve.node.backends.base import GenerationRequest
+    from wwwserve.node.backends.fake import FakeBackend
+    from wwwserve.node.backends.local import LocalBackend, ensure_model_package
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     ensure_model_package()
     counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -322,12 +322,12 @@ def start_network(procs: Processes, home: Path, args: argparse.Namespace, judge_
     """Anvil, the contract, seven registered nodes (see the module docstring), all ready."""
     from web3 import Web3
 
-    from devnet.anvil import mine, start_anvil
-    from devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, demo_account, ensure_deployment
-    from ledger.client import WWWServeClient
-    from ledger.tx import TxSender
-    from node.identity import load_or_create_identity, public_key_bytes
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.devnet.anvil import mine, start_anvil
+    from wwwserve.devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, demo_account, ensure_deployment
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.ledger.tx import TxSender
+    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     anvil = start_anvil(log_path=home / "anvil.log")
     procs.stoppers.append(anvil.stop)
@@ -428,7 +428,7 @@ def opened_duel_ids(client: Any) -> list[int]:
 
 
 def read_duels(client: Any, net: Network) -> list[DuelRow]:
-    from ledger.client import DuelOutcome, DuelStatus
+    from wwwserve.ledger.client import DuelOutcome, DuelStatus
 
     rows = []
     for duel_id in opened_duel_ids(client):
@@ -447,8 +447,8 @@ def run_network(args: argparse.Namespace, problems: Sequence[str], out: Path,
     import httpx
     from web3 import Web3
 
-    from ledger.client import WWWServeClient
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     home = Path(tempfile.mkdtemp(prefix="wwwserve-incentives-"))
     os.environ["WWWSERVE_HOME"] = str(home)  # wallets, identities and the deployment record of this run only

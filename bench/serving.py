@@ -678,7 +678,7 @@ class NodeSpec:
 
 def demo_password() -> str:
     """The devnet demo keystores' password (public knowledge, devnet only)."""
-    from devnet.deploy import DEMO_PASSWORD
+    from wwwserve.devnet.deploy import DEMO_PASSWORD
 
     return DEMO_PASSWORD
 
@@ -716,9 +716,15 @@ def setup_chain(procs: Processes, home: Path, base_port: int,
     """
     from web3 import Web3
 
-    from devnet.anvil import start_anvil
-    from devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, demo_account, ensure_demo_wallet, ensure_deployment
-    from ledger.params import WEI_PER_ETH
+    from wwwserve.devnet.anvil import start_anvil
+    from wwwserve.devnet.deploy import (
+        DEMO_PASSWORD,
+        bring_up_demo_nodes,
+        demo_account,
+        ensure_demo_wallet,
+        ensure_deployment,
+    )
+    from wwwserve.ledger.params import WEI_PER_ETH
 
     anvil = start_anvil(log_path=home / "anvil.log")
     procs.stoppers.append(anvil.stop)

@@ -30,10 +30,10 @@ def message(words: int, task: str) -> list[dict[str, str]]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from node.backends.base import GenerationRequest
-    from node.backends.local import LocalBackend, ensure_model_package
-    from node.settings import DEFAULT_LOCAL_MODEL
-    from sim.calibrate import fit_profile, measure, predict_latencies, replay
+    from wwwserve.node.backends.base import GenerationRequest
+    from wwwserve.node.backends.local import LocalBackend, ensure_model_package
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.sim.calibrate import fit_profile, measure, predict_latencies, replay
 
     ensure_model_package()
     backend = LocalBackend(threads=args.threads, max_context_tokens=args.context)

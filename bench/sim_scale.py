@@ -41,8 +41,8 @@ COLD_RATE_PER_S = 0.1
 
 
 def workload(nodes: int, requests: int, seed: int) -> list:  # type: ignore[type-arg]
-    from sim.network import RequestSpec
-    from sim.workloads import MODEL, read_azure_trace
+    from wwwserve.sim.network import RequestSpec
+    from wwwserve.sim.workloads import MODEL, read_azure_trace
 
     rows = read_azure_trace()
     rng = random.Random(seed)
@@ -63,10 +63,10 @@ def workload(nodes: int, requests: int, seed: int) -> list:  # type: ignore[type
 
 def one(nodes: int, requests: int, selection: str, seed: int = 0) -> dict[str, Any]:
     """Run one configuration in this process; its figures."""
-    from sim.engine import PROFILES
-    from sim.network import NodeSpec, SimConfig, Simulation
-    from sim.scenarios import REFERENCE_POLICY
-    from sim.workloads import MODEL
+    from wwwserve.sim.engine import PROFILES
+    from wwwserve.sim.network import NodeSpec, SimConfig, Simulation
+    from wwwserve.sim.scenarios import REFERENCE_POLICY
+    from wwwserve.sim.workloads import MODEL
 
     started = time.perf_counter()
     # Auto-stake moves stake at most every 30 s: every move is a transaction, and 10,000 nodes restaking

@@ -1,7 +1,7 @@
 """Contract sources (Vyper 0.4) and their compiled artifacts.
 
 The Python side never compiles at run time: it loads `artifacts/<Name>.json` (ABI, creation and
-runtime bytecode, compiler version, EVM version, hash of the sources). `python -m contracts.build`
+runtime bytecode, compiler version, EVM version, hash of the sources). `python -m wwwserve.contracts.build`
 recompiles them; a test fails when the committed artifacts differ from a fresh compile.
 
 The ledger is one module (`core.vy`) compiled into two contracts so that each fits EIP-170:
@@ -115,7 +115,7 @@ def load_artifact(name: str = MAIN_CONTRACT) -> Artifact:
     `load_artifact(EXTENSION_CONTRACT)` is the extension (what a deployment sends first)."""
     path = ARTIFACTS_DIR / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m contracts.build`")
+        raise FileNotFoundError(f"{path} is missing: run `python -m wwwserve.contracts.build`")
     data = json.loads(path.read_text())
     return Artifact(
         name=data["contractName"],

@@ -1,6 +1,6 @@
 """Compile the Vyper sources into `contracts/artifacts/*.json`.
 
-Usage: `python -m contracts.build` (writes) or `python -m contracts.build --check` (exit 1 when the
+Usage: `python -m wwwserve.contracts.build` (writes) or `python -m wwwserve.contracts.build --check` (exit 1 when the
 committed artifacts differ from a fresh compile, a contract outgrows EIP-170, or the two contracts'
 storage layouts differ). Needs the `contracts` extra (vyper==0.4.3).
 
@@ -17,7 +17,7 @@ import sys
 from functools import cache
 from typing import Any
 
-from contracts import (
+from wwwserve.contracts import (
     ARTIFACTS_DIR,
     CONTRACTS,
     CONTRACTS_DIR,
@@ -126,7 +126,7 @@ def main() -> int:
                   f"{artifact.runtime_size} bytes of runtime code + {immutables_size(name)} of immutables, "
                   f"of {MAX_RUNTIME_BYTES})")
     if stale:
-        print("stale artifacts: " + ", ".join(stale) + " (run `python -m contracts.build`)", file=sys.stderr)
+        print("stale artifacts: " + ", ".join(stale) + " (run `python -m wwwserve.contracts.build`)", file=sys.stderr)
     return 1 if stale or bad else 0
 
 

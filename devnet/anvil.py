@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.home import wwwserve_home
+from wwwserve.ledger.home import wwwserve_home
 
 ANVIL_VERSION = "1.7.1"
 DEVNET_DIR = Path(__file__).resolve().parent

@@ -24,14 +24,14 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
 
-from contracts import load_artifact
-from devnet.anvil import DEV_KEYS, DevnetError
-from ledger.client import WWWServeClient
-from ledger.deployment import Deployment, load_deployment
-from ledger.errors import DeploymentNotFoundError
-from ledger.params import DEVNET_CHAIN_IDS, WEI_PER_ETH, DeploymentParams
-from ledger.tx import TxSender
-from ledger.wallet import Kdf, import_wallet, wallet_info, wallet_path
+from wwwserve.contracts import load_artifact
+from wwwserve.devnet.anvil import DEV_KEYS, DevnetError
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.deployment import Deployment, load_deployment
+from wwwserve.ledger.errors import DeploymentNotFoundError
+from wwwserve.ledger.params import DEVNET_CHAIN_IDS, WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.tx import TxSender
+from wwwserve.ledger.wallet import Kdf, import_wallet, wallet_info, wallet_path
 
 # Public devnet password of the demo keystores `demo-node-<i>` (their keys are public anyway).
 DEMO_PASSWORD = "wwwserve-devnet-demo"
@@ -183,8 +183,8 @@ def bring_up_demo_nodes(
     model). A re-run with other models, another port or a new identity key updates the registration,
     so the chain always says what the node processes about to start will serve.
     """
-    from node.identity import load_or_create_identity, public_key_bytes
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     check_public_keys_allowed(w3, allow=allow_public_keys)  # every key used here is public
     wanted_models = tuple(models) if models else (DEFAULT_LOCAL_MODEL,)

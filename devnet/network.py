@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from devnet.anvil import DevnetError
+from wwwserve.devnet.anvil import DevnetError
 
 DEFAULT_HOST = "127.0.0.1"
 LOG_TAIL_LINES = 25

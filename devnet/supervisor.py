@@ -1,4 +1,4 @@
-"""Keep a background anvil under its memory cap: `python -m devnet.supervisor --port P [...]`.
+"""Keep a background anvil under its memory cap: `python -m wwwserve.devnet.supervisor --port P [...]`.
 
 `wwwserve devnet up` starts this small process detached (its own session) instead of anvil itself, so the
 memory watchdog keeps running after the CLI returns. SIGTERM/SIGINT stop anvil and then the supervisor;
@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devnet.anvil import DEFAULT_CHAIN_ID, DEFAULT_HOST, DEFAULT_MEMORY_CAP_MB, start_anvil
+from wwwserve.devnet.anvil import DEFAULT_CHAIN_ID, DEFAULT_HOST, DEFAULT_MEMORY_CAP_MB, start_anvil
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,13 +50,13 @@ def start_background(port: int, block_time_s: int, log_path: Path, ready_timeout
     import subprocess
     import time
 
-    from devnet.anvil import DevnetError, chain_id_at, ensure_anvil
+    from wwwserve.devnet.anvil import DevnetError, chain_id_at, ensure_anvil
 
     ensure_anvil()  # install before detaching, so npm errors reach the user
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devnet.supervisor", "--port", str(port), "--block-time", str(block_time_s),
+            [sys.executable, "-m", "wwwserve.devnet.supervisor", "--port", str(port), "--block-time", str(block_time_s),
              "--log", str(log_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from judge.evidence import ACTIVE_STATUSES, AWAITING_ANSWER, AWAITING_REQUEST, DuelState, RoundState
-from judge.journal import DuelView
-from ledger.work import WorkAttestation
+from wwwserve.judge.evidence import ACTIVE_STATUSES, AWAITING_ANSWER, AWAITING_REQUEST, DuelState, RoundState
+from wwwserve.judge.journal import DuelView
+from wwwserve.ledger.work import WorkAttestation
 
 __all__ = ["LedgerDuelChain", "duel_state", "duel_view"]
 
@@ -138,7 +138,7 @@ class LedgerDuelChain:
     def duel_onchain(self, duel_id: int) -> DuelState | None:
         """A duel as the contract has it now (RPC calls; a past round's windows are unknown here and
         read as over), or None if there is none."""
-        from ledger.errors import UnknownDuelError
+        from wwwserve.ledger.errors import UnknownDuelError
 
         try:
             info = self.client.duel(duel_id)

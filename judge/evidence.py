@@ -27,7 +27,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
-from ledger.work import answer_hash
+from wwwserve.ledger.work import answer_hash
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ledger.db import DurableRecords
+from wwwserve.ledger.db import DurableRecords
 
 __all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
 

@@ -28,12 +28,12 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from judge.evidence import DuelState, EvidencePieces, evidence_vote
-from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, DuelView, JudgeStep, VoteJournal, next_step
-from judge.prompt import Choice, build_prompt, combine_orders, parse_vote
-from ledger.errors import ContractRevertedError
-from ledger.work import WorkError, parse_request_bytes
-from node.protocol import ChatCompletionRequest, CompletionRequest
+from wwwserve.judge.evidence import DuelState, EvidencePieces, evidence_vote
+from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, DuelView, JudgeStep, VoteJournal, next_step
+from wwwserve.judge.prompt import Choice, build_prompt, combine_orders, parse_vote
+from wwwserve.ledger.errors import ContractRevertedError
+from wwwserve.ledger.work import WorkError, parse_request_bytes
+from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["JudgeAction", "JudgeChain", "JudgeRunner", "prompt_text", "question_of"]
 

@@ -28,9 +28,9 @@ from typing import Literal
 from sqlalchemy import BigInteger, LargeBinary, String, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from judge.evidence import EvidencePieces
-from ledger.db import DurableRecords
-from ledger.work import WorkAttestation
+from wwwserve.judge.evidence import EvidencePieces
+from wwwserve.ledger.db import DurableRecords
+from wwwserve.ledger.work import WorkAttestation
 
 __all__ = ["EvidenceStore", "Role", "StoredEvidence"]
 

@@ -34,8 +34,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact
-from ledger.errors import (
+from wwwserve.contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact
+from wwwserve.ledger.errors import (
     ChainRequestError,
     DeploymentNotFoundError,
     InvalidAmountError,
@@ -43,11 +43,11 @@ from ledger.errors import (
     LedgerValueError,
     UnknownDuelError,
 )
-from ledger.params import DeploymentParams, verdict_weight
-from ledger.tx import RetryPolicy, TxSender, call_with_retries
-from ledger.work import WorkAttestation, WorkError, check_work, inspect_commitment, model_hash, sign_work
-from ledger.work import duel_id_of as _duel_id_of
-from ledger.work import work_digest as _work_digest
+from wwwserve.ledger.params import DeploymentParams, verdict_weight
+from wwwserve.ledger.tx import RetryPolicy, TxSender, call_with_retries
+from wwwserve.ledger.work import WorkAttestation, WorkError, check_work, inspect_commitment, model_hash, sign_work
+from wwwserve.ledger.work import duel_id_of as _duel_id_of
+from wwwserve.ledger.work import work_digest as _work_digest
 
 T = TypeVar("T")
 
@@ -422,7 +422,8 @@ def _signature(value: object, what: str = "voucher signature") -> bytes:
 
 def _request(value: object) -> bytes:
     if not isinstance(value, bytes | bytearray):
-        raise LedgerValueError(f"request must be bytes (ledger.work.request_bytes), got {type(value).__name__}")
+        raise LedgerValueError(
+            f"request must be bytes (wwwserve.ledger.work.request_bytes), got {type(value).__name__}")
     if len(value) > MAX_REQUEST_BYTES:
         raise LedgerValueError(f"request is {len(value)} bytes; the contract takes at most {MAX_REQUEST_BYTES}")
     return bytes(value)
@@ -430,7 +431,7 @@ def _request(value: object) -> bytes:
 
 def _work(value: object) -> WorkAttestation:
     if not isinstance(value, WorkAttestation):
-        raise LedgerValueError(f"work must be a ledger.work.WorkAttestation, got {type(value).__name__}")
+        raise LedgerValueError(f"work must be a wwwserve.ledger.work.WorkAttestation, got {type(value).__name__}")
     checksum_address(value.origin, "work.origin")
     checksum_address(value.executor, "work.executor")
     _signature(value.signature, "work signature")
@@ -1258,7 +1259,7 @@ class WWWServeClient:
 def _work_unsigned(work: object) -> WorkAttestation:
     """`work` checked for type and addresses (its signature is not needed to hash it)."""
     if not isinstance(work, WorkAttestation):
-        raise LedgerValueError(f"work must be a ledger.work.WorkAttestation, got {type(work).__name__}")
+        raise LedgerValueError(f"work must be a wwwserve.ledger.work.WorkAttestation, got {type(work).__name__}")
     checksum_address(work.origin, "work.origin")
     checksum_address(work.executor, "work.executor")
     return work

@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ledger.home import wwwserve_home
+from wwwserve.ledger.home import wwwserve_home
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import DeploymentNotFoundError
-from ledger.home import wwwserve_home
-from ledger.params import DeploymentParams
+from wwwserve.ledger.errors import DeploymentNotFoundError
+from wwwserve.ledger.home import wwwserve_home
+from wwwserve.ledger.params import DeploymentParams
 
 
 def deployments_dir(home: Path | None = None) -> Path:

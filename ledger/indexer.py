@@ -40,8 +40,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import FilterParams, LogReceipt
 
-from contracts import load_artifact
-from ledger.db import (
+from wwwserve.contracts import load_artifact
+from wwwserve.ledger.db import (
     AccountRow,
     ContractStateRow,
     CursorRow,
@@ -54,7 +54,7 @@ from ledger.db import (
     default_db_url,
     make_engine,
 )
-from ledger.errors import LedgerError, LedgerValueError
+from wwwserve.ledger.errors import LedgerError, LedgerValueError
 
 log = logging.getLogger(__name__)
 

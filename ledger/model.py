@@ -37,8 +37,8 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 
-from ledger.params import DeploymentParams, verdict_weight
-from ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
+from wwwserve.ledger.params import DeploymentParams, verdict_weight
+from wwwserve.ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
 
 # contract constants (core.vy / sortition.vy)
 BPS = 10_000

@@ -42,7 +42,7 @@ from web3.exceptions import (
 )
 from web3.types import TxReceipt
 
-from ledger.errors import (
+from wwwserve.ledger.errors import (
     ChainRequestError,
     ChainUnreachableError,
     LedgerError,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation, localcontext
 
-from ledger.errors import InvalidAmountError
-from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH
+from wwwserve.ledger.errors import InvalidAmountError
+from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH
 
 MAX_UINT256 = 2**256 - 1
 

@@ -18,7 +18,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
-from ledger.errors import (
+from wwwserve.ledger.errors import (
     InvalidPrivateKeyError,
     InvalidWalletNameError,
     KeystoreCorruptError,
@@ -27,7 +27,7 @@ from ledger.errors import (
     WalletExistsError,
     WrongPasswordError,
 )
-from ledger.home import wwwserve_home
+from wwwserve.ledger.home import wwwserve_home
 
 __all__ = [
     "DEFAULT_KDF",

@@ -35,7 +35,7 @@ from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from ledger import safejson
+from wwwserve.ledger import safejson
 
 __all__ = [
     "TRANSPORT_FIELDS",

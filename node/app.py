@@ -35,13 +35,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from ledger import safejson
-from ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, request_id_hash
-from node.backends.base import Backend, GenerationRequest
-from node.backends.openai_compat import OpenAIBackend
-from node.billing import PeerBilling, PeerStanding
-from node.envelope import HEADER_SENDER, EnvelopeError
-from node.errors import (
+from wwwserve.ledger import safejson
+from wwwserve.ledger.work import WorkAttestation, answer_hash, model_hash, request_hash, request_id_hash
+from wwwserve.node.backends.base import Backend, GenerationRequest
+from wwwserve.node.backends.openai_compat import OpenAIBackend
+from wwwserve.node.billing import PeerBilling, PeerStanding
+from wwwserve.node.envelope import HEADER_SENDER, EnvelopeError
+from wwwserve.node.errors import (
     AuthenticationError,
     BackendUnavailableError,
     InvalidRequestError,
@@ -58,7 +58,7 @@ from node.errors import (
     install_error_handlers,
     sse_error_events,
 )
-from node.managers.communication import (
+from wwwserve.node.managers.communication import (
     PATH_DELEGATE,
     PATH_EVIDENCE,
     PATH_PROBE,
@@ -69,14 +69,14 @@ from node.managers.communication import (
     ProbeBody,
     RemoteStream,
 )
-from node.managers.dispatch import Dispatcher, Source
-from node.managers.duel import DuelManager, EvidenceRefusedError, model_asker, request_runner
-from node.managers.model import ModelManager
-from node.managers.policy import PolicyManager
-from node.managers.request import LocalStream, RequestManager
-from node.metrics import PROMETHEUS_CONTENT_TYPE, Metrics, MetricsMiddleware, measured
-from node.policy import Policy, load_policy
-from node.protocol import (
+from wwwserve.node.managers.dispatch import Dispatcher, Source
+from wwwserve.node.managers.duel import DuelManager, EvidenceRefusedError, model_asker, request_runner
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.managers.policy import PolicyManager
+from wwwserve.node.managers.request import LocalStream, RequestManager
+from wwwserve.node.metrics import PROMETHEUS_CONTENT_TYPE, Metrics, MetricsMiddleware, measured
+from wwwserve.node.policy import Policy, load_policy
+from wwwserve.node.protocol import (
     SSE_DONE,
     ChatCompletionChunk,
     ChatCompletionChunkChoice,
@@ -94,9 +94,9 @@ from node.protocol import (
     new_request_id,
     sse_event,
 )
-from node.serving import PeerRateLimiter
-from node.settings import NodeSettings, SettingsError
-from node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
+from wwwserve.node.serving import PeerRateLimiter
+from wwwserve.node.settings import NodeSettings, SettingsError
+from wwwserve.node.signing import ResultClaim, check_address, prompt_hash, sha256_text, sign_result
 
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "create_app"]
 
@@ -377,8 +377,8 @@ def _duel_manager(
     """The duel manager when this node can take part in duels: peers, a ledger with a wallet, judging on."""
     if communication is None or not settings.judge.enabled or not getattr(ledger, "has_account", False):
         return None
-    from judge.journal import VoteJournal
-    from judge.store import EvidenceStore
+    from wwwserve.judge.journal import VoteJournal
+    from wwwserve.judge.store import EvidenceStore
 
     judge = settings.judge
     served = model_manager.models()
@@ -849,7 +849,7 @@ def create_app(
     @app.post(PATH_VOUCHER)
     async def peer_voucher(request: Request) -> Response:
         sender, data = await verified(request, PATH_VOUCHER)
-        from node.vouchers import SignedVoucher, VoucherError
+        from wwwserve.node.vouchers import SignedVoucher, VoucherError
 
         if ledger is None:
             raise BackendUnavailableError("This node keeps no ledger; it cannot take vouchers.")

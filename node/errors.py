@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.protocol import SSE_DONE, sse_event
+from wwwserve.node.protocol import SSE_DONE, sse_event
 
 logger = logging.getLogger(__name__)
 

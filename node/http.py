@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 import aiohttp.abc
 
-from ledger import safejson
+from wwwserve.ledger import safejson
 
 # Longest line `HttpStream.lines()` accepts: an SSE event bigger than this is a broken or hostile server.
 MAX_LINE_BYTES = 4 * 1024 * 1024

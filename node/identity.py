@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from ledger.home import wwwserve_home
+from wwwserve.ledger.home import wwwserve_home
 
 
 def identity_path(name: str, home: Path | None = None) -> Path:

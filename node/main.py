@@ -20,17 +20,17 @@ import nacl.exceptions
 import nacl.signing
 import uvicorn
 
-from node.backends.base import Backend
-from node.backends.fake import FakeBackend
-from node.backends.openai_compat import OpenAIBackend
-from node.identity import load_or_create_identity
-from node.settings import NodeSettings, SettingsError
+from wwwserve.node.backends.base import Backend
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.backends.openai_compat import OpenAIBackend
+from wwwserve.node.identity import load_or_create_identity
+from wwwserve.node.settings import NodeSettings, SettingsError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-    from node.managers.communication import CommunicationManager
-    from node.managers.ledger import LedgerManager
+    from wwwserve.node.managers.communication import CommunicationManager
+    from wwwserve.node.managers.ledger import LedgerManager
 
 CHAIN_PROBE_TIMEOUT_S = 3.0
 
@@ -50,14 +50,14 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
                             capacity=fake.capacity, words=fake.words, judge_rule=fake.judge_rule,
                             random_words=fake.random_words)]
     if backend.kind == "local":
-        from node.backends.local import LocalModelUnavailableError, build_local_backend
+        from wwwserve.node.backends.local import LocalModelUnavailableError, build_local_backend
 
         try:
             return [build_local_backend(settings)]
         except LocalModelUnavailableError as exc:
             raise NodeStartupError(str(exc)) from None
     if backend.kind == "vllm":
-        from node.backends.vllm import build_vllm_backend
+        from wwwserve.node.backends.vllm import build_vllm_backend
 
         return [build_vllm_backend(settings)]
     if backend.kind == "openai":
@@ -72,8 +72,8 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
 
 def node_address(settings: NodeSettings) -> str:
     """The node's on-chain id: the address of the operator wallet `settings.identity.wallet`."""
-    from ledger.errors import LedgerError
-    from ledger.wallet import wallet_info
+    from wwwserve.ledger.errors import LedgerError
+    from wwwserve.ledger.wallet import wallet_info
 
     name = settings.identity.wallet
     if not name:
@@ -92,8 +92,8 @@ def operator_account(settings: NodeSettings) -> LocalAccount | None:
     peers, claim what it earned, sign work attestations (so it takes no delegations) or take part in
     duels, which is logged once at start.
     """
-    from ledger.errors import LedgerError
-    from ledger.wallet import PASSWORD_ENV, load_wallet
+    from wwwserve.ledger.errors import LedgerError
+    from wwwserve.ledger.wallet import PASSWORD_ENV, load_wallet
 
     name = settings.identity.wallet
     if not name:
@@ -136,7 +136,7 @@ def identity_key(settings: NodeSettings) -> nacl.signing.SigningKey:
 
 def chain_id(settings: NodeSettings) -> int:
     """The chain id served at settings.chain.rpc_url; NodeStartupError if nothing answers there."""
-    from devnet.anvil import chain_id_at
+    from wwwserve.devnet.anvil import chain_id_at
 
     url = str(settings.chain.rpc_url)
     found = chain_id_at(url, timeout_s=CHAIN_PROBE_TIMEOUT_S)
@@ -154,10 +154,10 @@ def build_network(
     account: LocalAccount | None,
 ) -> tuple[LedgerManager, CommunicationManager]:
     """The Ledger manager (registry, stakes, vouchers from the chain) and the Communication manager."""
-    from ledger.errors import LedgerError
-    from ledger.params import DEVNET_CHAIN_IDS
-    from node.managers.communication import CommunicationManager
-    from node.managers.ledger import LedgerManager
+    from wwwserve.ledger.errors import LedgerError
+    from wwwserve.ledger.params import DEVNET_CHAIN_IDS
+    from wwwserve.node.managers.communication import CommunicationManager
+    from wwwserve.node.managers.ledger import LedgerManager
 
     try:
         ledger = LedgerManager.from_settings(settings, chain_id=chain, my_address=address, account=account)
@@ -209,7 +209,7 @@ DEFAULT_RECURSION_LIMIT = 1000  # CPython's own
 
 def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown)."""
-    from node.app import create_app
+    from wwwserve.node.app import create_app
 
     # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
@@ -222,7 +222,7 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     account = operator_account(settings)
     ledger, communication = build_network(settings, chain, address, key, account)
     app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
-    from node.serving import ConnectionLimits, protocol_class
+    from wwwserve.node.serving import ConnectionLimits, protocol_class
 
     limits = ConnectionLimits(settings.server.header_timeout_s, settings.server.max_connections_per_client)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,

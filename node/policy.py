@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ledger.params import WEI_PER_CREDIT
+from wwwserve.ledger.params import WEI_PER_CREDIT
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
@@ -40,7 +40,7 @@ __all__ = [
     "stake_change_wei",
 ]
 
-DEFAULT_POLICY_PATH = "node.policy:DefaultPolicy"
+DEFAULT_POLICY_PATH = "wwwserve.node.policy:DefaultPolicy"
 
 _POLICY_MEMBERS = (
     "config",

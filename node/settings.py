@@ -40,9 +40,9 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
-from ledger.params import WEI_PER_CREDIT
-from node.identity import identity_path
-from node.policy import DEFAULT_POLICY_PATH, PolicyConfig
+from wwwserve.ledger.params import WEI_PER_CREDIT
+from wwwserve.node.identity import identity_path
+from wwwserve.node.policy import DEFAULT_POLICY_PATH, PolicyConfig
 
 __all__ = [
     "DEFAULT_LOCAL_MODEL",

@@ -34,7 +34,7 @@ import nacl.exceptions
 import nacl.signing
 from eth_utils.address import is_address, is_checksum_address, to_canonical_address, to_checksum_address
 
-from ledger import safejson
+from wwwserve.ledger import safejson
 
 RESULT_DOMAIN_TAG = b"wwwserve/result/v1\x00"
 """Prefix of every signed result; bump the version when the field list changes."""

@@ -30,9 +30,9 @@ from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_a
 from sqlalchemy import Engine, LargeBinary, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ledger.client import recover_voucher_signer
-from ledger.db import ADDRESS_LEN, UINT256_MAX, Uint256, durable_engine
-from ledger.errors import LedgerError
+from wwwserve.ledger.client import recover_voucher_signer
+from wwwserve.ledger.db import ADDRESS_LEN, UINT256_MAX, Uint256, durable_engine
+from wwwserve.ledger.errors import LedgerError
 
 SIGNATURE_BYTES = 65  # r || s || v, what ledger.client.sign_voucher_offline produces
 

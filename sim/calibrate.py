@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sim.engine import EngineModel, EngineProfile, EngineRequest
+from wwwserve.sim.engine import EngineModel, EngineProfile, EngineRequest
 
 __all__ = ["Sample", "fit_profile", "measure", "predict_latencies"]
 

@@ -50,7 +50,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from ledger.model import (
+from wwwserve.ledger.model import (
     ZERO_ADDRESS,
     ZERO_HASH,
     CancelReason,
@@ -61,8 +61,8 @@ from ledger.model import (
     Vote,
     WWWServeModel,
 )
-from ledger.params import DeploymentParams
-from ledger.work import (
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,
@@ -71,10 +71,10 @@ from ledger.work import (
     request_id_hash,
     sign_work,
 )
-from node import routing
+from wwwserve.node import routing
 
 if TYPE_CHECKING:
-    from sim.network import Simulation, _Node
+    from wwwserve.sim.network import Simulation, _Node
 
 __all__ = [
     "APPEAL_POLICIES",

@@ -53,14 +53,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ledger.params import DeploymentParams
-from node import policy as policy_module
-from node import routing
-from node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
-from sim.engine import EngineModel, EngineProfile, EngineRequest
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.node import policy as policy_module
+from wwwserve.node import routing
+from wwwserve.node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
+from wwwserve.sim.engine import EngineModel, EngineProfile, EngineRequest
 
 if TYPE_CHECKING:
-    from sim.duels import ContractLedger, DuelRun
+    from wwwserve.sim.duels import ContractLedger, DuelRun
 
 __all__ = ["LatencyModel", "Mode", "NodeSpec", "RequestRecord", "RequestSpec", "SimConfig", "Simulation"]
 
@@ -229,7 +229,7 @@ class Simulation:
         self._indexes: dict[str, routing.StakeIndex] | None = {} if self.config.selection == "tree" else None
         self.ledger: ContractLedger | None = None
         if self.config.contract:
-            from sim.duels import ContractLedger
+            from wwwserve.sim.duels import ContractLedger
 
             config = self.config
             self.ledger = ContractLedger(self, config.contract_params, config.judge_accuracy, config.seed,

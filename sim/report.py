@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.params import WEI_PER_CREDIT
-from sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
-from sim.network import RequestRecord
-from sim.scenarios import MODES, SCENARIOS, Scenario, build, run_modes
-from sim.workloads import MathLengths
+from wwwserve.ledger.params import WEI_PER_CREDIT
+from wwwserve.sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
+from wwwserve.sim.network import RequestRecord
+from wwwserve.sim.scenarios import MODES, SCENARIOS, Scenario, build, run_modes
+from wwwserve.sim.workloads import MathLengths
 
 __all__ = ["PAPER_CLAIMS", "reproduce", "scenario_summary"]
 
@@ -186,8 +186,8 @@ def run_quality(seed: int, out: Path | None = None) -> dict[str, Any]:
     rate beside its input, requests served, and stake + credit over time (CSV and PNG under `out`)."""
     from dataclasses import replace
 
-    from sim.network import Simulation
-    from sim.scenarios import QUALITY_CLASSES
+    from wwwserve.sim.network import Simulation
+    from wwwserve.sim.scenarios import QUALITY_CLASSES
 
     scenario = build("quality", seed)
     assert scenario.config is not None
@@ -267,7 +267,7 @@ def _quality_plot(out: Path, samples: list[tuple[float, dict[str, tuple[int, int
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from sim.scenarios import QUALITY_CLASSES
+    from wwwserve.sim.scenarios import QUALITY_CLASSES
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for c, q in QUALITY_CLASSES.items():

@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from node.policy import PolicyConfig
-from sim.engine import PROFILES, EngineProfile
-from sim.network import LatencyModel, Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
-from sim.workloads import (
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.node.policy import PolicyConfig
+from wwwserve.sim.engine import PROFILES, EngineProfile
+from wwwserve.sim.network import LatencyModel, Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
+from wwwserve.sim.workloads import (
     MATH500_LENGTHS,
     MODEL,
     MathLengths,

@@ -27,7 +27,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
-from sim.network import RequestSpec
+from wwwserve.sim.network import RequestSpec
 
 __all__ = [
     "AZURE_SLICE",
@@ -178,7 +178,8 @@ def read_azure_trace(path: Path | None = None) -> list[TraceRow]:
     """Rows of an Azure LLM inference trace CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`; the 2023 and
     2024 timestamp formats both parse). Without `path`: the vendored slice of the 2023 conversation trace."""
     try:
-        text = resources.files("sim.data").joinpath(AZURE_SLICE).read_text() if path is None else Path(path).read_text()
+        source = resources.files("wwwserve.sim.data").joinpath(AZURE_SLICE) if path is None else Path(path)
+        text = source.read_text()
     except OSError as exc:
         raise WorkloadError(f"cannot read the trace {path}: {exc}") from None
     rows = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devnet.anvil import AnvilProcess, start_anvil
+from wwwserve.devnet.anvil import AnvilProcess, start_anvil
 
 
 @pytest.fixture

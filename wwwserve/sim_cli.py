@@ -62,10 +62,10 @@ def sim_run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run one scenario in one or more modes and print SLO attainment and latency."""
-    from sim.metrics import write_records
-    from sim.report import scenario_summary
-    from sim.scenarios import MODES, SCENARIOS, build, intercontinental, run_modes
-    from sim.workloads import MathLengths, WorkloadError
+    from wwwserve.sim.metrics import write_records
+    from wwwserve.sim.report import scenario_summary
+    from wwwserve.sim.scenarios import MODES, SCENARIOS, build, intercontinental, run_modes
+    from wwwserve.sim.workloads import MathLengths, WorkloadError
 
     if scenario not in SCENARIOS:
         raise _fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -109,8 +109,8 @@ def sim_run(
 
 
 def _quality(seed: int, out: Path | None, as_json: bool) -> None:
-    from ledger.params import WEI_PER_CREDIT
-    from sim.report import run_quality
+    from wwwserve.ledger.params import WEI_PER_CREDIT
+    from wwwserve.sim.report import run_quality
 
     summary = run_quality(seed, out)
     summary.pop("plot", None)
@@ -140,8 +140,8 @@ def sim_reproduce(
                                                     "slice).")] = None,
 ) -> None:
     """Run every paper scenario in all three modes and write the figures and a summary table."""
-    from sim.report import reproduce
-    from sim.workloads import WorkloadError
+    from wwwserve.sim.report import reproduce
+    from wwwserve.sim.workloads import WorkloadError
 
     started = time.monotonic()
     try:

@@ -5,7 +5,7 @@ OpenAI-compatible server: vLLM, SGLang, llama.cpp). The supervised-vLLM and loca
 on the same interface.
 """
 
-from node.backends.base import (
+from wwwserve.node.backends.base import (
     Backend,
     BackendLoad,
     GenerationAbortedError,
@@ -15,8 +15,8 @@ from node.backends.base import (
     estimate_tokens,
     normalize_finish_reason,
 )
-from node.backends.fake import FakeBackend
-from node.backends.openai_compat import OpenAIBackend
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.backends.openai_compat import OpenAIBackend
 
 __all__ = [
     "Backend",

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args, runtime_checkable
 
-from node.protocol import ChatCompletionRequest, CompletionRequest, FinishReason
+from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest, FinishReason
 
 __all__ = [
     "Backend",

@@ -21,7 +21,7 @@ import random
 import string
 from collections.abc import AsyncGenerator
 
-from node.backends.base import (
+from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
     GenerationRequest,
@@ -29,8 +29,13 @@ from node.backends.base import (
     StreamDelta,
     estimate_tokens,
 )
-from node.errors import BackendUnavailableError, ContextLengthExceededError, ModelNotFoundError, RequestInFlightError
-from node.protocol import FinishReason
+from wwwserve.node.errors import (
+    BackendUnavailableError,
+    ContextLengthExceededError,
+    ModelNotFoundError,
+    RequestInFlightError,
+)
+from wwwserve.node.protocol import FinishReason
 
 __all__ = ["FakeBackend"]
 
@@ -40,7 +45,7 @@ _LETTERS = string.ascii_lowercase
 def _scripted_verdict(prompt: str, rule: str) -> str | None:
     """A scripted judge (`judge_rule`): for the judge prompt of `judge.prompt`, the slot whose answer is
     longer (or shorter), "#" when they are as long; None for any other prompt."""
-    from judge.prompt import prompt_answers
+    from wwwserve.judge.prompt import prompt_answers
 
     answers = prompt_answers(prompt)
     if answers is None:

@@ -41,23 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.home import wwwserve_home
-from node.backends.base import (
+from wwwserve.ledger.home import wwwserve_home
+from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
     GenerationRequest,
     GenerationResult,
     StreamDelta,
 )
-from node.errors import (
+from wwwserve.node.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
     InvalidRequestError,
     ModelNotFoundError,
     RequestInFlightError,
 )
-from node.protocol import FinishReason
-from node.settings import DEFAULT_LOCAL_MODEL, LocalBackendSettings, NodeSettings
+from wwwserve.node.protocol import FinishReason
+from wwwserve.node.settings import DEFAULT_LOCAL_MODEL, LocalBackendSettings, NodeSettings
 
 if TYPE_CHECKING:
     import torch

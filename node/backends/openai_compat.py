@@ -31,8 +31,8 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import safejson
-from node.backends.base import (
+from wwwserve.ledger import safejson
+from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
     GenerationRequest,
@@ -41,7 +41,7 @@ from node.backends.base import (
     estimate_tokens,
     normalize_finish_reason,
 )
-from node.errors import (
+from wwwserve.node.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
     InvalidRequestError,
@@ -50,8 +50,16 @@ from node.errors import (
     RequestInFlightError,
     UpstreamTimeoutError,
 )
-from node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, HttpTimeoutError, drain_lines
-from node.protocol import FinishReason
+from wwwserve.node.http import (
+    AiohttpClient,
+    HttpClient,
+    HttpConnectError,
+    HttpError,
+    HttpStream,
+    HttpTimeoutError,
+    drain_lines,
+)
+from wwwserve.node.protocol import FinishReason
 
 __all__ = [
     "MetricsLoad",

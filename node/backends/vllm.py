@@ -36,11 +36,11 @@ from typing import Literal
 
 import httpx
 
-from ledger.home import wwwserve_home
-from node.backends.base import BackendLoad, GenerationRequest, GenerationResult, StreamDelta
-from node.backends.openai_compat import OpenAIBackend
-from node.errors import BackendUnavailableError
-from node.settings import NodeSettings, VllmBackendSettings
+from wwwserve.ledger.home import wwwserve_home
+from wwwserve.node.backends.base import BackendLoad, GenerationRequest, GenerationResult, StreamDelta
+from wwwserve.node.backends.openai_compat import OpenAIBackend
+from wwwserve.node.errors import BackendUnavailableError
+from wwwserve.node.settings import NodeSettings, VllmBackendSettings
 
 __all__ = [
     "VLLM_SERVER_MODULE",

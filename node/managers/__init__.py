@@ -4,7 +4,7 @@ For now: the Model manager (model name → backend) and the Request manager (adm
 cancellation). Policy, Ledger and Communication managers join when delegation does.
 """
 
-from node.managers.model import ModelManager
-from node.managers.request import LocalStream, RequestManager
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.managers.request import LocalStream, RequestManager
 
 __all__ = ["LocalStream", "ModelManager", "RequestManager"]

@@ -38,22 +38,22 @@ from typing import Any, Literal, NoReturn, Protocol
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
-from judge.evidence import EvidenceMalformedError, EvidencePieces
-from ledger import safejson
-from ledger.work import WorkAttestation, WorkError
-from node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
-from node.endpoints import EndpointError, PeerResolver, check_endpoint
-from node.envelope import EnvelopeVerifier, seal
-from node.errors import (
+from wwwserve.judge.evidence import EvidenceMalformedError, EvidencePieces
+from wwwserve.ledger import safejson
+from wwwserve.ledger.work import WorkAttestation, WorkError
+from wwwserve.node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
+from wwwserve.node.endpoints import EndpointError, PeerResolver, check_endpoint
+from wwwserve.node.envelope import EnvelopeVerifier, seal
+from wwwserve.node.errors import (
     BackendUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
     NodeError,
     UpstreamTimeoutError,
 )
-from node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, drain_lines
-from node.routing import Peer
-from node.signing import MalformedSignedResultError, SignedResult
+from wwwserve.node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, drain_lines
+from wwwserve.node.routing import Peer
+from wwwserve.node.signing import MalformedSignedResultError, SignedResult
 
 __all__ = [
     "PATH_DELEGATE",

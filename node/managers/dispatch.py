@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ledger.work import (
+from wwwserve.ledger.work import (
     WorkAttestation,
     WorkError,
     answer_hash,
@@ -66,15 +66,15 @@ from ledger.work import (
     request_hash,
     request_id_hash,
 )
-from node.backends.base import GenerationRequest, GenerationResult, StreamDelta
-from node.errors import (
+from wwwserve.node.backends.base import GenerationRequest, GenerationResult, StreamDelta
+from wwwserve.node.errors import (
     BackendUnavailableError,
     ModelNotFoundError,
     NodeError,
     OverloadedError,
     UpstreamTimeoutError,
 )
-from node.managers.communication import (
+from wwwserve.node.managers.communication import (
     CommunicationManager,
     DelegateBody,
     PeerDeclinedError,
@@ -82,12 +82,12 @@ from node.managers.communication import (
     ProbeBody,
     RemoteStream,
 )
-from node.managers.policy import PolicyManager
-from node.managers.request import LocalStream, RequestManager
-from node.metrics import Metrics
-from node.policy import Action
-from node.routing import Peer, candidates_for_delegation, selection_seed
-from node.signing import SignedResult, SigningError, verify_result
+from wwwserve.node.managers.policy import PolicyManager
+from wwwserve.node.managers.request import LocalStream, RequestManager
+from wwwserve.node.metrics import Metrics
+from wwwserve.node.policy import Action
+from wwwserve.node.routing import Peer, candidates_for_delegation, selection_seed
+from wwwserve.node.signing import SignedResult, SigningError, verify_result
 
 __all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms", "collect"]
 

@@ -53,7 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from judge.evidence import (
+from wwwserve.judge.evidence import (
     AWAITING_ANSWER,
     AWAITING_REQUEST,
     JUDGING,
@@ -63,14 +63,14 @@ from judge.evidence import (
     EvidencePieces,
     checked_pieces,
 )
-from judge.journal import DuelView, JudgeStep, VoteJournal
-from judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
-from judge.store import EvidenceStore, StoredEvidence
-from ledger.work import WorkAttestation, answer_hash, duel_id_of, request_bytes
-from node.backends.base import GenerationRequest
-from node.managers.communication import CommunicationManager
-from node.managers.dispatch import Inspection
-from node.protocol import new_request_id
+from wwwserve.judge.journal import DuelView, JudgeStep, VoteJournal
+from wwwserve.judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
+from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.work import WorkAttestation, answer_hash, duel_id_of, request_bytes
+from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.managers.communication import CommunicationManager
+from wwwserve.node.managers.dispatch import Inspection
+from wwwserve.node.protocol import new_request_id
 
 __all__ = ["APPEAL_POLICIES", "DuelChain", "DuelManager", "EvidenceRefusedError", "model_asker", "request_runner"]
 
@@ -215,7 +215,7 @@ class DuelManager:
         again when the ledger re-opened them, after a chain reset)."""
         stale = self._chain_built and getattr(self._chain, "indexer", None) is not self.ledger.indexer
         if self._chain is None or stale:
-            from judge.chain import LedgerDuelChain
+            from wwwserve.judge.chain import LedgerDuelChain
 
             self._chain = LedgerDuelChain(self.ledger.indexer, self.ledger.client, self.my_address,
                                           self.ledger.run_tx)
@@ -677,10 +677,10 @@ def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: 
 def request_runner(generate: Callable[[GenerationRequest], Awaitable[Any]]) -> RequestRunner:
     """A `RequestRunner` over this node's own backend: the request as its user sent it (model, prompt and
     sampling parameters), as one whole answer."""
-    from node.managers.request import generation_request
+    from wwwserve.node.managers.request import generation_request
 
     async def run(data: bytes) -> str:
-        from ledger.work import parse_request_bytes
+        from wwwserve.ledger.work import parse_request_bytes
 
         kind, body = parse_request_bytes(data)
         greq, _ = generation_request(kind, body, new_request_id("duel"))

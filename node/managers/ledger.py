@@ -45,19 +45,19 @@ from sqlalchemy import make_url, or_, select
 from sqlalchemy.orm import Session
 from web3 import Web3
 
-from ledger.client import TxResult, WWWServeClient, sign_voucher_offline
-from ledger.db import VoucherClaimRow, drop_index
-from ledger.deployment import load_deployment
-from ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError, VoucherUnfundedError
-from ledger.home import wwwserve_home
-from ledger.indexer import AccountInfo, Indexer, IndexerReorgError
-from ledger.tx import TxSender, connect, is_transient
-from ledger.work import WorkAttestation, sign_work
-from node.billing import PeerStanding
-from node.policy import LoadSnapshot, Policy, stake_change_wei
-from node.routing import Peer, routable_stake_wei
-from node.settings import NodeSettings
-from node.vouchers import (
+from wwwserve.ledger.client import TxResult, WWWServeClient, sign_voucher_offline
+from wwwserve.ledger.db import VoucherClaimRow, drop_index
+from wwwserve.ledger.deployment import load_deployment
+from wwwserve.ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError, VoucherUnfundedError
+from wwwserve.ledger.home import wwwserve_home
+from wwwserve.ledger.indexer import AccountInfo, Indexer, IndexerReorgError
+from wwwserve.ledger.tx import TxSender, connect, is_transient
+from wwwserve.ledger.work import WorkAttestation, sign_work
+from wwwserve.node.billing import PeerStanding
+from wwwserve.node.policy import LoadSnapshot, Policy, stake_change_wei
+from wwwserve.node.routing import Peer, routable_stake_wei
+from wwwserve.node.settings import NodeSettings
+from wwwserve.node.vouchers import (
     SignedVoucher,
     VoucherCreditExceededError,
     VoucherError,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from node.backends.base import Backend, BackendLoad
-from node.errors import ModelNotFoundError
+from wwwserve.node.backends.base import Backend, BackendLoad
+from wwwserve.node.errors import ModelNotFoundError
 
 __all__ = ["ModelManager"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from node.managers.model import ModelManager
-from node.managers.request import RequestManager
-from node.policy import Decision, LoadSnapshot, ModelLoad, Policy, observed_load
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.managers.request import RequestManager
+from wwwserve.node.policy import Decision, LoadSnapshot, ModelLoad, Policy, observed_load
 
 __all__ = ["PolicyManager"]
 

@@ -24,10 +24,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from node.backends.base import Backend, GenerationAbortedError, GenerationRequest, GenerationResult, StreamDelta
-from node.errors import OverloadedError, UpstreamTimeoutError, from_validation_error
-from node.managers.model import ModelManager
-from node.protocol import ChatCompletionRequest, CompletionRequest
+from wwwserve.node.backends.base import (
+    Backend,
+    GenerationAbortedError,
+    GenerationRequest,
+    GenerationResult,
+    StreamDelta,
+)
+from wwwserve.node.errors import OverloadedError, UpstreamTimeoutError, from_validation_error
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["LocalStream", "RequestManager", "generation_request"]
 

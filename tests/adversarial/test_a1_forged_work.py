@@ -29,7 +29,7 @@ from contract_fixtures import (
 )
 from eth_account import Account
 
-from ledger.work import request_id_hash
+from wwwserve.ledger.work import request_id_hash
 
 
 @pytest.fixture(name="world")

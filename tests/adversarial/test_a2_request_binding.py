@@ -26,7 +26,7 @@ from contract_fixtures import (
 )
 from eth_utils import keccak
 
-from ledger.work import parse_request_bytes, request_hash
+from wwwserve.ledger.work import parse_request_bytes, request_hash
 
 
 @pytest.fixture(name="nodes")

@@ -42,7 +42,7 @@ from contract_fixtures import (
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from ledger.model import CancelReason, SortitionTree, panel_seed
+from wwwserve.ledger.model import CancelReason, SortitionTree, panel_seed
 
 
 @pytest.fixture(name="net")

@@ -46,13 +46,13 @@ import aiohttp
 import pytest
 from web3 import Web3
 
-from devnet.anvil import AnvilProcess, start_anvil
-from devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
-from devnet.network import LocalNetwork, free_port_block, log_tail
-from ledger.client import WWWServeClient
-from ledger.params import WEI_PER_ETH
-from node.settings import PeerSettings
-from node.signing import SignedResult, SigningError, verify_result
+from wwwserve.devnet.anvil import AnvilProcess, start_anvil
+from wwwserve.devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
+from wwwserve.devnet.network import LocalNetwork, free_port_block, log_tail
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.params import WEI_PER_ETH
+from wwwserve.node.settings import PeerSettings
+from wwwserve.node.signing import SignedResult, SigningError, verify_result
 
 pytestmark = [
     pytest.mark.integration,

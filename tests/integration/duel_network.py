@@ -25,14 +25,14 @@ import httpx
 from typer.testing import CliRunner
 from web3 import Web3
 
-from devnet.anvil import AnvilProcess, free_port, mine, start_anvil
-from devnet.deploy import ensure_deployment
-from ledger.client import Balances, WWWServeClient
-from ledger.deployment import Deployment
-from ledger.indexer import Indexer
-from ledger.params import DeploymentParams
-from ledger.work import answer_hash
 from wwwserve.cli import app
+from wwwserve.devnet.anvil import AnvilProcess, free_port, mine, start_anvil
+from wwwserve.devnet.deploy import ensure_deployment
+from wwwserve.ledger.client import Balances, WWWServeClient
+from wwwserve.ledger.deployment import Deployment
+from wwwserve.ledger.indexer import Indexer
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.work import answer_hash
 
 PASSWORD = "duel test password"
 

@@ -56,10 +56,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 
-from devnet.anvil import DEV_KEYS, free_port, rpc_call
-from judge.evidence import EvidencePieces
-from ledger.client import DuelOutcome, DuelStatus, SlashReason, Vote, WWWServeClient
-from ledger.errors import (
+from wwwserve.devnet.anvil import DEV_KEYS, free_port, rpc_call
+from wwwserve.judge.evidence import EvidencePieces
+from wwwserve.ledger.client import DuelOutcome, DuelStatus, SlashReason, Vote, WWWServeClient
+from wwwserve.ledger.errors import (
     ContractRevertedError,
     DuelWindowError,
     NotTheChallengerError,
@@ -67,9 +67,9 @@ from ledger.errors import (
     UnknownDuelError,
     WorkAlreadyDueledError,
 )
-from ledger.params import WEI_PER_ETH, DeploymentParams
-from ledger.tx import TxSender
-from ledger.work import (
+from wwwserve.ledger.params import WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.tx import TxSender
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     duel_id_of,
@@ -81,9 +81,9 @@ from ledger.work import (
     sign_work,
     work_digest,
 )
-from node.envelope import HEADER_RECEIVER, HEADER_SENDER, seal
-from node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE
-from node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
+from wwwserve.node.envelope import HEADER_RECEIVER, HEADER_SENDER, seal
+from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE
+from wwwserve.node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
 
 pytestmark = pytest.mark.integration
 

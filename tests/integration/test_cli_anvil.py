@@ -10,13 +10,13 @@ from eth_account import Account
 from ledger_world import World
 from typer.testing import CliRunner
 
-from devnet.anvil import DEV_KEYS, AnvilProcess, DevnetError, increase_time, mine, start_anvil
-from devnet.deploy import demo_account, ensure_deployment
-from ledger.client import Vote, WWWServeClient
-from ledger.deployment import load_deployment
-from ledger.params import WEI_PER_ETH, DeploymentParams
-from ledger.tx import TxSender, connect
 from wwwserve.cli import app
+from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, DevnetError, increase_time, mine, start_anvil
+from wwwserve.devnet.deploy import demo_account, ensure_deployment
+from wwwserve.ledger.client import Vote, WWWServeClient
+from wwwserve.ledger.deployment import load_deployment
+from wwwserve.ledger.params import WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.tx import TxSender, connect
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from devnet.anvil import DEV_KEYS, AnvilProcess
-from ledger.client import WWWServeClient
-from ledger.errors import ChainUnreachableError, InsufficientCreditError, NotRegisteredError
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from ledger.tx import RetryPolicy, TxSender, connect
+from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.errors import ChainUnreachableError, InsufficientCreditError, NotRegisteredError
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.ledger.tx import RetryPolicy, TxSender, connect
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,8 @@ WORKER = textwrap.dedent(
     """
     import json, sys, threading
     from eth_account import Account
-    from ledger.client import WWWServeClient
-    from ledger.tx import TxSender, connect
+    from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.ledger.tx import TxSender, connect
 
     url, key, address, threads, per_thread = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     w3 = connect(url)

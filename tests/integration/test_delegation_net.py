@@ -28,11 +28,11 @@ import pytest
 from typer.testing import CliRunner
 from web3 import Web3
 
-from devnet.anvil import AnvilProcess, free_port
-from ledger.client import WWWServeClient
-from ledger.deployment import load_deployment
-from node.signing import SignedResult, verify_against_chain
 from wwwserve.cli import app
+from wwwserve.devnet.anvil import AnvilProcess, free_port
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.deployment import load_deployment
+from wwwserve.node.signing import SignedResult, verify_against_chain
 
 pytestmark = pytest.mark.integration
 

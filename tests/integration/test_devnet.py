@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from devnet.anvil import ANVIL_VERSION, chain_id_at, find_anvil, free_port, install_anvil
 from wwwserve.cli import app
+from wwwserve.devnet.anvil import ANVIL_VERSION, chain_id_at, find_anvil, free_port, install_anvil
 
 pytestmark = pytest.mark.integration
 

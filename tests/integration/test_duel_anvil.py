@@ -17,14 +17,15 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 
-from devnet.anvil import DEV_KEYS, AnvilProcess, mine
-from ledger.client import DuelOutcome, DuelStatus, Vote, WWWServeClient
-from ledger.deployment import Deployment
-from ledger.errors import DuelStateError, DuelWindowError, NotAJudgeError
-from ledger.indexer import Indexer
-from ledger.params import DeploymentParams
-from ledger.tx import TxSender, connect
-from ledger.work import (
+from wwwserve.cli import app
+from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, mine
+from wwwserve.ledger.client import DuelOutcome, DuelStatus, Vote, WWWServeClient
+from wwwserve.ledger.deployment import Deployment
+from wwwserve.ledger.errors import DuelStateError, DuelWindowError, NotAJudgeError
+from wwwserve.ledger.indexer import Indexer
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,
@@ -34,7 +35,6 @@ from ledger.work import (
     request_id_hash,
     sign_work,
 )
-from wwwserve.cli import app
 
 pytestmark = pytest.mark.integration
 

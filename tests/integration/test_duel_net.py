@@ -33,8 +33,8 @@ from collections.abc import Iterator
 import pytest
 from duel_network import Network, NodeSpec, cli, start_network
 
-from ledger.client import DuelOutcome, DuelStatus, Vote
-from ledger.params import DeploymentParams
+from wwwserve.ledger.client import DuelOutcome, DuelStatus, Vote
+from wwwserve.ledger.params import DeploymentParams
 
 pytestmark = pytest.mark.integration
 

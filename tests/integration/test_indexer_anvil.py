@@ -16,11 +16,11 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from contracts import EXTENSION_CONTRACT, load_artifact
-from devnet.anvil import AnvilProcess
-from ledger.client import WWWServeClient
-from ledger.indexer import Indexer
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.contracts import EXTENSION_CONTRACT, load_artifact
+from wwwserve.devnet.anvil import AnvilProcess
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.indexer import Indexer
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
 
 pytestmark = pytest.mark.integration
 

@@ -29,16 +29,16 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from devnet.anvil import DEV_KEYS, AnvilProcess, mine
-from judge.chain import LedgerDuelChain
-from judge.evidence import DuelState, EvidencePieces, checked_pieces
-from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
-from judge.runner import JudgeRunner
-from ledger.client import Balances, DuelOutcome, DuelStatus, Vote, WWWServeClient
-from ledger.indexer import Indexer
-from ledger.params import DeploymentParams
-from ledger.tx import TxSender, connect
-from ledger.work import (
+from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, mine
+from wwwserve.judge.chain import LedgerDuelChain
+from wwwserve.judge.evidence import DuelState, EvidencePieces, checked_pieces
+from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
+from wwwserve.judge.runner import JudgeRunner
+from wwwserve.ledger.client import Balances, DuelOutcome, DuelStatus, Vote, WWWServeClient
+from wwwserve.ledger.indexer import Indexer
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,
@@ -355,13 +355,13 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
     model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is not:
     bench/incentives.py measures it); what must hold is that each judge's on-chain vote is exactly what its
     model said in both orders, and that the verdict moves stake by the contract's rules."""
-    from judge.prompt import build_prompt, combine_orders, parse_vote
-    from judge.runner import question_of
-    from node.backends.base import GenerationRequest
-    from node.backends.fake import FakeBackend
-    from node.backends.local import LocalBackend, ensure_model_package
-    from node.managers.duel import model_asker
-    from node.settings import DEFAULT_LOCAL_MODEL
+    from wwwserve.judge.prompt import build_prompt, combine_orders, parse_vote
+    from wwwserve.judge.runner import question_of
+    from wwwserve.node.backends.base import GenerationRequest
+    from wwwserve.node.backends.fake import FakeBackend
+    from wwwserve.node.backends.local import LocalBackend, ensure_model_package
+    from wwwserve.node.managers.duel import model_asker
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     ensure_model_package()
     local = LocalBackend(cache_dir=tmp_path / "smollm2", max_context_tokens=1024)

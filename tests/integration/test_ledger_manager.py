@@ -19,18 +19,18 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from devnet.anvil import DEV_KEYS, AnvilProcess
-from ledger.client import WWWServeClient, sign_voucher_offline
-from ledger.deployment import Deployment
-from ledger.errors import LedgerError
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from ledger.tx import TxSender, connect
-from ledger.work import WorkAttestation, check_work
-from node.managers.ledger import LedgerAccountMissingError, LedgerManager, PeerRecord
-from node.policy import DefaultPolicy, LoadSnapshot, ModelLoad, PolicyConfig
-from node.routing import Peer
-from node.settings import load_settings
-from node.vouchers import (
+from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess
+from wwwserve.ledger.client import WWWServeClient, sign_voucher_offline
+from wwwserve.ledger.deployment import Deployment
+from wwwserve.ledger.errors import LedgerError
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.work import WorkAttestation, check_work
+from wwwserve.node.managers.ledger import LedgerAccountMissingError, LedgerManager, PeerRecord
+from wwwserve.node.policy import DefaultPolicy, LoadSnapshot, ModelLoad, PolicyConfig
+from wwwserve.node.routing import Peer
+from wwwserve.node.settings import load_settings
+from wwwserve.node.vouchers import (
     SignedVoucher,
     VoucherCreditExceededError,
     VoucherForgedError,
@@ -421,7 +421,7 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
     was reset, drops its peers (it serves locally), and when the contract is deployed again re-indexes on
     its own and sees the nodes registered on the new chain: into a fresh index file by default, into the
     operator's own database (emptied first) when `chain.index_db_url` names one."""
-    from devnet.anvil import free_port, start_anvil
+    from wwwserve.devnet.anvil import free_port, start_anvil
 
     port = free_port()
     first = start_anvil(port=port)
@@ -468,7 +468,7 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
             finally:
                 await m.aclose()
 
-        with caplog.at_level("WARNING", logger="node.managers.ledger"):
+        with caplog.at_level("WARNING", logger="wwwserve.node.managers.ledger"):
             asyncio.run(run())
         told = [r.getMessage() for r in caplog.records if "the chain was reset" in r.getMessage()]
         assert len(told) == 1, told
@@ -476,7 +476,7 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
         assert any("re-indexing from block 0" in r.getMessage() for r in caplog.records)
         if configured_index:  # the same database, holding the new chain only
             assert any(f"into {index_url}" in r.getMessage() for r in caplog.records)
-            from ledger.indexer import Indexer
+            from wwwserve.ledger.indexer import Indexer
 
             assert second is not None
             idx = Indexer(connect(second.rpc_url), old.contract, index_url)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from node.backends.base import Backend, GenerationAbortedError, GenerationRequest, StreamDelta
-from node.backends.local import CACHE_MARKER, LocalBackend, ensure_model_package, export_hf_model
-from node.errors import ContextLengthExceededError
-from node.settings import DEFAULT_LOCAL_MODEL
+from wwwserve.node.backends.base import Backend, GenerationAbortedError, GenerationRequest, StreamDelta
+from wwwserve.node.backends.local import CACHE_MARKER, LocalBackend, ensure_model_package, export_hf_model
+from wwwserve.node.errors import ContextLengthExceededError
+from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -266,8 +266,8 @@ def test_node_app_serves_the_local_model_to_the_openai_client(backend: LocalBack
     import uvicorn
     from openai.types.chat import ChatCompletionMessageParam
 
-    from node.app import create_app
-    from node.settings import load_settings
+    from wwwserve.node.app import create_app
+    from wwwserve.node.settings import load_settings
 
     settings = load_settings(overrides={"backend": {"kind": "local"}})
     local = LocalBackend(cache_dir=cache_dir, threads=1, max_context_tokens=512, start=False)

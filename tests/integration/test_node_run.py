@@ -14,8 +14,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from devnet.anvil import AnvilProcess, free_port
 from wwwserve.cli import app
+from wwwserve.devnet.anvil import AnvilProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
     """`chain.on_reset = "exit"` (issue 13, finding 8): anvil killed and started afresh on the same port, the
     node stops gracefully with exit code 1 and one error line, for a supervisor to restart it on the new
     chain (the default, "wait", re-indexes in place: tests/integration/test_ledger_manager.py)."""
-    from devnet.anvil import start_anvil
+    from wwwserve.devnet.anvil import start_anvil
 
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)

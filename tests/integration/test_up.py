@@ -21,19 +21,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devnet.anvil import AnvilProcess, chain_id_at, free_port
-from devnet.deploy import (
+from wwwserve.devnet.anvil import AnvilProcess, chain_id_at, free_port
+from wwwserve.devnet.deploy import (
     DEMO_PASSWORD,
     bring_up_demo_nodes,
     demo_account,
     ensure_deployment,
 )
-from devnet.network import free_port_block, ports_in_use
-from ledger.client import WWWServeClient
-from ledger.deployment import load_deployment
-from ledger.tx import connect
-from ledger.wallet import load_wallet
-from node.settings import DEFAULT_LOCAL_MODEL
+from wwwserve.devnet.network import free_port_block, ports_in_use
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.deployment import load_deployment
+from wwwserve.ledger.tx import connect
+from wwwserve.ledger.wallet import load_wallet
+from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ def test_up_fake_backend_serves_from_every_node_until_ctrl_c(wwwserve_home: Path
 
 
 def test_up_local_backend_answers_with_smollm2(wwwserve_home: Path, run_up: list[Up]) -> None:
-    from node.backends.local import default_hf_cache_dir, export_hf_model
+    from wwwserve.node.backends.local import default_hf_cache_dir, export_hf_model
 
     # The converted model is shared between test runs (as tests/integration/test_vllm_cpu.py does), so
     # the nodes load it instead of each dequantizing the GGUF again under a fresh WWWSERVE_HOME.

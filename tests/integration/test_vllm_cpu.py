@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from node.backends.base import GenerationRequest, StreamDelta
-from node.backends.vllm import VllmBackend
-from node.settings import VllmBackendSettings
+from wwwserve.node.backends.base import GenerationRequest, StreamDelta
+from wwwserve.node.backends.vllm import VllmBackend
+from wwwserve.node.settings import VllmBackendSettings
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -93,7 +93,7 @@ def vllm_python() -> Path:
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face directory vLLM loads (converted once, cached)."""
-    from node.backends.local import export_hf_model
+    from wwwserve.node.backends.local import export_hf_model
 
     started = time.monotonic()
     path = export_hf_model(MODEL_DIR)

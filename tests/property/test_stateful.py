@@ -80,9 +80,9 @@ from contract_fixtures import (
     sync_blockhashes,
 )
 
-from ledger.model import SECP256K1N, DuelStatus, Vote
-from ledger.params import DeploymentParams
-from ledger.work import answer_hash
+from wwwserve.ledger.model import SECP256K1N, DuelStatus, Vote
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.work import answer_hash
 
 pytestmark = pytest.mark.property
 

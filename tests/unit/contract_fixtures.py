@@ -43,10 +43,10 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from vyper.compiler.output import build_abi_output
 
-from contracts import merge_abis
-from ledger.model import ModelRevert, WWWServeModel, vote_commitment, voucher_digest
-from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
-from ledger.work import (
+from wwwserve.contracts import merge_abis
+from wwwserve.ledger.model import ModelRevert, WWWServeModel, vote_commitment, voucher_digest
+from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,

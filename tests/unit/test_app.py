@@ -14,14 +14,14 @@ import nacl.signing
 import pytest
 from fastapi.testclient import TestClient
 
-from node.app import EXECUTOR_HEADER, create_app
-from node.backends.base import GenerationRequest
-from node.backends.fake import FakeBackend
-from node.errors import OverloadedError, UpstreamTimeoutError
-from node.managers.model import ModelManager
-from node.managers.request import RequestManager
-from node.settings import NodeSettings, load_settings
-from node.signing import SignedResult, verify_result
+from wwwserve.node.app import EXECUTOR_HEADER, create_app
+from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.errors import OverloadedError, UpstreamTimeoutError
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.managers.request import RequestManager
+from wwwserve.node.settings import NodeSettings, load_settings
+from wwwserve.node.signing import SignedResult, verify_result
 
 MODEL = "fake-model"
 NODE = "0x" + "ab" * 20

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from contracts import (
+from wwwserve.contracts import (
     ARTIFACTS_DIR,
     CONTRACTS,
     EVM_VERSION,
@@ -22,7 +22,7 @@ from contracts import (
     merge_abis,
     source_hash,
 )
-from contracts.build import compile_contract, compile_own, deployed_size, immutables_size, storage_layout
+from wwwserve.contracts.build import compile_contract, compile_own, deployed_size, immutables_size, storage_layout
 
 
 def test_committed_artifacts_match_a_fresh_compile() -> None:
@@ -30,7 +30,7 @@ def test_committed_artifacts_match_a_fresh_compile() -> None:
     for name in CONTRACTS:
         fresh = compile_contract(name).to_json()
         committed = json.loads((ARTIFACTS_DIR / f"{name}.json").read_text())
-        assert committed == fresh, f"{name}: stale artifact, run `python -m contracts.build`"
+        assert committed == fresh, f"{name}: stale artifact, run `python -m wwwserve.contracts.build`"
 
 
 def test_artifact_records_compiler_evm_version_and_source_hash() -> None:

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from node.backends import (
+from wwwserve.node.backends import (
     Backend,
     BackendLoad,
     FakeBackend,
@@ -28,13 +28,13 @@ from node.backends import (
     OpenAIBackend,
     StreamDelta,
 )
-from node.backends.openai_compat import (
+from wwwserve.node.backends.openai_compat import (
     SSEDecoder,
     error_from_upstream,
     load_from_metrics,
     parse_prometheus_text,
 )
-from node.errors import (
+from wwwserve.node.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
     InvalidRequestError,
@@ -42,7 +42,7 @@ from node.errors import (
     OverloadedError,
     UpstreamTimeoutError,
 )
-from node.protocol import ChatCompletionRequest, CompletionRequest
+from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest
 
 
 def req(prompt: str = "one two three four", request_id: str = "r1", model: str = "m", **kw: Any) -> GenerationRequest:
@@ -790,11 +790,11 @@ class _JudgeLedger:
 def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
     import random
 
-    from node.app import _duel_manager
-    from node.managers.model import ModelManager
-    from node.metrics import Metrics
-    from node.policy import DefaultPolicy, PolicyConfig
-    from node.settings import load_settings
+    from wwwserve.node.app import _duel_manager
+    from wwwserve.node.managers.model import ModelManager
+    from wwwserve.node.metrics import Metrics
+    from wwwserve.node.policy import DefaultPolicy, PolicyConfig
+    from wwwserve.node.settings import load_settings
 
     settings = load_settings(overrides={"backend": {"kind": "fake", "models": ["served"]}, "judge": judge})
     models = ModelManager([FakeBackend(["served"])])
@@ -820,7 +820,7 @@ def test_a_node_can_judge_with_a_separate_endpoint(live: LiveServer, tmp_path: A
 
 
 def test_a_judge_model_must_be_served_or_have_an_endpoint(tmp_path: Any) -> None:
-    from node.settings import SettingsError, load_settings
+    from wwwserve.node.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match=r"judge.model.*not served by this node.*judge.base_url"):
         _judge_manager(tmp_path, {"model": "other"})

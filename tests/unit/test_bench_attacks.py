@@ -12,9 +12,9 @@ from types import ModuleType
 
 import pytest
 
-from ledger.model import Vote
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from sim.duels import (
+from wwwserve.ledger.model import Vote
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.sim.duels import (
     DuelChain,
     DuelResult,
     DuelRun,

@@ -25,7 +25,7 @@ bi = _load()
 
 
 def test_reference_judge_prefers_real_words_then_length() -> None:
-    from judge.prompt import build_prompt
+    from wwwserve.judge.prompt import build_prompt
 
     vocab = bi.vocabulary(["the answer is four because two plus two makes four"])
     honest = "The answer is four, because two plus two makes four."
@@ -85,7 +85,7 @@ def test_class_shares_over_the_executors() -> None:
 
 
 def test_duel_events_are_read_from_the_origins_metrics() -> None:
-    from node.metrics import Metrics
+    from wwwserve.node.metrics import Metrics
 
     metrics = Metrics()
     for event in ("opened", "opened", "no_second_executor"):

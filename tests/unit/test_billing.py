@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.billing import PeerBilling, PeerStanding
+from wwwserve.node.billing import PeerBilling, PeerStanding
 
 ORIGIN = "0x00000000000000000000000000000000000000a1"
 FEE = 1

@@ -12,10 +12,10 @@ from eth_utils.crypto import keccak
 from ledger_world import PARAMS, STAKE_WEI, World, make_world
 from web3.exceptions import ContractLogicError
 
-from contracts import CONTRACTS_DIR, load_artifact
-from ledger import errors
-from ledger.client import Vote, WWWServeClient
-from ledger.errors import (
+from wwwserve.contracts import CONTRACTS_DIR, load_artifact
+from wwwserve.ledger import errors
+from wwwserve.ledger.client import Vote, WWWServeClient
+from wwwserve.ledger.errors import (
     REVERT_REASONS,
     AlreadyRegisteredError,
     BankError,
@@ -38,8 +38,8 @@ from ledger.errors import (
     ZeroAmountError,
     revert_error,
 )
-from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
-from ledger.tx import TxSender, revert_reason_of
+from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.tx import TxSender, revert_reason_of
 
 # ---------------------------------------------------------------------------------------------
 # the table

@@ -25,8 +25,8 @@ from ledger_world import (
     pubkey_of,
 )
 
-from contracts import load_artifact
-from ledger.client import (
+from wwwserve.contracts import load_artifact
+from wwwserve.ledger.client import (
     NO_REQUEST,
     Balances,
     CancelReason,
@@ -44,11 +44,11 @@ from ledger.client import (
     voucher_digest,
     voucher_typed_data,
 )
-from ledger.errors import DeploymentNotFoundError, InvalidAmountError, LedgerValueError, UnknownDuelError
-from ledger.model import Outcome, WWWServeModel
-from ledger.params import WEI_PER_CREDIT, DeploymentParams
-from ledger.tx import TxSender
-from ledger.work import answer_hash, duel_id_of, inspect_commitment, work_digest
+from wwwserve.ledger.errors import DeploymentNotFoundError, InvalidAmountError, LedgerValueError, UnknownDuelError
+from wwwserve.ledger.model import Outcome, WWWServeModel
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.ledger.tx import TxSender
+from wwwserve.ledger.work import answer_hash, duel_id_of, inspect_commitment, work_digest
 
 C = WEI_PER_CREDIT
 
@@ -623,7 +623,7 @@ def test_unknown_duel_views(world: World) -> None:
         (lambda c: c.register(b"\x01" * 32, "http://x", ["m" * 65]), "at most 64"),
         (lambda c: c.register(b"\x01" * 32, "http://x", "m"), "list of model names"),
         (lambda c: c.update_node(b"\x01" * 32, "http://x", ["m"], "x" * 1025), "metadata is 1025 bytes"),
-        (lambda c: c.open_duel("not work", b"\x00" * 32), "ledger.work.WorkAttestation"),
+        (lambda c: c.open_duel("not work", b"\x00" * 32), "wwwserve.ledger.work.WorkAttestation"),
         # a mixed-case address with a broken checksum is a typo, not an address
         (
             lambda c: c.claimed("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x" + "00" * 20),

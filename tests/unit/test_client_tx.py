@@ -14,16 +14,16 @@ from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TransactionNotFound
 
-from devnet.anvil import free_port
-from ledger.client import WWWServeClient
-from ledger.errors import (
+from wwwserve.devnet.anvil import free_port
+from wwwserve.ledger.client import WWWServeClient
+from wwwserve.ledger.errors import (
     ChainUnreachableError,
     LedgerValueError,
     TransactionRejectedError,
     TransactionTimeoutError,
 )
-from ledger.params import DeploymentParams
-from ledger.tx import RetryPolicy, TxSender, connect, endpoint_of
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.tx import RetryPolicy, TxSender, connect, endpoint_of
 
 FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=0.001)
 

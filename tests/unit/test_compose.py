@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from devnet.anvil import ANVIL_VERSION, DEFAULT_CHAIN_ID, anvil_args
+from wwwserve.devnet.anvil import ANVIL_VERSION, DEFAULT_CHAIN_ID, anvil_args
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -97,7 +97,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 )
 from eth_utils import keccak
 
-from ledger.model import (
+from wwwserve.ledger.model import (
     SECP256K1N,
     SECP256K1N_HALF,
     SortitionTree,
@@ -105,7 +105,7 @@ from ledger.model import (
     panel_seed,
     vote_commitment,
 )
-from ledger.work import answer_hash, duel_id_of, inspect_commitment, model_hash, request_id_hash, work_digest
+from wwwserve.ledger.work import answer_hash, duel_id_of, inspect_commitment, model_hash, request_id_hash, work_digest
 
 BPS = 10_000
 

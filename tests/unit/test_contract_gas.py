@@ -48,7 +48,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 )
 from eth_utils import keccak
 
-from ledger.params import DeploymentParams
+from wwwserve.ledger.params import DeploymentParams
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS = ROOT / "contracts"

@@ -41,8 +41,8 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 )
 from eth_utils import keccak
 
-from ledger.model import SECP256K1N, SECP256K1N_HALF, ModelRevert, WWWServeModel
-from ledger.work import answer_hash
+from wwwserve.ledger.model import SECP256K1N, SECP256K1N_HALF, ModelRevert, WWWServeModel
+from wwwserve.ledger.work import answer_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 REASON = re.compile(r'"((?:Params|Registry|Bank|Voucher|Duel|Sortition|WWWServe): [^"]+)"')

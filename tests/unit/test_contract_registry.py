@@ -36,8 +36,8 @@ from eth_abi import encode
 from eth_utils import keccak
 from vyper.compiler.output import build_abi_output
 
-from ledger.params import DeploymentParams
-from ledger.work import model_hash
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.work import model_hash
 
 # constructor argument positions (DeploymentParams field order)
 (MIN_STAKE_ARG, UNBONDING_ARG, NOTICE_ARG, K_ARG, EPOCH_ARG, ANSWER_ARG, COMMIT_ARG, REVEAL_ARG, APPEAL_ARG,

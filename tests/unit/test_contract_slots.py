@@ -27,7 +27,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
     with_params,
 )
 
-from ledger.model import ZERO_ADDRESS
+from wwwserve.ledger.model import ZERO_ADDRESS
 
 BOND = TEST_PARAMS.registration_bond_wei
 COOLDOWN = TEST_PARAMS.slot_cooldown_blocks

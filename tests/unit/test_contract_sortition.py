@@ -47,7 +47,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 )
 from eth_utils import keccak
 
-from ledger.model import SortitionTree, panel_seed
+from wwwserve.ledger.model import SortitionTree, panel_seed
 
 P = TEST_PARAMS
 

@@ -22,7 +22,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 )
 from eth_account import Account
 
-from ledger.model import SECP256K1N, domain_separator, voucher_digest
+from wwwserve.ledger.model import SECP256K1N, domain_separator, voucher_digest
 
 WEI = 10**15
 

@@ -29,7 +29,7 @@ import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.work import (
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     duel_id_of,
@@ -40,16 +40,16 @@ from ledger.work import (
     request_id_hash,
     sign_work,
 )
-from node.app import create_app
-from node.backends.base import Backend
-from node.backends.fake import FakeBackend
-from node.billing import PeerStanding
-from node.envelope import seal
-from node.http import HttpConnectError, HttpError, HttpResponse
-from node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE, CommunicationManager
-from node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
-from node.settings import load_settings
-from node.signing import SignedResult, verify_result
+from wwwserve.node.app import create_app
+from wwwserve.node.backends.base import Backend
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.billing import PeerStanding
+from wwwserve.node.envelope import seal
+from wwwserve.node.http import HttpConnectError, HttpError, HttpResponse
+from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE, CommunicationManager
+from wwwserve.node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
+from wwwserve.node.settings import load_settings
+from wwwserve.node.signing import SignedResult, verify_result
 
 pytestmark = pytest.mark.anyio
 
@@ -606,7 +606,7 @@ async def test_no_peer_accepts_falls_back_to_local_queue(net: Net) -> None:
 
 
 async def test_forwarded_model_without_accepting_peer_is_503(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.managers.dispatch as dispatch
+    import wwwserve.node.managers.dispatch as dispatch
 
     monkeypatch.setattr(dispatch, "NO_PEER_WAIT_S", 0.3)
     net.add("a", models=("other",), policy=DISPATCHER)
@@ -681,7 +681,7 @@ async def test_probe_answers_by_policy_and_refuses_cycles(net: Net) -> None:
 
 
 def test_ban_backoff_doubles_and_caps() -> None:
-    from node.managers.communication import BanList
+    from wwwserve.node.managers.communication import BanList
 
     now = [0.0]
     bans = BanList(5.0, 30.0, clock=lambda: now[0])
@@ -729,9 +729,9 @@ class RecordingDuels:
     the evidence an executor keeps (`keep_work`, into a real store under `tmp`)."""
 
     def __init__(self, node: Node, inspect: bool, tmp: Path | None = None, chain: Any = None) -> None:
-        from judge.journal import VoteJournal
-        from judge.store import EvidenceStore
-        from node.managers.duel import DuelManager
+        from wwwserve.judge.journal import VoteJournal
+        from wwwserve.judge.store import EvidenceStore
+        from wwwserve.node.managers.duel import DuelManager
 
         self.events: list[str] = []
         self.opened: list[tuple[Any, WorkAttestation, str]] = []  # (inspection, work, text)
@@ -978,8 +978,8 @@ async def test_an_executor_keeps_the_request_and_its_answer_for_a_duel_over_its_
 async def test_the_evidence_endpoint_serves_seat_holders_and_the_request_alone_to_the_challenger(
     net: Net, tmp_path: Path
 ) -> None:
-    from judge.evidence import DuelState, EvidencePieces, RoundState
-    from judge.store import StoredEvidence
+    from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState
+    from wwwserve.judge.store import StoredEvidence
 
     origin, executor, challenger = net.add("a"), net.add("b"), net.add("c")
     judge, stranger = net.add("j"), net.add("s")
@@ -1037,8 +1037,8 @@ async def test_a_request_id_already_running_on_a_peer_is_refused_as_in_flight(ne
 
 
 def test_a_backend_refuses_a_request_id_it_is_running() -> None:
-    from node.backends.base import GenerationRequest
-    from node.errors import RequestInFlightError
+    from wwwserve.node.backends.base import GenerationRequest
+    from wwwserve.node.errors import RequestInFlightError
 
     backend = FakeBackend([MODEL], latency_s=0.3)
     req = GenerationRequest(request_id="same", model=MODEL, messages=CHAT["messages"])
@@ -1235,7 +1235,7 @@ async def test_a_freeloading_origin_gets_nothing_past_its_credit_limit(net: Net)
 async def test_an_origin_owing_one_peer_many_fees_pays_at_once(net: Net) -> None:
     """An honest busy origin stays far below an executor's credit limit: 16 fees owed to one peer send a
     voucher at once, not at the next interval (here an hour)."""
-    from node.managers.dispatch import FLUSH_AT_FEES
+    from wwwserve.node.managers.dispatch import FLUSH_AT_FEES
 
     a = net.add("a", policy=DISPATCHER)
     b = net.add("b", policy=EXECUTOR)
@@ -1253,7 +1253,7 @@ async def test_an_origin_owing_one_peer_many_fees_pays_at_once(net: Net) -> None
 async def test_the_peer_api_refuses_a_flood_before_checking_signatures(net: Net) -> None:
     """Cheap checks first: an unregistered sender is refused on a lookup, a registered one over its rate gets
     429 (the origin treats it as busy: no ban), and neither costs a signature check."""
-    import node.envelope as envelope
+    import wwwserve.node.envelope as envelope
 
     a = net.add("a", policy=DISPATCHER)
     b = net.add("b", policy=EXECUTOR)
@@ -1293,7 +1293,7 @@ def busy_engine() -> FakeBackend:
 
 async def occupy(backend: FakeBackend) -> asyncio.Task[Any]:
     """Keep `backend`'s only slot busy with a request of its own (another user's, say)."""
-    from node.backends.base import GenerationRequest
+    from wwwserve.node.backends.base import GenerationRequest
 
     task = asyncio.ensure_future(backend.generate(GenerationRequest(model=MODEL, prompt="busy", request_id="busy")))
     for _ in range(100):
@@ -1430,7 +1430,7 @@ async def test_queued_requests_keep_their_order_while_they_are_offered(net: Net)
 async def test_a_queued_request_that_is_cancelled_while_offered_releases_everything(net: Net) -> None:
     """The client leaves while its request waits here and an offer to a stalling peer is under way: the
     request leaves the engine's queue and the peer's work is aborted, nothing left held."""
-    from node.managers.request import generation_request
+    from wwwserve.node.managers.request import generation_request
 
     engine = busy_engine()
     a = net.add("a", backends=[engine], policy=BUSY_ORIGIN)

@@ -18,10 +18,10 @@ import pytest
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from judge.evidence import DuelState, EvidencePieces, RoundState
-from judge.journal import DuelView, VoteJournal
-from judge.store import EvidenceStore, StoredEvidence
-from ledger.work import (
+from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState
+from wwwserve.judge.journal import DuelView, VoteJournal
+from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     duel_id_of,
@@ -30,8 +30,8 @@ from ledger.work import (
     request_id_hash,
     sign_work,
 )
-from node.managers.dispatch import Inspection
-from node.managers.duel import DuelManager, EvidenceRefusedError
+from wwwserve.node.managers.dispatch import Inspection
+from wwwserve.node.managers.duel import DuelManager, EvidenceRefusedError
 
 CHAIN = 31337
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -427,9 +427,9 @@ def test_a_judge_gathers_each_piece_from_whoever_holds_it(tmp_path: Path) -> Non
 
 
 def test_the_challenger_runs_the_request_as_its_user_sent_it() -> None:
-    from node.backends.base import GenerationRequest, GenerationResult
-    from node.errors import InvalidRequestError
-    from node.managers.duel import request_runner
+    from wwwserve.node.backends.base import GenerationRequest, GenerationResult
+    from wwwserve.node.errors import InvalidRequestError
+    from wwwserve.node.managers.duel import request_runner
 
     seen: list[GenerationRequest] = []
 

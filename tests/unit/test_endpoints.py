@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from node.endpoints import EndpointError, PeerResolver, address_allowed, check_endpoint, parse_endpoint
-from node.http import AiohttpClient, HttpConnectError, HttpResponse
-from node.managers.communication import CommunicationManager
+from wwwserve.node.endpoints import EndpointError, PeerResolver, address_allowed, check_endpoint, parse_endpoint
+from wwwserve.node.http import AiohttpClient, HttpConnectError, HttpResponse
+from wwwserve.node.managers.communication import CommunicationManager
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.envelope import (
+from wwwserve.node.envelope import (
     ENVELOPE_HEADERS,
     HEADER_BODY_SHA256,
     HEADER_NONCE,

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from live_server import LiveServer
 from test_delegation import DISPATCHER, EXECUTOR, Net
 
-from node.app import create_app
-from node.backends.fake import FakeBackend
-from node.settings import load_settings
+from wwwserve.node.app import create_app
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.settings import load_settings
 
 MODEL = "fake-model"
 KEY_SEED = b"\x07" * 32

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from node.http import (
+from wwwserve.node.http import (
     MAX_LINE_BYTES,
     AiohttpClient,
     HttpConnectError,

@@ -32,9 +32,9 @@ from sqlalchemy.schema import CreateTable
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
-from contracts import load_artifact
-from ledger.client import DuelStatus, Vote, WWWServeClient
-from ledger.db import (
+from wwwserve.contracts import load_artifact
+from wwwserve.ledger.client import DuelStatus, Vote, WWWServeClient
+from wwwserve.ledger.db import (
     SCHEMA_VERSION,
     AccountRow,
     Base,
@@ -46,7 +46,7 @@ from ledger.db import (
     make_engine,
     schema_version,
 )
-from ledger.indexer import (
+from wwwserve.ledger.indexer import (
     DUEL_OUTCOME,
     DUEL_STATUS,
     Indexer,
@@ -54,8 +54,8 @@ from ledger.indexer import (
     IndexerReorgError,
     IndexerStateError,
 )
-from ledger.params import WEI_PER_CREDIT
-from ledger.tx import TxSender
+from wwwserve.ledger.params import WEI_PER_CREDIT
+from wwwserve.ledger.tx import TxSender
 
 C = WEI_PER_CREDIT
 MIN = PARAMS.min_stake_wei

@@ -13,7 +13,7 @@ import pytest
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from judge.evidence import (
+from wwwserve.judge.evidence import (
     DuelState,
     EvidenceMalformedError,
     EvidencePieces,
@@ -21,9 +21,9 @@ from judge.evidence import (
     checked_pieces,
     evidence_vote,
 )
-from judge.journal import VOTE_A, VOTE_B, VOTE_NO_EVIDENCE
-from judge.store import EvidenceStore, StoredEvidence
-from ledger.work import WorkAttestation, answer_hash, request_bytes, request_hash, sign_work
+from wwwserve.judge.journal import VOTE_A, VOTE_B, VOTE_NO_EVIDENCE
+from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.work import WorkAttestation, answer_hash, request_bytes, request_hash, sign_work
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 A = to_checksum_address("0x" + "aa" * 20)

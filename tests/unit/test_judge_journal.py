@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from judge.journal import DuelView, JournalEntry, JudgeStep, VoteJournal, VoteJournalError, next_step
-from ledger.client import vote_commitment
+from wwwserve.judge.journal import DuelView, JournalEntry, JudgeStep, VoteJournal, VoteJournalError, next_step
+from wwwserve.ledger.client import vote_commitment
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 JUDGE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

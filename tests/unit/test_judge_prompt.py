@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from judge.prompt import (
+from wwwserve.judge.prompt import (
     REFERENCE_PROMPT,
     Choice,
     build_prompt,
@@ -111,7 +111,7 @@ def test_swapped_maps_letters_and_keeps_abstention() -> None:
 
 
 def test_prompt_answers_reads_back_what_build_prompt_wrote() -> None:
-    from judge.prompt import prompt_answers
+    from wwwserve.judge.prompt import prompt_answers
 
     prompts = build_prompt("Q?", "first\n\nwith a blank line", "second", max_tokens=None)
     assert prompt_answers(prompts.in_order) == ("first\n\nwith a blank line", "second")

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from eth_utils.address import to_checksum_address
 
-from judge.chain import duel_view
-from judge.evidence import DuelState, EvidencePieces, RoundState, checked_pieces
-from judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VOTE_NO_EVIDENCE, DuelView, JudgeStep, VoteJournal
-from judge.runner import JudgeRunner, prompt_text, question_of
-from ledger.client import vote_commitment
-from ledger.errors import revert_error
-from ledger.work import answer_hash, request_bytes, request_hash
+from wwwserve.judge.chain import duel_view
+from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState, checked_pieces
+from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VOTE_NO_EVIDENCE, DuelView, JudgeStep, VoteJournal
+from wwwserve.judge.runner import JudgeRunner, prompt_text, question_of
+from wwwserve.ledger.client import vote_commitment
+from wwwserve.ledger.errors import revert_error
+from wwwserve.ledger.work import answer_hash, request_bytes, request_hash
 
 CHAIN = 31337
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from judge.leaderboard import DuelResult, bradley_terry, results_from_duels
+from wwwserve.judge.leaderboard import DuelResult, bradley_terry, results_from_duels
 
 
 def simulate(strengths: dict[str, float], duels: int, seed: int) -> list[DuelResult]:

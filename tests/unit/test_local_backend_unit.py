@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.backends.base import GenerationRequest
-from node.backends.local import (
+from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.backends.local import (
     DEFAULT_HF_DIR_NAME,
     LocalBackend,
     LocalModelUnavailableError,
@@ -23,8 +23,8 @@ from node.backends.local import (
     held_back_chars,
     sample_next_token,
 )
-from node.errors import BackendUnavailableError
-from node.settings import DEFAULT_LOCAL_MODEL, load_settings
+from wwwserve.node.errors import BackendUnavailableError
+from wwwserve.node.settings import DEFAULT_LOCAL_MODEL, load_settings
 
 # ---- stop strings ------------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ def test_build_from_settings(tmp_path: Path) -> None:
 
 
 def test_missing_runtime_module_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.backends.local as local
+    import wwwserve.node.backends.local as local
 
     monkeypatch.setattr(local, "_RUNTIME_MODULES", ("torch", "wwwserve_no_such_runtime_module"))
     with pytest.raises(LocalModelUnavailableError, match=r"wwwserve_no_such_runtime_module.*wwwserve\[local\]"):

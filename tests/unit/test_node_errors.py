@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 
-from node.errors import (
+from wwwserve.node.errors import (
     GENERIC_INTERNAL_MESSAGE,
     AuthenticationError,
     BackendUnavailableError,
@@ -38,7 +38,7 @@ from node.errors import (
     sse_error_events,
     to_node_error,
 )
-from node.protocol import SSE_DONE, ChatCompletionRequest, CompletionRequest
+from wwwserve.node.protocol import SSE_DONE, ChatCompletionRequest, CompletionRequest
 
 GOOD_CHAT = {"model": "m", "messages": [{"role": "user", "content": "Hello!"}]}
 JSON = {"content-type": "application/json"}
@@ -134,7 +134,7 @@ def test_retry_after_header_rounds_up_and_is_at_least_one() -> None:
 
 def test_unknown_exception_becomes_generic_500_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     exc = KeyError("/etc/secret-path password=hunter2")
-    with caplog.at_level(logging.ERROR, logger="node.errors"):
+    with caplog.at_level(logging.ERROR, logger="wwwserve.node.errors"):
         mapped = to_node_error(exc)
     assert isinstance(mapped, InternalError) and mapped.http_status == 500
     inner = _shape(error_envelope(exc))
@@ -384,8 +384,8 @@ def test_openai_client_is_not_needed() -> None:
     # Block `openai` outright: the wire models and errors must import and work without it.
     code = (
         "import sys; sys.modules['openai'] = None\n"
-        "import node.protocol, node.errors\n"
-        "node.protocol.ChatCompletionRequest.model_validate("
+        "import wwwserve.node.protocol, wwwserve.node.errors\n"
+        "wwwserve.node.protocol.ChatCompletionRequest.model_validate("
         "{'model': 'm', 'messages': [{'role': 'user', 'content': 'x'}]})\n"
         "print('ok')\n"
     )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
-from node.policy import (
+from wwwserve.node.policy import (
     DEFAULT_POLICY_PATH,
     Action,
     Decision,
@@ -363,12 +363,12 @@ def test_load_policy_builds_the_default_and_custom_classes(fake_module: str) -> 
     ("path", "message"),
     [
         ("node.policy.DefaultPolicy", "package.module:ClassName"),
-        ("node.policy:", "package.module:ClassName"),
+        ("wwwserve.node.policy:", "package.module:ClassName"),
         (":DefaultPolicy", "package.module:ClassName"),
         ("a:b:c", "package.module:ClassName"),
-        ("node.policy:Not-An-Identifier", "package.module:ClassName"),
+        ("wwwserve.node.policy:Not-An-Identifier", "package.module:ClassName"),
         ("no_such_pkg_xyz.mod:Cls", "cannot import policy module 'no_such_pkg_xyz.mod'"),
-        ("node.policy:NoSuchClass", "has no attribute 'NoSuchClass'"),
+        ("wwwserve.node.policy:NoSuchClass", "has no attribute 'NoSuchClass'"),
         ("{mod}:NOT_CALLABLE", "not a class or factory"),
         ("{mod}:Exploding", "boom"),
         ("{mod}:Incomplete", "missing: decide_dispatch, decide_fallback, accept_probe"),

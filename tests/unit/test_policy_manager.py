@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from node.backends.base import BackendLoad
-from node.backends.fake import FakeBackend
-from node.managers.model import ModelManager
-from node.managers.policy import PolicyManager
-from node.managers.request import RequestManager
-from node.policy import Action, DefaultPolicy, PolicyConfig
+from wwwserve.node.backends.base import BackendLoad
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.managers.model import ModelManager
+from wwwserve.node.managers.policy import PolicyManager
+from wwwserve.node.managers.request import RequestManager
+from wwwserve.node.policy import Action, DefaultPolicy, PolicyConfig
 
 pytestmark = pytest.mark.anyio
 

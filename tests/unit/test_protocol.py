@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from node.errors import InvalidRequestError, from_validation_error
-from node.protocol import (
+from wwwserve.node.errors import InvalidRequestError, from_validation_error
+from wwwserve.node.protocol import (
     SSE_DONE,
     ChatCompletionChoice,
     ChatCompletionChunk,

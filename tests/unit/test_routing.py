@@ -9,8 +9,8 @@ from decimal import Decimal, localcontext
 
 import pytest
 
-from node import routing
-from node.routing import (
+from wwwserve.node import routing
+from wwwserve.node.routing import (
     Peer,
     RoutingInputError,
     audit_delegation,
@@ -338,7 +338,7 @@ def test_audit_delegation_recomputes_candidates() -> None:
 
 
 def test_stake_index_draws_ordered_pairs_with_the_same_probabilities_as_pos_sample() -> None:
-    from node.routing import StakeIndex
+    from wwwserve.node.routing import StakeIndex
 
     stakes = [1, 2, 3, 4]
     index = StakeIndex.from_stakes({addr(i): s * ETH for i, s in enumerate(stakes)})
@@ -353,7 +353,7 @@ def test_stake_index_draws_ordered_pairs_with_the_same_probabilities_as_pos_samp
 
 
 def test_stake_index_updates_excludes_and_replays() -> None:
-    from node.routing import StakeIndex
+    from wwwserve.node.routing import StakeIndex
 
     index = StakeIndex.from_stakes({addr(i): ETH for i in range(6)})
     seed = seeds(1)[0]

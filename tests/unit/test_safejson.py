@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import safejson
-from ledger.safejson import MAX_DEPTH, UnsafeJSONError, too_deep
+from wwwserve.ledger import safejson
+from wwwserve.ledger.safejson import MAX_DEPTH, UnsafeJSONError, too_deep
 
 
 def depth(value: Any) -> int:
@@ -57,7 +57,7 @@ def test_a_million_deep_is_refused_even_when_a_dependency_raised_the_recursion_l
     code = (
         "import sys, eth_keyfile\n"
         "sys.setrecursionlimit(10**7)\n"
-        "from ledger import safejson\n"
+        "from wwwserve.ledger import safejson\n"
         "for body in (b'[' * 10**6 + b']' * 10**6, b'{\"a\":' * 10**6 + b'1' + b'}' * 10**6,\n"
         "             (b'[0,' * 10**5 + b'0' + b']' * 10**5)):\n"
         "    try:\n"

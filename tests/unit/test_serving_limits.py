@@ -14,10 +14,10 @@ import nacl.signing
 import pytest
 from live_server import LiveServer
 
-from node.app import create_app
-from node.backends.fake import FakeBackend
-from node.serving import ConnectionLimits, protocol_class
-from node.settings import load_settings
+from wwwserve.node.app import create_app
+from wwwserve.node.backends.fake import FakeBackend
+from wwwserve.node.serving import ConnectionLimits, protocol_class
+from wwwserve.node.settings import load_settings
 
 MODEL = "fake-model"
 
@@ -123,7 +123,7 @@ def test_loopback_is_exempt_from_the_cap() -> None:
 
 
 def test_the_peer_rate_limiter_refills_and_keys_by_sender_and_address() -> None:
-    from node.serving import PeerRateLimiter
+    from wwwserve.node.serving import PeerRateLimiter
 
     limiter = PeerRateLimiter(rate_per_s=10, burst=3)
     assert [limiter.take("0xA", "1.2.3.4", 0.0) for _ in range(3)] == [None, None, None]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from node.policy import DEFAULT_POLICY_PATH, PolicyConfig
-from node.settings import (
+from wwwserve.node.policy import DEFAULT_POLICY_PATH, PolicyConfig
+from wwwserve.node.settings import (
     DEFAULT_LOCAL_MODEL,
     DEFAULT_RPC_URL,
     ENV_PREFIX,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.signing import (
+from wwwserve.node.signing import (
     MAX_TEXT_FIELD_BYTES,
     RESULT_DOMAIN_TAG,
     ChainMismatchError,

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import node.routing
-from node.policy import DefaultPolicy, PolicyConfig
-from sim.engine import EngineProfile
-from sim.metrics import mean_latency, slo_attainment, write_records
-from sim.network import LatencyModel, NodeSpec, RequestSpec, SimConfig, Simulation
-from sim.report import reproduce
-from sim.scenarios import build, run_modes
-from sim.workloads import (
+from wwwserve.cli import app
+from wwwserve.node import routing as node_routing
+from wwwserve.node.policy import DefaultPolicy, PolicyConfig
+from wwwserve.sim.engine import EngineProfile
+from wwwserve.sim.metrics import mean_latency, slo_attainment, write_records
+from wwwserve.sim.network import LatencyModel, NodeSpec, RequestSpec, SimConfig, Simulation
+from wwwserve.sim.report import reproduce
+from wwwserve.sim.scenarios import build, run_modes
+from wwwserve.sim.workloads import (
     WorkloadError,
     azure_time_zones,
     load_swing,
@@ -27,7 +28,6 @@ from sim.workloads import (
     schedule,
     synthetic_schedule,
 )
-from wwwserve.cli import app
 
 # 10 ms per step, 1000 prompt tokens/s, a 1000-token cache: timings are easy to work out.
 PLAIN = EngineProfile("plain", kv_capacity_tokens=1000, max_num_seqs=8, prefill_tokens_per_s=1000.0,
@@ -145,10 +145,10 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
 
 
 def test_the_simulator_decides_through_the_live_nodes_policy_and_routing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.managers.dispatch as live_dispatch
+    import wwwserve.node.managers.dispatch as live_dispatch
 
     # The live dispatcher's candidate draw is the very function the simulator calls.
-    assert live_dispatch.candidates_for_delegation is node.routing.candidates_for_delegation
+    assert live_dispatch.candidates_for_delegation is node_routing.candidates_for_delegation
     calls: Counter[str] = Counter()
     originals = {name: getattr(DefaultPolicy, name) for name in ("decide_dispatch", "accept_probe", "decide_fallback")}
     for name, original in originals.items():
@@ -157,26 +157,26 @@ def test_the_simulator_decides_through_the_live_nodes_policy_and_routing(monkeyp
             return _original(self, *args)  # type: ignore[operator]
 
         monkeypatch.setattr(DefaultPolicy, name, spy)
-    real_candidates = node.routing.candidates_for_delegation
+    real_candidates = node_routing.candidates_for_delegation
 
     def candidates(*args: object, **kwargs: object) -> object:
         calls["candidates_for_delegation"] += 1
         return real_candidates(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(node.routing, "candidates_for_delegation", candidates)
+    monkeypatch.setattr(node_routing, "candidates_for_delegation", candidates)
     sim = Simulation(nodes(3), random_requests(1, 60, ["n1"]), SimConfig(seed=1))
     sim.run()
     decided = sum(sim.decisions.values())
     assert calls["decide_dispatch"] > 0 and calls["candidates_for_delegation"] > 0 and calls["accept_probe"] > 0
     # Every dispatch decision the simulator counted came from the live policy's methods, and every offload
-    # drew its candidates through node.routing.
+    # drew its candidates through node_routing.
     assert calls["decide_dispatch"] + calls["decide_fallback"] >= decided - calls["candidates_for_delegation"]
     assert calls["candidates_for_delegation"] == sim.decisions["offload"]
 
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("routing replaced")
 
-    monkeypatch.setattr(node.routing, "candidates_for_delegation", broken)
+    monkeypatch.setattr(node_routing, "candidates_for_delegation", broken)
     with pytest.raises(RuntimeError, match="routing replaced"):
         Simulation(nodes(3), random_requests(1, 60, ["n1"]), SimConfig(seed=1)).run()
 
@@ -237,7 +237,7 @@ def test_azure_time_zones_rotate_each_nodes_hour(tmp_path: Path) -> None:
 
 
 def test_intercontinental_links_slow_every_delegation_down() -> None:
-    from sim.scenarios import intercontinental
+    from wwwserve.sim.scenarios import intercontinental
 
     scenario = build("load-swing", 0)
     far = intercontinental(scenario)
@@ -314,7 +314,7 @@ def test_the_stake_tree_routes_like_the_full_scan() -> None:
 def test_duels_follow_the_contracts_lifecycle_and_quality_earns_credit() -> None:
     from dataclasses import replace
 
-    from ledger.model import DuelStatus
+    from wwwserve.ledger.model import DuelStatus
 
     scenario = build("quality", 0)
     assert scenario.config is not None

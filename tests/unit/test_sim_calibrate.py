@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.calibrate import Sample, fit_profile, predict_latencies
+from wwwserve.sim.calibrate import Sample, fit_profile, predict_latencies
 
 
 def synthetic(prompt: int, output: int, overhead: float = 0.02, prefill_rate: float = 800.0, step: float = 0.03,

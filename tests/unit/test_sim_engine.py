@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.engine import PROFILES, EngineModel, EngineProfile, EngineRequest
+from wwwserve.sim.engine import PROFILES, EngineModel, EngineProfile, EngineRequest
 
 # 10 ms per step, nothing else: every number below can be worked out by hand.
 PLAIN = EngineProfile("plain", kv_capacity_tokens=1000, max_num_seqs=8, prefill_tokens_per_s=1000.0,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.errors import InvalidAmountError, LedgerError
-from ledger.params import WEI_PER_CREDIT, WEI_PER_ETH
-from ledger.units import MAX_UINT256, format_wei, parse_amount
+from wwwserve.ledger.errors import InvalidAmountError, LedgerError
+from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH
+from wwwserve.ledger.units import MAX_UINT256, format_wei, parse_amount
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from node.backends.base import Backend, GenerationRequest, StreamDelta
-from node.backends.vllm import (
+from wwwserve.node.backends.base import Backend, GenerationRequest, StreamDelta
+from wwwserve.node.backends.vllm import (
     VLLM_SERVER_MODULE,
     VllmBackend,
     VllmBackendError,
@@ -34,8 +34,8 @@ from node.backends.vllm import (
     build_vllm_backend,
     vllm_command,
 )
-from node.errors import BackendUnavailableError
-from node.settings import VllmBackendSettings, load_settings
+from wwwserve.node.errors import BackendUnavailableError
+from wwwserve.node.settings import VllmBackendSettings, load_settings
 
 FAKE_VLLM_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fake_vllm"
 READY_TIMEOUT_S = 30.0
@@ -333,8 +333,8 @@ def test_process_is_killed_at_interpreter_exit_without_aclose(tmp_path: Path) ->
     pid_file = tmp_path / "vllm.pid"
     script = textwrap.dedent(f"""
         import asyncio, pathlib
-        from node.backends.vllm import VllmBackend
-        from node.settings import VllmBackendSettings
+        from wwwserve.node.backends.vllm import VllmBackend
+        from wwwserve.node.settings import VllmBackendSettings
         settings = VllmBackendSettings.model_validate_json({settings.model_dump_json()!r})
         backend = VllmBackend(settings, ["fake-llm"], log_dir=pathlib.Path({str(tmp_path)!r}),
                               health_interval_s=0.1, stop_timeout_s=2.0)

@@ -10,8 +10,8 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.client import sign_voucher_offline
-from node.vouchers import (
+from wwwserve.ledger.client import sign_voucher_offline
+from wwwserve.node.vouchers import (
     SignedVoucher,
     VoucherCreditExceededError,
     VoucherError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from ledger.errors import (
+from wwwserve.ledger.errors import (
     InvalidPrivateKeyError,
     InvalidWalletNameError,
     KeystoreCorruptError,
@@ -19,7 +19,7 @@ from ledger.errors import (
     WalletExistsError,
     WrongPasswordError,
 )
-from ledger.wallet import (
+from wwwserve.ledger.wallet import (
     PASSWORD_ENV,
     TEST_KDF,
     Kdf,
