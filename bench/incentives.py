@@ -325,8 +325,8 @@ def start_network(procs: Processes, home: Path, args: argparse.Namespace, judge_
     from wwwserve.devnet.anvil import mine, start_anvil
     from wwwserve.devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, demo_account, ensure_deployment
     from wwwserve.ledger.client import WWWServeClient
+    from wwwserve.ledger.identity import load_or_create_identity, public_key_bytes
     from wwwserve.ledger.tx import TxSender
-    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
     from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     anvil = start_anvil(log_path=home / "anvil.log")

@@ -8,7 +8,6 @@ can never take the machine down.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -17,12 +16,11 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wwwserve.ledger.chain import chain_id_at, rpc_call
 from wwwserve.ledger.home import wwwserve_home
 
 ANVIL_VERSION = "1.7.1"
@@ -93,25 +91,6 @@ def install_anvil(quiet: bool = False) -> Path:
 def ensure_anvil(quiet: bool = False) -> Path:
     """Find anvil or install it."""
     return find_anvil() or install_anvil(quiet=quiet)
-
-
-def rpc_call(url: str, method: str, params: list[object] | None = None, timeout_s: float = 2.0) -> object:
-    """One JSON-RPC call with the standard library (no web3 import needed for health checks)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        reply = json.loads(resp.read())
-    if "error" in reply:
-        raise DevnetError(f"{method} failed: {reply['error']}")
-    return reply["result"]
-
-
-def chain_id_at(url: str, timeout_s: float = 2.0) -> int | None:
-    """The chain id served at `url`, or None if nothing answers there."""
-    try:
-        return int(str(rpc_call(url, "eth_chainId", timeout_s=timeout_s)), 16)
-    except (OSError, urllib.error.URLError, ValueError, DevnetError):
-        return None
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:

@@ -29,6 +29,7 @@ from wwwserve.devnet.anvil import DEV_KEYS, DevnetError
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import Deployment, load_deployment
 from wwwserve.ledger.errors import DeploymentNotFoundError
+from wwwserve.ledger.identity import load_or_create_identity, public_key_bytes
 from wwwserve.ledger.params import DEVNET_CHAIN_IDS, WEI_PER_ETH, DeploymentParams
 from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.wallet import Kdf, import_wallet, wallet_info, wallet_path
@@ -169,8 +170,9 @@ def bring_up_demo_nodes(
     count: int,
     stake_wei: int,
     deposit_wei: int,
+    *,
+    models: tuple[str, ...],
     base_port: int = 9101,
-    models: tuple[str, ...] | None = None,
     progress: Progress = _quiet,
     password: str = DEMO_PASSWORD,
     endpoint_host: str = "127.0.0.1",
@@ -179,15 +181,15 @@ def bring_up_demo_nodes(
     """Fund, register and stake `count` deterministic demo nodes (idempotent on re-run).
 
     Each gets keystore and identity key `demo-node-<i>` (imported/created if missing) and is registered
-    with endpoint `http://<endpoint_host>:<base_port + i - 1>` and `models` (default: the local backend's
-    model). A re-run with other models, another port or a new identity key updates the registration,
-    so the chain always says what the node processes about to start will serve.
+    with endpoint `http://<endpoint_host>:<base_port + i - 1>` and `models` (what the node processes about
+    to start will serve: the caller knows their backend, the devnet does not). A re-run with other models,
+    another port or a new identity key updates the registration, so the chain always says what those
+    processes serve.
     """
-    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
-    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
-
+    if not models:
+        raise DevnetError("bring_up_demo_nodes: give the models the demo nodes serve")
     check_public_keys_allowed(w3, allow=allow_public_keys)  # every key used here is public
-    wanted_models = tuple(models) if models else (DEFAULT_LOCAL_MODEL,)
+    wanted_models = tuple(models)
     funder = TxSender(w3, Account.from_key(DEV_KEYS[0]))
     accounts = [demo_account(i + 1) for i in range(count)]
     fund(w3, funder, [a.address for a in accounts], deposit_wei + stake_wei + WEI_PER_ETH)

@@ -50,7 +50,8 @@ def start_background(port: int, block_time_s: int, log_path: Path, ready_timeout
     import subprocess
     import time
 
-    from wwwserve.devnet.anvil import DevnetError, chain_id_at, ensure_anvil
+    from wwwserve.devnet.anvil import DevnetError, ensure_anvil
+    from wwwserve.ledger.chain import chain_id_at
 
     ensure_anvil()  # install before detaching, so npm errors reach the user
     log_path.parent.mkdir(parents=True, exist_ok=True)

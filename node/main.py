@@ -20,10 +20,10 @@ import nacl.exceptions
 import nacl.signing
 import uvicorn
 
+from wwwserve.ledger.identity import load_or_create_identity
 from wwwserve.node.backends.base import Backend
 from wwwserve.node.backends.fake import FakeBackend
 from wwwserve.node.backends.openai_compat import OpenAIBackend
-from wwwserve.node.identity import load_or_create_identity
 from wwwserve.node.settings import NodeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def identity_key(settings: NodeSettings) -> nacl.signing.SigningKey:
 
 def chain_id(settings: NodeSettings) -> int:
     """The chain id served at settings.chain.rpc_url; NodeStartupError if nothing answers there."""
-    from wwwserve.devnet.anvil import chain_id_at
+    from wwwserve.ledger.chain import chain_id_at
 
     url = str(settings.chain.rpc_url)
     found = chain_id_at(url, timeout_s=CHAIN_PROBE_TIMEOUT_S)

@@ -40,8 +40,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
+from wwwserve.ledger.identity import identity_path
 from wwwserve.ledger.params import WEI_PER_CREDIT
-from wwwserve.node.identity import identity_path
 from wwwserve.node.policy import DEFAULT_POLICY_PATH, PolicyConfig
 
 __all__ = [

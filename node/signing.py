@@ -1,7 +1,7 @@
 """Result signatures: the executor's ed25519 attestation that it produced an output for a prompt.
 
 DESIGN.md §2 step 4. The executor signs a `ResultClaim` (chain id, request id, prompt hash, output hash,
-model, executor address, timestamp) with its node identity key (`node/identity.py`); the signature travels
+model, executor address, timestamp) with its node identity key (`ledger/identity.py`); the signature travels
 back hop by hop to the user in the response's `wwwserve` extension field, and anyone can check it against
 the public key the executor registered on-chain (`verify_against_chain`).
 

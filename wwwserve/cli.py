@@ -131,7 +131,7 @@ def _opts(ctx: typer.Context) -> Options:
 def _web3(rpc_url: str) -> Any:
     from web3 import Web3
 
-    from wwwserve.devnet.anvil import chain_id_at
+    from wwwserve.ledger.chain import chain_id_at
     from wwwserve.ledger.errors import ChainUnreachableError
 
     if chain_id_at(rpc_url, timeout_s=3.0) is None:
@@ -288,12 +288,14 @@ def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Ca
                      allow_public_keys: bool = False) -> Any:
     from wwwserve.devnet.anvil import DEV_KEYS
     from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
+    from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     w3 = _web3(rpc_url)
     deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress,
                                       allow_public_keys=allow_public_keys)
     nodes = bring_up_demo_nodes(w3, deployment, demo_nodes, stake_wei=stake_wei, deposit_wei=stake_wei,
-                                progress=progress, allow_public_keys=allow_public_keys) if demo_nodes else []
+                                models=(DEFAULT_LOCAL_MODEL,), progress=progress,
+                                allow_public_keys=allow_public_keys) if demo_nodes else []
     return w3, deployment, nodes
 
 
@@ -308,8 +310,8 @@ def devnet_up(
              "devnet (chain id 31337 or 1337): anyone can take what they hold.")] = False,
 ) -> None:
     """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
-    from wwwserve.devnet.anvil import chain_id_at
     from wwwserve.devnet.supervisor import start_background
+    from wwwserve.ledger.chain import chain_id_at
     from wwwserve.ledger.home import wwwserve_home
 
     opts = _opts(ctx)
@@ -349,7 +351,7 @@ def devnet_down() -> None:
     path = _devnet_state_path()
     if not path.exists():
         fail("no devnet started by `wwwserve devnet up` is recorded here")
-    from wwwserve.devnet.anvil import chain_id_at
+    from wwwserve.ledger.chain import chain_id_at
 
     state = json.loads(path.read_text())
     try:
@@ -388,8 +390,8 @@ def devnet_fund(
 @devnet_app.command("status")
 def devnet_status(ctx: typer.Context) -> None:
     """Is the chain up, which block, and is the contract deployed there?"""
-    from wwwserve.devnet.anvil import chain_id_at, rpc_call
     from wwwserve.devnet.deploy import deployed_code_matches
+    from wwwserve.ledger.chain import chain_id_at, rpc_call
     from wwwserve.ledger.deployment import load_deployment
     from wwwserve.ledger.errors import DeploymentNotFoundError
 
@@ -477,7 +479,7 @@ def up(
     """Run a local network: devnet, contract, N staked demo nodes serving the OpenAI API. Ctrl-C stops it."""
     from rich.markup import escape
 
-    from wwwserve.devnet.anvil import chain_id_at, start_anvil
+    from wwwserve.devnet.anvil import start_anvil
     from wwwserve.devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, ensure_deployment
     from wwwserve.devnet.network import (
         LocalNetwork,
@@ -486,6 +488,7 @@ def up(
         death_signal_preexec,
         wait_ready_with_progress,
     )
+    from wwwserve.ledger.chain import chain_id_at
     from wwwserve.ledger.client import WWWServeClient
     from wwwserve.ledger.home import wwwserve_home
     from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
@@ -675,7 +678,7 @@ def node_register(
 ) -> None:
     """Register the wallet as a node, with a new (or existing) ed25519 identity key. The first registration
     sends the registration bond from the wallet (`node release` returns it)."""
-    from wwwserve.node.identity import load_or_create_identity, public_key_bytes
+    from wwwserve.ledger.identity import load_or_create_identity, public_key_bytes
 
     _node_fields(endpoint, model, metadata)
     client = _client(ctx)

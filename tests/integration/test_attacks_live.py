@@ -56,8 +56,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 
-from wwwserve.devnet.anvil import DEV_KEYS, free_port, rpc_call
+from wwwserve.devnet.anvil import DEV_KEYS, free_port
 from wwwserve.judge.evidence import EvidencePieces
+from wwwserve.ledger.chain import rpc_call
 from wwwserve.ledger.client import DuelOutcome, DuelStatus, SlashReason, Vote, WWWServeClient
 from wwwserve.ledger.errors import (
     ContractRevertedError,

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from wwwserve.cli import app
-from wwwserve.devnet.anvil import ANVIL_VERSION, chain_id_at, find_anvil, free_port, install_anvil
+from wwwserve.devnet.anvil import ANVIL_VERSION, find_anvil, free_port, install_anvil
+from wwwserve.ledger.chain import chain_id_at
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wwwserve.devnet.anvil import AnvilProcess, chain_id_at, free_port
+from wwwserve.devnet.anvil import AnvilProcess, free_port
 from wwwserve.devnet.deploy import (
     DEMO_PASSWORD,
     bring_up_demo_nodes,
@@ -29,6 +29,7 @@ from wwwserve.devnet.deploy import (
     ensure_deployment,
 )
 from wwwserve.devnet.network import free_port_block, ports_in_use
+from wwwserve.ledger.chain import chain_id_at
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import load_deployment
 from wwwserve.ledger.tx import connect
@@ -286,7 +287,8 @@ def test_demo_nodes_get_keystores_and_follow_the_served_model(anvil: AnvilProces
         assert load_wallet(node.wallet, DEMO_PASSWORD).address == node.address == demo_account(i).address
         info = client.node(node.address)
         assert info is not None and info.models == ("fake",)
-    again = bring_up_demo_nodes(w3, deployment, 2, stake_wei=10**18, deposit_wei=10**18, base_port=9201)
+    again = bring_up_demo_nodes(w3, deployment, 2, stake_wei=10**18, deposit_wei=10**18, base_port=9201,
+                                models=(DEFAULT_LOCAL_MODEL,))
     for node in again:
         info = client.node(node.address)
         assert info is not None and info.active

@@ -1,7 +1,9 @@
 """A node's ed25519 identity key: it signs every result the node produces.
 
 The 32-byte public key is registered on-chain; the seed stays in `<WWWSERVE_HOME>/identities/<name>.ed25519`
-(hex, mode 0600). The node id on-chain is the operator wallet's address, not this key.
+(hex, mode 0600). The node id on-chain is the operator wallet's address, not this key. It lives in the
+ledger layer, beside the wallets, because whoever registers a node needs it (the CLI, the devnet's demo
+nodes) as well as the node that signs with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from wwwserve.ledger.home import wwwserve_home
 
 
 def identity_path(name: str, home: Path | None = None) -> Path:
+    """Where the identity key called `name` is kept."""
     return (home or wwwserve_home()) / "identities" / f"{name}.ed25519"
 
 
