@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 from web3 import Web3
 
@@ -55,9 +55,8 @@ class NodeProc:
 
     def in_flight(self) -> int:
         text = httpx.get(f"{self.base}/metrics", timeout=2.0).text
-        match = re.search(r"^wwwserve_http_requests_in_flight (\d+)$", text, re.M)
-        assert match, text
-        return int(match.group(1)) - 1  # minus this scrape itself
+        gauge = next(f for f in text_string_to_metric_families(text) if f.name == "wwwserve_http_requests_in_flight")
+        return int(gauge.samples[0].value) - 1  # minus this scrape itself
 
 
 def _cli(*args: str, code: int = 0) -> str:

@@ -13,6 +13,8 @@ import httpx
 import nacl.signing
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from wwwserve.node.app import EXECUTOR_HEADER, create_app
 from wwwserve.node.backends.base import GenerationRequest
@@ -164,17 +166,30 @@ def test_ready_503_when_backend_down_and_requests_503() -> None:
         assert client.get("/ready").status_code == 200
 
 
+def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A /metrics page as {(sample name, labels): value}, read with prometheus_client's own parser."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def test_metrics_count_requests(client: TestClient) -> None:
     client.post("/v1/chat/completions", json=CHAT)
     client.post("/v1/chat/completions", json={"model": "nope", "messages": CHAT["messages"]})
     client.get("/nowhere")
-    text = client.get("/metrics").text
-    assert 'wwwserve_http_requests_total{route="/v1/chat/completions",method="POST",status="200"} 1' in text
-    assert 'wwwserve_http_requests_total{route="/v1/chat/completions",method="POST",status="404"} 1' in text
-    assert 'wwwserve_http_requests_total{route="other",method="GET",status="404"} 1' in text
-    assert "wwwserve_http_requests_in_flight 1" in text  # the /metrics request itself
-    assert 'wwwserve_http_request_duration_seconds_count{route="/v1/chat/completions"} 2' in text
-    assert 'wwwserve_http_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"} 2' in text
+    page = client.get("/metrics")
+    assert page.headers["content-type"] == CONTENT_TYPE_LATEST
+    got = scraped(page.text)
+    chat = "/v1/chat/completions"
+    for route, method, status in ((chat, "POST", "200"), (chat, "POST", "404"), ("other", "GET", "404")):
+        labels = frozenset({("route", route), ("method", method), ("status", status)})
+        assert got[("wwwserve_http_requests_total", labels)] == 1, labels
+    assert got[("wwwserve_http_requests_in_flight", frozenset())] == 1  # the /metrics request itself
+    assert got[("wwwserve_http_request_duration_seconds_count", frozenset({("route", chat)}))] == 2
+    inf_bucket = ("wwwserve_http_request_duration_seconds_bucket", frozenset({("route", chat), ("le", "+Inf")}))
+    assert got[inf_bucket] == 2
 
 
 # ---- bad input --------------------------------------------------------------------------------

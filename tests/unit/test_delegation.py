@@ -1332,9 +1332,9 @@ async def test_a_request_queued_on_a_busy_node_goes_to_a_peer_that_becomes_idle(
         assert (await own).status_code == 200
     assert executor_of(resp, stream) == b.address
     assert elapsed < 3.0, f"{elapsed:.1f} s: the request waited for the origin's engine"
-    counted = a.app.state.metrics.events
-    assert counted[("wwwserve_dispatch_decisions_total", (("action", "queue"),))] == 1  # b declined at first
-    assert counted[("wwwserve_reoffers_total", (("outcome", "taken"),))] == 1
+    counted = a.app.state.metrics.value
+    assert counted("wwwserve_dispatch_decisions_total", action="queue") == 1  # b declined at first
+    assert counted("wwwserve_reoffers_total", outcome="taken") == 1
     assert engine.waiting == 0 and engine.running == 1  # it left the queue; only the occupier runs here
     await a.app.state.dispatcher.flush_fees()
     assert a.ledger.promised == {b.address: 1000}  # one fee, for the answer the user got
@@ -1423,7 +1423,7 @@ async def test_queued_requests_keep_their_order_while_they_are_offered(net: Net)
             await asyncio.sleep(0.01)
         await asyncio.gather(first, ask(2))
     assert finished == [1, 2]
-    assert a.app.state.metrics.events[("wwwserve_reoffers_total", (("outcome", "none"),))] > 2
+    assert a.app.state.metrics.value("wwwserve_reoffers_total", outcome="none") > 2
     await occupier
 
 
