@@ -516,6 +516,8 @@ def create_app(
         ledger=ledger,
         fee_wei=settings.peers.fee_wei,
         max_hops=settings.peers.max_hops,
+        no_peer_wait_s=settings.peers.no_peer_wait_s,
+        max_redispatches=settings.peers.max_redispatches,
         k_exec=policy.config.k_exec,
         retry_delay_s=policy.config.retry_delay_s,
         reoffer_interval_s=policy.config.reoffer_interval_s,

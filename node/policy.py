@@ -161,8 +161,11 @@ class LoadSnapshot:
     """What the policy sees at one instant: local models' load, the node's own queues, its free credit."""
 
     models: Mapping[str, ModelLoad] = field(default_factory=dict)  # model id -> load
-    user_queue: int = 0  # requests from this node's users waiting for dispatch
-    node_queue: int = 0  # requests delegated by peers waiting for dispatch
+    # Requests waiting at this node before its engine, by who sent them (this node's users, or peers): for
+    # dispatch (a RETRY's delay) or for one of the node's slots. The simulator counts the same (its nodes
+    # have no slots, so there only RETRY waits count).
+    user_queue: int = 0
+    node_queue: int = 0
     credit_wei: int = 0  # the node's free (unstaked) credit on the ledger
 
     def __post_init__(self) -> None:

@@ -478,6 +478,14 @@ class PeerSettings(_Section):
     max_hops: int = Field(
         default=3, ge=1, le=16, description="Longest route a request may take (origin excluded) before it must run."
     )
+    no_peer_wait_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest a request for a model this node does not serve waits "
+        "for a peer to take it before the user gets 503 overloaded."
+    )
+    max_redispatches: int = Field(
+        default=8, ge=1, le=64, description="Peers one request may be sent to after earlier ones failed it, "
+        "before the user gets 504 upstream_timeout."
+    )
     rate_limit_per_s: float = Field(
         default=1000.0, gt=0, description="Peer messages a second taken from one sender at one address (bursts of "
         "twice that); beyond it 429, before the signature is checked."

@@ -10,12 +10,15 @@ called the same way the live node calls it:
 - PoS candidates (`node.routing.candidates_for_delegation` with `node.routing.selection_seed` over a
   block hash), and which stake is routable (`node.routing.routable_stake_wei`).
 
-The procedure around those calls mirrors `node.managers.dispatch.Dispatcher.plan`: a node that serves the
-model asks its policy; OFFLOAD draws `k_exec + 2` candidates; the first gets the request with its probe
-folded in (it runs it only if it would accept); if it declines, the others are probed in parallel and
-the first acceptor in candidate order gets it; nobody → the policy's fallback (QUEUE here, or RETRY
-after `retry_delay_s`). A delegated request is dispatched again at the node it reaches (multi-hop, never
-back onto its route, at most `max_hops`). Fees (`fee_wei` per delegation) go hop by hop when the answer
+The procedure around those calls is not copied: it is `node.planner.plan`, the generator the live
+`Dispatcher.plan` steps on asyncio, stepped here in the event loop (`Simulation._step`). A node that
+serves the model asks its policy; OFFLOAD draws `k_exec + 2` candidates; the first gets the request with
+its probe folded in (it runs it only if it would accept); if it declines, the others are probed in
+parallel and the first acceptor in candidate order gets it; nobody → the policy's fallback (QUEUE here,
+or RETRY after `retry_delay_s`, until the request's deadline; a request for a model served only
+elsewhere gives up after `no_peer_wait_s`). A delegated request is dispatched again at the node it reaches
+(multi-hop, never back onto its route, at most `max_hops`). Units are the ledger's (`WEI_PER_CREDIT`),
+the routable minimum stake the contract's; fees (`fee_wei` per delegation) go hop by hop when the answer
 comes back, and an OFFLOAD needs free credit, as live.
 
 Simplifications (each one says what it changes):
@@ -49,13 +52,13 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from wwwserve.ledger.params import DeploymentParams
+from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
+from wwwserve.node import planner, routing
 from wwwserve.node import policy as policy_module
-from wwwserve.node import routing
 from wwwserve.node.policy import Action, LoadSnapshot, ModelLoad, PolicyConfig
 from wwwserve.sim.engine import EngineModel, EngineProfile, EngineRequest
 
@@ -65,9 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["LatencyModel", "Mode", "NodeSpec", "RequestRecord", "RequestSpec", "SimConfig", "Simulation"]
 
 Mode = Literal["decentralized", "single", "centralized"]
-
-WEI_PER_CREDIT = 10**18
-
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -80,7 +80,7 @@ class NodeSpec:
     region: str = "default"
     join_s: float = 0.0
     leave_s: float | None = None
-    initial_credit_wei: int = 1000 * WEI_PER_CREDIT
+    initial_credit_wei: int = 10_000 * WEI_PER_CREDIT  # 10 ETH: 100 minimum stakes, 10,000 delegation fees
     policy_path: str = policy_module.DEFAULT_POLICY_PATH
     quality: float = 0.5  # win rate against the field, for duels (sim.duels)
 
@@ -145,9 +145,10 @@ class SimConfig:
     latency: LatencyModel = LatencyModel()
     block_time_s: float = 2.0
     request_timeout_s: float = 600.0  # the live node's user timeout (reference: 600 s)
-    fee_wei: int = WEI_PER_CREDIT  # per delegation, paid to the next hop (reference: 1 credit)
-    min_stake_wei: int = 1  # the contract's MIN_STAKE: less stake is not routable
+    fee_wei: int = WEI_PER_CREDIT  # per delegation, paid to the next hop (the live peers.fee_wei default)
     max_hops: int = 3
+    no_peer_wait_s: float = 30.0  # the live node's peers.no_peer_wait_s
+    max_redispatches: int = 8  # the live node's peers.max_redispatches
     centralized_kv_threshold: float = 0.6  # the reference centralized dispatcher's "source node is idle"
     # PoS candidates: "full" hashes every routable peer per selection (`routing.candidates_for_delegation`,
     # what a live node does, O(N)); "tree" draws from a sum tree of the stakes (`routing.StakeIndex`,
@@ -169,8 +170,8 @@ _ARRIVE, _ENGINE, _RETRY, _TIMEOUT, _JOIN, _LEAVE, _STAKE, _RETURN, _VISIBLE, _U
 class _Req:
     """A request in flight (the engine's payload)."""
 
-    __slots__ = ("attempt", "duel_of", "duel_origin", "engine_req", "executor", "model", "node_at", "record",
-                 "request_id", "route", "spec")
+    __slots__ = ("attempt", "avoid", "duel_of", "duel_origin", "engine_req", "executor", "model", "node_at", "plan",
+                 "record", "request_id", "route", "spec")
 
     def __init__(self, record: RequestRecord, spec: RequestSpec) -> None:
         self.record = record
@@ -184,6 +185,8 @@ class _Req:
         self.engine_req: EngineRequest | None = None
         self.duel_origin = -1  # the origin committed to duel this request's answer (its node index)
         self.duel_of: DuelRun | None = None  # on the challenger's copy of a request: its duel
+        self.plan: Generator[planner.Step, object, planner.Outcome] | None = None  # waiting in a RETRY
+        self.avoid: set[str] = set()  # peers that dropped it (the live sender bans them)
 
 
 class _Node:
@@ -213,6 +216,40 @@ class _Node:
         self.peer: routing.Peer | None = None
         self.snapshot: LoadSnapshot | None = None
         self.snapshot_key: tuple[Any, ...] | None = None
+
+
+class _SimPeers:
+    """The planner's `PeerView` at one simulated node: the other online nodes with routable stake (every
+    one hashed, as a live node does), or the stake tree with the same distribution (`selection="tree"`)."""
+
+    __slots__ = ("node", "sim")
+
+    def __init__(self, sim: Simulation, node: _Node) -> None:
+        self.sim = sim
+        self.node = node
+
+    def any_routable(self, model: str, exclude: frozenset[str]) -> bool:
+        sim, node = self.sim, self.node
+        if sim._indexes is None:
+            return any(p.address.lower() not in exclude for p in sim._routable_peers(node, model))
+        index = sim._indexes.get(model)
+        if index is None:
+            return False
+        others = index.total_wei - index.stake_of(node.address)
+        return others - sum(index.stake_of(sim._by_name[a].address) for a in exclude if a in sim._by_name) > 0
+
+    def draw(self, model: str, route: Sequence[str], seed: bytes, k: int, exclude: frozenset[str]) -> list[str]:
+        sim, node = self.sim, self.node
+        # The draw leaves out the route; the peers to avoid are left out the same way.
+        barred = [*route, *(sim._by_name[a].address for a in exclude if a in sim._by_name)]
+        if sim._indexes is None:
+            peers = sim._routable_peers(node, model)
+            return [p.address for p in routing.candidates_for_delegation(peers, node.address, barred, seed, k, model)]
+        index = sim._indexes.get(model)
+        return [] if index is None else index.candidates_for_delegation(node.address, barred, seed, k)
+
+    def block_hash(self) -> bytes:
+        return self.sim.block_hash(self.sim.now)
 
 
 class Simulation:
@@ -322,7 +359,8 @@ class Simulation:
     def _show_stake(self, node: _Node, stake_wei: int) -> None:
         """The chain now shows `stake_wei` as `node`'s stake (0 when it is offline)."""
         node.visible_stake_wei = stake_wei
-        routable = routing.routable_stake_wei(stake_wei, self.config.min_stake_wei) if node.online else 0
+        min_stake = self.config.contract_params.min_stake_wei  # the contract's MIN_STAKE, as a live registry
+        routable = routing.routable_stake_wei(stake_wei, min_stake) if node.online else 0
         node.peer = routing.Peer(node.address, routable, node.models, node.address)
         if self._indexes is not None:
             for model in node.models:
@@ -450,6 +488,7 @@ class Simulation:
             return
         sender = self.nodes[req.route[-1]]
         req.route.pop()
+        req.avoid.add(node.address.lower())  # the live sender bans a peer whose connection failed
         req.record.redispatches += 1
         delay = self.config.latency.one_way(sender.spec.region, node.spec.region)
         self._push(self.now + delay, _ARRIVE, req, sender.index, req.attempt, False)
@@ -500,87 +539,107 @@ class Simulation:
             node.queued_user -= 1
         else:
             node.queued_node -= 1
-        if attempt != req.attempt or req.record.status != "pending":
+        if attempt != req.attempt or req.record.status != "pending" or req.plan is None:
             return
         self._auto_stake(node)
-        self._on_arrive(req, index, attempt, False)
+        if not node.online:
+            req.plan = None
+            self._on_arrive(req, index, attempt, False)  # the node went away meanwhile
+            return
+        steps, req.plan = req.plan, None
+        self._step(req, node, steps, self.now)
 
     def _dispatch(self, req: _Req, node: _Node) -> None:
-        """`Dispatcher.plan`, event-driven (see the module docstring)."""
+        """`node.planner.plan` stepped in the event loop, as the live `Dispatcher.plan` steps it on asyncio."""
         serves = req.model in node.models
-        if len(req.route) >= self.config.max_hops:
-            if serves:
-                self._run_here(req, node)
-            else:
-                self._close(req, "failed", self.now)
-            return
-        action = node.policy.decide_dispatch(req.model, self._snapshot(node)).action if serves else Action.OFFLOAD
-        if action == Action.OFFLOAD:
-            peers = self._routable_peers(node, req.model) if self._indexes is None else None
-            if serves and (not peers if peers is not None else not self._has_peers(node, req.model)):
-                # Nobody else serves this model with stake: waiting for one is only delay (as live).
-                action = Action.QUEUE
-            else:
-                self.decisions[action.value] += 1
-                self._offload(req, node, peers, serves)
+        request = planner.PlanRequest(
+            request_id=req.request_id, model=req.model, route=tuple(self.nodes[i].address for i in req.route),
+            serves=serves, network_serves=serves or self._network_serves(req.model), attempt=req.record.redispatches)
+        record = self._record_decision
+        steps = planner.plan(request, _SimPeers(self, node), self._limits(node), self.now, req.avoid, record)
+        self._step(req, node, steps, None)
+
+    def _step(self, req: _Req, node: _Node, steps: Generator[planner.Step, object, planner.Outcome],
+              answer: object) -> None:
+        """Drive `steps` until it waits or ends: a policy question is answered at once, an offer is decided
+        from the candidates' policies (answers come a round trip later), a wait is a RETRY event."""
+        t = self.now  # when the last answer is known (after an offer's round trips)
+        while True:
+            try:
+                step = steps.send(answer)
+            except StopIteration as stop:
+                self._outcome(req, node, stop.value, t)
                 return
+            if isinstance(step, planner.AskPolicy):
+                snapshot = self._snapshot(node)
+                answer = (node.policy.decide_fallback(req.model, snapshot) if step.fallback
+                          else node.policy.decide_dispatch(req.model, snapshot))
+            elif isinstance(step, planner.Offer):
+                taker, t = self._offer(node, req.model, step.candidates)
+                if taker is not None:
+                    self._delegate(req, node, taker, t)
+                    steps.close()
+                    return
+                answer = planner.OfferResult(None, now_s=t)
+            else:
+                req.plan = steps
+                req.record.retries += 1
+                if req.route:
+                    node.queued_node += 1
+                else:
+                    node.queued_user += 1
+                self._auto_stake(node)  # a queue counts against the stake the load calls for
+                self._push(max(step.until_s, self.now), _RETRY, req, node.index, req.attempt, not req.route)
+                return
+
+    def _outcome(self, req: _Req, node: _Node, outcome: planner.Outcome, at_s: float) -> None:
+        if isinstance(outcome, planner.RunHere):
+            req.node_at = node.index
+            self._push_run_here(req, node, at_s)
+        elif isinstance(outcome, planner.Refused):  # the user gets a 404, 503 or 504
+            self._close(req, "failed", self.now)
+        else:  # Delegated: handled where the offer was taken
+            raise AssertionError(outcome)
+
+    def _record_decision(self, action: Action) -> None:
         self.decisions[action.value] += 1
-        if action in (Action.LOCAL, Action.QUEUE):
-            self._run_here(req, node)
-        else:
-            self._retry(req, node, self.now + node.policy.config.retry_delay_s, serves)
+
+    def _limits(self, node: _Node) -> planner.DispatchLimits:
+        config = node.policy.config
+        return planner.DispatchLimits(max_hops=self.config.max_hops, k_exec=config.k_exec,
+                                      retry_delay_s=config.retry_delay_s,
+                                      request_timeout_s=self.config.request_timeout_s,
+                                      no_peer_wait_s=self.config.no_peer_wait_s,
+                                      max_redispatches=self.config.max_redispatches)
+
+    def _network_serves(self, model: str) -> bool:
+        """Some registered node (online or not, as the registry shows) with routable stake serves `model`."""
+        return any(other.peer is not None and other.peer.stake_wei > 0 and model in other.models
+                   for other in self.nodes)
 
     def _routable_peers(self, node: _Node, model: str) -> list[routing.Peer]:
         """Every other online node serving `model` with routable stake (what a live node's registry holds)."""
         return [other.peer for other in self.nodes if other is not node and other.peer is not None
                 and other.peer.stake_wei > 0 and other.online and model in other.models]
 
-    def _has_peers(self, node: _Node, model: str) -> bool:
-        assert self._indexes is not None
-        index = self._indexes.get(model)
-        return index is not None and index.total_wei - index.stake_of(node.address) > 0
-
-    def _candidates(self, node: _Node, model: str, route: list[str], seed: bytes,
-                    peers: list[routing.Peer] | None = None) -> list[str]:
-        """The addresses `node` probes for a request on `route`, in order: the live draw over every routable
-        peer (`peers`, or all of them), or the same distribution from the stake tree."""
-        k_exec = node.policy.config.k_exec
-        if self._indexes is None:
-            peers = self._routable_peers(node, model) if peers is None else peers
-            drawn = routing.candidates_for_delegation(peers, node.address, route, seed, k_exec, model)
-            return [peer.address for peer in drawn]
-        index = self._indexes.get(model)
-        return [] if index is None else index.candidates_for_delegation(node.address, route, seed, k_exec)
-
-    def _offload(self, req: _Req, node: _Node, peers: list[routing.Peer] | None, serves: bool) -> None:
-        route = [self.nodes[i].address for i in req.route]
-        seed = routing.selection_seed(req.request_id, self.block_hash(self.now), len(req.route))
-        candidates = self._candidates(node, req.model, route, seed, peers)
+    def _offer(self, node: _Node, model: str, candidates: Sequence[str]) -> tuple[_Node | None, float]:
+        """The live offer's outcome and when it is known: the first candidate runs the request if it would
+        accept the probe folded in; else the others are probed in parallel and the first acceptor in
+        candidate order takes it, once every answer before it is back."""
         latency = self.config.latency
         region = node.spec.region
         t = self.now
-        if candidates:
-            first = self._by_name[candidates[0]]
-            if self._accepts(first, req.model):
-                self._delegate(req, node, first, t)
-                return
-            t += 2 * latency.one_way(region, first.spec.region)  # its refusal comes back
-            answers_at = t
-            for address in candidates[1:]:  # probed in parallel; the first acceptor in candidate order wins
-                other = self._by_name[address]
-                answers_at = max(answers_at, t + 2 * latency.one_way(region, other.spec.region))
-                if self._accepts(other, req.model):
-                    self._delegate(req, node, other, answers_at)
-                    return
-            t = answers_at
-        # Nobody took it: the policy's fallback (a node that does not serve the model can only retry).
-        action = node.policy.decide_fallback(req.model, self._snapshot(node)).action if serves else Action.RETRY
-        self.decisions[action.value] += 1
-        if action == Action.QUEUE:
-            req.node_at = node.index
-            self._push_run_here(req, node, t)
-        else:
-            self._retry(req, node, t + node.policy.config.retry_delay_s, serves)
+        first = self._by_name[candidates[0]]
+        if self._accepts(first, model):
+            return first, t
+        t += 2 * latency.one_way(region, first.spec.region)  # its refusal comes back
+        answers_at = t
+        for address in candidates[1:]:
+            other = self._by_name[address]
+            answers_at = max(answers_at, t + 2 * latency.one_way(region, other.spec.region))
+            if self._accepts(other, model):
+                return other, answers_at
+        return None, answers_at
 
     def _accepts(self, node: _Node, model: str) -> bool:
         """The candidate's `accept_probe` (a node that is down or lacks the model refuses)."""
@@ -678,19 +737,6 @@ class Simulation:
         self.ledger.sample(self.now)
         if self._open > 0 or self._duels_open > 0:
             self._push(self.now + self.config.sample_every_s, _SAMPLE)
-
-    def _retry(self, req: _Req, node: _Node, at_s: float, serves: bool) -> None:
-        deadline = req.record.arrival_s + self.config.request_timeout_s
-        if serves and at_s > deadline:
-            self._push_run_here(req, node, at_s)  # waited long enough for the network: queue here
-            return
-        req.record.retries += 1
-        if req.route:
-            node.queued_node += 1
-        else:
-            node.queued_user += 1
-        self._auto_stake(node)  # a queue counts against the stake the load calls for
-        self._push(at_s, _RETRY, req, node.index, req.attempt, not req.route)
 
     def _push_run_here(self, req: _Req, node: _Node, at_s: float) -> None:
         if at_s <= self.now:

@@ -40,10 +40,11 @@ __all__ = ["MODES", "SCENARIOS", "Scenario", "build", "run_modes"]
 
 MODES: tuple[Mode, ...] = ("single", "centralized", "decentralized")
 
-# The reference example policy (PAPER.md §3); stake in units of 1 credit as in the reference.
+# The reference example policy (PAPER.md §3). Its stake unit is the live node's default (one minimum stake,
+# 100 credits) where the reference's is 1 credit: a stake below the contract's MIN_STAKE is not routable,
+# live or simulated, and the PoS draw is the same for stakes all scaled by one factor.
 REFERENCE_POLICY = PolicyConfig(target_token_usage=0.6, offload_frequency=0.8, queue_frequency=0.2,
-                                accept_frequency=0.8, p_inspect=0.0, auto_stake=True,
-                                stake_unit_wei=WEI_PER_CREDIT)
+                                accept_frequency=0.8, p_inspect=0.0, auto_stake=True)
 SLO_THRESHOLDS_S = tuple(range(200, 451, 10))  # the paper's sweep for long reasoning requests
 
 

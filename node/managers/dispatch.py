@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -66,6 +67,7 @@ from wwwserve.ledger.work import (
     request_hash,
     request_id_hash,
 )
+from wwwserve.node import planner
 from wwwserve.node.backends.base import GenerationRequest, GenerationResult, StreamDelta
 from wwwserve.node.errors import (
     BackendUnavailableError,
@@ -85,8 +87,9 @@ from wwwserve.node.managers.communication import (
 from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import LocalStream, RequestManager
 from wwwserve.node.metrics import Metrics
+from wwwserve.node.planner import DispatchLimits, PlanRequest
 from wwwserve.node.policy import Action
-from wwwserve.node.routing import Peer, candidates_for_delegation, selection_seed
+from wwwserve.node.routing import Peer, candidates_for_delegation
 from wwwserve.node.signing import SignedResult, SigningError, verify_result
 
 __all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms", "collect"]
@@ -96,12 +99,6 @@ FLUSH_AT_FEES = 16
 logger = logging.getLogger(__name__)
 
 Source = Literal["user", "node"]
-
-NO_PEER_WAIT_S = 30.0
-"""Longest a request for a model served only elsewhere waits for a peer to accept, before a 503."""
-
-MAX_REDISPATCHES = 8
-"""Peers one request may try after failures before the user gets the error."""
 
 WORK_CLOCK_SKEW_S = 60
 """Most an executor's `issuedAt` may differ from this node's clock."""
@@ -215,6 +212,51 @@ class FeeLedger(Protocol):
     def record_fee(self, executor: str, fee_wei: int) -> Any: ...
 
 
+class _LivePeers:
+    """The planner's `PeerView` of a live node: its registry (`routable_peers`: staked, not banned, not
+    itself, a usable endpoint) and the chain's recent block hash."""
+
+    def __init__(self, comm: CommunicationManager, ledger: FeeLedger | None, my_address: str) -> None:
+        self._comm = comm
+        self._ledger = ledger
+        self._me = my_address
+        self._seen: dict[str, Peer] = {}
+
+    def _routable(self, model: str, exclude: frozenset[str]) -> list[Peer]:
+        return [p for p in self._comm.routable_peers(model) if p.address.lower() not in exclude]
+
+    def any_routable(self, model: str, exclude: frozenset[str]) -> bool:
+        return bool(self._routable(model, exclude))
+
+    def draw(self, model: str, route: Sequence[str], seed: bytes, k: int, exclude: frozenset[str]) -> list[str]:
+        drawn = candidates_for_delegation(self._routable(model, exclude), self._me, route, seed, k, model)
+        self._seen.update((peer.address, peer) for peer in drawn)
+        return [peer.address for peer in drawn]
+
+    def peers(self, addresses: Sequence[str]) -> list[Peer]:
+        """The drawn peers behind `addresses` (endpoints included)."""
+        return [self._seen[address] for address in addresses]
+
+    def block_hash(self) -> bytes:
+        return self._ledger.recent_block_hash() if self._ledger is not None else b""
+
+
+class _NoPeers:
+    """The `PeerView` of a node without peers (the planner never offers there)."""
+
+    def any_routable(self, model: str, exclude: frozenset[str]) -> bool:
+        return False
+
+    def draw(self, model: str, route: Sequence[str], seed: bytes, k: int, exclude: frozenset[str]) -> list[str]:
+        return []
+
+    def block_hash(self) -> bytes:
+        return b""
+
+
+_NO_PEERS = _NoPeers()
+
+
 class Dispatcher:
     """Decides where each request runs and drives delegations; see the module docstring."""
 
@@ -234,6 +276,8 @@ class Dispatcher:
         metrics: Metrics | None = None,
         fee_flush_interval_s: float = 0.5,
         reoffer_interval_s: float = 0.0,
+        no_peer_wait_s: float = 30.0,
+        max_redispatches: int = 8,
     ) -> None:
         self.my_address = my_address
         self.chain_id = chain_id
@@ -242,9 +286,11 @@ class Dispatcher:
         self.communication = communication
         self.ledger = ledger
         self.fee_wei = fee_wei
+        # Every routing knob of the planner (node.planner), shared with the simulator.
+        self.limits = DispatchLimits(max_hops=max_hops, k_exec=k_exec, retry_delay_s=retry_delay_s,
+                                     request_timeout_s=requests.request_timeout_s, no_peer_wait_s=no_peer_wait_s,
+                                     max_redispatches=max_redispatches)
         self.max_hops = max_hops
-        self.k_exec = k_exec
-        self.retry_delay_s = retry_delay_s
         # How often a QUEUE'd request still waiting for its first output here is offered to peers again (0: never).
         self.reoffer_interval_s = reoffer_interval_s
         self._fee_warned = False
@@ -273,60 +319,67 @@ class Dispatcher:
         route: Sequence[str] = (),
         avoid: set[str] | None = None,
         terms: WorkTerms | None = None,
+        source: Source = "user",
+        attempt: int = 0,
     ) -> RemoteStream | Literal[Action.LOCAL, Action.QUEUE]:
         """Where `greq` runs: `Action.LOCAL` (here, now: the engine is idle, or the request cannot leave),
         `Action.QUEUE` (here, on the busy engine: the caller offers it to peers again while it waits), or
         a peer: its stream, primed (its first output read), with `terms` (what its work attestation must
         say) attached.
 
-        `route` lists the nodes the request already passed (empty for a user's request); `avoid` collects
-        peers that failed this request, so a re-dispatch goes elsewhere.
+        The decisions are `node.planner.plan`'s (the simulator steps the same generator); this drives it
+        on asyncio. `route` lists the nodes the request already passed (empty for a user's request);
+        `avoid` collects peers that failed this request, so a re-dispatch goes elsewhere; `attempt` counts
+        the re-dispatches so far.
         """
         model = greq.model
-        local = self._serves(model)
         comm = self.communication
-        if comm is None or len(route) >= self.max_hops:
-            if not local:
-                raise ModelNotFoundError(model)
-            return Action.LOCAL
-        if not local and model not in comm.network_models():
-            raise ModelNotFoundError(model)
-        if terms is None:
-            terms = self.work_terms(greq, kind, raw_request, route)
-        loop = asyncio.get_running_loop()
-        wait_s = self.requests.request_timeout_s if local else min(NO_PEER_WAIT_S, self.requests.request_timeout_s)
-        deadline = loop.time() + wait_s
+        request = PlanRequest(
+            request_id=greq.request_id, model=model, route=tuple(route), serves=self._serves(model),
+            network_serves=comm is not None and model in comm.network_models(), networked=comm is not None,
+            attempt=attempt)
         avoid = set() if avoid is None else avoid
-        while True:
-            action = Action.OFFLOAD if not local else (await self.policy.decide(model)).action
-            peers = comm.routable_peers(model) if action == Action.OFFLOAD else []
-            if action == Action.OFFLOAD and local and not peers:
-                # Nobody else serves this model (or every such peer is banned): waiting for one is only
-                # delay, so the request queues here.
-                action = Action.QUEUE
+        loop = asyncio.get_running_loop()
+        view = _LivePeers(comm, self.ledger, self.my_address) if comm is not None else _NO_PEERS
+
+        def record(action: Action) -> None:
             self._count("wwwserve_dispatch_decisions_total", action=action.value)
-            if action == Action.LOCAL:
-                return Action.LOCAL
-            if action == Action.QUEUE:
-                return Action.QUEUE
-            if action == Action.OFFLOAD:
-                remote = await self._offload(greq, kind, raw_request, route, peers, avoid, terms)
-                if remote is not None:
-                    remote.terms = terms
-                    return remote
-                if local:
-                    action = (await self.policy.fallback(model)).action
-                    self._count("wwwserve_dispatch_decisions_total", action=action.value)
-                    if action == Action.QUEUE:
-                        return Action.QUEUE
-            if loop.time() + self.retry_delay_s > deadline:
-                if local:
-                    return Action.QUEUE  # waited long enough for the network: take it on the local queue
-                raise OverloadedError(
-                    f"No node of the network can take a request for model {model!r} now. Please retry shortly.",
-                    retry_after_s=1.0,
-                )
-            await asyncio.sleep(self.retry_delay_s)
+
+        steps = planner.plan(request, view, self.limits, loop.time(), avoid, record)
+        answer: object = None
+        remote: RemoteStream | None = None
+        while True:
+            try:
+                step = steps.send(answer)
+            except StopIteration as stop:
+                outcome: planner.Outcome = stop.value
+                break
+            if isinstance(step, planner.AskPolicy):
+                answer = await (self.policy.fallback(model) if step.fallback else self.policy.decide(model))
+            elif isinstance(step, planner.Offer):
+                assert isinstance(view, _LivePeers)
+                if terms is None:
+                    terms = self.work_terms(greq, kind, raw_request, route)
+                remote = await self._offer(greq, kind, raw_request, route, view.peers(step.candidates), avoid, terms)
+                answer = planner.OfferResult(None if remote is None else remote.peer.address, now_s=loop.time())
+            else:
+                with self.requests.retrying(source):
+                    await asyncio.sleep(max(0.0, step.until_s - loop.time()))
+                answer = loop.time()
+        if isinstance(outcome, planner.RunHere):
+            return Action.QUEUE if outcome.queued else Action.LOCAL
+        if isinstance(outcome, planner.Delegated):
+            assert remote is not None and terms is not None
+            remote.terms = terms
+            return remote
+        if outcome.reason == "model_not_found":
+            raise ModelNotFoundError(model)
+        if outcome.reason == "overloaded":
+            raise OverloadedError(
+                f"No node of the network can take a request for model {model!r} now. Please retry shortly.",
+                retry_after_s=1.0,
+            )
+        raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
 
     def work_terms(
         self,
@@ -352,20 +405,33 @@ class Dispatcher:
         kind: Literal["chat", "completion"],
         raw_request: Mapping[str, Any],
         route: Sequence[str],
-        routable: Sequence[Peer],
         avoid: set[str],
         terms: WorkTerms,
     ) -> RemoteStream | None:
+        """One offer outside the planner (a queued request offered again): the planner's draw, then `_offer`."""
         comm = self.communication
-        assert comm is not None  # plan() checked
-        peers = [p for p in routable if p.address.lower() not in avoid]
-        if not peers:
+        assert comm is not None
+        view = _LivePeers(comm, self.ledger, self.my_address)
+        drawn, _ = planner.draw(view, greq.request_id, greq.model, route, self.limits, avoid)
+        if not drawn:
             return None
-        block_hash = self.ledger.recent_block_hash() if self.ledger is not None else b""
-        seed = selection_seed(greq.request_id, block_hash, len(route))
-        candidates = candidates_for_delegation(peers, self.my_address, route, seed, self.k_exec, greq.model)
-        if not candidates:
-            return None
+        return await self._offer(greq, kind, raw_request, route, view.peers(drawn), avoid, terms)
+
+    async def _offer(
+        self,
+        greq: GenerationRequest,
+        kind: Literal["chat", "completion"],
+        raw_request: Mapping[str, Any],
+        route: Sequence[str],
+        candidates: Sequence[Peer],
+        avoid: set[str],
+        terms: WorkTerms,
+    ) -> RemoteStream | None:
+        """`candidates` in order: the first gets the request with its probe folded in, then the others are
+        probed in parallel and the first acceptor in candidate order gets it. A peer that fails is added to
+        `avoid`. Returns the taker's primed stream, or None."""
+        comm = self.communication
+        assert comm is not None and candidates
         onward = [*route, self.my_address]
         request = streamed_request(raw_request)
         inspect = "0x" + terms.inspect.hex()  # the origin's draw happens here, before any answer exists
@@ -457,7 +523,7 @@ class Dispatcher:
                     continue
                 peers = await self._reoffer_peers(greq.model, avoid)
                 if peers:
-                    offer = asyncio.ensure_future(self._offload(greq, kind, raw_request, route, peers, avoid, terms))
+                    offer = asyncio.ensure_future(self._offload(greq, kind, raw_request, route, avoid, terms))
                 else:
                     next_offer_s = loop.time() + interval
         finally:
@@ -644,8 +710,8 @@ class Dispatcher:
         """
         avoid: set[str] = set()
         terms = self.work_terms(greq, kind, raw_request, route, inspect)
-        for _ in range(MAX_REDISPATCHES):
-            planned = await self.plan(greq, kind, raw_request, route, avoid, terms=terms)
+        for attempt in itertools.count():  # the planner refuses after `limits.max_redispatches` failures
+            planned = await self.plan(greq, kind, raw_request, route, avoid, terms, source, attempt)
             if planned is Action.LOCAL:
                 return await self.requests.generate(greq, source=source), None, None
             try:
@@ -666,7 +732,7 @@ class Dispatcher:
                 avoid.add(exc.address.lower())
                 continue
             return result, attestation, work
-        raise UpstreamTimeoutError("Every peer tried for this request failed. Please retry.")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def open_stream(
         self,
@@ -682,7 +748,7 @@ class Dispatcher:
         caller checks a remote one with `finish_remote(strict_work=False)` when it ends."""
         terms = self.work_terms(greq, kind, raw_request, route, inspect)
         avoid: set[str] = set()
-        planned = await self.plan(greq, kind, raw_request, route, avoid, terms=terms)
+        planned = await self.plan(greq, kind, raw_request, route, avoid, terms, source)
         if planned is Action.LOCAL:
             return await self.requests.open_stream(greq, source=source)
         if planned is Action.QUEUE:

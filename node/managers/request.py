@@ -19,7 +19,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -94,8 +94,19 @@ class RequestManager:
         self._active_by_model[model] -= 1
 
     def waiting_from(self, source: str) -> int:
-        """Requests queued for a slot now that came from `source`: "user" or "node" (a peer)."""
+        """Requests from `source` ("user" or "node", a peer) waiting at this node before its engine: for a
+        slot, or for dispatch (a RETRY's delay, `retrying`). This is `LoadSnapshot.user_queue`/`node_queue`;
+        the simulator counts the same (it has no slots: its RETRY waits)."""
         return self._waiting_by_source.get(source, 0)
+
+    @contextlib.contextmanager
+    def retrying(self, source: str) -> Iterator[None]:
+        """Count a request from `source` as waiting for dispatch while the block runs (a RETRY's delay)."""
+        self._waiting_by_source[source] = self._waiting_by_source.get(source, 0) + 1
+        try:
+            yield
+        finally:
+            self._waiting_by_source[source] -= 1
 
     @property
     def occupancy(self) -> float:

@@ -280,6 +280,7 @@ class Net:
         policy_obj: Any = None,
         wallet: bool = True,
         credit_limit_fees: int = 10**6,  # FakeLedger's vouchers are unsigned: executors never receive them
+        peers: dict[str, Any] | None = None,
     ) -> Node:
         index = len(self.nodes) + 1
         account: LocalAccount = Account.from_key(bytes([index]) * 32)
@@ -301,7 +302,7 @@ class Net:
         settings = load_settings(overrides={
             "backend": {"kind": "fake", "models": list(models) or ["unused"]},
             "policy": pol,
-            "peers": {"fee_wei": 1000, "max_hops": max_hops, "credit_limit_fees": credit_limit_fees},
+            "peers": {"fee_wei": 1000, "max_hops": max_hops, "credit_limit_fees": credit_limit_fees, **(peers or {})},
             "judge": {"enabled": False},  # duel tests attach a manager of their own
         })
         if backends is None:
@@ -605,11 +606,8 @@ async def test_no_peer_accepts_falls_back_to_local_queue(net: Net) -> None:
     assert SignedResult.from_json(resp.json()["wwwserve"]).executor == a.address
 
 
-async def test_forwarded_model_without_accepting_peer_is_503(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wwwserve.node.managers.dispatch as dispatch
-
-    monkeypatch.setattr(dispatch, "NO_PEER_WAIT_S", 0.3)
-    net.add("a", models=("other",), policy=DISPATCHER)
+async def test_forwarded_model_without_accepting_peer_is_503(net: Net) -> None:
+    net.add("a", models=("other",), policy=DISPATCHER, peers={"no_peer_wait_s": 0.3})
     net.add("b", policy={"accept_frequency": 0.0})
     async with net.client("a") as client:
         resp = await client.post("/v1/chat/completions", json=CHAT)
