@@ -10,8 +10,9 @@ there). Load comes from the server's Prometheus `/metrics` when it has one: vLLM
 (`vllm:kv_cache_usage_perc`, older `vllm:gpu_cache_usage_perc`, `vllm:num_requests_running`,
 `vllm:num_requests_waiting`), SGLang (`sglang:token_usage`, `sglang:num_running_reqs`,
 `sglang:num_queue_reqs`) or llama.cpp (`llamacpp:kv_cache_usage_ratio`, `llamacpp:requests_processing`,
-`llamacpp:requests_deferred`). Without metrics it is estimated from this backend's own in-flight
-requests against `max_concurrency`.
+`llamacpp:requests_deferred`), read with `prometheus_client`'s parser. Without metrics, or while the
+page does not parse (logged once until it parses again), it is estimated from this backend's own
+in-flight requests against `max_concurrency`.
 
 Upstream failures become the node's typed errors: connection failures and 5xx →
 `BackendUnavailableError`; timeouts → `UpstreamTimeoutError`; a 400 about the context length →
@@ -30,6 +31,9 @@ import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from wwwserve.ledger import safejson
 from wwwserve.node.backends.base import (
@@ -64,7 +68,6 @@ from wwwserve.node.protocol import FinishReason
 __all__ = [
     "MetricsLoad",
     "OpenAIBackend",
-    "PrometheusSample",
     "SSEDecoder",
     "error_from_upstream",
     "load_from_metrics",
@@ -96,58 +99,14 @@ _UPSTREAM_MESSAGE_LIMIT = 1000  # characters of an upstream error message passed
 # Prometheus text format
 
 
-@dataclass(frozen=True, slots=True)
-class PrometheusSample:
-    """One sample line of a Prometheus text exposition."""
+def parse_prometheus_text(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text page, read by `prometheus_client`'s parser.
 
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-_SAMPLE_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?\s*$")
-_LABEL_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-_LABEL_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def _parse_labels(text: str) -> dict[str, str] | None:
-    inner = text[1:-1]
-    labels: dict[str, str] = {}
-    pos = 0
-    while pos < len(inner):
-        if not inner[pos:].strip():
-            break
-        match = _LABEL_PAIR.match(inner, pos)
-        if match is None:
-            return None
-        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _LABEL_UNESCAPE[m.group(0)], match.group(2))
-        pos = match.end()
-    return labels
-
-
-def parse_prometheus_text(text: str) -> list[PrometheusSample]:
-    """Samples of a Prometheus text page; comments, blank and malformed lines are skipped, not fatal.
-
-    Values follow the format's float spelling (`NaN`, `+Inf`, `1e-3`); an optional timestamp is ignored.
+    Values follow the format's float spelling (`NaN`, `+Inf`, `1e-3`); a sample's timestamp is kept but
+    not used. The page is read whole or not at all: a malformed line raises `ValueError` (the
+    parser's), since a page cut or garbled part-way could say "no requests waiting" by omission.
     """
-    samples: list[PrometheusSample] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE_LINE.match(line)
-        if match is None:
-            continue
-        name, label_text, value_text = match.groups()
-        labels = _parse_labels(label_text) if label_text else {}
-        if labels is None:
-            continue
-        try:
-            value = float(value_text)
-        except ValueError:
-            continue
-        samples.append(PrometheusSample(name, labels, value))
-    return samples
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +118,7 @@ class MetricsLoad:
     waiting: int | None
 
 
-def _values(samples: Iterable[PrometheusSample], names: tuple[str, ...], model: str | None) -> list[float]:
+def _values(samples: Iterable[Sample], names: tuple[str, ...], model: str | None) -> list[float]:
     by_name: dict[str, list[float]] = {}
     for sample in samples:
         if sample.name in names and not math.isnan(sample.value):
@@ -173,7 +132,7 @@ def _values(samples: Iterable[PrometheusSample], names: tuple[str, ...], model: 
     return []
 
 
-def load_from_metrics(samples: Iterable[PrometheusSample], model: str | None = None) -> MetricsLoad:
+def load_from_metrics(samples: Iterable[Sample], model: str | None = None) -> MetricsLoad:
     """The load a vLLM / SGLang / llama.cpp scrape reports, summed over engines (data-parallel ranks).
 
     KV usage is the mean over engines: a data-parallel server routes each request to its least
@@ -345,6 +304,7 @@ class OpenAIBackend:
         self._metrics: MetricsLoad | None = None
         self._metrics_at = -math.inf
         self._metrics_lock = asyncio.Lock()
+        self._metrics_malformed = False  # the last scrape's page did not parse (logged once per spell)
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -581,8 +541,21 @@ class OpenAIBackend:
             return None
         if response.status != 200:
             return None
+        try:
+            samples = parse_prometheus_text(response.text)
+        except ValueError as exc:
+            if not self._metrics_malformed:  # once per bad spell, not at every scrape (twice a second)
+                logger.warning(
+                    "%s is not a valid Prometheus page (%s); load is estimated from in-flight requests "
+                    "until it is", self._metrics_url, str(exc) or "a malformed line",
+                )
+            self._metrics_malformed = True
+            return None
+        if self._metrics_malformed:
+            logger.info("%s is a valid Prometheus page again; load is read from it", self._metrics_url)
+            self._metrics_malformed = False
         model = self.models[0] if len(self.models) == 1 else None
-        metrics = load_from_metrics(parse_prometheus_text(response.text), model)
+        metrics = load_from_metrics(samples, model)
         if metrics.kv_usage is None and metrics.running is None and metrics.waiting is None:
             return None  # a /metrics page, but not an engine we know
         return metrics

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from wwwserve.node.backends import (
     StreamDelta,
 )
 from wwwserve.node.backends.openai_compat import (
+    MetricsLoad,
     SSEDecoder,
     error_from_upstream,
     load_from_metrics,
@@ -298,6 +301,11 @@ vllm:gpu_cache_usage_perc{model_name="tiny"} 0.83
 vllm:num_requests_running{model_name="tiny"} 7.0
 vllm:num_requests_waiting{model_name="tiny"} 4.0
 """
+
+# The shape of a vLLM V1 server's /metrics page (vLLM writes it with prometheus_client): process and GC
+# metrics first, `_created` gauges beside counters and histograms, an info gauge whose labels hold the
+# cache config, exponent floats, a model name with a slash.
+VLLM_REAL_METRICS = (Path(__file__).resolve().parents[1] / "fixtures" / "vllm_v1_metrics.txt").read_text()
 
 CONTEXT_MESSAGE = (
     "This model's maximum context length is 64 tokens. However, you requested 90 tokens "
@@ -620,6 +628,32 @@ def test_openai_load_without_metrics_counts_in_flight(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+def test_openai_load_while_the_metrics_page_is_malformed(live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A page that does not parse is not half-read: load falls back to the in-flight estimate, the node
+    logs it once (not at every scrape), and reads the page again once it parses."""
+
+    async def go() -> None:
+        backend = OpenAIBackend(live.url, models=["tiny", "endless"], metrics_ttl_s=0, max_concurrency=4)
+        live.state.metrics_text = VLLM_V1_METRICS + "this line is broken {\n"
+        stream = backend.stream(req("go", model="endless", request_id="m1"))
+        await anext(aiter(stream))
+        for _ in range(3):
+            load = await backend.load()
+            assert (load.kv_usage, load.running, load.waiting) == (0.25, 1, 0)  # 1 in flight of 4
+        live.state.metrics_text = VLLM_V1_METRICS
+        load = await backend.load()
+        assert (load.kv_usage, load.running, load.waiting) == (0.5, 5, 1)
+        await stream.aclose()
+        await backend.aclose()
+
+    with caplog.at_level(logging.INFO, logger="wwwserve.node.backends.openai_compat"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records if "Prometheus page" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "is not a valid Prometheus page (could not convert string to float: '{')" in said[0]
+    assert "valid Prometheus page again" in said[1]
+
+
 def test_openai_error_mapping_against_the_server(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=SERVED)
@@ -686,8 +720,6 @@ def test_prometheus_parser_on_vllm_text() -> None:
         'weird{path="/a\\"b",x="1,2"} 5 1700000000000\n'
         "no_labels 2.5e-1\n"
         'vllm:num_requests_waiting{engine="2",model_name="tiny"} NaN\n'
-        "this line is broken {\n"
-        'unterminated{a="b 1\n'
     )
     samples = parse_prometheus_text(text)
     by_name = {(s.name, s.labels.get("engine")): s for s in samples}
@@ -696,11 +728,35 @@ def test_prometheus_parser_on_vllm_text() -> None:
     bucket = next(s for s in samples if s.labels.get("le") == "+Inf")
     assert bucket.value == 9.0
     weird = next(s for s in samples if s.name == "weird")
-    assert weird.labels == {"path": '/a"b', "x": "1,2"} and weird.value == 5.0  # timestamp ignored
+    assert weird.labels == {"path": '/a"b', "x": "1,2"} and weird.value == 5.0
     assert next(s for s in samples if s.name == "no_labels").value == 0.25
-    assert not any(s.name in ("this", "unterminated") for s in samples)
     load = load_from_metrics(samples)
     assert (load.kv_usage, load.running, load.waiting) == (0.5, 5, 1)  # the NaN sample is ignored
+
+
+def test_a_real_vllm_page_is_read() -> None:
+    samples = parse_prometheus_text(VLLM_REAL_METRICS)
+    assert len(samples) == sum(1 for line in VLLM_REAL_METRICS.splitlines() if not line.startswith("#")) == 20
+    load = load_from_metrics(samples, "Qwen/Qwen2.5-0.5B-Instruct")
+    assert (load.kv_usage, load.running, load.waiting) == (0.0312954876273654, 4, 2)
+    assert load_from_metrics(samples, "another-model") == MetricsLoad(None, None, None)
+    info = next(s for s in samples if s.name == "vllm:cache_config_info")
+    assert (info.labels["num_gpu_blocks"], info.labels["block_size"]) == ("102834", "16")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "this line is broken {\n",
+        'unterminated{a="b 1\n',
+        "vllm:num_requests_running{engine=\"0\"} three\n",
+        'dup{a="1",a="2"} 1\n',
+        "<html><body>502 Bad Gateway</body></html>",
+    ],
+)
+def test_a_malformed_metrics_page_is_refused_whole(broken: str) -> None:
+    with pytest.raises(ValueError):
+        parse_prometheus_text(VLLM_V1_METRICS + broken)  # good samples before it are not half-used
 
 
 def test_load_from_metrics_other_engines_and_model_filter() -> None:
