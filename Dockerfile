@@ -1,4 +1,4 @@
-# Image for the wwwserve CLI and node (used by docker-compose.yml's deployer and, later, node services).
+# Image of the wwwserve CLI (every command, `wwwserve node run` included); docker-compose.yml runs its deployer with it.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./

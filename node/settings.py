@@ -467,7 +467,9 @@ class PeerSettings(_Section):
         default=300.0, description="Longest ban; each consecutive failure doubles the ban up to this."
     )
     discovery_interval_s: PositiveSeconds = Field(
-        default=10.0, description="Seconds between refreshes of the peer list from the on-chain registry."
+        default=10.0, description="Seconds between liveness rounds: `GET /health` of every registered peer; one "
+        "that does not answer 200 is banned (with backoff), one that does has its failures forgotten. (The peer "
+        "list itself follows the chain's event index, polled every `chain.poll_interval_s`.)"
     )
     envelope_window_s: float = Field(
         default=30.0, gt=0, le=3600, description="Accepted clock skew/age of a signed peer envelope."
