@@ -44,7 +44,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -73,8 +73,38 @@ from wwwserve.ledger.work import (
 )
 from wwwserve.node import routing
 
-if TYPE_CHECKING:
-    from wwwserve.sim.network import Simulation, _Node
+
+class _Spec(Protocol):
+    @property
+    def quality(self) -> float: ...
+    @property
+    def initial_credit_wei(self) -> int: ...
+
+
+class _Node(Protocol):
+    """What the ledger reads of a simulated node (sim.network's node; this module does not import it)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def models(self) -> frozenset[str]: ...
+    @property
+    def spec(self) -> _Spec: ...
+
+
+class _Clock(Protocol):
+    @property
+    def block_time_s(self) -> float: ...
+
+
+class Simulation(Protocol):
+    """What the ledger reads of the simulation that owns it."""
+
+    @property
+    def config(self) -> _Clock: ...
+    @property
+    def nodes(self) -> Sequence[_Node]: ...
+    def block_hash(self, now_s: float) -> bytes: ...
 
 __all__ = [
     "APPEAL_POLICIES",
