@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.chain import chain_id_at, rpc_call
 from wwwserve.ledger.home import wwwserve_home
 
@@ -39,7 +40,7 @@ DEV_KEYS = (
 )
 
 
-class DevnetError(RuntimeError):
+class DevnetError(WWWServeError, RuntimeError):
     """The devnet could not be found, installed, started or reached."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.work import answer_hash
 
 __all__ = [
@@ -55,7 +56,7 @@ CANCELLED = "cancelled"
 ACTIVE_STATUSES = (AWAITING_ANSWER, AWAITING_REQUEST, JUDGING)
 
 
-class EvidenceError(Exception):
+class EvidenceError(WWWServeError):
     """Duel evidence that does not hold; a judge must not use it."""
 
 

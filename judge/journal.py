@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.db import DurableRecords
 
 __all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
@@ -37,7 +38,7 @@ VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE = 1, 2, 3, 4
 VALID_VOTES = frozenset({VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE})
 
 
-class VoteJournalError(Exception):
+class VoteJournalError(WWWServeError):
     """A journal operation that would lose or change a vote (e.g. deciding twice differently)."""
 
 

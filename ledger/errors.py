@@ -1,9 +1,10 @@
 """Typed errors of the ledger layer: one root, stdlib twins, and one class per contract revert reason.
 
 Callers catch by meaning (`InsufficientCreditError`, `NotAJudgeError`) instead of matching strings.
-Everything raised by `ledger.*` derives from `LedgerError`; where a stdlib exception fits, the class
-also derives from it (web3 style: `LedgerValueError(LedgerError, ValueError)`), so generic callers
-still work.
+The errors of chain access, contract calls and wallets derive from `LedgerError`, itself under the
+project's one root `wwwserve.errors.WWWServeError`; where a stdlib exception fits, the class also
+derives from it (web3 style: `LedgerValueError(LedgerError, ValueError)`), so generic callers still
+work.
 
 The contract reverts with `"<Domain>: <problem>"` strings. `REVERT_REASONS` maps every such string
 in contracts/*.vy to a class (a unit test checks the table against the sources); an unknown reason
@@ -12,8 +13,10 @@ of a known domain becomes that domain's base class and anything else a plain `Co
 
 from __future__ import annotations
 
+from wwwserve.errors import WWWServeError
 
-class LedgerError(Exception):
+
+class LedgerError(WWWServeError):
     """Root of every error raised by the ledger layer."""
 
 

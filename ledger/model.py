@@ -37,6 +37,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.params import DeploymentParams, verdict_weight
 from wwwserve.ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
 
@@ -120,7 +121,7 @@ class CancelReason(IntEnum):
     NO_JUDGES = 4
 
 
-class ModelRevertError(Exception):
+class ModelRevertError(WWWServeError):
     """The contract would revert. `reason` is its exact revert string ("" when it gives none)."""
 
     def __init__(self, reason: str) -> None:

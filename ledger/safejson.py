@@ -18,6 +18,8 @@ import operator
 import re
 from typing import Any
 
+from wwwserve.errors import WWWServeError
+
 MAX_DEPTH = 64  # arrays and objects inside each other; an OpenAI request with tool schemas needs < 20
 
 # A JSON string literal (possessive: no backtracking, linear in the input); brackets inside one do not nest.
@@ -29,7 +31,7 @@ _STEPS = bytes.maketrans(b"()", b"\x02\x00")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-class UnsafeJSONError(ValueError):
+class UnsafeJSONError(WWWServeError, ValueError):
     """The text is JSON this node will not take (too deep, a non-finite number, a lone surrogate)."""
 
 

@@ -226,10 +226,6 @@ class PendingTx:
     call: dict[str, Any]
 
 
-class _NonceConflictError(Exception):
-    """Internal: the node refused the nonce (used by someone else, or by a lost earlier attempt)."""
-
-
 class TxSender:
     """Signs and sends transactions for one local account, with its own thread-safe nonce counter.
 

@@ -35,6 +35,7 @@ from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
 
 __all__ = [
@@ -71,7 +72,7 @@ DUEL_ID_SHIFT = 193  # duel ids are the top 63 bits of keccak256(abi_encode(orig
 TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})
 
 
-class WorkError(ValueError):
+class WorkError(WWWServeError, ValueError):
     """A work attestation that is malformed, or signed by someone else than its executor."""
 
 

@@ -26,10 +26,12 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from wwwserve.errors import WWWServeError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class EndpointError(ValueError):
+class EndpointError(WWWServeError, ValueError):
     """A registered endpoint this node will not connect to; the message says why."""
 
 

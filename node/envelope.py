@@ -39,6 +39,8 @@ import nacl.exceptions
 import nacl.signing
 from eth_utils.address import is_address, is_checksum_address, to_canonical_address, to_checksum_address
 
+from wwwserve.errors import WWWServeError
+
 
 @functools.lru_cache(maxsize=4096)
 def _checksum(raw: bytes) -> str:
@@ -82,7 +84,7 @@ _TIMESTAMP_RE = re.compile(r"[0-9]{1,20}")
 # errors
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(WWWServeError):
     """Root of every envelope rejection; `http_status` is what the peer API answers with."""
 
     http_status: int = 401

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wwwserve.errors import WWWServeError
 from wwwserve.node.protocol import SSE_DONE, sse_event
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 GENERIC_INTERNAL_MESSAGE = "The server had an error while processing your request. Please retry."
 
 
-class NodeError(Exception):
+class NodeError(WWWServeError):
     """Root of every error the node's user API answers with; subclasses fix status, type and code."""
 
     http_status: int = 500

@@ -21,13 +21,14 @@ from typing import Any, Protocol
 import aiohttp
 import aiohttp.abc
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
 
 # Longest line `HttpStream.lines()` accepts: an SSE event bigger than this is a broken or hostile server.
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-class HttpError(Exception):
+class HttpError(WWWServeError):
     """No HTTP answer: the connection failed, broke, or a wait timed out."""
 
 

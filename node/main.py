@@ -20,6 +20,7 @@ import nacl.exceptions
 import nacl.signing
 import uvicorn
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.identity import load_or_create_identity
 from wwwserve.node.backends.base import Backend
 from wwwserve.node.backends.fake import FakeBackend
@@ -37,7 +38,7 @@ CHAIN_PROBE_TIMEOUT_S = 3.0
 logger = logging.getLogger(__name__)
 
 
-class NodeStartupError(Exception):
+class NodeStartupError(WWWServeError):
     """The node cannot start; the message says why and what to do, in one line."""
 
 

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.params import WEI_PER_CREDIT
 
 __all__ = [
@@ -53,7 +54,7 @@ _POLICY_MEMBERS = (
 )
 
 
-class PolicyError(Exception):
+class PolicyError(WWWServeError):
     """Root of the policy errors."""
 
 

@@ -26,6 +26,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
+from wwwserve.errors import WWWServeError
+
 __all__ = [
     "Peer",
     "RoutingInputError",
@@ -51,7 +53,7 @@ _NEAR_TIE = 1e-9
 _DECIMAL = Context(prec=60)
 
 
-class RoutingInputError(ValueError):
+class RoutingInputError(WWWServeError, ValueError):
     """A routing function got an argument it cannot use (negative stake, k < 0, bad seed...)."""
 
 

@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.identity import identity_path
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.node.policy import DEFAULT_POLICY_PATH, PolicyConfig
@@ -88,7 +89,7 @@ _POLICY_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
-class SettingsError(ValueError):
+class SettingsError(WWWServeError, ValueError):
     """The node's settings are invalid; the message lists every problem, one `path: problem (got X)` a line."""
 
     def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:

@@ -34,6 +34,7 @@ import nacl.exceptions
 import nacl.signing
 from eth_utils.address import is_address, is_checksum_address, to_canonical_address, to_checksum_address
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
 
 RESULT_DOMAIN_TAG = b"wwwserve/result/v1\x00"
@@ -54,7 +55,7 @@ _HEX_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]*)")
 # errors
 
 
-class SigningError(Exception):
+class SigningError(WWWServeError):
     """Root of every error raised while building or checking a signed result."""
 
 

@@ -30,6 +30,7 @@ from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_a
 from sqlalchemy import Engine, LargeBinary, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.client import recover_voucher_signer
 from wwwserve.ledger.db import ADDRESS_LEN, UINT256_MAX, Uint256, durable_engine
 from wwwserve.ledger.errors import LedgerError
@@ -39,7 +40,7 @@ SIGNATURE_BYTES = 65  # r || s || v, what ledger.client.sign_voucher_offline pro
 
 # ---------------------------------------------------------------------------------------------
 # errors
-class VoucherError(Exception):
+class VoucherError(WWWServeError):
     """Root of every voucher rejection; `http_status` is what the peer API answers with."""
 
     http_status: int = 402

@@ -27,6 +27,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
+from wwwserve.errors import WWWServeError
 from wwwserve.sim.network import RequestSpec
 
 __all__ = [
@@ -47,7 +48,7 @@ MODEL = "qwen3-8b"
 AZURE_SLICE = "azure_conv_2023_slice.csv"
 
 
-class WorkloadError(ValueError):
+class WorkloadError(WWWServeError, ValueError):
     """A workload file or parameter cannot be used (the message says which and why)."""
 
 

@@ -78,20 +78,22 @@ class Options:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one error line and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print one error line and exit. The message is printed verbatim: an error's text may hold [brackets]
+    that rich would otherwise read as markup (a node's log tail, a settings value)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn the project's typed errors into one line and a non-zero exit."""
-    from wwwserve.devnet.anvil import DevnetError
-    from wwwserve.ledger.errors import LedgerError
+    """Turn the project's typed errors (every `WWWServeError`) into one line and a non-zero exit."""
+    from wwwserve.errors import WWWServeError
 
     try:
         yield
-    except (LedgerError, DevnetError) as exc:
+    except WWWServeError as exc:
         fail(str(exc))
     except FileNotFoundError as exc:
         fail(str(exc))

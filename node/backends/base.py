@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args, runtime_checkable
 
+from wwwserve.errors import WWWServeError
 from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest, FinishReason
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 _FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
 
 
-class GenerationAbortedError(Exception):
+class GenerationAbortedError(WWWServeError):
     """`generate` was aborted through `Backend.abort`; internal (the client that asked is gone)."""
 
     def __init__(self, request_id: str) -> None:

@@ -21,6 +21,7 @@ import random
 import string
 from collections.abc import AsyncGenerator
 
+from wwwserve.errors import WWWServeError
 from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
@@ -57,7 +58,7 @@ def _scripted_verdict(prompt: str, rule: str) -> str | None:
     return "A" if a_longer == (rule == "longer") else "B"
 
 
-class _AbortedError(Exception):
+class _AbortedError(WWWServeError):
     """Internal: the request was aborted while it ran."""
 
 

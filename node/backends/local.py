@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.home import wwwserve_home
 from wwwserve.node.backends.base import (
     BackendLoad,
@@ -100,7 +101,7 @@ LOAD_RETRY_AFTER_S = 5.0
 _RUNTIME_MODULES = ("torch", "transformers", "gguf", "accelerate")
 
 
-class LocalModelUnavailableError(RuntimeError):
+class LocalModelUnavailableError(WWWServeError, RuntimeError):
     """The local model file is not installed and could not be installed; `command` installs it."""
 
     def __init__(self, message: str, command: Sequence[str] = ()) -> None:

@@ -36,6 +36,7 @@ from typing import Literal
 
 import httpx
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.home import wwwserve_home
 from wwwserve.node.backends.base import BackendLoad, GenerationRequest, GenerationResult, StreamDelta
 from wwwserve.node.backends.openai_compat import OpenAIBackend
@@ -62,7 +63,7 @@ LOG_TAIL_LINES = 20
 VllmState = Literal["idle", "starting", "ready", "restarting", "down", "closed"]
 
 
-class VllmBackendError(Exception):
+class VllmBackendError(WWWServeError):
     """Root of the vLLM supervisor's own errors (operator-facing, not user-facing)."""
 
 

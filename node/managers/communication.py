@@ -38,6 +38,7 @@ from typing import Any, Literal, NoReturn, Protocol
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
+from wwwserve.errors import WWWServeError
 from wwwserve.judge.evidence import EvidenceMalformedError, EvidencePieces
 from wwwserve.ledger import safejson
 from wwwserve.ledger.work import WorkAttestation, WorkError
@@ -83,11 +84,11 @@ MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
 """Longest SSE line accepted from a peer: a line beyond it is a broken or hostile peer, not an answer."""
 
 
-class PeerDeclinedError(Exception):
+class PeerDeclinedError(WWWServeError):
     """A peer declined a delegation sent with `accept_check` (as it would have declined the probe)."""
 
 
-class PeerFailedError(Exception):
+class PeerFailedError(WWWServeError):
     """A peer did not do what it was asked (unreachable, timeout, bad answer, bad signature).
 
     `started` tells whether the peer had already streamed output when it failed: before that the request

@@ -53,6 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
+from wwwserve.errors import WWWServeError
 from wwwserve.judge.evidence import (
     AWAITING_ANSWER,
     AWAITING_REQUEST,
@@ -85,7 +86,7 @@ PRUNE_GRACE_S = 120.0
 PRUNE_INTERVAL_S = 60.0
 
 
-class EvidenceRefusedError(Exception):
+class EvidenceRefusedError(WWWServeError):
     """A peer asked for evidence it may not have (no seat, not the challenger) or that this node lacks."""
 
     def __init__(self, message: str, http_status: int) -> None:

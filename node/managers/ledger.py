@@ -45,6 +45,7 @@ from sqlalchemy import make_url, or_, select
 from sqlalchemy.orm import Session
 from web3 import Web3
 
+from wwwserve.errors import WWWServeError
 from wwwserve.ledger.client import TxResult, WWWServeClient, sign_voucher_offline
 from wwwserve.ledger.db import VoucherClaimRow, drop_index
 from wwwserve.ledger.deployment import load_deployment
@@ -96,7 +97,7 @@ _CLOSE_TX_WAIT_S = 30.0
 _STAKE_BACKOFF_MAX_S = 60.0
 
 
-class LedgerManagerError(Exception):
+class LedgerManagerError(WWWServeError):
     """Root of the Ledger manager's own errors (chain errors stay `ledger.errors.LedgerError`)."""
 
 
