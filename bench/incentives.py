@@ -320,10 +320,9 @@ class Network:
 def start_network(procs: Processes, home: Path, args: argparse.Namespace, judge_url: str | None,
                   judge_model: str | None, progress: Callable[[str], None]) -> Network:
     """Anvil, the contract, seven registered nodes (see the module docstring), all ready."""
-    from web3 import Web3
-
     from wwwserve.devnet.anvil import mine, start_anvil
     from wwwserve.devnet.deploy import DEMO_PASSWORD, bring_up_demo_nodes, demo_account, ensure_deployment
+    from wwwserve.ledger.chain import connect
     from wwwserve.ledger.client import WWWServeClient
     from wwwserve.ledger.identity import load_or_create_identity, public_key_bytes
     from wwwserve.ledger.tx import TxSender
@@ -331,7 +330,7 @@ def start_network(procs: Processes, home: Path, args: argparse.Namespace, judge_
 
     anvil = start_anvil(log_path=home / "anvil.log")
     procs.stoppers.append(anvil.stop)
-    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    w3 = connect(anvil.rpc_url)
     deployment, _ = ensure_deployment(w3, anvil.rpc_url)
     names = ["origin", "a1", "a2", "b1", "b2", "c1", "c2", *[f"j{i}" for i in range(1, args.judges + 1)]]
     ports = [free_port() for _ in names]
@@ -445,8 +444,8 @@ def read_duels(client: Any, net: Network) -> list[DuelRow]:
 def run_network(args: argparse.Namespace, problems: Sequence[str], out: Path,
                 progress: Callable[[str], None]) -> dict[str, Any]:
     import httpx
-    from web3 import Web3
 
+    from wwwserve.ledger.chain import connect
     from wwwserve.ledger.client import WWWServeClient
     from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
@@ -463,7 +462,7 @@ def run_network(args: argparse.Namespace, problems: Sequence[str], out: Path,
         elif args.judge != "own":
             judge_url, judge_model = args.judge, args.judge_model
         net = start_network(procs, home, args, judge_url, judge_model, progress)
-        client = WWWServeClient(Web3(Web3.HTTPProvider(net.rpc_url)), net.contract, None)
+        client = WWWServeClient(connect(net.rpc_url), net.contract, None)
         shares_rows: list[dict[str, Any]] = []
         t0 = time.monotonic()
         stop_sampling = threading.Event()

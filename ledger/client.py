@@ -35,6 +35,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from wwwserve.contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact
+from wwwserve.ledger.chain import RetryPolicy, call_with_retries
 from wwwserve.ledger.errors import (
     ChainRequestError,
     DeploymentNotFoundError,
@@ -44,7 +45,7 @@ from wwwserve.ledger.errors import (
     UnknownDuelError,
 )
 from wwwserve.ledger.params import DeploymentParams, verdict_weight
-from wwwserve.ledger.tx import RetryPolicy, TxSender, call_with_retries
+from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.work import WorkAttestation, WorkError, check_work, inspect_commitment, model_hash, sign_work
 from wwwserve.ledger.work import duel_id_of as _duel_id_of
 from wwwserve.ledger.work import work_digest as _work_digest

@@ -1,7 +1,8 @@
 """Send transactions for one local account, and turn every chain failure into a typed ledger error.
 
 `TxSender` owns one eth-account `LocalAccount` (keys never leave the process; nodes never need an
-unlocked account) and works over any web3 provider. Per transaction it:
+unlocked account) and works over any web3 provider (`ledger.chain.connect` builds the HTTP one, with
+web3's own request retries off: the retries are the ones below). Per transaction it:
 
 1. estimates gas against the pending block, the one the transaction joins (a revert here becomes the
    contract's typed error and nothing is sent), and adds a margin;
@@ -12,36 +13,35 @@ unlocked account) and works over any web3 provider. Per transaction it:
    checks whether our own transaction is already known, and only then re-signs once with a fresh nonce;
 4. waits for the receipt; a status-0 receipt is replayed with eth_call to recover the revert reason.
 
-`call_with_retries` gives read calls the same treatment: bounded retries with backoff for transient
-transport errors, ending in `ChainUnreachableError` naming the URL; reverts become typed errors.
+Every read it makes goes through `ledger.chain.call_with_retries` with the sender's `RetryPolicy`: bounded
+retries with backoff for transient transport errors, ending in `ChainUnreachableError` naming the URL;
+reverts become typed errors (decoded by `ledger.chain.revert_reason_of`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import (
-    ContractLogicError,
-    MethodUnavailable,
-    ProviderConnectionError,
-    RequestTimedOut,
-    TooManyRequests,
-    TransactionNotFound,
-    Web3RPCError,
-)
+from web3.exceptions import MethodUnavailable, TransactionNotFound
 from web3.types import TxReceipt
 
+from wwwserve.ledger.chain import (
+    RetryPolicy,
+    call_with_retries,
+    endpoint_of,
+    is_transient,
+    revert_reason_of,
+    rpc_message,
+)
 from wwwserve.ledger.errors import (
     ChainRequestError,
     ChainUnreachableError,
@@ -54,9 +54,6 @@ from wwwserve.ledger.errors import (
 
 T = TypeVar("T")
 
-ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string), what Vyper's `assert x, "..."` emits
-_REVERT_PREFIX = "execution reverted"
-
 # Substrings of the node's answer to eth_sendRawTransaction (geth, anvil, hardhat, eth-tester).
 _ALREADY_KNOWN = ("already known", "already imported", "known transaction")
 _NONCE_CONFLICT = (
@@ -66,153 +63,6 @@ _NONCE_CONFLICT = (
     "replacement underpriced",
     "nonce has already been used",
 )
-
-# anvil --prune-history keeps only the newest state: a request that resolved "latest" to block N while
-# block N+1 was being mined fails with this; asking again resolves "latest" afresh.
-_RACY_NODE_ERRORS = ("BlockOutOfRangeError",)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient RPC failures (refused, reset, timed out, rate-limited) are retried."""
-
-    # total tries of one request before ChainUnreachableError
-    attempts: int = 4
-    # sleep before the 2nd try; doubled for each later try
-    backoff_s: float = 0.2
-    # cap on a single sleep
-    max_backoff_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise LedgerValueError("RetryPolicy.attempts must be >= 1")
-        if self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise LedgerValueError("RetryPolicy backoffs must be >= 0")
-
-    def delays_s(self) -> Iterator[float]:
-        """The sleeps between tries (attempts - 1 of them)."""
-        delay = self.backoff_s
-        for _ in range(self.attempts - 1):
-            yield min(delay, self.max_backoff_s)
-            delay *= 2
-
-
-def connect(url: str, *, timeout_s: float = 10.0) -> Web3:
-    """A Web3 over HTTP(S) with a request timeout. web3's own HTTP retries are turned off because
-    `call_with_retries`/`TxSender` retry with their own bounded policy (two layers would multiply)."""
-    return Web3(
-        Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
-    )
-
-
-def endpoint_of(w3: Web3) -> str:
-    """The provider's endpoint for messages: URL without credentials or query, IPC path, or class name."""
-    provider = w3.provider
-    uri = getattr(provider, "endpoint_uri", None) or getattr(provider, "ipc_path", None)
-    if not uri:
-        return type(provider).__name__
-    parts = urlsplit(str(uri))
-    if not parts.scheme:
-        return str(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: transport errors (the request may not have reached the node)
-    and node answers that only reflect a race with block production."""
-    if isinstance(exc, LedgerError):
-        return False
-    if isinstance(exc, Web3RPCError):
-        message = _rpc_message(exc)
-        return any(marker in message for marker in _RACY_NODE_ERRORS)
-    # requests' ConnectionError/Timeout/HTTPError and socket errors all derive from OSError
-    return isinstance(exc, (OSError, ProviderConnectionError, RequestTimedOut, TooManyRequests))
-
-
-def decode_revert_data(data: bytes) -> str | None:
-    """The reason string of ABI-encoded `Error(string)` revert data, else None."""
-    if data[:4] != ERROR_STRING_SELECTOR:
-        return None
-    try:
-        (reason,) = abi_decode(["string"], data[4:])
-    except Exception:
-        return None
-    return str(reason)
-
-
-def _strip_revert_prefix(message: str) -> str:
-    text = message.strip()
-    if text.startswith(_REVERT_PREFIX):
-        text = text[len(_REVERT_PREFIX) :].lstrip(":").strip()
-    return text
-
-
-def revert_reason_of(exc: BaseException) -> str | None:
-    """The revert reason if `exc` reports a contract revert ("" when it had none), else None.
-
-    web3 raises ContractLogicError for nodes that speak JSON-RPC; the in-process eth-tester backend
-    raises its own TransactionFailed("execution reverted: <reason>"), recognised by name so that
-    production code does not import a test-only package.
-    """
-    if isinstance(exc, ContractLogicError):
-        data = exc.data
-        if isinstance(data, str) and data.startswith("0x"):
-            try:
-                decoded = decode_revert_data(bytes.fromhex(data[2:]))
-            except ValueError:
-                decoded = None
-            if decoded is not None:
-                return decoded
-        return _strip_revert_prefix(str(exc.message or ""))
-    if type(exc).__name__ == "TransactionFailed" and type(exc).__module__.startswith("eth_tester"):
-        return _strip_revert_prefix(str(exc))
-    if isinstance(exc, Web3RPCError) and _REVERT_PREFIX in str(exc.message or ""):
-        return _strip_revert_prefix(str(exc.message))
-    return None
-
-
-def _rpc_message(exc: BaseException) -> str:
-    if isinstance(exc, Web3RPCError) and exc.message:
-        return str(exc.message)
-    return str(exc) or type(exc).__name__
-
-
-def call_with_retries(
-    w3: Web3,
-    op: Callable[[], T],
-    *,
-    function: str,
-    retry: RetryPolicy | None = None,
-) -> T:
-    """Run one RPC operation: retry transient failures, map reverts and node errors to ledger errors.
-
-    `function` names the operation in error messages ("WWWServe.stake", "eth_getBalance").
-    """
-    policy = retry or RetryPolicy()
-    delays = policy.delays_s()
-    while True:
-        try:
-            return op()
-        except LedgerError:
-            raise
-        except Exception as exc:
-            reason = revert_reason_of(exc)
-            if reason is not None:
-                raise revert_error(reason, function) from exc
-            if is_transient(exc):
-                delay = next(delays, None)
-                if delay is None:
-                    raise ChainUnreachableError(
-                        endpoint_of(w3), f"{type(exc).__name__}: {exc} (after {policy.attempts} attempts)"
-                    ) from exc
-                time.sleep(delay)
-                continue
-            if isinstance(exc, Web3RPCError):
-                raise ChainRequestError(function, _rpc_message(exc)) from exc
-            raise
 
 
 @dataclass(frozen=True)
@@ -385,7 +235,7 @@ class TxSender:
             except Exception as exc:
                 if isinstance(exc, LedgerError):
                     raise
-                message = _rpc_message(exc).lower()
+                message = rpc_message(exc).lower()
                 if any(marker in message for marker in _ALREADY_KNOWN):
                     return tx_hash  # these exact bytes reached the node earlier
                 if any(marker in message for marker in _NONCE_CONFLICT):
@@ -406,7 +256,7 @@ class TxSender:
                         f"{type(exc).__name__}: {exc} (after {self._retry.attempts} attempts; "
                         f"{function} transaction {tx_hash} may or may not have reached the node)",
                     ) from exc
-                raise TransactionRejectedError(function, _rpc_message(exc)) from exc
+                raise TransactionRejectedError(function, rpc_message(exc)) from exc
 
     def _is_known(self, tx_hash: str, function: str) -> bool:
         def lookup() -> bool:

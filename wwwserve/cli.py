@@ -131,14 +131,12 @@ def _opts(ctx: typer.Context) -> Options:
 
 
 def _web3(rpc_url: str) -> Any:
-    from web3 import Web3
-
-    from wwwserve.ledger.chain import chain_id_at
+    from wwwserve.ledger.chain import chain_id_at, connect
     from wwwserve.ledger.errors import ChainUnreachableError
 
     if chain_id_at(rpc_url, timeout_s=3.0) is None:
         raise ChainUnreachableError(rpc_url, "nothing answers there (start a devnet with `wwwserve devnet up`)")
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    return connect(rpc_url, timeout_s=30.0)
 
 
 def _contract_address(w3: Any, opts: Options) -> str:

@@ -46,13 +46,14 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from wwwserve.errors import WWWServeError
+from wwwserve.ledger.chain import call_with_retries, connect, is_transient
 from wwwserve.ledger.client import TxResult, WWWServeClient, sign_voucher_offline
 from wwwserve.ledger.db import VoucherClaimRow, drop_index
 from wwwserve.ledger.deployment import load_deployment
 from wwwserve.ledger.errors import ChainUnreachableError, LedgerError, StaleVoucherError, VoucherUnfundedError
 from wwwserve.ledger.home import wwwserve_home
 from wwwserve.ledger.indexer import AccountInfo, Indexer, IndexerReorgError
-from wwwserve.ledger.tx import TxSender, connect, is_transient
+from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.work import WorkAttestation, sign_work
 from wwwserve.node.billing import PeerStanding
 from wwwserve.node.policy import LoadSnapshot, Policy, stake_change_wei
@@ -154,8 +155,8 @@ def deployment_instance(rpc_url: str, block_number: int, timeout_s: float = 5.0)
     differs between the two chains. None when the chain cannot say (the files then go untagged).
     """
     try:
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
-        block = w3.eth.get_block(block_number)
+        w3 = connect(rpc_url, timeout_s=timeout_s)
+        block = call_with_retries(w3, lambda: w3.eth.get_block(block_number), function="eth_getBlockByNumber")
         return bytes(block["hash"]).hex()[:12]
     except Exception as exc:
         logger.warning("could not read block %d to tag the index files: %s", block_number, exc)

@@ -28,6 +28,7 @@ from web3 import Web3
 from wwwserve.cli import app
 from wwwserve.devnet.anvil import AnvilProcess, free_port, mine, start_anvil
 from wwwserve.devnet.deploy import ensure_deployment
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import Balances, WWWServeClient
 from wwwserve.ledger.deployment import Deployment
 from wwwserve.ledger.indexer import Indexer
@@ -143,7 +144,7 @@ def start_network(tmp: Path, params: DeploymentParams, specs: Sequence[NodeSpec]
     logs = [tmp / f"node{i}.log" for i in range(1, len(specs) + 1)]
     indexer = None
     try:
-        w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+        w3 = connect(anvil.rpc_url)
         deployment, _ = ensure_deployment(w3, anvil.rpc_url, params=params)
         ports = [free_port() for _ in specs]
         addresses = []

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from wwwserve.cli import app
 from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, DevnetError, increase_time, mine, start_anvil
 from wwwserve.devnet.deploy import demo_account, ensure_deployment
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import Vote, WWWServeClient
 from wwwserve.ledger.deployment import load_deployment
 from wwwserve.ledger.params import WEI_PER_ETH, DeploymentParams
-from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.tx import TxSender
 
 pytestmark = pytest.mark.integration
 

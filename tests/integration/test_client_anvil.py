@@ -13,10 +13,11 @@ import pytest
 from eth_account import Account
 
 from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess
+from wwwserve.ledger.chain import RetryPolicy, connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.errors import ChainUnreachableError, InsufficientCreditError, NotRegisteredError
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
-from wwwserve.ledger.tx import RetryPolicy, TxSender, connect
+from wwwserve.ledger.tx import TxSender
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,8 @@ WORKER = textwrap.dedent(
     import json, sys, threading
     from eth_account import Account
     from wwwserve.ledger.client import WWWServeClient
-    from wwwserve.ledger.tx import TxSender, connect
+    from wwwserve.ledger.chain import connect
+    from wwwserve.ledger.tx import TxSender
 
     url, key, address, threads, per_thread = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     w3 = connect(url)

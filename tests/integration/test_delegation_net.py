@@ -26,10 +26,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
-from web3 import Web3
 
 from wwwserve.cli import app
 from wwwserve.devnet.anvil import AnvilProcess, free_port
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import load_deployment
 from wwwserve.node.signing import SignedResult, verify_against_chain
@@ -133,7 +133,7 @@ def network(
             nodes.append(NodeProc(f"node{i}", address, port, proc, log))
         for node in nodes:
             _wait_ready(node)
-        w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+        w3 = connect(anvil.rpc_url)
         deployment = load_deployment(anvil.chain_id)
         assert deployment is not None
         client = WWWServeClient(w3, deployment.address, None)

@@ -19,12 +19,13 @@ from typer.testing import CliRunner
 
 from wwwserve.cli import app
 from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, mine
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import DuelOutcome, DuelStatus, Vote, WWWServeClient
 from wwwserve.ledger.deployment import Deployment
 from wwwserve.ledger.errors import DuelStateError, DuelWindowError, NotAJudgeError
 from wwwserve.ledger.indexer import Indexer
 from wwwserve.ledger.params import DeploymentParams
-from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,

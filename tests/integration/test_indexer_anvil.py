@@ -18,6 +18,7 @@ from web3.contract import Contract
 
 from wwwserve.contracts import EXTENSION_CONTRACT, load_artifact
 from wwwserve.devnet.anvil import AnvilProcess
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.indexer import Indexer
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
@@ -60,7 +61,7 @@ class Signer:
 
 
 def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) -> None:
-    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    w3 = connect(anvil.rpc_url)
     funder = Signer(w3, Account.from_key(DEV_KEY0))
     # the extension first, then WWWServe over it; every event comes from WWWServe's address
     extension = None

@@ -34,10 +34,11 @@ from wwwserve.judge.chain import LedgerDuelChain
 from wwwserve.judge.evidence import DuelState, EvidencePieces, checked_pieces
 from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
 from wwwserve.judge.runner import JudgeRunner
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import Balances, DuelOutcome, DuelStatus, Vote, WWWServeClient
 from wwwserve.ledger.indexer import Indexer
 from wwwserve.ledger.params import DeploymentParams
-from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,

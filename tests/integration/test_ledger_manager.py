@@ -20,11 +20,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient, sign_voucher_offline
 from wwwserve.ledger.deployment import Deployment
 from wwwserve.ledger.errors import LedgerError
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
-from wwwserve.ledger.tx import TxSender, connect
+from wwwserve.ledger.tx import TxSender
 from wwwserve.ledger.work import WorkAttestation, check_work
 from wwwserve.node.managers.ledger import LedgerAccountMissingError, LedgerManager, PeerRecord
 from wwwserve.node.policy import DefaultPolicy, LoadSnapshot, ModelLoad, PolicyConfig

@@ -29,10 +29,9 @@ from wwwserve.devnet.deploy import (
     ensure_deployment,
 )
 from wwwserve.devnet.network import free_port_block, ports_in_use
-from wwwserve.ledger.chain import chain_id_at
+from wwwserve.ledger.chain import chain_id_at, connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import load_deployment
-from wwwserve.ledger.tx import connect
 from wwwserve.ledger.wallet import load_wallet
 from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 

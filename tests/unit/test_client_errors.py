@@ -14,6 +14,7 @@ from web3.exceptions import ContractLogicError
 
 from wwwserve.contracts import CONTRACTS_DIR, load_artifact
 from wwwserve.ledger import errors
+from wwwserve.ledger.chain import revert_reason_of
 from wwwserve.ledger.client import Vote, WWWServeClient
 from wwwserve.ledger.errors import (
     REVERT_REASONS,
@@ -39,7 +40,7 @@ from wwwserve.ledger.errors import (
     revert_error,
 )
 from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
-from wwwserve.ledger.tx import TxSender, revert_reason_of
+from wwwserve.ledger.tx import TxSender
 
 # ---------------------------------------------------------------------------------------------
 # the table

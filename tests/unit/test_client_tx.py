@@ -3,6 +3,8 @@ fees, receipts, and transport failures as ChainUnreachableError."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TransactionNotFound
 
 from wwwserve.devnet.anvil import free_port
+from wwwserve.ledger.chain import RetryPolicy, connect, endpoint_of
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.errors import (
     ChainUnreachableError,
@@ -23,7 +26,7 @@ from wwwserve.ledger.errors import (
     TransactionTimeoutError,
 )
 from wwwserve.ledger.params import DeploymentParams
-from wwwserve.ledger.tx import RetryPolicy, TxSender, connect, endpoint_of
+from wwwserve.ledger.tx import TxSender
 
 FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=0.001)
 
@@ -251,8 +254,53 @@ def test_unreachable_chain_names_the_url() -> None:
 
 
 def test_endpoint_hides_credentials() -> None:
-    w3 = Web3(Web3.HTTPProvider("https://user:secret@rpc.example.org:8443/v3/path?apikey=abc"))
+    w3 = connect("https://user:secret@rpc.example.org:8443/v3/path?apikey=abc")
     assert endpoint_of(w3) == "https://rpc.example.org:8443/v3/path"
+
+
+@pytest.fixture
+def failing_rpc() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP endpoint that answers every JSON-RPC request 503, and the methods it was asked, in order."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            asked.append(json.loads(body)["method"])
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_one_retry_layer_reads(failing_rpc: tuple[str, list[str]]) -> None:
+    """A failing read reaches the node exactly `attempts` times: web3's own HTTP retries (5 per call by
+    default, for eth_chainId, eth_getCode, ...) are off in `connect`, so they cannot multiply ours."""
+    url, asked = failing_rpc
+    w3 = connect(url, timeout_s=2.0)
+    client = WWWServeClient(w3, "0x" + "22" * 20, retry=FAST_RETRY)
+    with pytest.raises(ChainUnreachableError, match=f"after {FAST_RETRY.attempts} attempts"):
+        _ = client.chain_id
+    assert asked == ["eth_chainId"] * FAST_RETRY.attempts
+
+
+def test_one_retry_layer_sends(failing_rpc: tuple[str, list[str]]) -> None:
+    """The first read of a send (gas estimate) fails the same way, tried `attempts` times and no more."""
+    url, asked = failing_rpc
+    sender = TxSender(connect(url, timeout_s=2.0), Account.create(), retry=FAST_RETRY)
+    with pytest.raises(ChainUnreachableError):
+        sender.send(to="0x" + "11" * 20, value_wei=1)
+    assert len(asked) == FAST_RETRY.attempts and len(set(asked)) == 1, asked
 
 
 def test_read_retries_then_succeeds(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
