@@ -30,15 +30,11 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from serving import (  # noqa: E402 - a script beside serving.py, sharing its fake backend and client
-    HOST,
-    MODEL,
-    RawConnection,
-    _chat_answer,
-    _http_response,
-    free_port,
-    percentile,
-)
+from harness.common import HOST, MODEL  # noqa: E402 - bench/harness: serving.py's fake backend and client
+from harness.fake_backend import chat_answer, fake_backend_command, http_response  # noqa: E402
+from harness.load import RawConnection  # noqa: E402
+from harness.procs import free_port  # noqa: E402
+from harness.stats import percentile  # noqa: E402
 
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}).encode()
 PATH = "/v1/chat/completions"
@@ -49,7 +45,7 @@ def serve_proxy(port: int, upstream: int, work_s: float) -> None:
 
     async def main() -> None:
         conn = RawConnection(HOST, upstream, PATH, BODY)
-        answer = _http_response("200 OK", _chat_answer(MODEL))
+        answer = http_response("200 OK", chat_answer(MODEL))
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -121,8 +117,7 @@ def chain(work_s: float, pin: bool, requests: int) -> tuple[float, float, float]
     here = os.sched_getaffinity(0)
     try:
         backend = free_port()
-        procs.append(subprocess.Popen([sys.executable, str(BENCH_DIR / "serving.py"), "--serve-fake-backend",
-                                       str(backend)]))
+        procs.append(subprocess.Popen(fake_backend_command(backend)))
         wait_port(backend)
         ports = [backend]
         for _ in range(2):

@@ -1,7 +1,7 @@
 """Soak: many concurrent streams through a delegation hop for minutes, on real node processes (issue 13).
 
 Node A (a pure dispatcher) delegates every request to node B, which streams from an instant
-OpenAI-compatible fake backend (bench/serving.py's), on anvil with the contract, vouchers and all. N
+OpenAI-compatible fake backend (bench/harness/fake_backend.py), on anvil with the contract, vouchers and all. N
 clients (default 200) each stream one chat completion after another for D seconds (default 300). Every
 stream must end with `[DONE]`, carry the executor's signed result and no error event. Printed: requests,
 errors by kind, latency p50/p99 of a whole stream, time to first token p99, where the streams ran (on A
@@ -36,7 +36,21 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serving  # bench/serving.py: processes, chain set-up, the fake backend
+from harness.common import HOST, MODEL  # bench/harness: processes, chain set-up, the fake backend
+from harness.fake_backend import fake_backend_command
+from harness.node_metrics import delegation_note, dispatch_counters
+from harness.procs import (
+    NodeSpec,
+    Processes,
+    demo_password,
+    free_port,
+    free_port_pair,
+    node_command,
+    setup_chain,
+    wait_http,
+)
+from harness.sse import SSEReader
+from harness.stats import percentile
 
 RSS_GROWTH_TARGET_MB = 100.0
 EXECUTOR_HEADER = "X-WWWServe-Executor"  # node.app's: the node whose signature the answer carries
@@ -69,8 +83,8 @@ class SoakResult:
         out = {}
         for route, values in sorted(self.latency_ms_by_route.items()):
             out[route] = {"streams": len(values), "share": len(values) / self.requests if self.requests else 0.0,
-                          "latency_ms_p50": serving.percentile(values, 50),
-                          "latency_ms_p99": serving.percentile(values, 99)}
+                          "latency_ms_p50": percentile(values, 50),
+                          "latency_ms_p99": percentile(values, 99)}
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -79,9 +93,9 @@ class SoakResult:
             "streams": self.streams, "duration_s": self.duration_s, "requests": self.requests,
             "requests_per_s": self.requests / self.duration_s if self.duration_s else 0.0,
             "errors": dict(self.errors), "error_count": sum(self.errors.values()),
-            "latency_ms_p50": serving.percentile(self.latency_ms, 50) if self.latency_ms else None,
-            "latency_ms_p99": serving.percentile(self.latency_ms, 99) if self.latency_ms else None,
-            "ttft_ms_p99": serving.percentile(self.ttft_ms, 99) if self.ttft_ms else None,
+            "latency_ms_p50": percentile(self.latency_ms, 50) if self.latency_ms else None,
+            "latency_ms_p99": percentile(self.latency_ms, 99) if self.latency_ms else None,
+            "ttft_ms_p99": percentile(self.ttft_ms, 99) if self.ttft_ms else None,
             "rss_mb": {name: {"start": s[0], "end": s[-1], "peak": max(s)} for name, s in self.rss_mb.items() if s},
             "rss_growth_mb": growth,
             "routes": self.routes(),
@@ -90,7 +104,7 @@ class SoakResult:
 
 async def one_client(session: aiohttp.ClientSession, url: str, stop_at: float, result: SoakResult,
                      origin: str) -> None:
-    body = {"model": serving.MODEL, "stream": True, "messages": [{"role": "user", "content": "soak"}]}
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "soak"}]}
     while time.monotonic() < stop_at:
         start = time.monotonic()
         first: float | None = None
@@ -104,15 +118,8 @@ async def one_client(session: aiohttp.ClientSession, url: str, stop_at: float, r
                     await resp.read()
                     failure = f"HTTP {resp.status}"
                 else:
-                    async for raw in resp.content:
-                        line = raw.decode().strip()
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            done = True
-                            break
-                        event = json.loads(data)
+                    events = SSEReader(resp.content)
+                    async for event in events:
                         if "error" in event:
                             failure = f"error event: {event['error'].get('code')}"
                             break
@@ -120,6 +127,7 @@ async def one_client(session: aiohttp.ClientSession, url: str, stop_at: float, r
                                                  for c in event.get("choices", [])):
                             first = time.monotonic()
                         signed = signed or bool(event.get("wwwserve"))
+                    done = events.done
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = type(exc).__name__
         if failure is None and not done:
@@ -144,7 +152,7 @@ async def drive(port: int, streams: int, duration_s: float, pids: dict[str, int]
     connector = aiohttp.TCPConnector(limit=streams)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        url = f"http://{serving.HOST}:{port}/v1/chat/completions"
+        url = f"http://{HOST}:{port}/v1/chat/completions"
         clients = [asyncio.create_task(one_client(session, url, stop_at, result, origin)) for _ in range(streams)]
         while time.monotonic() < stop_at:
             for name, pid in pids.items():
@@ -172,18 +180,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     home = workdir / "home"
     home.mkdir()
     os.environ["WWWSERVE_HOME"] = str(home)
-    procs = serving.Processes(workdir)
+    procs = Processes(workdir)
     try:
-        backend_port = serving.free_port()
-        backend = procs.start("backend", [sys.executable, str(Path(serving.__file__).resolve()), "--serve-fake-backend",
-                                          str(backend_port)])
-        serving.wait_http(f"http://{serving.HOST}:{backend_port}/v1/models", backend, "fake backend", procs,
-                          "backend", 10.0)
-        base_port = serving.free_port_pair()
-        rpc_url, addresses = serving.setup_chain(procs, home, base_port, progress)
-        env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": serving.demo_password(),
+        backend_port = free_port()
+        backend = procs.start("backend", fake_backend_command(backend_port))
+        wait_http(f"http://{HOST}:{backend_port}/v1/models", backend, "fake backend", procs, "backend", 10.0)
+        base_port = free_port_pair()
+        rpc_url, addresses = setup_chain(procs, home, base_port, progress)
+        env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": demo_password(),
                "WWWSERVE_RPC_URL": rpc_url, "PYTHONUNBUFFERED": "1"}
-        openai = ["backend.kind=openai", f"backend.openai.base_url=http://{serving.HOST}:{backend_port}/v1",
+        openai = ["backend.kind=openai", f"backend.openai.base_url=http://{HOST}:{backend_port}/v1",
                   "policy.p_inspect=0", "peers.fee_wei=1"]  # 1 wei a request: the credit lasts any run
         origin_engine = openai
         if args.origin_engine_latency is not None:
@@ -191,14 +197,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              f"backend.fake.capacity={args.origin_engine_capacity}", "policy.p_inspect=0",
                              "peers.fee_wei=1"]
         nodes = {
-            "B": serving.NodeSpec("demo-node-2", base_port + 1, [*openai, "policy.accept_frequency=1.0"]),
-            "A": serving.NodeSpec("demo-node-1", base_port, [*origin_engine, "policy.target_token_usage=-1",
-                                                       "policy.offload_frequency=1.0", "policy.accept_frequency=0"]),
+            "B": NodeSpec("demo-node-2", base_port + 1, [*openai, "policy.accept_frequency=1.0"]),
+            "A": NodeSpec("demo-node-1", base_port, [*origin_engine, "policy.target_token_usage=-1",
+                                               "policy.offload_frequency=1.0", "policy.accept_frequency=0"]),
         }
         pids = {}
         for name, spec in nodes.items():
-            proc = procs.start(name, serving.node_command(spec), env=env)
-            serving.wait_http(f"http://{serving.HOST}:{spec.port}/ready", proc, name, procs, name, 60.0)
+            proc = procs.start(name, node_command(spec), env=env)
+            wait_http(f"http://{HOST}:{spec.port}/ready", proc, name, procs, name, 60.0)
             pids[name] = proc.pid
         progress(f"{args.streams} streams through A -> B for {args.duration:.0f} s; logs in {workdir}")
         result = asyncio.run(drive(base_port, args.streams, args.duration, pids, progress,
@@ -207,7 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary["origin_engine"] = ("instant backend" if args.origin_engine_latency is None else
                                     f"fake, latency {args.origin_engine_latency:g} s, capacity "
                                     f"{args.origin_engine_capacity}")
-        summary["delegated"] = serving.dispatch_counters(base_port)
+        summary["delegated"] = dispatch_counters(base_port)
         return summary
     finally:
         procs.close()
@@ -230,7 +236,7 @@ def report(summary: dict[str, Any]) -> tuple[str, bool]:
         where = "on node A itself" if route == "local" else "by a peer"
         lines.append(f"  executed {where:<17} {figures['streams']:,} ({100 * figures['share']:.1f} %), "
                      f"p50 {figures['latency_ms_p50']:,.1f} ms, p99 {figures['latency_ms_p99']:,.1f} ms")
-    lines.append("  " + serving.delegation_note({}, summary.get("delegated", {})))
+    lines.append("  " + delegation_note({}, summary.get("delegated", {})))
     for name, rss in summary["rss_mb"].items():
         lines.append(f"  node {name} RSS        start {rss['start']:.0f} MB, end {rss['end']:.0f} MB, "
                      f"peak {rss['peak']:.0f} MB (growth {growth.get(name, 0):+.0f} MB)")

@@ -29,6 +29,7 @@ Runs only with WWWSERVE_CHAOS=1 (CI runs it after the README's test command; abo
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -40,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -53,6 +55,19 @@ from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.params import WEI_PER_ETH
 from wwwserve.node.settings import PeerSettings
 from wwwserve.node.signing import SignedResult, SigningError, verify_result
+
+
+def _bench_sse() -> ModuleType:
+    """bench/harness/sse.py, the SSE reader bench/soak.py uses too (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "harness" / "sse.py"
+    spec = importlib.util.spec_from_file_location("bench_harness_sse", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SSEReader = _bench_sse().SSEReader
 
 pytestmark = [
     pytest.mark.integration,
@@ -304,16 +319,9 @@ class Load:
                 self._error(answer, await resp.read(), f"HTTP {resp.status}")
                 return
             executor = resp.headers.get("X-WWWServe-Executor", "")
-            text, attestation, done, error = "", None, False, None
-            async for raw in resp.content:
-                line = raw.decode().strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                event = json.loads(data)
+            text, attestation, error = "", None, None
+            events = SSEReader(resp.content)
+            async for event in events:
                 if "error" in event:
                     error = event
                     continue
@@ -324,7 +332,7 @@ class Load:
                         self.mid_stream[number] = executor
                 if event.get("wwwserve") is not None:
                     attestation = event["wwwserve"]
-        if not done:
+        if not events.done:
             answer.outcome, answer.detail = "lost", "the stream ended without [DONE]"
         elif error is not None:
             self._error(answer, json.dumps(error).encode(), "error event")
