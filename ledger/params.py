@@ -118,6 +118,30 @@ class DeploymentParams:
         return cls(**data)
 
 
+# Each DeploymentParams field <- the contract's public immutable getter that reads it back.
+PARAM_GETTERS: dict[str, str] = {
+    "min_stake_wei": "MIN_STAKE",
+    "unbonding_period_s": "UNBONDING_PERIOD",
+    "withdrawal_notice_s": "WITHDRAWAL_NOTICE",
+    "k_judges": "K_JUDGES",
+    "epoch_blocks": "EPOCH_BLOCKS",
+    "answer_window_blocks": "ANSWER_WINDOW",
+    "commit_window_blocks": "COMMIT_WINDOW",
+    "reveal_window_blocks": "REVEAL_WINDOW",
+    "appeal_window_blocks": "APPEAL_WINDOW",
+    "publish_window_blocks": "PUBLISH_WINDOW",
+    "attestation_ttl_s": "ATTESTATION_TTL",
+    "duel_bond_wei": "DUEL_BOND",
+    "duelist_fee_wei": "DUELIST_FEE",
+    "judge_fee_wei": "JUDGE_FEE",
+    "judge_penalty_wei": "JUDGE_PENALTY",
+    "silent_penalty_wei": "SILENT_PENALTY",
+    "reserve_payout_bps": "RESERVE_PAYOUT_BPS",
+    "tree_depth": "DEPTH",
+    "registration_bond_wei": "REGISTRATION_BOND",
+}
+
+
 MAX_VERDICT_WEIGHT = 4  # a coherent seat's pay scale stays within [1/4, 4] (the contract's MAX_WEIGHT)
 
 
