@@ -1,7 +1,7 @@
 """The duel roles' view of the real chain: duels from the indexer, the contract when it must be asked,
 and every duel transaction, mined.
 
-`LedgerDuelChain` is both the `judge.runner.JudgeChain` and the `node.managers.duel.DuelChain` of a
+`LedgerDuelChain` is both the `judge.runner.JudgeChain` and the `judge.manager.DuelChain` of a
 node. Which duels it is an origin, duelist, challenger or judge of, and in what state, come from its
 indexer (synced by the caller: the node's Ledger manager syncs every `chain.poll_interval_s`), as
 `judge.evidence.DuelState`; `duel_onchain` reads the contract instead (when the indexer may lag behind

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
 import nacl.exceptions
@@ -25,6 +25,7 @@ from wwwserve.ledger.identity import load_or_create_identity
 from wwwserve.node.backends.base import Backend
 from wwwserve.node.backends.fake import FakeBackend
 from wwwserve.node.backends.openai_compat import OpenAIBackend
+from wwwserve.node.extensions import FeatureFactory
 from wwwserve.node.settings import NodeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -208,8 +209,9 @@ class _QuietServer(uvicorn.Server):
 DEFAULT_RECURSION_LIMIT = 1000  # CPython's own
 
 
-def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
-    """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown)."""
+def run_node(settings: NodeSettings, *, log_level: str = "info", features: Sequence[FeatureFactory] = ()) -> None:
+    """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown).
+    `features` plug into the app (`node.extensions`): `wwwserve node run` passes the duel feature."""
     from wwwserve.node.app import create_app
 
     # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
@@ -222,7 +224,8 @@ def run_node(settings: NodeSettings, *, log_level: str = "info") -> None:
     chain = chain_id(settings)
     account = operator_account(settings)
     ledger, communication = build_network(settings, chain, address, key, account)
-    app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication)
+    app = create_app(settings, backends, key, address, chain, ledger=ledger, communication=communication,
+                     features=features)
     from wwwserve.node.serving import ConnectionLimits, protocol_class
 
     limits = ConnectionLimits(settings.server.header_timeout_s, settings.server.max_connections_per_client)

@@ -9,7 +9,9 @@ It behaves like a small engine where tests need it to: at most `capacity` reques
 the rest wait (so `load()` reports `kv_usage = running / capacity` and a waiting count), an optional
 first-token latency and token rate, `abort`, `set_down(True)` for a dead backend, `fail=True` for one
 that looks healthy but errors, and `fail_after_words` for a stream that dies midway. With
-`judge_rule` it is also a scripted duel judge: the judge prompt gets "A" or "B" by answer length. With
+`judge_rule` it is also a scripted duel judge: the judge prompt gets "A" or "B" by answer length (the duel
+feature installs the script, `wwwserve.judge.feature.scripted_judge`, as `scripted`: the judge prompt is
+the judge package's). With
 `random_words` it is a random responder: nonsense words, seeded by the request id (incentive experiments).
 """
 
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import random
 import string
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from wwwserve.errors import WWWServeError
 from wwwserve.node.backends.base import (
@@ -41,21 +43,6 @@ from wwwserve.node.protocol import FinishReason
 __all__ = ["FakeBackend"]
 
 _LETTERS = string.ascii_lowercase
-
-
-def _scripted_verdict(prompt: str, rule: str) -> str | None:
-    """A scripted judge (`judge_rule`): for the judge prompt of `judge.prompt`, the slot whose answer is
-    longer (or shorter), "#" when they are as long; None for any other prompt."""
-    from wwwserve.judge.prompt import prompt_answers
-
-    answers = prompt_answers(prompt)
-    if answers is None:
-        return None
-    answer_a, answer_b = answers
-    if len(answer_a) == len(answer_b):
-        return "#"
-    a_longer = len(answer_a) > len(answer_b)
-    return "A" if a_longer == (rule == "longer") else "B"
 
 
 class _AbortedError(WWWServeError):
@@ -91,6 +78,8 @@ class FakeBackend:
         if judge_rule not in (None, "longer", "shorter"):
             raise ValueError(f"judge_rule must be 'longer', 'shorter' or None, got {judge_rule!r}")
         self.judge_rule = judge_rule
+        # A scripted reply for a prompt it recognises (None: not one of its prompts), set by a feature.
+        self.scripted: Callable[[str], str | None] | None = None
         self.random_words = random_words
         self.name = name
         self.models = list(models)
@@ -115,10 +104,10 @@ class FakeBackend:
 
     def answer(self, req: GenerationRequest) -> tuple[str, FinishReason]:
         """The text and finish reason `req` gets, without any timing or load effects."""
-        if self.judge_rule is not None:
-            verdict = _scripted_verdict(req.prompt_text, self.judge_rule)
-            if verdict is not None:
-                return verdict, "stop"
+        if self.scripted is not None:
+            reply = self.scripted(req.prompt_text)
+            if reply is not None:
+                return reply, "stop"
         if self.random_words:
             # Reproducible per request: nonsense words drawn with the request id (and seed) as the seed.
             rng = random.Random(f"{req.request_id}/{req.seed}")

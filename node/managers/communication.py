@@ -9,7 +9,7 @@ A peer that fails (refuses the connection, times out, answers garbage or a 5xx, 
 signature does not hold) is banned with exponential backoff: `ban_initial_s`, doubled per consecutive
 failure up to `ban_max_s`; one success clears its record. Banned peers are left out of PoS sampling.
 
-The peer API (served by `node.app`):
+The peer API (served by `node.api.peer`):
 - `POST /peer/probe`     {request_id, model, route}        → {"accept": bool}
 - `POST /peer/delegate`  {request_id, kind, request, route, inspect} → the executor's answer: the OpenAI SSE
   stream (a node always asks for one, `stream: true` and `include_usage` forced, also when its user waits
@@ -17,9 +17,9 @@ The peer API (served by `node.app`):
   (or the answer) carries the signed result (`wwwserve`) and the executor's work attestation
   (`wwwserve_work`, `ledger.work.WorkAttestation`, signed with its wallet key over the origin's
   inspection commitment)
-- `POST /peer/voucher`   a signed fee voucher (`node.managers.ledger.SignedVoucher.to_json()`)
-- `POST /peer/evidence`  {duel_id} → the pieces of a duel's evidence this node holds
-  (`judge.evidence.EvidencePieces`), for the duel's seat holders and (the request only) its challenger
+- `POST /peer/voucher`   a signed fee voucher (`node.vouchers.SignedVoucher.to_json()`)
+- features add paths of their own (`node.extensions`; the duel feature's `/peer/evidence`), reached with
+  `post_sealed`
 `RemoteStream` turns a delegated SSE answer back into the `StreamDelta`s the local path produces, so the
 user-facing code treats local and delegated work alike.
 """
@@ -39,7 +39,6 @@ import nacl.signing
 from pydantic import BaseModel, ConfigDict, Field
 
 from wwwserve.errors import WWWServeError
-from wwwserve.judge.evidence import EvidenceMalformedError, EvidencePieces
 from wwwserve.ledger import safejson
 from wwwserve.ledger.work import WorkAttestation, WorkError
 from wwwserve.node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
@@ -52,13 +51,20 @@ from wwwserve.node.errors import (
     NodeError,
     UpstreamTimeoutError,
 )
-from wwwserve.node.http import AiohttpClient, HttpClient, HttpConnectError, HttpError, HttpStream, drain_lines
+from wwwserve.node.http import (
+    AiohttpClient,
+    HttpClient,
+    HttpConnectError,
+    HttpError,
+    HttpResponse,
+    HttpStream,
+    drain_lines,
+)
 from wwwserve.node.routing import Peer
 from wwwserve.node.signing import MalformedSignedResultError, SignedResult
 
 __all__ = [
     "PATH_DELEGATE",
-    "PATH_EVIDENCE",
     "PATH_PROBE",
     "PATH_VOUCHER",
     "BanList",
@@ -77,7 +83,6 @@ logger = logging.getLogger(__name__)
 PATH_PROBE = "/peer/probe"
 PATH_DELEGATE = "/peer/delegate"
 PATH_VOUCHER = "/peer/voucher"
-PATH_EVIDENCE = "/peer/evidence"
 PATH_HEALTH = "/health"
 
 MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
@@ -593,35 +598,14 @@ class CommunicationManager:
             raise PeerFailedError(peer.address, f"busy (HTTP {status})")
         raise self._failed(peer, f"delegation answered HTTP {status}")
 
-    async def fetch_evidence(self, peer: DirectoryPeer | Peer, duel_id: int) -> EvidencePieces | None:
-        """The pieces of a duel's evidence `peer` holds (this node must hold a seat in the duel, or be its
-        challenger, which gets the request only).
-
-        None when the peer does not serve them (refuses, has none, is down); `EvidenceMalformedError`
-        when what it serves is malformed. The caller checks every piece against the chain's hashes. A
-        peer is not banned for this: withheld evidence is what the judges' vote rules are for.
-        """
-        data, headers = self._sealed(peer.address, PATH_EVIDENCE, {"duel_id": duel_id})
-        try:
-            response = await self._client.request(
-                "POST", self._url(peer, PATH_EVIDENCE), content=data, headers=headers,
-                timeout_s=self.probe_timeout_s * 5,
-            )
-        except HttpError as exc:
-            logger.info("evidence of duel %d from %s: %s", duel_id, peer.address, exc)
-            return None
-        if response.status != 200:
-            logger.info("evidence of duel %d from %s: HTTP %s %s", duel_id, peer.address, response.status,
-                        response.text[:200])
-            return None
-        try:
-            payload = response.json()
-        except ValueError:
-            raise EvidenceMalformedError("the evidence is not JSON") from None
-        pieces = EvidencePieces.from_json(payload)
-        if pieces.duel_id != duel_id:
-            raise EvidenceMalformedError(f"asked for duel {duel_id}, got evidence of duel {pieces.duel_id}")
-        return pieces
+    async def post_sealed(self, peer: DirectoryPeer | Peer, path: str, payload: Mapping[str, Any],
+                          timeout_s: float | None = None) -> HttpResponse:
+        """POST `payload` to `peer`'s `path` as a sealed envelope (a feature's peer route); the answer as it
+        came. `HttpError` when the peer cannot be reached. Nothing here bans the peer: the caller decides
+        what a refusal means."""
+        data, headers = self._sealed(peer.address, path, payload)
+        return await self._client.request("POST", self._url(peer, path), content=data, headers=headers,
+                                          timeout_s=timeout_s if timeout_s is not None else self.probe_timeout_s)
 
     def send_voucher_soon(self, peer: DirectoryPeer | Peer, voucher_json: Mapping[str, Any]) -> None:
         """Deliver a fee voucher in the background (off the request path); failures are logged."""

@@ -51,10 +51,8 @@ import functools
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from wwwserve.ledger.work import (
@@ -62,7 +60,6 @@ from wwwserve.ledger.work import (
     WorkError,
     answer_hash,
     check_work,
-    inspect_commitment,
     model_hash,
     request_hash,
     request_id_hash,
@@ -76,6 +73,7 @@ from wwwserve.node.errors import (
     OverloadedError,
     UpstreamTimeoutError,
 )
+from wwwserve.node.extensions import DuelHooks, Inspection
 from wwwserve.node.managers.communication import (
     CommunicationManager,
     DelegateBody,
@@ -104,26 +102,6 @@ WORK_CLOCK_SKEW_S = 60
 """Most an executor's `issuedAt` may differ from this node's clock."""
 
 ZERO32 = b"\x00" * 32
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """The origin's blind draw for one user request: whether it will duel the answer, and the salt that
-    opens its commitment (`ledger.work.inspect_commitment`) on-chain."""
-
-    request_id: bytes  # request_id_hash of the request id
-    wants_duel: bool
-    salt: bytes
-
-    @functools.cached_property
-    def commitment(self) -> bytes:
-        """What travels with the request (`DelegateBody.inspect`)."""
-        return inspect_commitment(self.request_id, self.wants_duel, self.salt)
-
-    @classmethod
-    def draw(cls, request_id: str, wants_duel: bool) -> Inspection:
-        """A fresh inspection with a random salt."""
-        return cls(request_id_hash(request_id), wants_duel, os.urandom(32))
 
 
 class WorkTerms:
@@ -298,8 +276,8 @@ class Dispatcher:
         self.fee_flush_interval_s = fee_flush_interval_s
         self._urgent: asyncio.Task[None] | None = None  # a flush started early for a peer owed many fees
         self._dues: dict[str, tuple[Any, int]] = {}  # peer address (lower) -> (peer, wei owed, no voucher yet)
-        # Set by the app when the node takes part in duels (node.managers.duel.DuelManager).
-        self.duels: Any = None
+        # Set by the app when the node takes part in duels (the duel feature, node.extensions.DuelHooks).
+        self.duels: DuelHooks | None = None
         self._flusher: asyncio.Task[None] | None = None
 
     def _count(self, name: str, **labels: str) -> None:

@@ -616,7 +616,7 @@ class LedgerManager:
         return sign_work(self._account, self.chain_id, self.contract_address, work)
 
     # -----------------------------------------------------------------------------------------
-    # duels: the chain side of judge.runner and node.managers.duel
+    # duels: the chain side of judge.runner and judge.manager
     async def run_tx(self, fn: Callable[[], T]) -> T:
         """Run `fn` (a blocking call that sends a transaction) on the transaction thread, one at a time."""
         if self._account is None:

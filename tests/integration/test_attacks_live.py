@@ -58,6 +58,7 @@ from eth_typing import Hash32
 
 from wwwserve.devnet.anvil import DEV_KEYS, free_port
 from wwwserve.judge.evidence import EvidencePieces
+from wwwserve.judge.manager import PATH_EVIDENCE
 from wwwserve.ledger.chain import rpc_call
 from wwwserve.ledger.client import DuelOutcome, DuelStatus, SlashReason, Vote, WWWServeClient
 from wwwserve.ledger.errors import (
@@ -83,7 +84,7 @@ from wwwserve.ledger.work import (
     work_digest,
 )
 from wwwserve.node.envelope import HEADER_RECEIVER, HEADER_SENDER, seal
-from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE
+from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_PROBE
 from wwwserve.node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
 
 pytestmark = pytest.mark.integration

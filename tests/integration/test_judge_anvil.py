@@ -356,12 +356,12 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
     model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is not:
     bench/incentives.py measures it); what must hold is that each judge's on-chain vote is exactly what its
     model said in both orders, and that the verdict moves stake by the contract's rules."""
+    from wwwserve.judge.manager import model_asker
     from wwwserve.judge.prompt import build_prompt, combine_orders, parse_vote
     from wwwserve.judge.runner import question_of
     from wwwserve.node.backends.base import GenerationRequest
     from wwwserve.node.backends.fake import FakeBackend
     from wwwserve.node.backends.local import LocalBackend, ensure_model_package
-    from wwwserve.node.managers.duel import model_asker
     from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     ensure_model_package()

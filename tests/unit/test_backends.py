@@ -846,7 +846,8 @@ class _JudgeLedger:
 def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
     import random
 
-    from wwwserve.node.app import _duel_manager
+    from wwwserve.judge.feature import duel_feature
+    from wwwserve.node.extensions import NodeContext
     from wwwserve.node.managers.model import ModelManager
     from wwwserve.node.metrics import Metrics
     from wwwserve.node.policy import DefaultPolicy, PolicyConfig
@@ -855,8 +856,10 @@ def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
     settings = load_settings(overrides={"backend": {"kind": "fake", "models": ["served"]}, "judge": judge})
     models = ModelManager([FakeBackend(["served"])])
     policy = DefaultPolicy(PolicyConfig(auto_stake=False), random.Random(0))
-    return _duel_manager(settings, "0x" + "11" * 20, _JudgeLedger(tmp_path), object(), policy,
-                         object(), models, Metrics())
+    context = NodeContext(settings, "0x" + "11" * 20, _JudgeLedger(tmp_path), object(), policy,  # type: ignore[arg-type]
+                          object(), models, [], Metrics())  # type: ignore[arg-type]
+    feature = duel_feature(context)
+    return None if feature is None else feature.manager
 
 
 def test_a_node_can_judge_with_a_separate_endpoint(live: LiveServer, tmp_path: Any) -> None:

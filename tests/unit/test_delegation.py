@@ -29,6 +29,7 @@ import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from wwwserve.judge.manager import PATH_EVIDENCE
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
@@ -46,7 +47,7 @@ from wwwserve.node.backends.fake import FakeBackend
 from wwwserve.node.billing import PeerStanding
 from wwwserve.node.envelope import seal
 from wwwserve.node.http import HttpConnectError, HttpError, HttpResponse
-from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_EVIDENCE, PATH_PROBE, CommunicationManager
+from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_PROBE, CommunicationManager
 from wwwserve.node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
 from wwwserve.node.settings import load_settings
 from wwwserve.node.signing import SignedResult, verify_result
@@ -728,8 +729,8 @@ class RecordingDuels:
 
     def __init__(self, node: Node, inspect: bool, tmp: Path | None = None, chain: Any = None) -> None:
         from wwwserve.judge.journal import VoteJournal
+        from wwwserve.judge.manager import DuelManager
         from wwwserve.judge.store import EvidenceStore
-        from wwwserve.node.managers.duel import DuelManager
 
         self.events: list[str] = []
         self.opened: list[tuple[Any, WorkAttestation, str]] = []  # (inspection, work, text)
@@ -752,7 +753,9 @@ class RecordingDuels:
             if tmp else None, ask_model=None, run_request=None, chain=chain or object(),  # type: ignore[arg-type]
             count=lambda name, **labels: self.events.append(labels.get("event", name)), evidence_flush_s=0.0,
         )
-        node.app.state.dispatcher.duels = self.manager
+        from wwwserve.judge.feature import DuelFeature
+
+        node.app.use_feature(DuelFeature(self.manager))  # its duel hooks and /peer/evidence
 
 
 def check_work(work: WorkAttestation, *, origin: Node, executor: Node, request_id: str, kind: str,

@@ -1,4 +1,4 @@
-"""The Duel manager's decisions (node/managers/duel.py) against an in-memory chain and peers: the
+"""The Duel manager's decisions (judge/manager.py) against an in-memory chain and peers: the
 challenger fetches, checks, runs and answers (or says it could not get the request, then answers the
 published one); the origin opens with its evidence stored first, draws a challenger that did not show
 up, publishes a withheld request, draws an appeal panel and settles; a duelist appeals by policy; evidence
@@ -8,6 +8,7 @@ holds it. The same roles on a real chain with real node processes: tests/integra
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from eth_utils.address import to_checksum_address
 
 from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState
 from wwwserve.judge.journal import DuelView, VoteJournal
+from wwwserve.judge.manager import PATH_EVIDENCE, DuelManager, EvidenceRefusedError
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
 from wwwserve.ledger.work import (
     WorkAttestation,
@@ -30,8 +32,8 @@ from wwwserve.ledger.work import (
     request_id_hash,
     sign_work,
 )
-from wwwserve.node.managers.dispatch import Inspection
-from wwwserve.node.managers.duel import DuelManager, EvidenceRefusedError
+from wwwserve.node.extensions import Inspection
+from wwwserve.node.http import HttpResponse
 
 CHAIN = 31337
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -157,9 +159,18 @@ class FakePeers:
     def contact(self, address: str) -> Contact:  # the ledger's
         return Contact(address)
 
-    async def fetch_evidence(self, peer: Contact, duel_id: int) -> EvidencePieces | None:
+    probe_timeout_s = 1.0
+
+    async def post_sealed(self, peer: Contact, path: str, payload: dict[str, Any],
+                          timeout_s: float | None = None) -> HttpResponse:
+        """The communication manager's sealed POST, answered by what `peer` serves (404 when nothing)."""
+        assert path == PATH_EVIDENCE
+        duel_id = payload["duel_id"]
         self.asked.append((peer.address, duel_id))
-        return self.served.get(peer.address, {}).get(duel_id)
+        pieces = self.served.get(peer.address, {}).get(duel_id)
+        if pieces is None:
+            return HttpResponse(404, {}, b'{"error": {"message": "no evidence"}}')
+        return HttpResponse(200, {}, json.dumps(pieces.to_json()).encode())
 
 
 @dataclass
@@ -427,9 +438,9 @@ def test_a_judge_gathers_each_piece_from_whoever_holds_it(tmp_path: Path) -> Non
 
 
 def test_the_challenger_runs_the_request_as_its_user_sent_it() -> None:
+    from wwwserve.judge.manager import request_runner
     from wwwserve.node.backends.base import GenerationRequest, GenerationResult
     from wwwserve.node.errors import InvalidRequestError
-    from wwwserve.node.managers.duel import request_runner
 
     seen: list[GenerationRequest] = []
 

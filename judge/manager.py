@@ -2,7 +2,7 @@
 
 **Origin.** Before a user's request is first delegated the dispatcher draws, blind, whether this node
 will duel the answer (`should_inspect`, `policy.p_inspect`) and sends only the commitment with the
-request (`node.managers.dispatch.Inspection`). The user is always served by the executor A the
+request (`node.extensions.Inspection`). The user is always served by the executor A the
 dispatcher picked. When A's answer is in and checked (its work attestation included) and the draw said
 duel, `open_soon` stores the evidence (the request's canonical bytes, A's answer, A's work attestation
 and the inspection salt) and opens the duel on-chain (`openDuel`), in the background. The loop then does
@@ -61,6 +61,7 @@ from wwwserve.judge.evidence import (
     ZERO_HASH,
     DuelState,
     EvidenceError,
+    EvidenceMalformedError,
     EvidencePieces,
     checked_pieces,
 )
@@ -69,11 +70,16 @@ from wwwserve.judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
 from wwwserve.ledger.work import WorkAttestation, answer_hash, duel_id_of, request_bytes
 from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.extensions import Inspection
+from wwwserve.node.http import HttpError
 from wwwserve.node.managers.communication import CommunicationManager
-from wwwserve.node.managers.dispatch import Inspection
 from wwwserve.node.protocol import new_request_id
 
-__all__ = ["APPEAL_POLICIES", "DuelChain", "DuelManager", "EvidenceRefusedError", "model_asker", "request_runner"]
+__all__ = ["APPEAL_POLICIES", "PATH_EVIDENCE", "DuelChain", "DuelManager", "EvidenceRefusedError", "fetch_evidence",
+           "model_asker", "request_runner"]
+
+PATH_EVIDENCE = "/peer/evidence"
+"""The duel feature's peer route: {duel_id} → the pieces of that duel's evidence the node holds."""
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +349,7 @@ class DuelManager:
         if contact is None:
             return None
         try:
-            return await self.communication.fetch_evidence(contact, duel_id)
+            return await fetch_evidence(self.communication, contact, duel_id)
         except EvidenceError as exc:
             logger.info("duel %d: %s served malformed evidence: %s", duel_id, party, exc)
             return None
@@ -661,6 +667,33 @@ class DuelManager:
         self.journal.close()
         if self._on_close is not None:
             await self._on_close()
+
+
+async def fetch_evidence(comm: CommunicationManager, peer: Any, duel_id: int) -> EvidencePieces | None:
+    """The pieces of a duel's evidence `peer` holds (this node must hold a seat in the duel, or be its
+    challenger, which gets the request only), over the signed peer API (`PATH_EVIDENCE`).
+
+    None when the peer does not serve them (refuses, has none, is down); `EvidenceMalformedError` when what
+    it serves is malformed. The caller checks every piece against the chain's hashes. A peer is not banned
+    for this: withheld evidence is what the judges' vote rules are for.
+    """
+    try:
+        response = await comm.post_sealed(peer, PATH_EVIDENCE, {"duel_id": duel_id}, timeout_s=comm.probe_timeout_s * 5)
+    except HttpError as exc:
+        logger.info("evidence of duel %d from %s: %s", duel_id, peer.address, exc)
+        return None
+    if response.status != 200:
+        logger.info("evidence of duel %d from %s: HTTP %s %s", duel_id, peer.address, response.status,
+                    response.text[:200])
+        return None
+    try:
+        payload = response.json()
+    except ValueError:
+        raise EvidenceMalformedError("the evidence is not JSON") from None
+    pieces = EvidencePieces.from_json(payload)
+    if pieces.duel_id != duel_id:
+        raise EvidenceMalformedError(f"asked for duel {duel_id}, got evidence of duel {pieces.duel_id}")
+    return pieces
 
 
 def model_asker(generate: Callable[[GenerationRequest], Awaitable[Any]], model: str) -> JudgeModel:

@@ -1,0 +1,224 @@
+"""The serving class of the OpenAI-compatible API (as vLLM's `OpenAIServingChat`): one chat or completion
+request validated, dispatched (here or to a peer, `Dispatcher`), and answered, whole or as SSE, with the
+executor's signed `wwwserve` attestation; a peer's request is answered with a work attestation too.
+
+Routes (`node.api.routes`) only read the body and call `serve`; this holds everything between.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.types import Receive
+
+from wwwserve.node.api.io import SSE_HEADERS, ClosingStreamingResponse, unless_disconnected, validate
+from wwwserve.node.attestation import ResultSigner, WorkSigner
+from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.errors import BackendUnavailableError, UpstreamTimeoutError, sse_error_events
+from wwwserve.node.managers.communication import PeerFailedError, RemoteStream
+from wwwserve.node.managers.dispatch import Dispatcher, Source
+from wwwserve.node.managers.request import LocalStream
+from wwwserve.node.protocol import (
+    SSE_DONE,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionDelta,
+    ChatCompletionRequest,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    FinishReason,
+    Usage,
+    chat_completion_body,
+    completion_body,
+    new_request_id,
+    sse_event,
+)
+
+__all__ = ["EXECUTOR_HEADER", "CompletionsServing", "sse_events"]
+
+EXECUTOR_HEADER = "X-WWWServe-Executor"
+"""Names the node that executed a request; sent on every generation answer, streamed or not."""
+
+
+class CompletionsServing:
+    """Serves `/v1/chat/completions` and `/v1/completions`, for this node's users and for peers."""
+
+    def __init__(self, dispatcher: Dispatcher, signer: ResultSigner, work_signer: WorkSigner) -> None:
+        self.dispatcher = dispatcher
+        self.signer = signer
+        self.work_signer = work_signer
+
+    async def serve(
+        self,
+        kind: Literal["chat", "completion"],
+        raw: dict[str, Any],
+        route: Sequence[str],
+        source: Source,
+        request_id: str | None = None,
+        inspect: bytes | None = None,
+        receive: Receive | None = None,
+        on_unanswered: Callable[[], object] | None = None,
+    ) -> Response:
+        """Validate, dispatch (here or a peer) and format one chat or completion request. A peer's request
+        (`route` not empty) is answered with a work attestation too: this node's, signed over `inspect`,
+        if it ran here; the executor's, relayed unchanged, if it went on to another peer. A whole answer,
+        or a stream still waiting for its first output, is abandoned (the engine stops) when the client
+        behind `receive` hangs up first. `on_unanswered` is called when a stream ends without its signed
+        answer (it was abandoned or failed: the peer that asked will not pay for it)."""
+        req: ChatCompletionRequest | CompletionRequest
+        if kind == "chat":
+            req = validate(ChatCompletionRequest, raw)
+            request_id = request_id or new_request_id("chatcmpl")
+            greq = GenerationRequest.from_chat(req, request_id)
+            # The prompt hash covers the messages exactly as the client sent them (node.signing).
+            prompt: list[Mapping[str, Any]] | str = raw["messages"]
+        else:
+            req = validate(CompletionRequest, raw)
+            request_id = request_id or new_request_id("cmpl")
+            greq = GenerationRequest.from_completion(req, request_id)
+            prompt = req.prompt_text
+        model = req.model
+        rid = request_id
+
+        def own_work(text: str) -> dict[str, Any]:
+            """This node's work over a peer's request it ran itself (kept as evidence too)."""
+            work = self.work_signer.sign(kind, raw, route, rid, model, text, inspect)
+            if self.dispatcher.duels is not None:  # the duel feature keeps it as evidence
+                self.dispatcher.duels.keep_work(work, kind, raw, text)
+            return work.to_json()
+
+        if not req.stream:
+            generating = self.dispatcher.generate(greq, kind, raw, prompt, route, source, inspect)
+            result, remote, work = await (generating if receive is None
+                                          else unless_disconnected(receive, generating))
+            attestation = (
+                remote.to_json() if remote is not None else self.signer.sign(rid, prompt, model, result.text, route)
+            )
+            executor = remote.executor if remote is not None else self.signer.node_address
+            build = chat_completion_body if kind == "chat" else completion_body
+            body = build(rid, model, result.text, result.finish_reason, result.prompt_tokens,
+                         result.completion_tokens, attestation)
+            if route:
+                body["wwwserve_work"] = work.to_json() if work is not None else own_work(result.text)
+            return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
+
+        opening = self.dispatcher.open_stream(greq, kind, raw, prompt, route, source, inspect)
+        # A stream may wait long for its first output (a busy engine's queue): a client that leaves meanwhile
+        # gives its place up at once instead of when the first write fails.
+        stream = await (opening if receive is None else unless_disconnected(receive, opening))
+        answered = False
+
+        def sign(text: str) -> dict[str, Any]:
+            nonlocal answered
+            answered = True
+            extensions: dict[str, Any] = {}
+            if isinstance(stream, RemoteStream):
+                # The text reached the user already: a failed work check keeps it (no duel over it).
+                attestation, work = self.dispatcher.finish_remote(stream, text, prompt, strict_work=False)
+                extensions["wwwserve"] = attestation.to_json()
+                if route and work is not None:
+                    extensions["wwwserve_work"] = work.to_json()
+            else:
+                extensions["wwwserve"] = self.signer.sign(rid, prompt, model, text, route)
+                if route:
+                    extensions["wwwserve_work"] = own_work(text)
+            return extensions
+
+        created = int(time.time())
+        if kind == "chat":
+
+            def chunk(**fields: Any) -> BaseModel:
+                return ChatCompletionChunk(id=rid, created=created, model=model, **fields)
+
+            events = sse_events(
+                stream,
+                opening=chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]
+                ),
+                text_chunk=lambda text: chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]
+                ),
+                finish_chunk=lambda reason, ext: chunk(
+                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], **ext
+                ),
+                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
+                include_usage=req.include_usage,
+                sign=sign,
+            )
+        else:
+
+            def chunk(**fields: Any) -> BaseModel:
+                return CompletionChunk(id=rid, created=created, model=model, **fields)
+
+            events = sse_events(
+                stream,
+                opening=None,
+                text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
+                finish_chunk=lambda reason, ext: chunk(
+                    choices=[CompletionChoice(text="", finish_reason=reason)], **ext
+                ),
+                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
+                include_usage=req.include_usage,
+                sign=sign,
+            )
+        executor_name = stream.peer.address if isinstance(stream, RemoteStream) else self.signer.node_address
+
+        async def close() -> None:
+            await stream.aclose()
+            if not answered and on_unanswered is not None:
+                on_unanswered()
+
+        return ClosingStreamingResponse(
+            events,
+            on_close=close,
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, EXECUTOR_HEADER: executor_name},
+        )
+
+
+async def sse_events(
+    stream: LocalStream | RemoteStream,
+    *,
+    opening: BaseModel | None,
+    text_chunk: Callable[[str], BaseModel],
+    finish_chunk: Callable[[FinishReason, dict[str, Any]], BaseModel],
+    usage_chunk: Callable[[Usage, dict[str, Any]], BaseModel],
+    include_usage: bool,
+    sign: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed chat or completion answer; the chunk factories say which.
+
+    Text deltas as they come; then the finish chunk, which carries the signed `wwwserve` attestation over
+    the whole output (and, to a peer, the `wwwserve_work` attestation) — or the usage chunk does, when the
+    client asked for usage; then [DONE]. `sign(text)` gives those extension fields. A failure after the
+    stream started becomes an OpenAI error event, and the stream is always closed.
+    """
+    pieces: list[str] = []
+    try:
+        if opening is not None:
+            yield sse_event(opening)
+        async for delta in stream:
+            if delta.text:
+                pieces.append(delta.text)
+                yield sse_event(text_chunk(delta.text))
+            if delta.finish_reason is None:
+                continue
+            attestation = sign("".join(pieces))
+            yield sse_event(finish_chunk(delta.finish_reason, {} if include_usage else attestation))
+            if include_usage:
+                usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
+                yield sse_event(usage_chunk(usage, attestation))
+            yield SSE_DONE
+            return
+        raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")
+    except Exception as exc:
+        if isinstance(exc, PeerFailedError):
+            exc = UpstreamTimeoutError("The peer executing this request failed mid-answer. Please retry.")
+        yield sse_error_events(exc)
+    finally:
+        await stream.aclose()
