@@ -1,29 +1,21 @@
-"""`wwwserve sim`: run the discrete-event simulator (package `sim`) from the command line."""
+"""`wwwserve sim ...`: run the discrete-event simulator (package `sim`) from the command line."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from wwwserve.cli.common import console, err_console, fail
 
 __all__ = ["sim_app"]
 
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True)
-
 sim_app = typer.Typer(help="Simulate a network on this machine (the live node's own policy and routing code, "
                            "modelled LLM engines).", no_args_is_help=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 class _Progress:
@@ -68,21 +60,21 @@ def sim_run(
     from wwwserve.sim.workloads import MathLengths, WorkloadError
 
     if scenario not in SCENARIOS:
-        raise _fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if scenario == "quality":
         _quality(seed, out, as_json)
         return
     modes = tuple(mode or MODES)
     bad = [m for m in modes if m not in MODES]
     if bad:
-        raise _fail(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
+        fail(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
     if network not in ("lan", "intercontinental"):
-        raise _fail(f"unknown network {network!r}; choose lan or intercontinental")
+        fail(f"unknown network {network!r}; choose lan or intercontinental")
     try:
         built = build(scenario, seed, schedule_path=schedule, trace_path=trace, trace_scale=scale,
                       lengths=MathLengths(median_output=median_output))
     except WorkloadError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     if network == "intercontinental":
         built = intercontinental(built)
     progress = _Progress()
@@ -148,7 +140,7 @@ def sim_reproduce(
         summary = reproduce(out, seed=seed, schedule_path=schedule, trace_path=trace,
                             progress=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
     except WorkloadError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
     count = len(summary["scenarios"]) + (summary["quality"] is not None)
     console.print(f"wrote {out}/ ({count} scenarios"
