@@ -39,6 +39,7 @@ from wwwserve.node.errors import NodeError, error_response, install_error_handle
 from wwwserve.node.extensions import FeatureFactory, NodeContext, NodeFeature
 from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_PROBE, PATH_VOUCHER, CommunicationManager
 from wwwserve.node.managers.dispatch import Dispatcher
+from wwwserve.node.managers.fees import FeeBook
 from wwwserve.node.managers.model import ModelManager
 from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import RequestManager
@@ -174,7 +175,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         for feature in reversed(parts.features):
             await feature.aclose()
-        await parts.dispatcher.aclose()
+        await parts.dispatcher.fees.aclose()  # pay what is owed before the node stops
         if parts.communication is not None:
             await parts.communication.aclose()
         if parts.ledger is not None:
@@ -211,9 +212,11 @@ def create_app(
     if policy is None:
         policy = load_policy(settings.policy.policy_class, settings.policy.to_config(),
                              random.Random(settings.policy.rng_seed))
+    fees = FeeBook(ledger, peers.fee_wei, communication.send_voucher_soon if communication is not None else None)
+
     # Fees owed but not yet in a voucher are spent already, as far as the policy is concerned.
     def free_credit_wei() -> int:
-        return 0 if ledger is None else max(0, ledger.credit_wei() - dispatcher.pending_fees_wei())
+        return 0 if ledger is None else max(0, ledger.credit_wei() - fees.pending_wei())
 
     policy_manager = PolicyManager(policy, model_manager, requests, credit_wei=free_credit_wei)
     metrics = Metrics(known_routes=ROUTES)
@@ -223,7 +226,7 @@ def create_app(
     config = policy.config
     dispatcher = Dispatcher(
         my_address=node_address, chain_id=chain_id, requests=requests, policy=policy_manager,
-        communication=communication, ledger=ledger, fee_wei=peers.fee_wei, max_hops=peers.max_hops,
+        communication=communication, ledger=ledger, fees=fees, max_hops=peers.max_hops,
         no_peer_wait_s=peers.no_peer_wait_s, max_redispatches=peers.max_redispatches, k_exec=config.k_exec,
         retry_delay_s=config.retry_delay_s, reoffer_interval_s=config.reoffer_interval_s, metrics=metrics)
     serving = CompletionsServing(dispatcher, ResultSigner(signing_key, node_address, chain_id),

@@ -7,9 +7,9 @@ it will not pay for that), and takes one only from a sender that:
 
 1. is registered, active, and holds at least the contract's minimum stake;
 2. owes it, beyond what its vouchers already cover, less than the credit limit
-   (`peers.credit_limit_fees` fees): an origin's vouchers follow its delegations within
-   `fee_flush_interval_s` (0.5 s), so an honest origin stays far below; a freeloader is refused once it
-   reaches the limit, until it pays;
+   (`peers.credit_limit_fees` fees): an origin's vouchers follow its delegations within its fee
+   book's flush interval (`node.managers.fees`, 0.5 s), so an honest origin stays far below; a
+   freeloader is refused once it reaches the limit, until it pays;
 3. holds on the ledger (credit + pending withdrawal) enough to cover its vouchers not claimed yet, what
    it owes beyond them, and this request's fee: a voucher it cannot fund is worth nothing.
 

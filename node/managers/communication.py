@@ -267,7 +267,7 @@ class RemoteStream:
         self.request = request
         self.attestation: SignedResult | None = None
         self.work: WorkAttestation | None = None
-        self.terms: Any = None  # node.managers.dispatch.WorkTerms
+        self.terms: Any = None  # node.attestation.WorkTerms
         self._response = response
         self._lines = response.lines()
         self._first: StreamDelta | None = None

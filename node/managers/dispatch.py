@@ -23,9 +23,8 @@ Nothing here polls: a decision is made the moment a request arrives, and a RETRY
 checks the executor's signature against its registered key and the hashes of what was actually relayed,
 and its work attestation (`ledger.work`, signed with its wallet: every field as this node sent or
 relayed the request, the answer hash of the exact text relayed, issued within `WORK_CLOCK_SKEW_S` of
-now), then owes the fee to the peer the request was handed to (it pays its own next hop in turn); fees
-owed are paid by one cumulative voucher per peer every `fee_flush_interval_s`, or at once when
-`FLUSH_AT_FEES` fees are owed to one peer (an executor refuses an origin owing it `peers.credit_limit_fees`).
+now), then owes the fee to the peer the request was handed to (it pays its own next hop in turn) in its fee
+book (`node.managers.fees.FeeBook`: batched cumulative vouchers).
 
 Duels (docs/duels.md). Before a user's request is first delegated, the origin draws whether it will duel
 the answer (`Inspection`: `policy.p_inspect`, a random salt) and sends only the commitment with the
@@ -47,24 +46,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from wwwserve.ledger.work import (
     WorkAttestation,
     WorkError,
-    answer_hash,
-    check_work,
-    model_hash,
-    request_hash,
-    request_id_hash,
 )
 from wwwserve.node import planner
+from wwwserve.node.attestation import WorkTerms, check_result
 from wwwserve.node.backends.base import GenerationRequest, GenerationResult, StreamDelta
 from wwwserve.node.errors import (
     BackendUnavailableError,
@@ -82,112 +75,34 @@ from wwwserve.node.managers.communication import (
     ProbeBody,
     RemoteStream,
 )
+from wwwserve.node.managers.fees import FeeBook
 from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import LocalStream, RequestManager
 from wwwserve.node.metrics import Metrics
 from wwwserve.node.planner import DispatchLimits, PlanRequest
 from wwwserve.node.policy import Action
 from wwwserve.node.routing import Peer, candidates_for_delegation
-from wwwserve.node.signing import SignedResult, SigningError, verify_result
+from wwwserve.node.signing import SignedResult, SigningError
 
 __all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms", "collect"]
 
-# Fees owed to one peer that trigger a voucher at once rather than at the next interval.
-FLUSH_AT_FEES = 16
 logger = logging.getLogger(__name__)
 
 Source = Literal["user", "node"]
 
-WORK_CLOCK_SKEW_S = 60
-"""Most an executor's `issuedAt` may differ from this node's clock."""
 
 ZERO32 = b"\x00" * 32
 
 
-class WorkTerms:
-    """What the executor of one request must attest (`ledger.work.WorkAttestation`), as the node that
-    delegates it sent it: origin, request id, request hash, model, inspection commitment.
-
-    Built for every request that may be delegated; the costly parts (the request's canonical hash, the
-    origin's duel draw) are computed only when a delegation actually leaves. `inspection` is the origin's
-    own draw (None on a relaying hop, which only passes the commitment on)."""
-
-    def __init__(
-        self,
-        *,
-        kind: Literal["chat", "completion"],
-        raw_request: Mapping[str, Any],
-        request_id: str,
-        model: str,
-        origin: str,
-        inspect: bytes | None = None,
-        draw: Callable[[], bool] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.raw_request = raw_request
-        self.request_id = request_id
-        self.model = model
-        self.origin = origin
-        self._inspect = inspect
-        self._draw = draw
-
-    @functools.cached_property
-    def inspection(self) -> Inspection | None:
-        """The origin's draw (made on first use: before the first delegation leaves)."""
-        if self._inspect is not None:
-            return None
-        return Inspection.draw(self.request_id, bool(self._draw()) if self._draw is not None else False)
-
-    @property
-    def inspect(self) -> bytes:
-        """The commitment sent with (or relayed with) the request."""
-        if self._inspect is not None:
-            return self._inspect
-        inspection = self.inspection
-        assert inspection is not None
-        return inspection.commitment
-
-    @functools.cached_property
-    def request_hash(self) -> bytes:
-        """keccak256 of the request's canonical bytes, as relayed."""
-        return request_hash(self.kind, self.raw_request)
-
-    def check(self, work: WorkAttestation | None, executor: str, text: str, *, chain_id: int, contract: str,
-              now_s: float | None = None) -> WorkAttestation:
-        """`work` if it is signed by `executor` and says exactly these terms over `text`; else `WorkError`."""
-        if work is None:
-            raise WorkError("no work attestation")
-        check_work(chain_id, contract, work)  # signed by its executor
-        if work.executor.lower() != executor.lower():
-            raise WorkError(f"work attested by {work.executor}, the result by {executor}")
-        if work.origin.lower() != self.origin.lower():
-            raise WorkError(f"work attested for origin {work.origin}, not {self.origin}")
-        if work.request_id != request_id_hash(self.request_id):
-            raise WorkError("work attested for another request id")
-        if work.request_hash != self.request_hash:
-            raise WorkError("work attested over another request (model, prompt or sampling parameters differ)")
-        if work.model_hash != model_hash(self.model):
-            raise WorkError("work attested for another model")
-        if work.answer_hash != answer_hash(text):
-            raise WorkError("work attested over another answer")
-        if work.inspect != self.inspect:
-            raise WorkError("work attested with another inspection commitment")
-        now = time.time() if now_s is None else now_s
-        if abs(work.issued_at - now) > WORK_CLOCK_SKEW_S:
-            raise WorkError(f"work issued at {work.issued_at}, {work.issued_at - now:+.0f} s from now")
-        return work
-
-
 class FeeLedger(Protocol):
-    """What dispatch needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits)."""
+    """What dispatch needs from the Ledger manager (`node.managers.ledger.LedgerManager` fits): the peers'
+    keys, the recent block hash routing seeds from, and the contract work is attested for."""
 
     contract_address: str
 
     def pubkey_of(self, address: str) -> bytes | None: ...
 
     def recent_block_hash(self) -> bytes: ...
-
-    def record_fee(self, executor: str, fee_wei: int) -> Any: ...
 
 
 class _LivePeers:
@@ -247,12 +162,11 @@ class Dispatcher:
         policy: PolicyManager,
         communication: CommunicationManager | None = None,
         ledger: FeeLedger | None = None,
-        fee_wei: int = 0,
         max_hops: int = 3,
         k_exec: int = 1,
         retry_delay_s: float = 0.1,
         metrics: Metrics | None = None,
-        fee_flush_interval_s: float = 0.5,
+        fees: FeeBook | None = None,
         reoffer_interval_s: float = 0.0,
         no_peer_wait_s: float = 30.0,
         max_redispatches: int = 8,
@@ -263,7 +177,6 @@ class Dispatcher:
         self.policy = policy
         self.communication = communication
         self.ledger = ledger
-        self.fee_wei = fee_wei
         # Every routing knob of the planner (node.planner), shared with the simulator.
         self.limits = DispatchLimits(max_hops=max_hops, k_exec=k_exec, retry_delay_s=retry_delay_s,
                                      request_timeout_s=requests.request_timeout_s, no_peer_wait_s=no_peer_wait_s,
@@ -271,14 +184,11 @@ class Dispatcher:
         self.max_hops = max_hops
         # How often a QUEUE'd request still waiting for its first output here is offered to peers again (0: never).
         self.reoffer_interval_s = reoffer_interval_s
-        self._fee_warned = False
         self.metrics = metrics
-        self.fee_flush_interval_s = fee_flush_interval_s
-        self._urgent: asyncio.Task[None] | None = None  # a flush started early for a peer owed many fees
-        self._dues: dict[str, tuple[Any, int]] = {}  # peer address (lower) -> (peer, wei owed, no voucher yet)
+        # What this node owes its peers (node.managers.fees): one fee per checked delegated answer.
+        self.fees = fees if fees is not None else FeeBook(None, 0)
         # Set by the app when the node takes part in duels (the duel feature, node.extensions.DuelHooks).
         self.duels: DuelHooks | None = None
-        self._flusher: asyncio.Task[None] | None = None
 
     def _count(self, name: str, **labels: str) -> None:
         if self.metrics is not None:
@@ -558,7 +468,7 @@ class Dispatcher:
                 self._count("wwwserve_duels_total", event="unduelable")
             return att, None
         self._count("wwwserve_delegations_total", outcome="ok")
-        self._pay(remote.peer.address, remote.peer)
+        self.fees.owe(remote.peer)
         terms = remote.terms
         if isinstance(terms, WorkTerms) and self.duels is not None:
             inspection = terms.inspection
@@ -579,22 +489,22 @@ class Dispatcher:
         att = stream.attestation
         peer = stream.peer
         comm = self.communication
-        try:
-            if att is None:
-                raise SigningError("no attestation")
-            if att.request_id != stream.request.request_id or att.claim.model != stream.request.model:
-                raise SigningError("attestation is for another request or model")
-            key = self.ledger.pubkey_of(att.executor) if self.ledger is not None else None
+
+        def key_of(executor: str) -> bytes | None:
+            key = self.ledger.pubkey_of(executor) if self.ledger is not None else None
             if key is None and comm is not None:
-                key = comm.directory.pubkey_of(att.executor)
-            if key is None:
-                raise SigningError(f"executor {att.executor} has no registered key")
-            verify_result(att, key, output_text, prompt, expected_chain_id=self.chain_id)
+                key = comm.directory.pubkey_of(executor)
+            return key
+
+        try:
+            check_result(att, stream.request.request_id, stream.request.model, key_of, output_text, prompt,
+                         chain_id=self.chain_id)
         except SigningError as exc:
             self._count("wwwserve_delegations_total", outcome="unverified")
             if comm is not None:
                 comm.bans.fail(peer.address)
             raise PeerFailedError(peer.address, f"result does not verify: {exc}", started=stream.started) from None
+        assert att is not None
         return att
 
     def verify_work(self, remote: RemoteStream, att: SignedResult, output_text: str) -> WorkAttestation:
@@ -615,61 +525,6 @@ class Dispatcher:
                 self.communication.bans.fail(remote.peer.address)
             raise PeerFailedError(remote.peer.address, f"work attestation refused: {exc}",
                                   started=remote.started) from None
-
-    def _pay(self, address: str, peer: Any) -> None:
-        """Owe `peer` one fee; a voucher covering every fee owed to it leaves within `fee_flush_interval_s`.
-
-        Batched because a voucher costs an EIP-712 signature, a durable write and an HTTP call: per
-        request that was most of a hop's cost. The voucher is cumulative, so one per interval per peer
-        pays everything; the fees owed meanwhile count against the credit the policy sees.
-        """
-        if self.ledger is None or self.fee_wei <= 0:
-            return
-        key = address.lower()
-        owed = self._dues.get(key)
-        due = (owed[1] if owed is not None else 0) + self.fee_wei
-        self._dues[key] = (peer, due)
-        if due >= FLUSH_AT_FEES * self.fee_wei and (self._urgent is None or self._urgent.done()):
-            # a busy pair pays at once, far below the executor's credit limit (node.billing, 64 fees)
-            self._urgent = asyncio.get_running_loop().create_task(self.flush_fees())
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    def pending_fees_wei(self) -> int:
-        """Fees owed to peers that no voucher covers yet."""
-        return sum(amount for _, amount in self._dues.values())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.fee_flush_interval_s)
-        await self.flush_fees()
-
-    async def flush_fees(self) -> None:
-        """Record (durably, then signed) and send one voucher per peer for the fees owed so far."""
-        dues, self._dues = self._dues, {}
-        if self.ledger is None:
-            return
-        for peer, amount in dues.values():
-            try:
-                # Off the event loop: the store's durable commit and the signature take milliseconds.
-                voucher = await asyncio.to_thread(self.ledger.record_fee, peer.address, amount)
-            except Exception as exc:
-                if not self._fee_warned:
-                    logger.warning("cannot pay peers (fee voucher not recorded): %s", exc)
-                    self._fee_warned = True
-                continue
-            if self.communication is not None:
-                self.communication.send_voucher_soon(peer, voucher.to_json())
-
-    async def aclose(self) -> None:
-        """Pay what is owed before the node stops."""
-        if self._urgent is not None and not self._urgent.done():
-            with contextlib.suppress(Exception):
-                await self._urgent
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush_fees()
 
     async def generate(
         self,

@@ -403,10 +403,10 @@ async def test_busy_origin_delegates_and_user_gets_verifiable_answer(net: Net) -
     assert resp.headers["x-wwwserve-executor"] == signed.executor
     # The origin owes a fee to its executor, and nothing to the other peer; a voucher records it soon.
     dispatcher = a.app.state.dispatcher
-    assert dispatcher.pending_fees_wei() == 1000
-    await dispatcher.flush_fees()
+    assert dispatcher.fees.pending_wei() == 1000
+    await dispatcher.fees.flush()
     assert a.ledger.promised == {signed.executor: 1000}
-    assert dispatcher.pending_fees_wei() == 0
+    assert dispatcher.fees.pending_wei() == 0
 
 
 async def test_streamed_delegation_relays_chunks_and_attestation(net: Net) -> None:
@@ -503,8 +503,8 @@ async def test_multi_hop_route_and_no_cycles(net: Net) -> None:
                           CHAT["messages"])
     assert (a.address, b.address, c.address) in routes
     # Each delegating node pays its own next hop.
-    await a.app.state.dispatcher.flush_fees()
-    await b.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
+    await b.app.state.dispatcher.fees.flush()
     assert set(a.ledger.promised) <= {b.address, c.address}
     assert set(b.ledger.promised) == {c.address}
 
@@ -594,7 +594,7 @@ async def test_lying_executor_is_rejected_banned_and_not_paid(net: Net) -> None:
             resp = await client.post("/v1/chat/completions", json=CHAT)
             assert resp.status_code == 200, resp.text
             assert SignedResult.from_json(resp.json()["wwwserve"]).executor == honest.address
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert liar.address not in a.ledger.promised
     assert a.ledger.promised == {honest.address: 4000}  # one voucher for four fees
 
@@ -843,7 +843,7 @@ async def test_the_user_is_served_by_the_first_executor_alone_and_duels_open_onl
             served = {w.executor for _, w, _ in duels.opened}
             assert served <= {e.address for e in executors}
             assert len({inspection.salt for inspection, _, _ in duels.opened}) == 4
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert sum(a.ledger.promised.values()) == 8000  # every answer paid, each to its one executor
 
 
@@ -886,7 +886,7 @@ async def test_the_origin_refuses_wrong_or_missing_work_bans_the_peer_and_redisp
     assert a.comm.bans.is_banned(liar.address)
     assert 'wwwserve_delegations_total{outcome="work_invalid"} 1' in metrics  # then banned: never asked again
     assert [w.executor for _, w, _ in duels.opened] == [honest.address] * 3  # only checked work is dueled
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert a.ledger.promised == {honest.address: 3000}  # the liar is not paid
 
 
@@ -905,7 +905,7 @@ async def test_a_streamed_answer_with_bad_work_reaches_the_user_but_is_never_due
     assert duels.opened == []  # but no duel can be opened over it
     assert 'wwwserve_duels_total{event="unduelable"} 1' in metrics
     assert a.comm.bans.is_banned(liar.address)
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert a.ledger.promised == {}
 
 
@@ -1236,19 +1236,19 @@ async def test_a_freeloading_origin_gets_nothing_past_its_credit_limit(net: Net)
 async def test_an_origin_owing_one_peer_many_fees_pays_at_once(net: Net) -> None:
     """An honest busy origin stays far below an executor's credit limit: 16 fees owed to one peer send a
     voucher at once, not at the next interval (here an hour)."""
-    from wwwserve.node.managers.dispatch import FLUSH_AT_FEES
+    from wwwserve.node.managers.fees import FLUSH_AT_FEES
 
     a = net.add("a", policy=DISPATCHER)
     b = net.add("b", policy=EXECUTOR)
-    a.app.state.dispatcher.fee_flush_interval_s = 3600.0
+    a.app.state.dispatcher.fees.flush_interval_s = 3600.0
     async with net.client("a") as client:
         for _ in range(FLUSH_AT_FEES):
             assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
     dispatcher = a.app.state.dispatcher
-    assert dispatcher._urgent is not None
-    await dispatcher._urgent
+    assert dispatcher.fees._urgent is not None
+    await dispatcher.fees._urgent
     assert a.ledger.promised == {b.address: FLUSH_AT_FEES * 1000}
-    assert dispatcher.pending_fees_wei() == 0
+    assert dispatcher.fees.pending_wei() == 0
 
 
 async def test_the_peer_api_refuses_a_flood_before_checking_signatures(net: Net) -> None:
@@ -1337,7 +1337,7 @@ async def test_a_request_queued_on_a_busy_node_goes_to_a_peer_that_becomes_idle(
     assert counted("wwwserve_dispatch_decisions_total", action="queue") == 1  # b declined at first
     assert counted("wwwserve_reoffers_total", outcome="taken") == 1
     assert engine.waiting == 0 and engine.running == 1  # it left the queue; only the occupier runs here
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert a.ledger.promised == {b.address: 1000}  # one fee, for the answer the user got
     occupier.cancel()
 
@@ -1398,7 +1398,7 @@ async def test_a_peer_that_takes_a_queued_request_and_stalls_does_not_hold_it(ne
         await asyncio.sleep(0.01)
     assert staller.running == 0 and staller.requests_seen == 1
     assert b.app.state.billing.billed_wei(a.address) == 0
-    await a.app.state.dispatcher.flush_fees()
+    await a.app.state.dispatcher.fees.flush()
     assert a.ledger.promised == {}
 
 
