@@ -135,8 +135,6 @@ def setup_chain(procs: Processes, home: Path, base_port: int,
     Demo node 3 gets a wallet but is not registered: it is the standalone `fake`-backend node (path c),
     kept off the registry so that A never delegates to it. Returns (rpc_url, {wallet name: address}).
     """
-    from web3 import Web3
-
     from wwwserve.devnet.anvil import start_anvil
     from wwwserve.devnet.deploy import (
         DEMO_PASSWORD,
@@ -145,12 +143,13 @@ def setup_chain(procs: Processes, home: Path, base_port: int,
         ensure_demo_wallet,
         ensure_deployment,
     )
+    from wwwserve.ledger.chain import connect
     from wwwserve.ledger.params import WEI_PER_ETH
 
     anvil = start_anvil(log_path=home / "anvil.log")
     procs.stoppers.append(anvil.stop)
     progress(f"anvil at {anvil.rpc_url}; deploying and registering 2 nodes")
-    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    w3 = connect(anvil.rpc_url)
     deployment, _ = ensure_deployment(w3, anvil.rpc_url)
     names = {i: ensure_demo_wallet(i, DEMO_PASSWORD) for i in (1, 2, 3)}
     # 100 ETH of credit: a full run delegates thousands of requests at fee_wei each (1 credit by default).

@@ -46,11 +46,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from web3 import Web3
 
 from wwwserve.devnet.anvil import AnvilProcess, start_anvil
 from wwwserve.devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
 from wwwserve.devnet.network import LocalNetwork, free_port_block, log_tail
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.params import WEI_PER_ETH
 from wwwserve.node.settings import PeerSettings
@@ -148,7 +148,7 @@ class ChaosNet:
 def set_up_chain(anvil: AnvilProcess, base_port: int) -> tuple[list[DemoNode], dict[str, bytes]]:
     """Deploy the contract (unless it is there) and register, fund and stake the three demo nodes, as
     `wwwserve up` does; returns them and the ed25519 keys they registered (address in lower case -> key)."""
-    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    w3 = connect(anvil.rpc_url)
     deployment, _ = ensure_deployment(w3, anvil.rpc_url)
     nodes = bring_up_demo_nodes(w3, deployment, 3, stake_wei=WEI_PER_ETH, deposit_wei=10 * WEI_PER_ETH,
                                 base_port=base_port, models=(MODEL,))
