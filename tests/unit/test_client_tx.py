@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,6 +257,16 @@ def test_unreachable_chain_names_the_url() -> None:
 def test_endpoint_hides_credentials() -> None:
     w3 = connect("https://user:secret@rpc.example.org:8443/v3/path?apikey=abc")
     assert endpoint_of(w3) == "https://rpc.example.org:8443/v3/path"
+
+
+def test_connect_is_the_only_web3_factory() -> None:
+    """Every HTTP Web3 comes from `ledger.chain.connect`: one built by hand gets web3's own retries back."""
+    root = Path(__file__).resolve().parents[2]
+    needle = "HTTP" + "Provider("  # spelled in two so that this file does not match itself
+    folders = ("contracts", "ledger", "node", "judge", "devnet", "sim", "wwwserve", "bench", "tests")
+    found = sorted(str(path.relative_to(root)) for folder in folders for path in (root / folder).rglob("*.py")
+                   if "node_modules" not in path.parts and needle in path.read_text(errors="replace"))
+    assert found == ["ledger/chain.py"], found
 
 
 @pytest.fixture
