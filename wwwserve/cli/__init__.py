@@ -58,6 +58,13 @@ app.command("up")(up)
 app.command("verify")(verify)
 
 
+def _print_version(value: bool) -> None:
+    # Eager: it runs while the options are parsed, before click asks for the missing command.
+    if value:
+        console.print(f"wwwserve {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(
     ctx: typer.Context,
@@ -69,11 +76,9 @@ def main_callback(
                                                help="Name of the keystore that signs transactions.")] = None,
     home: Annotated[Path | None, typer.Option(envvar="WWWSERVE_HOME",
                                               help="State directory (default ~/.wwwserve).")] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
-    if version:
-        console.print(f"wwwserve {__version__}")
-        raise typer.Exit(0)
     if home is not None:
         os.environ["WWWSERVE_HOME"] = str(home)
     ctx.obj = Options(rpc_url=rpc_url, contract=contract, wallet=wallet)
