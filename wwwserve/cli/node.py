@@ -145,7 +145,9 @@ def node_run(
             settings = load_settings(config, {**overrides, **fill})
     except SettingsError as exc:
         fail("; ".join(exc.problems), 2)
+    from wwwserve.judge.feature import duel_feature
+
     try:
-        run_node(settings)
+        run_node(settings, features=(duel_feature,))  # the composition root: serving, plus duels
     except (NodeStartupError, SettingsError) as exc:
         fail(str(exc).replace("\n", " "), 1 if isinstance(exc, NodeStartupError) else 2)
