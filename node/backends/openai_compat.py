@@ -26,16 +26,14 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from wwwserve.ledger import safejson
 from wwwserve.node.backends.base import (
     BackendLoad,
     GenerationAbortedError,
@@ -45,12 +43,17 @@ from wwwserve.node.backends.base import (
     estimate_tokens,
     normalize_finish_reason,
 )
+from wwwserve.node.backends.openai_wire import (
+    SSEDecoder,
+    SSEEvents,
+    choice_text,
+    error_from_event,
+    error_from_upstream,
+    parse_event,
+)
 from wwwserve.node.errors import (
     BackendUnavailableError,
-    ContextLengthExceededError,
-    InvalidRequestError,
     NodeError,
-    OverloadedError,
     RequestInFlightError,
     UpstreamTimeoutError,
 )
@@ -61,7 +64,6 @@ from wwwserve.node.http import (
     HttpError,
     HttpStream,
     HttpTimeoutError,
-    drain_lines,
 )
 from wwwserve.node.protocol import FinishReason
 
@@ -86,13 +88,6 @@ KV_USAGE_METRICS = (
 RUNNING_METRICS = ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing")
 WAITING_METRICS = ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "llamacpp:requests_deferred")
 
-_CONTEXT_WORDING = re.compile(
-    r"context length|context_length|context window|context size|exceed_context|max_model_len|"
-    r"maximum model length|n_ctx",
-    re.IGNORECASE,
-)
-_MAX_CONTEXT_NUMBER = re.compile(r"(?:maximum context length is|context length \()\s*(\d+)", re.IGNORECASE)
-_UPSTREAM_MESSAGE_LIMIT = 1000  # characters of an upstream error message passed on to the user
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,92 +149,8 @@ def load_from_metrics(samples: Iterable[Sample], model: str | None = None) -> Me
 # server-sent events
 
 
-class SSEDecoder:
-    """Assembles SSE lines into event payloads (`data:` lines joined by newlines; others ignored)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        """Feed one line (without its newline); returns an event's data when a blank line ends it."""
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None  # comment / keep-alive
-        field_name, _, value = line.partition(":")
-        if field_name == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
-
-    def flush(self) -> str | None:
-        """The pending event's data, if any (also used at end of stream without a trailing blank line)."""
-        if not self._data:
-            return None
-        data = "\n".join(self._data)
-        self._data = []
-        return data
-
-
 # ---------------------------------------------------------------------------------------------
 # error mapping
-
-
-def _upstream_error_fields(body: str) -> tuple[str, dict[str, Any]]:
-    try:
-        parsed = safejson.loads(body)
-    except ValueError:
-        return body.strip()[:_UPSTREAM_MESSAGE_LIMIT], {}
-    if isinstance(parsed, dict):
-        error = parsed.get("error")
-        if isinstance(error, dict):
-            return str(error.get("message", ""))[:_UPSTREAM_MESSAGE_LIMIT], error
-        if isinstance(error, str):
-            return error[:_UPSTREAM_MESSAGE_LIMIT], parsed
-        for key in ("message", "detail"):  # older vLLM: {"object": "error", "message": ...}; FastAPI
-            if isinstance(parsed.get(key), str):
-                return parsed[key][:_UPSTREAM_MESSAGE_LIMIT], parsed
-    return body.strip()[:_UPSTREAM_MESSAGE_LIMIT], {}
-
-
-def _retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    value = (headers or {}).get("retry-after")
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and seconds >= 0 and math.isfinite(seconds) else None
-
-
-def _int_field(fields: Mapping[str, Any], key: str) -> int | None:
-    value = fields.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def error_from_upstream(status: int, body: str, headers: Mapping[str, str] | None = None) -> NodeError:
-    """The node error for an upstream HTTP error answer (status, raw body, response headers)."""
-    message, fields = _upstream_error_fields(body)
-    code = str(fields.get("code") or "") + " " + str(fields.get("type") or "")
-    if status in (408, 504):
-        return UpstreamTimeoutError()
-    if status == 429:
-        return OverloadedError(
-            "The model backend is saturated. Please retry later.", retry_after_s=_retry_after_s(headers)
-        )
-    if status >= 500 or status in (401, 403):
-        # The user cannot fix a crashed engine or this node's credentials: a retryable 503, details in the log.
-        logger.warning("model backend answered %d: %s", status, message)
-        return BackendUnavailableError(retry_after_s=_retry_after_s(headers))
-    if _CONTEXT_WORDING.search(message) or _CONTEXT_WORDING.search(code):
-        found = _MAX_CONTEXT_NUMBER.search(message)
-        max_context = int(found.group(1)) if found else _int_field(fields, "n_ctx")
-        return ContextLengthExceededError(
-            message or None, prompt_tokens=_int_field(fields, "n_prompt_tokens"), max_context_tokens=max_context
-        )
-    param = fields.get("param")
-    return InvalidRequestError(
-        message or f"The model backend rejected the request ({status}).",
-        param=param if isinstance(param, str) else None,
-    )
 
 
 def _from_transport_error(exc: HttpError) -> NodeError:
@@ -430,55 +341,31 @@ class OpenAIBackend:
             queue.put_nowait(_END)
 
     async def _read_events(self, req: GenerationRequest, response: HttpStream, queue: asyncio.Queue[Any]) -> None:
-        decoder = SSEDecoder()
         finish: FinishReason | None = None
         usage: dict[str, Any] = {}
         text_deltas = 0
-        done = False
-
-        def handle(data: str) -> bool:
-            nonlocal finish, usage, text_deltas
-            if data.strip() == "[DONE]":
-                return True
+        events = SSEEvents(response.lines())
+        async for data in events:
             try:
-                event = safejson.loads(data)
+                event = parse_event(data)
             except ValueError:
                 logger.warning("model backend sent a malformed stream event: %.200r", data)
                 raise BackendUnavailableError() from None
-            if not isinstance(event, dict):
-                return False
             if "error" in event:
                 # vLLM reports failures after the first byte as an error event inside the stream.
-                error = event["error"]
-                status = error.get("code") if isinstance(error, dict) else None
-                status = status if isinstance(status, int) and 400 <= status < 600 else 500
-                raise error_from_upstream(status, json.dumps(event))
+                raise error_from_event(event)
             for choice in event.get("choices") or []:
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
-                delta = choice.get("delta") if req.is_chat else choice
-                piece = delta.get("content") if req.is_chat and isinstance(delta, dict) else choice.get("text")
-                if isinstance(piece, str) and piece:
+                piece = choice_text(choice, req.is_chat)
+                if piece:
                     text_deltas += 1
                     queue.put_nowait(StreamDelta(text=piece))
                 if choice.get("finish_reason") is not None:
                     finish = normalize_finish_reason(choice["finish_reason"])
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
-            return False
-
-        lines = response.lines()
-        async for line in lines:
-            data = decoder.feed(line)
-            if data is not None and handle(data):
-                done = True
-                break
-        if done:
-            await drain_lines(lines)
-        if not done:
-            tail = decoder.flush()
-            done = tail is not None and handle(tail)
-        if not done and finish is None:
+        if not events.done and finish is None:
             raise BackendUnavailableError("The model backend closed the stream before it finished. Please retry.")
         prompt_tokens = usage.get("prompt_tokens")
         completion_tokens = usage.get("completion_tokens")

@@ -42,14 +42,13 @@ from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
 from wwwserve.ledger.work import WorkAttestation, WorkError
 from wwwserve.node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
+from wwwserve.node.backends.openai_wire import SSEEvents, choice_text, error_from_event, parse_event
 from wwwserve.node.endpoints import EndpointError, PeerResolver, check_endpoint
 from wwwserve.node.envelope import EnvelopeVerifier, seal
 from wwwserve.node.errors import (
-    BackendUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
     NodeError,
-    UpstreamTimeoutError,
 )
 from wwwserve.node.http import (
     AiohttpClient,
@@ -58,7 +57,6 @@ from wwwserve.node.http import (
     HttpError,
     HttpResponse,
     HttpStream,
-    drain_lines,
 )
 from wwwserve.node.routing import Peer
 from wwwserve.node.signing import MalformedSignedResultError, SignedResult
@@ -224,24 +222,6 @@ class BanList:
 # delegated streams
 
 
-def _error_from_event(data: Mapping[str, Any]) -> NodeError:
-    """The NodeError an executor's OpenAI error event stands for (so the user sees the same error)."""
-    error = data.get("error")
-    if not isinstance(error, Mapping):
-        return BackendUnavailableError("A peer sent a malformed error event.")
-    message = str(error.get("message") or "The executing peer failed.")
-    code = error.get("code")
-    if code == "model_not_found":
-        return ModelNotFoundError(str(error.get("param") or ""), message)
-    if code == "context_length_exceeded":
-        return InvalidRequestError(message, param=error.get("param"), code="context_length_exceeded")
-    if error.get("type") == "invalid_request_error":
-        return InvalidRequestError(message, param=error.get("param"), code=code if isinstance(code, str) else None)
-    if code == "timeout":
-        return UpstreamTimeoutError(message)
-    return BackendUnavailableError(message)
-
-
 class RemoteStream:
     """A delegated request's answer, read back from the executor's SSE stream as `StreamDelta`s.
 
@@ -290,22 +270,15 @@ class RemoteStream:
         return PeerFailedError(self.peer.address, message, started=self._started)
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
-        async for line in self._lines:
-            if len(line) > MAX_SSE_LINE_BYTES:
-                raise self._fail("sent an oversized SSE line")
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                await drain_lines(self._lines)  # so the keep-alive connection to the peer is reused
-                return
-            try:
-                event = safejson.loads(payload)
-            except ValueError:
-                raise self._fail("sent a malformed SSE event") from None
-            if not isinstance(event, dict):
-                raise self._fail("sent a non-object SSE event")
-            yield event
+        events = SSEEvents(self._lines, max_line_bytes=MAX_SSE_LINE_BYTES)
+        try:
+            async for data in events:
+                try:
+                    yield parse_event(data)
+                except ValueError:
+                    raise self._fail("sent a malformed SSE event") from None
+        except ValueError:  # the reader's: an oversized line
+            raise self._fail("sent an oversized SSE line") from None
 
     async def _read(self) -> AsyncGenerator[StreamDelta, None]:
         """Parse chunks into deltas; the final delta is held until the attestation has arrived."""
@@ -313,7 +286,7 @@ class RemoteStream:
         try:
             async for event in self._events():
                 if "error" in event:
-                    error = _error_from_event(event)
+                    error = error_from_event(event, upstream="peer")
                     if isinstance(error, InvalidRequestError | ModelNotFoundError):
                         raise error  # about the request itself: any other peer would say the same
                     raise self._fail(f"executor error: {error.message}")
@@ -332,9 +305,8 @@ class RemoteStream:
                 for choice in choices:
                     if not isinstance(choice, Mapping):
                         raise self._fail("sent a malformed choice")
-                    delta = choice.get("delta")
-                    text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
-                    if isinstance(text, str) and text:
+                    text = choice_text(choice)
+                    if text:
                         yield StreamDelta(text=text)
                     reason = choice.get("finish_reason")
                     if reason is not None:
@@ -585,7 +557,7 @@ class CommunicationManager:
         with contextlib.suppress(ValueError):
             parsed = safejson.loads(content)
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-                error = _error_from_event(parsed)
+                error = error_from_event(parsed, upstream="peer")
                 code = parsed["error"].get("code")
         if (status == 409 and code in ("probe_declined", "request_in_flight")) or (
                 status == 402 and code == "payment_required"):
