@@ -30,19 +30,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NoReturn, Protocol
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import nacl.signing
-from pydantic import BaseModel, ConfigDict, Field
 
-from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
-from wwwserve.ledger.work import WorkAttestation, WorkError
-from wwwserve.node.backends.base import GenerationRequest, StreamDelta, normalize_finish_reason
-from wwwserve.node.backends.openai_wire import SSEEvents, choice_text, error_from_event, parse_event
+from wwwserve.node.backends.base import GenerationRequest
+from wwwserve.node.backends.openai_wire import error_from_event
 from wwwserve.node.endpoints import EndpointError, PeerResolver, check_endpoint
 from wwwserve.node.envelope import EnvelopeVerifier, seal
 from wwwserve.node.errors import (
@@ -56,10 +51,22 @@ from wwwserve.node.http import (
     HttpConnectError,
     HttpError,
     HttpResponse,
-    HttpStream,
 )
+from wwwserve.node.managers.peers import (
+    PATH_DELEGATE,
+    PATH_HEALTH,
+    PATH_PROBE,
+    PATH_VOUCHER,
+    BanList,
+    DelegateBody,
+    DirectoryPeer,
+    PeerDeclinedError,
+    PeerDirectory,
+    PeerFailedError,
+    ProbeBody,
+)
+from wwwserve.node.managers.remote import RemoteStream
 from wwwserve.node.routing import Peer
-from wwwserve.node.signing import MalformedSignedResultError, SignedResult
 
 __all__ = [
     "PATH_DELEGATE",
@@ -77,302 +84,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PATH_PROBE = "/peer/probe"
-PATH_DELEGATE = "/peer/delegate"
-PATH_VOUCHER = "/peer/voucher"
-PATH_HEALTH = "/health"
-
-MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
-"""Longest SSE line accepted from a peer: a line beyond it is a broken or hostile peer, not an answer."""
-
-
-class PeerDeclinedError(WWWServeError):
-    """A peer declined a delegation sent with `accept_check` (as it would have declined the probe)."""
-
-
-class PeerFailedError(WWWServeError):
-    """A peer did not do what it was asked (unreachable, timeout, bad answer, bad signature).
-
-    `started` tells whether the peer had already streamed output when it failed: before that the request
-    can be re-dispatched elsewhere, after it the user's stream must end with an error event.
-    """
-
-    def __init__(self, address: str, message: str, *, started: bool = False) -> None:
-        super().__init__(f"peer {address}: {message}")
-        self.address = address
-        self.reason = message
-        self.started = started
-
-
-# ---------------------------------------------------------------------------------------------
-# wire bodies
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProbeBody(_Body):
-    """Would you run this request now? (acceptance probe, DESIGN §2 step 3)."""
-
-    request_id: str = Field(min_length=1, max_length=256)
-    model: str = Field(min_length=1, max_length=256)
-    route: list[str] = Field(default_factory=list, max_length=32)
-
-
-class DelegateBody(_Body):
-    """Run this request and stream the answer back; `route` lists the nodes it passed, origin first.
-
-    `inspect` is the origin's inspection commitment (`ledger.work.inspect_commitment`, hex), which the
-    executor signs into its work attestation unchanged; a request without one is attested with 32 zero
-    bytes (which no salt opens: such work can never be dueled)."""
-
-    request_id: str = Field(min_length=1, max_length=256)
-    kind: Literal["chat", "completion"]
-    request: dict[str, Any]
-    route: list[str] = Field(min_length=1, max_length=32)
-    # Run it only if you would accept a probe for it now (else 409 probe_declined): the first candidate's
-    # probe and the delegation in one round trip instead of two.
-    accept_check: bool = False
-    inspect: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{64}$")
-
-    def inspect_bytes(self) -> bytes:
-        """The commitment as 32 bytes (zero when the origin sent none)."""
-        return bytes.fromhex(self.inspect[2:]) if self.inspect is not None else b"\x00" * 32
-
-
-# ---------------------------------------------------------------------------------------------
-# directory and bans
-
-
-class DirectoryPeer(Protocol):
-    """A registry entry as the Ledger manager keeps it (`node.managers.ledger.PeerRecord` fits)."""
-
-    @property
-    def address(self) -> str: ...
-
-    @property
-    def endpoint(self) -> str: ...
-
-    @property
-    def models(self) -> frozenset[str]: ...
-
-    @property
-    def stake_wei(self) -> int: ...
-
-
-class PeerDirectory(Protocol):
-    """The registry view the Communication manager reads (`LedgerManager` fits)."""
-
-    def peers(self) -> Sequence[DirectoryPeer]: ...
-
-    def peer(self, address: str) -> DirectoryPeer | None: ...
-
-    def pubkey_of(self, address: str) -> bytes | None: ...
-
-
-@dataclass
-class _BanRecord:
-    failures: int = 0
-    until: float = 0.0
-
-
-class BanList:
-    """Exponential-backoff bans: the n-th consecutive failure bans for `initial_s * 2**(n-1)`, capped."""
-
-    def __init__(self, initial_s: float, max_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if initial_s <= 0 or max_s < initial_s:
-            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._clock = clock
-        self._records: dict[str, _BanRecord] = {}
-
-    def fail(self, address: str) -> float:
-        """Record a failure of `address`; returns the length of the ban it now serves (seconds)."""
-        record = self._records.setdefault(address.lower(), _BanRecord())
-        record.failures += 1
-        # min() before the power: 2**failures must not overflow a float after a very long outage.
-        duration = float(min(self.max_s, self.initial_s * 2 ** min(record.failures - 1, 60)))
-        record.until = self._clock() + duration
-        return duration
-
-    def succeed(self, address: str) -> None:
-        """A success clears the peer's record (its next failure bans for `initial_s` again)."""
-        self._records.pop(address.lower(), None)
-
-    def is_banned(self, address: str) -> bool:
-        """Whether `address` is serving a ban now."""
-        record = self._records.get(address.lower())
-        return record is not None and record.until > self._clock()
-
-    def failures(self, address: str) -> int:
-        """Consecutive failures recorded for `address`."""
-        record = self._records.get(address.lower())
-        return 0 if record is None else record.failures
-
-    def banned(self) -> dict[str, float]:
-        """Address (lower-case) → seconds of ban left, for peers banned now."""
-        now = self._clock()
-        return {a: r.until - now for a, r in self._records.items() if r.until > now}
-
-
-# ---------------------------------------------------------------------------------------------
-# delegated streams
-
-
-class RemoteStream:
-    """A delegated request's answer, read back from the executor's SSE stream as `StreamDelta`s.
-
-    `attestation` holds the executor's signed result once the final chunk arrived, `work` its work
-    attestation (None if it sent none: the delegating node then treats it as failed). Iterate it like a
-    `LocalStream`; `aclose()` closes the HTTP stream (the executor then aborts its backend's work).
-    `terms` is set by the dispatcher: what the work attestation must say.
-    """
-
-    def __init__(
-        self,
-        peer: DirectoryPeer,
-        request: GenerationRequest,
-        response: HttpStream,
-        idle_timeout_s: float | None = None,
-        on_failure: Callable[[str], object] | None = None,
-    ) -> None:
-        self.peer = peer
-        self.idle_timeout_s = idle_timeout_s  # T2: longest silence once output flows (None: no bound)
-        # Told why, when the peer fails after its first output (the manager bans it; before that output,
-        # the failure goes to whoever primed the stream, which can still re-dispatch).
-        self._on_failure = on_failure
-        self.request = request
-        self.attestation: SignedResult | None = None
-        self.work: WorkAttestation | None = None
-        self.terms: Any = None  # node.attestation.WorkTerms
-        self._response = response
-        self._lines = response.lines()
-        self._first: StreamDelta | None = None
-        self._started = False  # text was handed to the consumer: no re-dispatch after this
-        self._finished = False
-        self._closed = False
-        self._agen: AsyncGenerator[StreamDelta, None] = self._read()
-
-    @property
-    def executor(self) -> str:
-        """The executor's address (from the attestation once known, else the peer asked)."""
-        return self.attestation.executor if self.attestation is not None else self.peer.address
-
-    @property
-    def started(self) -> bool:
-        """Whether output already reached the consumer."""
-        return self._started
-
-    def _fail(self, message: str) -> PeerFailedError:
-        return PeerFailedError(self.peer.address, message, started=self._started)
-
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
-        events = SSEEvents(self._lines, max_line_bytes=MAX_SSE_LINE_BYTES)
-        try:
-            async for data in events:
-                try:
-                    yield parse_event(data)
-                except ValueError:
-                    raise self._fail("sent a malformed SSE event") from None
-        except ValueError:  # the reader's: an oversized line
-            raise self._fail("sent an oversized SSE line") from None
-
-    async def _read(self) -> AsyncGenerator[StreamDelta, None]:
-        """Parse chunks into deltas; the final delta is held until the attestation has arrived."""
-        final: StreamDelta | None = None
-        try:
-            async for event in self._events():
-                if "error" in event:
-                    error = error_from_event(event, upstream="peer")
-                    if isinstance(error, InvalidRequestError | ModelNotFoundError):
-                        raise error  # about the request itself: any other peer would say the same
-                    raise self._fail(f"executor error: {error.message}")
-                if "wwwserve" in event and event["wwwserve"] is not None:
-                    try:
-                        self.attestation = SignedResult.from_json(event["wwwserve"])
-                    except MalformedSignedResultError as exc:
-                        raise self._fail(f"sent a malformed attestation: {exc}") from None
-                if event.get("wwwserve_work") is not None:
-                    try:
-                        self.work = WorkAttestation.from_json(event["wwwserve_work"])
-                    except WorkError as exc:
-                        raise self._fail(f"sent a malformed work attestation: {exc}") from None
-                usage = event.get("usage")
-                choices = event.get("choices") or []
-                for choice in choices:
-                    if not isinstance(choice, Mapping):
-                        raise self._fail("sent a malformed choice")
-                    text = choice_text(choice)
-                    if text:
-                        yield StreamDelta(text=text)
-                    reason = choice.get("finish_reason")
-                    if reason is not None:
-                        final = StreamDelta(finish_reason=normalize_finish_reason(reason))
-                if isinstance(usage, Mapping) and final is not None:
-                    final = StreamDelta(
-                        finish_reason=final.finish_reason,
-                        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        completion_tokens=int(usage.get("completion_tokens") or 0),
-                    )
-        except HttpError as exc:
-            raise self._fail(f"stream broke: {exc}") from None
-        if final is None:
-            raise self._fail("stream ended without a final chunk")
-        if self.attestation is None:
-            raise self._fail("stream ended without the signed attestation")
-        yield final
-
-    async def prime(self) -> None:
-        """Read up to the first delta, so a peer failing before any output can be replaced."""
-        try:
-            self._first = await self._agen.__anext__()
-        except StopAsyncIteration:
-            raise self._fail("stream ended before any output") from None
-
-    async def __aiter__(self) -> AsyncIterator[StreamDelta]:
-        """The deltas: text pieces, then one final delta with the finish reason and usage."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            self._started = True
-            if first.is_final:
-                self._finished = True
-            yield first
-        while not self._finished and not self._closed:
-            try:
-                async with asyncio.timeout(self.idle_timeout_s):
-                    delta = await self._agen.__anext__()
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                failure = self._fail(f"sent nothing for {self.idle_timeout_s:g} s")
-                if self._on_failure is not None:
-                    self._on_failure(failure.reason)
-                raise failure from None
-            except PeerFailedError as exc:
-                if self._on_failure is not None:
-                    self._on_failure(exc.reason)
-                raise
-            self._started = True
-            if delta.is_final:
-                self._finished = True
-            yield delta
-
-    async def aclose(self) -> None:
-        """Close the HTTP stream (idempotent); an unfinished one makes the executor abort its work."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._agen.aclose()
-        with contextlib.suppress(Exception):
-            await self._response.aclose()
-
-
-# ---------------------------------------------------------------------------------------------
-# the manager
 
 
 class CommunicationManager:
