@@ -1,0 +1,171 @@
+"""The simulator's chain (see sim.duels): `ContractLedger`, a `DuelChain` whose clock is the simulated block
+height and whose members are the simulator's nodes, and a `DuelRecord` per duel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wwwserve.ledger.params import DeploymentParams
+from wwwserve.sim.duels.chain import DuelChain
+from wwwserve.sim.duels.judging import APPEAL_POLICIES
+from wwwserve.sim.duels.run import DuelRun
+
+__all__ = ["ContractLedger", "DuelRecord", "Simulation"]
+
+
+class _Spec(Protocol):
+    @property
+    def quality(self) -> float: ...
+    @property
+    def initial_credit_wei(self) -> int: ...
+
+
+class _Node(Protocol):
+    """What the ledger reads of a simulated node (sim.network's node; this module does not import it)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def models(self) -> frozenset[str]: ...
+    @property
+    def spec(self) -> _Spec: ...
+
+
+class _Clock(Protocol):
+    @property
+    def block_time_s(self) -> float: ...
+
+
+class Simulation(Protocol):
+    """What the ledger reads of the simulation that owns it."""
+
+    @property
+    def config(self) -> _Clock: ...
+    @property
+    def nodes(self) -> Sequence[_Node]: ...
+    def block_hash(self, now_s: float) -> bytes: ...
+
+
+@dataclass
+class DuelRecord:
+    """One duel in the simulator (a CSV row), by node names."""
+
+    duel_id: int
+    opened_s: float
+    origin: str
+    a: str
+    b: str = ""
+    better: str = ""  # the answer drawn as better ("a" or "b")
+    judges: tuple[str, ...] = ()  # the final round's seats
+    votes: tuple[str, ...] = ()
+    outcome: str = "open"
+    stake_moved_wei: int = 0
+    bond_wei: int = 0
+    settled_s: float | None = None
+    round: int = 0
+    cancel_reason: str = ""
+
+
+class ContractLedger:
+    """The simulation's chain: a `DuelChain` whose clock is the simulated block height.
+
+    The simulator's nodes are its members (quality from `NodeSpec.quality`, honest judges at
+    `judge_accuracy`, appeals per `appeal`); their stake and credit live on the model.
+    """
+
+    def __init__(self, sim: Simulation, params: DeploymentParams, judge_accuracy: float, seed: int,
+                 appeal: str = "never") -> None:
+        self.sim = sim
+        block_s = sim.config.block_time_s
+        self.chain = DuelChain(params, f"sim/{seed}", accuracy=judge_accuracy, block_time_s=block_s,
+                               blockhash=lambda n: sim.block_hash(n * block_s))
+        self.model = self.chain.model
+        self.address: dict[str, str] = {}
+        self.name: dict[str, str] = {}
+        self.duels: list[DuelRecord] = []
+        self.by_id: dict[int, DuelRecord] = {}
+        self.refused: dict[str, int] = {}  # openDuel's revert reasons, counted
+        self.samples: list[tuple[float, dict[str, tuple[int, int]]]] = []
+        policy = APPEAL_POLICIES[appeal]
+        for node in sim.nodes:
+            member = self.chain.add(node.address, stake_wei=0, quality=node.spec.quality,
+                                    credit_wei=node.spec.initial_credit_wei, appeal=policy,
+                                    models=sorted(node.models))
+            self.address[node.address] = member.address
+            self.name[member.address] = node.address
+
+    # ---- balances
+    def credit_wei(self, node: _Node) -> int:
+        return self.model.credit.get(self.address[node.address], 0)
+
+    def stake_wei(self, node: _Node) -> int:
+        return self.model.active_stake.get(self.address[node.address], 0)
+
+    def add_stake(self, node: _Node, amount_wei: int, now_s: float) -> int:
+        """Stake `amount_wei` more from credit (as far as credit goes); returns what was staked."""
+        amount = min(amount_wei, self.credit_wei(node))
+        if amount > 0:
+            self.tick(now_s)
+            self.model.stake(self.address[node.address], amount, block_number=self.chain.block)
+        return amount
+
+    def sample(self, now_s: float) -> None:
+        """Record every node's (stake, credit) at `now_s`."""
+        self.samples.append((now_s, {n.address: (self.stake_wei(n), self.credit_wei(n)) for n in self.sim.nodes}))
+
+    # ---- clock
+    def block(self, now_s: float) -> int:
+        return int(now_s // self.sim.config.block_time_s)
+
+    def block_time(self, block: int) -> float:
+        """When `block` is mined (the start of its slot)."""
+        return block * self.sim.config.block_time_s
+
+    def tick(self, now_s: float) -> None:
+        self.chain.mine_to(max(self.chain.block, self.block(now_s)))
+
+    # ---- duels
+    def open(self, now_s: float, origin: _Node, a: _Node, request_id: str) -> DuelRun | None:
+        """The origin opens a duel over A's answer (it committed to it before dispatching); None when the
+        contract refuses (e.g. the origin cannot escrow the fees, A's free stake is below the bond)."""
+        self.tick(now_s)
+        run = DuelRun(self.chain, self.address[origin.address], self.address[a.address], request_id,
+                      auto_answer=False)
+        if not run.open():
+            self.refused[run.result.refused] = self.refused.get(run.result.refused, 0) + 1
+            return None
+        record = DuelRecord(run.duel_id, now_s, origin.address, a.address)
+        self.duels.append(record)
+        self.by_id[run.duel_id] = record
+        return run
+
+    def advance(self, run: DuelRun, now_s: float) -> None:
+        self.tick(now_s)
+        run.advance()
+        self._update(run, now_s)
+
+    def b_answered(self, run: DuelRun, now_s: float) -> bool:
+        self.tick(now_s)
+        ok = run.b_answered()
+        self._update(run, now_s)
+        return ok
+
+    def _update(self, run: DuelRun, now_s: float) -> None:
+        record = self.by_id[run.duel_id]
+        r = run.result
+        name = self.name.get
+        record.b = name(r.b, r.b) if r.b else ""
+        record.better = r.better
+        if r.rounds:
+            last = r.rounds[-1]
+            record.judges = tuple(name(s, s) for s in last.seats)
+            record.votes = tuple("none" if v is None else v.name for v in last.votes)
+        if run.done:
+            record.outcome = r.outcome
+            record.cancel_reason = r.cancel_reason
+            record.stake_moved_wei = r.stake_moved_wei
+            record.bond_wei = r.bond_wei
+            record.round = r.final_round
+            record.settled_s = now_s

@@ -1,0 +1,393 @@
+"""One duel through the contract's real lifecycle on a `DuelChain`, step by step at the blocks the contract's
+windows allow (`DuelRun`), and `run_duel`, which mines the clock from step to step (see sim.duels)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from eth_utils.crypto import keccak
+
+from wwwserve.ledger.model import (
+    ZERO_ADDRESS,
+    ZERO_HASH,
+    CancelReason,
+    DuelStatus,
+    ModelEvent,
+    ModelRevert,
+    Outcome,
+    Vote,
+)
+from wwwserve.ledger.work import (
+    WorkAttestation,
+    answer_hash,
+    inspect_commitment,
+    request_bytes,
+    request_id_hash,
+    sign_work,
+)
+from wwwserve.sim.duels.chain import CHAIN_ID, CONTRACT_ADDRESS, DuelChain
+from wwwserve.sim.duels.judging import HONEST_EVIDENCE, AppealView, Evidence, SeatView, answer_score, honest
+
+__all__ = ["DuelResult", "DuelRun", "EvidencePolicy", "RoundRecord", "run_duel"]
+
+MAX_SEATS = 8  # the contract's MAX_SEATS: 2K+1 <= 7 appeal seats
+
+EvidencePolicy = Callable[["DuelRun"], Evidence]
+
+
+@dataclass
+class RoundRecord:
+    """One round's seats (draw order), each seat's vote (None: not revealed) and its honest vote."""
+
+    seats: list[str]
+    votes: list[Vote | None] = field(default_factory=list)
+    honest_votes: list[Vote] = field(default_factory=list)
+
+    def verdict(self, honest_only: bool = False) -> Outcome:
+        """The seat majority (the contract's tally) of the votes cast, or of the honest votes."""
+        votes = self.honest_votes if honest_only else self.votes
+        n_a = sum(v == Vote.A for v in votes)
+        n_b = sum(v == Vote.B for v in votes)
+        if sum(v == Vote.NO_EVIDENCE for v in votes) * 2 > len(votes):
+            return Outcome.VOIDED
+        return Outcome.A_WON if n_a > n_b else Outcome.B_WON if n_b > n_a else Outcome.TIE
+
+
+@dataclass
+class DuelResult:
+    """What happened in one duel, and who gained or lost what (wei) through it."""
+
+    key: str
+    origin: str
+    a: str
+    duel_id: int = 0
+    b: str = ""
+    better: str = ""  # "a" or "b": whose answer is better (once B is drawn)
+    outcome: str = "open"  # a_won, b_won, tie, voided, cancelled, refused
+    cancel_reason: str = ""
+    refused: str = ""  # the contract's revert reason when open_duel refused
+    final_round: int = 0
+    appealed_by: str = ""
+    rounds: list[RoundRecord] = field(default_factory=list)
+    stake_moved_wei: int = 0
+    bond_wei: int = 0  # what each duelist had at risk (DUEL_BOND, or less when B's free stake was short)
+    opened_block: int = 0
+    settled_block: int = 0
+    # address -> [stake change, credit change], wei, from this duel's events
+    delta: dict[str, list[int]] = field(default_factory=dict)
+
+    def change_wei(self, address: str) -> int:
+        """Stake + credit change of `address` through this duel."""
+        d = self.delta.get(address)
+        return 0 if d is None else d[0] + d[1]
+
+    def group_change_wei(self, addresses: Iterable[str]) -> int:
+        return sum(self.change_wei(a) for a in set(addresses))
+
+    @property
+    def reserve_change_wei(self) -> int:
+        """What the reserve gained from this duel (money is conserved: minus every node's change)."""
+        return -sum(s + c for s, c in self.delta.values())
+
+    def seats_of(self, addresses: Iterable[str], round_: int = 1) -> int:
+        if len(self.rounds) < round_:
+            return 0
+        who = set(addresses)
+        return sum(s in who for s in self.rounds[round_ - 1].seats)
+
+
+# step names
+_OPEN, _CHALLENGER, _ANSWER, _COMMIT, _REVEAL, _APPEAL, _SETTLE, _DONE = (
+    "open", "challenger", "answer", "commit", "reveal", "appeal", "settle", "done")
+
+
+class DuelRun:
+    """One duel through the contract's lifecycle; `advance()` runs the step due at `due_block`.
+
+    `auto_answer`: B answers as soon as it is drawn (the bench). The simulator passes False, runs the
+    request on B's engine and calls `b_answered()` when the answer is ready (if the answer window is
+    over by then, the step due at its end settles the duel: B pays its bond for not answering).
+    """
+
+    def __init__(self, chain: DuelChain, origin: str, a: str, key: str, *, evidence: EvidencePolicy | None = None,
+                 auto_answer: bool = True) -> None:
+        self.chain = chain
+        self.origin = origin
+        self.a = a
+        self.b = ""
+        self.key = key
+        self.evidence_policy = evidence
+        self.evidence = HONEST_EVIDENCE
+        self.auto_answer = auto_answer
+        self.result = DuelResult(key, origin, a)
+        rng = random.Random(f"{chain.seed}/duel/{key}")
+        # Drawn up front, in a fixed order: A's and B's answers, the origin's estimates, per round and
+        # seat an honest judge's coin and a fair coin.
+        self._u_a, self._u_b, self._u_ref, self._u_est = rng.random(), rng.random(), rng.random(), rng.random()
+        self._u_honest = [[rng.random() for _ in range(MAX_SEATS)] for _ in range(2)]
+        self._u_coin = [[rng.random() for _ in range(MAX_SEATS)] for _ in range(2)]
+        self.score_a = answer_score(chain.members[a].quality, self._u_a) if a in chain.members else 0.0
+        self.score_b = 0.0
+        self.duel_id = 0
+        self.step = _OPEN
+        self.due_block = chain.block
+        self.round = 0
+        self._votes: dict[str, Vote | None] = {}
+        self._salts: dict[str, bytes] = {}
+        self._work: WorkAttestation | None = None
+        self._salt = bytes(keccak(text=f"{chain.seed}/inspect/{key}"))
+        self.request = request_bytes("chat", {"model": chain.model_name, "max_tokens": 256,
+                                              "messages": [{"role": "user", "content": key}]})
+        self._awaiting_b = False
+
+    # ---- what strategies may ask
+    @property
+    def done(self) -> bool:
+        return self.step == _DONE
+
+    @property
+    def better(self) -> str:
+        return self.result.better
+
+    def estimate_a_bad(self, accuracy: float) -> bool:
+        """The origin's noisy look at A's answer before opening: it compares it with a typical answer of
+        the field (quality 0.5) and is right with probability `accuracy`. True: A's looks the worse."""
+        truly_bad = self.score_a < answer_score(0.5, self._u_ref)
+        return truly_bad if self._u_est < accuracy else not truly_bad
+
+    # ---- the steps
+    @property
+    def inspect_salt(self) -> bytes:
+        return self._salt
+
+    def attest(self, wants_duel: bool = True) -> WorkAttestation:
+        """The Work attestation A signs with its wallet key when it answers, at the current block: over
+        the origin's request (canonical bytes, sampling parameters included), its answer and the
+        origin's blind commitment to duel (`wants_duel`)."""
+        chain = self.chain
+        rid = request_id_hash(self.key)
+        work = WorkAttestation(self.origin, self.a, rid, bytes(keccak(self.request)), chain.model_hash,
+                               answer_hash(f"{self.a}/{self.key}"), inspect_commitment(rid, wants_duel, self._salt),
+                               chain.now_s)
+        return sign_work(chain.members[self.a].account, CHAIN_ID, CONTRACT_ADDRESS, work)
+
+    def open(self, wants_duel: bool = True, work: WorkAttestation | None = None) -> bool:
+        """The origin opens the duel at the current block over A's signed work (`attest`, or `work`);
+        False when the contract refuses (`result.refused` holds its reason)."""
+        chain, model = self.chain, self.chain.model
+        work = self.attest(wants_duel) if work is None else work
+        self._work = work
+        self.result.opened_block = chain.block
+        try:
+            self.duel_id = model.open_duel(self.origin, work, self._salt, now_s=chain.now_s, block_number=chain.block)
+        except ModelRevert as exc:
+            self.result.outcome, self.result.refused = "refused", exc.reason or "(no reason)"
+            self.step = _DONE
+            return False
+        self.result.duel_id = self.duel_id
+        self._book(model.events)
+        self.step, self.due_block = _CHALLENGER, model.duels[self.duel_id].seed_block + 1
+        return True
+
+    def advance(self) -> None:
+        """Run the step due now (`chain.block >= due_block`)."""
+        if self.chain.block < self.due_block:
+            raise ValueError(f"step {self.step} is due at block {self.due_block}, now {self.chain.block}")
+        step = self.step
+        if step == _CHALLENGER:
+            self._challenger()
+        elif step == _ANSWER:
+            self._answer()
+        elif step == _COMMIT:
+            self._commit(self.chain.model.preview_judges(self.duel_id, block_number=self.chain.block,
+                                                         blockhash=self.chain.blockhash))
+        elif step == _REVEAL:
+            self._reveal()
+        elif step == _APPEAL:
+            self._appeal()
+        elif step == _SETTLE:
+            self._settle()
+        else:
+            raise ValueError(f"no step to run ({step})")
+
+    def b_answered(self) -> bool:
+        """(Simulator) B's answer is ready now; False when the answer window is already over."""
+        if not self._awaiting_b or self.chain.block > self.chain.model.duels[self.duel_id].deadline:
+            return False
+        self._answer()
+        return True
+
+    def _challenger(self) -> None:
+        chain, model = self.chain, self.chain.model
+        b = model.draw_challenger(self.origin, self.duel_id, block_number=chain.block, blockhash=chain.blockhash)
+        self._book(model.events)
+        if b == ZERO_ADDRESS:
+            self._finish_cancelled()
+            return
+        self.b = self.result.b = b
+        member = chain.members.get(b)
+        self.score_b = answer_score(member.quality if member else 0.5, self._u_b)
+        self.result.better = "a" if self.score_a > self.score_b else "b"
+        self.evidence = self.evidence_policy(self) if self.evidence_policy is not None else HONEST_EVIDENCE
+        self.step = _ANSWER
+        if self.auto_answer:
+            self._answer()
+        else:  # the simulator calls b_answered() when B's engine is done; if it never is, B did not answer
+            self.due_block, self.step = model.duels[self.duel_id].deadline + 1, _SETTLE
+            self._awaiting_b = True
+
+    def _answer(self) -> None:
+        chain, model = self.chain, self.chain.model
+        self._awaiting_b = False
+        duel = model.duels[self.duel_id]
+        if not self.evidence.request_to_b and duel.status == DuelStatus.AWAITING_ANSWER:
+            model.answer_duel(self.b, self.duel_id, ZERO_HASH, block_number=chain.block, blockhash=chain.blockhash)
+            self._book(model.events)
+            if self.evidence.origin_publishes and self._work is not None:
+                model.publish_request(self.origin, self.duel_id, self._work, self._salt, self.request,
+                                      block_number=chain.block)
+                self._book(model.events)
+                self.evidence = Evidence(b_serves=self.evidence.b_serves)  # B now reads it from the chain
+                self.step, self.due_block = _ANSWER, duel.seed_block + 1
+            else:
+                self.step, self.due_block = _SETTLE, duel.deadline + 1
+            return
+        seats = model.answer_duel(self.b, self.duel_id, answer_hash(f"{self.b}/{self.key}"),
+                                  block_number=chain.block, blockhash=chain.blockhash)
+        self._book(model.events)
+        if not seats:  # no judge stake: cancelled
+            self._finish_cancelled()
+            return
+        self._commit(seats)
+
+    def _honest_vote(self, judge: str, round_: int, seat: int) -> Vote:
+        ev = self.evidence
+        request = ev.origin_serves_request or ev.a_serves_request or ev.b_serves
+        answer_a = ev.origin_serves_answer_a or ev.a_serves_answer_a
+        if not request or (not answer_a and not ev.b_serves):
+            return Vote.NO_EVIDENCE
+        if not answer_a:
+            return Vote.B
+        if not ev.b_serves:
+            return Vote.A
+        member = self.chain.members.get(judge)
+        accuracy = self.chain.accuracy if member is None or member.accuracy is None else member.accuracy
+        right = self._u_honest[round_ - 1][seat] < accuracy
+        better = Vote.A if self.result.better == "a" else Vote.B
+        return better if right else (Vote.B if better == Vote.A else Vote.A)
+
+    def _commit(self, seats: list[str]) -> None:
+        chain, model = self.chain, self.chain.model
+        self.round = model.duels[self.duel_id].round
+        record = RoundRecord(list(seats))
+        for i, judge in enumerate(seats):
+            record.honest_votes.append(self._honest_vote(judge, self.round, i))
+        self.result.rounds.append(record)
+        self._votes, self._salts = {}, {}
+        first_seat: dict[str, int] = {}
+        for i, judge in enumerate(seats):
+            first_seat.setdefault(judge, i)
+        for judge, i in first_seat.items():
+            member = chain.members.get(judge)
+            coin = Vote.A if self._u_coin[self.round - 1][i] < 0.5 else Vote.B
+            view = SeatView(self, judge, self.round, record.honest_votes[i], coin)
+            vote = (member.judge if member is not None else honest)(view)
+            salt = bytes(keccak(text=f"{chain.seed}/{self.key}/{self.round}/{judge}"))
+            self._votes[judge], self._salts[judge] = vote, salt
+            commitment = model.vote_commitment(self.duel_id, self.round, judge, int(vote or Vote.A), salt)
+            model.commit_vote(judge, self.duel_id, commitment, block_number=chain.block, blockhash=chain.blockhash)
+        self.step, self.due_block = _REVEAL, model.duels[self.duel_id].deadline + 1
+
+    def _reveal(self) -> None:
+        chain, model = self.chain, self.chain.model
+        for judge, vote in self._votes.items():
+            if vote is not None:
+                model.reveal_vote(judge, self.duel_id, int(vote), self._salts[judge], block_number=chain.block)
+        record = self.result.rounds[-1]
+        record.votes = [self._votes[j] for j in record.seats]
+        reveal_end = model.reveal_end(self.duel_id)
+        if self.round == 1:
+            self.step, self.due_block = _APPEAL, reveal_end + 1
+        else:
+            self.step, self.due_block = _SETTLE, reveal_end + 1
+
+    def _appeal(self) -> None:
+        chain, model = self.chain, self.chain.model
+        outcome, n_a, n_b, _ = model.duels[self.duel_id].panels[1].tally()
+        reveal_end = model.reveal_end(self.duel_id)
+        if outcome in (Outcome.A_WON, Outcome.B_WON):
+            loser = self.a if outcome == Outcome.B_WON else self.b
+            view = AppealView(self, loser, max(n_a, n_b), min(n_a, n_b))
+            member = chain.members.get(loser)
+            if (member is not None and member.appeal(view)
+                    and model.credit.get(loser, 0) >= model.appeal_fee_wei):
+                model.appeal(loser, self.duel_id, block_number=chain.block)
+                self._book(model.events)
+                self.result.appealed_by = loser
+                self.step, self.due_block = _COMMIT, model.duels[self.duel_id].seed_block + 1
+                return
+        self.step, self.due_block = _SETTLE, reveal_end + self.chain.params.appeal_window_blocks + 1
+
+    def _settle(self) -> None:
+        chain, model = self.chain, self.chain.model
+        result = model.settle_duel(self.origin, self.duel_id, block_number=chain.block)
+        self._book(model.events)
+        r = self.result
+        r.settled_block = chain.block
+        r.bond_wei = model.duels[self.duel_id].bond_wei
+        r.stake_moved_wei = result.stake_moved_wei
+        r.final_round = result.round
+        if result.cancelled is not None:
+            r.outcome, r.cancel_reason = "cancelled", result.cancelled.name.lower()
+        else:
+            r.outcome = result.outcome.name.lower()
+        self.step = _DONE
+
+    def _finish_cancelled(self) -> None:
+        self.result.outcome = "cancelled"
+        for event in self.chain.model.events:
+            if event.name == "DuelCancelled":
+                self.result.cancel_reason = CancelReason(_int(event.args["reason"])).name.lower()
+        self.result.settled_block = self.chain.block
+        self.step = _DONE
+
+    def _book(self, events: Sequence[ModelEvent]) -> None:
+        """Every balance change this duel's call made, from its events."""
+        delta = self.result.delta
+
+        def add(who: object, stake: int, credit: int) -> None:
+            d = delta.setdefault(str(who), [0, 0])
+            d[0] += stake
+            d[1] += credit
+
+        for e in events:
+            args = e.args
+            if e.name == "DuelOpened":
+                add(args["origin"], 0, -_int(args["escrow"]))
+            elif e.name == "DuelAppealed":
+                add(args["appellant"], 0, -_int(args["deposit"]))
+            elif e.name == "StakeSlashed":
+                add(args["node"], -_int(args["amount"]), 0)
+            elif e.name == "DuelRewardPaid":
+                add(args["account"], 0, _int(args["amount"]))
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def run_duel(chain: DuelChain, origin: str, a: str, key: str, *, evidence: EvidencePolicy | None = None,
+             wants_duel: bool = True, work: WorkAttestation | None = None,
+             before_open: Callable[[DuelRun], None] | None = None) -> DuelResult:
+    """Open a duel at the current block and mine through its whole lifecycle; the result."""
+    run = DuelRun(chain, origin, a, key, evidence=evidence)
+    if before_open is not None:
+        before_open(run)
+    if run.open(wants_duel, work):
+        while not run.done:
+            chain.mine_to(max(chain.block, run.due_block))
+            run.advance()
+    return run.result
