@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from wwwserve.sim.network import RequestRecord
+from wwwserve.sim.records import RequestRecord
 
 __all__ = ["mean_latency", "mean_latency_by_source", "slo_attainment", "windowed_latency", "write_records"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
-from wwwserve.sim.network import RequestRecord
+from wwwserve.sim.records import RequestRecord
 from wwwserve.sim.scenarios import MODES, SCENARIOS, Scenario, build, run_modes
 from wwwserve.sim.workloads import MathLengths
 

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
 from wwwserve.node.policy import PolicyConfig
+from wwwserve.sim.config import LatencyModel, Mode, NodeSpec, RequestSpec, SimConfig
 from wwwserve.sim.engine import PROFILES, EngineProfile
-from wwwserve.sim.network import LatencyModel, Mode, NodeSpec, RequestRecord, RequestSpec, SimConfig, Simulation
+from wwwserve.sim.network import Simulation
+from wwwserve.sim.records import RequestRecord
 from wwwserve.sim.workloads import (
     MATH500_LENGTHS,
     MODEL,

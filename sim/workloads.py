@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from wwwserve.errors import WWWServeError
-from wwwserve.sim.network import RequestSpec
+from wwwserve.sim.config import RequestSpec
 
 __all__ = [
     "AZURE_SLICE",

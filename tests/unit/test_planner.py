@@ -177,9 +177,9 @@ def test_node_and_simulator_take_limits_and_units_from_one_place() -> None:
         limits.max_hops, limits.no_peer_wait_s, limits.max_redispatches)
     # One credit is the ledger's: the simulated fee is the live default fee (it was 1,000 credits).
     assert sim.fee_wei == peers.fee_wei == WEI_PER_CREDIT
-    import wwwserve.sim.network as network
+    import wwwserve.sim.config as sim_config
 
-    assert network.WEI_PER_CREDIT is WEI_PER_CREDIT
+    assert sim_config.WEI_PER_CREDIT is WEI_PER_CREDIT
 
 
 PROFILE = EngineProfile("p", kv_capacity_tokens=2000, max_num_seqs=4, prefill_tokens_per_s=2000.0)
