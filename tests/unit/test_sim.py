@@ -145,9 +145,9 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
 
 
 def test_the_simulator_decides_through_the_live_nodes_policy_and_routing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import wwwserve.node.managers.dispatch as live_dispatch
+    import wwwserve.node.managers.offers as live_dispatch
 
-    # The live dispatcher's candidate draw is the very function the simulator calls.
+    # The live offer's candidate draw is the very function the simulator calls.
     assert live_dispatch.candidates_for_delegation is node_routing.candidates_for_delegation
     calls: Counter[str] = Counter()
     originals = {name: getattr(DefaultPolicy, name) for name in ("decide_dispatch", "accept_probe", "decide_fallback")}
