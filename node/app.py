@@ -212,7 +212,8 @@ def create_app(
     if policy is None:
         policy = load_policy(settings.policy.policy_class, settings.policy.to_config(),
                              random.Random(settings.policy.rng_seed))
-    fees = FeeBook(ledger, peers.fee_wei, communication.send_voucher_soon if communication is not None else None)
+    fees = FeeBook(ledger, peers.fee_wei, communication.send_voucher_soon if communication is not None else None,
+                   flush_interval_s=peers.fee_flush_interval_s)
 
     # Fees owed but not yet in a voucher are spent already, as far as the policy is concerned.
     def free_credit_wei() -> int:

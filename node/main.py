@@ -180,6 +180,7 @@ def build_network(
         ban_max_s=peers.ban_max_s,
         liveness_interval_s=peers.discovery_interval_s,
         envelope_window_s=peers.envelope_window_s,
+        voucher_attempts=peers.voucher_attempts,
         allow_private_endpoints=(chain in DEVNET_CHAIN_IDS if peers.allow_private_endpoints is None
                                  else peers.allow_private_endpoints),
     )

@@ -106,8 +106,10 @@ class CommunicationManager:
         allow_private_endpoints: bool = False,
         first_output_timeout_s: float | None = None,
         stream_idle_timeout_s: float | None = None,
+        voucher_attempts: int = 3,
     ) -> None:
         self.my_address = my_address
+        self.voucher_attempts = voucher_attempts
         self.chain_id = chain_id
         self.directory = directory
         self.probe_timeout_s = probe_timeout_s
@@ -298,7 +300,7 @@ class CommunicationManager:
 
     async def _send_voucher(self, peer: DirectoryPeer | Peer, voucher_json: dict[str, Any]) -> None:
         data, headers = self._sealed(peer.address, PATH_VOUCHER, voucher_json)
-        for attempt in range(3):
+        for attempt in range(self.voucher_attempts):
             try:
                 response = await self._client.request(
                     "POST", self._url(peer, PATH_VOUCHER), content=data, headers=headers,

@@ -199,6 +199,14 @@ class PeerSettings(Section):
         default=8, ge=1, le=64, description="Peers one request may be sent to after earlier ones failed it, "
         "before the user gets 504 upstream_timeout."
     )
+    fee_flush_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="Longest the fees owed to a peer wait before one cumulative voucher "
+        "pays them (sooner once 16 are owed to it); keep it well under what credit_limit_fees allows a peer."
+    )
+    voucher_attempts: int = Field(
+        default=3, ge=1, le=10, description="Tries to deliver a fee voucher to an unreachable peer (0.5 s, then "
+        "doubling, between them); an undelivered voucher is sent again with the next one (they are cumulative)."
+    )
     rate_limit_per_s: float = Field(
         default=1000.0, gt=0, description="Peer messages a second taken from one sender at one address (bursts of "
         "twice that); beyond it 429, before the signature is checked."
