@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
@@ -70,6 +71,88 @@ class CompletionsServing:
         or a stream still waiting for its first output, is abandoned (the engine stops) when the client
         behind `receive` hangs up first. `on_unanswered` is called when a stream ends without its signed
         answer (it was abandoned or failed: the peer that asked will not pay for it)."""
+        job = _Job.of(kind, raw, route, source, request_id, inspect)
+        if not job.req.stream:
+            return await self._whole(job, receive)
+        return await self._stream(job, receive, on_unanswered)
+
+    def _own_work(self, job: _Job, text: str) -> dict[str, Any]:
+        """This node's work over a peer's request it ran itself (kept as evidence too)."""
+        work = self.work_signer.sign(job.kind, job.raw, job.route, job.request_id, job.model, text, job.inspect)
+        if self.dispatcher.duels is not None:  # the duel feature keeps it as evidence
+            self.dispatcher.duels.keep_work(work, job.kind, job.raw, text)
+        return work.to_json()
+
+    async def _whole(self, job: _Job, receive: Receive | None) -> Response:
+        generating = self.dispatcher.generate(job.greq, job.kind, job.raw, job.prompt, job.route, job.source,
+                                              job.inspect)
+        result, remote, work = await (generating if receive is None else unless_disconnected(receive, generating))
+        attestation = (remote.to_json() if remote is not None
+                       else self.signer.sign(job.request_id, job.prompt, job.model, result.text, job.route))
+        executor = remote.executor if remote is not None else self.signer.node_address
+        build = chat_completion_body if job.kind == "chat" else completion_body
+        body = build(job.request_id, job.model, result.text, result.finish_reason, result.prompt_tokens,
+                     result.completion_tokens, attestation)
+        if job.route:
+            body["wwwserve_work"] = work.to_json() if work is not None else self._own_work(job, result.text)
+        return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
+
+    async def _stream(self, job: _Job, receive: Receive | None, on_unanswered: Callable[[], object] | None,
+                      ) -> Response:
+        opening = self.dispatcher.open_stream(job.greq, job.kind, job.raw, job.prompt, job.route, job.source,
+                                              job.inspect)
+        # A stream may wait long for its first output (a busy engine's queue): a client that leaves meanwhile
+        # gives its place up at once instead of when the first write fails.
+        stream = await (opening if receive is None else unless_disconnected(receive, opening))
+        answered = False
+
+        def sign(text: str) -> dict[str, Any]:
+            nonlocal answered
+            answered = True
+            extensions: dict[str, Any] = {}
+            if isinstance(stream, RemoteStream):
+                # The text reached the user already: a failed work check keeps it (no duel over it).
+                attestation, work = self.dispatcher.finish_remote(stream, text, job.prompt, strict_work=False)
+                extensions["wwwserve"] = attestation.to_json()
+                if job.route and work is not None:
+                    extensions["wwwserve_work"] = work.to_json()
+            else:
+                extensions["wwwserve"] = self.signer.sign(job.request_id, job.prompt, job.model, text, job.route)
+                if job.route:
+                    extensions["wwwserve_work"] = self._own_work(job, text)
+            return extensions
+
+        async def close() -> None:
+            await stream.aclose()
+            if not answered and on_unanswered is not None:
+                on_unanswered()
+
+        executor = stream.peer.address if isinstance(stream, RemoteStream) else self.signer.node_address
+        return ClosingStreamingResponse(_chunks(job, stream, sign), on_close=close, media_type="text/event-stream",
+                                        headers={**SSE_HEADERS, EXECUTOR_HEADER: executor})
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One validated request and what serving it needs to know."""
+
+    kind: Literal["chat", "completion"]
+    raw: dict[str, Any]  # as the client sent it (hashed for the work attestation)
+    route: Sequence[str]
+    source: Source
+    inspect: bytes | None
+    req: ChatCompletionRequest | CompletionRequest
+    greq: GenerationRequest
+    prompt: list[Mapping[str, Any]] | str  # what the result signature's prompt hash covers
+    request_id: str
+
+    @property
+    def model(self) -> str:
+        return self.req.model
+
+    @classmethod
+    def of(cls, kind: Literal["chat", "completion"], raw: dict[str, Any], route: Sequence[str], source: Source,
+           request_id: str | None, inspect: bytes | None) -> _Job:
         req: ChatCompletionRequest | CompletionRequest
         if kind == "chat":
             req = validate(ChatCompletionRequest, raw)
@@ -82,103 +165,42 @@ class CompletionsServing:
             request_id = request_id or new_request_id("cmpl")
             greq = GenerationRequest.from_completion(req, request_id)
             prompt = req.prompt_text
-        model = req.model
-        rid = request_id
+        return cls(kind, raw, route, source, inspect, req, greq, prompt, request_id)
 
-        def own_work(text: str) -> dict[str, Any]:
-            """This node's work over a peer's request it ran itself (kept as evidence too)."""
-            work = self.work_signer.sign(kind, raw, route, rid, model, text, inspect)
-            if self.dispatcher.duels is not None:  # the duel feature keeps it as evidence
-                self.dispatcher.duels.keep_work(work, kind, raw, text)
-            return work.to_json()
 
-        if not req.stream:
-            generating = self.dispatcher.generate(greq, kind, raw, prompt, route, source, inspect)
-            result, remote, work = await (generating if receive is None
-                                          else unless_disconnected(receive, generating))
-            attestation = (
-                remote.to_json() if remote is not None else self.signer.sign(rid, prompt, model, result.text, route)
-            )
-            executor = remote.executor if remote is not None else self.signer.node_address
-            build = chat_completion_body if kind == "chat" else completion_body
-            body = build(rid, model, result.text, result.finish_reason, result.prompt_tokens,
-                         result.completion_tokens, attestation)
-            if route:
-                body["wwwserve_work"] = work.to_json() if work is not None else own_work(result.text)
-            return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
+def _chunks(job: _Job, stream: LocalStream | RemoteStream, sign: Callable[[str], dict[str, Any]],
+            ) -> AsyncIterator[bytes]:
+    """The SSE body of `job`'s streamed answer, with the chunk shapes of its kind."""
+    created = int(time.time())
+    rid, model, usage_wanted = job.request_id, job.model, job.req.include_usage
+    if job.kind == "chat":
 
-        opening = self.dispatcher.open_stream(greq, kind, raw, prompt, route, source, inspect)
-        # A stream may wait long for its first output (a busy engine's queue): a client that leaves meanwhile
-        # gives its place up at once instead of when the first write fails.
-        stream = await (opening if receive is None else unless_disconnected(receive, opening))
-        answered = False
+        def chat(**fields: Any) -> BaseModel:
+            return ChatCompletionChunk(id=rid, created=created, model=model, **fields)
 
-        def sign(text: str) -> dict[str, Any]:
-            nonlocal answered
-            answered = True
-            extensions: dict[str, Any] = {}
-            if isinstance(stream, RemoteStream):
-                # The text reached the user already: a failed work check keeps it (no duel over it).
-                attestation, work = self.dispatcher.finish_remote(stream, text, prompt, strict_work=False)
-                extensions["wwwserve"] = attestation.to_json()
-                if route and work is not None:
-                    extensions["wwwserve_work"] = work.to_json()
-            else:
-                extensions["wwwserve"] = self.signer.sign(rid, prompt, model, text, route)
-                if route:
-                    extensions["wwwserve_work"] = own_work(text)
-            return extensions
-
-        created = int(time.time())
-        if kind == "chat":
-
-            def chunk(**fields: Any) -> BaseModel:
-                return ChatCompletionChunk(id=rid, created=created, model=model, **fields)
-
-            events = sse_events(
-                stream,
-                opening=chunk(
-                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]
-                ),
-                text_chunk=lambda text: chunk(
-                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]
-                ),
-                finish_chunk=lambda reason, ext: chunk(
-                    choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], **ext
-                ),
-                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
-                include_usage=req.include_usage,
-                sign=sign,
-            )
-        else:
-
-            def chunk(**fields: Any) -> BaseModel:
-                return CompletionChunk(id=rid, created=created, model=model, **fields)
-
-            events = sse_events(
-                stream,
-                opening=None,
-                text_chunk=lambda text: chunk(choices=[CompletionChoice(text=text, finish_reason=None)]),
-                finish_chunk=lambda reason, ext: chunk(
-                    choices=[CompletionChoice(text="", finish_reason=reason)], **ext
-                ),
-                usage_chunk=lambda usage, ext: chunk(choices=[], usage=usage, **ext),
-                include_usage=req.include_usage,
-                sign=sign,
-            )
-        executor_name = stream.peer.address if isinstance(stream, RemoteStream) else self.signer.node_address
-
-        async def close() -> None:
-            await stream.aclose()
-            if not answered and on_unanswered is not None:
-                on_unanswered()
-
-        return ClosingStreamingResponse(
-            events,
-            on_close=close,
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, EXECUTOR_HEADER: executor_name},
+        return sse_events(
+            stream,
+            opening=chat(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(role="assistant", content=""))]),
+            text_chunk=lambda text: chat(choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(content=text))]),
+            finish_chunk=lambda reason, ext: chat(
+                choices=[ChatCompletionChunkChoice(delta=ChatCompletionDelta(), finish_reason=reason)], **ext),
+            usage_chunk=lambda usage, ext: chat(choices=[], usage=usage, **ext),
+            include_usage=usage_wanted,
+            sign=sign,
         )
+
+    def completion(**fields: Any) -> BaseModel:
+        return CompletionChunk(id=rid, created=created, model=model, **fields)
+
+    return sse_events(
+        stream,
+        opening=None,
+        text_chunk=lambda text: completion(choices=[CompletionChoice(text=text, finish_reason=None)]),
+        finish_chunk=lambda reason, ext: completion(choices=[CompletionChoice(text="", finish_reason=reason)], **ext),
+        usage_chunk=lambda usage, ext: completion(choices=[], usage=usage, **ext),
+        include_usage=usage_wanted,
+        sign=sign,
+    )
 
 
 async def sse_events(
