@@ -73,7 +73,7 @@ from wwwserve.node.managers.communication import (
     RemoteStream,
 )
 from wwwserve.node.managers.fees import FeeBook
-from wwwserve.node.managers.offers import LivePeers, Offers, Source
+from wwwserve.node.managers.offers import Delegation, LivePeers, Offers, Source
 from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import LocalStream, RequestManager
 from wwwserve.node.metrics import Metrics
@@ -158,35 +158,36 @@ class Dispatcher:
         kind: Literal["chat", "completion"],
         raw_request: Mapping[str, Any],
         route: Sequence[str] = (),
-        avoid: set[str] | None = None,
-        terms: WorkTerms | None = None,
         source: Source = "user",
-        attempt: int = 0,
     ) -> RemoteStream | Literal[Action.LOCAL, Action.QUEUE]:
-        """Where `greq` runs: `Action.LOCAL` (here, now: the engine is idle, or the request cannot leave),
-        `Action.QUEUE` (here, on the busy engine: the caller offers it to peers again while it waits), or
-        a peer: its stream, primed (its first output read), with `terms` (what its work attestation must
-        say) attached.
+        """Where `greq` runs (see `_plan`), for a request not yet tried anywhere."""
+        job = Delegation(greq, kind, raw_request, route, self.work_terms(greq, kind, raw_request, route), source)
+        return await self._plan(job)
+
+    async def _plan(self, job: Delegation, attempt: int = 0) -> RemoteStream | Literal[Action.LOCAL, Action.QUEUE]:
+        """Where the job's request runs: `Action.LOCAL` (here, now: the engine is idle, or the request cannot
+        leave), `Action.QUEUE` (here, on the busy engine: the caller offers it to peers again while it
+        waits), or a peer: its stream, primed (its first output read), with the job's terms (what its work
+        attestation must say) attached.
 
         The decisions are `node.planner.plan`'s (the simulator steps the same generator); this drives it
-        on asyncio. `route` lists the nodes the request already passed (empty for a user's request);
-        `avoid` collects peers that failed this request, so a re-dispatch goes elsewhere; `attempt` counts
-        the re-dispatches so far.
+        on asyncio. `job.route` lists the nodes the request already passed (empty for a user's request);
+        `job.avoid` collects peers that failed it, so a re-dispatch goes elsewhere; `attempt` counts the
+        re-dispatches so far.
         """
-        model = greq.model
+        model = job.greq.model
         comm = self.communication
         request = PlanRequest(
-            request_id=greq.request_id, model=model, route=tuple(route), serves=self._serves(model),
+            request_id=job.greq.request_id, model=model, route=tuple(job.route), serves=self._serves(model),
             network_serves=comm is not None and model in comm.network_models(), networked=comm is not None,
             attempt=attempt)
-        avoid = set() if avoid is None else avoid
         loop = asyncio.get_running_loop()
         view = self.offers.view()
 
         def record(action: Action) -> None:
             self._count("wwwserve_dispatch_decisions_total", action=action.value)
 
-        steps = planner.plan(request, view, self.limits, loop.time(), avoid, record)
+        steps = planner.plan(request, view, self.limits, loop.time(), job.avoid, record)
         answer: object = None
         remote: RemoteStream | None = None
         while True:
@@ -199,20 +200,16 @@ class Dispatcher:
                 answer = await (self.policy.fallback(model) if step.fallback else self.policy.decide(model))
             elif isinstance(step, planner.Offer):
                 assert isinstance(view, LivePeers)
-                if terms is None:
-                    terms = self.work_terms(greq, kind, raw_request, route)
-                remote = await self.offers.offer(greq, kind, raw_request, route, view.peers(step.candidates), avoid,
-                                                terms)
+                remote = await self.offers.offer(job, view.peers(step.candidates))
                 answer = planner.OfferResult(None if remote is None else remote.peer.address, now_s=loop.time())
             else:
-                with self.requests.retrying(source):
+                with self.requests.retrying(job.source):
                     await asyncio.sleep(max(0.0, step.until_s - loop.time()))
                 answer = loop.time()
         if isinstance(outcome, planner.RunHere):
             return Action.QUEUE if outcome.queued else Action.LOCAL
         if isinstance(outcome, planner.Delegated):
-            assert remote is not None and terms is not None
-            remote.terms = terms
+            assert remote is not None
             return remote
         if outcome.reason == "model_not_found":
             raise ModelNotFoundError(model)
@@ -344,16 +341,16 @@ class Dispatcher:
 
         Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
         """
-        avoid: set[str] = set()
-        terms = self.work_terms(greq, kind, raw_request, route, inspect)
+        job = Delegation(greq, kind, raw_request, route, self.work_terms(greq, kind, raw_request, route, inspect),
+                         source)
         for attempt in itertools.count():  # the planner refuses after `limits.max_redispatches` failures
-            planned = await self.plan(greq, kind, raw_request, route, avoid, terms, source, attempt)
+            planned = await self._plan(job, attempt)
             if planned is Action.LOCAL:
                 return await self.requests.generate(greq, source=source), None, None
             try:
                 if planned is Action.QUEUE:
                     # Run as a stream here, so its first output says when it left the engine's queue.
-                    served = await self.offers.run_queued(greq, kind, raw_request, route, avoid, terms, source)
+                    served = await self.offers.run_queued(job)
                     if isinstance(served, LocalStream):
                         return await collect(served), None, None
                 else:
@@ -365,7 +362,7 @@ class Dispatcher:
                 attestation, work = self.finish_remote(served, result.text, prompt)
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
-                avoid.add(exc.address.lower())
+                job.avoid.add(exc.address.lower())
                 continue
             return result, attestation, work
         raise AssertionError("unreachable")  # pragma: no cover
@@ -382,13 +379,13 @@ class Dispatcher:
     ) -> LocalStream | RemoteStream:
         """A primed stream from here or a peer (failures before the first output were re-dispatched); the
         caller checks a remote one with `finish_remote(strict_work=False)` when it ends."""
-        terms = self.work_terms(greq, kind, raw_request, route, inspect)
-        avoid: set[str] = set()
-        planned = await self.plan(greq, kind, raw_request, route, avoid, terms, source)
+        job = Delegation(greq, kind, raw_request, route, self.work_terms(greq, kind, raw_request, route, inspect),
+                         source)
+        planned = await self._plan(job)
         if planned is Action.LOCAL:
             return await self.requests.open_stream(greq, source=source)
         if planned is Action.QUEUE:
-            return await self.offers.run_queued(greq, kind, raw_request, route, avoid, terms, source)
+            return await self.offers.run_queued(job)
         assert isinstance(planned, RemoteStream)
         return planned
 

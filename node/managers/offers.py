@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from wwwserve.node import planner
@@ -36,7 +37,7 @@ from wwwserve.node.planner import DispatchLimits
 from wwwserve.node.policy import Action
 from wwwserve.node.routing import Peer, candidates_for_delegation
 
-__all__ = ["LivePeers", "NoPeers", "Offers", "PeerKeys", "Source", "streamed_request"]
+__all__ = ["Delegation", "LivePeers", "NoPeers", "Offers", "PeerKeys", "Source", "streamed_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,20 @@ class NoPeers:
 _NO_PEERS = NoPeers()
 
 
+@dataclass
+class Delegation:
+    """One request as this node may hand it on: what it is, where it came from, what its executor must
+    attest (`terms`), who sent it here (`source`), and the peers that failed it so far (`avoid`)."""
+
+    greq: GenerationRequest
+    kind: Literal["chat", "completion"]
+    raw_request: Mapping[str, Any]
+    route: Sequence[str]
+    terms: WorkTerms
+    source: Source = "user"
+    avoid: set[str] = field(default_factory=set)
+
+
 class Offers:
     """Offers requests to peers for one node (see the module docstring)."""
 
@@ -115,42 +130,26 @@ class Offers:
         comm = self.communication
         return LivePeers(comm, self.ledger, self.my_address) if comm is not None else _NO_PEERS
 
-    async def offer_drawn(
-        self,
-        greq: GenerationRequest,
-        kind: Literal["chat", "completion"],
-        raw_request: Mapping[str, Any],
-        route: Sequence[str],
-        avoid: set[str],
-        terms: WorkTerms,
-    ) -> RemoteStream | None:
+    async def offer_drawn(self, job: Delegation) -> RemoteStream | None:
         """One offer outside the planner (a queued request offered again): the planner's draw, then `offer`."""
         comm = self.communication
         assert comm is not None
         view = LivePeers(comm, self.ledger, self.my_address)
-        drawn, _ = planner.draw(view, greq.request_id, greq.model, route, self.limits, avoid)
+        drawn, _ = planner.draw(view, job.greq.request_id, job.greq.model, job.route, self.limits, job.avoid)
         if not drawn:
             return None
-        return await self.offer(greq, kind, raw_request, route, view.peers(drawn), avoid, terms)
+        return await self.offer(job, view.peers(drawn))
 
-    async def offer(
-        self,
-        greq: GenerationRequest,
-        kind: Literal["chat", "completion"],
-        raw_request: Mapping[str, Any],
-        route: Sequence[str],
-        candidates: Sequence[Peer],
-        avoid: set[str],
-        terms: WorkTerms,
-    ) -> RemoteStream | None:
+    async def offer(self, job: Delegation, candidates: Sequence[Peer]) -> RemoteStream | None:
         """`candidates` in order: the first gets the request with its probe folded in, then the others are
         probed in parallel and the first acceptor in candidate order gets it. A peer that fails is added to
-        `avoid`. Returns the taker's primed stream, or None."""
+        `job.avoid`. Returns the taker's primed stream (the job's terms attached), or None."""
         comm = self.communication
         assert comm is not None and candidates
-        onward = [*route, self.my_address]
-        request = streamed_request(raw_request)
-        inspect = "0x" + terms.inspect.hex()  # the origin's draw happens here, before any answer exists
+        greq, kind, avoid = job.greq, job.kind, job.avoid
+        onward = [*job.route, self.my_address]
+        request = streamed_request(job.raw_request)
+        inspect = "0x" + job.terms.inspect.hex()  # the origin's draw happens here, before any answer exists
 
         async def delegate(peer: Peer, accept_check: bool) -> RemoteStream | None:
             body = DelegateBody(request_id=greq.request_id, kind=kind, request=request, route=onward,
@@ -170,6 +169,7 @@ class Offers:
         # parallel and the first acceptor in candidate order executes (DESIGN §3).
         remote = await delegate(candidates[0], accept_check=True)
         if remote is not None:
+            remote.terms = job.terms
             return remote
         rest = candidates[1:]
         probe = ProbeBody(request_id=greq.request_id, model=greq.model, route=onward)
@@ -179,6 +179,7 @@ class Offers:
                 if await answer:
                     remote = await delegate(peer, accept_check=False)
                     if remote is not None:
+                        remote.terms = job.terms
                         return remote
             return None
         finally:
@@ -189,20 +190,11 @@ class Offers:
 
     # ---- a queued request, re-offered while it waits -------------------------------------------
 
-    async def run_queued(
-        self,
-        greq: GenerationRequest,
-        kind: Literal["chat", "completion"],
-        raw_request: Mapping[str, Any],
-        route: Sequence[str],
-        avoid: set[str],
-        terms: WorkTerms,
-        source: Source = "user",
-    ) -> LocalStream | RemoteStream:
-        """`greq` on this node's busy engine, primed (its first output read), unless a peer's output comes
+    async def run_queued(self, job: Delegation) -> LocalStream | RemoteStream:
+        """The job's request on this node's busy engine, primed (its first output read), unless a peer's output comes
         first: then the peer's primed stream (its `terms` attached), and the request has left the local
         queue. Every `reoffer_interval_s` while it waits, the policy is asked again and on OFFLOAD the
-        request is offered to the peers `plan` would draw (`avoid`: those that failed it).
+        request is offered to the peers `plan` would draw (`job.avoid`: those that failed it).
 
         The local request keeps its place (the slot FIFO, then the engine's queue) through every offer; an
         offer under way when local output comes first is cancelled (the peer aborts, unpaid). Errors of the
@@ -210,7 +202,8 @@ class Offers:
         """
         comm = self.communication
         interval = self.reoffer_interval_s
-        if comm is None or interval <= 0 or len(route) >= self.limits.max_hops:
+        greq, source = job.greq, job.source
+        if comm is None or interval <= 0 or len(job.route) >= self.limits.max_hops:
             return await self.requests.open_stream(greq, source=source)
         loop = asyncio.get_running_loop()
         local = asyncio.ensure_future(self.requests.open_stream(greq, source=source))
@@ -232,14 +225,13 @@ class Offers:
                         interval = math.inf  # a peer refused the request itself: the engine here decides
                     self._count("wwwserve_reoffers_total", outcome="taken" if remote else "none")
                     if remote:
-                        remote.terms = terms
                         served = remote
                         return served
                     next_offer_s = loop.time() + interval
                     continue
-                peers = await self._reoffer_peers(greq.model, avoid)
+                peers = await self._reoffer_peers(greq.model, job.avoid)
                 if peers:
-                    offer = asyncio.ensure_future(self.offer_drawn(greq, kind, raw_request, route, avoid, terms))
+                    offer = asyncio.ensure_future(self.offer_drawn(job))
                 else:
                     next_offer_s = loop.time() + interval
         finally:
