@@ -21,9 +21,10 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from harness.common import HOST, MODEL  # noqa: E402 - bench/harness: serving.py's fake backend and client
 from harness.fake_backend import chat_answer, fake_backend_command, http_response  # noqa: E402
 from harness.load import RawConnection  # noqa: E402
-from harness.procs import free_port  # noqa: E402
+from harness.procs import Processes, free_port  # noqa: E402
 from harness.stats import percentile  # noqa: E402
 
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}).encode()
@@ -80,19 +81,6 @@ def serve_proxy(port: int, upstream: int, work_s: float) -> None:
     asyncio.run(main())
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    """Until something listens on HOST:port."""
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port}")
-
-
 def measure(port: int, requests: int) -> float:
     """p50 latency (ms) of sequential requests on one keep-alive connection."""
 
@@ -113,30 +101,28 @@ def measure(port: int, requests: int) -> float:
 
 def chain(work_s: float, pin: bool, requests: int) -> tuple[float, float, float]:
     """p50 through 0, 1 and 2 proxies (each burning `work_s`), optionally all on CPU 0 (client too)."""
-    procs: list[subprocess.Popen[bytes]] = []
+    logs = Path(tempfile.mkdtemp(prefix="wwwserve-handoff-"))  # a log per process, for the errors' tails
+    procs = Processes(logs)
     here = os.sched_getaffinity(0)
     try:
         backend = free_port()
-        procs.append(subprocess.Popen(fake_backend_command(backend)))
-        wait_port(backend)
+        procs.ready(procs.start("backend", fake_backend_command(backend)), 10.0, f"http://{HOST}:{backend}/v1/models")
         ports = [backend]
-        for _ in range(2):
+        for hop in (1, 2):
             port = free_port()
-            procs.append(subprocess.Popen([sys.executable, __file__, "--serve-proxy", str(port), str(ports[-1]),
-                                           str(work_s)]))
-            wait_port(port)
+            proxy = procs.start(f"proxy-{hop}", [sys.executable, __file__, "--serve-proxy", str(port), str(ports[-1]),
+                                                 str(work_s)])
+            procs.ready(proxy, 10.0, f"http://{HOST}:{port}{PATH}")  # any request is forwarded and answered
             ports.append(port)
         if pin:
-            for proc in procs:
+            for proc in procs.processes:
                 os.sched_setaffinity(proc.pid, {0})
             os.sched_setaffinity(0, {0})
         return measure(ports[0], requests), measure(ports[1], requests), measure(ports[2], requests)
     finally:
         os.sched_setaffinity(0, here)
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
+        procs.close()
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def main() -> None:

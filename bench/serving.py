@@ -55,8 +55,8 @@ from harness.procs import (  # noqa: E402
     Processes,
     demo_password,
     free_port,
-    free_port_pair,
-    node_command,
+    free_port_block,
+    node_launch,
     setup_chain,
     wait_http,
 )
@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
                             args.ttft_requests)
         backend_port = free_port()
         backend = procs.start("backend", fake_backend_command(backend_port))
-        wait_http(f"http://{HOST}:{backend_port}/v1/models", backend, "fake backend", procs, "backend", 10.0)
+        procs.ready(backend, 10.0, f"http://{HOST}:{backend_port}/v1/models")
         progress(f"fake backend on :{backend_port} (pid {backend.pid}); logs in {workdir}")
 
-        base_port = free_port_pair()
+        base_port = free_port_block(2)  # demo nodes 1 and 2 register consecutive ports
         rpc_url, addresses = setup_chain(procs, home, base_port, progress)
         ports = {"demo-node-1": base_port, "demo-node-2": base_port + 1, "demo-node-3": free_port()}
         env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": demo_password(),
@@ -155,12 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, PathResult]:
                                                                            "backend.fake.latency_s=0",
                                                                            "backend.fake.capacity=100000"]),
         }
-        node_procs = {}
-        for name, spec in nodes.items():
-            node_procs[name] = procs.start(name, node_command(spec), env=env)
+        node_procs = {name: procs.start_node(node_launch(name, spec, workdir), env) for name, spec in nodes.items()}
         for name, spec in nodes.items():
             progress(f"waiting for {name} on :{spec.port}")
-            wait_http(f"http://{HOST}:{spec.port}/ready", node_procs[name], name, procs, name, 60.0)
+            procs.ready(node_procs[name], 60.0)
 
         litellm: Target | None = None
         if not args.no_litellm:

@@ -39,16 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.common import HOST, MODEL  # bench/harness: processes, chain set-up, the fake backend
 from harness.fake_backend import fake_backend_command
 from harness.node_metrics import delegation_note, dispatch_counters
-from harness.procs import (
-    NodeSpec,
-    Processes,
-    demo_password,
-    free_port,
-    free_port_pair,
-    node_command,
-    setup_chain,
-    wait_http,
-)
+from harness.procs import NodeSpec, Processes, demo_password, free_port, free_port_block, node_launch, setup_chain
 from harness.sse import SSEReader
 from harness.stats import percentile
 
@@ -184,8 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         backend_port = free_port()
         backend = procs.start("backend", fake_backend_command(backend_port))
-        wait_http(f"http://{HOST}:{backend_port}/v1/models", backend, "fake backend", procs, "backend", 10.0)
-        base_port = free_port_pair()
+        procs.ready(backend, 10.0, f"http://{HOST}:{backend_port}/v1/models")
+        base_port = free_port_block(2)  # demo nodes 1 and 2 register consecutive ports
         rpc_url, addresses = setup_chain(procs, home, base_port, progress)
         env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": demo_password(),
                "WWWSERVE_RPC_URL": rpc_url, "PYTHONUNBUFFERED": "1"}
@@ -203,8 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         pids = {}
         for name, spec in nodes.items():
-            proc = procs.start(name, node_command(spec), env=env)
-            wait_http(f"http://{HOST}:{spec.port}/ready", proc, name, procs, name, 60.0)
+            proc = procs.start_node(node_launch(name, spec, workdir), env)
+            procs.ready(proc, 60.0)
             pids[name] = proc.pid
         progress(f"{args.streams} streams through A -> B for {args.duration:.0f} s; logs in {workdir}")
         result = asyncio.run(drive(base_port, args.streams, args.duration, pids, progress,

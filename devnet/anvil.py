@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wwwserve.devnet.ports import free_port
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger.chain import chain_id_at, rpc_call
 from wwwserve.ledger.home import wwwserve_home
@@ -92,13 +92,6 @@ def install_anvil(quiet: bool = False) -> Path:
 def ensure_anvil(quiet: bool = False) -> Path:
     """Find anvil or install it."""
     return find_anvil() or install_anvil(quiet=quiet)
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int) -> int | None:

@@ -5,7 +5,8 @@
                 `bench/serving.py --serve-fake-backend PORT`
   load          the load generator: a minimal keep-alive HTTP/1.1 client in worker processes
   stats         percentiles, latency and throughput figures
-  procs         the processes a run starts (anvil, the contract, demo nodes) and stops
+  procs         the processes a run starts (anvil, the contract, demo nodes, helpers) and stops, through
+                the project's launcher (devnet/localnet.py)
   node_metrics  what a node's /metrics and answers say about delegation
   litellm_proxy LiteLLM's proxy, installed on first use into bench/.venv-litellm
   profiling     py-spy recordings of server processes

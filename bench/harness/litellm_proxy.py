@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.common import HOST, LITELLM_VENV, MODEL, BenchError
 from harness.load import Target
-from harness.procs import Processes, free_port, wait_http
+from harness.procs import Processes, free_port
 
 
 def litellm_python(progress: Callable[[str], None]) -> Path:
@@ -51,7 +51,7 @@ def start_litellm(procs: Processes, backend_port: int, progress: Callable[[str],
     proc = procs.start("litellm", [str(exe), "--config", str(config), "--host", HOST, "--port", str(port),
                                    "--num_workers", "1"], env=env)
     progress(f"waiting for LiteLLM on :{port}")
-    wait_http(f"http://{HOST}:{port}/health/liveliness", proc, "LiteLLM", procs, "litellm", timeout_s=120.0)
+    procs.ready(proc, 120.0, f"http://{HOST}:{port}/health/liveliness")
     return Target("litellm", port, "/v1/chat/completions", [proc.pid])
 
 

@@ -1,91 +1,65 @@
-"""The processes a benchmark starts, each in its own session, and stops again: anvil, the contract, nodes.
+"""The processes a benchmark starts and stops again (anvil, the contract, nodes, helper servers), through
+the project's one launcher, devnet/localnet.py.
 
-`Processes.close()` stops every one in reverse order (SIGINT, then SIGKILL after 10 s), so Ctrl-C, SIGTERM
-or an error never leaves a process behind.
+`Processes` is a `LocalNet` whose children run in the repository root, each in its own session (a Ctrl-C
+reaches only the benchmark, which then stops them in order), each logging to `<workdir>/<name>.log`.
+`close()` stops every one (SIGTERM to its process group, SIGKILL after 10 s), then the `stoppers` and anvil,
+so Ctrl-C, SIGTERM or an error never leaves a process behind. A process that exits before it is ready, or
+is not ready in time, is a `BenchError` with the tail of its log.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.common import HOST, MODEL, REPO_ROOT, BenchError
+from harness.common import MODEL, REPO_ROOT, BenchError
+from wwwserve.devnet.localnet import LocalNet, LocalProcess, NetworkError, NodeLaunch
+from wwwserve.devnet.ports import free_port, free_port_block
+
+__all__ = ["NodeSpec", "Processes", "demo_password", "free_port", "free_port_block", "node_launch", "setup_chain",
+           "wait_http"]
+
+STOP_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    """A TCP port free on HOST right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """Every process the benchmark starts, stopped in reverse order by `close()` (idempotent)."""
+class Processes(LocalNet):
+    """Every process the benchmark starts, stopped by `close()` (idempotent)."""
 
     def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, cwd=REPO_ROOT, own_session=True)
         self.workdir = workdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.stoppers: list[Callable[[], None]] = []
 
-    def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start `cmd` with its output in <workdir>/<name>.log, in its own session (Ctrl-C reaches only us)."""
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=REPO_ROOT)
-        log.close()
-        self.procs.append((name, proc))
-        return proc
+    @property
+    def stoppers(self) -> list[Callable[[], None]]:
+        """What `close()` calls after the processes, last added first (anvil's stop, a miner's stop event)."""
+        return self.stop_callbacks
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        """The last lines of a process's log, for error messages."""
-        path = self.workdir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> LocalProcess:
+        """Start `cmd` with its output in <workdir>/<name>.log (returns at once)."""
+        return self.spawn(name, cmd, env=env)
+
+    def ready(self, process: LocalProcess, timeout_s: float, url: str | None = None) -> None:
+        """Until `url` (default: the process's own ready URL, a node's /ready) answers 200; BenchError with
+        the tail of its log if the process exits first or the deadline passes."""
+        if url is not None:
+            process.ready_url = url
+        try:
+            process.wait_ready(timeout_s)
+        except NetworkError as exc:
+            raise BenchError(str(exc)) from None
 
     def close(self) -> None:
-        """SIGINT every process (graceful), then SIGKILL what is still alive after 10 s."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 10.0
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.procs.clear()
-        for stop in reversed(self.stoppers):
-            with contextlib.suppress(Exception):
-                stop()
-        self.stoppers.clear()
+        """Stop every process, then the stoppers and anvil."""
+        self.stop(STOP_TIMEOUT_S)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, logs: Processes, log_name: str,
-              timeout_s: float, ok: Callable[[int], bool] = lambda code: code == 200) -> None:
-    """Poll `url` until it answers ok, failing early (with the log tail) if the process exits."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode}:\n{logs.log_tail(log_name)}")
-        try:
-            if ok(httpx.get(url, timeout=1.0).status_code):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{what} not ready after {timeout_s:.0f} s:\n{logs.log_tail(log_name)}")
+def wait_http(url: str, proc: LocalProcess, what: str, logs: Processes, log_name: str,
+              timeout_s: float) -> None:
+    """`logs.ready(proc, timeout_s, url)` under the arguments bench/incentives.py passes (`what` and
+    `log_name` are the process's own name and log now)."""
+    logs.ready(proc, timeout_s, url)
 
 
 @dataclass
@@ -97,35 +71,18 @@ class NodeSpec:
     sets: list[str]
 
 
+def node_launch(name: str, spec: NodeSpec, workdir: Path) -> NodeLaunch:
+    """How one benchmark node starts: `-w WALLET node run`, serving the bench model, auto-stake off, then the
+    spec's settings; logging to <workdir>/<name>.log."""
+    return NodeLaunch(name, spec.port, workdir / f"{name}.log",
+                      (f"backend.models=['{MODEL}']", "policy.auto_stake=false", *spec.sets), wallet=spec.wallet)
+
+
 def demo_password() -> str:
     """The devnet demo keystores' password (public knowledge, devnet only)."""
     from wwwserve.devnet.deploy import DEMO_PASSWORD
 
     return DEMO_PASSWORD
-
-
-def node_command(spec: NodeSpec) -> list[str]:
-    """The `wwwserve node run` command line of one benchmark node."""
-    cmd = [sys.executable, "-m", "wwwserve.cli", "-w", spec.wallet, "node", "run",
-           "--set", f"server.port={spec.port}", "--set", f"backend.models=['{MODEL}']",
-           "--set", "policy.auto_stake=false"]
-    for s in spec.sets:
-        cmd += ["--set", s]
-    return cmd
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 1 both free on HOST (demo nodes register consecutive ports)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind((HOST, port))
-                b.bind((HOST, port + 1))
-            except OSError:
-                continue
-            return port
-    raise BenchError("no two consecutive free ports")
 
 
 def setup_chain(procs: Processes, home: Path, base_port: int,
@@ -135,7 +92,6 @@ def setup_chain(procs: Processes, home: Path, base_port: int,
     Demo node 3 gets a wallet but is not registered: it is the standalone `fake`-backend node (path c),
     kept off the registry so that A never delegates to it. Returns (rpc_url, {wallet name: address}).
     """
-    from wwwserve.devnet.anvil import start_anvil
     from wwwserve.devnet.deploy import (
         DEMO_PASSWORD,
         bring_up_demo_nodes,
@@ -146,8 +102,7 @@ def setup_chain(procs: Processes, home: Path, base_port: int,
     from wwwserve.ledger.chain import connect
     from wwwserve.ledger.params import WEI_PER_ETH
 
-    anvil = start_anvil(log_path=home / "anvil.log")
-    procs.stoppers.append(anvil.stop)
+    anvil = procs.start_anvil()  # logs to <workdir>/anvil.log; stopped last by `procs.close()`
     progress(f"anvil at {anvil.rpc_url}; deploying and registering 2 nodes")
     w3 = connect(anvil.rpc_url)
     deployment, _ = ensure_deployment(w3, anvil.rpc_url)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,8 +25,10 @@ from typer.testing import CliRunner
 from web3 import Web3
 
 from wwwserve.cli import app
-from wwwserve.devnet.anvil import AnvilProcess, free_port, mine, start_anvil
+from wwwserve.devnet.anvil import AnvilProcess, mine
 from wwwserve.devnet.deploy import ensure_deployment
+from wwwserve.devnet.localnet import LocalNet, NodeLaunch
+from wwwserve.devnet.ports import free_port
 from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import Balances, WWWServeClient
 from wwwserve.ledger.deployment import Deployment
@@ -135,12 +136,12 @@ def start_network(tmp: Path, params: DeploymentParams, specs: Sequence[NodeSpec]
     home = tmp / "home"
     home.mkdir()
     saved = {k: os.environ.get(k) for k in ("WWWSERVE_HOME", "WWWSERVE_PASSWORD", "WWWSERVE_RPC_URL")}
-    anvil = start_anvil()
+    net = LocalNet(tmp)  # anvil.log and node<i>.log
+    anvil = net.start_anvil()
     os.environ.update(WWWSERVE_HOME=str(home), WWWSERVE_PASSWORD=PASSWORD, WWWSERVE_RPC_URL=anvil.rpc_url)
     stop_mining = threading.Event()
     mining = threading.Event()
     mining.set()
-    procs: list[subprocess.Popen[bytes]] = []
     logs = [tmp / f"node{i}.log" for i in range(1, len(specs) + 1)]
     indexer = None
     try:
@@ -156,7 +157,6 @@ def start_network(tmp: Path, params: DeploymentParams, specs: Sequence[NodeSpec]
             cli("-w", f"n{i}", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", *models)
             cli("-w", f"n{i}", "credit", "deposit", spec.deposit)
             cli("-w", f"n{i}", "stake", "add", spec.stake)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
         def miner() -> None:  # the windows count blocks; anvil mines only on transactions
             while not stop_mining.wait(block_s):
@@ -164,42 +164,21 @@ def start_network(tmp: Path, params: DeploymentParams, specs: Sequence[NodeSpec]
                     mine(anvil.rpc_url, 1)
 
         threading.Thread(target=miner, daemon=True).start()
-        common_sets = [x for kv in common for x in ("--set", kv)]
+        # The nodes read the home, the password and the chain from the environment set above.
+        procs = []
         for i, (port, spec) in enumerate(zip(ports, specs, strict=True), start=1):
-            sets = [x for kv in spec.settings for x in ("--set", kv)]
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "wwwserve.cli", "-w", f"n{i}", "node", "run", *common_sets, *sets,
-                 "--set", f"server.port={port}"],
-                env=env, stdout=logs[i - 1].open("wb"), stderr=subprocess.STDOUT,
-            ))
-        for i, port in enumerate(ports):
-            deadline = time.monotonic() + 120
-            while True:
-                assert procs[i].poll() is None, logs[i].read_text()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, logs[i].read_text()
-                time.sleep(0.1)
+            launch = NodeLaunch(f"node{i}", port, logs[i - 1], (*common, *spec.settings), wallet=f"n{i}")
+            procs.append(net.start_node(launch).proc)
+        net.wait_ready(120)
         chain = WWWServeClient(w3, deployment.address, None)
         indexer = Indexer(w3, deployment.address, db_url=f"sqlite:///{tmp / 'index.sqlite'}",
                           start_block=deployment.block_number)
         yield Network(anvil, home, deployment, chain, indexer, addresses, ports, procs, logs, mining)
     finally:
         stop_mining.set()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(2)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        net.stop(timeout_s=15)  # the nodes (SIGTERM, SIGKILL after 15 s), then anvil
         if indexer is not None:
             indexer.close()
-        anvil.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

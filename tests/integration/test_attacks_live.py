@@ -56,7 +56,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 
-from wwwserve.devnet.anvil import DEV_KEYS, free_port
+from wwwserve.devnet.anvil import DEV_KEYS
+from wwwserve.devnet.ports import free_port
 from wwwserve.judge.evidence import EvidencePieces
 from wwwserve.judge.manager import PATH_EVIDENCE
 from wwwserve.ledger.chain import rpc_call

@@ -10,10 +10,7 @@ re-dispatched to the survivor, a streamed one that already sent text ends with a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from wwwserve.cli import app
-from wwwserve.devnet.anvil import AnvilProcess, free_port
+from wwwserve.devnet.anvil import AnvilProcess
+from wwwserve.devnet.localnet import LocalNet, NodeLaunch
+from wwwserve.devnet.ports import free_port
 from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import load_deployment
@@ -66,30 +65,6 @@ def _cli(*args: str, code: int = 0) -> str:
     return result.output
 
 
-def _wait_ready(node: NodeProc, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if node.proc.poll() is not None:
-            pytest.fail(f"{node.name} exited with {node.proc.returncode}:\n{node.log.read_text()}")
-        try:
-            if httpx.get(f"{node.base}/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{node.name} never became ready:\n{node.log.read_text()}")
-
-
-def _stop(node: NodeProc) -> None:
-    if node.proc.poll() is None:
-        node.proc.send_signal(signal.SIGINT)
-        try:
-            node.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            node.proc.wait()
-
-
 @pytest.fixture
 def network(
     anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -106,41 +81,30 @@ def network(
         _cli("-w", f"n{i}", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", MODEL)
         _cli("-w", f"n{i}", "credit", "deposit", "2eth")
         _cli("-w", f"n{i}", "stake", "add", "1eth")
-    env = {**os.environ, "WWWSERVE_HOME": str(wwwserve_home), "WWWSERVE_PASSWORD": PASSWORD,
-           "WWWSERVE_RPC_URL": anvil.rpc_url, "PYTHONUNBUFFERED": "1"}
-    common = ["--set", "backend.kind=fake", "--set", f"backend.models=['{MODEL}']",
-              "--set", "policy.auto_stake=false", "--set", "chain.poll_interval_s=0.5",
-              "--set", "chain.voucher_claim_interval_s=1", "--set", "peers.ban_initial_s=60"]
+    common = ("backend.kind=fake", f"backend.models=['{MODEL}']", "policy.auto_stake=false",
+              "chain.poll_interval_s=0.5", "chain.voucher_claim_interval_s=1", "peers.ban_initial_s=60")
     per_node = [
         # Node 1: one slot, slow answers; when busy it always offloads and never takes peers' work.
-        ["--set", "backend.fake.capacity=1", "--set", "backend.fake.tokens_per_s=4", "--set", "backend.fake.words=24",
-         "--set", "policy.offload_frequency=1.0", "--set", "policy.accept_frequency=0.0",
-         "--set", "server.max_concurrent_requests=1"],
-        ["--set", "backend.fake.tokens_per_s=8", "--set", "backend.fake.words=24",
-         "--set", "policy.accept_frequency=1.0"],
-        ["--set", "backend.fake.tokens_per_s=8", "--set", "backend.fake.words=24",
-         "--set", "policy.accept_frequency=1.0"],
+        ("backend.fake.capacity=1", "backend.fake.tokens_per_s=4", "backend.fake.words=24",
+         "policy.offload_frequency=1.0", "policy.accept_frequency=0.0", "server.max_concurrent_requests=1"),
+        ("backend.fake.tokens_per_s=8", "backend.fake.words=24", "policy.accept_frequency=1.0"),
+        ("backend.fake.tokens_per_s=8", "backend.fake.words=24", "policy.accept_frequency=1.0"),
     ]
+    # The environment names the home, the password and the chain (set above).
+    net = LocalNet(tmp_path)
     nodes = []
     try:
         for i, (port, address, extra) in enumerate(zip(ports, addresses, per_node, strict=True), start=1):
-            log = tmp_path / f"node{i}.log"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "wwwserve.cli", "-w", f"n{i}", "node", "run", *common,
-                 "--set", f"server.port={port}", *extra],
-                env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            )
-            nodes.append(NodeProc(f"node{i}", address, port, proc, log))
-        for node in nodes:
-            _wait_ready(node)
+            launch = NodeLaunch(f"node{i}", port, tmp_path / f"node{i}.log", (*common, *extra), wallet=f"n{i}")
+            nodes.append(NodeProc(launch.name, address, port, net.start_node(launch).proc, launch.log_path))
+        net.wait_ready(120)
         w3 = connect(anvil.rpc_url)
         deployment = load_deployment(anvil.chain_id)
         assert deployment is not None
         client = WWWServeClient(w3, deployment.address, None)
         yield {"nodes": nodes, "client": client, "anvil": anvil}
     finally:
-        for node in nodes:
-            _stop(node)
+        net.stop()
     for node in nodes:
         assert "Traceback" not in node.log.read_text(), node.log.read_text()
 

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from wwwserve.cli import app
-from wwwserve.devnet.anvil import ANVIL_VERSION, find_anvil, free_port, install_anvil
+from wwwserve.devnet.anvil import ANVIL_VERSION, find_anvil, install_anvil
+from wwwserve.devnet.ports import free_port
 from wwwserve.ledger.chain import chain_id_at
 
 pytestmark = pytest.mark.integration

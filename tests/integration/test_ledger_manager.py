@@ -422,7 +422,8 @@ def test_a_chain_reset_is_told_once_served_through_and_re_indexed(tmp_path: Path
     was reset, drops its peers (it serves locally), and when the contract is deployed again re-indexes on
     its own and sees the nodes registered on the new chain: into a fresh index file by default, into the
     operator's own database (emptied first) when `chain.index_db_url` names one."""
-    from wwwserve.devnet.anvil import free_port, start_anvil
+    from wwwserve.devnet.anvil import start_anvil
+    from wwwserve.devnet.ports import free_port
 
     port = free_port()
     first = start_anvil(port=port)

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from wwwserve.cli import app
-from wwwserve.devnet.anvil import AnvilProcess, free_port
+from wwwserve.devnet.anvil import AnvilProcess
+from wwwserve.devnet.localnet import LocalNet, NodeLaunch
+from wwwserve.devnet.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +24,6 @@ def _last_line(out: str) -> str:
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines, "no output"
     return lines[-1]
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"node exited early with {proc.returncode}:\n{out}")
-        try:
-            if httpx.get(f"{base}/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("node never became ready")
 
 
 def test_node_run_serves_signed_answers_that_verify(
@@ -71,16 +53,13 @@ def test_node_run_serves_signed_answers_that_verify(
     vllm = cli("-w", "op", "node", "run", "--set", "backend.kind=vllm", code=2)
     assert _last_line(vllm).startswith("error:") and "vllm.model" in _last_line(vllm), vllm
 
-    env = {**os.environ, "WWWSERVE_HOME": str(wwwserve_home), "WWWSERVE_PASSWORD": PASSWORD,
-           "WWWSERVE_RPC_URL": anvil.rpc_url, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wwwserve.cli", "-w", "op", "node", "run", "--set", "backend.kind=fake",
-         "--set", f"server.port={port}", "--set", "backend.models=['fake-model']"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    # The environment names the home, the password and the chain (monkeypatched above).
+    net = LocalNet(tmp_path)
+    node = net.start_node(NodeLaunch("node", port, tmp_path / "node.log", wallet="op",
+                                     overrides=("backend.kind=fake", "backend.models=['fake-model']")))
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, proc)
+        node.wait_ready(20)
         resp = httpx.post(f"{base}/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES},
                           timeout=10.0)
         assert resp.status_code == 200, resp.text
@@ -110,7 +89,7 @@ def test_node_run_serves_signed_answers_that_verify(
                 refused = httpx.post(f"{base}{path}", content=payload, timeout=10.0)
                 assert refused.status_code in (400, 401), (path, refused.status_code, refused.text[:200])
                 assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
-        assert proc.poll() is None
+        assert node.poll() is None
         assert httpx.get(f"{base}/health", timeout=5.0).status_code == 200
         again = httpx.post(f"{base}/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES},
                            timeout=10.0)
@@ -137,20 +116,15 @@ def test_node_run_serves_signed_answers_that_verify(
         bad_file.write_text(json.dumps({"choices": []}))
         assert "wwwserve" in _last_line(cli("verify", str(bad_file), code=1))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    log = proc.stdout.read().decode() if proc.stdout else ""
-    assert code == 0, log
+        net.stop(timeout_s=15)  # SIGTERM: a graceful stop, status 0; SIGKILL (status -9) after 15 s
+    log = node.log_path.read_text()
+    assert node.returncode == 0, log
     assert "Traceback" not in log, log
     assert len(log.splitlines()) < 200, log[-5000:]  # no per-level traceback for the nested bodies
 
 
 def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
-    anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch
+    anvil: AnvilProcess, wwwserve_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`chain.on_reset = "exit"` (issue 13, finding 8): anvil killed and started afresh on the same port, the
     node stops gracefully with exit code 1 and one error line, for a supervisor to restart it on the new
@@ -171,27 +145,21 @@ def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
     cli("devnet", "fund", address, "2eth")
     port = free_port()
     cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
-    env = {**os.environ, "WWWSERVE_HOME": str(wwwserve_home), "WWWSERVE_PASSWORD": PASSWORD,
-           "WWWSERVE_RPC_URL": anvil.rpc_url, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wwwserve.cli", "-w", "op", "node", "run", "--set", "backend.kind=fake",
-         "--set", f"server.port={port}", "--set", "backend.models=['fake-model']", "--set", "chain.on_reset=exit",
-         "--set", "chain.poll_interval_s=0.2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    net = LocalNet(tmp_path)
+    node = net.start_node(NodeLaunch("node", port, tmp_path / "node.log", wallet="op", overrides=(
+        "backend.kind=fake", "backend.models=['fake-model']", "chain.on_reset=exit", "chain.poll_interval_s=0.2")))
     fresh = None
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", proc)
+        node.wait_ready(20)
         anvil_port = int(anvil.rpc_url.rsplit(":", 1)[1])
         anvil.stop()
         fresh = start_anvil(port=anvil_port)  # a new chain: no contract, the index's blocks gone
-        code = proc.wait(timeout=60)
+        code = node.proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        net.stop()
         if fresh is not None:
             fresh.stop()
-    log = proc.stdout.read().decode() if proc.stdout else ""
+    log = node.log_path.read_text()
     assert code == 1, log[-3000:]
     assert _last_line(log).startswith("error: the chain was reset"), log[-3000:]
     assert "Traceback" not in log, log[-3000:]

@@ -21,14 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wwwserve.devnet.anvil import AnvilProcess, free_port
+from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.deploy import (
     DEMO_PASSWORD,
     bring_up_demo_nodes,
     demo_account,
     ensure_deployment,
 )
-from wwwserve.devnet.network import free_port_block, ports_in_use
+from wwwserve.devnet.ports import free_port, free_port_block, ports_in_use
 from wwwserve.ledger.chain import chain_id_at, connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.deployment import load_deployment

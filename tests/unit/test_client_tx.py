@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TransactionNotFound
 
-from wwwserve.devnet.anvil import free_port
+from wwwserve.devnet.ports import free_port
 from wwwserve.ledger.chain import RetryPolicy, connect, endpoint_of
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.errors import (
