@@ -3,12 +3,13 @@ real sockets show (disconnects, raw framing, slow clients, connection limits).""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+from wwwserve.devnet.ports import bound_socket
 
 
 class LiveServer:
@@ -16,8 +17,7 @@ class LiveServer:
     block ends (started when the block begins, stopped gracefully after it)."""
 
     def __init__(self, app: Any, **config: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = bound_socket()  # handed to uvicorn: nothing can take the port before it listens
         self.port: int = self.sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "critical", **config}))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

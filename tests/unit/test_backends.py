@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from wwwserve.devnet.ports import bound_socket, free_port
 from wwwserve.node.backends import (
     Backend,
     BackendLoad,
@@ -437,8 +437,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[LiveServer]:
     state = ServerState()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = bound_socket()  # handed to uvicorn: nothing can take the port before it listens
     port = sock.getsockname()[1]
     config = uvicorn.Config(make_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -460,13 +459,6 @@ def live_server() -> Iterator[LiveServer]:
 def live(live_server: LiveServer) -> LiveServer:
     live_server.state.reset()
     return live_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from wwwserve.devnet.ports import free_port
 from wwwserve.node.http import (
     MAX_LINE_BYTES,
     AiohttpClient,
@@ -83,13 +83,6 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_request_returns_status_headers_body_and_reuses_the_connection() -> None:
     async def handler(body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(_response(b'{"echo": ' + body + b"}", headers="retry-after: 3\r\n"))
@@ -125,9 +118,9 @@ def test_refused_connection_is_a_connect_error() -> None:
     async def go() -> None:
         async with http_client(connect_timeout_s=2.0) as client:
             with pytest.raises(HttpConnectError):
-                await client.request("GET", f"http://127.0.0.1:{_free_port()}/health")
+                await client.request("GET", f"http://127.0.0.1:{free_port()}/health")
             with pytest.raises(HttpConnectError):
-                await client.open_stream("POST", f"http://127.0.0.1:{_free_port()}/v1/x", content=b"{}")
+                await client.open_stream("POST", f"http://127.0.0.1:{free_port()}/v1/x", content=b"{}")
 
     asyncio.run(go())
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from wwwserve.devnet.ports import free_port
 from wwwserve.node.backends.base import Backend, GenerationRequest, StreamDelta
 from wwwserve.node.backends.vllm import (
     VLLM_SERVER_MODULE,
@@ -39,12 +40,6 @@ from wwwserve.node.settings import VllmBackendSettings, load_settings
 
 FAKE_VLLM_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fake_vllm"
 READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fake_settings(env: dict[str, str] | None = None, **overrides: Any) -> VllmBackendSettings:
