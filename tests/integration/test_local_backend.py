@@ -19,7 +19,7 @@ from wwwserve.node.backends.local import CACHE_MARKER, LocalBackend, ensure_mode
 from wwwserve.node.errors import ContextLengthExceededError
 from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow  # SmolLM2 on CPU: the slow tier (pytest -m slow; .ci/run runs it)
 
 MODEL = DEFAULT_LOCAL_MODEL
 LOAD_TIMEOUT_S = 400.0  # the first load dequantizes; on a busy 2-core machine this took 2 minutes

