@@ -49,7 +49,9 @@ import pytest
 
 from wwwserve.devnet.anvil import AnvilProcess, start_anvil
 from wwwserve.devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
-from wwwserve.devnet.network import LocalNetwork, free_port_block, log_tail
+from wwwserve.devnet.localnet import log_tail
+from wwwserve.devnet.network import LocalNetwork
+from wwwserve.devnet.ports import free_port_block
 from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.params import WEI_PER_ETH
@@ -71,7 +73,6 @@ SSEReader = _bench_sse().SSEReader
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.slow,
     pytest.mark.skipif(os.environ.get("WWWSERVE_CHAOS") != "1",
                        reason="the chaos tier (~3 min) runs with WWWSERVE_CHAOS=1 (CI: after the README's tests)"),
 ]
