@@ -201,7 +201,12 @@ class LocalProcess:
         return self.ready_url or self.name
 
     def send_signal(self, sig: int) -> None:
-        """Signal the process (its whole process group when it has its own session); gone is not an error."""
+        """Signal the process (its whole process group when it has its own session); gone is not an error.
+
+        Never once it is reaped: its pid, and so its group's id, may then belong to another process.
+        """
+        if self.proc.poll() is not None:
+            return
         try:
             if self.own_session:
                 os.killpg(self.proc.pid, sig)
@@ -296,10 +301,6 @@ def stop_processes(processes: Sequence[LocalProcess], timeout_s: float = DEFAULT
             process.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-    for process in processes:
-        if process.own_session:  # what the process itself started, if it outlived it
-            process.send_signal(signal.SIGKILL)
-        process.proc.wait()
     return len(running)
 
 
