@@ -257,7 +257,6 @@ def test_node_app_serves_the_local_model_to_the_openai_client(backend: LocalBack
 
     Uses its own backend; `backend` is requested only so the converted cache exists (a fast load).
     """
-    import socket
     import threading
 
     import httpx
@@ -266,17 +265,17 @@ def test_node_app_serves_the_local_model_to_the_openai_client(backend: LocalBack
     import uvicorn
     from openai.types.chat import ChatCompletionMessageParam
 
+    from wwwserve.devnet.ports import bound_socket
     from wwwserve.node.app import create_app
     from wwwserve.node.settings import load_settings
 
     settings = load_settings(overrides={"backend": {"kind": "local"}})
     local = LocalBackend(cache_dir=cache_dir, threads=1, max_context_tokens=512, start=False)
     app = create_app(settings, [local], nacl.signing.SigningKey.generate(), "0x" + "11" * 20, 31337)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = bound_socket()  # handed to uvicorn: the port is never released, so never taken by another
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -305,4 +304,5 @@ def test_node_app_serves_the_local_model_to_the_openai_client(backend: LocalBack
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
         asyncio.run(local.aclose())

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from wwwserve.devnet.ports import free_port
 from wwwserve.node.backends.base import GenerationRequest, StreamDelta
 from wwwserve.node.backends.vllm import VllmBackend
 from wwwserve.node.settings import VllmBackendSettings
@@ -123,12 +123,6 @@ class LoopThread:
         self.loop.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`."""
     members = []
@@ -152,7 +146,7 @@ def served(vllm_python: Path, model_dir: Path, tmp_path_factory: pytest.TempPath
     settings = VllmBackendSettings(
         python_path=vllm_python,
         model=str(model_dir),
-        port=_free_port(),
+        port=free_port(),  # vLLM binds it itself
         extra_args=["--max-model-len", "1024", "--enforce-eager", "--dtype", "bfloat16"],
         env={"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
         startup_timeout_s=START_TIMEOUT_S,
