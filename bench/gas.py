@@ -41,7 +41,7 @@ from web3 import EthereumTesterProvider, Web3
 from web3.types import Wei
 
 from wwwserve.contracts import EXTENSION_CONTRACT, MAIN_CONTRACT, load_artifact, merge_abis
-from wwwserve.ledger.client import vote_commitment
+from wwwserve.ledger.client import Vote, vote_commitment
 from wwwserve.ledger.params import WEI_PER_ETH, DeploymentParams
 from wwwserve.ledger.work import (
     WorkAttestation,
@@ -58,7 +58,6 @@ VOUCHER_CLAIM_TARGET_GAS = 80_000
 TX_GAS_LIMIT = 5_000_000
 NODE_COUNTS = (8, 128)
 MODEL = "SmolLM2-135M-Instruct"
-VOTE_A, VOTE_B = 1, 2
 # draws tried at most to get a panel of K distinct judges
 MAX_PANEL_TRIES = 30
 
@@ -240,7 +239,7 @@ def vote_round(bench: Bench, duel_id: int, round_: int, choose: Callable[[int], 
     salts = [keccak(f"salt {duel_id} {round_} {j}".encode()) for j in judges]
     commits, reveals = [], []
     for i, j in enumerate(judges):
-        commitment = vote_commitment(bench.chain_id, bench.c.address, duel_id, round_, j, choose(i) or VOTE_A,
+        commitment = vote_commitment(bench.chain_id, bench.c.address, duel_id, round_, j, choose(i) or Vote.A,
                                      salts[i])
         commits.append(bench.tx(bench.account(j), "commitVote", duel_id, commitment))
     bench.mine_to(bench.view("getDuel", duel_id)[4])  # the commit end
@@ -282,12 +281,12 @@ def appealed_duel(bench: Bench, origin: LocalAccount, a: LocalAccount, settler: 
     """Round 1 for A, B appeals, a 2K+1-seat round 2 (drawn by drawJudges) for B: the verdict flips."""
     duel, open_gas = open_duel(bench, origin, a, "appealed")
     b, answer_gas = answer(bench, duel.duel_id)
-    commits, reveals = vote_round(bench, duel.duel_id, 1, lambda i: VOTE_A)
+    commits, reveals = vote_round(bench, duel.duel_id, 1, lambda i: Vote.A)
     bench.mine_to(bench.view("getDuel", duel.duel_id)[4] + bench.params.reveal_window_blocks)
     extra = {"appeal": bench.tx(b, "appeal", duel.duel_id)}
     bench.mine_to(bench.view("getDuel", duel.duel_id)[3])  # round 2's seed block
     extra["drawJudges (round 2)"] = bench.tx(settler, "drawJudges", duel.duel_id)
-    commits2, reveals2 = vote_round(bench, duel.duel_id, 2, lambda i: VOTE_B)
+    commits2, reveals2 = vote_round(bench, duel.duel_id, 2, lambda i: Vote.B)
     for i, gas in enumerate(commits2):
         extra[f"commitVote round 2 #{i + 1}"] = gas
     for i, gas in enumerate(reveals2):
@@ -395,12 +394,12 @@ def measure(params: DeploymentParams, node_count: int = NODE_COUNTS[0], source: 
     origin, a, settler = nodes[0], nodes[1], nodes[-1]
     k = params.k_judges
     duels: dict[str, DuelGas] = {}
-    duels["first duel"] = judged_duel(bench, "first", origin, a, settler, lambda i: VOTE_A, top_up)
-    duels["steady, unanimous"] = judged_duel(bench, "unanimous", origin, a, settler, lambda i: VOTE_A, top_up)
+    duels["first duel"] = judged_duel(bench, "first", origin, a, settler, lambda i: Vote.A, top_up)
+    duels["steady, unanimous"] = judged_duel(bench, "unanimous", origin, a, settler, lambda i: Vote.A, top_up)
     duels[f"steady, {k - k // 2}-{k // 2} split"] = judged_duel(
-        bench, "split", origin, a, settler, lambda i: VOTE_A if i < k - k // 2 else VOTE_B, top_up)
+        bench, "split", origin, a, settler, lambda i: Vote.A if i < k - k // 2 else Vote.B, top_up)
     duels["steady, 1 silent seat"] = judged_duel(
-        bench, "silent", origin, a, settler, lambda i: VOTE_A if i < k - 1 else None, top_up)
+        bench, "silent", origin, a, settler, lambda i: Vote.A if i < k - 1 else None, top_up)
     duels["appealed (round 2 overturns)"] = appealed_duel(bench, origin, a, settler)
     top_up()
     duels["no-show challenger"] = no_show_duel(bench, origin, a, settler)

@@ -26,7 +26,6 @@ import copy
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from functools import lru_cache, update_wrapper
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -39,6 +38,14 @@ from eth_utils.exceptions import ValidationError as EthValidationError
 
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger.params import DeploymentParams, verdict_weight
+
+# the contract's enums, re-exported (`X as X`): the simulator and tests import them from here
+from wwwserve.ledger.records import CancelReason as CancelReason
+from wwwserve.ledger.records import DuelOutcome as DuelOutcome
+from wwwserve.ledger.records import DuelStatus as DuelStatus
+from wwwserve.ledger.records import RewardReason as RewardReason
+from wwwserve.ledger.records import SlashReason as SlashReason
+from wwwserve.ledger.records import Vote as Vote
 from wwwserve.ledger.work import WorkAttestation, duel_id_of, inspect_commitment, work_digest
 
 # contract constants (core.vy / sortition.vy)
@@ -71,54 +78,10 @@ EIP712_NAME = "WWWServe"
 EIP712_VERSION = "1"
 
 
-class Vote(IntEnum):
-    """A judge's revealed vote (0 = not revealed)."""
-
-    NONE = 0
-    A = 1
-    B = 2
-    ABSTAIN = 3
-    NO_EVIDENCE = 4
-
-
-class DuelStatus(IntEnum):
-    NONE = 0
-    AWAITING_ANSWER = 1
-    AWAITING_REQUEST = 2
-    JUDGING = 3
-    SETTLED = 4
-    CANCELLED = 5
-
-
-class Outcome(IntEnum):
-    NONE = 0
-    A_WON = 1
-    B_WON = 2
-    TIE = 3
-    VOIDED = 4  # a majority of seats could not get the evidence
-
-
-class SlashReason(IntEnum):
-    LOST_DUEL = 1
-    INCOHERENT_JUDGE = 2
-    SILENT_JUDGE = 3
-    NO_ANSWER = 4
-
-
-class RewardReason(IntEnum):
-    STAKE_WON = 1  # the loser's bond, with the challenger's fee, in one payment
-    RESERVE_BONUS = 2  # not emitted: a judge's fee and reserve share are paid together as JUDGE_FEE
-    DUELIST_FEE = 3
-    JUDGE_FEE = 4
-    ESCROW_REFUND = 5
-    APPEAL_REFUND = 6
-
-
-class CancelReason(IntEnum):
-    NO_CHALLENGER = 1
-    NO_ANSWER = 2
-    REQUEST_WITHHELD = 3
-    NO_JUDGES = 4
+# The contract's enums are ledger.records' (one encoding for the client, the indexer, the judge and this
+# model); `Outcome` is the name this module and the simulator have always used for DuelOutcome (the same
+# class, not a copy).
+Outcome = DuelOutcome
 
 
 class ModelRevertError(WWWServeError):
@@ -266,8 +229,12 @@ class Panel:
 
 
 @dataclass
-class Duel:
-    """`duelInfo[id]` unpacked, the panels of its rounds and the judges' commitments (high 128 bits)."""
+class DuelStorage:
+    """The model's copy of what the contract stores for a duel: `duelInfo[id]` unpacked (parties as
+    registry leaves, not addresses), the panels of its rounds and the judges' commitments (high 128 bits).
+
+    Not the chain's view of a duel: a client reads that as `ledger.records.DuelState` (addresses, votes
+    per seat, windows), from the contract or the indexer."""
 
     status: DuelStatus
     origin_leaf: int
@@ -510,7 +477,7 @@ class WWWServeModel:
         self.verdicts_a = 0  # decided verdicts A won / B won, decayed (the contract's `verdicts`)
         self.verdicts_b = 0
         self.claimed: dict[tuple[str, str], int] = {}
-        self.duels: dict[int, Duel] = {}
+        self.duels: dict[int, DuelStorage] = {}
         self.balance_wei = 0
         self.events: list[ModelEvent] = []
 
@@ -633,7 +600,7 @@ class WWWServeModel:
         """What `register` must be sent by `address`: the bond, unless it holds a slot already."""
         return 0 if checksum(address) in self.registered_once else self.params.registration_bond_wei
 
-    def party(self, duel: Duel, leaf: int) -> str:
+    def party(self, duel: DuelStorage, leaf: int) -> str:
         """`_party`: the node `leaf` names in `duel`, or the zero address once a later node took the leaf."""
         if self.sortition.leaf_since.get(leaf, 0) > duel.seed_block + self.duel_span_blocks:
             return ZERO_ADDRESS
@@ -758,7 +725,7 @@ class WWWServeModel:
         if signer == ZERO_ADDRESS or signer != a:
             raise ModelRevert("Duel: bad attestation")
 
-    def _challenger_leaf(self, duel_id: int, duel: Duel, blockhash: BlockHash) -> int | None:
+    def _challenger_leaf(self, duel_id: int, duel: DuelStorage, blockhash: BlockHash) -> int | None:
         epoch = self.epoch(duel.seed_block)
         seed = challenger_seed(blockhash(duel.seed_block), duel_id)
         for i in range(MAX_CHALLENGER_TRIES):
@@ -770,12 +737,12 @@ class WWWServeModel:
                 return drawn[0]
         return None
 
-    def _panel_leaves(self, duel_id: int, duel: Duel, blockhash: BlockHash, round_: int) -> list[int]:
+    def _panel_leaves(self, duel_id: int, duel: DuelStorage, blockhash: BlockHash, round_: int) -> list[int]:
         seats = self.params.k_judges if round_ == 1 else 2 * self.params.k_judges + 1
         seed = panel_seed(blockhash(duel.seed_block), duel_id, round_)
         return self.sortition.draw(seed, seats, [], self.epoch(duel.seed_block))
 
-    def _cancel(self, duel_id: int, duel: Duel, reason: CancelReason) -> None:
+    def _cancel(self, duel_id: int, duel: DuelStorage, reason: CancelReason) -> None:
         duel.status = DuelStatus.CANCELLED
         own = functools.partial(self.party, duel)
         self._take_stake(own(duel.a_leaf), 0, duel.bond_wei)
@@ -783,7 +750,7 @@ class WWWServeModel:
             self._take_stake(own(duel.b_leaf), 0, duel.bond_wei)
         self._emit("DuelCancelled", duelId=duel_id, reason=int(reason))
 
-    def _draw_challenger(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> bool:
+    def _draw_challenger(self, duel_id: int, duel: DuelStorage, block_number: int, blockhash: BlockHash) -> bool:
         """Record B and bond its stake; False when the duel was cancelled for want of a challenger."""
         if block_number <= duel.seed_block:
             raise ModelRevert("Duel: seed block not mined yet")
@@ -814,7 +781,8 @@ class WWWServeModel:
         """A bond of `units` 1023rds of DUEL_BOND, in whole gwei (the contract's `_duel_bond`)."""
         return self.params.duel_bond_wei * units // BOND_UNITS // WEI_PER_GWEI * WEI_PER_GWEI
 
-    def _draw_appeal_panel(self, duel_id: int, duel: Duel, block_number: int, blockhash: BlockHash) -> Panel | None:
+    def _draw_appeal_panel(self, duel_id: int, duel: DuelStorage, block_number: int,
+                           blockhash: BlockHash) -> Panel | None:
         if block_number <= duel.seed_block:
             raise ModelRevert("Duel: seed block not mined yet")
         if block_number > duel.deadline:
@@ -884,7 +852,7 @@ class WWWServeModel:
                     self._emit("StakeSlashed", duelId=duel_id, node=judge, amount=cut, reason=int(reason))
         return paid, reserve
 
-    def _settle_verdict(self, duel_id: int, duel: Duel) -> SettlementResult:
+    def _settle_verdict(self, duel_id: int, duel: DuelStorage) -> SettlementResult:
         p = self.params
         own = functools.partial(self.party, duel)
         panel1 = duel.panels[1]
@@ -1199,8 +1167,8 @@ class WWWServeModel:
         deadline = seed_block + p.answer_window_blocks
         if deadline + self.duel_span_blocks >= BLOCK_LIMIT or mid >= 1 << 24:
             raise ModelRevert("Duel: field overflow")
-        self.duels[duel_id] = Duel(DuelStatus.AWAITING_ANSWER, self.nodes[s].leaf, self.nodes[a].leaf, seed_block,
-                                   deadline, p.duel_bond_wei, mid)
+        self.duels[duel_id] = DuelStorage(DuelStatus.AWAITING_ANSWER, self.nodes[s].leaf, self.nodes[a].leaf,
+                                          seed_block, deadline, p.duel_bond_wei, mid)
         self._emit("DuelOpened", duelId=duel_id, origin=s, a=a, requestId=work.request_id,
                    requestHash=work.request_hash, modelHash=work.model_hash, answerAHash=work.answer_hash,
                    bond=p.duel_bond_wei, seedBlock=seed_block, answerDeadline=deadline, escrow=self.duel_escrow_wei)

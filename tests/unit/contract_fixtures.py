@@ -46,6 +46,7 @@ from vyper.compiler.output import build_abi_output
 from wwwserve.contracts import merge_abis
 from wwwserve.ledger.model import ModelRevert, WWWServeModel, vote_commitment, voucher_digest
 from wwwserve.ledger.params import WEI_PER_CREDIT, WEI_PER_ETH, DeploymentParams
+from wwwserve.ledger.records import CancelReason, DuelOutcome, DuelStatus, RewardReason, SlashReason, Vote
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
@@ -85,13 +86,20 @@ ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ERROR_SELECTOR = bytes.fromhex("08c379a0")
 
-# votes, duel status, outcomes (core.vy)
-A_VOTE, B_VOTE, ABSTAIN, NO_EVIDENCE = 1, 2, 3, 4
-AWAITING_ANSWER, AWAITING_REQUEST, JUDGING, SETTLED, CANCELLED = 1, 2, 3, 4, 5
-A_WON, B_WON, TIE, VOIDED = 1, 2, 3, 4
-SLASH_LOST_DUEL, SLASH_INCOHERENT_JUDGE, SLASH_SILENT_JUDGE, SLASH_NO_ANSWER = 1, 2, 3, 4
-REWARD_STAKE_WON, REWARD_DUELIST_FEE, REWARD_JUDGE_FEE, REWARD_ESCROW_REFUND, REWARD_APPEAL_REFUND = 1, 3, 4, 5, 6
-CANCEL_NO_CHALLENGER, CANCEL_NO_ANSWER, CANCEL_REQUEST_WITHHELD, CANCEL_NO_JUDGES = 1, 2, 3, 4
+# votes, duel status, outcomes: the contract's constants (core.vy), as ledger.records encodes them
+# (test_contract_model checks that encoding against core.vy)
+A_VOTE, B_VOTE, ABSTAIN, NO_EVIDENCE = Vote.A, Vote.B, Vote.ABSTAIN, Vote.NO_EVIDENCE
+AWAITING_ANSWER, AWAITING_REQUEST, JUDGING, SETTLED, CANCELLED = (
+    DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST, DuelStatus.JUDGING, DuelStatus.SETTLED,
+    DuelStatus.CANCELLED)
+A_WON, B_WON, TIE, VOIDED = DuelOutcome.A_WON, DuelOutcome.B_WON, DuelOutcome.TIE, DuelOutcome.VOIDED
+SLASH_LOST_DUEL, SLASH_INCOHERENT_JUDGE, SLASH_SILENT_JUDGE, SLASH_NO_ANSWER = (
+    SlashReason.LOST_DUEL, SlashReason.INCOHERENT_JUDGE, SlashReason.SILENT_JUDGE, SlashReason.NO_ANSWER)
+REWARD_STAKE_WON, REWARD_DUELIST_FEE, REWARD_JUDGE_FEE, REWARD_ESCROW_REFUND, REWARD_APPEAL_REFUND = (
+    RewardReason.STAKE_WON, RewardReason.DUELIST_FEE, RewardReason.JUDGE_FEE, RewardReason.ESCROW_REFUND,
+    RewardReason.APPEAL_REFUND)
+CANCEL_NO_CHALLENGER, CANCEL_NO_ANSWER, CANCEL_REQUEST_WITHHELD, CANCEL_NO_JUDGES = (
+    CancelReason.NO_CHALLENGER, CancelReason.NO_ANSWER, CancelReason.REQUEST_WITHHELD, CancelReason.NO_JUDGES)
 
 
 # ---------------------------------------------------------------------------------------------

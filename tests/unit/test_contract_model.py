@@ -42,6 +42,7 @@ from contract_fixtures import (  # noqa: F401  (fixtures register under their ow
 from eth_utils import keccak
 
 from wwwserve.ledger.model import SECP256K1N, SECP256K1N_HALF, ModelRevert, WWWServeModel
+from wwwserve.ledger.records import CancelReason, DuelOutcome, DuelStatus, RewardReason, SlashReason, Vote
 from wwwserve.ledger.work import answer_hash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +106,19 @@ def _edge_signatures(good: bytes) -> dict[str, bytes]:
         "short": good[:64],
         "empty": b"",
     }
+
+
+def test_the_ledger_enums_are_the_contract_constants() -> None:
+    """ledger.records' enums are the one encoding the client, the indexer, the judge and the model use (the
+    model re-exports them): each member is the contract's constant of that name, and each constant a member."""
+    source = (ROOT / "contracts" / "core.vy").read_text()
+    constants = dict(re.findall(r"^([A-Z][A-Z_]*): constant\(uint\d+\) = (\d+)", source, re.MULTILINE))
+    for enum, prefix in ((Vote, "VOTE_"), (DuelStatus, "DUEL_"), (DuelOutcome, "OUTCOME_"), (SlashReason, "SLASH_"),
+                         (RewardReason, "REWARD_"), (CancelReason, "CANCEL_")):
+        declared = {name.removeprefix(prefix): int(v) for name, v in constants.items() if name.startswith(prefix)}
+        members = {m.name: m.value for m in enum}
+        assert members.pop("NONE", 0) == declared.pop("NONE", 0) == 0, enum.__name__  # 0: none (yet)
+        assert members == declared, enum.__name__
 
 
 def test_model_and_contract_agree_on_malformed_voucher_signatures(c: Any) -> None:

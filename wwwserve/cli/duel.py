@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from wwwserve.cli.common import console, contract_address, fmt_wei, options_of, web3_for
+from wwwserve.ledger.records import Vote
 
 duel_app = typer.Typer(help="Inspect duels recorded on-chain (read through a local index of the contract's events).",
                        no_args_is_help=True)
@@ -37,7 +38,9 @@ OUTCOME_WHY = {
 }
 
 
-VOTE_WORDS = {None: "not revealed", 1: "A", 2: "B", 3: "abstain", 4: "no evidence"}
+VOTE_WORDS: dict[Vote | None, str] = {
+    None: "not revealed", Vote.A: "A", Vote.B: "B", Vote.ABSTAIN: "abstain", Vote.NO_EVIDENCE: "no evidence",
+}
 
 
 def _duel_index(ctx: typer.Context) -> Any:
