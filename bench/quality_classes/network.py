@@ -9,7 +9,6 @@ import concurrent.futures
 import contextlib
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -23,6 +22,7 @@ from harness.procs import Processes, free_port, wait_http
 from quality_classes.analysis import DuelRow, duel_events
 from quality_classes.common import ETH, JUDGE_POOL_MODEL, ORIGIN_MODEL, problems_and_solutions, write_csv
 from quality_classes.judge import serve_reference_judge, vocabulary
+from wwwserve.devnet.localnet import NodeLaunch
 
 
 @dataclass
@@ -108,11 +108,9 @@ def start_network(procs: Processes, home: Path, args: argparse.Namespace, judge_
 
     def start(name: str) -> None:
         index = names.index(name)
-        cmd = [sys.executable, "-m", "wwwserve.cli", "-w", demo[index].wallet, "node", "run",
-               "--set", f"server.port={ports[index]}"]
-        for s in [*common, *specs[name]]:
-            cmd += ["--set", s]
-        started[name] = procs.start(name, cmd, env)
+        launch = NodeLaunch(name, ports[index], home / f"{name}.log", (*common, *specs[name]),
+                            wallet=demo[index].wallet)
+        started[name] = procs.start_node(launch, env)
 
     def wait(name: str) -> None:
         progress(f"waiting for {name} to be ready")
