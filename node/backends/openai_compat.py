@@ -216,6 +216,9 @@ class OpenAIBackend:
         self._metrics_at = -math.inf
         self._metrics_lock = asyncio.Lock()
         self._metrics_malformed = False  # the last scrape's page did not parse (logged once per spell)
+        # After aclose every call is refused without I/O: a call would otherwise open a new connection
+        # pool that nobody closes any more.
+        self._closed = False
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -254,15 +257,20 @@ class OpenAIBackend:
         except HttpError as exc:
             raise _from_transport_error(exc) from exc
         if response.status >= 400:
-            raise error_from_upstream(response.status, response.text, response.headers)
+            raise error_from_upstream(response.status, response.text, response.headers, model=body.get("model"))
         try:
             return response.json()
         except ValueError:
             logger.warning("model backend answered with invalid JSON: %.200r", response.text)
             raise BackendUnavailableError() from None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailableError("The model backend is shut down.")
+
     async def generate(self, req: GenerationRequest) -> GenerationResult:
         """One non-streamed request; the HTTP call is a task of its own so that `abort` can cancel it."""
+        self._check_open()
         url, body = self._body(req, stream=False)
         task = asyncio.create_task(self._post_json(url, body))
         self._register(req.request_id, task)
@@ -297,6 +305,7 @@ class OpenAIBackend:
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         """Stream deltas; a producer task reads the SSE response so that `abort` can cancel it."""
+        self._check_open()
         url, body = self._body(req, stream=True)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         producer = asyncio.create_task(self._pump(req, url, body, queue))
@@ -324,7 +333,7 @@ class OpenAIBackend:
             try:
                 if response.status >= 400:
                     text = (await response.read()).decode("utf-8", errors="replace")
-                    raise error_from_upstream(response.status, text, response.headers)
+                    raise error_from_upstream(response.status, text, response.headers, model=req.model)
                 await self._read_events(req, response, queue)
             finally:
                 await response.aclose()
@@ -353,7 +362,7 @@ class OpenAIBackend:
                 raise BackendUnavailableError() from None
             if "error" in event:
                 # vLLM reports failures after the first byte as an error event inside the stream.
-                raise error_from_event(event)
+                raise error_from_event(event, model=req.model)
             for choice in event.get("choices") or []:
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
@@ -389,6 +398,7 @@ class OpenAIBackend:
 
     async def discover_models(self) -> list[str]:
         """The model ids `GET /v1/models` lists (and their `max_model_len` where given)."""
+        self._check_open()
         try:
             response = await self._client.request(
                 "GET", f"{self._root}/v1/models", headers=self._headers, timeout_s=self._health_timeout_s
@@ -412,7 +422,7 @@ class OpenAIBackend:
         return ids
 
     async def health(self) -> bool:
-        """True when `GET /v1/models` answers (refreshes discovered models); never raises."""
+        """True when `GET /v1/models` answers (refreshes discovered models); False after `aclose`; never raises."""
         try:
             await self.discover_models()
         except NodeError:
@@ -420,6 +430,8 @@ class OpenAIBackend:
         return True
 
     async def _scrape(self) -> MetricsLoad | None:
+        if self._closed:
+            return None
         try:
             response = await self._client.request(
                 "GET", self._metrics_url, headers=self._headers, timeout_s=self._health_timeout_s
@@ -470,7 +482,9 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        """Cancel in-flight requests and close the HTTP client if this backend created it."""
+        """Cancel in-flight requests and close the HTTP client if this backend created it; idempotent, and
+        every later call is refused (`BackendUnavailableError`, health False)."""
+        self._closed = True
         for task in list(self._tasks.values()):
             task.cancel()
         if self._tasks:

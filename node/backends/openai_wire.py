@@ -149,13 +149,15 @@ def _int_field(fields: Mapping[str, Any], key: str) -> int | None:
 
 
 def error_from_upstream(status: int, body: str, headers: Mapping[str, str] | None = None, *,
-                        upstream: str = "model backend") -> NodeError:
-    """The node error for an OpenAI-compatible server's HTTP error answer (status, raw body, headers)."""
+                        upstream: str = "model backend", model: str | None = None) -> NodeError:
+    """The node error for an OpenAI-compatible server's HTTP error answer (status, raw body, headers);
+    `model` is the model the request asked for (named by a `ModelNotFoundError`)."""
     message, fields = _upstream_error_fields(body)
-    return error_from_fields(fields, message, status, headers, upstream=upstream)
+    return error_from_fields(fields, message, status, headers, upstream=upstream, model=model)
 
 
-def error_from_event(event: Mapping[str, Any], *, upstream: str = "model backend") -> NodeError:
+def error_from_event(event: Mapping[str, Any], *, upstream: str = "model backend",
+                     model: str | None = None) -> NodeError:
     """The node error an OpenAI error event (`{"error": {...}}`, sent inside a stream after the first
     byte, or as a whole answer) stands for. Without an HTTP status, it is read from the error's `code`
     (vLLM puts the status there) or its `type`/`code` words (a wwwserve node's)."""
@@ -174,13 +176,21 @@ def error_from_event(event: Mapping[str, Any], *, upstream: str = "model backend
         status = 400
     else:
         status = 500
-    return error_from_fields(error, message, status, None, upstream=upstream)
+    return error_from_fields(error, message, status, None, upstream=upstream, model=model)
+
+
+def _is_model_not_found(fields: Mapping[str, Any], status: int) -> bool:
+    # OpenAI and a wwwserve node say code "model_not_found"; vLLM a 404 NotFoundError about param "model".
+    # A bare 404 (a wrong path's {"detail": "Not Found"}) is not about the model.
+    if fields.get("code") == "model_not_found":
+        return True
+    return status == 404 and (fields.get("param") == "model" or fields.get("type") == "NotFoundError")
 
 
 def error_from_fields(fields: Mapping[str, Any], message: str, status: int, headers: Mapping[str, str] | None = None,
-                      *, upstream: str = "model backend") -> NodeError:
+                      *, upstream: str = "model backend", model: str | None = None) -> NodeError:
     """The one mapping of an OpenAI-shaped error (its fields, message and HTTP status) to a node error,
-    for an engine's answers and a peer's alike."""
+    for an engine's answers and a peer's alike; `model` is the requested model, when the caller knows it."""
     code = str(fields.get("code") or "") + " " + str(fields.get("type") or "")
     if status in (408, 504):
         # A peer's wording is this network's own; an engine's stays in its log.
@@ -193,8 +203,9 @@ def error_from_fields(fields: Mapping[str, Any], message: str, status: int, head
         logger.warning("%s answered %d: %s", upstream, status, message)
         return BackendUnavailableError(retry_after_s=_retry_after_s(headers))
     param = fields.get("param")
-    if fields.get("code") == "model_not_found":
-        return ModelNotFoundError(param if isinstance(param, str) else "", message or None)
+    if _is_model_not_found(fields, status):
+        # `param` names the field ("model"), not the model: the model is the one the request asked for.
+        return ModelNotFoundError(model or "", message or None)
     if _CONTEXT_WORDING.search(message) or _CONTEXT_WORDING.search(code):
         found = _MAX_CONTEXT_NUMBER.search(message)
         max_context = int(found.group(1)) if found else _int_field(fields, "n_ctx")
