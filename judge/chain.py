@@ -4,12 +4,13 @@ and every duel transaction, mined.
 `LedgerDuelChain` is both the `judge.runner.JudgeChain` and the `judge.manager.DuelChain` of a
 node. Which duels it is an origin, duelist, challenger or judge of, and in what state, come from its
 indexer (synced by the caller: the node's Ledger manager syncs every `chain.poll_interval_s`), as
-`judge.evidence.DuelState`; `duel_onchain` reads the contract instead (when the indexer may lag behind
-what a peer saw), and `challenger_of` asks the contract who a draw picks now. Transactions go through
-its `WWWServeClient`, run by `run_tx` off the event loop (web3 is synchronous), one at a time, each
-awaited until mined. A transaction that reverts because the chain already has it (a receipt lost to a
-crash, someone else settled first) surfaces as the client's typed error; the caller logs it and the next
-pass, reading the indexer again, moves on.
+`ledger.records.DuelState` (`IndexedDuel.state`); `duel_onchain` reads the same `DuelState` from the
+contract instead (`WWWServeClient.duel_with_hashes`: when the indexer may lag behind what a peer saw),
+and `challenger_of` asks the contract who a draw picks now. Transactions go through its
+`WWWServeClient`, run by `run_tx` off the event loop (web3 is synchronous), one at a time, each awaited
+until mined. A transaction that reverts because the chain already has it (a receipt lost to a crash,
+someone else settled first) surfaces as the client's typed error; the caller logs it and the next pass,
+reading the indexer again, moves on.
 """
 
 from __future__ import annotations
@@ -17,63 +18,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from wwwserve.judge.evidence import ACTIVE_STATUSES, AWAITING_ANSWER, AWAITING_REQUEST, DuelState, RoundState
 from wwwserve.judge.journal import DuelView
+from wwwserve.ledger.indexer import OPEN_STATUSES
+from wwwserve.ledger.records import DuelState
 from wwwserve.ledger.work import WorkAttestation
 
-__all__ = ["LedgerDuelChain", "duel_state", "duel_view"]
-
-# ledger.client.DuelStatus values by the indexer's names
-_STATUS_NAMES = {1: "awaiting_answer", 2: "awaiting_request", 3: "judging", 4: "settled", 5: "cancelled"}
-
-
-def _bytes32(value: str | bytes | None) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    return bytes.fromhex(value.removeprefix("0x"))
-
-
-def duel_state(duel: Any, *, reveal_window_blocks: int, appeal_window_blocks: int) -> DuelState:
-    """The `DuelState` of an indexed duel (`ledger.indexer.DuelInfo`)."""
-    rounds = []
-    for number in range(1, int(duel.round) + 1):
-        seats = duel.seats(number)
-        commit_end = getattr(duel, f"commit_end_r{number}")
-        reveal_end = getattr(duel, f"reveal_end_r{number}")
-        if commit_end is None:
-            commit_end = -1
-        if reveal_end is None:
-            reveal_end = commit_end + reveal_window_blocks if commit_end >= 0 else -1
-        rounds.append(RoundState(
-            round=number,
-            seats=tuple(s.judge for s in seats),
-            votes=tuple(s.vote or 0 for s in seats),
-            commit_end=int(commit_end),
-            reveal_end=int(reveal_end),
-            committed=frozenset(s.judge.lower() for s in seats if s.commitment is not None or s.vote is not None),
-        ))
-    status = duel.status
-    deadline = duel.answer_deadline if status == AWAITING_ANSWER else (
-        duel.publish_deadline if status == AWAITING_REQUEST else (rounds[-1].commit_end if rounds else -1))
-    return DuelState(
-        duel_id=int(duel.id),
-        origin=duel.origin,
-        a=duel.a,
-        b=duel.b,
-        status=status,
-        seed_block=int(duel.seed_block),
-        deadline=int(deadline if deadline is not None else -1),
-        request_hash=_bytes32(duel.request_hash) or b"",
-        answer_a_hash=_bytes32(duel.answer_a_hash) or b"",
-        answer_b_hash=_bytes32(duel.answer_b_hash),
-        request_id=_bytes32(duel.request_id) or b"",
-        model_hash=_bytes32(duel.model_hash) or b"",
-        rounds=tuple(rounds),
-        published_request=duel.request,
-        appeal_window_blocks=appeal_window_blocks,
-    )
+__all__ = ["LedgerDuelChain", "duel_view"]
 
 
 def duel_view(state: DuelState, round_: int, judge: str) -> DuelView:
@@ -120,8 +70,10 @@ class LedgerDuelChain:
         return int(self.params.attestation_ttl_s)
 
     def _state(self, duel: Any) -> DuelState:
-        return duel_state(duel, reveal_window_blocks=self.params.reveal_window_blocks,
-                          appeal_window_blocks=self.params.appeal_window_blocks)
+        """The state of an indexed duel (`ledger.indexer.IndexedDuel`)."""
+        state: DuelState = duel.state(reveal_window_blocks=self.params.reveal_window_blocks,
+                                      appeal_window_blocks=self.params.appeal_window_blocks)
+        return state
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -140,38 +92,17 @@ class LedgerDuelChain:
         read as over), or None if there is none."""
         from wwwserve.ledger.errors import UnknownDuelError
 
+        since = int(getattr(self.indexer, "start_block", 0))  # no log of this contract is older
         try:
-            info = self.client.duel(duel_id)
+            state: DuelState = self.client.duel_with_hashes(duel_id, from_block=since)
         except UnknownDuelError:
             return None
-        since = int(getattr(self.indexer, "start_block", 0))  # no log of this contract is older
-        hashes = self.client.duel_hashes(duel_id, from_block=since)
-        p = self.params
-        rounds = []
-        for rnd in info.rounds:
-            current = rnd.round == info.round and info.commit_end_block is not None
-            commit_end = info.commit_end_block if current else -1
-            rounds.append(RoundState(
-                round=rnd.round,
-                seats=tuple(rnd.judges),
-                votes=tuple(int(v) for v in rnd.votes),
-                commit_end=commit_end,
-                reveal_end=commit_end + p.reveal_window_blocks if current else -1,
-            ))
-        status = _STATUS_NAMES[int(info.status)]
-        return DuelState(
-            duel_id=info.duel_id, origin=info.origin, a=info.a, b=info.b, status=status,
-            seed_block=info.seed_block, deadline=info.deadline, request_hash=hashes.request_hash,
-            answer_a_hash=hashes.answer_a_hash, answer_b_hash=hashes.answer_b_hash, rounds=tuple(rounds),
-            published_request=self.client.published_request(duel_id, from_block=since)
-            if status in ACTIVE_STATUSES else None,
-            appeal_window_blocks=p.appeal_window_blocks,
-        )
+        return state
 
     def my_seats(self) -> Sequence[tuple[DuelState, DuelView]]:
         """Every round of an open duel in which this node holds seats, with its view."""
         out = []
-        for duel in self.indexer.duels_judged_by(self.me, ACTIVE_STATUSES, current_round_only=False):
+        for duel in self.indexer.duels_judged_by(self.me, OPEN_STATUSES, current_round_only=False):
             state = self._state(duel)
             for rnd in state.rounds:
                 if rnd.seats_of(self.me):
@@ -188,8 +119,8 @@ class LedgerDuelChain:
 
     def as_duelist(self) -> Sequence[DuelState]:
         """Open duels in which this node is A or the recorded B."""
-        executed = self.indexer.duels_executed_by(self.me, ACTIVE_STATUSES)
-        challenged = self.indexer.duels_with_challenger(self.me, ACTIVE_STATUSES)
+        executed = self.indexer.duels_executed_by(self.me, OPEN_STATUSES)
+        challenged = self.indexer.duels_with_challenger(self.me, OPEN_STATUSES)
         seen: set[int] = set()
         out = []
         for duel in [*executed, *challenged]:

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wwwserve.judge.duties import RequestRunner
-from wwwserve.judge.evidence import ZERO_HASH, DuelState, EvidencePieces, checked_pieces
+from wwwserve.judge.evidence import ZERO_HASH, EvidencePieces, checked_pieces
 from wwwserve.judge.exchange import EvidenceExchange
 from wwwserve.judge.store import StoredEvidence
+from wwwserve.ledger.records import DuelState
 from wwwserve.ledger.work import answer_hash
 from wwwserve.node.backends.base import GenerationRequest
 from wwwserve.node.protocol import new_request_id

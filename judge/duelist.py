@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from wwwserve.judge.duties import DuelDuties
-from wwwserve.judge.evidence import JUDGING, DuelState
+from wwwserve.ledger.records import DuelState, DuelStatus
 
 __all__ = ["DuelistDuties"]
 
@@ -17,7 +17,8 @@ class DuelistDuties(DuelDuties):
 
     def _should_appeal(self, state: DuelState, block: int) -> bool:
         first = state.round_state(1)
-        if state.status != JUDGING or state.round != 1 or first is None or state.duel_id in self._appealed:
+        if (state.status is not DuelStatus.JUDGING or state.round != 1 or first is None
+                or state.duel_id in self._appealed):
             return False
         if not first.reveal_end < block <= first.reveal_end + state.appeal_window_blocks:
             return False

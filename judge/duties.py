@@ -15,10 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, Literal, Protocol
 
-from wwwserve.judge.evidence import JUDGING, DuelState, EvidencePieces
+from wwwserve.judge.evidence import EvidencePieces
 from wwwserve.judge.journal import DuelView, VoteJournal
 from wwwserve.judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.records import DuelState, DuelStatus, Vote
 from wwwserve.ledger.work import WorkAttestation
 from wwwserve.node.managers.communication import CommunicationManager
 
@@ -57,7 +58,7 @@ class DuelChain(Protocol):
 
     def challenger_of(self, duel_id: int) -> str | None: ...
 
-    def commitment_of(self, duel_id: int, round_: int, vote: int, salt: bytes) -> bytes: ...
+    def commitment_of(self, duel_id: int, round_: int, vote: Vote, salt: bytes) -> bytes: ...
 
     async def open_duel(self, work: WorkAttestation, salt: bytes) -> tuple[int, str]: ...
 
@@ -73,7 +74,7 @@ class DuelChain(Protocol):
 
     async def commit(self, duel_id: int, commitment: bytes) -> str: ...
 
-    async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str: ...
+    async def reveal(self, duel_id: int, vote: Vote, salt: bytes) -> str: ...
 
     async def settle(self, duel_id: int) -> str: ...
 
@@ -216,7 +217,7 @@ class DuelDuties:
         """Draw round 2's seats once its seed block is mined (the first commit would too, but a judge only
         knows it holds a seat once they are drawn)."""
         second = state.round_state(2)
-        if state.status != JUDGING or second is None or second.seats:
+        if state.status is not DuelStatus.JUDGING or second is None or second.seats:
             return False
         if state.seed_block < block <= second.commit_end:
             await self._act(state, "draw appeal judges", block, functools.partial(self.chain.draw_judges,

@@ -14,8 +14,8 @@ produce decides the vote by itself (`evidence_vote`): no request → no evidence
 B's answer missing → A; both missing → no evidence. So no single party can void a duel or tax a judge by
 withholding, and a duelist that withholds its own answer loses.
 
-`DuelState` and `RoundState` are the node's view of one duel, as the chain says (from the indexer or
-the contract): the judge, the challenger and the origin all read it.
+What the chain records of a duel is `ledger.records.DuelState` (from the indexer or the contract), the
+one description of a duel's state the judge, the challenger and the origin all read.
 """
 
 from __future__ import annotations
@@ -28,32 +28,20 @@ from typing import Any
 from eth_utils.crypto import keccak
 
 from wwwserve.errors import WWWServeError
+from wwwserve.ledger.records import DuelState, Vote
 from wwwserve.ledger.work import answer_hash
 
 __all__ = [
-    "ACTIVE_STATUSES",
     "ZERO_HASH",
-    "DuelState",
     "EvidenceError",
     "EvidenceMalformedError",
     "EvidencePieces",
-    "RoundState",
     "checked_pieces",
     "evidence_vote",
+    "pieces_held_by",
 ]
 
 ZERO_HASH = b"\x00" * 32
-
-# Vote values of the contract (`ledger.client.Vote`).
-VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE = 1, 2, 3, 4
-
-# Duel statuses, by the indexer's names.
-AWAITING_ANSWER = "awaiting_answer"
-AWAITING_REQUEST = "awaiting_request"
-JUDGING = "judging"
-SETTLED = "settled"
-CANCELLED = "cancelled"
-ACTIVE_STATUSES = (AWAITING_ANSWER, AWAITING_REQUEST, JUDGING)
 
 
 class EvidenceError(WWWServeError):
@@ -62,103 +50,6 @@ class EvidenceError(WWWServeError):
 
 class EvidenceMalformedError(EvidenceError, ValueError):
     """The evidence is not well formed (missing fields, wrong types)."""
-
-
-@dataclass(frozen=True)
-class RoundState:
-    """One judging round: its seats (a judge drawn twice appears twice), their revealed votes (0 = not
-    revealed), its windows (blocks, inclusive ends) and the judges whose commitment is on-chain."""
-
-    round: int
-    seats: tuple[str, ...]
-    votes: tuple[int, ...]
-    commit_end: int
-    reveal_end: int
-    committed: frozenset[str] = frozenset()  # lower-case addresses
-
-    def seats_of(self, judge: str) -> int:
-        """How many seats `judge` holds in this round."""
-        me = judge.lower()
-        return sum(1 for seat in self.seats if seat.lower() == me)
-
-    def vote_of(self, judge: str) -> int | None:
-        """The vote `judge` revealed in this round (None if it did not, or holds no seat)."""
-        me = judge.lower()
-        for seat, vote in zip(self.seats, self.votes, strict=False):
-            if seat.lower() == me and vote:
-                return vote
-        return None
-
-    @property
-    def all_revealed(self) -> bool:
-        """Every seat revealed."""
-        return bool(self.seats) and all(self.votes) and len(self.votes) == len(self.seats)
-
-    def tally(self) -> tuple[int, int]:
-        """Seats for A, seats for B."""
-        return sum(1 for v in self.votes if v == VOTE_A), sum(1 for v in self.votes if v == VOTE_B)
-
-
-@dataclass(frozen=True)
-class DuelState:
-    """A duel as the chain has it (see the module docstring). Addresses checksummed, hashes 32 bytes.
-
-    `deadline` is the answer deadline while awaiting an answer, the publish deadline while awaiting the
-    request; `rounds` holds the judging rounds started so far (round 2's seats are empty until drawn)."""
-
-    duel_id: int
-    origin: str
-    a: str
-    b: str | None
-    status: str
-    seed_block: int
-    deadline: int
-    request_hash: bytes
-    answer_a_hash: bytes
-    answer_b_hash: bytes | None = None
-    request_id: bytes = ZERO_HASH
-    model_hash: bytes = ZERO_HASH
-    rounds: tuple[RoundState, ...] = ()
-    published_request: bytes | None = None
-    appeal_window_blocks: int = 0
-
-    @property
-    def round(self) -> int:
-        """The current round (0 before the first panel)."""
-        return len(self.rounds)
-
-    def round_state(self, number: int) -> RoundState | None:
-        """Round `number` (1 or 2), if it started."""
-        return self.rounds[number - 1] if 1 <= number <= len(self.rounds) else None
-
-    @property
-    def is_open(self) -> bool:
-        """Not settled or cancelled."""
-        return self.status in ACTIVE_STATUSES
-
-    def settle_after(self) -> int | None:
-        """The last block before `settleDuel` succeeds (it may be sent from the next one on); None while
-        the duel is not judging (an unanswered or unpublished duel settles after its `deadline`)."""
-        if self.status in (AWAITING_ANSWER, AWAITING_REQUEST):
-            return self.deadline
-        if self.status != JUDGING or not self.rounds:
-            return None
-        last = self.rounds[-1]
-        if len(self.rounds) == 1:
-            return last.reveal_end + self.appeal_window_blocks
-        if not last.seats:
-            return last.commit_end  # nobody drew the appeal panel: round 1 stands after its commit window
-        return -1 if last.all_revealed else last.reveal_end
-
-    def holds(self, party: str) -> tuple[str, ...]:
-        """Which pieces `party` may serve: ("request", "answer_a") for the origin and A, ("request",
-        "answer_b") for B, () for anyone else."""
-        who = party.lower()
-        if who in (self.origin.lower(), self.a.lower()):
-            return ("request", "answer_a")
-        if self.b is not None and who == self.b.lower():
-            return ("request", "answer_b")
-        return ()
 
 
 @dataclass(frozen=True)
@@ -224,9 +115,21 @@ class EvidencePieces:
         return self.request is not None and self.answer_a is not None and self.answer_b is not None
 
 
+def pieces_held_by(state: DuelState, party: str) -> tuple[str, ...]:
+    """Which pieces `party` may serve for the duel: ("request", "answer_a") for the origin and A,
+    ("request", "answer_b") for B, () for anyone else."""
+    who = party.lower()
+    if who in (state.origin.lower(), state.a.lower()):
+        return ("request", "answer_a")
+    if state.b is not None and who == state.b.lower():
+        return ("request", "answer_b")
+    return ()
+
+
 def checked_pieces(state: DuelState, pieces: EvidencePieces, source: str = "") -> tuple[EvidencePieces, list[str]]:
     """The pieces of `pieces` that hash to what the chain recorded for `state`, and one line per piece
-    refused. `source` names who served them (kept in `sources`)."""
+    refused. `source` names who served them (kept in `sources`). A hash `state` does not carry (a state
+    read from the contract's storage alone) matches no piece."""
     problems = []
     if pieces.duel_id != state.duel_id:
         return EvidencePieces(state.duel_id), [f"evidence is for duel {pieces.duel_id}, not {state.duel_id}"]
@@ -245,15 +148,15 @@ def checked_pieces(state: DuelState, pieces: EvidencePieces, source: str = "") -
     return EvidencePieces(state.duel_id, request, answer_a, answer_b, sources), problems
 
 
-def evidence_vote(pieces: EvidencePieces) -> tuple[int, str] | None:
+def evidence_vote(pieces: EvidencePieces) -> tuple[Vote, str] | None:
     """The vote missing evidence decides by itself, and why; None when every piece is here and the
     judge model must compare the answers (docs/duels.md, "Evidence")."""
     if pieces.request is None:
-        return VOTE_NO_EVIDENCE, "nobody served the request"
+        return Vote.NO_EVIDENCE, "nobody served the request"
     if pieces.answer_a is None and pieces.answer_b is None:
-        return VOTE_NO_EVIDENCE, "nobody served either answer"
+        return Vote.NO_EVIDENCE, "nobody served either answer"
     if pieces.answer_a is None:
-        return VOTE_B, "nobody served A's answer"
+        return Vote.B, "nobody served A's answer"
     if pieces.answer_b is None:
-        return VOTE_A, "B did not serve its answer"
+        return Vote.A, "B did not serve its answer"
     return None

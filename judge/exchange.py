@@ -13,13 +13,13 @@ from typing import Any
 from wwwserve.errors import WWWServeError
 from wwwserve.judge.duties import DuelDuties
 from wwwserve.judge.evidence import (
-    AWAITING_ANSWER,
-    DuelState,
     EvidenceError,
     EvidenceMalformedError,
     EvidencePieces,
     checked_pieces,
+    pieces_held_by,
 )
+from wwwserve.ledger.records import DuelState, DuelStatus
 from wwwserve.node.http import HttpError
 from wwwserve.node.managers.communication import CommunicationManager
 
@@ -68,7 +68,7 @@ class EvidenceExchange(DuelDuties):
             seen.append(state)
         for state in seen:
             challenger = state.b
-            if challenger is None and state.status == AWAITING_ANSWER:
+            if challenger is None and state.status is DuelStatus.AWAITING_ANSWER:
                 challenger = self._challenger(state)
             if challenger is not None and challenger.lower() == who:
                 return EvidencePieces(duel_id, request=stored.request)
@@ -127,7 +127,7 @@ class EvidenceExchange(DuelDuties):
         parties = []
         for party in (state.origin, state.a, state.b):
             if party is not None and party.lower() != self._me and party not in parties \
-                    and missing & set(state.holds(party)):
+                    and missing & set(pieces_held_by(state, party)):
                 parties.append(party)
 
         def take(party: str, result: EvidencePieces | BaseException | None) -> bool:

@@ -30,12 +30,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger.db import DurableRecords
+from wwwserve.ledger.records import Vote
 
 __all__ = ["DuelView", "JournalEntry", "JudgeStep", "VoteJournal", "VoteJournalError", "next_step"]
 
-# Contract vote values (ledger.client.Vote): what a judge may reveal.
-VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE = 1, 2, 3, 4
-VALID_VOTES = frozenset({VOTE_A, VOTE_B, VOTE_ABSTAIN, VOTE_NO_EVIDENCE})
+# What a judge may reveal: every vote but NONE (which stands for "not revealed").
+VALID_VOTES = frozenset(Vote) - {Vote.NONE}
 
 
 class VoteJournalError(WWWServeError):
@@ -55,7 +55,8 @@ class JudgeStep(enum.Enum):
 
 @dataclass(frozen=True)
 class DuelView:
-    """The chain's state of one duel as far as one judge's seat in one round is concerned."""
+    """One judge's seat in one round of a duel: what `next_step` needs of the duel's state
+    (`ledger.records.DuelState`, projected by `judge.chain.duel_view`)."""
 
     duel_id: int
     round: int
@@ -63,7 +64,7 @@ class DuelView:
     commit_end: int  # this round's windows (blocks, inclusive ends)
     reveal_end: int
     committed: bool  # this judge's commitment for this round is on-chain (or its vote already revealed)
-    revealed_vote: int | None  # this judge's revealed vote in this round, None if not revealed
+    revealed_vote: Vote | None  # this judge's revealed vote in this round, None if not revealed
     settle_after: int | None = None  # settleDuel succeeds after this block (None: not known yet)
 
 
@@ -73,7 +74,7 @@ class JournalEntry:
 
     duel_id: int
     round: int
-    vote: int
+    vote: Vote
     salt: bytes
     commitment: bytes
     state: str  # decided | committed | revealed
@@ -131,7 +132,7 @@ class _VoteRow(_Base):
 
 
 def _entry(row: _VoteRow) -> JournalEntry:
-    return JournalEntry(row.duel_id, row.round, row.vote, bytes.fromhex(row.salt[2:]),
+    return JournalEntry(row.duel_id, row.round, Vote(row.vote), bytes.fromhex(row.salt[2:]),
                         bytes.fromhex(row.commitment[2:]), row.state, row.commit_tx, row.reveal_tx)
 
 
@@ -159,14 +160,14 @@ class VoteJournal(DurableRecords):
                                    .order_by(_VoteRow.duel_id, _VoteRow.round))
             return [_entry(r) for r in rows]
 
-    def decide(self, duel_id: int, round_: int, vote: int, commitment_of: Any,
+    def decide(self, duel_id: int, round_: int, vote: Vote | int, commitment_of: Any,
                salt: bytes | None = None) -> JournalEntry:
         """Record the decision for round `round_` of `duel_id` (durably) and return it; the commitment is
         `commitment_of(vote, salt)`. Deciding again returns the first decision unchanged: a judge never
         changes its vote in a round, whatever a second look at the evidence would say."""
         _check_round(round_)
         if vote not in VALID_VOTES:
-            raise VoteJournalError(f"vote must be one of {sorted(VALID_VOTES)}, got {vote!r}")
+            raise VoteJournalError(f"vote must be one of {sorted(int(v) for v in VALID_VOTES)}, got {vote!r}")
         with self._lock, Session(self.engine) as session, session.begin():
             row = session.get(_VoteRow, (self.contract, duel_id, round_))
             if row is not None:
@@ -175,8 +176,9 @@ class VoteJournal(DurableRecords):
             commitment = bytes(commitment_of(vote, salt))
             if len(salt) != 32 or len(commitment) != 32:
                 raise VoteJournalError("salt and commitment must be 32 bytes")
-            row = _VoteRow(contract=self.contract, duel_id=duel_id, round=round_, vote=vote, salt="0x" + salt.hex(),
-                           commitment="0x" + commitment.hex(), state="decided", updated_ms=int(time.time() * 1000))
+            row = _VoteRow(contract=self.contract, duel_id=duel_id, round=round_, vote=int(vote),
+                           salt="0x" + salt.hex(), commitment="0x" + commitment.hex(), state="decided",
+                           updated_ms=int(time.time() * 1000))
             session.add(row)
             session.flush()
             return _entry(row)

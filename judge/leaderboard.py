@@ -60,8 +60,8 @@ class Standing:
 
 
 def results_from_duels(duels: Iterable[object]) -> list[DuelResult]:
-    """`DuelResult`s from duels, settled a_won / b_won / tie only: indexed ones (`ledger.indexer.DuelInfo`,
-    outcome a string) or read from the contract (`ledger.client.DuelInfo`, outcome a `DuelOutcome`)."""
+    """`DuelResult`s from duels, settled a_won / b_won / tie only: indexed ones (`ledger.indexer.IndexedDuel`,
+    outcome a string) or states (`ledger.records.DuelState`, outcome a `DuelOutcome`)."""
     out = []
     for duel in duels:
         outcome = getattr(duel, "outcome", None)

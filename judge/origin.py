@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from wwwserve.judge.duties import DuelDuties
-from wwwserve.judge.evidence import AWAITING_ANSWER, AWAITING_REQUEST
 from wwwserve.judge.store import StoredEvidence
+from wwwserve.ledger.records import DuelStatus
 from wwwserve.ledger.work import WorkAttestation, duel_id_of, request_bytes
 from wwwserve.node.extensions import Inspection
 
@@ -50,12 +50,12 @@ class OriginDuties(DuelDuties):
         chain = self.chain
         for state in chain.opened_by_me():
             duel_id = state.duel_id
-            if state.status == AWAITING_ANSWER and state.b is None \
+            if state.status is DuelStatus.AWAITING_ANSWER and state.b is None \
                     and state.seed_block < block <= state.deadline \
                     and block >= state.deadline - self.draw_margin_blocks:
                 await self._act(state, "draw challenger", block, functools.partial(chain.draw_challenger, duel_id),
                                 "challenger_drawn")
-            elif state.status == AWAITING_REQUEST and block <= state.deadline:
+            elif state.status is DuelStatus.AWAITING_REQUEST and block <= state.deadline:
                 stored = await asyncio.to_thread(self.store.get, duel_id)
                 if stored is None or stored.work is None or stored.salt is None or stored.request is None:
                     if self._first_try(duel_id, "publish (nothing stored)", state.deadline):  # said once

@@ -18,6 +18,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from wwwserve.ledger.records import Vote
+
 __all__ = [
     "REFERENCE_PROMPT",
     "Choice",
@@ -55,6 +57,12 @@ class Choice(enum.Enum):
     def swapped(self) -> Choice:
         """The same choice seen from the other A/B order."""
         return {Choice.A: Choice.B, Choice.B: Choice.A}.get(self, Choice.ABSTAIN)
+
+    @property
+    def vote(self) -> Vote:
+        """The on-chain vote this choice is, read with the duelists in the duel's order (A = the executor):
+        what `combine_orders` concludes. A letter is the prompt's, not the chain's, until then."""
+        return {Choice.A: Vote.A, Choice.B: Vote.B}.get(self, Vote.ABSTAIN)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from wwwserve.judge.evidence import DuelState, EvidencePieces, evidence_vote
-from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, DuelView, JudgeStep, VoteJournal, next_step
-from wwwserve.judge.prompt import Choice, build_prompt, combine_orders, parse_vote
+from wwwserve.judge.evidence import EvidencePieces, evidence_vote
+from wwwserve.judge.journal import DuelView, JudgeStep, VoteJournal, next_step
+from wwwserve.judge.prompt import build_prompt, combine_orders, parse_vote
 from wwwserve.ledger.errors import ContractRevertedError
+from wwwserve.ledger.records import DuelState, Vote
 from wwwserve.ledger.work import WorkError, parse_request_bytes
 from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -63,7 +64,7 @@ class JudgeChain(Protocol):
         """Every (duel, round) in which this judge holds seats and that is not over, with its view."""
         ...
 
-    def commitment_of(self, duel_id: int, round_: int, vote: int, salt: bytes) -> bytes:
+    def commitment_of(self, duel_id: int, round_: int, vote: Vote, salt: bytes) -> bytes:
         """The commitment this judge submits for (vote, salt) in that round."""
         ...
 
@@ -71,7 +72,7 @@ class JudgeChain(Protocol):
         """Send commitVote (for the duel's current round) and wait for it to be mined; the tx hash."""
         ...
 
-    async def reveal(self, duel_id: int, vote: int, salt: bytes) -> str:
+    async def reveal(self, duel_id: int, vote: Vote, salt: bytes) -> str:
         """Send revealVote and wait for it to be mined; returns the tx hash."""
         ...
 
@@ -132,7 +133,7 @@ class JudgeRunner:
     last_chance_wait_s: float = 2.0
     _busy: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)  # seats acted on now
 
-    async def decide(self, duel: DuelState, last_chance: bool = True) -> tuple[int, str] | None:
+    async def decide(self, duel: DuelState, last_chance: bool = True) -> tuple[Vote, str] | None:
         """The vote for a duel (contract value) and why; None when evidence is still missing and this is
         not the `last_chance` to commit."""
         try:
@@ -157,17 +158,15 @@ class JudgeRunner:
         try:
             question, budget = question_of(pieces.request)
         except ValueError as exc:
-            return VOTE_ABSTAIN, str(exc)
+            return Vote.ABSTAIN, str(exc)
         prompts = build_prompt(question, pieces.answer_a, pieces.answer_b, budget)
         try:
             first = parse_vote(await self.ask_model(prompts.in_order, self.max_tokens))
             second = parse_vote(await self.ask_model(prompts.swapped, self.max_tokens))
         except Exception as exc:
             logger.warning("duel %d: the judge model failed: %s", duel.duel_id, exc)
-            return VOTE_ABSTAIN, f"the judge model failed: {exc}"
-        choice = combine_orders(first, second)
-        vote = {Choice.A: VOTE_A, Choice.B: VOTE_B}.get(choice, VOTE_ABSTAIN)
-        return vote, f"in order {first.value}, swapped {second.value}"
+            return Vote.ABSTAIN, f"the judge model failed: {exc}"
+        return combine_orders(first, second).vote, f"in order {first.value}, swapped {second.value}"
 
     async def run_once(self, steps: Collection[JudgeStep] | None = None) -> list[JudgeAction]:
         """One pass over this node's seats; every step that failed is retried on a later pass.

@@ -12,7 +12,7 @@ too. `ledger.client.WWWServeClient` adds the transactions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
@@ -34,10 +34,10 @@ from wwwserve.ledger.records import (
     CancelReason,
     DecodedEvent,
     DuelHashes,
-    DuelInfo,
     DuelOutcome,
     DuelRound,
     DuelSettlement,
+    DuelState,
     DuelStatus,
     NodeInfo,
     VerdictCounts,
@@ -327,42 +327,47 @@ class ContractReader:
                               arg.bytes32(request_id, "request_id")))
 
     # -- duels: views ---------------------------------------------------------------------------
-    def duel(self, duel_id: int) -> DuelInfo:
-        """A duel's state with the seats and revealed votes of every round reached; UnknownDuelError
-        if there is none."""
+    def duel(self, duel_id: int) -> DuelState:
+        """A duel's state as the contract stores it, with the seats and revealed votes of every round
+        reached (the current round's windows too; a past round's read as over), its hashes left None
+        (they live in events: see `duel_with_hashes`); UnknownDuelError if there is none."""
         did = arg.duel_id(duel_id)
         origin, a, b, seed, deadline, bond, round_, status_, outcome = self._view("getDuel", did)
         status = DuelStatus(int(status_))
         round_no = int(round_)
-        rounds = tuple(DuelRound(r, self.judges(did, r), self.votes(did, r)) for r in range(1, round_no + 1))
         deadline = int(deadline)
-        blocks: dict[str, int | None] = {}
-        if status is DuelStatus.AWAITING_ANSWER:
-            blocks["answer_deadline_block"] = deadline
-        elif status is DuelStatus.AWAITING_REQUEST:
-            blocks["publish_deadline_block"] = deadline
-        elif status is DuelStatus.JUDGING:
+        rounds = [DuelRound(r, self.judges(did, r), self.votes(did, r)) for r in range(1, round_no + 1)]
+        appeal_window_blocks = 0
+        if status is DuelStatus.JUDGING:
             p = self.params()
-            blocks["commit_end_block"] = deadline
-            blocks["reveal_end_block"] = deadline + p.reveal_window_blocks
-            if round_no == 1:
-                blocks["appeal_end_block"] = deadline + p.reveal_window_blocks + p.appeal_window_blocks
-        current = rounds[-1] if rounds else DuelRound(0, (), ())
-        return DuelInfo(
+            rounds[-1] = replace(rounds[-1], commit_end=deadline, reveal_end=deadline + p.reveal_window_blocks)
+            appeal_window_blocks = p.appeal_window_blocks
+        return DuelState(
             duel_id=did,
             origin=str(origin),
             a=str(a),
             b=arg.address_or_none(b),
+            status=status,
             seed_block=int(seed),
             deadline=deadline,
-            bond_wei=int(bond),
-            round=round_no,
-            status=status,
             outcome=DuelOutcome(int(outcome)),
-            judges=current.judges,
-            votes=current.votes,
-            rounds=rounds,
-            **blocks,
+            bond_wei=int(bond),
+            rounds=tuple(rounds),
+            appeal_window_blocks=appeal_window_blocks,
+        )
+
+    def duel_with_hashes(self, duel_id: int, from_block: int = 0) -> DuelState:
+        """`duel`, with what the duel's events add: the request and answer hashes and, while it is open,
+        the request published on-chain. `from_block` narrows the log search (use the deployment block)."""
+        state = self.duel(duel_id)
+        hashes = self.duel_hashes(duel_id, from_block=from_block)
+        return replace(
+            state,
+            appeal_window_blocks=self.params().appeal_window_blocks,
+            request_hash=hashes.request_hash,
+            answer_a_hash=hashes.answer_a_hash,
+            answer_b_hash=hashes.answer_b_hash,
+            published_request=self.published_request(duel_id, from_block=from_block) if state.is_open else None,
         )
 
     def judges(self, duel_id: int, round: int) -> tuple[str, ...]:

@@ -1,5 +1,9 @@
 """What the contract client hands back: the contract's enums and frozen dataclasses of plain values.
 
+The enums are the one encoding of the contract's constants (VOTE_*, DUEL_*, OUTCOME_*, ...) on the
+Python side: the indexer, the judge and the reference model use them too. `DuelState` is the one
+description of a duel's on-chain state, shared by the reader, the indexer and the judge.
+
 Every value is a plain Python type (int, str, bytes, tuples), never a web3 AttributeDict or HexBytes, so
 results can be compared, hashed and logged. Money is int wei, times are unix seconds, blocks are numbers.
 """
@@ -17,7 +21,8 @@ from wwwserve.ledger.params import verdict_weight
 
 
 class Vote(enum.IntEnum):
-    """A judge's vote (contract VOTE_*)."""
+    """A judge's vote (contract VOTE_*; NONE = not revealed). A judge model's textual verdict becomes one
+    through `judge.prompt.Choice.vote`."""
 
     NONE = 0
     A = 1
@@ -165,55 +170,159 @@ class Balances:
 
 @dataclass(frozen=True)
 class DuelRound:
-    """One round's panel: its seats in seat order (a judge drawn twice holds two seats) and each
-    seat's revealed vote (Vote.NONE = not revealed). Empty until the round's seats are drawn."""
+    """One judging round of a duel: its seats in seat order (a judge drawn twice holds two seats; empty
+    until the round's panel is drawn), each seat's revealed vote (Vote.NONE = not revealed), the round's
+    windows (blocks, inclusive ends; -1 = not known, read as over) and the judges whose commitment is
+    on-chain (lower-case addresses; only the indexer knows them, the contract's views do not say)."""
 
     round: int
-    judges: tuple[str, ...]
+    seats: tuple[str, ...]
     votes: tuple[Vote, ...]
+    commit_end: int = -1
+    reveal_end: int = -1
+    committed: frozenset[str] = frozenset()
+
+    def seats_of(self, judge: str) -> int:
+        """How many seats `judge` holds in this round."""
+        me = judge.lower()
+        return sum(1 for seat in self.seats if seat.lower() == me)
+
+    def vote_of(self, judge: str) -> Vote | None:
+        """The vote `judge` revealed in this round (None if it did not, or holds no seat)."""
+        me = judge.lower()
+        for seat, vote in zip(self.seats, self.votes, strict=False):
+            if seat.lower() == me and vote:
+                return vote
+        return None
+
+    @property
+    def all_revealed(self) -> bool:
+        """Every seat revealed."""
+        return bool(self.seats) and all(self.votes) and len(self.votes) == len(self.seats)
+
+    def tally(self) -> tuple[int, int]:
+        """Seats for A, seats for B."""
+        return sum(1 for v in self.votes if v == Vote.A), sum(1 for v in self.votes if v == Vote.B)
+
+
+_OPEN = (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST, DuelStatus.JUDGING)
 
 
 @dataclass(frozen=True)
-class DuelInfo:
-    """A duel as the contract stores it (hashes live in the events: see `duel_hashes`).
+class DuelState:
+    """A duel's on-chain state: the one description of a duel that the contract reader
+    (`WWWServeClient.duel`, `duel_with_hashes`), the indexer (`IndexedDuel.state`) and the node's duel
+    duties (origin, duelists, challenger, judges) share. Addresses checksummed, hashes 32 bytes.
 
-    `deadline` means what the status says: the answer deadline (awaiting answer), the publish
-    deadline (awaiting request) or the current round's commit end (judging); the derived block
-    fields below spell it out and are None when they do not apply. `judges`/`votes` are the CURRENT
-    round's; `rounds` holds every round reached (round 1, and round 2 after an appeal), in order.
+    Its relatives, which are other things: `ledger.indexer.IndexedDuel` is a duel's indexed history (its
+    state plus escrow, settlement, appeal and the block of every step), `ledger.model.DuelStorage` the
+    reference model's copy of the contract's storage (leaves, not addresses), `judge.journal.DuelView`
+    one judge's seat in one round.
+
+    The contract stores the parties, status, outcome, bond, seed block, deadline and every round's seats
+    and votes; what the duel is about lives in its events: the request and answer hashes, the request id
+    and model hash, and a request published on-chain. `WWWServeClient.duel` reads storage only and
+    leaves those None; `duel_with_hashes` and the indexer fill them in.
+
+    `deadline` means what the status says: the answer deadline (awaiting answer), the publish deadline
+    (awaiting request) or the current round's commit end (judging); the `*_block` properties spell it
+    out and are None when they do not apply. `rounds` holds every round reached (round 1, and round 2
+    after an appeal, whose seats are empty until drawn); `judges`/`votes` are the current round's.
+    `appeal_window_blocks` is the deployment's (what `settle_after` and `appeal_end_block` add).
     """
 
     duel_id: int
     origin: str
     a: str
     b: str | None  # None until the challenger is drawn
+    status: DuelStatus
     seed_block: int  # the block whose hash seeds the current step's draws
     deadline: int
-    bond_wei: int  # what each duelist has at risk (equal for both)
-    round: int  # 0 before B answered, then 1, or 2 after an appeal
-    status: DuelStatus
-    outcome: DuelOutcome
-    judges: tuple[str, ...]
-    votes: tuple[Vote, ...]
+    outcome: DuelOutcome = DuelOutcome.NONE
+    bond_wei: int = 0  # what each duelist has at risk (equal for both)
     rounds: tuple[DuelRound, ...] = ()
-    answer_deadline_block: int | None = None  # awaiting answer: last block B may answer in
-    publish_deadline_block: int | None = None  # awaiting request: last block to publish the request
-    commit_end_block: int | None = None  # judging: last block of the current round's commits
-    reveal_end_block: int | None = None  # judging: last block of its reveals
-    appeal_end_block: int | None = None  # judging round 1: last block the loser may appeal in
+    appeal_window_blocks: int = 0
+    request_hash: bytes | None = None
+    answer_a_hash: bytes | None = None
+    answer_b_hash: bytes | None = None  # also None until B answered
+    request_id: bytes | None = None
+    model_hash: bytes | None = None
+    published_request: bytes | None = None
+
+    @property
+    def round(self) -> int:
+        """The current round: 0 before B answered, then 1, or 2 after an appeal."""
+        return len(self.rounds)
+
+    def round_state(self, number: int) -> DuelRound | None:
+        """Round `number` (1 or 2), if it started."""
+        return self.rounds[number - 1] if 1 <= number <= len(self.rounds) else None
+
+    @property
+    def judges(self) -> tuple[str, ...]:
+        """The current round's seats (empty before the first panel)."""
+        return self.rounds[-1].seats if self.rounds else ()
+
+    @property
+    def votes(self) -> tuple[Vote, ...]:
+        """The current round's revealed votes, per seat."""
+        return self.rounds[-1].votes if self.rounds else ()
 
     def judges_of(self, round: int) -> tuple[str, ...]:
         """The seats of `round` (empty when not drawn or not reached)."""
-        return next((r.judges for r in self.rounds if r.round == round), ())
+        found = self.round_state(round)
+        return () if found is None else found.seats
 
     def votes_of(self, round: int) -> tuple[Vote, ...]:
         """The revealed votes of `round`, per seat (empty when not drawn or not reached)."""
-        return next((r.votes for r in self.rounds if r.round == round), ())
+        found = self.round_state(round)
+        return () if found is None else found.votes
 
     @property
     def is_open(self) -> bool:
         """Not settled nor cancelled yet."""
-        return self.status in (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST, DuelStatus.JUDGING)
+        return self.status in _OPEN
+
+    @property
+    def answer_deadline_block(self) -> int | None:
+        """Awaiting answer: the last block B may answer in."""
+        return self.deadline if self.status is DuelStatus.AWAITING_ANSWER else None
+
+    @property
+    def publish_deadline_block(self) -> int | None:
+        """Awaiting request: the last block to publish the request in."""
+        return self.deadline if self.status is DuelStatus.AWAITING_REQUEST else None
+
+    @property
+    def commit_end_block(self) -> int | None:
+        """Judging: the last block of the current round's commits."""
+        return self.deadline if self.status is DuelStatus.JUDGING else None
+
+    @property
+    def reveal_end_block(self) -> int | None:
+        """Judging: the last block of the current round's reveals."""
+        return self.rounds[-1].reveal_end if self.status is DuelStatus.JUDGING and self.rounds else None
+
+    @property
+    def appeal_end_block(self) -> int | None:
+        """Judging round 1: the last block the loser may appeal in."""
+        if self.status is not DuelStatus.JUDGING or self.round != 1:
+            return None
+        return self.rounds[0].reveal_end + self.appeal_window_blocks
+
+    def settle_after(self) -> int | None:
+        """The last block before `settleDuel` succeeds (it may be sent from the next one on); None while
+        the duel is not judging (an unanswered or unpublished duel settles after its `deadline`)."""
+        if self.status in (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST):
+            return self.deadline
+        if self.status is not DuelStatus.JUDGING or not self.rounds:
+            return None
+        last = self.rounds[-1]
+        if len(self.rounds) == 1:
+            return last.reveal_end + self.appeal_window_blocks
+        if not last.seats:
+            return last.commit_end  # nobody drew the appeal panel: round 1 stands after its commit window
+        return -1 if last.all_revealed else last.reveal_end
 
 
 @dataclass(frozen=True)

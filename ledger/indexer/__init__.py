@@ -60,21 +60,21 @@ from wwwserve.ledger.indexer.results import (
     OPEN_STATUSES,
     REWARD_KIND,
     SLASH_KIND,
-    VOTE_NAMES,
     AccountInfo,
     BalanceMismatch,
     CursorInfo,
     DuelEvent,
-    DuelInfo,
+    IndexedDuel,
     JudgeSeat,
     NodeInfo,
     StakeEntry,
     StakeMove,
     SyncReport,
     account_info,
-    duel_info,
+    indexed_duel,
     node_info,
 )
+from wwwserve.ledger.records import DuelStatus
 
 __all__ = [
     "CANCEL_REASON",
@@ -83,13 +83,12 @@ __all__ = [
     "OPEN_STATUSES",
     "REWARD_KIND",
     "SLASH_KIND",
-    "VOTE_NAMES",
     "AccountInfo",
     "BalanceMismatch",
     "CursorInfo",
     "DuelEvent",
-    "DuelInfo",
     "HasContract",
+    "IndexedDuel",
     "Indexer",
     "IndexerDatabaseMismatchError",
     "IndexerError",
@@ -364,21 +363,21 @@ class Indexer:
             row = session.get(ContractStateRow, (self.contract_address, self.chain_id))
             return 0 if row is None else row.reserve_wei
 
-    def duel(self, duel_id: int) -> DuelInfo | None:
+    def duel(self, duel_id: int) -> IndexedDuel | None:
         """One duel with the seats of every round, or None if it was never opened."""
         with self._sessions() as session:
             row = session.get(DuelRow, duel_id)
-            return None if row is None else duel_info(session, row)
+            return None if row is None else indexed_duel(session, row)
 
-    def duels(self, limit: int | None = 50) -> list[DuelInfo]:
+    def duels(self, limit: int | None = 50) -> list[IndexedDuel]:
         """The most recently opened duels (all of them with `limit=None`), newest first (duel ids are
         hashes, not a counter)."""
         stmt = select(DuelRow).order_by(DuelRow.opened_block.desc(), DuelRow.opened_event_id.desc())
         return self._duel_list(stmt if limit is None else stmt.limit(limit))
 
-    def _duel_list(self, stmt: Any) -> list[DuelInfo]:
+    def _duel_list(self, stmt: Any) -> list[IndexedDuel]:
         with self._sessions() as session:
-            return [duel_info(session, row) for row in session.scalars(stmt).all()]
+            return [indexed_duel(session, row) for row in session.scalars(stmt).all()]
 
     @staticmethod
     def _oldest_first(stmt: Any) -> Any:
@@ -386,7 +385,7 @@ class Indexer:
 
     def duels_judged_by(
         self, judge: str, statuses: tuple[str, ...] = ("judging",), *, current_round_only: bool = True
-    ) -> list[DuelInfo]:
+    ) -> list[IndexedDuel]:
         """Duels in one of `statuses` (default: judging) where `judge` holds a seat of the current
         round (with `current_round_only=False`: of any round), oldest first."""
         address = to_checksum_address(judge)
@@ -398,13 +397,13 @@ class Indexer:
             where = select(DuelRow).where(DuelRow.id.in_(seats), DuelRow.status.in_(statuses))
         return self._duel_list(self._oldest_first(where))
 
-    def duels_opened_by(self, origin: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[DuelInfo]:
+    def duels_opened_by(self, origin: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[IndexedDuel]:
         """Duels `origin` opened, in one of `statuses` (default: still open), oldest first."""
         address = to_checksum_address(origin)
         return self._duel_list(self._oldest_first(
             select(DuelRow).where(DuelRow.origin == address, DuelRow.status.in_(statuses))))
 
-    def duels_with_challenger(self, address: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[DuelInfo]:
+    def duels_with_challenger(self, address: str, statuses: tuple[str, ...] = OPEN_STATUSES) -> list[IndexedDuel]:
         """Duels whose recorded challenger B is `address`, in one of `statuses` (default: still open),
         oldest first. A challenger a draw would pick but nobody recorded yet is not here: ask the
         contract (`challengerOf`) about `duels_awaiting_answer()`."""
@@ -412,12 +411,13 @@ class Indexer:
         return self._duel_list(self._oldest_first(
             select(DuelRow).where(DuelRow.b == who, DuelRow.status.in_(statuses))))
 
-    def duels_awaiting_answer(self) -> list[DuelInfo]:
+    def duels_awaiting_answer(self) -> list[IndexedDuel]:
         """Every duel awaiting its challenger's answer, oldest first (a candidate challenger checks
         each with `challengerOf`)."""
-        return self._duel_list(self._oldest_first(select(DuelRow).where(DuelRow.status == DUEL_STATUS[1])))
+        awaiting = DuelRow.status == DUEL_STATUS[DuelStatus.AWAITING_ANSWER]
+        return self._duel_list(self._oldest_first(select(DuelRow).where(awaiting)))
 
-    def duels_executed_by(self, address: str, statuses: tuple[str, ...] | None = None) -> list[DuelInfo]:
+    def duels_executed_by(self, address: str, statuses: tuple[str, ...] | None = None) -> list[IndexedDuel]:
         """Duels over work `address` executed (it is A), in one of `statuses` (default: all), oldest first."""
         who = to_checksum_address(address)
         stmt = select(DuelRow).where(DuelRow.a == who)

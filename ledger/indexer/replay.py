@@ -36,6 +36,7 @@ from wwwserve.ledger.db import (
 )
 from wwwserve.ledger.indexer.errors import IndexerStateError
 from wwwserve.ledger.indexer.results import CANCEL_REASON, DUEL_OUTCOME, DUEL_STATUS, REWARD_KIND, SLASH_KIND
+from wwwserve.ledger.records import DuelStatus
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ class EventReplay:
                 seed_block=int(args["seedBlock"]),
                 answer_deadline=int(args["answerDeadline"]),
                 round=0,
-                status=DUEL_STATUS[1],
+                status=DUEL_STATUS[DuelStatus.AWAITING_ANSWER],
                 opened_block=ctx.block_number,
                 opened_event_id=ctx.event_id,
             )
@@ -318,7 +319,7 @@ class EventReplay:
 
     def _on_duel_answered(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[3]
+        duel.status = DUEL_STATUS[DuelStatus.JUDGING]
         duel.round = 1
         duel.answer_b_hash = to_hex(args["answerBHash"])
         duel.commit_end_r1 = int(args["commitEnd"])
@@ -326,12 +327,12 @@ class EventReplay:
 
     def _on_request_missing(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[2]
+        duel.status = DUEL_STATUS[DuelStatus.AWAITING_REQUEST]
         duel.publish_deadline = int(args["publishDeadline"])
 
     def _on_request_published(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[1]
+        duel.status = DUEL_STATUS[DuelStatus.AWAITING_ANSWER]
         duel.request = bytes(args["request"])
         duel.seed_block = int(args["seedBlock"])
         duel.answer_deadline = int(args["answerDeadline"])
@@ -407,7 +408,7 @@ class EventReplay:
 
     def _on_duel_settled(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[4]
+        duel.status = DUEL_STATUS[DuelStatus.SETTLED]
         duel.outcome = DUEL_OUTCOME.get(int(args["outcome"]), str(int(args["outcome"])))
         duel.final_round = int(args["round"])
         duel.votes_a = int(args["votesA"])
@@ -417,7 +418,7 @@ class EventReplay:
 
     def _on_duel_cancelled(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         duel = self._duel(session, int(args["duelId"]), ctx)
-        duel.status = DUEL_STATUS[5]
+        duel.status = DUEL_STATUS[DuelStatus.CANCELLED]
         duel.cancel_reason = CANCEL_REASON.get(int(args["reason"]), str(int(args["reason"])))
         self._end_duel(session, duel, ctx)
 

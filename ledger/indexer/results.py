@@ -1,7 +1,7 @@
 """What the indexer answers with: the contract's enums by name, and plain frozen dataclasses.
 
 No ORM object escapes the indexer: every query turns its rows into these (`node_info`, `account_info`,
-`duel_info`) inside the session that read them.
+`indexed_duel`) inside the session that read them.
 """
 
 from __future__ import annotations
@@ -13,27 +13,54 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wwwserve.ledger.db import AccountRow, DuelJudgeRow, DuelRow, NodeRow
+from wwwserve.ledger.records import (
+    CancelReason,
+    DuelOutcome,
+    DuelRound,
+    DuelState,
+    DuelStatus,
+    RewardReason,
+    SlashReason,
+    Vote,
+)
 
-# Contract enums (core.vy), stored by name so the tables read on their own.
-DUEL_STATUS = {1: "awaiting_answer", 2: "awaiting_request", 3: "judging", 4: "settled", 5: "cancelled"}
-OPEN_STATUSES = ("awaiting_answer", "awaiting_request", "judging")
-DUEL_OUTCOME = {1: "a_won", 2: "b_won", 3: "tie", 4: "voided"}
-CANCEL_REASON = {1: "no_challenger", 2: "no_answer", 3: "request_withheld", 4: "no_judges"}
-SLASH_KIND = {
-    1: "slashed_lost_duel",
-    2: "slashed_incoherent_judge",
-    3: "slashed_silent_judge",
-    4: "slashed_no_answer",
+# The contract's enums (ledger.records), stored by name so the tables read on their own. The names are
+# spelled out, not derived from the enum members, because they are what the database holds.
+DUEL_STATUS: dict[int, str] = {
+    DuelStatus.AWAITING_ANSWER: "awaiting_answer",
+    DuelStatus.AWAITING_REQUEST: "awaiting_request",
+    DuelStatus.JUDGING: "judging",
+    DuelStatus.SETTLED: "settled",
+    DuelStatus.CANCELLED: "cancelled",
 }
-REWARD_KIND = {
-    1: "reward_stake_won",
-    2: "reward_reserve_bonus",
-    3: "fee_duelist",
-    4: "fee_judge",
-    5: "refund_escrow",
-    6: "refund_appeal",
+OPEN_STATUSES = tuple(DUEL_STATUS[s] for s in (DuelStatus.AWAITING_ANSWER, DuelStatus.AWAITING_REQUEST,
+                                               DuelStatus.JUDGING))
+DUEL_OUTCOME: dict[int, str] = {
+    DuelOutcome.A_WON: "a_won",
+    DuelOutcome.B_WON: "b_won",
+    DuelOutcome.TIE: "tie",
+    DuelOutcome.VOIDED: "voided",
 }
-VOTE_NAMES = {1: "A", 2: "B", 3: "abstain", 4: "no_evidence"}
+CANCEL_REASON: dict[int, str] = {
+    CancelReason.NO_CHALLENGER: "no_challenger",
+    CancelReason.NO_ANSWER: "no_answer",
+    CancelReason.REQUEST_WITHHELD: "request_withheld",
+    CancelReason.NO_JUDGES: "no_judges",
+}
+SLASH_KIND: dict[int, str] = {
+    SlashReason.LOST_DUEL: "slashed_lost_duel",
+    SlashReason.INCOHERENT_JUDGE: "slashed_incoherent_judge",
+    SlashReason.SILENT_JUDGE: "slashed_silent_judge",
+    SlashReason.NO_ANSWER: "slashed_no_answer",
+}
+REWARD_KIND: dict[int, str] = {
+    RewardReason.STAKE_WON: "reward_stake_won",
+    RewardReason.RESERVE_BONUS: "reward_reserve_bonus",
+    RewardReason.DUELIST_FEE: "fee_duelist",
+    RewardReason.JUDGE_FEE: "fee_judge",
+    RewardReason.ESCROW_REFUND: "refund_escrow",
+    RewardReason.APPEAL_REFUND: "refund_appeal",
+}
 
 
 @dataclass(frozen=True)
@@ -122,15 +149,19 @@ class JudgeSeat:
     position: int
     judge: str
     commitment: str | None
-    vote: int | None
+    vote: Vote | None
     committed_block: int | None
     revealed_block: int | None
 
 
 @dataclass(frozen=True)
-class DuelInfo:
-    """A duel as indexed, with the seats of every round. Hashes are 0x-hex; block numbers are None
-    until the step that sets them happened. `commit_end`/`reveal_end` are the current round's."""
+class IndexedDuel:
+    """A duel as indexed: its history, not only its state. Beside what the chain holds now it keeps what
+    the events told: escrow, settlement, appeal, the block of every step and of every seat's commit and
+    reveal. `state()` gives its on-chain state as the reader and the judge describe a duel
+    (`ledger.records.DuelState`). Hashes are 0x-hex here; block numbers are None until the step that
+    sets them happened. `commit_end`/`reveal_end` are the current round's. Statuses, outcomes and
+    cancel reasons are the indexer's names (`DUEL_STATUS`, ...), as stored."""
 
     id: int
     origin: str
@@ -180,6 +211,59 @@ class DuelInfo:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    def state(self, *, reveal_window_blocks: int, appeal_window_blocks: int) -> DuelState:
+        """This duel's on-chain state (the deployment's windows fill in a round's reveal end the index
+        has not seen yet, and the appeal window). A round's window not known yet reads -1 (over)."""
+        rounds = []
+        for number in range(1, self.round + 1):
+            seats = self.seats(number)
+            commit_end = {1: self.commit_end_r1, 2: self.commit_end_r2}[number]
+            reveal_end = {1: self.reveal_end_r1, 2: self.reveal_end_r2}[number]
+            if commit_end is None:
+                commit_end = -1
+            if reveal_end is None:
+                reveal_end = commit_end + reveal_window_blocks if commit_end >= 0 else -1
+            rounds.append(DuelRound(
+                round=number,
+                seats=tuple(s.judge for s in seats),
+                votes=tuple(s.vote or Vote.NONE for s in seats),
+                commit_end=commit_end,
+                reveal_end=reveal_end,
+                committed=frozenset(s.judge.lower() for s in seats
+                                    if s.commitment is not None or s.vote is not None),
+            ))
+        status = _STATUS_OF[self.status]
+        deadline = self.answer_deadline if status is DuelStatus.AWAITING_ANSWER else (
+            self.publish_deadline if status is DuelStatus.AWAITING_REQUEST else (
+                rounds[-1].commit_end if rounds else -1))
+        return DuelState(
+            duel_id=self.id,
+            origin=self.origin,
+            a=self.a,
+            b=self.b,
+            status=status,
+            seed_block=self.seed_block,
+            deadline=deadline if deadline is not None else -1,
+            outcome=DuelOutcome.NONE if self.outcome is None else _OUTCOME_OF[self.outcome],
+            bond_wei=self.bond_wei,
+            rounds=tuple(rounds),
+            appeal_window_blocks=appeal_window_blocks,
+            request_hash=_bytes32(self.request_hash),
+            answer_a_hash=_bytes32(self.answer_a_hash),
+            answer_b_hash=_bytes32(self.answer_b_hash),
+            request_id=_bytes32(self.request_id),
+            model_hash=_bytes32(self.model_hash),
+            published_request=self.request,
+        )
+
+
+_STATUS_OF = {name: DuelStatus(value) for value, name in DUEL_STATUS.items()}
+_OUTCOME_OF = {name: DuelOutcome(value) for value, name in DUEL_OUTCOME.items()}
+
+
+def _bytes32(value: str | None) -> bytes | None:
+    return None if value is None else bytes.fromhex(value.removeprefix("0x"))
 
 
 @dataclass(frozen=True)
@@ -247,7 +331,7 @@ def account_info(row: AccountRow) -> AccountInfo:
     )
 
 
-def duel_info(session: Session, row: DuelRow) -> DuelInfo:
+def indexed_duel(session: Session, row: DuelRow) -> IndexedDuel:
     """A `DuelRow` with the seats of every round (read in `session`)."""
     seats = session.scalars(
         select(DuelJudgeRow)
@@ -256,7 +340,7 @@ def duel_info(session: Session, row: DuelRow) -> DuelInfo:
     )
     commit_end, reveal_end = {1: (row.commit_end_r1, row.reveal_end_r1),
                               2: (row.commit_end_r2, row.reveal_end_r2)}.get(row.round, (None, None))
-    return DuelInfo(
+    return IndexedDuel(
         id=row.id,
         origin=row.origin,
         a=row.a,
@@ -292,7 +376,8 @@ def duel_info(session: Session, row: DuelRow) -> DuelInfo:
         answered_block=row.answered_block,
         settled_block=row.settled_block,
         judges=tuple(
-            JudgeSeat(s.round, s.position, s.judge, s.commitment, s.vote, s.committed_block, s.revealed_block)
+            JudgeSeat(s.round, s.position, s.judge, s.commitment, None if s.vote is None else Vote(s.vote),
+                      s.committed_block, s.revealed_block)
             for s in seats
         ),
     )

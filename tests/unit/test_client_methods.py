@@ -424,9 +424,14 @@ def test_duel_full_lifecycle(world: World) -> None:
     assert len(info.judges) == PARAMS.k_judges and set(info.judges) <= {world.addr(r) for r in ROLES}
     assert info.commit_end_block == drawn["commitEnd"] and info.reveal_end_block == drawn["revealEnd"]
     assert info.appeal_end_block == drawn["revealEnd"] + PARAMS.appeal_window_blocks
-    assert info.rounds == (DuelRound(1, info.judges, (Vote.NONE,) * PARAMS.k_judges),)
+    assert info.rounds == (DuelRound(1, info.judges, (Vote.NONE,) * PARAMS.k_judges, drawn["commitEnd"],
+                                     drawn["revealEnd"]),)
     assert c.reserved(b) == info.bond_wei  # equal bonds
     assert c.duel_hashes(duel.duel_id).answer_b_hash == answer_hash("answer of B")
+    # the same state with what the events add (the contract keeps no hashes in storage)
+    assert info.request_hash is None and c.duel_with_hashes(duel.duel_id) == replace(
+        info, request_hash=duel.work.request_hash, answer_a_hash=duel.work.answer_hash,
+        answer_b_hash=answer_hash("answer of B"))
 
     # one judge commits: its 16-byte commitment is stored, bound to the round
     j0 = info.judges[0]

@@ -979,15 +979,16 @@ async def test_an_executor_keeps_the_request_and_its_answer_for_a_duel_over_its_
 async def test_the_evidence_endpoint_serves_seat_holders_and_the_request_alone_to_the_challenger(
     net: Net, tmp_path: Path
 ) -> None:
-    from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState
+    from wwwserve.judge.evidence import EvidencePieces
     from wwwserve.judge.store import StoredEvidence
+    from wwwserve.ledger.records import DuelRound, DuelState, DuelStatus
 
     origin, executor, challenger = net.add("a"), net.add("b"), net.add("c")
     judge, stranger = net.add("j"), net.add("s")
-    state = DuelState(duel_id=5, origin=origin.address, a=executor.address, b=challenger.address, status="judging",
-                      seed_block=64, deadline=100, request_hash=request_hash("chat", CHAT),
+    state = DuelState(duel_id=5, origin=origin.address, a=executor.address, b=challenger.address,
+                      status=DuelStatus.JUDGING, seed_block=64, deadline=100, request_hash=request_hash("chat", CHAT),
                       answer_a_hash=answer_hash("four"), answer_b_hash=answer_hash("five"),
-                      rounds=(RoundState(1, (judge.address,) * 3, (0, 0, 0), 100, 110),))
+                      rounds=(DuelRound(1, (judge.address,) * 3, (0, 0, 0), 100, 110),))
 
     class Chain:
         def duel(self, duel_id: int) -> DuelState | None:

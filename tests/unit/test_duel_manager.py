@@ -19,10 +19,11 @@ import pytest
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState
+from wwwserve.judge.evidence import EvidencePieces
 from wwwserve.judge.journal import DuelView, VoteJournal
 from wwwserve.judge.manager import PATH_EVIDENCE, DuelManager, EvidenceRefusedError
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.records import DuelRound, DuelState, DuelStatus
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
@@ -49,15 +50,15 @@ WRONG = request_bytes("chat", {**REQUEST, "max_tokens": 1})
 
 
 def awaiting(duel_id: int = 11, **changes: Any) -> DuelState:
-    base = DuelState(duel_id=duel_id, origin=ORIGIN, a=A, b=None, status="awaiting_answer", seed_block=64,
+    base = DuelState(duel_id=duel_id, origin=ORIGIN, a=A, b=None, status=DuelStatus.AWAITING_ANSWER, seed_block=64,
                      deadline=94, request_hash=request_hash("chat", REQUEST), answer_a_hash=answer_hash("4"),
                      appeal_window_blocks=10)
     return replace(base, **changes)
 
 
 def judging(duel_id: int = 11, votes: tuple[int, ...] = (2, 2, 1), **changes: Any) -> DuelState:
-    changes.setdefault("rounds", (RoundState(1, (JUDGE, JUDGE, STRANGER), votes, 100, 110),))
-    return awaiting(duel_id, b=B, status="judging", answer_b_hash=answer_hash("5"), **changes)
+    changes.setdefault("rounds", (DuelRound(1, (JUDGE, JUDGE, STRANGER), votes, 100, 110),))
+    return awaiting(duel_id, b=B, status=DuelStatus.JUDGING, answer_b_hash=answer_hash("5"), **changes)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class FakeChain:
         return [d for d in self.duels.values() if d.origin == self.me and d.is_open]
 
     def awaiting_answer(self) -> Sequence[DuelState]:
-        return [d for d in self.duels.values() if d.status == "awaiting_answer"]
+        return [d for d in self.duels.values() if d.status is DuelStatus.AWAITING_ANSWER]
 
     def as_duelist(self) -> Sequence[DuelState]:
         return [d for d in self.duels.values() if self.me in (d.a, d.b) and d.is_open]
@@ -312,9 +313,9 @@ def test_the_origin_draws_publishes_draws_appeal_judges_and_settles(tmp_path: Pa
     s.store.put(StoredEvidence(12, "origin", DATA, "4", work, inspection.salt))
     s.chain.duels = {
         11: awaiting(11),  # B has not shown up
-        12: awaiting(12, b=B, status="awaiting_request", deadline=100),  # B could not get the request
+        12: awaiting(12, b=B, status=DuelStatus.AWAITING_REQUEST, deadline=100),  # B could not get the request
         13: judging(13),  # round 1 over at block 110, appeal window until 120
-        14: judging(14, seed_block=128, rounds=(*judging().rounds, RoundState(2, (), (), 150, 160))),
+        14: judging(14, seed_block=128, rounds=(*judging().rounds, DuelRound(2, (), (), 150, 160))),
     }
     s.run()
     assert s.chain.txs() == [("publish", 12, work, inspection.salt, DATA)]  # too early for the rest
@@ -390,18 +391,18 @@ def test_evidence_goes_to_seat_holders_and_the_request_alone_to_the_challenger(t
         s.manager.evidence_for(13, ORIGIN)  # no seat: not even the origin
     assert refused.value.http_status == 403
     # A seat in the appeal round only counts too; so does a draw the indexer has not seen (the contract has).
-    s.chain.duels[14] = judging(14, rounds=(*judging().rounds, RoundState(2, (STRANGER,) * 5, (0,) * 5, 150, 160)))
+    s.chain.duels[14] = judging(14, rounds=(*judging().rounds, DuelRound(2, (STRANGER,) * 5, (0,) * 5, 150, 160)))
     s.store.put(StoredEvidence(14, "a", DATA, "4"))
     assert s.manager.evidence_for(14, STRANGER).answer_a == "4"
-    s.chain.duels[15] = awaiting(15, b=B, status="judging", answer_b_hash=answer_hash("5"))
+    s.chain.duels[15] = awaiting(15, b=B, status=DuelStatus.JUDGING, answer_b_hash=answer_hash("5"))
     s.chain.onchain[15] = judging(15)
     s.store.put(StoredEvidence(15, "a", DATA, "4"))
     assert s.manager.evidence_for(15, JUDGE).answer_a == "4"
     # The challenger holding a seat of its own duel, which the indexer has not seen drawn yet: the contract
     # shows the seat, so B gets A's answer too (found live: given the request alone, B waited for A's answer
     # from a stalling origin past its commit window).
-    s.chain.duels[18] = awaiting(18, b=B, status="judging", answer_b_hash=answer_hash("5"))
-    s.chain.onchain[18] = judging(18, rounds=(RoundState(1, (B, JUDGE, JUDGE), (0, 0, 0), 120, 130),))
+    s.chain.duels[18] = awaiting(18, b=B, status=DuelStatus.JUDGING, answer_b_hash=answer_hash("5"))
+    s.chain.onchain[18] = judging(18, rounds=(DuelRound(1, (B, JUDGE, JUDGE), (0, 0, 0), 120, 130),))
     s.store.put(StoredEvidence(18, "a", DATA, "4"))
     assert s.manager.evidence_for(18, B) == EvidencePieces(18, DATA, "4", None)
     # Before B is recorded, the contract's answer to challengerOf decides who the challenger is.

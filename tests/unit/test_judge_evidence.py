@@ -14,15 +14,14 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from wwwserve.judge.evidence import (
-    DuelState,
     EvidenceMalformedError,
     EvidencePieces,
-    RoundState,
     checked_pieces,
     evidence_vote,
+    pieces_held_by,
 )
-from wwwserve.judge.journal import VOTE_A, VOTE_B, VOTE_NO_EVIDENCE
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
+from wwwserve.ledger.records import DuelRound, DuelState, DuelStatus, Vote
 from wwwserve.ledger.work import WorkAttestation, answer_hash, request_bytes, request_hash, sign_work
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -35,10 +34,10 @@ DATA = request_bytes("chat", REQUEST)
 
 
 def duel(**changes: object) -> DuelState:
-    base = DuelState(duel_id=7, origin=ORIGIN, a=A, b=B, status="judging", seed_block=64, deadline=100,
+    base = DuelState(duel_id=7, origin=ORIGIN, a=A, b=B, status=DuelStatus.JUDGING, seed_block=64, deadline=100,
                      request_hash=request_hash("chat", REQUEST), answer_a_hash=answer_hash("Lyon."),
                      answer_b_hash=answer_hash("Paris."),
-                     rounds=(RoundState(1, (JUDGE, JUDGE, A), (0, 0, 0), 100, 110),), appeal_window_blocks=10)
+                     rounds=(DuelRound(1, (JUDGE, JUDGE, A), (0, 0, 0), 100, 110),), appeal_window_blocks=10)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -81,10 +80,10 @@ def test_merging_keeps_what_is_known_and_fills_the_gaps() -> None:
 
 
 @pytest.mark.parametrize(("pieces", "vote"), [
-    (EvidencePieces(7, None, "Lyon.", "Paris."), VOTE_NO_EVIDENCE),  # no request: nothing to judge
-    (EvidencePieces(7, DATA, None, "Paris."), VOTE_B),  # A's answer from nobody: B
-    (EvidencePieces(7, DATA, "Lyon.", None), VOTE_A),  # B's answer from nobody: A
-    (EvidencePieces(7, DATA, None, None), VOTE_NO_EVIDENCE),  # neither
+    (EvidencePieces(7, None, "Lyon.", "Paris."), Vote.NO_EVIDENCE),  # no request: nothing to judge
+    (EvidencePieces(7, DATA, None, "Paris."), Vote.B),  # A's answer from nobody: B
+    (EvidencePieces(7, DATA, "Lyon.", None), Vote.A),  # B's answer from nobody: A
+    (EvidencePieces(7, DATA, None, None), Vote.NO_EVIDENCE),  # neither
     (EvidencePieces(7, DATA, "Lyon.", "Paris."), None),  # everything: the model decides
 ])
 def test_missing_pieces_decide_the_vote(pieces: EvidencePieces, vote: int | None) -> None:
@@ -94,19 +93,19 @@ def test_missing_pieces_decide_the_vote(pieces: EvidencePieces, vote: int | None
 
 def test_who_holds_what_and_when_a_duel_settles() -> None:
     state = duel()
-    assert state.holds(ORIGIN) == state.holds(A.lower()) == ("request", "answer_a")
-    assert state.holds(B) == ("request", "answer_b") and state.holds(JUDGE) == ()
-    assert duel(b=None).holds(B) == ()
+    assert pieces_held_by(state, ORIGIN) == pieces_held_by(state, A.lower()) == ("request", "answer_a")
+    assert pieces_held_by(state, B) == ("request", "answer_b") and pieces_held_by(state, JUDGE) == ()
+    assert pieces_held_by(duel(b=None), B) == ()
     first = state.rounds[0]
     assert first.seats_of(JUDGE) == 2 and first.seats_of(B) == 0 and first.vote_of(JUDGE) is None
     # Round 1: after its reveal window and the appeal window.
     assert state.settle_after() == 120
-    assert duel(status="awaiting_answer").settle_after() == 100  # unanswered: after the answer window
-    assert duel(status="awaiting_request").settle_after() == 100  # unpublished: after the publish window
-    assert duel(status="settled").settle_after() is None
-    second = RoundState(2, (), (), 150, 160)
+    assert duel(status=DuelStatus.AWAITING_ANSWER).settle_after() == 100  # unanswered: after the answer window
+    assert duel(status=DuelStatus.AWAITING_REQUEST).settle_after() == 100  # unpublished: after the publish window
+    assert duel(status=DuelStatus.SETTLED).settle_after() is None
+    second = DuelRound(2, (), (), 150, 160)
     assert duel(rounds=(first, second)).settle_after() == 150  # appeal panel never drawn: after its commits
-    drawn = RoundState(2, (JUDGE, A, B, A, B), (1, 2, 0, 0, 0), 150, 160)
+    drawn = DuelRound(2, (JUDGE, A, B, A, B), (1, 2, 0, 0, 0), 150, 160)
     assert duel(rounds=(first, drawn)).settle_after() == 160
     revealed = replace(drawn, votes=(1, 2, 2, 4, 3))
     assert revealed.all_revealed and revealed.tally() == (1, 2)

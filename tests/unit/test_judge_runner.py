@@ -16,11 +16,12 @@ import pytest
 from eth_utils.address import to_checksum_address
 
 from wwwserve.judge.chain import duel_view
-from wwwserve.judge.evidence import DuelState, EvidencePieces, RoundState, checked_pieces
-from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VOTE_NO_EVIDENCE, DuelView, JudgeStep, VoteJournal
+from wwwserve.judge.evidence import EvidencePieces, checked_pieces
+from wwwserve.judge.journal import DuelView, JudgeStep, VoteJournal
 from wwwserve.judge.runner import JudgeRunner, prompt_text, question_of
 from wwwserve.ledger.client import vote_commitment
 from wwwserve.ledger.errors import revert_error
+from wwwserve.ledger.records import DuelRound, DuelState, DuelStatus, Vote
 from wwwserve.ledger.work import answer_hash, request_bytes, request_hash
 
 CHAIN = 31337
@@ -38,10 +39,10 @@ REQUEST_BYTES = request_bytes("chat", REQUEST)
 def make_duel(duel_id: int, answer_a: str, answer_b: str, request: dict[str, Any] = REQUEST) -> DuelState:
     """A duel in round 1 with ME on a 3-seat panel, commits until block 20, reveals until 30."""
     return DuelState(
-        duel_id=duel_id, origin=ORIGIN, a=A, b=B, status="judging", seed_block=5, deadline=20,
+        duel_id=duel_id, origin=ORIGIN, a=A, b=B, status=DuelStatus.JUDGING, seed_block=5, deadline=20,
         request_hash=request_hash("chat", request), answer_a_hash=answer_hash(answer_a),
         answer_b_hash=answer_hash(answer_b),
-        rounds=(RoundState(1, (ME, OTHER, OTHER), (0, 0, 0), 20, 30),), appeal_window_blocks=5,
+        rounds=(DuelRound(1, (ME, OTHER, OTHER), (0, 0, 0), 20, 30),), appeal_window_blocks=5,
     )
 
 
@@ -77,7 +78,8 @@ class FakeChain:
             rounds = tuple(replace(r, committed=frozenset({ME.lower()})
                                    if (duel.duel_id, r.round) in self.commitments and not self.lagging
                                    else frozenset()) for r in duel.rounds)
-            state = replace(duel, rounds=rounds, status="settled" if duel.duel_id in self.settled else duel.status)
+            status = DuelStatus.SETTLED if duel.duel_id in self.settled else duel.status
+            state = replace(duel, rounds=rounds, status=status)
             out += [(state, duel_view(state, r.round, ME)) for r in rounds if r.seats_of(ME)]
         return out
 
@@ -91,7 +93,7 @@ class FakeChain:
         self.sent.append(what)
         return f"0x{len(self.sent):064x}"
 
-    def _round(self, duel_id: int) -> RoundState:
+    def _round(self, duel_id: int) -> DuelRound:
         return self.duels[duel_id].rounds[-1]
 
     async def commit(self, duel_id: int, commitment: bytes) -> str:
@@ -166,7 +168,7 @@ def test_a_duel_from_decision_to_settlement(tmp_path: Path) -> None:
     assert asyncio.run(judge.run_once()) == []  # committed; the reveal window is not open yet
     chain.block = 25
     assert [a.step for a in asyncio.run(judge.run_once())] == [JudgeStep.REVEAL]
-    assert chain.vote(1) == VOTE_B  # "Paris." was answer B
+    assert chain.vote(1) == Vote.B  # "Paris." was answer B
     assert asyncio.run(judge.run_once()) == []  # the appeal window runs until block 35
     chain.block = 36
     assert [a.step for a in asyncio.run(judge.run_once())] == [JudgeStep.SETTLE]
@@ -178,17 +180,17 @@ def test_a_duel_from_decision_to_settlement(tmp_path: Path) -> None:
     ("sources", "vote", "why"),
     [
         # No request from anyone: no evidence, whatever else is served.
-        (served(1, "Lyon.", "Paris.", request=None), VOTE_NO_EVIDENCE, "request"),
+        (served(1, "Lyon.", "Paris.", request=None), Vote.NO_EVIDENCE, "request"),
         # A's answer from nobody (origin and A withhold it): B wins.
-        (served(1, None, "Paris."), VOTE_B, "A's answer"),
+        (served(1, None, "Paris."), Vote.B, "A's answer"),
         # B's answer from nobody: A wins.
-        (served(1, "Lyon.", None), VOTE_A, "B did not"),
+        (served(1, "Lyon.", None), Vote.A, "B did not"),
         # Neither answer: no evidence.
-        (served(1, None, None), VOTE_NO_EVIDENCE, "either answer"),
+        (served(1, None, None), Vote.NO_EVIDENCE, "either answer"),
         # Pieces that fail the chain's hashes count as not served: a forged A answer, a swapped request.
-        (served(1, "Rome.", "Paris."), VOTE_B, "A's answer"),
+        (served(1, "Rome.", "Paris."), Vote.B, "A's answer"),
         (served(1, "Lyon.", "Paris.", request=request_bytes("chat", {**REQUEST, "max_tokens": 1})),
-         VOTE_NO_EVIDENCE, "request"),
+         Vote.NO_EVIDENCE, "request"),
     ],
 )
 def test_missing_evidence_decides_the_vote_at_the_last_chance(
@@ -232,7 +234,7 @@ def test_a_stalling_party_does_not_keep_a_judge_past_its_last_chance(tmp_path: P
     assert chain.sent == ["commit 1/1"]
     chain.block = 25
     asyncio.run(judge.run_once())
-    assert chain.vote(1) == VOTE_B
+    assert chain.vote(1) == Vote.B
 
 
 def test_pieces_from_different_parties_make_up_the_evidence(tmp_path: Path) -> None:
@@ -268,7 +270,7 @@ def test_position_bias_abstains(tmp_path: Path) -> None:
     asyncio.run(runner(tmp_path, chain, {1: served(1, "Lyon.", "Paris.")}, always_a).run_once())
     chain.block = 25
     asyncio.run(runner(tmp_path, chain, {}, always_a).run_once())
-    assert chain.vote(1) == VOTE_ABSTAIN
+    assert chain.vote(1) == Vote.ABSTAIN
 
 
 def test_an_appeal_round_is_judged_on_its_own(tmp_path: Path) -> None:
@@ -278,11 +280,11 @@ def test_an_appeal_round_is_judged_on_its_own(tmp_path: Path) -> None:
     asyncio.run(judge.run_once())
     chain.block = 25
     asyncio.run(judge.run_once())
-    assert chain.vote(1) == VOTE_B
+    assert chain.vote(1) == Vote.B
     # A appealed; ME holds two seats of the five-seat second panel (one commitment, one reveal).
     duel = chain.duels[1]
     chain.duels[1] = replace(duel, seed_block=64, rounds=(*duel.rounds,
-                                                          RoundState(2, (OTHER, ME, OTHER, ME, OTHER), (0,) * 5, 80,
+                                                          DuelRound(2, (OTHER, ME, OTHER, ME, OTHER), (0,) * 5, 80,
                                                                      90)))
     chain.block = 70
     actions = asyncio.run(judge.run_once())
@@ -290,7 +292,7 @@ def test_an_appeal_round_is_judged_on_its_own(tmp_path: Path) -> None:
     assert asyncio.run(judge.run_once()) == []
     chain.block = 85
     assert [(x.round, x.step) for x in asyncio.run(judge.run_once())] == [(2, JudgeStep.REVEAL)]
-    assert chain.duels[1].rounds[1].votes == (0, VOTE_B, 0, VOTE_B, 0)  # both seats counted
+    assert chain.duels[1].rounds[1].votes == (0, Vote.B, 0, Vote.B, 0)  # both seats counted
     chain.block = 91  # the appeal round's reveal window is over: one settlement, not one per round
     assert [(x.round, x.step) for x in asyncio.run(judge.run_once())] == [(1, JudgeStep.SETTLE)]
     assert chain.sent == ["commit 1/1", "reveal 1/1", "commit 1/2", "reveal 1/2", "settle 1"]
@@ -307,7 +309,7 @@ def test_a_restart_between_commit_and_reveal_reveals_the_committed_vote(tmp_path
     assert asyncio.run(restarted.run_once()) == []
     chain.block = 25
     asyncio.run(restarted.run_once())
-    assert chain.vote(1) == VOTE_A  # the committed decision, not a new one
+    assert chain.vote(1) == Vote.A  # the committed decision, not a new one
     chain.block = 36
     asyncio.run(restarted.run_once())
     assert chain.sent == ["commit 1/1", "reveal 1/1", "settle 1"]
@@ -337,7 +339,7 @@ def test_a_commitment_the_index_has_not_seen_yet_is_not_sent_twice(tmp_path: Pat
     chain.lagging = False
     chain.block = 25
     asyncio.run(judge.run_once())
-    assert chain.vote(1) == VOTE_A and chain.sent == ["commit 1/1", "reveal 1/1"]
+    assert chain.vote(1) == Vote.A and chain.sent == ["commit 1/1", "reveal 1/1"]
 
 
 def test_a_missed_commit_window_is_left_alone(tmp_path: Path) -> None:
@@ -375,7 +377,7 @@ def test_a_slow_decision_never_holds_up_another_duels_reveal(tmp_path: Path) -> 
         await asyncio.sleep(0.05)
         assert not deciding.done()  # waiting for the model on duel 2
         assert [a.step for a in await judge.run_once(chain_steps)] == [JudgeStep.REVEAL]
-        assert chain.vote(1) == VOTE_B  # revealed while the other decision waits
+        assert chain.vote(1) == Vote.B  # revealed while the other decision waits
         gate.set()
         assert [(a.duel_id, a.step) for a in await deciding] == [(2, JudgeStep.DECIDE)]
         assert chain.sent == ["commit 1/1", "reveal 1/1", "commit 2/1"]
