@@ -305,7 +305,12 @@ class LocalBackend:
             job.state = "done"
             job.tokens = 0
             with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown)
-                job.loop.call_soon_threadsafe(self._jobs.pop, job.req.request_id, None)
+                job.loop.call_soon_threadsafe(self._forget, job)
+
+    def _forget(self, job: DecodeJob) -> None:
+        """Stop counting `job` in `load()` (on the event loop); a later job with the same id stays."""
+        if self._jobs.get(job.req.request_id) is job:
+            del self._jobs[job.req.request_id]
 
     def _decode(self, job: DecodeJob) -> None:
         req = job.req
@@ -318,11 +323,18 @@ class LocalBackend:
     # ---- Backend ----------------------------------------------------------------------------
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
-        """Text deltas as tokens are decoded, then one final delta; closing the generator aborts the work."""
+        """Text deltas as tokens are decoded, then one final delta; closing the generator aborts the work.
+
+        When the stream ends, `load()` no longer counts it: not after the worker thread's own bookkeeping,
+        which may come later, and a stream closed while the worker runs it returns once the worker has
+        stopped (at its next token or prefill chunk), not while the worker still computes for nobody.
+        """
         job = await self._submit(req)
+        ended = False  # the worker has handed over its last item for this job
         try:
             while True:
                 item = await job.queue.get()
+                ended = item is JOB_ENDED or isinstance(item, BaseException) or item.is_final
                 if item is JOB_ENDED:
                     return
                 if isinstance(item, BaseException):
@@ -332,6 +344,19 @@ class LocalBackend:
                     return
         finally:
             job.aborted.set()  # a consumer that stopped early frees the worker at the next token
+            try:
+                if not ended and job.state == "running":
+                    await self._until_ended(job)
+            finally:
+                self._forget(job)
+
+    @staticmethod
+    async def _until_ended(job: DecodeJob) -> None:
+        """Wait for an aborted running job's last item (`JOB_ENDED`, a final delta or an error)."""
+        while True:
+            item = await job.queue.get()
+            if item is JOB_ENDED or isinstance(item, BaseException) or item.is_final:
+                return
 
     async def generate(self, req: GenerationRequest) -> GenerationResult:
         """The whole answer; raises `GenerationAbortedError` if aborted while queued or running."""
