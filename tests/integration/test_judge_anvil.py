@@ -20,7 +20,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,11 @@ from eth_account.signers.local import LocalAccount
 
 from wwwserve.devnet.anvil import DEV_KEYS, AnvilProcess, mine
 from wwwserve.judge.chain import LedgerDuelChain
-from wwwserve.judge.evidence import DuelState, EvidencePieces, checked_pieces
-from wwwserve.judge.journal import VOTE_A, VOTE_ABSTAIN, VOTE_B, VoteJournal
+from wwwserve.judge.evidence import EvidencePieces, checked_pieces, pieces_held_by
+from wwwserve.judge.journal import VoteJournal
 from wwwserve.judge.runner import JudgeRunner
 from wwwserve.ledger.chain import connect
-from wwwserve.ledger.client import Balances, DuelOutcome, DuelStatus, Vote, WWWServeClient
+from wwwserve.ledger.client import Balances, DuelOutcome, DuelState, DuelStatus, Vote, WWWServeClient
 from wwwserve.ledger.indexer import Indexer
 from wwwserve.ledger.params import DeploymentParams
 from wwwserve.ledger.tx import TxSender
@@ -195,11 +195,11 @@ def expected_round(seats: list[str], votes: dict[str, int], verdict: DuelOutcome
     for seat in seats:
         vote = votes.get(seat)
         others = [votes.get(s) for s in seats if s != seat]
-        n_a, n_b = others.count(VOTE_A), others.count(VOTE_B)
+        n_a, n_b = others.count(Vote.A), others.count(Vote.B)
         if vote is None:
             lost[seat] += PARAMS.silent_penalty_wei
-        elif vote in (VOTE_A, VOTE_B):
-            if n_a == n_b or (vote == VOTE_A) == (n_a > n_b):
+        elif vote in (Vote.A, Vote.B):
+            if n_a == n_b or (vote == Vote.A) == (n_a > n_b):
                 earned[seat] += PARAMS.judge_fee_wei
             else:
                 lost[seat] += PARAMS.judge_penalty_wei
@@ -214,7 +214,7 @@ def test_judges_vote_on_chain_and_the_verdict_moves_stake(anvil: AnvilProcess, t
     colluder = holders[0] if len(holders) > 1 else None
     served: dict[str, list[int]] = {}
     judges = judges_of(d, tmp_path, {colluder: scripted("Lyon.")} if colluder else {}, served)
-    votes = {j: (VOTE_A if j == colluder else VOTE_B) for j in holders}
+    votes = {j: (Vote.A if j == colluder else Vote.B) for j in holders}
 
     before = d.balances()
     first = asyncio.run(one_pass(judges))
@@ -276,7 +276,7 @@ def test_a_judge_that_commits_and_never_reveals_pays_the_silent_penalty(anvil: A
     if not talking:  # the silent judge held every seat: no judge is left to settle, anyone may
         d.clients[d.origin].settle_duel(d.duel_id)
     duel = d.duel()
-    expected = [VOTE_A if j != silent else Vote.NONE for j in seats]
+    expected = [Vote.A if j != silent else Vote.NONE for j in seats]
     assert list(duel.votes) == expected
     outcome = duel.outcome
     if talking:
@@ -317,7 +317,7 @@ def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProce
     d.mine_past(d.duel().commit_end_block)
     asyncio.run(one_pass(judges))
     first = list(d.duel().judges)
-    assert list(d.duel().votes) == [VOTE_B] * len(first)
+    assert list(d.duel().votes) == [Vote.B] * len(first)
     before = d.balances()
     d.mine_past(d.duel().reveal_end_block)
     d.clients[d.a].appeal(d.duel_id)  # A lost round 1 and pays for a second panel
@@ -334,10 +334,10 @@ def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProce
     asyncio.run(one_pass(judges))
     duel = d.duel()
     assert duel.status is DuelStatus.SETTLED and duel.outcome is DuelOutcome.B_WON
-    assert list(duel.rounds[1].votes) == [VOTE_B] * len(second)
+    assert list(duel.rounds[1].votes) == [Vote.B] * len(second)
     for j in set(second):  # one decision per judge per round, each revealed
         entry = judges[j].runner.journal.get(d.duel_id, 2)
-        assert entry is not None and entry.state == "revealed" and entry.vote == VOTE_B
+        assert entry is not None and entry.state == "revealed" and entry.vote == Vote.B
     after = d.balances()
     # Every seat, whoever holds it (A's own seats voted B too: its model prefers "Paris."), earns a fee; on top
     # of that the appeal lost, so A loses its bond and its fee paid the panel; B gets the bond and its fee.
@@ -383,7 +383,7 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
         max_tokens = next(iter(judges.values())).runner.max_tokens
         replies = [asyncio.run(ask(p, max_tokens)) for p in (prompts.in_order, prompts.swapped)]
         choice = combine_orders(parse_vote(replies[0]), parse_vote(replies[1]))
-        expected_vote = {"A": VOTE_A, "B": VOTE_B}.get(choice.value, VOTE_ABSTAIN)
+        expected_vote = {"A": Vote.A, "B": Vote.B}.get(choice.value, Vote.ABSTAIN)
         print(f"SmolLM2 judge replies: {replies!r} -> {choice.value}")
 
         before = d.balances()
@@ -398,8 +398,8 @@ def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp
         after = d.balances()
         bond = PARAMS.duel_bond_wei
         # Every seat, a party's included, voted the same: none pays a penalty, only the loser's bond moves.
-        loser = {VOTE_A: d.b, VOTE_B: d.a}.get(expected_vote)
-        outcome = {VOTE_A: DuelOutcome.A_WON, VOTE_B: DuelOutcome.B_WON}.get(expected_vote, DuelOutcome.TIE)
+        loser = {Vote.A: d.b, Vote.B: d.a}.get(expected_vote)
+        outcome = {Vote.A: DuelOutcome.A_WON, Vote.B: DuelOutcome.B_WON}.get(expected_vote, DuelOutcome.TIE)
         assert duel.outcome is outcome  # unanimous abstention: a tie, abstaining seats get and pay nothing
         for x in after:
             assert after[x].stake_wei == before[x].stake_wei - (bond if x == loser else 0), x
@@ -420,13 +420,17 @@ def test_the_chain_adapter_reads_a_duel_alike_from_the_indexer_and_the_contract(
     indexed, onchain = views[d.origin].duel(d.duel_id), views[d.origin].duel_onchain(d.duel_id)
     assert indexed is not None and onchain is not None
     for state in (indexed, onchain):
-        assert (state.origin, state.a, state.b, state.status, state.round) == (d.origin, d.a, d.b, "judging", 1)
+        assert (state.origin, state.a, state.b, state.status, state.round) == (d.origin, d.a, d.b,
+                                                                                DuelStatus.JUDGING, 1)
         assert state.request_hash == request_hash("chat", REQUEST)
         assert (state.answer_a_hash, state.answer_b_hash) == (answer_hash("Lyon."), answer_hash("Paris."))
         assert state.rounds[0].seats == tuple(seats) and state.rounds[0].votes == (0, 0, 0)
         assert state.settle_after() == d.duel().appeal_end_block
-        assert state.holds(d.a) == ("request", "answer_a") and state.holds(d.b) == ("request", "answer_b")
+        assert pieces_held_by(state, d.a) == ("request", "answer_a")
+        assert pieces_held_by(state, d.b) == ("request", "answer_b")
     assert indexed.rounds[0].commit_end == onchain.rounds[0].commit_end == d.duel().commit_end_block
+    # one description of a duel: the two sources agree on all of it, bar what only the events tell the indexer
+    assert replace(indexed, request_id=None, model_hash=None) == onchain
     assert views[d.origin].duel_onchain(12345) is None and views[d.origin].duel(12345) is None
     assert [s.duel_id for s in views[d.origin].opened_by_me()] == [d.duel_id]
     assert [s.duel_id for s in views[d.a].as_duelist()] == [s.duel_id for s in views[d.b].as_duelist()] == [d.duel_id]
@@ -439,7 +443,7 @@ def test_the_chain_adapter_reads_a_duel_alike_from_the_indexer_and_the_contract(
         held = [(v.duel_id, v.round) for _, v in views[party].my_seats()]
         assert held == ([(d.duel_id, 1)] if party in seats else []), party
     salt = os.urandom(32)
-    d.clients[seats[0]].commit_vote(d.duel_id, judge.commitment_of(d.duel_id, 1, VOTE_B, salt))
+    d.clients[seats[0]].commit_vote(d.duel_id, judge.commitment_of(d.duel_id, 1, Vote.B, salt))
     indexer.sync()
     assert judge.my_seats()[0][1].committed  # the commitment is seen, so the runner never sends it twice
     assert judge.attestation_ttl_s == PARAMS.attestation_ttl_s
