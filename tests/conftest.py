@@ -1,13 +1,72 @@
-"""Shared fixtures: a real anvil devnet process and an isolated WWWSERVE_HOME."""
+"""Shared fixtures (a real anvil devnet process, an isolated WWWSERVE_HOME) and the test tiers.
+
+Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `slow`) at collection,
+by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a guard that
+fails them if they open a socket or start a process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from tiers import COLLECTED, TIER, TierError, in_process_only, tier_of, workers_for
 
 from wwwserve.devnet.anvil import AnvilProcess, start_anvil
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test gets its tier, slow ones too
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier; a test with two tier marks, or none and no folder tier, stops the run."""
+    errors: list[str] = []
+    for item in items:
+        try:
+            tier = tier_of(item)
+        except TierError as exc:
+            errors.append(str(exc))
+            continue
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+        item.stash[TIER] = tier
+    if errors:
+        raise pytest.UsageError("tests without exactly one tier (tests/tiers.py):\n  " + "\n  ".join(errors))
+    config.stash[COLLECTED] = list(items)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject's addopts) is one worker per core, except where one process serves better."""
+    return workers_for(config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                                          pytest.TestReport]:
+    """Remember whether the test itself failed (the guard below then adds no second report)."""
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_in_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A `unit` test that opens a socket or starts a process fails, even if the code swallowed the error."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    with in_process_only(request.node.nodeid) as violations:
+        yield
+    if violations and not request.node.stash.get(CALL_FAILED, False):  # one report, not a failure and an error
+        pytest.fail("\n".join(violations), pytrace=False)
+
+
+@pytest.fixture
+def collected_tests(request: pytest.FixtureRequest) -> list[pytest.Item]:
+    """Every test this session collected, before `-m` deselected any; `item.stash[TIER]` is its tier."""
+    return request.config.stash[COLLECTED]
 
 
 @pytest.fixture

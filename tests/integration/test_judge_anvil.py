@@ -50,8 +50,6 @@ from wwwserve.ledger.work import (
     sign_work,
 )
 
-pytestmark = pytest.mark.integration
-
 ETH = 10**18
 # Every node may hold seats (seats exclude nobody), so an appeal panel's 7 seats may be 7 judges, each sending
 # its commit and its reveal in a block of its own (anvil mines one per transaction): both windows hold that.
@@ -351,6 +349,7 @@ def test_a_losing_duelist_appeals_and_the_second_panel_decides(anvil: AnvilProce
         judge.indexer.close()
 
 
+@pytest.mark.slow  # SmolLM2 on CPU
 def test_real_smollm2_judges_vote_what_their_model_says(anvil: AnvilProcess, tmp_path: Path) -> None:
     """Judges asking a real SmolLM2-135M (through the node's own `model_asker`) judge a duel between the
     model's answer and random words. Nothing here assumes the 135M judge is any good (it mostly is not:

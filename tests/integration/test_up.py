@@ -35,7 +35,7 @@ from wwwserve.ledger.deployment import load_deployment
 from wwwserve.ledger.wallet import load_wallet
 from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
-pytestmark = pytest.mark.integration
+# tier: integration (its folder's); the SmolLM2 test below is slow
 
 READY_LINE = "Ctrl-C stops the network"
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -201,6 +201,7 @@ def test_up_fake_backend_serves_from_every_node_until_ctrl_c(wwwserve_home: Path
     assert "stopped 3 node processes and the devnet." in out, out
 
 
+@pytest.mark.slow  # SmolLM2 on CPU in two node processes
 def test_up_local_backend_answers_with_smollm2(wwwserve_home: Path, run_up: list[Up]) -> None:
     from wwwserve.node.backends.local import default_hf_cache_dir, export_hf_model
 

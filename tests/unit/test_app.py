@@ -440,6 +440,7 @@ def test_request_manager_cancelled_generate_aborts() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.component
 def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
     """Issue 13, finding 11: a streamed answer stopped when its client left, a whole one kept the engine busy
     to the end. Over a real socket (uvicorn), a client asks for a long whole answer and hangs up once it
@@ -463,6 +464,7 @@ def test_a_whole_answer_stops_when_its_client_hangs_up() -> None:
         assert httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200
 
 
+@pytest.mark.component
 def test_a_stream_waiting_for_a_busy_engine_leaves_when_its_client_hangs_up() -> None:
     """A stream waits for its first output, in the engine's queue behind a long answer. Its client gives up:
     it leaves the queue at once (before, it held its place until the engine reached it, then failed to

@@ -25,6 +25,7 @@ from wwwserve.contracts import (
 from wwwserve.contracts.build import compile_contract, compile_own, deployed_size, immutables_size, storage_layout
 
 
+@pytest.mark.component  # the pinned vyper runs as a subprocess
 def test_committed_artifacts_match_a_fresh_compile() -> None:
     assert list(CONTRACTS) == [EXTENSION_CONTRACT, MAIN_CONTRACT]  # deployment order
     for name in CONTRACTS:
@@ -44,6 +45,7 @@ def test_artifact_records_compiler_evm_version_and_source_hash() -> None:
     assert all("core.vy" in files and "sortition.vy" in files for files in CONTRACTS.values())
 
 
+@pytest.mark.component  # the pinned vyper runs as a subprocess
 def test_both_contracts_fit_eip170() -> None:
     # what EIP-170 caps is the deployed code: the runtime code and the immutables Vyper appends to it
     sizes = {name: deployed_size(load_artifact(name)) for name in CONTRACTS}
@@ -51,6 +53,7 @@ def test_both_contracts_fit_eip170() -> None:
     assert all(immutables_size(name) >= 32 * 20 for name in CONTRACTS)  # not vacuous: ~25 immutables each
 
 
+@pytest.mark.component  # the pinned vyper runs as a subprocess
 def test_storage_layouts_are_identical() -> None:
     main, ext = storage_layout(MAIN_CONTRACT), storage_layout(EXTENSION_CONTRACT)
     assert main == ext
@@ -60,6 +63,7 @@ def test_storage_layouts_are_identical() -> None:
         assert f'"{variable}"' in text, variable
 
 
+@pytest.mark.component  # the pinned vyper runs as a subprocess
 def test_main_abi_is_the_union_of_both() -> None:
     merged = load_artifact().abi
     own_main, own_ext = compile_own(MAIN_CONTRACT).abi, load_extension_artifact().abi

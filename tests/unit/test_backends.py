@@ -465,6 +465,7 @@ def live(live_server: LiveServer) -> LiveServer:
 # OpenAIBackend against the live server
 
 
+@pytest.mark.component
 def test_openai_generate_chat_and_completion(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url + "/v1/", models=["tiny"], api_key="sk-test")
@@ -489,6 +490,7 @@ def test_openai_generate_chat_and_completion(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_stream_chat_and_completion(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["tiny"], metrics_url=live.url + "/none")
@@ -506,6 +508,7 @@ def test_openai_stream_chat_and_completion(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_abort_mid_stream_disconnects_upstream(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["endless"], metrics_url=live.url + "/none")
@@ -528,6 +531,7 @@ def test_openai_abort_mid_stream_disconnects_upstream(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_consumer_leaving_closes_the_upstream_request(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["endless"])
@@ -541,6 +545,7 @@ def test_openai_consumer_leaving_closes_the_upstream_request(live: LiveServer) -
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_abort_generate(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["slow"])
@@ -563,6 +568,7 @@ def test_openai_abort_generate(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_health_and_model_discovery(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url)
@@ -581,6 +587,7 @@ def test_openai_health_and_model_discovery(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_load_from_vllm_metrics(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["tiny"], metrics_ttl_s=0)
@@ -599,6 +606,7 @@ def test_openai_load_from_vllm_metrics(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_load_without_metrics_counts_in_flight(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["endless"], metrics_url=live.url + "/nope", max_concurrency=4)
@@ -620,6 +628,7 @@ def test_openai_load_without_metrics_counts_in_flight(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_load_while_the_metrics_page_is_malformed(live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
     """A page that does not parse is not half-read: load falls back to the in-flight estimate, the node
     logs it once (not at every scrape), and reads the page again once it parses."""
@@ -646,6 +655,7 @@ def test_openai_load_while_the_metrics_page_is_malformed(live: LiveServer, caplo
     assert "valid Prometheus page again" in said[1]
 
 
+@pytest.mark.component
 def test_openai_error_mapping_against_the_server(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=SERVED)
@@ -675,6 +685,7 @@ def test_openai_error_mapping_against_the_server(live: LiveServer) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_server_down_is_backend_unavailable() -> None:
     async def go() -> None:
         backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}", models=["tiny"])
@@ -689,6 +700,7 @@ def test_openai_server_down_is_backend_unavailable() -> None:
     asyncio.run(go())
 
 
+@pytest.mark.component
 def test_openai_slow_server_times_out(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["slow"], timeout_s=0.2)
@@ -854,6 +866,7 @@ def _judge_manager(tmp_path: Any, judge: dict[str, Any]) -> Any:
     return None if feature is None else feature.manager
 
 
+@pytest.mark.component
 def test_a_node_can_judge_with_a_separate_endpoint(live: LiveServer, tmp_path: Any) -> None:
     manager = _judge_manager(tmp_path, {"base_url": live.url + "/v1", "model": "tiny", "max_tokens": 7})
     assert manager.judge_max_tokens == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from wwwserve import __version__
@@ -18,6 +19,7 @@ def test_version_prints_and_exits_zero() -> None:
     assert result.output.strip() == f"wwwserve {__version__}"
 
 
+@pytest.mark.component
 def test_python_dash_m_runs_the_same_program() -> None:
     proc = subprocess.run([sys.executable, "-m", "wwwserve.cli", "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -239,6 +239,7 @@ def test_value_must_be_int_wei(chain: Chain) -> None:
         TxSender(chain.w3, chain.accounts[0]).submit(to=chain.address, value_wei=-1)
 
 
+@pytest.mark.component
 def test_unreachable_chain_names_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     w3 = connect(url, timeout_s=0.5)
@@ -294,6 +295,7 @@ def failing_rpc() -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
+@pytest.mark.component
 def test_one_retry_layer_reads(failing_rpc: tuple[str, list[str]]) -> None:
     """A failing read reaches the node exactly `attempts` times: web3's own HTTP retries (5 per call by
     default, for eth_chainId, eth_getCode, ...) are off in `connect`, so they cannot multiply ours."""
@@ -305,6 +307,7 @@ def test_one_retry_layer_reads(failing_rpc: tuple[str, list[str]]) -> None:
     assert asked == ["eth_chainId"] * FAST_RETRY.attempts
 
 
+@pytest.mark.component
 def test_one_retry_layer_sends(failing_rpc: tuple[str, list[str]]) -> None:
     """The first read of a send (gas estimate) fails the same way, tried `attempts` times and no more."""
     url, asked = failing_rpc

@@ -1126,6 +1126,7 @@ async def test_a_peer_silent_before_its_first_output_is_replaced_after_t1(net: N
     assert frozen.address.lower() in a.comm.bans.banned()
 
 
+@pytest.mark.component  # real sockets
 async def test_a_stream_silent_after_its_first_output_ends_after_t2(live_net: Net) -> None:
     """T2 (`peers.stream_idle_timeout_s`): once text reached the user it cannot be re-dispatched, but a
     silent executor no longer holds the user: the stream ends with an error event and the peer is banned.
@@ -1171,6 +1172,7 @@ async def test_a_whole_answer_from_a_peer_silent_before_its_first_output_is_repl
     assert frozen.address.lower() in a.comm.bans.banned()
 
 
+@pytest.mark.component  # real sockets
 async def test_a_whole_answer_from_a_peer_that_falls_silent_is_replaced_after_t2(live_net: Net) -> None:
     """T2 for whole answers: a peer that sent some output and then nothing for `peers.stream_idle_timeout_s`
     is banned, and since nothing reached the user the request is re-dispatched (a stream could only end

@@ -114,6 +114,7 @@ async def test_a_name_is_checked_after_it_resolves() -> None:
         await devnet.resolve("rebound.example", 80)
 
 
+@pytest.mark.component
 async def test_the_peer_client_does_not_connect_to_a_name_for_loopback() -> None:
     """Over a real socket: `localhost` resolves to loopback; the peer client refuses it off a devnet and
     connects on one."""

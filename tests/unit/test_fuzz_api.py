@@ -11,6 +11,7 @@ import socket
 from collections import Counter
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -216,6 +217,7 @@ def _post(path: str, body: bytes, extra: bytes = b"") -> bytes:
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+@pytest.mark.component
 def test_a_hostile_corpus_on_a_live_node() -> None:
     """1,000,000 nested arrays (a 4 MiB body limit lets it reach the parser), raw framing a client library
     would never send, and huge headers: every answer is an HTTP status below 500 or a closed connection,

@@ -27,6 +27,9 @@ from wwwserve.node.http import (
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
 
+pytestmark = pytest.mark.component  # a real server on loopback in every test but one
+
+
 @contextlib.asynccontextmanager
 async def serving(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
     """A server that reads each request's head and body and hands the body to `handler`.

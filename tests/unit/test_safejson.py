@@ -50,6 +50,7 @@ def test_brackets_inside_strings_do_not_nest() -> None:
     assert safejson.loads(tricky) == ['"' + "[" * 200, 1]
 
 
+@pytest.mark.component
 def test_a_million_deep_is_refused_even_when_a_dependency_raised_the_recursion_limit() -> None:
     """The crash of issue 13: `eth_keyfile` (via py_ecc) raises the limit to 100,000, so the C parser
     recurses until the C stack overflows. Here the limit is even higher; the node's parser refuses the

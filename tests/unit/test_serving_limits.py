@@ -19,6 +19,8 @@ from wwwserve.node.backends.fake import FakeBackend
 from wwwserve.node.serving import ConnectionLimits, protocol_class
 from wwwserve.node.settings import load_settings
 
+pytestmark = pytest.mark.component  # a real uvicorn server on a loopback socket
+
 MODEL = "fake-model"
 
 

@@ -38,6 +38,8 @@ from wwwserve.node.backends.vllm import (
 from wwwserve.node.errors import BackendUnavailableError
 from wwwserve.node.settings import VllmBackendSettings, load_settings
 
+pytestmark = pytest.mark.component  # the fake vLLM is a real child process on a loopback port
+
 FAKE_VLLM_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fake_vllm"
 READY_TIMEOUT_S = 30.0
 
