@@ -390,7 +390,8 @@ def test_from_settings_finds_the_contract_in_the_deployment_record(chain: Chain,
     asyncio.run(scenario())
 
 
-def test_a_chain_outage_keeps_the_last_view_and_closes_cleanly(anvil: AnvilProcess, tmp_path: Path) -> None:
+def test_a_chain_outage_keeps_the_last_view_and_closes_cleanly(anvil: AnvilProcess, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     w3 = connect(anvil.rpc_url)
     address, block = WWWServeClient.deploy(w3, TxSender(w3, Account.from_key(DEV_KEYS[0])), PARAMS)
     own = Chain(anvil, w3, address, block)
@@ -402,9 +403,15 @@ def test_a_chain_outage_keeps_the_last_view_and_closes_cleanly(anvil: AnvilProce
         try:
             before = mgr.peers()
             anvil.stop()
+            caplog.set_level("WARNING", logger="wwwserve.node.managers.ledger")
             with pytest.raises(LedgerError):
                 await mgr.refresh()
-            await asyncio.sleep(0.5)  # the poll loop fails too, and keeps running
+            # the poll loop fails too (it says so once), and keeps running
+            async with asyncio.timeout(30):
+                while "refresh failed (keeping the last view)" not in caplog.text:
+                    await asyncio.sleep(0.05)
+            poll = next(t for t in mgr._tasks if t.get_name() == "ledger-poll")
+            assert not poll.done()
             assert mgr.peers() == before and mgr.stake_wei() == UNIT
             # Paying needs no chain: the voucher is signed from memory and the store.
             assert mgr.record_fee(executor.address, FEE).cumulative_wei == FEE

@@ -47,6 +47,10 @@ from wwwserve.node.errors import (
 )
 from wwwserve.node.protocol import ChatCompletionRequest, CompletionRequest
 
+# A guard against a hang: far above what a test takes on a loaded machine, far below what the failure it
+# guards against would take (forever, or minutes).
+HANG_S = 30.0
+
 
 def req(prompt: str = "one two three four", request_id: str = "r1", model: str = "m", **kw: Any) -> GenerationRequest:
     return GenerationRequest(request_id=request_id, model=model, prompt=prompt, **kw)
@@ -183,15 +187,14 @@ def test_fake_load_accounting_with_capacity() -> None:
 
 def test_fake_abort_stops_a_stream_early_and_fails_a_generate() -> None:
     async def go() -> None:
-        fake = FakeBackend(["m"], tokens_per_s=200, words=1000, capacity=1)
+        fake = FakeBackend(["m"], tokens_per_s=200, words=100_000, capacity=1)
         got: list[StreamDelta] = []
-        started = time.monotonic()
-        async for delta in fake.stream(req(request_id="s")):
-            got.append(delta)
-            if len(got) == 3:
-                await fake.abort("s")
+        async with asyncio.timeout(HANG_S):  # the words left would take 500 s
+            async for delta in fake.stream(req(request_id="s")):
+                got.append(delta)
+                if len(got) == 3:
+                    await fake.abort("s")
         assert len(got) == 3 and not any(d.is_final for d in got)
-        assert time.monotonic() - started < 1.0  # 1000 words at 200/s would take 5 s
         assert (await fake.load()).running == 0
 
         slow = asyncio.create_task(fake.generate(req(request_id="g")))
@@ -311,7 +314,7 @@ CONTEXT_MESSAGE = (
     "This model's maximum context length is 64 tokens. However, you requested 90 tokens "
     "(80 in the messages, 10 in the completion). Please reduce the length of the messages or completion."
 )
-SERVED = ["tiny", "slow", "endless", "context", "boom", "reject", "cutoff", "midfail"]
+SERVED = ["tiny", "slow", "hang", "endless", "context", "boom", "reject", "cutoff", "midfail"]
 
 
 @dataclass
@@ -321,13 +324,19 @@ class ServerState:
     metrics_text: str = VLLM_V1_METRICS
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    # prompt of an endless stream -> set when the server saw that client go away
+    # prompt of an endless stream or a hanging request -> set when the server saw that client go away
     disconnected: dict[str, threading.Event] = field(default_factory=dict)
+    # prompt -> set when a request with it reached the server
+    received: dict[str, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gone(self, prompt: str) -> threading.Event:
         with self.lock:
             return self.disconnected.setdefault(prompt, threading.Event())
+
+    def arrived(self, prompt: str) -> threading.Event:
+        with self.lock:
+            return self.received.setdefault(prompt, threading.Event())
 
     def reset(self) -> None:
         self.metrics_text = VLLM_V1_METRICS
@@ -368,8 +377,14 @@ def make_app(state: ServerState) -> FastAPI:
         model = body["model"]
         prompt = " ".join(m["content"] for m in body["messages"]) if is_chat else body["prompt"]
         words = prompt.upper().split()
+        state.arrived(prompt).set()
         if model == "slow":
             await asyncio.sleep(1.0)
+        if model == "hang":  # no answer, ever: until the client goes away
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.01)
+            state.gone(prompt).set()
+            return Response(status_code=499)
         if model == "boom":
             return JSONResponse({"error": {"message": "CUDA out of memory", "type": "InternalServerError"}}, 500)
         if model == "context":
@@ -548,17 +563,19 @@ def test_openai_consumer_leaving_closes_the_upstream_request(live: LiveServer) -
 @pytest.mark.component
 def test_openai_abort_generate(live: LiveServer) -> None:
     async def go() -> None:
-        backend = OpenAIBackend(live.url, models=["slow"])
-        task = asyncio.create_task(backend.generate(req(model="slow", request_id="g1")))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        await backend.abort("g1")
-        with pytest.raises(GenerationAbortedError):
-            await task
-        assert time.monotonic() - started < 0.5
+        hanging = OpenAIBackend(live.url, models=["hang"])
+        task = asyncio.create_task(hanging.generate(req("abort me", model="hang", request_id="g1")))
+        assert await asyncio.to_thread(live.state.arrived("abort me").wait, HANG_S)
+        async with asyncio.timeout(HANG_S):  # the server never answers: only the abort ends it
+            await hanging.abort("g1")
+            with pytest.raises(GenerationAbortedError):
+                await task
+        assert await asyncio.to_thread(live.state.gone("abort me").wait, HANG_S), "the upstream request stayed open"
+        await hanging.aclose()
         # Cancelling the caller is a cancellation, not an abort.
-        outer = asyncio.create_task(backend.generate(req(model="slow", request_id="g2")))
-        await asyncio.sleep(0.1)
+        backend = OpenAIBackend(live.url, models=["slow"])
+        outer = asyncio.create_task(backend.generate(req("cancel me", model="slow", request_id="g2")))
+        assert await asyncio.to_thread(live.state.arrived("cancel me").wait, HANG_S)
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await outer
@@ -703,13 +720,14 @@ def test_openai_server_down_is_backend_unavailable() -> None:
 @pytest.mark.component
 def test_openai_slow_server_times_out(live: LiveServer) -> None:
     async def go() -> None:
-        backend = OpenAIBackend(live.url, models=["slow"], timeout_s=0.2)
-        started = time.monotonic()
-        with pytest.raises(UpstreamTimeoutError):
-            await backend.generate(req(model="slow"))
-        with pytest.raises(UpstreamTimeoutError):
-            await collect(backend.stream(req(model="slow", request_id="r2")))
-        assert time.monotonic() - started < 0.9
+        backend = OpenAIBackend(live.url, models=["hang"], timeout_s=0.2)
+        async with asyncio.timeout(HANG_S):  # the server never answers; without timeout_s, 600 s each
+            with pytest.raises(UpstreamTimeoutError):
+                await backend.generate(req("plain", model="hang"))
+            with pytest.raises(UpstreamTimeoutError):
+                await collect(backend.stream(req("streamed", model="hang", request_id="r2")))
+        for prompt in ("plain", "streamed"):
+            assert await asyncio.to_thread(live.state.gone(prompt).wait, HANG_S), f"{prompt}: request left open"
         await backend.aclose()
 
     asyncio.run(go())

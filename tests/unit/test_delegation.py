@@ -1162,12 +1162,10 @@ async def test_a_whole_answer_from_a_peer_silent_before_its_first_output_is_repl
     frozen = net.add("b", backends=[StallingBackend(words_before=0)], policy=EXECUTOR, stake_wei=10**24)
     c = net.add("c", policy=EXECUTOR)
     a.comm.first_output_timeout_s = 0.5
-    started = time.monotonic()
-    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s
+    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s (600 s)
         resp = await client.post("/v1/chat/completions", json=CHAT)
     assert resp.status_code == 200, resp.text
     assert SignedResult.from_json(resp.json()["wwwserve"]).executor == c.address
-    assert time.monotonic() - started < 5.0
     # b was drawn first (10^6 x c's stake: c goes first once in a million), abandoned at T1
     assert frozen.address.lower() in a.comm.bans.banned()
 
@@ -1183,14 +1181,12 @@ async def test_a_whole_answer_from_a_peer_that_falls_silent_is_replaced_after_t2
     c = net.add("c", policy=EXECUTOR)
     a.comm.stream_idle_timeout_s = 0.5
     await net.serve()
-    started = time.monotonic()
-    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s
+    async with net.client("a") as client, asyncio.timeout(10):  # before: held until delegate_timeout_s (600 s)
         resp = await client.post("/v1/chat/completions", json=CHAT)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert SignedResult.from_json(body["wwwserve"]).executor == c.address
     assert body["choices"][0]["message"]["content"] == "three two one"  # c's whole answer, nothing of b's
-    assert time.monotonic() - started < 5.0
     assert frozen.address.lower() in a.comm.bans.banned()
     for _ in range(100):  # b takes back the fee of the answer it never finished
         if frozen.app.state.billing.billed_wei(a.address) == 0:
@@ -1330,12 +1326,10 @@ async def test_a_request_queued_on_a_busy_node_goes_to_a_peer_that_becomes_idle(
             if peer_engine.running == 1:
                 break
             await asyncio.sleep(0.01)
-        started = time.monotonic()
         resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
-        elapsed = time.monotonic() - started
         assert (await own).status_code == 200
+    # b served it: had it waited for the origin's engine, the engine would have (and it still runs the occupier)
     assert executor_of(resp, stream) == b.address
-    assert elapsed < 3.0, f"{elapsed:.1f} s: the request waited for the origin's engine"
     counted = a.app.state.metrics.value
     assert counted("wwwserve_dispatch_decisions_total", action="queue") == 1  # b declined at first
     assert counted("wwwserve_reoffers_total", outcome="taken") == 1
@@ -1388,12 +1382,11 @@ async def test_a_peer_that_takes_a_queued_request_and_stalls_does_not_hold_it(ne
     b = net.add("b", backends=[staller], policy_obj=DecliningAtFirst(declines=1))
     a.comm.first_output_timeout_s = 10.0
     occupier = await occupy(engine)
-    started = time.monotonic()
     async with net.client("a") as client:
         resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
-    elapsed = time.monotonic() - started
     assert executor_of(resp, stream) == a.address
-    assert elapsed < 5.0, f"{elapsed:.1f} s: the stalling peer held the request"
+    # the stalled offer was cancelled when the engine answered, not ended by T1 (which bans the peer)
+    assert b.address.lower() not in a.comm.bans.banned(), "the stalling peer held the request until T1"
     await occupier
     for _ in range(100):  # the peer's side of the cancelled offer winds down
         if staller.running == 0 and b.app.state.billing.billed_wei(a.address) == 0:
