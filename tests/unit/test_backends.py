@@ -170,11 +170,12 @@ def test_fake_random_responder_is_nonsense_reproducible_per_request() -> None:
 
 def test_fake_load_accounting_with_capacity() -> None:
     async def go() -> None:
-        fake = FakeBackend(["m"], latency_s=0.05, tokens_per_s=100, capacity=2, max_context_tokens=100)
+        # each request takes 0.54 s: a loaded machine that stalls this loop for a while still sees them busy
+        fake = FakeBackend(["m"], latency_s=0.5, tokens_per_s=100, capacity=2, max_context_tokens=100)
         assert await fake.load() == BackendLoad(kv_usage=0.0, running=0, waiting=0, max_context_tokens=100,
                                                 max_running=2)
         tasks = [asyncio.create_task(fake.generate(req("a b c d", request_id=f"r{i}"))) for i in range(3)]
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # one turn of the loop: each task takes a slot or queues
         busy = await fake.load()
         assert (busy.kv_usage, busy.running, busy.waiting) == (1.0, 2, 1)
         results = await asyncio.gather(*tasks)
