@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from tiers import FOLDER_TIERS, TIER, TIERS, InProcessOnlyError, in_process_only
+from tiers import FOLDER_TIERS, TIER, TIERS, InProcessOnlyError, TierError, in_process_only, tier_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,28 @@ def test_the_rule_places_known_tests(request: pytest.FixtureRequest, collected_t
             assert tier == "slow", nodeid
         elif tier not in ("component", "slow"):
             assert tier == FOLDER_TIERS[folder], nodeid
+
+
+class FakeItem:
+    """What tier_of reads of a test: its node id, its path and its marks."""
+
+    def __init__(self, path: str, *marks: str) -> None:
+        self.nodeid, self.path = f"{path}::test_x", ROOT / path
+        self.marks = [getattr(pytest.mark, name).mark for name in marks]
+
+    def iter_markers(self) -> list[pytest.Mark]:
+        return self.marks
+
+
+def test_the_rule_on_made_up_tests() -> None:
+    assert tier_of(FakeItem("tests/unit/test_x.py")) == "unit"  # type: ignore[arg-type]
+    assert tier_of(FakeItem("tests/unit/test_x.py", "component", "anyio")) == "component"  # type: ignore[arg-type]
+    assert tier_of(FakeItem("tests/integration/test_x.py", "slow", "vllm")) == "slow"  # type: ignore[arg-type]
+    assert tier_of(FakeItem("tests/integration/test_x.py", "integration")) == "integration"  # type: ignore[arg-type]
+    with pytest.raises(TierError, match="2 tier marks"):
+        tier_of(FakeItem("tests/integration/test_x.py", "integration", "slow"))  # type: ignore[arg-type]
+    with pytest.raises(TierError, match="no default tier"):
+        tier_of(FakeItem("tests/new_folder/test_x.py"))  # type: ignore[arg-type]
 
 
 def test_the_default_run_leaves_out_the_slow_tier_and_registers_every_tier() -> None:
