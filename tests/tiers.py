@@ -53,6 +53,11 @@ NOT_IN_UNIT = ("mark it `@pytest.mark.component` (loopback servers, subprocess f
                "(httpx.ASGITransport, an in-process chain); see tests/tiers.py")
 
 
+def _marked_slow_only(name: str, /, **kwargs: str | int | bool | None) -> bool:
+    """A mark matcher for a test whose only mark is `slow`: does the `-m` expression select the slow tier?"""
+    return name == "slow"
+
+
 def workers_for(config: pytest.Config) -> int | None:
     """xdist workers for `-n auto`: 0 in the cases above, else None (xdist's own count: one per core)."""
     from _pytest.mark.expression import Expression
@@ -60,7 +65,7 @@ def workers_for(config: pytest.Config) -> int | None:
     if config.getoption("capture") == "no":
         return 0
     markexpr = config.getoption("markexpr") or ""
-    if not markexpr or Expression.compile(markexpr).evaluate(lambda name, **kwargs: name == "slow"):
+    if not markexpr or Expression.compile(markexpr).evaluate(_marked_slow_only):
         return 0
     if any(arg.endswith(".py") or "::" in arg for arg in config.args):
         return 0
