@@ -89,13 +89,13 @@ def test_a_users_request_becomes_a_duel_that_is_answered_judged_appealed_and_set
     assert (duel.origin, duel.a, duel.b) == (origin, a, b), story  # B drawn by the contract
     assert indexed.answer_b_hash is not None and indexed.appellant == a, story  # A lost round 1, appealed
     first, second = duel.rounds
-    assert len(first.judges) == PARAMS.k_judges and len(second.judges) == 2 * PARAMS.k_judges + 1
+    assert len(first.seats) == PARAMS.k_judges and len(second.seats) == 2 * PARAMS.k_judges + 1
     # Seats follow stake over every node, the duel's own parties included (B, with 10 of the 15 ETH, holds
     # most); whoever holds one read both answers and voted by the rule, B's own seats too.
-    assert set(first.judges) | set(second.judges) <= set(net.addresses), story
+    assert set(first.seats) | set(second.seats) <= set(net.addresses), story
     assert list(first.votes) == [Vote.B] * 3 and list(second.votes) == [Vote.B] * 7, story  # the longer answer
     for r in duel.rounds:
-        for judge in set(r.judges):
+        for judge in set(r.seats):
             assert compared(net, duel_id, judge, r.round), (judge, story)
     assert duel.outcome is DuelOutcome.B_WON
 
@@ -110,7 +110,7 @@ def test_a_users_request_becomes_a_duel_that_is_answered_judged_appealed_and_set
     # the share of past verdicts like this one, which is 1 for the deployment's first verdict: this one; the
     # reserve is empty, so no share of it). On top of that, the duel's own money: A paid for a lost appeal, B
     # took A's bond and its fee, the origin's escrow paid B and the first panel (nothing came back).
-    seats = Counter(first.judges) + Counter(second.judges)
+    seats = Counter(first.seats) + Counter(second.seats)
     duel_money = {a: -PARAMS.appeal_fee_wei, b: bond + fee, origin: -PARAMS.duel_escrow_wei}
     for node in net.addresses:
         assert after[node].credit_wei == before[node].credit_wei + duel_money.get(node, 0) + seats[node] * judge_fee, \
@@ -142,17 +142,17 @@ def test_a_duel_survives_its_origin_going_offline_after_opening(network: Network
     # seat voted on the answers (B's, the longer), none for lack of evidence, but the seats the origin holds
     # (seats exclude nobody): it is dead when they should be revealed, so they stay silent and pay for it.
     for r in duel.rounds:
-        assert list(r.votes) == [Vote.NONE if j == origin else Vote.B for j in r.judges], story
-        for judge in set(r.judges) - {origin}:
+        assert list(r.votes) == [Vote.NONE if j == origin else Vote.B for j in r.seats], story
+        for judge in set(r.seats) - {origin}:
             assert compared(net, duel_id, judge, r.round), (judge, story)
     # B won, unless the origin held every seat of the final round (then nobody voted: a tie).
     final = duel.rounds[-1]
-    assert duel.outcome is (DuelOutcome.B_WON if set(final.judges) - {origin} else DuelOutcome.TIE), story
-    origin_seats = sum(list(r.judges).count(origin) for r in duel.rounds)
+    assert duel.outcome is (DuelOutcome.B_WON if set(final.seats) - {origin} else DuelOutcome.TIE), story
+    origin_seats = sum(list(r.seats).count(origin) for r in duel.rounds)
     assert net.chain.balances(origin).stake_wei == before[origin].stake_wei - origin_seats * PARAMS.silent_penalty_wei
     assert f"duel {duel_id}: answered as challenger" in net.logs[2].read_text()
     # The origin was asked, and was gone (the nodes ask every holder of a missing piece at once, so who met
     # it first is a race: B, or a judge).
-    askers = {b, *(j for r in duel.rounds for j in r.judges)} - {origin}
+    askers = {b, *(j for r in duel.rounds for j in r.seats)} - {origin}
     assert any(f"evidence of duel {duel_id} from {origin}" in net.logs[net.addresses.index(who)].read_text()
                for who in askers), story
