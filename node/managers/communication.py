@@ -37,7 +37,7 @@ import nacl.signing
 
 from wwwserve.ledger import safejson
 from wwwserve.node.backends.base import GenerationRequest
-from wwwserve.node.backends.openai_wire import error_from_event
+from wwwserve.node.backends.openai_wire import error_from_upstream
 from wwwserve.node.endpoints import EndpointError, PeerResolver, check_endpoint
 from wwwserve.node.envelope import EnvelopeVerifier, seal
 from wwwserve.node.errors import (
@@ -265,19 +265,20 @@ class CommunicationManager:
 
     def _raise_refusal(self, peer: DirectoryPeer | Peer, status: int, content: bytes) -> NoReturn:
         """Raise what a non-200 answer to a delegation means (see `open_delegation`)."""
-        error: NodeError | None = None
         code = None
+        openai_error = False  # the answer is an OpenAI error object
         with contextlib.suppress(ValueError):
             parsed = safejson.loads(content)
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-                error = error_from_event(parsed, upstream="peer")
+                openai_error = True
                 code = parsed["error"].get("code")
         if (status == 409 and code in ("probe_declined", "request_in_flight")) or (
                 status == 402 and code == "payment_required"):
             # nothing ran: another peer may take it (402: this node owes that one too much; node.billing)
             raise PeerDeclinedError(peer.address)
-        if status in (400, 404) and error is not None:
-            raise error
+        if status in (400, 404) and openai_error:
+            # about the request itself (any other peer would say the same): the user gets the same error
+            raise error_from_upstream(status, content.decode("utf-8", errors="replace"), upstream="peer")
         if status in (429, 503):
             # Busy after accepting the probe: not a fault, no ban; the caller tries elsewhere.
             raise PeerFailedError(peer.address, f"busy (HTTP {status})")
