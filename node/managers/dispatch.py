@@ -132,7 +132,6 @@ class Dispatcher:
         self.limits = DispatchLimits(max_hops=max_hops, k_exec=k_exec, retry_delay_s=retry_delay_s,
                                      request_timeout_s=requests.request_timeout_s, no_peer_wait_s=no_peer_wait_s,
                                      max_redispatches=max_redispatches)
-        self.max_hops = max_hops
         # Offering requests to peers, and re-offering queued ones (node.managers.offers).
         self.offers = Offers(my_address=my_address, requests=requests, policy=policy, communication=communication,
                              ledger=ledger, limits=self.limits, reoffer_interval_s=reoffer_interval_s,
