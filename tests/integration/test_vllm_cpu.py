@@ -106,11 +106,12 @@ def model_dir() -> Path:
 
 
 class LoopThread:
-    """An event loop in a daemon thread: the backend's supervisor lives there across tests."""
+    """An event loop in a daemon thread: the backend's supervisor lives there across tests (the conformance
+    suite's backends too); `run` submits a coroutine to it and waits for the result."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "vllm-test") -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="vllm-test-loop", daemon=True)
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"{name}-loop", daemon=True)
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 300.0) -> T:
