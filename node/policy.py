@@ -36,6 +36,7 @@ __all__ = [
     "PolicyError",
     "PolicyInputError",
     "PolicyLoadError",
+    "StakeHysteresis",
     "load_policy",
     "observed_load",
     "stake_change_wei",
@@ -92,10 +93,19 @@ class PolicyConfig(BaseModel):
     # How often a request queued on a busy local model is offered to peers again while it waits for its
     # first output (the policy is asked again each time; it keeps its place here). 0: never, it waits.
     reoffer_interval_s: float = Field(default=1.0, ge=0.0, le=60.0)
-    # Let load drive stake (reference newest rule). False: hold fixed_stake_wei, or leave stake alone.
-    auto_stake: bool = True
-    # How often auto-stake may move stake. Each move is an on-chain transaction, so this rate-limits them.
+    # Let load drive stake (the reference newest rule, bounded: see stake_change_wei and StakeHysteresis).
+    # Off by default: the operator's money moves only by their own command (`wwwserve stake ...`) or by
+    # turning this on. False: hold fixed_stake_wei, or leave stake alone.
+    auto_stake: bool = False
+    # How often auto-stake looks at the load. Each move is an on-chain transaction, so this rate-limits them.
     auto_stake_interval_s: float = Field(default=1.0, gt=0.0)
+    # Consecutive looks that must all call for a move the same way (up, or down) before auto-stake makes it:
+    # a load that flaps sends no transaction, and stake is never unbonded (locked for the contract's unbonding
+    # period) for a passing burst. 300 x 1 s: the load must hold for five minutes.
+    auto_stake_settle_intervals: int = Field(default=300, ge=1)
+    # Free credit auto-stake never stakes: it pays delegation fees and opens duels (reference: none).
+    # 100 credits = 100 delegations at the default fee, or 7 duels with K = 3 judges.
+    auto_stake_credit_reserve_wei: int = Field(default=100 * WEI_PER_CREDIT, ge=0)
     # Most stake units moved per interval (reference: 2).
     auto_stake_max_step: int = Field(default=2, ge=1)
     # Wei per auto-stake unit (reference: 1 credit; ours defaults to the contract's default minimum stake,
@@ -319,29 +329,71 @@ class DefaultPolicy:
         return -min(-delta, cap, current_units)
 
 
-def stake_change_wei(policy: Policy, snapshot: LoadSnapshot, current_stake_wei: int) -> int:
+def stake_change_wei(policy: Policy, snapshot: LoadSnapshot, current_stake_wei: int, *,
+                     min_stake_wei: int = 0) -> int:
     """The signed stake change (wei) one stake interval should make: positive stakes, negative unstakes.
 
     auto_stake: the policy's target and step in units of stake_unit_wei; stake between units counts down
-    to whole units, and the free credit in `snapshot.credit_wei` bounds staking. Fixed stake: straight to
-    fixed_stake_wei, bounded by free credit. Neither: 0.
+    to whole units. Bounded so that it never leaves the node unable to work or to pay: staking spends only
+    the free credit (`snapshot.credit_wei`) above `auto_stake_credit_reserve_wei`, and never lands between
+    0 and `min_stake_wei` (the contract's MIN_STAKE: a smaller stake is not routable, so it would spend
+    credit for nothing; a step that would is raised to MIN_STAKE when the spendable credit covers it, else
+    not made); unstaking stops at `min_stake_wei`, and a stake already below it is never unstaked.
+    Fixed stake: straight to fixed_stake_wei, bounded by free credit (the operator chose the amount).
+    Neither: 0. The live node also holds auto-stake moves back until the load has called for them for a
+    while (StakeHysteresis).
     """
     _check_count("current_stake_wei", current_stake_wei)
+    _check_count("min_stake_wei", min_stake_wei)
     config = policy.config
     if config.auto_stake:
         unit = config.stake_unit_wei
         current_units = current_stake_wei // unit
         target_units = policy.auto_stake_target(snapshot)
-        free_units = max(0, snapshot.credit_wei) // unit
-        step_units = policy.next_stake_step(current_units, target_units, free_units)
+        spendable_wei = max(0, snapshot.credit_wei - config.auto_stake_credit_reserve_wei)
+        step_units = policy.next_stake_step(current_units, target_units, spendable_wei // unit)
         if step_units == 0:
             return 0
         # Land on an exact multiple of the unit so a stray remainder does not linger.
-        return (current_units + step_units) * unit - current_stake_wei
+        new_stake_wei = (current_units + step_units) * unit
+        if step_units < 0:
+            return min(0, max(new_stake_wei, min_stake_wei) - current_stake_wei)
+        if new_stake_wei < min_stake_wei:
+            to_min_wei = min_stake_wei - current_stake_wei
+            return to_min_wei if to_min_wei <= spendable_wei else 0
+        return new_stake_wei - current_stake_wei
     if config.fixed_stake_wei is not None:
         delta = config.fixed_stake_wei - current_stake_wei
         return min(delta, max(0, snapshot.credit_wei)) if delta > 0 else delta
     return 0
+
+
+class StakeHysteresis:
+    """Holds auto-stake moves back until the load has called for a move the same way (up, or down) at
+    `settle_intervals` looks in a row (PolicyConfig.auto_stake_settle_intervals).
+
+    Counting only, no clock: the caller looks once per stake interval. A look that calls for no move, or
+    for one the other way, starts the count again, so a load that flaps sends no stake transaction; once
+    settled, moves the same way follow at one per look until the target is reached.
+    """
+
+    def __init__(self, settle_intervals: int) -> None:
+        if not isinstance(settle_intervals, int) or isinstance(settle_intervals, bool) or settle_intervals < 1:
+            raise PolicyInputError(f"settle_intervals must be an int >= 1, got {settle_intervals!r}")
+        self.settle_intervals = settle_intervals
+        self._direction = 0
+        self._streak = 0
+
+    def admit(self, delta_wei: int) -> int:
+        """`delta_wei` once this look and the `settle_intervals - 1` before it all called for a move its
+        way; else 0 (no transaction)."""
+        direction = (delta_wei > 0) - (delta_wei < 0)
+        if direction != self._direction:
+            self._direction, self._streak = direction, 0
+        if direction == 0:
+            return 0
+        self._streak += 1
+        return delta_wei if self._streak >= self.settle_intervals else 0
 
 
 def load_policy(path: str, config: PolicyConfig, rng: random.Random) -> Policy:

@@ -317,10 +317,15 @@ def test_auto_stake_follows_load_and_fixed_stake_is_reached(chain: Chain, tmp_pa
     idle = LoadSnapshot(models={"m": ModelLoad(kv_usage=0.0)})
     busy = LoadSnapshot(models={"m": ModelLoad(kv_usage=1.0)}, user_queue=3)
     current = {"snapshot": idle}
-    config = PolicyConfig(auto_stake=True, auto_stake_interval_s=0.2, stake_unit_wei=UNIT)
+    config = PolicyConfig(auto_stake=True, auto_stake_interval_s=0.2, stake_unit_wei=UNIT,
+                          auto_stake_settle_intervals=2)
     seen: list[int] = []
+    looks = {"n": 0, "flap": False}
 
     async def load_snapshot() -> LoadSnapshot:
+        looks["n"] += 1
+        if looks["flap"]:  # every look calls for a move the other way than the one before
+            return idle if looks["n"] % 2 else busy
         return current["snapshot"]
 
     async def scenario() -> None:
@@ -339,10 +344,20 @@ def test_auto_stake_follows_load_and_fixed_stake_is_reached(chain: Chain, tmp_pa
         try:
             await _wait_for(lambda: stake_is(4))  # idle: the reference target is 4 units, at most 2 per step
             current["snapshot"] = busy
-            await _wait_for(lambda: stake_is(0))  # loaded and queueing: target 0
+            # Loaded and queueing: the reference target is 0, but auto-stake stops at MIN_STAKE (= UNIT).
+            await _wait_for(lambda: stake_is(1))
+            # A load that flaps at every look sends no transaction (the reference rule sent one per look).
+            nonce = chain.w3.eth.get_transaction_count(node.address)
+            looks["flap"], start = True, looks["n"]
+
+            async def looked_20_times() -> bool:
+                return looks["n"] >= start + 20
+
+            await _wait_for(looked_20_times)
+            assert chain.w3.eth.get_transaction_count(node.address) == nonce and await stake_is(1)
         finally:
             await mgr.aclose()
-        assert seen == [UNIT, 3 * UNIT, 4 * UNIT, 2 * UNIT, 0]  # steps of at most 2 units, no overshoot
+        assert seen == [UNIT, 3 * UNIT, 4 * UNIT, 2 * UNIT, UNIT]  # steps of at most 2 units, no overshoot
 
         fixed = PolicyConfig(auto_stake=False, fixed_stake_wei=3 * UNIT, auto_stake_interval_s=0.2)
         mgr = manager(chain, node, tmp_path / "fixed", policy=DefaultPolicy(fixed, random.Random(1)),

@@ -53,7 +53,9 @@ def assert_frequency(count: int, n: int, p: float) -> None:
 def test_config_defaults_are_the_reference_example() -> None:
     c = PolicyConfig()
     assert (c.target_token_usage, c.offload_frequency, c.queue_frequency, c.accept_frequency) == (0.6, 0.8, 0.2, 0.8)
-    assert (c.p_inspect, c.k_exec, c.auto_stake, c.auto_stake_max_step) == (0.1, 1, True, 2)
+    assert (c.p_inspect, c.k_exec, c.auto_stake_max_step) == (0.1, 1, 2)
+    # Where we leave the reference: auto-stake moves the operator's money, so it is off unless turned on.
+    assert c.auto_stake is False
     assert c.fixed_stake_wei is None
     assert c.target_for("anything") == 0.6
     assert PolicyConfig(model_target_token_usage={"big": 0.7}).target_for("big") == 0.7
@@ -78,6 +80,8 @@ def test_config_defaults_are_the_reference_example() -> None:
         {"stake_unit_wei": 0},
         {"fixed_stake_wei": -1, "auto_stake": False},
         {"auto_stake": True, "fixed_stake_wei": 10},
+        {"auto_stake_settle_intervals": 0},
+        {"auto_stake_credit_reserve_wei": -1},
         {"unknown_knob": 1},
     ],
 )
@@ -304,7 +308,7 @@ def test_auto_stake_converges_to_target_in_steps_of_two() -> None:
 
 
 def test_stake_change_wei_auto_fixed_and_manual() -> None:
-    auto = policy()
+    auto = policy(auto_stake=True, auto_stake_credit_reserve_wei=0)  # the reference rule, no reserve
     rich = snap(0.0, credit_wei=100 * UNIT)
     assert stake_change_wei(auto, rich, 0) == 2 * UNIT
     assert stake_change_wei(auto, rich, 4 * UNIT) == 0

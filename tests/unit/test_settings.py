@@ -281,7 +281,7 @@ def test_policy_knob_out_of_range_has_its_path() -> None:
 
 def test_policy_cross_field_and_class_path() -> None:
     with pytest.raises(SettingsError) as exc:
-        load_settings(None, {"policy.fixed_stake_wei": 5})
+        load_settings(None, {"policy.auto_stake": True, "policy.fixed_stake_wei": 5})
     (line,) = problems_of(exc)
     assert line.startswith("policy: choose one stake mode")
     with pytest.raises(SettingsError) as exc:

@@ -18,7 +18,8 @@ claimed, so a node never promises more than it holds.
 
 Writes. All transactions (claims, stake changes) go through one `TxSender` on one worker thread, so
 they are serialized, never block the event loop, and reuse its retries of transient RPC errors.
-Auto-stake (policy.config.auto_stake) runs `node.policy.stake_change_wei` every
+Auto-stake (policy.config.auto_stake, off by default; bounded by MIN_STAKE and a credit reserve, moves
+held back until the load is steady: see `stake`) runs `node.policy.stake_change_wei` every
 `auto_stake_interval_s` and waits for each stake transaction and a refresh before deciding again, so
 at most one stake transaction is ever pending; with `fixed_stake_wei` it moves to that stake at once and
 holds it (a lost duel's slash is topped up from free credit at the next interval).
