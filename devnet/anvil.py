@@ -164,8 +164,9 @@ class AnvilProcess:
 
 
 def anvil_args(host: str, port: int, chain_id: int = DEFAULT_CHAIN_ID, block_time_s: int | None = None) -> list[str]:
-    """anvil's command-line arguments; docker-compose.yml must use the same (a test checks)."""
-    args = ["--host", host, "--port", str(port), "--chain-id", str(chain_id), "--prune-history",
+    """anvil's command-line arguments; docker-compose.yml must use the same (a test checks). `--silent`:
+    anvil otherwise logs every block and call, which buries a compose log and fills the devnet's."""
+    args = ["--host", host, "--port", str(port), "--chain-id", str(chain_id), "--prune-history", "--silent",
             "--accounts", str(len(DEV_KEYS))]
     if block_time_s:
         args += ["--block-time", str(block_time_s)]
@@ -196,7 +197,7 @@ def start_anvil(
     url = f"http://{host}:{port}"
     if chain_id_at(url, timeout_s=0.5) is not None:
         raise DevnetError(f"something already serves JSON-RPC at {url}")
-    cmd = [str(binary), *anvil_args(host, port, chain_id, block_time_s), "--silent"]
+    cmd = [str(binary), *anvil_args(host, port, chain_id, block_time_s)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
     try:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

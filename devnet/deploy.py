@@ -16,7 +16,7 @@ chain whose id is not in `DEVNET_CHAIN_IDS` unless told `allow_public_keys`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from eth_account import Account
@@ -107,13 +107,21 @@ def ensure_deployment(
     allow_public_keys: bool = False,
 ) -> tuple[Deployment, bool]:
     """Return (deployment, newly_deployed): reuse the recorded contract if its code is on-chain. Deploying
-    with one of anvil's public dev keys is refused off a devnet unless `allow_public_keys`."""
+    with one of anvil's public dev keys is refused off a devnet unless `allow_public_keys`.
+
+    `rpc_url` is only written to the record (`w3` is the connection used): the address the record's
+    readers reach the chain at, which differs from `w3`'s when the deployer runs elsewhere (in compose it
+    dials http://anvil:8545 while the record says http://127.0.0.1:8545 for the host). A reused record
+    naming another address is rewritten with this one."""
     chain_id = w3.eth.chain_id
     try:
         existing = load_deployment(chain_id)
         if (deployed_code_matches(w3, existing.address) and (params is None or existing.params == params)
                 and existing.extension == WWWServeClient(w3, existing.address).extension()):
             progress(f"contract already deployed at {existing.address}")
+            if existing.rpc_url != rpc_url:
+                existing = replace(existing, rpc_url=rpc_url)
+                existing.save()
             return existing, False
     except DeploymentNotFoundError:
         pass
@@ -181,10 +189,11 @@ def bring_up_demo_nodes(
     """Fund, register and stake `count` deterministic demo nodes (idempotent on re-run).
 
     Each gets keystore and identity key `demo-node-<i>` (imported/created if missing) and is registered
-    with endpoint `http://<endpoint_host>:<base_port + i - 1>` and `models` (what the node processes about
-    to start will serve: the caller knows their backend, the devnet does not). A re-run with other models,
-    another port or a new identity key updates the registration, so the chain always says what those
-    processes serve.
+    with endpoint `http://<endpoint_host>:<base_port + i - 1>` (`{i}` in `endpoint_host` stands for the
+    node's number: `node{i}` gives each compose service its own host name) and `models` (what the node
+    processes about to start will serve: the caller knows their backend, the devnet does not). A re-run
+    with other models, another port or a new identity key updates the registration, so the chain always
+    says what those processes serve.
     """
     if not models:
         raise DevnetError("bring_up_demo_nodes: give the models the demo nodes serve")
@@ -199,7 +208,8 @@ def bring_up_demo_nodes(
         client = WWWServeClient(w3, deployment.address, TxSender(w3, account))
         key = load_or_create_identity(name)
         pubkey = public_key_bytes(key)
-        host = f"[{endpoint_host}]" if ":" in endpoint_host else endpoint_host
+        host = endpoint_host.replace("{i}", str(i + 1))
+        host = f"[{host}]" if ":" in host else host
         endpoint = f"http://{host}:{base_port + i}"
         info = client.node(account.address)
         if info is None:

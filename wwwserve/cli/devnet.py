@@ -48,16 +48,17 @@ def _port_of(rpc_url: str) -> int:
 
 
 def _deploy_and_demo(rpc_url: str, demo_nodes: int, stake_wei: int, progress: Callable[[str], None],
-                     allow_public_keys: bool = False) -> Any:
+                     allow_public_keys: bool = False, record_rpc_url: str | None = None,
+                     endpoint_host: str = "127.0.0.1") -> Any:
     from wwwserve.devnet.anvil import DEV_KEYS
     from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
     from wwwserve.node.settings import DEFAULT_LOCAL_MODEL
 
     w3 = web3_for(rpc_url)
-    deployment, _ = ensure_deployment(w3, rpc_url, DEV_KEYS[0], progress=progress,
+    deployment, _ = ensure_deployment(w3, record_rpc_url or rpc_url, DEV_KEYS[0], progress=progress,
                                       allow_public_keys=allow_public_keys)
     nodes = bring_up_demo_nodes(w3, deployment, demo_nodes, stake_wei=stake_wei, deposit_wei=stake_wei,
-                                models=(DEFAULT_LOCAL_MODEL,), progress=progress,
+                                models=(DEFAULT_LOCAL_MODEL,), progress=progress, endpoint_host=endpoint_host,
                                 allow_public_keys=allow_public_keys) if demo_nodes else []
     return w3, deployment, nodes
 
@@ -71,6 +72,13 @@ def devnet_up(
     allow_public_keys: Annotated[bool, typer.Option(
         help="Deploy, fund and stake with the public dev and demo keys even on a chain that is not a known "
              "devnet (chain id 31337 or 1337): anyone can take what they hold.")] = False,
+    record_rpc_url: Annotated[str | None, typer.Option(
+        help="Chain address written to the deployment record, for those who read it (default: --rpc-url). "
+             "docker-compose.yml deploys through http://anvil:8545 and records http://127.0.0.1:8545, "
+             "the address that works on the host.")] = None,
+    demo_endpoint_host: Annotated[str, typer.Option(
+        help="Host in the endpoint each demo node registers (http://HOST:9101, :9102, ...); {i} stands for "
+             "the node's number, e.g. node{i} for compose services named node1, node2, ...")] = "127.0.0.1",
 ) -> None:
     """Start anvil (or attach to the chain at --rpc-url), deploy, fund and stake demo nodes."""
     from wwwserve.devnet.supervisor import start_background
@@ -79,6 +87,10 @@ def devnet_up(
 
     opts = options_of(ctx)
     stake_wei = wei_arg(stake, "--stake")
+    if record_rpc_url is not None and not record_rpc_url.startswith(("http://", "https://")):
+        fail(f"--record-rpc-url: expected an http:// or https:// URL, got {record_rpc_url!r}", 2)
+    if not demo_endpoint_host or any(c in demo_endpoint_host for c in "/ @?#"):
+        fail(f"--demo-endpoint-host: expected a host name or address, got {demo_endpoint_host!r}", 2)
 
     def go() -> None:
         if chain_id_at(opts.rpc_url) is not None:
@@ -93,7 +105,8 @@ def devnet_up(
                           "stop it with `wwwserve devnet down`")
         else:
             fail(f"nothing answers at {opts.rpc_url}, and it is not local, so no devnet can be started there")
-        w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print, allow_public_keys)
+        w3, deployment, _ = _deploy_and_demo(opts.rpc_url, demo_nodes, stake_wei, console.print, allow_public_keys,
+                                             record_rpc_url, demo_endpoint_host)
         from wwwserve.ledger.client import WWWServeClient
 
         client = WWWServeClient(w3, deployment.address, None)
