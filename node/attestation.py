@@ -33,6 +33,7 @@ from wwwserve.node.signing import (
     ResultClaim,
     SignedResult,
     SigningError,
+    TokenUsage,
     check_address,
     prompt_hash,
     sha256_text,
@@ -69,9 +70,11 @@ class ResultSigner:
         prompt: Sequence[Mapping[str, Any]] | str,
         model: str,
         output: str,
+        usage: TokenUsage,
         route: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """`SignedResult.to_json()` of this node's claim over one result; route = `route` + this node."""
+        """`SignedResult.to_json()` of this node's claim over one result (its output and the token usage the
+        answer states); route = `route` + this node."""
         claim = ResultClaim(
             chain_id=self.chain_id,
             request_id=request_id,
@@ -80,6 +83,7 @@ class ResultSigner:
             model=model,
             executor=self.node_address,
             timestamp_ms=int(time.time() * 1000),
+            usage=usage,
         )
         return sign_result(self.key, claim, route=[*route, self.node_address]).to_json()
 
@@ -124,10 +128,12 @@ class WorkSigner:
 
 
 def check_result(att: SignedResult | None, request_id: str, model: str, key_of: Callable[[str], bytes | None],
-                 output_text: str, prompt: Sequence[Mapping[str, Any]] | str, *, chain_id: int) -> SignedResult:
+                 output_text: str, prompt: Sequence[Mapping[str, Any]] | str, usage: TokenUsage, *,
+                 chain_id: int) -> SignedResult:
     """The executor's result claim of a delegated answer, checked: for this request and model, signed by
-    the key its executor registered on-chain (`key_of`), over exactly `output_text` and `prompt` (the
-    executor may be further down a multi-hop route than the peer asked). `SigningError` otherwise."""
+    the key its executor registered on-chain (`key_of`), over exactly `output_text`, `prompt` and `usage`
+    (what this node will pass on: the executor may be further down a multi-hop route than the peer
+    asked). `SigningError` otherwise."""
     if att is None:
         raise SigningError("no attestation")
     if att.request_id != request_id or att.claim.model != model:
@@ -135,7 +141,7 @@ def check_result(att: SignedResult | None, request_id: str, model: str, key_of: 
     key = key_of(att.executor)
     if key is None:
         raise SigningError(f"executor {att.executor} has no registered key")
-    verify_result(att, key, output_text, prompt, expected_chain_id=chain_id)
+    verify_result(att, key, output_text, prompt, usage=usage, expected_chain_id=chain_id)
     return att
 
 

@@ -1,15 +1,22 @@
 """Result signatures: the executor's ed25519 attestation that it produced an output for a prompt.
 
 DESIGN.md §2 step 4. The executor signs a `ResultClaim` (chain id, request id, prompt hash, output hash,
-model, executor address, timestamp) with its node identity key (`ledger/identity.py`); the signature travels
-back hop by hop to the user in the response's `wwwserve` extension field, and anyone can check it against
-the public key the executor registered on-chain (`verify_against_chain`).
+model, executor address, timestamp, token usage) with its node identity key (`ledger/identity.py`); the
+signature travels back hop by hop to the user in the response's `wwwserve` extension field, and anyone can
+check it against the public key the executor registered on-chain (`verify_against_chain`).
 
 What is signed is `ResultClaim.canonical_bytes()`: a domain tag followed by every field, each one
 length-prefixed, in a fixed order. No JSON (key order, whitespace and number formats vary between
 encoders) and no plain concatenation (`"ab" + "c"` == `"a" + "bc"`): two different claims can never
 produce the same bytes, and the tag keeps a result signature from being valid as any other message the
 same key signs (peer envelopes use `wwwserve/peer/v1`).
+
+The token usage (`TokenUsage`: prompt and completion tokens) is signed since `wwwserve/result/v2`. No fee
+in the network depends on it (fees are per request, `node.managers.fees`), but the answer states it and
+OpenAI clients account cost and context by it: unsigned, any node on the route could change it unseen.
+A verifier given the answer's `usage` refuses one that differs from the signed numbers
+(`UsageMismatchError`); the numbers travel in the `wwwserve` extension too, so an answer whose `usage`
+was stripped (a stream without `include_usage` has none) still says what was signed.
 
 The `route` is deliberately *not* signed. It is routing metadata that the forwarding nodes add hop by hop;
 the executor cannot vouch for hops it never saw (an upstream node can claim any route it likes), and
@@ -37,8 +44,8 @@ from eth_utils.address import is_address, is_checksum_address, to_canonical_addr
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger import safejson
 
-RESULT_DOMAIN_TAG = b"wwwserve/result/v1\x00"
-"""Prefix of every signed result; bump the version when the field list changes."""
+RESULT_DOMAIN_TAG = b"wwwserve/result/v2\x00"
+"""Prefix of every signed result; bump the version when the field list changes (v2 added the usage)."""
 
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
@@ -85,6 +92,10 @@ class OutputHashMismatchError(SigningError):
 
 class PromptHashMismatchError(SigningError):
     """The prompt does not hash to the `prompt_sha256` the executor signed."""
+
+
+class UsageMismatchError(SigningError):
+    """The answer's token usage is not the usage the executor signed."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +202,49 @@ def check_address(value: object, what: str) -> str:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """An answer's token counts, as the OpenAI `usage` object states them (`total_tokens` is their sum)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __post_init__(self) -> None:
+        _check_uint64(self.prompt_tokens, "usage.prompt_tokens")
+        _check_uint64(self.completion_tokens, "usage.completion_tokens")
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict[str, int]:
+        """The OpenAI `usage` object."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+    @classmethod
+    def from_json(cls, data: object, what: str = "usage") -> TokenUsage:
+        """Parse an OpenAI `usage` object; a `total_tokens` that is not the sum is refused (other keys,
+        such as `prompt_tokens_details`, are ignored). `MalformedSignedResultError` otherwise."""
+        if not isinstance(data, Mapping):
+            raise MalformedSignedResultError(f"{what} must be an object with prompt_tokens and completion_tokens, "
+                                             f"got {data!r}")
+        missing = [name for name in ("prompt_tokens", "completion_tokens") if name not in data]
+        if missing:
+            raise MalformedSignedResultError(f"{what} lacks {', '.join(missing)}")
+        usage = cls(_check_uint64(data["prompt_tokens"], f"{what}.prompt_tokens"),
+                    _check_uint64(data["completion_tokens"], f"{what}.completion_tokens"))
+        total = data.get("total_tokens")
+        if total is not None and total != usage.total_tokens:
+            raise MalformedSignedResultError(f"{what}.total_tokens is {total!r}, not prompt_tokens + "
+                                             f"completion_tokens = {usage.total_tokens}")
+        return usage
+
+    def __str__(self) -> str:
+        return f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+
+
+@dataclass(frozen=True)
 class ResultClaim:
     """What the executor attests: it produced the output with this hash for this prompt with this model.
 
@@ -204,6 +258,7 @@ class ResultClaim:
     model: str
     executor: str
     timestamp_ms: int
+    usage: TokenUsage
 
     def __post_init__(self) -> None:
         _check_uint64(self.chain_id, "chain_id", minimum=1)
@@ -213,6 +268,8 @@ class ResultClaim:
         _check_text(self.model, "model")
         object.__setattr__(self, "executor", check_address(self.executor, "executor"))
         _check_uint64(self.timestamp_ms, "timestamp_ms")
+        if not isinstance(self.usage, TokenUsage):
+            raise MalformedSignedResultError(f"usage must be a TokenUsage, got {type(self.usage).__name__}")
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes the executor signs: domain tag, then every field length-prefixed, in order."""
@@ -227,6 +284,8 @@ class ResultClaim:
                 # Raw 20 bytes, so the address's letter case can never change what is signed.
                 to_canonical_address(self.executor),
                 _u64(self.timestamp_ms),
+                _u64(self.usage.prompt_tokens),
+                _u64(self.usage.completion_tokens),
             )
         )
 
@@ -294,6 +353,7 @@ class SignedResult:
             "model": self.claim.model,
             "chain_id": self.claim.chain_id,
             "timestamp_ms": self.claim.timestamp_ms,
+            "usage": self.claim.usage.to_json(),
             "signature": self.signature.hex(),
             "public_key": self.public_key.hex(),
         }
@@ -314,11 +374,13 @@ class SignedResult:
             raise MalformedSignedResultError(f"wwwserve extension must be a JSON object, got {type(data).__name__}")
         required = (
             "executor", "request_id", "route", "prompt_sha256", "output_sha256",
-            "model", "chain_id", "timestamp_ms", "signature", "public_key",
+            "model", "chain_id", "timestamp_ms", "usage", "signature", "public_key",
         )  # fmt: skip
         missing = [name for name in required if name not in data]
         if missing:
-            raise MalformedSignedResultError(f"wwwserve extension lacks {', '.join(missing)}")
+            older = " (signed by a wwwserve node older than result v2, which did not sign the usage)" if (
+                missing == ["usage"]) else ""
+            raise MalformedSignedResultError(f"wwwserve extension lacks {', '.join(missing)}{older}")
         route = data["route"]
         if not isinstance(route, list):
             raise MalformedSignedResultError(f"route must be a list of addresses, got {route!r}")
@@ -330,6 +392,7 @@ class SignedResult:
             model=data["model"],
             executor=data["executor"],
             timestamp_ms=data["timestamp_ms"],
+            usage=TokenUsage.from_json(data["usage"], "wwwserve.usage"),
         )
         return cls(
             claim=claim,
@@ -355,13 +418,15 @@ def verify_result(
     output_text: str | None = None,
     prompt: Sequence[Mapping[str, Any]] | str | None = None,
     *,
+    usage: TokenUsage | None = None,
     expected_chain_id: int | None = None,
 ) -> None:
     """Check `signed`; returns None if it holds, raises a `SigningError` subclass otherwise.
 
-    Order: cheap comparisons (chain id, expected key), then the signature, then the hashes of the
-    output and prompt (proportional to their size). Without `expected_public_key` this only proves
-    that *some* key signed the claim; `verify_against_chain` ties the key to the executor's registration.
+    Order: cheap comparisons (chain id, expected key), then the signature, then the usage the answer
+    states (`usage`, when given), then the hashes of the output and prompt (proportional to their size).
+    Without `expected_public_key` this only proves that *some* key signed the claim;
+    `verify_against_chain` ties the key to the executor's registration.
     """
     if not isinstance(signed, SignedResult):
         raise MalformedSignedResultError(f"expected a SignedResult, got {type(signed).__name__}")
@@ -377,6 +442,9 @@ def verify_result(
         nacl.signing.VerifyKey(signed.public_key).verify(claim.canonical_bytes(), signed.signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
         raise SignatureInvalidError(f"signature of request {claim.request_id!r} does not verify") from None
+    if usage is not None and usage != claim.usage:
+        raise UsageMismatchError(f"usage of request {claim.request_id!r} ({usage}) does not match the signed "
+                                 f"usage ({claim.usage})")
     if output_text is not None and sha256_text(output_text) != claim.output_sha256:
         raise OutputHashMismatchError(f"output of request {claim.request_id!r} does not match the signed hash")
     if prompt is not None and prompt_hash(prompt, claim.model) != claim.prompt_sha256:
@@ -402,6 +470,7 @@ def verify_against_chain(
     output_text: str | None = None,
     prompt: Sequence[Mapping[str, Any]] | str | None = None,
     *,
+    usage: TokenUsage | None = None,
     expected_chain_id: int | None = None,
 ) -> None:
     """Check `signed` against the public key its executor registered on-chain.
@@ -429,5 +498,6 @@ def verify_against_chain(
         expected_public_key=bytes(info.pubkey),
         output_text=output_text,
         prompt=prompt,
+        usage=usage,
         expected_chain_id=expected_chain_id,
     )

@@ -39,6 +39,7 @@ from wwwserve.node.protocol import (
     new_request_id,
     sse_event,
 )
+from wwwserve.node.signing import TokenUsage
 
 __all__ = ["EXECUTOR_HEADER", "CompletionsServing", "sse_events"]
 
@@ -87,8 +88,9 @@ class CompletionsServing:
         generating = self.dispatcher.generate(job.greq, job.kind, job.raw, job.prompt, job.route, job.source,
                                               job.inspect)
         result, remote, work = await (generating if receive is None else unless_disconnected(receive, generating))
+        usage = TokenUsage(result.prompt_tokens, result.completion_tokens)
         attestation = (remote.to_json() if remote is not None
-                       else self.signer.sign(job.request_id, job.prompt, job.model, result.text, job.route))
+                       else self.signer.sign(job.request_id, job.prompt, job.model, result.text, usage, job.route))
         executor = remote.executor if remote is not None else self.signer.node_address
         build = chat_completion_body if job.kind == "chat" else completion_body
         body = build(job.request_id, job.model, result.text, result.finish_reason, result.prompt_tokens,
@@ -106,18 +108,20 @@ class CompletionsServing:
         stream = await (opening if receive is None else unless_disconnected(receive, opening))
         answered = False
 
-        def sign(text: str) -> dict[str, Any]:
+        def sign(text: str, usage: TokenUsage) -> dict[str, Any]:
             nonlocal answered
             answered = True
             extensions: dict[str, Any] = {}
             if isinstance(stream, RemoteStream):
                 # The text reached the user already: a failed work check keeps it (no duel over it).
-                attestation, work = self.dispatcher.finish_remote(stream, text, job.prompt, strict_work=False)
+                attestation, work = self.dispatcher.finish_remote(stream, text, job.prompt, usage,
+                                                                  strict_work=False)
                 extensions["wwwserve"] = attestation.to_json()
                 if job.route and work is not None:
                     extensions["wwwserve_work"] = work.to_json()
             else:
-                extensions["wwwserve"] = self.signer.sign(job.request_id, job.prompt, job.model, text, job.route)
+                extensions["wwwserve"] = self.signer.sign(job.request_id, job.prompt, job.model, text, usage,
+                                                          job.route)
                 if job.route:
                     extensions["wwwserve_work"] = self._own_work(job, text)
             return extensions
@@ -168,7 +172,7 @@ class _Job:
         return cls(kind, raw, route, source, inspect, req, greq, prompt, request_id)
 
 
-def _chunks(job: _Job, stream: LocalStream | RemoteStream, sign: Callable[[str], dict[str, Any]],
+def _chunks(job: _Job, stream: LocalStream | RemoteStream, sign: Callable[[str, TokenUsage], dict[str, Any]],
             ) -> AsyncIterator[bytes]:
     """The SSE body of `job`'s streamed answer, with the chunk shapes of its kind."""
     created = int(time.time())
@@ -211,14 +215,15 @@ async def sse_events(
     finish_chunk: Callable[[FinishReason, dict[str, Any]], BaseModel],
     usage_chunk: Callable[[Usage, dict[str, Any]], BaseModel],
     include_usage: bool,
-    sign: Callable[[str], dict[str, Any]],
+    sign: Callable[[str, TokenUsage], dict[str, Any]],
 ) -> AsyncIterator[bytes]:
     """The SSE body of a streamed chat or completion answer; the chunk factories say which.
 
     Text deltas as they come; then the finish chunk, which carries the signed `wwwserve` attestation over
-    the whole output (and, to a peer, the `wwwserve_work` attestation) — or the usage chunk does, when the
-    client asked for usage; then [DONE]. `sign(text)` gives those extension fields. A failure after the
-    stream started becomes an OpenAI error event, and the stream is always closed.
+    the whole output and its token usage (and, to a peer, the `wwwserve_work` attestation) — or the usage
+    chunk does, when the client asked for usage; then [DONE]. `sign(text, usage)` gives those extension
+    fields. A failure after the stream started becomes an OpenAI error event, and the stream is always
+    closed.
     """
     pieces: list[str] = []
     try:
@@ -230,11 +235,11 @@ async def sse_events(
                 yield sse_event(text_chunk(delta.text))
             if delta.finish_reason is None:
                 continue
-            attestation = sign("".join(pieces))
+            usage = TokenUsage(delta.prompt_tokens or 0, delta.completion_tokens or 0)
+            attestation = sign("".join(pieces), usage)
             yield sse_event(finish_chunk(delta.finish_reason, {} if include_usage else attestation))
             if include_usage:
-                usage = Usage.of(delta.prompt_tokens or 0, delta.completion_tokens or 0)
-                yield sse_event(usage_chunk(usage, attestation))
+                yield sse_event(usage_chunk(Usage.of(usage.prompt_tokens, usage.completion_tokens), attestation))
             yield SSE_DONE
             return
         raise BackendUnavailableError("The model backend ended the stream unexpectedly. Please retry.")

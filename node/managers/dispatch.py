@@ -79,7 +79,7 @@ from wwwserve.node.managers.request import LocalStream, RequestManager
 from wwwserve.node.metrics import Metrics
 from wwwserve.node.planner import DispatchLimits, PlanRequest
 from wwwserve.node.policy import Action
-from wwwserve.node.signing import SignedResult, SigningError
+from wwwserve.node.signing import SignedResult, SigningError, TokenUsage
 
 __all__ = ["Dispatcher", "FeeLedger", "Inspection", "Source", "WorkTerms", "collect"]
 
@@ -244,6 +244,7 @@ class Dispatcher:
         remote: RemoteStream,
         output_text: str,
         prompt: Sequence[Mapping[str, Any]] | str,
+        usage: TokenUsage,
         *,
         strict_work: bool = True,
     ) -> tuple[SignedResult, WorkAttestation | None]:
@@ -254,7 +255,7 @@ class Dispatcher:
         with `strict_work`; without it (a stream whose text reached the user already) the peer is banned
         and not paid, and None is returned in place of the work: that answer cannot be dueled.
         """
-        att = self.verify_remote(remote, output_text, prompt)
+        att = self.verify_remote(remote, output_text, prompt, usage)
         try:
             work = self.verify_work(remote, att, output_text)
         except PeerFailedError:
@@ -276,13 +277,13 @@ class Dispatcher:
         return att, work
 
     def verify_remote(
-        self, stream: RemoteStream, output_text: str, prompt: Sequence[Mapping[str, Any]] | str
+        self, stream: RemoteStream, output_text: str, prompt: Sequence[Mapping[str, Any]] | str, usage: TokenUsage
     ) -> SignedResult:
         """The executor's attestation of a delegated result, checked.
 
         It must be for this request and model, signed by the key the executor registered on-chain, over
-        exactly `output_text` and `prompt` (the executor may be further down a multi-hop route than the
-        peer asked). A peer that fails this is banned and the failure raised as `PeerFailedError` (the
+        exactly `output_text`, `prompt` and `usage` (the executor may be further down a multi-hop route than
+        the peer asked). A peer that fails this is banned and the failure raised as `PeerFailedError` (the
         output is never passed on as signed).
         """
         att = stream.attestation
@@ -297,7 +298,7 @@ class Dispatcher:
 
         try:
             check_result(att, stream.request.request_id, stream.request.model, key_of, output_text, prompt,
-                         chain_id=self.chain_id)
+                         usage, chain_id=self.chain_id)
         except SigningError as exc:
             self._count("wwwserve_delegations_total", outcome="unverified")
             if comm is not None:
@@ -358,7 +359,8 @@ class Dispatcher:
                 # A peer's answer comes as a stream, so T1 and T2 bound it as any stream; the user has seen
                 # nothing yet, so a peer failing at any point (silent past T2 included) is replaced.
                 result = await collect(served)
-                attestation, work = self.finish_remote(served, result.text, prompt)
+                attestation, work = self.finish_remote(
+                    served, result.text, prompt, TokenUsage(result.prompt_tokens, result.completion_tokens))
             except PeerFailedError as exc:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 job.avoid.add(exc.address.lower())

@@ -86,7 +86,7 @@ from wwwserve.ledger.work import (
 )
 from wwwserve.node.envelope import HEADER_RECEIVER, HEADER_SENDER, seal
 from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_PROBE
-from wwwserve.node.signing import ResultClaim, prompt_hash, sha256_text, sign_result
+from wwwserve.node.signing import ResultClaim, TokenUsage, prompt_hash, sha256_text, sign_result
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,7 @@ class AttackerServer:
         model = request["model"]
         claim = ResultClaim(chain_id=self.chain_id, request_id=rid, model=model, executor=me.address,
                             prompt_sha256=prompt_hash(request["messages"], model), output_sha256=sha256_text(text),
-                            timestamp_ms=int(time.time() * 1000))
+                            timestamp_ms=int(time.time() * 1000), usage=TokenUsage(1, 1))
         work = sign_work(me.account, self.chain_id, self.contract, WorkAttestation(
             origin=route[0], executor=me.address, request_id=request_id_hash(rid),
             request_hash=request_hash(body["kind"], request), model_hash=model_hash(model),

@@ -42,6 +42,7 @@ from wwwserve.ledger.work import (
     request_id_hash,
     sign_work,
 )
+from wwwserve.node.api import completions
 from wwwserve.node.app import create_app
 from wwwserve.node.backends.base import Backend
 from wwwserve.node.backends.fake import FakeBackend
@@ -51,7 +52,7 @@ from wwwserve.node.http import HttpConnectError, HttpError, HttpResponse
 from wwwserve.node.managers.communication import PATH_DELEGATE, PATH_PROBE, CommunicationManager
 from wwwserve.node.policy import Action, Decision, DefaultPolicy, LoadSnapshot, PolicyConfig
 from wwwserve.node.settings import load_settings
-from wwwserve.node.signing import SignedResult, verify_result
+from wwwserve.node.signing import SignedResult, TokenUsage, UsageMismatchError, verify_result
 
 pytestmark = pytest.mark.anyio
 
@@ -400,7 +401,8 @@ async def test_busy_origin_delegates_and_user_gets_verifiable_answer(net: Net) -
     assert list(signed.route) == [a.address, signed.executor]
     executor_key = net.registry[signed.executor].pubkey
     verify_result(signed, executor_key, body["choices"][0]["message"]["content"], CHAT["messages"],
-                  expected_chain_id=CHAIN_ID)
+                  usage=TokenUsage.from_json(body["usage"]), expected_chain_id=CHAIN_ID)
+    assert body["usage"]["completion_tokens"] > 0  # the executor's own count, relayed as it signed it
     assert resp.headers["x-wwwserve-executor"] == signed.executor
     # The origin owes a fee to its executor, and nothing to the other peer; a voucher records it soon.
     dispatcher = a.app.state.dispatcher
@@ -428,7 +430,10 @@ async def test_streamed_delegation_relays_chunks_and_attestation(net: Net) -> No
     signed = SignedResult.from_json(usage_chunk["wwwserve"])
     assert signed.executor == b.address
     assert list(signed.route) == [a.address, b.address]
-    verify_result(signed, bytes(b.key.verify_key), text, CHAT["messages"], expected_chain_id=CHAIN_ID)
+    verify_result(signed, bytes(b.key.verify_key), text, CHAT["messages"],
+                  usage=TokenUsage.from_json(usage_chunk["usage"]), expected_chain_id=CHAIN_ID)
+    with pytest.raises(UsageMismatchError):  # the relayed usage is the signed one, not any other
+        verify_result(signed, usage=TokenUsage(usage_chunk["usage"]["prompt_tokens"], 10**6))
     # One id for the whole answer: the origin's request id, which the executor signed.
     assert {e["id"] for e in events[:-1]} == {signed.request_id}
 
@@ -582,6 +587,32 @@ async def test_executor_dying_mid_stream_ends_with_error_event(net: Net) -> None
     assert not any(isinstance(e, dict) and e.get("wwwserve") for e in events)
     assert a.ledger.promised == {}
     del b
+
+
+async def test_an_executor_stating_other_usage_than_it_signed_is_refused_and_banned(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    liar = net.add("b", policy=EXECUTOR)
+    real_usage = completions.Usage
+
+    class InflatedUsage(real_usage):  # type: ignore[valid-type,misc]
+        @classmethod
+        def of(cls, prompt_tokens: int, completion_tokens: int) -> Any:
+            return real_usage.of(prompt_tokens, completion_tokens * 10)  # what a stream's usage chunk states
+
+    # Every node's usage chunk now inflates what its signature says; the origin streams to no user here (a
+    # whole answer), so only the executor's chunk to the origin lies.
+    monkeypatch.setattr(completions, "Usage", InflatedUsage)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    signed = SignedResult.from_json(body["wwwserve"])
+    assert signed.executor == a.address  # the liar's answer was not passed on; the origin ran it itself
+    verify_result(signed, bytes(a.key.verify_key), usage=TokenUsage.from_json(body["usage"]))
+    assert a.comm.bans.is_banned(liar.address)
+    await a.app.state.dispatcher.fees.flush()
+    assert liar.address not in a.ledger.promised
 
 
 async def test_lying_executor_is_rejected_banned_and_not_paid(net: Net) -> None:

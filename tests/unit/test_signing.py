@@ -25,6 +25,8 @@ from wwwserve.node.signing import (
     SignerMismatchError,
     SignerUnknownError,
     SigningError,
+    TokenUsage,
+    UsageMismatchError,
     prompt_hash,
     sha256_text,
     sign_result,
@@ -40,6 +42,7 @@ MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "Say hi in Français ✓"},
 ]
 OUTPUT = "Salut !"
+USAGE = TokenUsage(prompt_tokens=17, completion_tokens=3)
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 KEY = nacl.signing.SigningKey(bytes(range(32)))
 OTHER_KEY = nacl.signing.SigningKey(bytes(range(1, 33)))
@@ -54,6 +57,7 @@ def make_claim(**overrides: Any) -> ResultClaim:
         "model": MODEL,
         "executor": EXECUTOR,
         "timestamp_ms": 1_700_000_000_123,
+        "usage": USAGE,
     }
     fields.update(overrides)
     return ResultClaim(**fields)
@@ -118,9 +122,15 @@ def test_canonical_bytes_start_with_domain_tag_and_are_length_prefixed() -> None
         size = int.from_bytes(rest[:4], "big")
         parts.append(rest[4 : 4 + size])
         rest = rest[4 + size :]
-    assert [len(p) for p in parts] == [8, len(b"req-0001"), 32, 32, len(MODEL.encode()), 20, 8]
+    assert [len(p) for p in parts] == [8, len(b"req-0001"), 32, 32, len(MODEL.encode()), 20, 8, 8, 8]
     assert int.from_bytes(parts[0], "big") == 31337
     assert parts[5] == bytes.fromhex(EXECUTOR[2:])
+    assert [int.from_bytes(p, "big") for p in parts[7:]] == [17, 3]  # prompt, then completion tokens
+
+
+def test_the_version_in_the_domain_tag_is_the_one_that_signs_usage() -> None:
+    # A result signed before usage was (v1) must not verify as a v2 claim with any usage.
+    assert RESULT_DOMAIN_TAG == b"wwwserve/result/v2\x00"
 
 
 def test_canonical_bytes_unambiguous_across_field_boundaries() -> None:
@@ -155,6 +165,8 @@ def test_executor_case_does_not_change_canonical_bytes() -> None:
         ("output_sha256", "00" * 32),
         ("executor", "0x1234"),
         ("executor", EXECUTOR.replace("B", "b", 1)),  # mixed case, wrong checksum
+        ("usage", {"prompt_tokens": 1, "completion_tokens": 2}),  # a dict, not a TokenUsage
+        ("usage", None),
     ],
 )
 def test_claim_rejects_bad_fields(field_name: str, value: object) -> None:
@@ -178,8 +190,9 @@ def test_json_round_trip_preserves_everything() -> None:
     wire = signed.to_json()
     assert set(wire) == {
         "executor", "request_id", "route", "prompt_sha256", "output_sha256",
-        "model", "chain_id", "timestamp_ms", "signature", "public_key",
+        "model", "chain_id", "timestamp_ms", "usage", "signature", "public_key",
     }  # fmt: skip
+    assert wire["usage"] == {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20}
     assert wire["route"] == [ORIGIN, EXECUTOR]
     assert len(bytes.fromhex(wire["signature"])) == 64
     assert len(bytes.fromhex(wire["public_key"])) == 32
@@ -221,6 +234,32 @@ def test_wrong_output_prompt_key_and_chain_are_distinct_errors() -> None:
         assert issubclass(error, SigningError)
 
 
+def test_usage_other_than_the_signed_one_fails() -> None:
+    signed = make_signed()
+    verify_result(signed, usage=TokenUsage(17, 3))
+    for usage in (TokenUsage(17, 4), TokenUsage(16, 3), TokenUsage(3, 17), TokenUsage(0, 0)):
+        with pytest.raises(UsageMismatchError, match="does not match the signed usage"):
+            verify_result(signed, usage=usage)
+    directory = FakeDirectory({EXECUTOR: bytes(KEY.verify_key)})
+    with pytest.raises(UsageMismatchError):
+        verify_against_chain(signed, directory, output_text=OUTPUT, usage=TokenUsage(17, 30))
+
+
+def test_a_result_signed_before_usage_was_is_refused_saying_so() -> None:
+    wire = _wire_without("usage")
+    with pytest.raises(MalformedSignedResultError, match="older than result v2"):
+        SignedResult.from_json(wire)
+
+
+@pytest.mark.parametrize("bad", [{"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4}, [1, 2], None,
+                                 {"prompt_tokens": 2**64, "completion_tokens": 0}])
+def test_token_usage_from_json_refuses_what_is_not_a_usage(bad: object) -> None:
+    with pytest.raises(MalformedSignedResultError):
+        TokenUsage.from_json(bad)
+    assert TokenUsage.from_json({"prompt_tokens": 1, "completion_tokens": 2, "prompt_tokens_details": {}}) == (
+        TokenUsage(1, 2))
+
+
 def test_signature_is_checked_before_hashes() -> None:
     # A forged result with a wrong output must be reported as a forgery, not as a mere output mismatch.
     signed = make_signed()
@@ -255,6 +294,7 @@ TAMPERED_VALUES: dict[str, Any] = {
     "model": "other-model",
     "chain_id": 1,
     "timestamp_ms": 1_700_000_000_124,
+    "usage": {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21},
 }
 
 
@@ -287,7 +327,7 @@ def _wire_without(name: str) -> dict[str, Any]:
         "not json",
         b"\xff\xfe",
         "[1, 2]",
-        *[_wire_without(name) for name in ("signature", "public_key", "executor", "route", "chain_id")],
+        *[_wire_without(name) for name in ("signature", "public_key", "executor", "route", "chain_id", "usage")],
         {**make_signed().to_json(), "signature": "00" * 63},
         {**make_signed().to_json(), "signature": "zz" * 64},
         {**make_signed().to_json(), "signature": " " + "00" * 63 + " 0"},
@@ -298,6 +338,12 @@ def _wire_without(name: str) -> dict[str, Any]:
         {**make_signed().to_json(), "route": ORIGIN},
         {**make_signed().to_json(), "route": ["0xnope"]},
         {**make_signed().to_json(), "route": [ORIGIN] * 65},
+        {**make_signed().to_json(), "usage": 20},
+        {**make_signed().to_json(), "usage": {"prompt_tokens": 17}},
+        {**make_signed().to_json(), "usage": {"prompt_tokens": 17, "completion_tokens": -3}},
+        {**make_signed().to_json(), "usage": {"prompt_tokens": 17, "completion_tokens": 3.0}},
+        {**make_signed().to_json(), "usage": {"prompt_tokens": True, "completion_tokens": 3}},
+        {**make_signed().to_json(), "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 21}},
     ],
 )
 def test_from_json_rejects_malformed(bad: Any) -> None:
@@ -384,6 +430,7 @@ claims = st.builds(
     model=text_field.filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)),
     executor=st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex()),
     timestamp_ms=st.integers(0, 2**64 - 1),
+    usage=st.builds(TokenUsage, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
 )
 
 
@@ -400,7 +447,8 @@ def test_property_sign_verify_and_any_flipped_byte_fails(claim: ResultClaim, pos
 
 FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     name: claims.map(operator.attrgetter(name))
-    for name in ("chain_id", "request_id", "prompt_sha256", "output_sha256", "model", "executor", "timestamp_ms")
+    for name in ("chain_id", "request_id", "prompt_sha256", "output_sha256", "model", "executor", "timestamp_ms",
+                 "usage")
 }
 
 
