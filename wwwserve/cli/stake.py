@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wwwserve.cli.common import (
@@ -42,28 +45,89 @@ def all_node_addresses(client: Any) -> list[str]:
     return list(dict.fromkeys(str(a) for a in owners if a is not None))
 
 
+@dataclass(frozen=True)
+class ModelPool:
+    """The nodes a request for one model is routed among: the active ones that registered the model."""
+
+    model: str
+    nodes: tuple[str, ...]  # every active node serving it
+    weights_wei: dict[str, int]  # the stake routing weighs each by (0 below MIN_STAKE)
+
+    @property
+    def total_wei(self) -> int:
+        return sum(self.weights_wei.values())
+
+    def share(self, address: str) -> Fraction | None:
+        """`address`'s chance of being drawn first for this model; None when no node serving it is routable."""
+        total = self.total_wei
+        return Fraction(self.weights_wei.get(address, 0), total) if total else None
+
+
+def model_pools(rows: list[dict[str, Any]], min_stake_wei: int) -> dict[str, ModelPool]:
+    """Per model, the pool routing draws from (node.routing.pos_sample: stake-weighted among the active nodes
+    that serve the requested model, each weighed by `routable_stake_wei`), from `stake_rows` of every node."""
+    from wwwserve.node.routing import routable_stake_wei
+
+    members: dict[str, dict[str, int]] = {}
+    for row in rows:
+        info = row["node"]
+        if info is None or not info.active:
+            continue
+        weight = routable_stake_wei(row["balances"].active_stake_wei, min_stake_wei)
+        for model in info.models:
+            members.setdefault(model, {})[row["address"]] = weight
+    return {model: ModelPool(model, tuple(weights), weights) for model, weights in sorted(members.items())}
+
+
+def _share_cell(info: Any, address: str, pools: dict[str, ModelPool]) -> str:
+    if info is None or not info.active:
+        return "-"
+    lines = []
+    for model in info.models:
+        pool = pools[model]
+        share = pool.share(address)
+        alone = " (alone)" if len(pool.nodes) == 1 else ""
+        lines.append(f"{'-' if share is None else f'{100 * float(share):.1f}%'} of {escape(model)}{alone}")
+    return "\n".join(lines)
+
+
 def print_stake_table(client: Any, addresses: list[str], title: str = "Stake (on-chain)") -> None:
-    total_weight = client.total_weight()
+    """The balances of `addresses`, each with its route share per model it serves, and the models table."""
+    every = stake_rows(client, all_node_addresses(client))
+    by_address = {row["address"]: row for row in every}
+    missing = [a for a in addresses if a not in by_address]
+    rows = [by_address[a] for a in addresses if a in by_address] + stake_rows(client, missing)
+    rows.sort(key=lambda r: r["balances"].active_stake_wei, reverse=True)
+    pools = model_pools(every, client.params().min_stake_wei)
     table = Table(title=title)
-    money = ("stake", "unbonding", "bonded", "credit", "route share")
-    for col in ("node", "active", "endpoint", "models", *money):
+    money = ("stake", "unbonding", "bonded", "credit")
+    for col in ("node", "active", "endpoint", "models", *money, "route share (per model)"):
         table.add_column(col, justify="right" if col in money else "left")
-    for row in stake_rows(client, addresses):
+    for row in rows:
         info, bal = row["node"], row["balances"]
-        weight = client.leaf_weight(info.leaf) if info is not None else 0
-        share = f"{100 * weight / total_weight:.1f}%" if total_weight else "-"
         table.add_row(
             row["address"],
             "yes" if info is not None and info.active else "no",
-            info.endpoint if info else "-",
-            ",".join(info.models) if info else "-",
+            escape(info.endpoint) if info else "-",  # registered strings are anyone's: never markup
+            escape(",".join(info.models)) if info else "-",
             fmt_wei(bal.active_stake_wei),
             fmt_wei(bal.unbonding_stake_wei),
             fmt_wei(bal.bonded_wei),
             fmt_wei(bal.credit_wei),
-            share,
+            _share_cell(info, row["address"], pools),
         )
     console.print(table)
+    shown = {m for row in rows if row["node"] is not None and row["node"].active for m in row["node"].models}
+    if not shown:
+        return
+    models = Table(title="Models (a request for a model is routed only among the nodes serving it)")
+    for col in ("model", "nodes", "routable", "routable stake"):
+        models.add_column(col, justify="left" if col == "model" else "right")
+    for model in sorted(shown):
+        pool = pools[model]
+        models.add_row(escape(model), str(len(pool.nodes)), str(sum(1 for w in pool.weights_wei.values() if w)),
+                       fmt_wei(pool.total_wei))
+    console.print(models)
 
 
 @stake_app.command("add", context_settings=AMOUNT_SETTINGS)
