@@ -1,6 +1,6 @@
 """Shared fixtures (a real anvil devnet process, an isolated WWWSERVE_HOME) and the test tiers.
 
-Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `slow`) at collection,
+Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `slow`, `compose`) at collection,
 by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a guard that
 fails them if they open a socket or start a process.
 """

