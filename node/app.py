@@ -26,6 +26,7 @@ import nacl.signing
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from wwwserve.ledger.work import WorkAttestation
@@ -50,6 +51,8 @@ from wwwserve.node.settings import NodeSettings
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "NodeLedger", "create_app"]
 
 logger = logging.getLogger(__name__)
+# The status counted for a request whose client hung up before its answer (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
 
 ROUTES = (
     "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics",
@@ -131,6 +134,11 @@ class NodeApp(FastAPI):
                     request = Request(scope, receive, send)
                     try:
                         response = await handler(request)
+                    except ClientDisconnect:
+                        # The client hung up before its answer: nothing went wrong here, and nobody is left to
+                        # answer (the server drops what is sent); counted as 499, nginx's "client closed".
+                        logger.info("%s: the client hung up before its answer", scope["path"])
+                        response = Response(status_code=CLIENT_CLOSED_REQUEST)
                     except Exception as exc:
                         if not isinstance(exc, NodeError | ValidationError):
                             logger.exception("unexpected error answering %s", scope["path"])

@@ -501,3 +501,40 @@ def _until(condition: Any, timeout_s: float) -> bool:
             return False
         threading.Event().wait(0.02)
     return True
+
+
+def test_client_hanging_up_is_no_error_and_counts_499(caplog: pytest.LogCaptureFixture) -> None:
+    """A user who gives up waiting (a client timeout) is not a node error: no traceback, no 500 logged or
+    counted (the demo's timed-out users filled node logs with 'unexpected error answered as 500')."""
+    backend = FakeBackend([MODEL], latency_s=30)
+    app = create_app(make_settings(), [backend], KEY, NODE, CHAIN_ID)
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "headers": [(b"content-type", b"application/json")], "http_version": "1.1",
+             "scheme": "http", "server": ("127.0.0.1", 9101), "client": ("127.0.0.1", 50000), "root_path": ""}
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        started = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            started.set()
+            while backend.running == 0:  # hang up once the backend works on the request
+                await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(app(scope, receive, send), timeout=20)
+
+    with caplog.at_level("INFO"):
+        asyncio.run(main())
+    assert backend.running == 0  # the abandoned generation was stopped, not left to burn the CPU
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+    assert any("hung up" in r.getMessage() for r in caplog.records)
