@@ -274,6 +274,33 @@ def test_a_challenger_whose_answer_did_not_make_it_resends_the_same_answer(setup
     assert setup.chain.txs() == [("answer", 11, answer_hash("answer #1"))]
 
 
+def test_a_challenger_drawn_for_several_duels_answers_them_at_once(tmp_path: Path) -> None:
+    """Answered one after another behind a busy model, a node drawn for five duels of one burst answered three
+    in the window and lost two bonds: the answers now wait for the model together (each run here waits until
+    both are running, so answering one after another never finishes)."""
+    s = make(tmp_path)
+    s.chain.duels = {11: awaiting(11, deadline=99), 12: awaiting(12, deadline=95)}
+    s.chain.challengers.update({11: ME, 12: ME})
+    data_12 = request_bytes("chat", {**REQUEST, "max_tokens": 7})
+    s.chain.duels[12] = replace(s.chain.duels[12], request_hash=request_hash("chat", {**REQUEST, "max_tokens": 7}))
+    s.peers.served = {ORIGIN: {11: EvidencePieces(11, DATA, "4"), 12: EvidencePieces(12, data_12, "4")}}
+    started: list[bytes] = []
+    both = asyncio.Event()
+
+    async def run_request(data: bytes) -> str:
+        started.append(data)
+        if len(started) == 2:
+            both.set()
+        await both.wait()
+        return f"answer to {len(data)}"
+
+    s.manager.run_request = run_request
+    asyncio.run(asyncio.wait_for(s.manager.run_once("answer"), timeout=10))
+    assert sorted(started) == sorted([data_12, DATA])
+    assert sorted(s.chain.txs()) == sorted([("answer", 11, answer_hash(f"answer to {len(DATA)}")),
+                                            ("answer", 12, answer_hash(f"answer to {len(data_12)}"))])
+
+
 # ---- the origin -------------------------------------------------------------------------------------
 
 
