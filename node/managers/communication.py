@@ -150,10 +150,17 @@ class CommunicationManager:
         return out
 
     def network_models(self) -> dict[str, int]:
-        """Model → how many registered nodes with stake serve it (this node included), bans ignored."""
+        """Model → how many nodes with stake serve it that a request could reach now: this node and the
+        routable peers (not banned, an endpoint this node dials). A node nobody reaches (a placeholder
+        endpoint, a node that is down) drops out at its first failed health check instead of being listed
+        by `/v1/models` for as long as the network runs."""
         counts: dict[str, int] = {}
+        me = self.my_address.lower()
         for record in self.directory.peers():
             if record.stake_wei <= 0:
+                continue
+            if record.address.lower() != me and (self.bans.is_banned(record.address)
+                                                 or self.endpoint_base(record) is None):
                 continue
             for model in record.models:
                 counts[model] = counts.get(model, 0) + 1

@@ -223,3 +223,33 @@ def test_the_manager_is_built_before_any_event_loop_runs() -> None:
     comm = CommunicationManager(my_address="0x" + "ff" * 20, chain_id=31337,
                                 signing_key=nacl.signing.SigningKey(b"\x01" * 32), directory=Directory([]))
     assert comm.allow_private_endpoints is False
+
+
+class DownClient(RecordingClient):
+    """Every peer but `up` fails its health check (a placeholder endpoint nobody serves, a node that is down)."""
+
+    def __init__(self, up: str) -> None:
+        super().__init__()
+        self.up = up
+
+    async def request(self, method: str, url: str, *, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None, timeout_s: float | None = None) -> HttpResponse:
+        self.urls.append(url)
+        if not url.startswith(self.up):
+            raise HttpConnectError("connection refused")
+        return HttpResponse(200, {}, b'{"status": "ok"}')
+
+
+async def test_models_list_only_nodes_a_request_can_reach() -> None:
+    """Issue 15: a node registered with placeholders (an endpoint nobody serves, `qwen3-8b`) was listed by
+    every node's /v1/models for as long as the network ran. It drops out at its first failed health check;
+    this node's own registration always counts."""
+    me = Record("0x" + "ff" * 20, "http://8.8.8.1:9000", frozenset({"smol"}))
+    good = Record("0x" + "11" * 20, "http://8.8.8.8:9000", frozenset({"smol"}))
+    ghost = Record("0x" + "22" * 20, "http://8.8.8.9:9000", frozenset({"qwen3-8b", "smol"}))
+    refused = Record("0x" + "33" * 20, "http://10.0.0.1:9000", frozenset({"other"}))  # private, off a devnet
+    comm = CommunicationManager(my_address=me.address, chain_id=1, signing_key=nacl.signing.SigningKey(b"\x01" * 32),
+                                directory=Directory([me, good, ghost, refused]), http=DownClient(good.endpoint))
+    assert comm.network_models() == {"smol": 3, "qwen3-8b": 1}  # before any health check: not known to be down
+    await comm.check_liveness()
+    assert comm.network_models() == {"smol": 2}
