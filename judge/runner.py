@@ -161,8 +161,10 @@ class JudgeRunner:
             return Vote.ABSTAIN, str(exc)
         prompts = build_prompt(question, pieces.answer_a, pieces.answer_b, budget)
         try:
-            first = parse_vote(await self.ask_model(prompts.in_order, self.max_tokens))
-            second = parse_vote(await self.ask_model(prompts.swapped, self.max_tokens))
+            # Both orders at once: they queue at the model together.
+            answers = await asyncio.gather(self.ask_model(prompts.in_order, self.max_tokens),
+                                           self.ask_model(prompts.swapped, self.max_tokens))
+            first, second = parse_vote(answers[0]), parse_vote(answers[1])
         except Exception as exc:
             logger.warning("duel %d: the judge model failed: %s", duel.duel_id, exc)
             return Vote.ABSTAIN, f"the judge model failed: {exc}"
@@ -176,6 +178,7 @@ class JudgeRunner:
         holds up another duel's commit or reveal. A seat one lane is acting on is skipped by the other.
         """
         actions = []
+        deciding: list[tuple[tuple[int, int], JudgeStep, DuelState, DuelView]] = []
         block = self.chain.block_number()
         settled: set[int] = set()
         for duel, view in self.chain.my_seats():
@@ -195,16 +198,31 @@ class JudgeRunner:
                     continue  # one settlement per duel, however many rounds this judge sat in
                 settled.add(duel.duel_id)
             self._busy.add(key)
-            try:
-                detail = await self._do(step, duel, view, block)
-            except Exception as exc:  # a reverted or failed tx: the next pass re-reads the chain and retries
-                logger.warning("duel %d round %d: %s failed: %s", duel.duel_id, view.round, step.value, exc)
-                detail = f"failed: {exc}"
-            finally:
-                self._busy.discard(key)
-            if step not in (JudgeStep.WAIT, JudgeStep.DONE) and detail is not None:
-                actions.append(JudgeAction(duel.duel_id, view.round, step, detail))
-        return actions
+            if step is JudgeStep.DECIDE:
+                deciding.append((key, step, duel, view))
+                continue
+            action = await self._act(key, step, duel, view, block)
+            if action is not None:
+                actions.append(action)
+        # Every seat's decision at once: their model calls wait in the backend's queue together instead of
+        # one seat's after another's (one after another, a node judging ten duels of a 40-request burst on
+        # SmolLM2 left a third of its seats silent, each fined SILENT_PENALTY, past their commit windows).
+        decided = await asyncio.gather(*(self._act(key, step, duel, view, block)
+                                         for key, step, duel, view in deciding))
+        return actions + [a for a in decided if a is not None]
+
+    async def _act(self, key: tuple[int, int], step: JudgeStep, duel: DuelState, view: DuelView,
+                   block: int) -> JudgeAction | None:
+        try:
+            detail = await self._do(step, duel, view, block)
+        except Exception as exc:  # a reverted or failed tx: the next pass re-reads the chain and retries
+            logger.warning("duel %d round %d: %s failed: %s", duel.duel_id, view.round, step.value, exc)
+            detail = f"failed: {exc}"
+        finally:
+            self._busy.discard(key)
+        if step not in (JudgeStep.WAIT, JudgeStep.DONE) and detail is not None:
+            return JudgeAction(duel.duel_id, view.round, step, detail)
+        return None
 
     async def _do(self, step: JudgeStep, duel: DuelState, view: DuelView, block: int) -> str | None:
         """Carry out `step`; returns what was done, or None when it waits for a later pass."""

@@ -383,3 +383,25 @@ def test_a_slow_decision_never_holds_up_another_duels_reveal(tmp_path: Path) -> 
         assert chain.sent == ["commit 1/1", "reveal 1/1", "commit 2/1"]
 
     asyncio.run(scenario())
+
+
+def test_seats_of_several_duels_are_decided_at_once(tmp_path: Path) -> None:
+    """Decided one after another behind a busy model, a node judging ten duels of a 40-request burst on SmolLM2
+    left a third of its seats silent past their commit windows (each fined SILENT_PENALTY). Here the model
+    answers only once all four questions (two duels, both A/B orders) wait at once: one seat after another, or
+    one order after the other, never gets there."""
+    chain = FakeChain(duels={1: make_duel(1, "Lyon.", "Paris."), 2: make_duel(2, "Madrid.", "Rome.")})
+    waiting: list[str] = []
+    all_asked = asyncio.Event()
+
+    async def model(prompt: str, max_tokens: int | None) -> str:
+        waiting.append(prompt)
+        if len(waiting) == 4:
+            all_asked.set()
+        await all_asked.wait()
+        return "A" if prompt.split("Answer A: ")[1].startswith(("Paris.", "Rome.")) else "B"
+
+    judge = runner(tmp_path, chain, {1: served(1, "Lyon.", "Paris."), 2: served(2, "Madrid.", "Rome.")}, model)
+    actions = asyncio.run(asyncio.wait_for(judge.run_once([JudgeStep.DECIDE]), timeout=10))
+    assert sorted((a.duel_id, a.step) for a in actions) == [(1, JudgeStep.DECIDE), (2, JudgeStep.DECIDE)]
+    assert sorted(chain.sent) == ["commit 1/1", "commit 2/1"]
