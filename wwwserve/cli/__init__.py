@@ -5,7 +5,7 @@ wallet, a wrong password, an unreachable chain or a contract revert print one cl
 (`error: ...`) and exit non-zero; tracebacks are for bugs only.
 
 One module per command group: `devnet`, `wallet`, `node` (with `node run`), `credit`, `stake`, `duel`,
-`sim`, and the top-level `up` and `verify`; `common` holds the global options, the error line and the
+`sim`, and the top-level `up`, `burst` and `verify`; `common` holds the global options, the error line and the
 argument helpers they share. The console script `wwwserve` and `python -m wwwserve.cli` both run `main`.
 """
 
@@ -19,6 +19,7 @@ import typer
 import typer.core
 
 from wwwserve import __version__
+from wwwserve.cli.burst import burst
 from wwwserve.cli.common import DEFAULT_RPC_URL, Options, console, friendly_errors
 from wwwserve.cli.credit import credit_app
 from wwwserve.cli.devnet import devnet_app
@@ -56,6 +57,7 @@ for sub, name in ((devnet_app, "devnet"), (wallet_app, "wallet"), (node_app, "no
     app.add_typer(sub, name=name)
 app.command("up")(up)
 app.command("verify")(verify)
+app.command("burst")(burst)
 
 
 def _print_version(value: bool) -> None:

@@ -34,7 +34,8 @@ CANCEL_WHY = {
 OUTCOME_WHY = {
     "voided": "a majority of the final round's seats voted no evidence (they could not get the request or "
               "the answers): no stake moved and no seat was paid",
-    "tie": "the final round's seats split evenly between A and B: no stake moved",
+    "tie": "the final round gave A and B as many votes (0-0 when every seat abstained, as judges that cannot "
+           "tell the answers apart do): no stake moved",
 }
 
 

@@ -70,6 +70,10 @@ def up(
         help="Host or IP other machines reach this one at; when not 127.0.0.1, anvil and the nodes listen on "
              "all interfaces and the nodes register http://PUBLIC-HOST:port (see docs/joining.md).")
     ] = "127.0.0.1",
+    duel_share: Annotated[float, typer.Option(
+        min=0.0, max=1.0,
+        help="Share of delegated requests each demo node duels (policy.p_inspect; a node's default is 0.1): "
+             "high, so that a short burst shows duels.")] = 0.4,
     ready_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for every node to be ready.")
                              ] = 600.0,
     exit_after_setup: Annotated[bool, typer.Option(hidden=True)] = False,
@@ -129,7 +133,7 @@ def up(
         network = LocalNetwork(rpc_url=rpc_url, contract_address=deployment.address,
                                wallets=[n.wallet for n in demo], password=DEMO_PASSWORD, home=home,
                                backend=backend, base_port=base_port, listen_host=listen_host,
-                               public_host=public_host)
+                               public_host=public_host, extra_overrides=(f"policy.p_inspect={duel_share}",))
         network.start()
         console.print(f"starting {nodes} node{'s' if nodes > 1 else ''} ({backend} backend); "
                       f"logs in {home / 'logs'}", highlight=False)
@@ -148,6 +152,9 @@ def up(
         console.print(_up_examples(demo[0].endpoint, model), markup=False, highlight=False)
         flag = "" if rpc_url == DEFAULT_RPC_URL else f"--rpc-url {rpc_url} "
         console.print(f"In another terminal: wwwserve {flag}stake show --all", highlight=False)
+        burst_url = "" if demo[0].endpoint == "http://127.0.0.1:9101" else f" {demo[0].endpoint}"
+        console.print(f"Delegation and duels at work: wwwserve burst{burst_url}, then wwwserve {flag}duel list",
+                      highlight=False)
         console.print("Ctrl-C stops the network.")
         if exit_after_setup:
             return
