@@ -31,9 +31,13 @@ the higher score. Two Gumbels differ by a logistic variable, so A's answer beats
 an origin can estimate one answer's score before the other exists (the selection attacks need that).
 
 Judges vote through a `JudgeStrategy`. The honest one follows docs/duels.md's evidence rules (no
-request from anyone: no evidence; A's answer from nobody: B; B's from nobody: A) and otherwise votes for
-the better answer with probability `accuracy` (else for the other). Every random number of a duel is
-drawn up front from (chain seed, duel key), so two runs of one duel under different strategies see the
+request from anyone: no evidence; A's answer from nobody: B; B's from nobody: A) and otherwise decides
+as the chain's `JudgeBehaviour` (sim.config) says: the attack bench's judges (`ONE_ORDER_JUDGE`, the
+default of `DuelChain`) vote for the better answer with probability `accuracy` (else for the other);
+the simulator's (`SimConfig.judges`, measured on the live network) ask both A/B orders, each reply
+right with probability `accuracy`, and abstain unless both name the same duelist, like the live judge;
+they may also vote no evidence or miss the reveal at set rates (`honest_vote`). Every random number of
+a duel is drawn from (chain seed, duel key), so two runs of one duel under different strategies see the
 same answers, the same honest votes and, on the same stakes, the same draws (paired comparisons).
 
 The package: `judging` (answer quality, judge strategies, appeal policies, who serves which evidence),
@@ -63,6 +67,7 @@ from wwwserve.sim.duels.judging import (
     colluding,
     head_to_head,
     honest,
+    honest_vote,
     never_appeal,
     no_evidence,
     silent,
@@ -100,6 +105,7 @@ __all__ = [
     "colluding",
     "head_to_head",
     "honest",
+    "honest_vote",
     "member_account",
     "never_appeal",
     "no_evidence",

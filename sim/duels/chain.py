@@ -15,6 +15,7 @@ from wwwserve.ledger.model import WWWServeModel
 from wwwserve.ledger.params import DeploymentParams
 from wwwserve.ledger.work import model_hash
 from wwwserve.node import routing
+from wwwserve.sim.config import ONE_ORDER_JUDGE, JudgeBehaviour
 from wwwserve.sim.duels.judging import AppealPolicy, JudgeStrategy, honest, never_appeal
 
 __all__ = ["CHAIN_ID", "CONTRACT_ADDRESS", "DuelChain", "Member", "member_account"]
@@ -36,6 +37,7 @@ class Member:
     judge: JudgeStrategy = honest
     appeal: AppealPolicy = never_appeal
     accuracy: float | None = None  # None: the chain's
+    behaviour: JudgeBehaviour | None = None  # None: the chain's
 
 
 @lru_cache(maxsize=4096)
@@ -49,7 +51,7 @@ class DuelChain:
     """A `WWWServeModel` with a block clock and a network of members on it."""
 
     def __init__(self, params: DeploymentParams, seed: str | int, *, model_name: str = "qwen3-8b",
-                 accuracy: float = 0.9, block_time_s: float = 1.0,
+                 accuracy: float = 0.9, judges: JudgeBehaviour = ONE_ORDER_JUDGE, block_time_s: float = 1.0,
                  blockhash: Callable[[int], bytes] | None = None, atomic: bool = False) -> None:
         self.params = params
         self.seed = str(seed)
@@ -57,7 +59,8 @@ class DuelChain:
         self.model.atomic = atomic  # the simulator never expects a revert: no per-call state copy
         self.model_name = model_name
         self.model_hash = model_hash(model_name)
-        self.accuracy = accuracy
+        self.accuracy = accuracy  # per A/B order (one order: per vote)
+        self.judges = judges  # how honest judges turn seats into votes (sim.config.JudgeBehaviour)
         self.block_time_s = block_time_s
         self.block = 0
         self._blockhash = blockhash
@@ -87,13 +90,13 @@ class DuelChain:
     # ---- members
     def add(self, name: str, *, stake_wei: int, quality: float = 0.5, credit_wei: int = 0, serves: bool = True,
             judge: JudgeStrategy = honest, appeal: AppealPolicy = never_appeal, accuracy: float | None = None,
-            models: Sequence[str] | None = None) -> Member:
+            models: Sequence[str] | None = None, behaviour: JudgeBehaviour | None = None) -> Member:
         """Register `name`, deposit `credit_wei + stake_wei` and stake `stake_wei` at the current block."""
         account = member_account(name)
         address = str(account.address)
         if models is None:
             models = [self.model_name] if serves else [f"{self.model_name}/judge-only"]
-        member = Member(name, account, address, quality, stake_wei, serves, judge, appeal, accuracy)
+        member = Member(name, account, address, quality, stake_wei, serves, judge, appeal, accuracy, behaviour)
         model = self.model
         model.register(address, bytes(keccak(text=f"pubkey/{name}")), f"sim://{name}", list(models), "",
                        block_number=self.block, value_wei=model.registration_value_wei(address))

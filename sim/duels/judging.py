@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wwwserve.ledger.model import Vote
+from wwwserve.sim.config import JudgeBehaviour
 
 __all__ = [
     "APPEAL_POLICIES",
@@ -34,6 +35,7 @@ __all__ = [
     "colluding",
     "head_to_head",
     "honest",
+    "honest_vote",
     "never_appeal",
     "no_evidence",
     "silent",
@@ -69,6 +71,30 @@ class DuelSides(Protocol):
     def better(self) -> str: ...
 
 
+def _reply(better: Vote, first: Vote, accuracy: float, behaviour: JudgeBehaviour, u_kind: float,
+           u_right: float) -> Vote | None:
+    """One order's reply: the duelist it names (None: no letter); `first` is the duelist shown as A."""
+    if u_kind < behaviour.no_letter:
+        return None
+    if u_kind < behaviour.no_letter + (1 - behaviour.no_letter) * behaviour.position_bias:
+        return first
+    return better if u_right < accuracy else (Vote.B if better == Vote.A else Vote.A)
+
+
+def honest_vote(better: Vote, accuracy: float, behaviour: JudgeBehaviour, u: tuple[float, float, float, float]) -> Vote:
+    """An honest judge's vote when every piece of evidence is there, as the live judge decides it.
+
+    `better` is the duelist whose answer is better; `u` four uniforms (kind and accuracy of the (A, B)
+    order's reply, then of the swapped order's). Two orders (judge/prompt.py `combine_orders`): the vote
+    counts only when both replies name the same duelist, else ABSTAIN. One order: its reply, ABSTAIN when
+    it names no letter."""
+    in_order = _reply(better, Vote.A, accuracy, behaviour, u[0], u[1])
+    if not behaviour.two_orders:
+        return Vote.ABSTAIN if in_order is None else in_order
+    swapped = _reply(better, Vote.B, accuracy, behaviour, u[2], u[3])
+    return in_order if in_order is not None and in_order == swapped else Vote.ABSTAIN
+
+
 # ---- judge strategies and appeal policies ------------------------------------------------------------
 
 
@@ -79,7 +105,7 @@ class SeatView:
     run: DuelSides
     judge: str
     round: int
-    honest: Vote  # the evidence rules, then the better answer with probability `accuracy`
+    honest: Vote  # the evidence rules, then `honest_vote` (both A/B orders, the chain's `JudgeBehaviour`)
     coin: Vote  # a fair coin between A and B
 
 

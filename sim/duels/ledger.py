@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wwwserve.ledger.params import DeploymentParams
+from wwwserve.sim.config import JudgeBehaviour
 from wwwserve.sim.duels.chain import DuelChain
 from wwwserve.sim.duels.judging import APPEAL_POLICIES
 from wwwserve.sim.duels.run import DuelRun
@@ -36,6 +37,8 @@ class _Node(Protocol):
 class _Clock(Protocol):
     @property
     def block_time_s(self) -> float: ...
+    @property
+    def judges(self) -> JudgeBehaviour: ...
 
 
 class Simulation(Protocol):
@@ -66,20 +69,24 @@ class DuelRecord:
     settled_s: float | None = None
     round: int = 0
     cancel_reason: str = ""
+    slashes: tuple[tuple[str, str, int], ...] = ()  # (node, reason as the contract names it, wei)
 
 
 class ContractLedger:
     """The simulation's chain: a `DuelChain` whose clock is the simulated block height.
 
-    The simulator's nodes are its members (quality from `NodeSpec.quality`, honest judges at
-    `judge_accuracy`, appeals per `appeal`); their stake and credit live on the model.
+    The simulator's nodes are its members (quality from `NodeSpec.quality`, honest judges right with
+    probability `judge_accuracy` per A/B order and behaving as `SimConfig.judges` says: abstentions,
+    no-evidence votes, missed reveals; appeals per `appeal`); their stake and credit live on the model,
+    whose tally and settlement decide ties, voids and fines as the contract does.
     """
 
     def __init__(self, sim: Simulation, params: DeploymentParams, judge_accuracy: float, seed: int,
                  appeal: str = "never") -> None:
         self.sim = sim
         block_s = sim.config.block_time_s
-        self.chain = DuelChain(params, f"sim/{seed}", accuracy=judge_accuracy, block_time_s=block_s,
+        self.chain = DuelChain(params, f"sim/{seed}", accuracy=judge_accuracy, judges=sim.config.judges,
+                               block_time_s=block_s,
                                blockhash=lambda n: sim.block_hash(n * block_s))
         self.model = self.chain.model
         self.address: dict[str, str] = {}
@@ -168,4 +175,5 @@ class ContractLedger:
             record.stake_moved_wei = r.stake_moved_wei
             record.bond_wei = r.bond_wei
             record.round = r.final_round
+            record.slashes = tuple((name(a, a), why.name.lower(), amount) for a, why, amount in r.slashes)
             record.settled_s = now_s

@@ -17,6 +17,7 @@ from wwwserve.ledger.model import (
     ModelEvent,
     ModelRevert,
     Outcome,
+    SlashReason,
     Vote,
 )
 from wwwserve.ledger.work import (
@@ -27,8 +28,17 @@ from wwwserve.ledger.work import (
     request_id_hash,
     sign_work,
 )
+from wwwserve.sim.config import JudgeBehaviour
 from wwwserve.sim.duels.chain import CHAIN_ID, CONTRACT_ADDRESS, DuelChain
-from wwwserve.sim.duels.judging import HONEST_EVIDENCE, AppealView, Evidence, SeatView, answer_score, honest
+from wwwserve.sim.duels.judging import (
+    HONEST_EVIDENCE,
+    AppealView,
+    Evidence,
+    SeatView,
+    answer_score,
+    honest,
+    honest_vote,
+)
 
 __all__ = ["DuelResult", "DuelRun", "EvidencePolicy", "RoundRecord", "run_duel"]
 
@@ -77,6 +87,7 @@ class DuelResult:
     settled_block: int = 0
     # address -> [stake change, credit change], wei, from this duel's events
     delta: dict[str, list[int]] = field(default_factory=dict)
+    slashes: list[tuple[str, SlashReason, int]] = field(default_factory=list)  # (node, why, wei), event order
 
     def change_wei(self, address: str) -> int:
         """Stake + credit change of `address` through this duel."""
@@ -128,6 +139,10 @@ class DuelRun:
         self._u_a, self._u_b, self._u_ref, self._u_est = rng.random(), rng.random(), rng.random(), rng.random()
         self._u_honest = [[rng.random() for _ in range(MAX_SEATS)] for _ in range(2)]
         self._u_coin = [[rng.random() for _ in range(MAX_SEATS)] for _ in range(2)]
+        # What a `JudgeBehaviour` adds, from a stream of its own (the draws above stay as they were): per round
+        # and seat the swapped order's reply, each order's kind (no letter / first shown / read), no evidence,
+        # a missed reveal. Drawn when a round's seats are, only for behaviours that use them.
+        self._u_judge: dict[int, list[tuple[float, float, float, float, float]]] = {}
         self.score_a = answer_score(chain.members[a].quality, self._u_a) if a in chain.members else 0.0
         self.score_b = 0.0
         self.duel_id = 0
@@ -274,14 +289,37 @@ class DuelRun:
             return Vote.A
         member = self.chain.members.get(judge)
         accuracy = self.chain.accuracy if member is None or member.accuracy is None else member.accuracy
-        right = self._u_honest[round_ - 1][seat] < accuracy
-        better = Vote.A if self.result.better == "a" else Vote.B
-        return better if right else (Vote.B if better == Vote.A else Vote.A)
+        behaviour = self._behaviour(judge)
+        u_right = self._u_honest[round_ - 1][seat]
+        drawn = self._u_judge.get(round_)
+        if drawn is None:
+            return honest_vote(Vote.A if self.result.better == "a" else Vote.B, accuracy, behaviour,
+                               (1.0, u_right, 1.0, u_right))
+        kind_1, kind_2, right_2, no_evidence, _ = drawn[seat]
+        if no_evidence < behaviour.no_evidence:  # it could not get the request in time
+            return Vote.NO_EVIDENCE
+        return honest_vote(Vote.A if self.result.better == "a" else Vote.B, accuracy, behaviour,
+                           (kind_1, u_right, kind_2, right_2))
+
+    def _behaviour(self, judge: str) -> JudgeBehaviour:
+        member = self.chain.members.get(judge)
+        return self.chain.judges if member is None or member.behaviour is None else member.behaviour
+
+    def _draw_judges(self, round_: int, seats: list[str]) -> None:
+        """The behaviour's draws for a round, when any seat holder's behaviour uses them."""
+        if round_ in self._u_judge:
+            return
+        if all(_plain(self._behaviour(j)) for j in set(seats)):
+            return
+        rng = random.Random(f"{self.chain.seed}/judges/{self.key}/{round_}")
+        self._u_judge[round_] = [(rng.random(), rng.random(), rng.random(), rng.random(), rng.random())
+                                 for _ in range(MAX_SEATS)]
 
     def _commit(self, seats: list[str]) -> None:
         chain, model = self.chain, self.chain.model
         self.round = model.duels[self.duel_id].round
         record = RoundRecord(list(seats))
+        self._draw_judges(self.round, seats)
         for i, judge in enumerate(seats):
             record.honest_votes.append(self._honest_vote(judge, self.round, i))
         self.result.rounds.append(record)
@@ -294,6 +332,9 @@ class DuelRun:
             coin = Vote.A if self._u_coin[self.round - 1][i] < 0.5 else Vote.B
             view = SeatView(self, judge, self.round, record.honest_votes[i], coin)
             vote = (member.judge if member is not None else honest)(view)
+            drawn = self._u_judge.get(self.round)
+            if drawn is not None and drawn[i][4] < self._behaviour(judge).silent:
+                vote = None  # it commits, then misses the reveal window (busy, offline): SILENT_PENALTY
             salt = bytes(keccak(text=f"{chain.seed}/{self.key}/{self.round}/{judge}"))
             self._votes[judge], self._salts[judge] = vote, salt
             commitment = model.vote_commitment(self.duel_id, self.round, judge, int(vote or Vote.A), salt)
@@ -370,8 +411,15 @@ class DuelRun:
                 add(args["appellant"], 0, -_int(args["deposit"]))
             elif e.name == "StakeSlashed":
                 add(args["node"], -_int(args["amount"]), 0)
+                self.result.slashes.append((str(args["node"]), SlashReason(_int(args["reason"])), _int(args["amount"])))
             elif e.name == "DuelRewardPaid":
                 add(args["account"], 0, _int(args["amount"]))
+
+
+def _plain(behaviour: JudgeBehaviour) -> bool:
+    """One order, nothing but accuracy: the behaviour needs no draws of its own."""
+    return not (behaviour.two_orders or behaviour.position_bias or behaviour.no_letter or behaviour.no_evidence
+                or behaviour.silent)
 
 
 def _int(value: object) -> int:
