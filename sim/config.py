@@ -82,6 +82,8 @@ class NodeSpec:
     initial_credit_wei: int = 10_000 * WEI_PER_CREDIT  # 10 ETH: 100 minimum stakes, 10,000 delegation fees
     policy_path: str = policy_module.DEFAULT_POLICY_PATH
     quality: float = 0.5  # win rate against the field, for duels (sim.duels)
+    judge_accuracy: float | None = None  # per A/B order, as a judge; None: SimConfig.judge_accuracy
+    judges: JudgeBehaviour | None = None  # how it judges; None: SimConfig.judges
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ class _Spec(Protocol):
     def quality(self) -> float: ...
     @property
     def initial_credit_wei(self) -> int: ...
+    @property
+    def judge_accuracy(self) -> float | None: ...
+    @property
+    def judges(self) -> JudgeBehaviour | None: ...
 
 
 class _Node(Protocol):
@@ -77,8 +81,9 @@ class ContractLedger:
 
     The simulator's nodes are its members (quality from `NodeSpec.quality`, honest judges right with
     probability `judge_accuracy` per A/B order and behaving as `SimConfig.judges` says: abstentions,
-    no-evidence votes, missed reveals; appeals per `appeal`); their stake and credit live on the model,
-    whose tally and settlement decide ties, voids and fines as the contract does.
+    no-evidence votes, missed reveals; a `NodeSpec` may set its own; appeals per `appeal`); their stake
+    and credit live on the model, whose tally and settlement decide ties, voids and fines as the contract
+    does.
     """
 
     def __init__(self, sim: Simulation, params: DeploymentParams, judge_accuracy: float, seed: int,
@@ -99,7 +104,8 @@ class ContractLedger:
         for node in sim.nodes:
             member = self.chain.add(node.address, stake_wei=0, quality=node.spec.quality,
                                     credit_wei=node.spec.initial_credit_wei, appeal=policy,
-                                    models=sorted(node.models))
+                                    models=sorted(node.models), accuracy=node.spec.judge_accuracy,
+                                    behaviour=node.spec.judges)
             self.address[node.address] = member.address
             self.name[member.address] = node.address
 

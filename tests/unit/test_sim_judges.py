@@ -170,3 +170,22 @@ def test_smollm2_judges_abstain_as_measured() -> None:
     cast = Counter(v for d in judged(one_order) for v in d.votes)
     low, high = wilson(3, 24)
     assert cast["B"] == 0 and low <= cast["A"] / sum(cast.values()) <= high
+
+
+def test_a_node_judges_by_its_own_settings() -> None:
+    """NodeSpec.judges / judge_accuracy override the network's: one class of weaker judges."""
+    scenario = build("quality", 0)
+    assert scenario.config is not None
+    nodes = [replace(n, judges=SMOLLM2_JUDGE) if n.name in ("node5", "node6") else n for n in scenario.nodes]
+    sim = Simulation(nodes, scenario.requests[:600], replace(scenario.config, seed=0,
+                                                             judges=JudgeBehaviour(silent=0.0), judge_accuracy=1.0))
+    sim.run()
+    assert sim.ledger is not None
+    by_judge: dict[str, Counter[str]] = {}
+    for d in judged(sim.ledger):
+        for judge, vote in zip(d.judges, d.votes, strict=True):
+            by_judge.setdefault(judge, Counter())[vote] += 1
+    weak = by_judge["node5"] + by_judge["node6"]
+    strong = sum((c for j, c in by_judge.items() if j not in ("node5", "node6")), Counter())
+    assert weak and set(weak) == {"ABSTAIN"}
+    assert strong and "ABSTAIN" not in strong and "none" not in strong
