@@ -1,15 +1,19 @@
-"""What a run's records say: SLO attainment, latency per source node, latency over time; CSV output."""
+"""What a run's records say: SLO attainment, latency per source node, latency over time; CSV output; and
+what several seeds' figures say together (`mean_interval`: a mean with a 95 % t-interval)."""
 
 from __future__ import annotations
 
 import csv
+import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from wwwserve.sim.records import RequestRecord
 
-__all__ = ["mean_latency", "mean_latency_by_source", "slo_attainment", "windowed_latency", "write_records"]
+__all__ = ["mean_interval", "mean_latency", "mean_latency_by_source", "slo_attainment", "t_975",
+           "windowed_latency", "write_records"]
 
 CSV_FIELDS = ("rid", "source", "arrival_s", "prompt_tokens", "output_tokens", "status", "executor", "hops",
               "redispatches", "retries", "first_token_s", "finish_s", "latency_s", "preemptions")
@@ -60,3 +64,32 @@ def write_records(records: Sequence[RequestRecord], path: Path) -> None:
                              "" if r.first_token_s is None else f"{r.first_token_s:.3f}",
                              "" if r.finish_s is None else f"{r.finish_s:.3f}",
                              "" if latency is None else f"{latency:.3f}", r.preemptions])
+
+
+# Student's t, 97.5th percentile, for 1-30 degrees of freedom (two-sided 95 %).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_975(df: int) -> float:
+    """The t quantile a two-sided 95 % interval needs with `df` degrees of freedom (a table to 30, then
+    the Cornish-Fisher expansion, within 0.001 of the exact value)."""
+    if df < 1:
+        raise ValueError("a t-interval needs at least 2 values")
+    if df <= len(_T_975):
+        return _T_975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_interval(values: Sequence[float]) -> dict[str, float | int | None]:
+    """`mean`, `sd` and the 95 % t-interval `lo`-`hi` of independent values (one per seed); with a single
+    value `sd`, `lo` and `hi` are None: one seed has no interval."""
+    if not values:
+        raise ValueError("no values")
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return {"mean": mean, "sd": None, "lo": None, "hi": None, "n": 1}
+    sd = statistics.stdev(values)
+    half = t_975(len(values) - 1) * sd / math.sqrt(len(values))
+    return {"mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "n": len(values)}

@@ -1,22 +1,30 @@
-"""`wwwserve sim reproduce`: every paper scenario in every mode, written to a results folder.
+"""`wwwserve sim reproduce`: every paper scenario in every mode over several seeds, written to a folder.
 
-Per scenario and mode a per-request CSV; `summary.json` with every figure; `summary.md` with the tables,
-our numbers beside the paper's claims; PNG plots (with matplotlib, the `sim` extra) shaped like the
-paper's figures: global SLO attainment against the latency threshold, mean latency per source node, and
-windowed latency around the join and the leave. Seeds are fixed: a rerun writes the same numbers.
+Each scenario runs once per seed (10 by default; the seeds may run in parallel processes). Written:
+`summary.json` with every figure as a mean with its 95 % t-interval over the seeds and each seed's value
+for the claims; `summary.md` with our numbers beside the paper's and a verdict per claim by the rules
+of `sim.claims`; every scenario's parameters; per scenario and mode a per-request CSV of the first
+seed; PNG plots (with matplotlib, the `sim` extra) shaped like the paper's figures: global SLO attainment
+against the latency threshold (seed means with the interval as a band), mean latency per source node,
+and windowed latency around the join and the leave (first seed). Seeds are fixed: a rerun writes the
+same numbers, in parallel or not.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wwwserve.ledger.params import WEI_PER_CREDIT
+from wwwserve.sim.claims import RULES, aggregate, aggregate_quality
 from wwwserve.sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
 from wwwserve.sim.records import RequestRecord
-from wwwserve.sim.scenarios import MODES, SCENARIOS, Scenario, build, run_modes
+from wwwserve.sim.scenarios import BURST_S, MODES, SCENARIOS, Scenario, build, parameters, run_modes
 from wwwserve.sim.workloads import MathLengths
 
 __all__ = ["PAPER_CLAIMS", "reproduce", "scenario_summary"]
@@ -33,7 +41,8 @@ def _change(new: float, old: float) -> float:
 
 
 def scenario_summary(scenario: Scenario, results: dict[str, list[RequestRecord]]) -> dict[str, Any]:
-    """Every figure of one scenario: per mode the SLO curve, mean latency, per-source latency, outcomes."""
+    """Every figure of one scenario run once: per mode the SLO curve, mean latency, per-source latency,
+    outcomes; the scenario's parameters."""
     modes: dict[str, Any] = {}
     for mode, records in results.items():
         modes[mode] = {
@@ -46,7 +55,7 @@ def scenario_summary(scenario: Scenario, results: dict[str, list[RequestRecord]]
         }
     out: dict[str, Any] = {"name": scenario.name, "title": scenario.title, "requests": len(scenario.requests),
                            "nodes": [n.name + ":" + n.profile.name for n in scenario.nodes],
-                           "notes": scenario.notes, "modes": modes}
+                           "notes": scenario.notes, "parameters": parameters(scenario), "modes": modes}
     if "single" in modes and "decentralized" in modes:
         single, dec = modes["single"], modes["decentralized"]
         ratios = [(dec["slo"][t] / single["slo"][t], float(t)) for t in single["slo"] if single["slo"][t] > 0]
@@ -66,34 +75,80 @@ def scenario_summary(scenario: Scenario, results: dict[str, list[RequestRecord]]
     return out
 
 
-def _markdown(summaries: list[dict[str, Any]], seed: int, lengths: MathLengths) -> str:
+def _fmt(f: dict[str, Any] | None, scale: float = 1.0, digits: int = 2, sign: bool = False) -> str:
+    """`mean [lo, hi]` of a `mean_interval` figure (the mean alone for one seed)."""
+    if f is None:
+        return "-"
+    spec = f"{'+' if sign else ''}.{digits}f"
+    text = format(f["mean"] * scale, spec)
+    if f.get("lo") is None:
+        return text
+    return f"{text} [{format(f['lo'] * scale, spec)}, {format(f['hi'] * scale, spec)}]"
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} runs per scenario and mode)"
+
+
+def _parameter_lines(params: dict[str, Any]) -> list[str]:
+    lines = [f"- nodes: {'; '.join(params['nodes'])}"]
+    lines += [f"- policy of {names}: {knobs}" for names, knobs in params["policies"].items()]
+    lines.append("- workload: " + "; ".join(f"{k} {v}" for k, v in params["workload"].items()))
+    lines.append("- network: " + "; ".join(f"{k} {v}" for k, v in params["network"].items()))
+    lines.append(f"- SLO thresholds (s): {params['slo thresholds (s)']}")
+    return lines
+
+
+def _markdown(summaries: list[dict[str, Any]], quality: dict[str, Any] | None, seeds: Sequence[int],
+              lengths: MathLengths, burst_s: float) -> str:
     lines = ["# Simulated reproduction of the paper's scheduling results", "",
-             f"Seed {seed}; engine profiles and workload assumptions in `sim/engine.py` and `sim/workloads.py` "
-             f"(math answers: log-normal, median {lengths.median_output:.0f} tokens, cut at {lengths.max_tokens}).",
+             f"{_seeds_text(seeds).capitalize()}; every figure is the mean over the seeds with its 95 % t-interval "
+             "in brackets (none for one seed). Engine profiles and workload assumptions in `sim/engine.py` and "
+             f"`sim/workloads.py` (math answers: log-normal, median {lengths.median_output:.0f} tokens, cut at "
+             f"{lengths.max_tokens}; bursts spread over {burst_s:g} s).",
              "", "## Our numbers beside the paper's claims", "",
-             "| scenario | SLO decentralized / single (best threshold) | latency vs single "
-             "| vs centralized: mean SLO gap, thresholds above, latency |",
-             "|---|---|---|---|"]
+             "| scenario | claim | paper | ours | verdict | why |", "|---|---|---|---|---|---|"]
     for s in summaries:
-        ds, dc = s.get("decentralized_vs_single"), s.get("decentralized_vs_centralized")
-        if ds is None or dc is None:
-            continue
-        lines.append(f"| {s['name']} | {ds['max_slo_ratio']:.2f}x at {ds['at_threshold_s']:.0f} s | "
-                     f"{100 * ds['latency_change']:+.1f} % | {100 * dc['mean_slo_gap']:+.1f} pts, "
-                     f"{dc['thresholds_above']}/{dc['thresholds']}, {100 * dc['latency_change']:+.1f} % |")
-    lines += ["", f"Paper: {PAPER_CLAIMS['slo_vs_single']}; {PAPER_CLAIMS['latency_vs_single']}; "
-              f"{PAPER_CLAIMS['vs_centralized']}.", ""]
+        c = s["claims"]
+        if "slo_vs_single" in c:
+            r = c["slo_vs_single"]
+            lines.append(f"| {s['name']} | SLO attainment / single, best threshold | 1.5x | {_fmt(r['ours'])}x at "
+                         f"{r['at_threshold_s']:.0f} s (sweep average {_fmt(r['sweep_average'])}x) | "
+                         f"**{r['verdict']}** | {r['why']} |")
+        if "latency_vs_single" in c:
+            r = c["latency_vs_single"]
+            lines.append(f"| {s['name']} | mean latency vs single | -27.6 % | {_fmt(r['ours'], 100, 1, True)} % | "
+                         f"**{r['verdict']}** | {r['why']} |")
+        if "vs_centralized" in c:
+            r = c["vs_centralized"]
+            lines.append(f"| {s['name']} | vs centralized: SLO gap (pts), latency | close, sometimes above | "
+                         f"{_fmt(r['mean_slo_gap'], 100, 1, True)} pts, {_fmt(r['latency_change'], 100, 1, True)} % | "
+                         f"**{r['verdict']}** | {r['why']} |")
+    if quality is not None:
+        q = quality["claim"]
+        gains = ", ".join(f"{c} {_fmt(v['gain_credits'], 1, 0, True)}" for c, v in quality["classes"].items())
+        lines.append(f"| quality | better answers gain credit faster | yes | stake + credit gained (credits): "
+                     f"{gains} | **{q['verdict']}** | {q['why']} |")
+    lines += ["", "Paper: " + "; ".join(PAPER_CLAIMS.values()) + ".", "", "Verdict rules:"]
+    lines += [f"- {name}: {rule}." for name, rule in RULES.items()]
+    lines.append("")
     for s in summaries:
-        lines += [f"## {s['name']}: {s['title']}", "", f"{s['requests']} requests; nodes {', '.join(s['nodes'])}."]
-        lines += [f"- {note}" for note in s["notes"]]
+        lines += [f"## {s['name']}: {s['title']}", "", f"{_fmt(s['requests'], 1, 0)} requests; "
+                  f"parameters ({_seeds_text(s['seeds'][:1])}):"]
+        lines += _parameter_lines(s["parameters"])
+        lines += [f"- note: {note}" for note in s["notes"]]
         thresholds = list(next(iter(s["modes"].values()))["slo"])
         picks = [thresholds[0], thresholds[len(thresholds) // 2], thresholds[-1]]
         lines += ["", "| mode | mean latency (s) | " + " | ".join(f"SLO@{float(t):.0f}s" for t in picks)
                   + " | done / timeout / failed | delegated |", "|---|---|" + "---|" * len(picks) + "---|---|"]
         for mode, m in s["modes"].items():
             o = m["outcomes"]
-            lines.append(f"| {mode} | {m['mean_latency_s']:.1f} | " + " | ".join(f"{m['slo'][t]:.2f}" for t in picks)
-                         + f" | {o['done']} / {o['timeout']} / {o['failed']} | {m['delegated']} |")
+            lines.append(f"| {mode} | {_fmt(m['mean_latency_s'], 1, 1)} | "
+                         + " | ".join(_fmt(m["slo"][t]) for t in picks)
+                         + f" | {o['done']['mean']:.1f} / {o['timeout']['mean']:.1f} / {o['failed']['mean']:.1f} | "
+                         f"{_fmt(m['delegated'], 1, 1)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -101,24 +156,19 @@ def _markdown(summaries: list[dict[str, Any]], seed: int, lengths: MathLengths) 
 def _quality_markdown(quality: dict[str, Any] | None) -> str:
     if quality is None:
         return ""
+    outcomes = ", ".join(f"{k} {_fmt(v, 1, 1)}" for k, v in quality["outcomes"].items())
     lines = ["## quality: duels settled by the contract's rules", "",
-             f"{quality['duels']} duels ({', '.join(f'{k} {v}' for k, v in quality['outcomes'].items())}) over "
-             f"{quality['simulated_s']:.0f} s. Paper: stronger models gain credit faster; win rates 0.57/0.53/0.39 "
-             "(the inputs here). "
-             + (f"Cancelled: {', '.join(f'{k} {v}' for k, v in quality['cancelled'].items())}. "
-                if quality.get("cancelled") else "")
-             + f"{quality.get('reduced_bond', 0)} decided duels ran with a bond below DUEL_BOND (the challenger's "
-             "stake was bonded by other duels)"
-             + "".join(f"; {v} committed duels refused ({k})" for k, v in quality.get("refused", {}).items())
-             + ".", "",
-             "| class | input win rate | measured (won-lost) | requests served "
-             "| stake + credit (credits) start → end |",
+             f"{_seeds_text(quality['seeds']).capitalize()}: {_fmt(quality['duels'], 1, 1)} duels a run ({outcomes}). "
+             "Paper: stronger models gain credit faster; win rates 0.57/0.53/0.39 (the inputs here). The dispatcher "
+             f"(the only origin) changed by {_fmt(quality['origin_change_credits'], 1, 0, True)} credits. Parameters:",
+             *_parameter_lines(quality["parameters"]), "",
+             "| class | input win rate | measured win rate | requests served | stake + credit gained (credits) |",
              "|---|---|---|---|---|"]
     for c, v in quality["classes"].items():
-        rate = "-" if v["win_rate"] is None else f"{v['win_rate']:.2f}"
-        start, end = (x / WEI_PER_CREDIT for x in v["stake_plus_credit_wei"])
-        lines.append(f"| {c} | {v['input_win_rate']} | {rate} ({v['won']}-{v['lost']}) | {v['served']} | "
-                     f"{start:,.0f} → {end:,.0f} |")
+        lines.append(f"| {c} | {v['input_win_rate']} | {_fmt(v['win_rate'])} | {_fmt(v['served'], 1, 1)} | "
+                     f"{_fmt(v['gain_credits'], 1, 0, True)} |")
+    claim = quality["claim"]
+    lines += ["", f"Verdict: **{claim['verdict']}** ({claim['why']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -134,10 +184,13 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for mode, m in summary["modes"].items():
         xs = [float(t) for t in m["slo"]]
-        ax.plot(xs, [100 * v for v in m["slo"].values()], marker="o", ms=3, label=mode, color=colors.get(mode))
+        ax.plot(xs, [100 * v["mean"] for v in m["slo"].values()], marker="o", ms=3, label=mode, color=colors.get(mode))
+        if all(v["lo"] is not None for v in m["slo"].values()):
+            ax.fill_between(xs, [100 * v["lo"] for v in m["slo"].values()], [100 * v["hi"] for v in m["slo"].values()],
+                            color=colors.get(mode), alpha=0.15, linewidth=0)
     ax.set_xlabel("end-to-end latency SLO (s)")
     ax.set_ylabel("global SLO attainment (%)")
-    ax.set_title(scenario.title, fontsize=9)
+    ax.set_title(f"{scenario.title} ({_seeds_text(summary['seeds'])})", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -148,8 +201,11 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
     fig, ax = plt.subplots(figsize=(5, 3.6))
     width = 0.8 / max(1, len(summary["modes"]))
     for i, (mode, m) in enumerate(summary["modes"].items()):
-        values = [m["mean_latency_by_source_s"].get(s, 0.0) for s in sources]
-        ax.bar([j + i * width for j in range(len(sources))], values, width, label=mode, color=colors.get(mode))
+        figures = [m["mean_latency_by_source_s"].get(s) for s in sources]
+        values = [f["mean"] if f else 0.0 for f in figures]
+        errors = [f["hi"] - f["mean"] if f and f["hi"] is not None else 0.0 for f in figures]
+        ax.bar([j + i * width for j in range(len(sources))], values, width, yerr=errors, label=mode,
+               color=colors.get(mode))
     ax.set_xticks([j + width * (len(summary["modes"]) - 1) / 2 for j in range(len(sources))], sources)
     ax.set_ylabel("mean latency (s)")
     ax.set_title(f"{scenario.title}: latency per source node", fontsize=9)
@@ -173,7 +229,7 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
             ax.text(t, ax.get_ylim()[0], " " + label, color="tab:blue", fontsize=8, va="bottom")
         ax.set_xlabel("time (s)")
         ax.set_ylabel("request latency (s)")
-        ax.set_title(f"{scenario.title} (decentralized)", fontsize=9)
+        ax.set_title(f"{scenario.title} (decentralized, seed {summary['seeds'][0]})", fontsize=9)
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / f"windowed_latency_{scenario.name}.png", dpi=120)
@@ -286,42 +342,95 @@ def _quality_plot(out: Path, samples: list[tuple[float, dict[str, tuple[int, int
     return True
 
 
-def reproduce(out: Path, *, seed: int = 0, schedule_path: Path | None = None, trace_path: Path | None = None,
-              scenarios: Sequence[str] = SCENARIOS, lengths: MathLengths | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run `scenarios` in every mode and write `out/` (see the module docstring); returns the summary."""
+@dataclass(frozen=True)
+class _Task:
+    """One scenario at one seed, as a worker process is given it (picklable)."""
+
+    name: str
+    seed: int
+    schedule_path: Path | None
+    trace_path: Path | None
+    lengths: MathLengths
+    burst_s: float
+    out: Path | None  # where the per-request CSVs (and the quality plot) go; the first seed only
+
+
+def _run(task: _Task) -> tuple[dict[str, Any], dict[str, list[RequestRecord]] | None]:
+    """One task: its summary, and its records when it writes files (for the plots)."""
+    if task.name == "quality":
+        summary = run_quality(task.seed, task.out)
+        summary["parameters"] = parameters(build("quality", task.seed))
+        return summary, None
+    scenario = build(task.name, task.seed, schedule_path=task.schedule_path, trace_path=task.trace_path,
+                     lengths=task.lengths, burst_s=task.burst_s)
+    results = run_modes(scenario, task.seed, MODES)
+    summary = scenario_summary(scenario, results)
+    if task.out is None:
+        return summary, None
+    for mode, records in results.items():
+        write_records(records, task.out / task.name / f"{mode}.csv")
+    return summary, results
+
+
+def reproduce(out: Path, *, seed: int = 0, seeds: int = 10, jobs: int = 1, schedule_path: Path | None = None,
+              trace_path: Path | None = None, scenarios: Sequence[str] = SCENARIOS, lengths: MathLengths | None = None,
+              burst_s: float = BURST_S, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `scenarios` in every mode at seeds `seed` .. `seed + seeds - 1`, `jobs` runs at a time (each
+    in its own process when `jobs` > 1), and write `out/` (see the module docstring); returns the summary."""
+    if seeds < 1 or jobs < 1:
+        raise ValueError("reproduce needs seeds >= 1 and jobs >= 1")
+    for name in scenarios:
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     lengths = lengths or MathLengths()
     say = progress or (lambda _m: None)
     out.mkdir(parents=True, exist_ok=True)
+    seed_list = list(range(seed, seed + seeds))
+    # Scenario built once up front: a bad schedule or trace path fails before any process starts.
+    for name in scenarios:
+        if name != "quality":
+            build(name, seed, schedule_path=schedule_path, trace_path=trace_path, lengths=lengths, burst_s=burst_s)
+    tasks = [_Task(name, s, schedule_path, trace_path, lengths, burst_s, out if s == seed else None)
+             for name in scenarios for s in seed_list]
+    say(f"{len(scenarios)} scenarios x {seeds} seeds = {len(tasks)} runs, {jobs} at a time")
+    if jobs == 1 or len(tasks) == 1:
+        done = []
+        for task in tasks:
+            done.append(_run(task))
+            say(f"  {task.name} seed {task.seed} done")
+    else:
+        # spawn, not fork: a worker starts from a clean interpreter, whatever threads the parent holds.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_run, tasks))
+        say(f"  {len(done)} runs done")
+    runs = {(t.name, t.seed): result for t, result in zip(tasks, done, strict=True)}
     summaries = []
     plotted = True
     quality: dict[str, Any] | None = None
     for name in scenarios:
+        per_seed = [runs[(name, s)][0] for s in seed_list]
         if name == "quality":
-            say("quality: 2,000 requests, 7 nodes, duels on the contract's reference model")
-            quality = run_quality(seed, out)
-            plotted = bool(quality.pop("plot", False)) and plotted
+            plotted = bool(per_seed[0].get("plot", False)) and plotted
+            quality = aggregate_quality(per_seed, seed_list)
+            quality["parameters"] = per_seed[0]["parameters"]
             continue
-        scenario = build(name, seed, schedule_path=schedule_path, trace_path=trace_path, lengths=lengths)
-        say(f"{name}: {len(scenario.requests)} requests on {len(scenario.nodes)} nodes")
-
-        def step(mode: str, now: float, done: int, total: int, name: str = name) -> None:
-            if done == total:
-                say(f"  {name} / {mode}: {done}/{total} requests, {now:.0f} s simulated")
-
-        results = run_modes(scenario, seed, MODES, progress=step)
-        for mode, records in results.items():
-            write_records(records, out / name / f"{mode}.csv")
-        summary = scenario_summary(scenario, results)
+        summary = aggregate(per_seed, seed_list)
+        results = runs[(name, seed)][1]
+        assert results is not None
+        scenario = build(name, seed, schedule_path=schedule_path, trace_path=trace_path, lengths=lengths,
+                         burst_s=burst_s)
         windows = windowed_latency(results["decentralized"], scenario.window_s)
-        summary["windowed_latency_decentralized"] = [[w, m, n] for w, m, n in windows]
+        summary["windowed_latency_decentralized_first_seed"] = [[w, m, n] for w, m, n in windows]
         summaries.append(summary)
         plotted = _plots(out, scenario, summary, results) and plotted
-    payload = {"seed": seed, "lengths": {"median_output": lengths.median_output, "sigma": lengths.sigma,
-                                         "max_tokens": lengths.max_tokens},
-               "paper": PAPER_CLAIMS, "scenarios": summaries, "quality": quality, "plots": plotted}
+    payload = {"seeds": seed_list, "interval": "95 % Student t over the seeds",
+               "lengths": {"median_output": lengths.median_output, "sigma": lengths.sigma,
+                           "max_tokens": lengths.max_tokens},
+               "burst_s": burst_s, "paper": PAPER_CLAIMS, "rules": RULES, "scenarios": summaries,
+               "quality": quality, "plots": plotted}
     (out / "summary.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    (out / "summary.md").write_text(_markdown(summaries, seed, lengths) + _quality_markdown(quality)
+    (out / "summary.md").write_text(_markdown(summaries, quality, seed_list, lengths, burst_s)
+                                    + _quality_markdown(quality)
                                     + ("" if plotted else "\n(PNG plots skipped: install matplotlib, "
                                        "`pip install 'wwwserve[sim]'`.)\n"))
     return payload

@@ -11,15 +11,19 @@ auto-stake on) unless a scenario says otherwise.
 | `load-swing` | 4 × RTX 3090 | Poisson: nodes 1-2 at 1/15 req/s for 0-300 s then 1/30, nodes 3-4 the reverse |
 | `hetero` | RTX 3090, RTX 3090, RTX 4090, A100 | the load swing, on mixed GPUs |
 | `azure` | 5 × RTX 3090 | the Azure 2023 conversation trace, time zones emulated |
-| `join-leave` | 5 × RTX 3090 | 150/150/200 at node1/2/3 at 0/150/300 s; node4 leaves at 120 s, node5 joins at 600 s |
+| `join-leave` | 5 × 3090 | 150/150/200 at node1/2/3 at 0/150/300 s (1 s a burst); node4 off 120 s, node5 on 600 s |
+
+Every scenario carries its workload parameters (`Scenario.workload`); `parameters` adds its nodes, policies
+and network settings, and the reports print them beside the figures.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
 from wwwserve.node.policy import PolicyConfig
@@ -38,7 +42,7 @@ from wwwserve.sim.workloads import (
     synthetic_schedule,
 )
 
-__all__ = ["MODES", "SCENARIOS", "Scenario", "build", "run_modes"]
+__all__ = ["BURST_S", "MODES", "SCENARIOS", "Scenario", "build", "parameters", "run_modes"]
 
 MODES: tuple[Mode, ...] = ("single", "centralized", "decentralized")
 
@@ -48,6 +52,10 @@ MODES: tuple[Mode, ...] = ("single", "centralized", "decentralized")
 REFERENCE_POLICY = PolicyConfig(target_token_usage=0.6, offload_frequency=0.8, queue_frequency=0.2,
                                 accept_frequency=0.8, p_inspect=0.0, auto_stake=True)
 SLO_THRESHOLDS_S = tuple(range(200, 451, 10))  # the paper's sweep for long reasoning requests
+# A burst's requests arrive evenly over this many seconds: the reference harness fires a burst from a
+# client loop, not at one instant, and an instant burst lets the centralized baseline route a whole
+# burst on one stale reading (the artefact issue 16 found).
+BURST_S = 1.0
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Scenario:
     window_s: float = 60.0
     modes: tuple[Mode, ...] = MODES
     config: SimConfig | None = None  # settings beyond the defaults (the quality scenario's contract)
+    workload: dict[str, Any] = field(default_factory=dict)  # the workload's parameters, for the reports
 
 
 # One-way delays between three continents (round trips of ~80, ~160 and ~180 ms), 5 ms inside one.
@@ -83,10 +92,20 @@ def _nodes(profiles: Sequence[EngineProfile], policy: PolicyConfig = REFERENCE_P
     return [NodeSpec(f"node{i}", profile, (MODEL,), policy) for i, profile in enumerate(profiles, start=1)]
 
 
+def _lengths(lengths: MathLengths) -> str:
+    if lengths.output_tokens is not None:
+        return f"{lengths.output_tokens} tokens each"
+    return f"log-normal, median {lengths.median_output:.0f} tokens, sigma {lengths.sigma}, cut at {lengths.max_tokens}"
+
+
 def build(name: str, seed: int = 0, *, schedule_path: Path | None = None, trace_path: Path | None = None,
-          trace_scale: int | None = None, lengths: MathLengths | None = None) -> Scenario:
-    """The scenario called `name` (see the module docstring), its random parts drawn from `seed`."""
+          trace_scale: int | None = None, lengths: MathLengths | None = None, burst_s: float = BURST_S) -> Scenario:
+    """The scenario called `name` (see the module docstring), its random parts drawn from `seed`; the
+    join-leave bursts each spread evenly over `burst_s` seconds (0: every request of a burst at one instant)."""
+    if burst_s < 0:
+        raise ValueError(f"burst_s must be >= 0, not {burst_s}")
     lengths = lengths or MathLengths()
+    answers = {"prompt tokens": "uniform 60-400", "answer tokens": _lengths(lengths)}
     r3090, r4090, a100 = PROFILES["qwen3-8b-rtx3090"], PROFILES["qwen3-8b-rtx4090"], PROFILES["qwen3-8b-a100"]
     if name == "schedule":
         nodes = _nodes([r3090] * 4)
@@ -97,15 +116,22 @@ def build(name: str, seed: int = 0, *, schedule_path: Path | None = None, trace_
             requests = synthetic_schedule(seed, lengths)
             note = ("the paper's schedule file was not given (--schedule): same per-node counts 43/9/47/13 at "
                     "random times over 235 s")
-        return Scenario(name, "Paper's request schedule, 4 × RTX 3090", nodes, requests, notes=[note])
+        workload = {"arrivals": str(schedule_path) if schedule_path is not None
+                    else "uniform over 0-235 s, 43/9/47/13 at node1-4", **answers}
+        if schedule_path is not None:
+            workload["prompt tokens"] = "from the problem text (~3.6 characters a token + 20)"
+        return Scenario(name, "Paper's request schedule, 4 × RTX 3090", nodes, requests, notes=[note],
+                        workload=workload)
+    swing = {"arrivals": "Poisson: node1-2 at 1/15 req/s for 0-300 s then 1/30 to 600 s, node3-4 the reverse",
+             **answers}
     if name == "load-swing":
         nodes = _nodes([r3090] * 4)
         requests = load_swing([n.name for n in nodes], seed, lengths)
-        return Scenario(name, "Load swing, 4 × RTX 3090", nodes, requests)
+        return Scenario(name, "Load swing, 4 × RTX 3090", nodes, requests, workload=swing)
     if name == "hetero":
         nodes = _nodes([r3090, r3090, r4090, a100])
         requests = load_swing([n.name for n in nodes], seed, lengths)
-        return Scenario(name, "Load swing on mixed GPUs (3090, 3090, 4090, A100)", nodes, requests)
+        return Scenario(name, "Load swing on mixed GPUs (3090, 3090, 4090, A100)", nodes, requests, workload=swing)
     if name == "azure":
         nodes = _nodes([r3090] * 5)
         rows = read_azure_trace(trace_path)
@@ -115,20 +141,26 @@ def build(name: str, seed: int = 0, *, schedule_path: Path | None = None, trace_
         return Scenario(name, "Azure conversation trace, 5 × RTX 3090, time zones emulated", nodes, requests,
                         thresholds_s=tuple(float(t) for t in range(5, 61, 5)),
                         notes=[f"trace: {source}, every {scale}th row, first 1,000 requests; node i's hour is "
-                               "rotated by i/5 of its length (time zones)"])
+                               "rotated by i/5 of its length (time zones)"],
+                        workload={"arrivals": f"trace {source}, every {scale}th row, first 1,000, node i's hour "
+                                              "rotated by i/5", "prompt and answer tokens": "the trace's"})
     if name == "join-leave":
         nodes = _nodes([r3090] * 5)
         nodes[3] = replace(nodes[3], leave_s=120.0)
         nodes[4] = replace(nodes[4], join_s=600.0)
         rng = random.Random(seed)
         short = MATH500_LENGTHS  # MATH500, as the reference harness
-        requests = [RequestSpec(start, source, short.prompt(rng), short.output(rng), MODEL)
+        requests = [RequestSpec(start + burst_s * i / count, source, short.prompt(rng), short.output(rng), MODEL)
                     for source, start, count in (("node1", 0.0, 150), ("node2", 150.0, 150), ("node3", 300.0, 200))
-                    for _ in range(count)]
+                    for i in range(count)]
         return Scenario(name, "Dynamic participation: node4 leaves at 120 s, node5 joins at 600 s", nodes,
                         requests, thresholds_s=tuple(float(t) for t in range(100, 601, 50)), window_s=60.0,
-                        notes=["the reference harness's bursts (tests/test.py): 150/150/200 MATH500 requests at "
-                               "0/150/300 s (answers: median 1,500 tokens)"])
+                        notes=["the reference harness's bursts (tests/test.py): 150/150/200 MATH500 requests from "
+                               f"0/150/300 s, each spread evenly over {burst_s:g} s (answers: median 1,500 tokens)"],
+                        workload={"arrivals": "bursts of 150/150/200 at node1/2/3 from 0/150/300 s",
+                                  "burst spread (s)": burst_s, "prompt tokens": "uniform 60-400",
+                                  "answer tokens": _lengths(short), "node4 leaves (s)": 120.0,
+                                  "node5 joins (s)": 600.0})
     if name == "quality":
         return _quality(seed)
     raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
@@ -163,10 +195,44 @@ def _quality(seed: int) -> Scenario:
                 for i in range(2000)]
     return Scenario("quality", "Quality incentives: classes A/B/C (win rates 0.57/0.53/0.39), contract settlement",
                     nodes, requests, thresholds_s=(60.0, 120.0, 300.0), modes=("decentralized",),
+                    workload={"arrivals": "2,000 at node0, 4 every 6 s (1.5 s apart)",
+                              "prompt tokens": "uniform 60-400", "answer tokens": _lengths(lengths),
+                              "classes": "node1-2 A 0.57, node3-4 B 0.53, node5-6 C 0.39", "P_INSPECT": 0.1},
                     config=SimConfig(contract=True, judge_accuracy=0.9),
                     notes=["classes: node1-2 A (0.57), node3-4 B (0.53), node5-6 C (0.39); judges vote for the better "
                            "answer with probability 0.9; stake, duels and slashing on the contract's reference "
                            "model (ledger.model)"])
+
+
+_POLICY_KNOBS = ("target_token_usage", "offload_frequency", "queue_frequency", "accept_frequency", "p_inspect",
+                 "auto_stake")
+_CONFIG_KNOBS = ("block_time_s", "request_timeout_s", "fee_wei", "max_hops", "no_peer_wait_s", "max_redispatches",
+                 "centralized_kv_threshold", "selection", "contract", "judge_accuracy", "appeal")
+
+
+def parameters(scenario: Scenario) -> dict[str, Any]:
+    """Everything that sets `scenario` up, as plain values: nodes (engine profile, region, join/leave),
+    their policies, the workload, the network settings and the SLO thresholds (printed by the reports)."""
+    config = scenario.config or SimConfig()
+    nodes = []
+    for n in scenario.nodes:
+        text = f"{n.name}: {n.profile.name}"
+        text += "" if n.region == "default" else f" in {n.region}"
+        text += "" if n.join_s == 0 else f", joins at {n.join_s:g} s"
+        text += "" if n.leave_s is None else f", leaves at {n.leave_s:g} s"
+        nodes.append(text)
+    policies: dict[str, list[str]] = {}
+    for n in scenario.nodes:
+        knobs = ", ".join(f"{k} {getattr(n.policy, k)}" for k in _POLICY_KNOBS)
+        policies.setdefault(knobs, []).append(n.name)
+    known = {f.name for f in fields(SimConfig)}
+    network = {k: getattr(config, k) for k in _CONFIG_KNOBS if k in known}
+    network["link one-way (s)"] = (f"{config.latency.default_s:g} inside a region"
+                                   + "".join(f", {a}-{b} {s:g}" for a, b, s in config.latency.between))
+    return {"nodes": nodes, "policies": {" ".join(names): knobs for knobs, names in policies.items()},
+            "workload": {"requests": len(scenario.requests), **scenario.workload}, "network": network,
+            "slo thresholds (s)": f"{min(scenario.thresholds_s):g}-{max(scenario.thresholds_s):g}, "
+                                  f"{len(scenario.thresholds_s)} points"}
 
 
 def run_modes(scenario: Scenario, seed: int, modes: Sequence[Mode] = MODES, config: SimConfig | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -48,6 +48,8 @@ def sim_run(
                                                           "bundled 1/10 slice).")] = None,
     median_output: Annotated[float, typer.Option(min=1, help="Median answer length of math requests (tokens).")]
     = 5000.0,
+    burst_s: Annotated[float, typer.Option(min=0, help="Seconds each join-leave burst is spread over (0: one "
+                                                       "instant).")] = 1.0,
     network: Annotated[str, typer.Option(help="lan (every node 5 ms apart) | intercontinental (nodes spread over "
                                               "three continents, 40-90 ms one way)")] = "lan",
     out: Annotated[Path | None, typer.Option(help="Write one CSV per mode (one row per request) here.")] = None,
@@ -72,7 +74,7 @@ def sim_run(
         fail(f"unknown network {network!r}; choose lan or intercontinental")
     try:
         built = build(scenario, seed, schedule_path=schedule, trace_path=trace, trace_scale=scale,
-                      lengths=MathLengths(median_output=median_output))
+                      lengths=MathLengths(median_output=median_output), burst_s=burst_s)
     except WorkloadError as exc:
         fail(str(exc))
     if network == "intercontinental":
@@ -98,6 +100,21 @@ def sim_run(
     console.print(table)
     for note in built.notes:
         console.print(f"note: {note}", highlight=False)
+    _print_parameters(summary["parameters"])
+
+
+def _print_parameters(params: dict[str, Any]) -> None:
+    table = Table(title="parameters", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("nodes", "; ".join(params["nodes"]))
+    for names, knobs in params["policies"].items():
+        table.add_row(f"policy of {names}", knobs)
+    for group in ("workload", "network"):
+        for key, value in params[group].items():
+            table.add_row(f"{group}: {key}", str(value))
+    table.add_row("SLO thresholds (s)", params["slo thresholds (s)"])
+    console.print(table)
 
 
 def _quality(seed: int, out: Path | None, as_json: bool) -> None:
@@ -125,24 +142,35 @@ def _quality(seed: int, out: Path | None, as_json: bool) -> None:
 def sim_reproduce(
     out: Annotated[Path, typer.Option(help="Results folder (CSV, summary.json, summary.md, PNG plots).")]
     = Path("results"),
-    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same numbers).")] = 0,
+    seed: Annotated[int, typer.Option(help="The first seed (seeds run SEED, SEED+1, ...; same seeds, same "
+                                           "numbers).")] = 0,
+    seeds: Annotated[int, typer.Option(min=1, help="How many seeds: every figure is their mean with a 95 % "
+                                                   "t-interval (1: a quick single-seed look, no interval).")] = 10,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs at a time, each in its own process (same numbers "
+                                                  "as 1).")] = 2,
     schedule: Annotated[Path | None, typer.Option(help="The paper's simu_input.json (else a stand-in with the "
                                                        "same per-node counts).")] = None,
     trace: Annotated[Path | None, typer.Option(help="An Azure LLM inference trace CSV (default: the bundled "
                                                     "slice).")] = None,
+    median_output: Annotated[float, typer.Option(min=1, help="Median answer length of math requests (tokens).")]
+    = 5000.0,
+    burst_s: Annotated[float, typer.Option(min=0, help="Seconds each join-leave burst is spread over (0: one "
+                                                       "instant).")] = 1.0,
 ) -> None:
-    """Run every paper scenario in all three modes and write the figures and a summary table."""
+    """Run every paper scenario in all three modes over several seeds; write the figures with intervals,
+    our numbers beside the paper's with a verdict per claim, and every scenario's parameters."""
     from wwwserve.sim.report import reproduce
-    from wwwserve.sim.workloads import WorkloadError
+    from wwwserve.sim.workloads import MathLengths, WorkloadError
 
     started = time.monotonic()
     try:
-        summary = reproduce(out, seed=seed, schedule_path=schedule, trace_path=trace,
+        summary = reproduce(out, seed=seed, seeds=seeds, jobs=jobs, schedule_path=schedule, trace_path=trace,
+                            lengths=MathLengths(median_output=median_output), burst_s=burst_s,
                             progress=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
     except WorkloadError as exc:
         fail(str(exc))
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
     count = len(summary["scenarios"]) + (summary["quality"] is not None)
-    console.print(f"wrote {out}/ ({count} scenarios"
+    console.print(f"wrote {out}/ ({count} scenarios x {seeds} seeds"
                   f"{', with plots' if summary['plots'] else ', no plots: matplotlib is not installed'}) "
                   f"in {time.monotonic() - started:.1f} s", highlight=False)
