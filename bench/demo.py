@@ -35,9 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from web3 import Web3
-
 from wwwserve.cli.burst import Outcome, _send_all, percentile
+from wwwserve.ledger.chain import connect
 from wwwserve.ledger.indexer import Indexer
 
 MODEL_CACHE = Path.home() / ".cache" / "wwwserve-bench-demo"
@@ -88,7 +87,7 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
         burst_started = time.monotonic()
         _, outcomes = asyncio.run(_send_all(args.url, None, args.requests, args.max_tokens, 600.0, lambda o: None))
         burst_s = time.monotonic() - burst_started
-        w3 = Web3(Web3.HTTPProvider("http://127.0.0.1:8545"))
+        w3 = connect("http://127.0.0.1:8545")
         index = Indexer(w3, found.group(1), f"sqlite:///{home / 'bench-index.sqlite'}")
         first_settled_s = None
         deadline = time.monotonic() + args.duel_timeout
