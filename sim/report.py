@@ -92,6 +92,10 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     return f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} runs per scenario and mode)"
 
 
+def _plot_seeds(seeds: Sequence[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds: mean and 95 % interval"
+
+
 def _parameter_lines(params: dict[str, Any]) -> list[str]:
     lines = [f"- nodes: {'; '.join(params['nodes'])}"]
     lines += [f"- policy of {names}: {knobs}" for names, knobs in params["policies"].items()]
@@ -186,11 +190,13 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
         xs = [float(t) for t in m["slo"]]
         ax.plot(xs, [100 * v["mean"] for v in m["slo"].values()], marker="o", ms=3, label=mode, color=colors.get(mode))
         if all(v["lo"] is not None for v in m["slo"].values()):
-            ax.fill_between(xs, [100 * v["lo"] for v in m["slo"].values()], [100 * v["hi"] for v in m["slo"].values()],
+            # An attainment is a share: the interval's band is drawn inside 0-100 %.
+            ax.fill_between(xs, [max(0.0, 100 * v["lo"]) for v in m["slo"].values()],
+                            [min(100.0, 100 * v["hi"]) for v in m["slo"].values()],
                             color=colors.get(mode), alpha=0.15, linewidth=0)
     ax.set_xlabel("end-to-end latency SLO (s)")
     ax.set_ylabel("global SLO attainment (%)")
-    ax.set_title(f"{scenario.title} ({_seeds_text(summary['seeds'])})", fontsize=8)
+    ax.set_title(f"{scenario.title}\n{_plot_seeds(summary['seeds'])}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -208,7 +214,7 @@ def _plots(out: Path, scenario: Scenario, summary: dict[str, Any], results: dict
                color=colors.get(mode))
     ax.set_xticks([j + width * (len(summary["modes"]) - 1) / 2 for j in range(len(sources))], sources)
     ax.set_ylabel("mean latency (s)")
-    ax.set_title(f"{scenario.title}: latency per source node", fontsize=9)
+    ax.set_title(f"{scenario.title}\nlatency per source node, {_plot_seeds(summary['seeds'])}", fontsize=8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / f"latency_by_source_{scenario.name}.png", dpi=120)
