@@ -177,6 +177,7 @@ def aggregate_quality(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int]) 
 
     out: dict[str, Any] = {
         "seeds": list(seeds),
+        "parameters": per_seed[0]["parameters"],
         "duels": figure([s["duels"] for s in per_seed]),
         "origin_change_credits": figure([s["origin_change_wei"] / WEI_PER_CREDIT for s in per_seed]),
         "outcomes": {o: figure([s["outcomes"].get(o, 0) for s in per_seed])

@@ -296,6 +296,7 @@ def run_quality(seed: int, out: Path | None = None) -> dict[str, Any]:
         # committed duels the contract refused to open (e.g. A's stake all bonded by its open duels)
         "refused": dict(ledger.refused),
         "origin_change_wei": sum(end[origin]) - sum(start[origin]),
+        "parameters": parameters(scenario),
     }
     if out is not None:
         import csv
@@ -364,9 +365,7 @@ class _Task:
 def _run(task: _Task) -> tuple[dict[str, Any], dict[str, list[RequestRecord]] | None]:
     """One task: its summary, and its records when it writes files (for the plots)."""
     if task.name == "quality":
-        summary = run_quality(task.seed, task.out)
-        summary["parameters"] = parameters(build("quality", task.seed))
-        return summary, None
+        return run_quality(task.seed, task.out), None
     scenario = build(task.name, task.seed, schedule_path=task.schedule_path, trace_path=task.trace_path,
                      lengths=task.lengths, burst_s=task.burst_s)
     results = run_modes(scenario, task.seed, MODES)
@@ -418,7 +417,6 @@ def reproduce(out: Path, *, seed: int = 0, seeds: int = 10, jobs: int = 1, sched
         if name == "quality":
             plotted = bool(per_seed[0].get("plot", False)) and plotted
             quality = aggregate_quality(per_seed, seed_list)
-            quality["parameters"] = per_seed[0]["parameters"]
             continue
         summary = aggregate(per_seed, seed_list)
         results = runs[(name, seed)][1]

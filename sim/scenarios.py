@@ -206,8 +206,10 @@ def _quality(seed: int) -> Scenario:
 
 _POLICY_KNOBS = ("target_token_usage", "offload_frequency", "queue_frequency", "accept_frequency", "p_inspect",
                  "auto_stake")
-_CONFIG_KNOBS = ("block_time_s", "request_timeout_s", "fee_wei", "max_hops", "no_peer_wait_s", "max_redispatches",
-                 "centralized_kv_threshold", "selection", "contract", "judge_accuracy", "appeal")
+# SimConfig fields the reports leave out: set per run (mode, seed), printed another way (latency), or too
+# long to print (the contract's deployment parameters: ledger.params defaults unless a scenario says).
+_CONFIG_HIDDEN = {"mode", "seed", "latency", "contract_params", "sample_every_s"}
+_DUEL_KNOBS = {"judge_accuracy", "judges", "appeal"}  # only matter with duels on (contract)
 
 
 def parameters(scenario: Scenario) -> dict[str, Any]:
@@ -220,13 +222,22 @@ def parameters(scenario: Scenario) -> dict[str, Any]:
         text += "" if n.region == "default" else f" in {n.region}"
         text += "" if n.join_s == 0 else f", joins at {n.join_s:g} s"
         text += "" if n.leave_s is None else f", leaves at {n.leave_s:g} s"
+        if config.contract:
+            text += f", quality {n.quality:g}"
+            for knob in ("judge_accuracy", "judges"):  # a node's own judging, where it has one
+                if getattr(n, knob, None) is not None:
+                    text += f", {knob} {getattr(n, knob)}"
         nodes.append(text)
     policies: dict[str, list[str]] = {}
     for n in scenario.nodes:
         knobs = ", ".join(f"{k} {getattr(n.policy, k)}" for k in _POLICY_KNOBS)
         policies.setdefault(knobs, []).append(n.name)
-    known = {f.name for f in fields(SimConfig)}
-    network = {k: getattr(config, k) for k in _CONFIG_KNOBS if k in known}
+    network: dict[str, Any] = {}
+    for f in fields(SimConfig):
+        if f.name in _CONFIG_HIDDEN or (f.name in _DUEL_KNOBS and not config.contract):
+            continue
+        value = getattr(config, f.name)
+        network[f.name] = value if isinstance(value, bool | int | float | str) else str(value)
     network["link one-way (s)"] = (f"{config.latency.default_s:g} inside a region"
                                    + "".join(f", {a}-{b} {s:g}" for a, b, s in config.latency.between))
     return {"nodes": nodes, "policies": {" ".join(names): knobs for knobs, names in policies.items()},

@@ -110,6 +110,11 @@ def test_every_scenario_states_its_parameters(name: str) -> None:
     assert p["network"]["request_timeout_s"] == 600.0
     if name == "join-leave":
         assert p["workload"]["burst spread (s)"] == 1.0
+    # Duel settings only where duels run: the quality scenario's classes and judges are stated.
+    assert ("judge_accuracy" in p["network"]) == (name == "quality")
+    if name == "quality":
+        assert "quality 0.57" in p["nodes"][1] and "quality 0.39" in p["nodes"][6]
+    json.dumps(p)  # plain values: the JSON summary carries them
 
 
 # ---- reproduce -----------------------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ def _quality(seed: int, out: Path | None, as_json: bool) -> None:
         table.add_row(c, str(v["input_win_rate"]), f"{rate} ({v['won']}-{v['lost']})", str(v["served"]),
                       f"{start:,} → {end:,} credits")
     console.print(table)
+    _print_parameters(summary["parameters"])
 
 
 @sim_app.command("reproduce")
