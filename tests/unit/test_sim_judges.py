@@ -160,7 +160,7 @@ def test_the_default_judges_reproduce_the_live_networks_shares() -> None:
     assert seats["NO_EVIDENCE"] == 0
 
 
-def test_smollm2_judges_abstain_as_measured() -> None:
+def test_simulated_135m_judges_abstain_as_measured() -> None:
     """bench/results/incentives/judge_accuracy.json: SmolLM2-135M named a letter in 3 of 24 single-order
     replies, always the answer shown first, and abstained on 24 of 24 questions in both orders: its
     duels are ties. In one order the simulated letter share falls in 3/24's 95 % interval, all A."""
