@@ -106,11 +106,13 @@ class Network:
         body: dict[str, Any] = resp.json()
         return body
 
-    def duel_over(self, answer: str) -> Any:
-        """The indexed duel over A's answer `answer` (None until opened)."""
+    def duel_over(self, answer: str, executor: str | None = None) -> Any:
+        """The indexed duel over A's answer `answer`, by `executor` when given (None until opened): two tests
+        of one network may duel the same short answer, and the older duel must not stand in for the new."""
         self.indexer.sync()
         wanted = "0x" + answer_hash(answer).hex()
-        return next((d for d in self.indexer.duels(limit=100) if d.answer_a_hash == wanted), None)
+        return next((d for d in self.indexer.duels(limit=100) if d.answer_a_hash == wanted
+                     and (executor is None or d.a.lower() == executor.lower())), None)
 
     def mine_to(self, block: int) -> None:
         """Mine until the head is `block` (nothing if it is there already)."""

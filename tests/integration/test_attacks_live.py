@@ -636,8 +636,9 @@ def test_a6_an_executor_that_leaves_and_unstakes_at_once_is_still_dueled_and_sla
     assert node is not None and not node.active
 
     text = body["choices"][0]["message"]["content"]
-    net.wait("the duel to open", lambda: net.duel_over(text) is not None)
-    duel_id = net.duel_over(text).id
+    # A3's self-dealt duel is over the same answer "no.": look for this executor's.
+    net.wait("the duel to open", lambda: net.duel_over(text, executor.address) is not None)
+    duel_id = net.duel_over(text, executor.address).id
     duel = net.chain.duel(duel_id)
     assert (duel.origin, duel.a) == (net.addresses[ORIGIN], executor.address)
     assert event_block(net, duel_id, "DuelOpened") > unbond_block  # opened over an executor already gone
