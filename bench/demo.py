@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any
 from wwwserve.cli.burst import Outcome, _send_all, percentile
 from wwwserve.ledger.chain import connect
 from wwwserve.ledger.indexer import Indexer
+from wwwserve.sim.metrics import mean_interval
 
 MODEL_CACHE = Path.home() / ".cache" / "wwwserve-bench-demo"
 READY_LINE = "Ctrl-C stops the network."
@@ -56,12 +56,11 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeo
 
 
 def mean_ci(values: list[float]) -> str:
-    """Mean and a 95 % t-interval half-width (the value alone for one run)."""
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}.get(len(values), 2.0)
-    half = t * statistics.stdev(values) / len(values) ** 0.5
-    return f"{statistics.mean(values):.1f} ± {half:.1f}"
+    """Mean and a 95 % t-interval half-width (the value alone for one run), by the simulator's interval."""
+    f = mean_interval(values)
+    mean, hi = f["mean"], f["hi"]
+    assert mean is not None
+    return f"{mean:.1f}" if hi is None else f"{mean:.1f} ± {hi - mean:.1f}"
 
 
 def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
