@@ -39,9 +39,10 @@ from wwwserve.ledger.work import answer_hash
 PASSWORD = "duel test password"
 
 
-def cli(*args: str, code: int = 0) -> str:
-    """Run the `wwwserve` CLI in-process; fail on a traceback or an unexpected exit code."""
-    result = CliRunner().invoke(app, list(args))
+def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
+    """Run the `wwwserve` CLI in-process (with `stdin` as its input); fail on a traceback or an unexpected
+    exit code."""
+    result = CliRunner().invoke(app, list(args), input=stdin)
     assert "Traceback" not in result.output, result.output
     assert result.exit_code == code, f"wwwserve {' '.join(args)} -> {result.exit_code}\n{result.output}"
     return result.output

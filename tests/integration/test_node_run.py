@@ -7,9 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from duel_network import cli
 
-from wwwserve.cli import app
 from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.localnet import LocalNet, NodeLaunch
 from wwwserve.devnet.ports import free_port
@@ -31,14 +30,6 @@ def test_node_run_serves_signed_answers_that_verify(
 ) -> None:
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
-    runner = CliRunner()
-
-    def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
-        result = runner.invoke(app, list(args), input=stdin)
-        out = result.output
-        assert "Traceback" not in out, out
-        assert result.exit_code == code, f"wwwserve {' '.join(args)} -> {result.exit_code}\n{out}"
-        return out
 
     cli("devnet", "up", "--demo-nodes", "0")
     address = cli("wallet", "new", "op").split(": ")[1].split()[0]
@@ -133,13 +124,6 @@ def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
 
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
-    runner = CliRunner()
-
-    def cli(*args: str) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == 0, result.output
-        return result.output
-
     cli("devnet", "up", "--demo-nodes", "0")
     address = cli("wallet", "new", "op").split(": ")[1].split()[0]
     cli("devnet", "fund", address, "2eth")

@@ -9,9 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from duel_network import cli
 
-from wwwserve.cli import app
 from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.localnet import LocalNet, NodeLaunch
 from wwwserve.devnet.ports import free_port
@@ -27,14 +26,6 @@ def test_a_stream_saved_with_curl_verifies_and_a_tampered_one_does_not(
 ) -> None:
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
-    runner = CliRunner()
-
-    def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
-        result = runner.invoke(app, list(args), input=stdin)
-        out = result.output
-        assert "Traceback" not in out, out
-        assert result.exit_code == code, f"wwwserve {' '.join(args)} -> {result.exit_code}\n{out}"
-        return out
 
     def refused(path: Path) -> str:
         """The one error line `wwwserve verify` prints for `path`."""
