@@ -50,8 +50,12 @@ class ModelPool:
     """The nodes a request for one model is routed among: the active ones that registered the model."""
 
     model: str
-    nodes: tuple[str, ...]  # every active node serving it
-    weights_wei: dict[str, int]  # the stake routing weighs each by (0 below MIN_STAKE)
+    weights_wei: dict[str, int]  # every active node serving it: the stake routing weighs it by (0 below MIN_STAKE)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every active node serving the model, routable or not."""
+        return tuple(self.weights_wei)
 
     @property
     def total_wei(self) -> int:
@@ -76,7 +80,7 @@ def model_pools(rows: list[dict[str, Any]], min_stake_wei: int) -> dict[str, Mod
         weight = routable_stake_wei(row["balances"].active_stake_wei, min_stake_wei)
         for model in info.models:
             members.setdefault(model, {})[row["address"]] = weight
-    return {model: ModelPool(model, tuple(weights), weights) for model, weights in sorted(members.items())}
+    return {model: ModelPool(model, weights) for model, weights in sorted(members.items())}
 
 
 def _share_cell(info: Any, address: str, pools: dict[str, ModelPool]) -> str:
