@@ -19,6 +19,12 @@ Cheap at any scale: nothing is simulated per token. All running requests advance
 linear in `v` and the wall time to go from `v1` to `v2` has a closed form (a quadratic). Each event
 (admission, completion, preemption) costs O(log n). `load()` reports what the live policy reads from a
 real engine's metrics: KV-cache usage, running, waiting.
+
+A profile of `kind="slots"` is another engine: the live node's fake backend (node/backends/fake.py), which
+`EngineModel(profile)` then builds as a `SlotEngine`. It runs at most `max_num_seqs` requests at once
+(FIFO, the others wait), each on its own: the first token `prefill_overhead_s` after it starts, then one
+token every `step_base_s` (the fake's `latency_s` and `1 / tokens_per_s`), whatever else runs; it reports
+`kv_usage = running / max_num_seqs`. `fake_backend_profile` builds one from the fake's settings.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["PROFILES", "EngineModel", "EngineProfile", "EngineRequest"]
+__all__ = ["PROFILES", "EngineModel", "EngineProfile", "EngineRequest", "SlotEngine", "fake_backend_profile"]
 
 _EPS = 1e-9
 
@@ -47,6 +53,9 @@ class EngineProfile:
     step_per_seq_s: float = 0.0001
     step_per_kv_token_s: float = 0.0
     note: str = ""
+    # "vllm": the continuous-batching model above; "slots": the fake backend's (see the module docstring;
+    # then only max_num_seqs, prefill_overhead_s and step_base_s are read).
+    kind: Literal["vllm", "slots"] = "vllm"
 
     def __post_init__(self) -> None:
         if self.kv_capacity_tokens < 1 or self.max_num_seqs < 1:
@@ -119,6 +128,18 @@ PROFILES: dict[str, EngineProfile] = {
 }
 
 
+def fake_backend_profile(name: str, *, capacity: int, latency_s: float, tokens_per_s: float) -> EngineProfile:
+    """The engine of a live node with `backend.kind=fake` and `backend.fake.{capacity, latency_s,
+    tokens_per_s}` (node/backends/fake.py: at most `capacity` at once, the first word after `latency_s`,
+    then one word per `1 / tokens_per_s`; its words are the simulator's tokens)."""
+    if tokens_per_s <= 0:
+        raise ValueError("tokens_per_s must be > 0")
+    return EngineProfile(name=name, kv_capacity_tokens=1 << 40, max_num_seqs=capacity,
+                         prefill_overhead_s=latency_s, step_base_s=1.0 / tokens_per_s, step_per_seq_s=0.0,
+                         kind="slots", note=f"fake backend: {capacity} slots, {latency_s} s to the first word, "
+                         f"{tokens_per_s} words/s")
+
+
 @dataclass(eq=False)
 class EngineRequest:
     """One request inside an engine. `payload` is the caller's (the simulator's request)."""
@@ -140,7 +161,15 @@ class EngineRequest:
 
 
 class EngineModel:
-    """One engine's queue and batch; drive it with `submit`, `next_event_s` and `run_until`."""
+    """One engine's queue and batch; drive it with `submit`, `next_event_s` and `run_until`.
+
+    A profile of kind "slots" builds a `SlotEngine` (the same interface), so the simulator needs no other
+    change to run fake-backend nodes."""
+
+    def __new__(cls, profile: EngineProfile) -> EngineModel:
+        if cls is EngineModel and profile.kind == "slots":
+            return super().__new__(SlotEngine)
+        return super().__new__(cls)
 
     def __init__(self, profile: EngineProfile) -> None:
         self.profile = profile
@@ -311,3 +340,81 @@ class EngineModel:
             self._kv_base += context - req.v0
             self._seq += 1
             heapq.heappush(self._finish_heap, (req.target_v, self._seq, req))
+
+
+class SlotEngine(EngineModel):
+    """The fake backend as an event model: `max_num_seqs` slots, FIFO admission, every running request on
+    its own clock (first token `prefill_overhead_s` after admission, then one per `step_base_s`)."""
+
+    def __init__(self, profile: EngineProfile) -> None:
+        self.profile = profile
+        self.waiting: deque[EngineRequest] = deque()
+        self._running: list[EngineRequest] = []
+        self._finish_heap: list[tuple[float, int, EngineRequest]] = []  # (finish time, seq, request)
+        self._seq = 0
+        self.finished_count = 0
+        self.preempted_count = 0  # never: a slot is held to the end
+
+    def duration_s(self, output_tokens: int) -> float:
+        """Admission to the last token: the first after the latency, each other one a step later."""
+        return self.profile.prefill_overhead_s + (output_tokens - 1) * self.profile.step_base_s
+
+    def kv_tokens(self, now_s: float | None = None) -> float:
+        """Slots in use (the fake has no KV cache; its `kv_usage` is running / capacity)."""
+        return float(len(self._running))
+
+    def load(self, now_s: float | None = None) -> tuple[float, int, int]:
+        """(running / capacity, running, waiting), as the fake backend's `load()` reports them."""
+        return min(1.0, len(self._running) / self.profile.max_num_seqs), len(self._running), len(self.waiting)
+
+    def submit(self, now_s: float, req: EngineRequest) -> list[EngineRequest]:
+        """Queue `req`; returns the requests finished up to now."""
+        if req.prompt_tokens < 0 or req.output_tokens < 1:
+            raise ValueError("a request needs prompt_tokens >= 0 and output_tokens >= 1")
+        done = self.run_until(now_s)
+        self.waiting.append(req)
+        self._admit(now_s)
+        return done
+
+    def abort(self, now_s: float, req: EngineRequest) -> list[EngineRequest]:
+        """Drop `req` if it is still here (its slot frees at once); returns the requests finished up to now."""
+        done = self.run_until(now_s)
+        if req._running:
+            self._running.remove(req)
+            req._running = False
+            self._admit(now_s)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        return done
+
+    def next_event_s(self) -> float | None:
+        """When the next running request finishes (None: idle)."""
+        heap = self._finish_heap
+        while heap and not heap[0][2]._running:
+            heapq.heappop(heap)  # an aborted request's entry
+        return heap[0][0] if heap else None
+
+    def run_until(self, now_s: float) -> list[EngineRequest]:
+        """Finish every request due by `now_s`, each freed slot taking the next waiting one at that time."""
+        done: list[EngineRequest] = []
+        while True:
+            t = self.next_event_s()
+            if t is None or t > now_s + _EPS:
+                return done
+            _, _, req = heapq.heappop(self._finish_heap)
+            self._running.remove(req)
+            req._running = False
+            req.generated = req.output_tokens
+            self.finished_count += 1
+            done.append(req)
+            self._admit(t)
+
+    def _admit(self, now_s: float) -> None:
+        while self.waiting and len(self._running) < self.profile.max_num_seqs:
+            req = self.waiting.popleft()
+            req._running = True
+            req.admitted_at_s = now_s
+            req.first_token_s = now_s + self.profile.prefill_overhead_s
+            self._running.append(req)
+            self._seq += 1
+            heapq.heappush(self._finish_heap, (now_s + self.duration_s(req.output_tokens), self._seq, req))
