@@ -40,6 +40,7 @@ __all__ = [
     "load_policy",
     "observed_load",
     "stake_change_wei",
+    "stake_look_wei",
 ]
 
 DEFAULT_POLICY_PATH = "wwwserve.node.policy:DefaultPolicy"
@@ -394,6 +395,22 @@ class StakeHysteresis:
             return 0
         self._streak += 1
         return delta_wei if self._streak >= self.settle_intervals else 0
+
+    @property
+    def streak(self) -> int:
+        """Looks in a row, this one included, that called for a move the current way; 0 after a look that
+        called for none (the simulator reads it to know when a held-back move will go through)."""
+        return self._streak
+
+
+def stake_look_wei(policy: Policy, snapshot: LoadSnapshot, current_stake_wei: int,
+                   hysteresis: StakeHysteresis | None, *, min_stake_wei: int = 0) -> int:
+    """One look of the live stake loop: the move `stake_change_wei` calls for, held back by `hysteresis`
+    (auto-stake's; None with a fixed stake, which moves at once). The live Ledger manager and the simulator
+    both call this once per `auto_stake_interval_s`; the result is the stake transaction to send (0: none).
+    """
+    delta_wei = stake_change_wei(policy, snapshot, current_stake_wei, min_stake_wei=min_stake_wei)
+    return delta_wei if hysteresis is None else hysteresis.admit(delta_wei)
 
 
 def load_policy(path: str, config: PolicyConfig, rng: random.Random) -> Policy:

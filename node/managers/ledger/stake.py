@@ -3,7 +3,8 @@
 Auto-stake (policy.config.auto_stake, off by default) asks `node.policy.stake_change_wei` every
 `auto_stake_interval_s`, bounded by the contract's MIN_STAKE below and the credit reserve, and sends a move
 only once `StakeHysteresis` lets it through (the load called for it `auto_stake_settle_intervals` looks in
-a row); it waits for each stake transaction and a refresh before deciding again, so at most one is pending.
+a row): one look is `node.policy.stake_look_wei`, which the simulator calls too. It waits for each stake
+transaction and a refresh before deciding again, so at most one is pending.
 With `fixed_stake_wei` it moves to that stake at once and holds it.
 """
 
@@ -16,7 +17,7 @@ from wwwserve.ledger.client import TxResult
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.node.managers.ledger.base import LedgerAccountMissingError, logger
 from wwwserve.node.managers.ledger.reads import LedgerReads
-from wwwserve.node.policy import LoadSnapshot, StakeHysteresis, stake_change_wei
+from wwwserve.node.policy import LoadSnapshot, StakeHysteresis, stake_look_wei
 
 __all__ = ["LedgerStaking"]
 
@@ -48,12 +49,13 @@ class LedgerStaking(LedgerReads):
         await self.refresh()
         return result
 
-    async def _stake_delta(self) -> int:
+    async def _stake_delta(self, hysteresis: StakeHysteresis | None) -> int:
+        """One look (`node.policy.stake_look_wei`, as the simulator makes it): the move to send now."""
         assert self.policy is not None
         snapshot = await self._load_snapshot() if self._load_snapshot is not None else LoadSnapshot()
         # The ledger is the authority on spendable credit: staking never eats fees already promised.
         snapshot = dataclasses.replace(snapshot, credit_wei=max(0, self.credit_wei()))
-        return stake_change_wei(self.policy, snapshot, self.stake_wei(), min_stake_wei=self._min_stake_wei)
+        return stake_look_wei(self.policy, snapshot, self.stake_wei(), hysteresis, min_stake_wei=self._min_stake_wei)
 
     async def _stake_loop(self) -> None:
         assert self.policy is not None
@@ -71,9 +73,7 @@ class LedgerStaking(LedgerReads):
         while True:
             await asyncio.sleep(delay_s)
             try:
-                delta_wei = await self._stake_delta()
-                if hysteresis is not None:
-                    delta_wei = hysteresis.admit(delta_wei)
+                delta_wei = await self._stake_delta(hysteresis)
                 # Awaited (tx mined, view refreshed) before the next decision: one stake tx pending at most.
                 await self.change_stake(delta_wei)
             except Exception as exc:  # not registered, stake locked by a duel, chain down, ...
