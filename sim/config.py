@@ -122,7 +122,7 @@ class SimConfig:
     latency: LatencyModel = LatencyModel()
     block_time_s: float = 2.0
     request_timeout_s: float = 600.0  # the live node's user timeout (reference: 600 s)
-    fee_wei: int = WEI_PER_CREDIT  # per delegation, paid to the next hop (the live peers.fee_wei default)
+    fee_wei: int = WEI_PER_CREDIT  # per delegation, owed to the next hop (the live peers.fee_wei default)
     max_hops: int = 3
     no_peer_wait_s: float = 30.0  # the live node's peers.no_peer_wait_s
     max_redispatches: int = 8  # the live node's peers.max_redispatches
@@ -131,8 +131,10 @@ class SimConfig:
     # what a live node does, O(N)); "tree" draws from a sum tree of the stakes (`routing.StakeIndex`,
     # O(log N), the same distribution) for networks of thousands of nodes.
     selection: Literal["full", "tree"] = "full"
-    # Stake, credit and duels on the contract's reference model (sim.duels); delegation fees are then
-    # not charged (vouchers are not modelled), duel fees and slashing are.
+    # Stake, credit and duels on the contract's reference model (sim.duels): delegation fees are vouchers
+    # claimed with claimVoucher every 30 s (the live default), unstaking unbonds (requestUnstake, then
+    # withdrawStake), duel fees and slashing are the contract's. False: credit and stake are the
+    # simulator's own books, moved at once.
     contract: bool = False
     contract_params: DeploymentParams = field(default_factory=DeploymentParams)
     judge_accuracy: float = 1.0  # per A/B order: the chance a judge's reply prefers the better answer

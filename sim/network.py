@@ -4,7 +4,9 @@ One implementation, two drivers. Every decision a node makes here is made by the
 called the same way the live node calls it:
 
 - dispatch (`Policy.decide_dispatch`), the fallback after no peer accepted (`Policy.decide_fallback`),
-  probe acceptance (`Policy.accept_probe`), auto-stake (`node.policy.stake_change_wei`) — the policy
+  probe acceptance (`Policy.accept_probe`), auto-stake (`node.policy.stake_look_wei`: the live stake
+  loop's look, `stake_change_wei` with the contract's MIN_STAKE held back by `StakeHysteresis`, one look
+  per `auto_stake_interval_s` and the next an interval after a move's transaction is mined) — the policy
   object comes from `node.policy.load_policy` with the node's `PolicyConfig`, seeded per node;
 - what the policy is told about an engine (`node.policy.observed_load`);
 - PoS candidates (`node.routing.candidates_for_delegation` with `node.routing.selection_seed` over a
@@ -18,8 +20,15 @@ parallel and the first acceptor in candidate order gets it; nobody → the polic
 or RETRY after `retry_delay_s`, until the request's deadline; a request for a model served only
 elsewhere gives up after `no_peer_wait_s`). A delegated request is dispatched again at the node it reaches
 (multi-hop, never back onto its route, at most `max_hops`). Units are the ledger's (`WEI_PER_CREDIT`),
-the routable minimum stake the contract's; fees (`fee_wei` per delegation) go hop by hop when the answer
-comes back, and an OFFLOAD needs free credit, as live.
+the routable minimum stake the contract's. Fees (`fee_wei` per delegation) are owed hop by hop when the
+answer is done, each by the node that delegated to the next hop, and only as far as its free credit goes
+(the live `record_fee` refuses a fee past it; the fee goes unpaid). With `SimConfig.contract` they are
+cumulative vouchers on the contract's model: promised at once (the policy's credit is the on-chain credit
+less what is promised and unclaimed, as the live `credit_wei()`), claimed by each payee with one signed
+`claimVoucher` per origin every `voucher_claim_interval_s` (the live default, 30 s) and at the end of the
+run; without it the books move at once. An OFFLOAD needs free credit, as live. On the contract auto-stake
+stakes from credit (`stake`) and unstakes with `requestUnstake`: the stake leaves the draw at once and
+comes back to credit by `withdrawStake` at the first block the unbonding period and the duel span allow.
 
 Simplifications (each one says what it changes):
 - A QUEUE decision commits the request to the node's engine. The live node offers a queued request to
@@ -28,9 +37,17 @@ Simplifications (each one says what it changes):
 - A probe's answer is decided from the candidate's load when the probe is sent, and arrives a round
   trip later (the live candidate looks at its load half a round trip later; sub-second staleness).
 - Stake changes are visible to other nodes from the next block (a transaction is mined, indexers see
-  it); auto-stake ticks only while the stake is off its target or the node's load changes. Nodes online
-  from time 0 start with the stake their idle load calls for (the network was running before); a node
-  joining later starts from none.
+  it). Auto-stake's looks are made lazily, when something the policy sees changes or a held-back move
+  would go through: looks before that instant see the load of the previous change, so each interval is
+  one look of the hysteresis, as live; what a look cannot see is the KV cache filling between two events.
+  Nodes online from time 0 start with the stake their idle load calls for (the network was running
+  before; their hysteresis starts settled); a node joining later starts from none, with a fresh one.
+- Unstaked stake is withdrawn to credit as soon as the contract allows: the live node never sends
+  `withdrawStake` itself (its operator runs `wwwserve stake withdraw`); here the operator is prompt.
+- Fees are owed when the executor finishes, not when each hop gets the answer back (link delays apart,
+  the same instant); vouchers are signed per fee, not batched by the FeeBook's 0.5 s flush (the amounts
+  and the claims are the same); an executor never refuses an origin for owing it too much
+  (`node.billing`'s credit limit); payees claim on schedule even while offline.
 - Duels (with `SimConfig.contract`; sim.duels runs them on the contract's model): the origin draws its
   blind commitment (`Policy.should_inspect`) when it delegates, and opens the duel once the answer is
   back, over work delegated straight from it (a multi-hop answer is attested to the last hop). The user
@@ -182,6 +199,7 @@ class Simulation(NodeEvents, DuelEvents):
         if self._progress is not None:
             self._progress(self.now, total - self._open, total)
         if self.ledger is not None:
+            self.settle_fees()
             self.ledger.sample(self.now)
         return self.records
 
@@ -443,12 +461,10 @@ class Simulation(NodeEvents, DuelEvents):
         latency = self.config.latency
         back = 0.0
         hops = [*req.route, node.index]
-        fee = self.config.fee_wei if self.ledger is None else 0
         for upstream, downstream in itertools.pairwise(hops):
             up, down = self.nodes[upstream], self.nodes[downstream]
             back += latency.one_way(up.spec.region, down.spec.region)
-            up.credit_wei -= fee
-            down.credit_wei += fee
+            self._pay_fee(up, down)
         if engine_req.first_token_s is not None:
             record.first_token_s = engine_req.first_token_s + back
         req.attempt += 1

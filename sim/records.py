@@ -3,6 +3,7 @@ event loop's state of a request in flight (`InFlightRequest`) and of a node (`Si
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -69,9 +70,10 @@ class InFlightRequest:
 class SimNode:
     """A provider as the event loop sees it: its engine, policy, stake and credit, what the chain shows."""
 
-    __slots__ = ("address", "credit_wei", "engine", "engine_version", "index", "models", "next_stake_tick",
-                 "online", "peer", "pending_stake", "policy", "queued_node", "queued_user", "snapshot",
-                 "snapshot_key", "spec", "stake_scheduled", "stake_wei", "visible_stake_wei")
+    __slots__ = ("address", "claim_due_s", "credit_wei", "engine", "engine_version", "hysteresis", "index",
+                 "models", "next_stake_tick", "online", "peer", "pending_stake", "policy", "queued_node",
+                 "queued_user", "snapshot", "snapshot_key", "spec", "stake_seen", "stake_wei", "visible_stake_wei",
+                 "wake_s", "withdraw_due_s")
 
     def __init__(self, index: int, spec: NodeSpec, seed: int) -> None:
         self.index = index
@@ -88,8 +90,13 @@ class SimNode:
         self.stake_wei = 0  # this node's own view of its stake
         self.visible_stake_wei = 0  # what the chain shows the others
         self.pending_stake: tuple[float, int] | None = None  # (visible from, stake)
-        self.next_stake_tick = 0.0
-        self.stake_scheduled = False
+        self.next_stake_tick = 0.0  # when auto-stake looks next (one look per auto_stake_interval_s)
+        # auto-stake's hold on moves (the live loop's, one per node process; None with a fixed stake)
+        self.hysteresis: policy_module.StakeHysteresis | None = None
+        self.stake_seen: LoadSnapshot | None = None  # what the policy saw at the last look-up: the load since
+        self.wake_s = math.inf  # the earliest ledger-loop (STAKE) event in the queue
+        self.claim_due_s = math.inf  # the next voucher claim, while this node holds unclaimed vouchers
+        self.withdraw_due_s = math.inf  # when its unbonding stake can be withdrawn (contract)
         self.queued_user = 0  # requests waiting here for a RETRY
         self.queued_node = 0
         self.peer: routing.Peer | None = None

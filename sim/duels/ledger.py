@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from wwwserve.ledger.digests import sign_voucher_offline
 from wwwserve.ledger.params import DeploymentParams
 from wwwserve.sim.config import JudgeBehaviour
-from wwwserve.sim.duels.chain import DuelChain
+from wwwserve.sim.duels.chain import CHAIN_ID, CONTRACT_ADDRESS, DuelChain
 from wwwserve.sim.duels.judging import APPEAL_POLICIES
 from wwwserve.sim.duels.run import DuelRun
 
@@ -84,6 +85,11 @@ class ContractLedger:
     no-evidence votes, missed reveals; a `NodeSpec` may set its own; appeals per `appeal`); their stake
     and credit live on the model, whose tally and settlement decide ties, voids and fines as the contract
     does.
+
+    Money moves as the live node moves it: stake with `stake`, less stake with `requestUnstake` and, once
+    unbonded, `withdrawStake` back to credit (`unstake`, `withdraw_unbonded`); delegation fees as
+    cumulative vouchers the origin promises (`promise`, bounded by its free credit as `record_fee` is)
+    and each payee claims with one signed `claimVoucher` per origin (`claim`, as `claim_vouchers` does).
     """
 
     def __init__(self, sim: Simulation, params: DeploymentParams, judge_accuracy: float, seed: int,
@@ -100,6 +106,13 @@ class ContractLedger:
         self.by_id: dict[int, DuelRecord] = {}
         self.refused: dict[str, int] = {}  # openDuel's revert reasons, counted
         self.samples: list[tuple[float, dict[str, tuple[int, int]]]] = []
+        # Fee vouchers: (origin, executor) member addresses -> cumulative wei promised; per origin, what it
+        # promised and nobody claimed yet (what the live `credit_wei()` takes off the indexed credit).
+        self.promised: dict[tuple[str, str], int] = {}
+        self.unclaimed: dict[str, int] = {}
+        self.fees_promised_wei = 0
+        self.fees_refused = 0  # fees an origin could not promise (its free credit was below the fee)
+        self.claims = 0  # claimVoucher transactions
         policy = APPEAL_POLICIES[appeal]
         for node in sim.nodes:
             member = self.chain.add(node.address, stake_wei=0, quality=node.spec.quality,
@@ -116,6 +129,15 @@ class ContractLedger:
     def stake_wei(self, node: _Node) -> int:
         return self.model.active_stake.get(self.address[node.address], 0)
 
+    def unbonding_wei(self, node: _Node) -> int:
+        return self.model.unbonding_stake.get(self.address[node.address], 0)
+
+    def free_credit_wei(self, node: _Node) -> int:
+        """Credit minus fees promised and not claimed yet: what the live node's `credit_wei()` reports (the
+        policy's and auto-stake's credit; may be negative after a slash)."""
+        address = self.address[node.address]
+        return self.model.credit.get(address, 0) - self.unclaimed.get(address, 0)
+
     def add_stake(self, node: _Node, amount_wei: int, now_s: float) -> int:
         """Stake `amount_wei` more from credit (as far as credit goes); returns what was staked."""
         amount = min(amount_wei, self.credit_wei(node))
@@ -124,9 +146,86 @@ class ContractLedger:
             self.model.stake(self.address[node.address], amount, block_number=self.chain.block)
         return amount
 
+    def unstake(self, node: _Node, amount_wei: int, now_s: float) -> float | None:
+        """`requestUnstake(amount_wei)` (as far as the active stake goes; the unbonding period restarts for
+        everything unbonding); when `withdraw_unbonded` can first succeed, or None if nothing was unstaked."""
+        address = self.address[node.address]
+        amount = min(amount_wei, self.stake_wei(node))
+        if amount <= 0:
+            return None
+        self.tick(now_s)
+        chain = self.chain
+        self.model.request_unstake(address, amount, now_s=chain.now_s, block_number=chain.block)
+        return self.withdrawable_s(node)
+
+    def withdrawable_s(self, node: _Node) -> float:
+        """When `withdrawStake` first passes its unbonding checks (time, and the duel span in blocks)."""
+        address = self.address[node.address]
+        model = self.model
+        end_s = model.unbonding_end.get(address, 0)
+        block = model.unbonding_block.get(address, 0) + model.duel_span_blocks + 1
+        return max(float(end_s), self.block_time(block))
+
+    def withdraw_unbonded(self, node: _Node, now_s: float) -> int:
+        """`withdrawStake()` if it would succeed now: unbonded stake not bonded by open duels back to credit;
+        the wei moved (0: not yet, or all of it bonded)."""
+        self.tick(now_s)
+        address = self.address[node.address]
+        model, chain = self.model, self.chain
+        active = model.active_stake.get(address, 0)
+        unbonding = model.unbonding_stake.get(address, 0)
+        bonded = model.bonded.get(address, 0)
+        if (unbonding <= 0 or chain.now_s < model.unbonding_end.get(address, 0)
+                or chain.block <= model.unbonding_block.get(address, 0) + model.duel_span_blocks
+                or min(unbonding, active + unbonding - bonded) <= 0):
+            return 0  # the contract would revert (the model is not atomic here: never call it to fail)
+        return model.withdraw_stake(address, now_s=chain.now_s, block_number=chain.block)
+
+    # ---- fee vouchers
+    def promise(self, origin: _Node, executor: _Node, fee_wei: int) -> bool:
+        """The origin owes `executor` `fee_wei` more (its cumulative voucher grows), if its free credit covers
+        the fee (the live `record_fee` refuses otherwise, and the fee goes unpaid); whether it was promised."""
+        if fee_wei <= 0:
+            return False
+        o, e = self.address[origin.address], self.address[executor.address]
+        if fee_wei > self.free_credit_wei(origin):
+            self.fees_refused += 1
+            return False
+        self.promised[(o, e)] = self.promised.get((o, e), 0) + fee_wei
+        self.unclaimed[o] = self.unclaimed.get(o, 0) + fee_wei
+        self.fees_promised_wei += fee_wei
+        return True
+
+    def owed_wei(self, executor: _Node) -> int:
+        """What `executor` holds vouchers for and has not claimed."""
+        e = self.address[executor.address]
+        claimed = self.model.claimed
+        return sum(total - claimed.get((o, ex), 0) for (o, ex), total in self.promised.items() if ex == e)
+
+    def claim(self, executor: _Node, now_s: float) -> int:
+        """`executor` claims each origin's latest voucher with value left (one signed `claimVoucher` per
+        origin, as the live `claim_vouchers`); an origin with no funds left is skipped. The wei paid."""
+        self.tick(now_s)
+        e = self.address[executor.address]
+        model = self.model
+        paid_total = 0
+        for (o, ex), cumulative in self.promised.items():
+            if ex != e or cumulative <= model.claimed.get((o, e), 0):
+                continue
+            if model.credit.get(o, 0) + model.pending_withdrawal.get(o, 0) <= 0:
+                continue  # "Voucher: origin has no funds": the live claim is logged and tried again later
+            signature = sign_voucher_offline(self.chain.members[o].account, CHAIN_ID, CONTRACT_ADDRESS, e, cumulative)
+            paid = model.claim_voucher(e, o, e, cumulative, signature)
+            self.unclaimed[o] -= paid
+            self.claims += 1
+            paid_total += paid
+        return paid_total
+
     def sample(self, now_s: float) -> None:
-        """Record every node's (stake, credit) at `now_s`."""
-        self.samples.append((now_s, {n.address: (self.stake_wei(n), self.credit_wei(n)) for n in self.sim.nodes}))
+        """Record every node's (stake, credit) at `now_s`; stake counts what is unbonding (still the node's,
+        still slashable, back in credit once withdrawn)."""
+        self.samples.append((now_s, {n.address: (self.stake_wei(n) + self.unbonding_wei(n), self.credit_wei(n))
+                                     for n in self.sim.nodes}))
 
     # ---- clock
     def block(self, now_s: float) -> int:
