@@ -175,3 +175,72 @@ def sim_reproduce(
     console.print(f"wrote {out}/ ({count} scenarios x {seeds} seeds"
                   f"{', with plots' if summary['plots'] else ', no plots: matplotlib is not installed'}) "
                   f"in {time.monotonic() - started:.1f} s", highlight=False)
+
+
+@sim_app.command("incentives")
+def sim_incentives(
+    out: Annotated[Path, typer.Option(help="Results folder (summary.md, summary.json, shares.csv, responders.csv, "
+                                           "shares.png).")] = Path("results/incentives"),
+    seed: Annotated[int, typer.Option(help="The first seed (seeds run SEED, SEED+1, ...; same seeds, same "
+                                           "numbers).")] = 0,
+    seeds: Annotated[int, typer.Option(help="Seeds per judge setting: every figure is their mean with a 95 % "
+                                            "t-interval (1: a quick look, no interval).")] = 10,
+    jobs: Annotated[int, typer.Option(help="Runs at a time, each in its own process (same numbers as 1).")] = 2,
+    nodes: Annotated[int, typer.Option("--nodes", "--scale", help="Executors in each of classes A, B, C.")] = 10,
+    random_nodes: Annotated[int, typer.Option(help="Executors of class R (random responders).")] = 3,
+    dispatchers: Annotated[int, typer.Option(help="Dispatchers (the only origins of requests and duels).")] = 4,
+    requests: Annotated[int, typer.Option(help="User requests per run.")] = 40_000,
+    judge_accuracy: Annotated[float, typer.Option(help="Per-order accuracy of the weaker judge settings (the "
+                                                       "measured setting's is 0.9).")] = 0.7,
+    credit: Annotated[float, typer.Option(help="Credits each executor starts with, beside its MIN_STAKE.")]
+    = 1_000.0,
+    restake: Annotated[bool, typer.Option(help="Executors stake all their free credit, so duels move routing "
+                                               "weight (default: each holds MIN_STAKE).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The paper's incentive claims at scale: stake and credit share per quality class over time, and when a
+    random responder goes bankrupt, under the measured judges and weaker ones (module sim.incentives)."""
+    from wwwserve.ledger.params import WEI_PER_CREDIT
+    from wwwserve.sim.incentives import IncentiveSetup, IncentiveSetupError, run_incentives, settings_for
+
+    started = time.monotonic()
+    try:
+        if credit < 0:
+            raise IncentiveSetupError(f"--credit must be >= 0, not {credit:g}")
+        setup = IncentiveSetup(per_class=nodes, random_nodes=random_nodes, dispatchers=dispatchers,
+                               requests=requests, credit_wei=round(credit * WEI_PER_CREDIT), restake=restake)
+        result = run_incentives(out, setup, settings_for(judge_accuracy), seed=seed, seeds=seeds, jobs=jobs,
+                                progress=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
+    except IncentiveSetupError as exc:
+        fail(str(exc))
+    if as_json:
+        console.print_json(json.dumps(result.summary))
+        return
+    _print_incentives(result.summary)
+    console.print(f"wrote {out}/ ({', '.join(p.name for p in result.files)}"
+                  f"{'' if result.plotted else '; no plot: matplotlib is not installed'}) "
+                  f"in {time.monotonic() - started:.1f} s", highlight=False)
+
+
+def _print_incentives(summary: dict[str, Any]) -> None:
+    from wwwserve.sim.incentives import CLASSES, KINDS, interval_text
+
+    for name, agg in summary["settings"].items():
+        table = Table(title=f"{name} judges: {agg['setting']['note']} ({len(agg['seeds'])} seeds, % with 95 % "
+                            "interval)")
+        for column in ("class", "quality", "start share", "final routable stake", "final stake", "final credit",
+                       "final stake + credit", "duel win rate", "requests served"):
+            table.add_column(column)
+        for cls, f in agg["final"].items():
+            shares = (*(f[k] for k in KINDS), agg["win_rate"][cls], agg["served_share"][cls])
+            table.add_row(cls, f"{CLASSES[cls]:g}", f"{agg['start_share'][cls] * 100:.1f}",
+                          *(interval_text(x, 100, 1, share=True) for x in shares))
+        console.print(table)
+        rr = agg.get("random_responder")
+        if rr is not None:
+            console.print(f"random responders: {interval_text(rr['bankrupt_share'], 100, 0, share=True)} % "
+                          f"bankrupt, at {interval_text(rr['bankrupt_s'], 1, 0)} s; each served "
+                          f"{interval_text(rr['served_share_before'], 100, 2, share=True)} % of the requests before "
+                          f"that (equal split {rr['equal_share'] * 100:.2f} %)", highlight=False)
+        for claim, v in agg["verdicts"].items():
+            console.print(f"{claim}: {v['verdict']} ({v['why']})", highlight=False)
