@@ -13,15 +13,19 @@ contract's real lifecycle on it, step by step, at the blocks the contract's wind
    nobody excluded (the origin, A and B may hold seats in their own duel, and judge it like anyone).
    A zero answer hash ("I could not get the request") opens the publish window; the origin publishes
    the request or the duel is cancelled.
-3. each seat holder commits (once for all its seats), then reveals after the commit window.
+3. each seat holder commits (once for all its seats), then reveals after the commit window. On the bench
+   it commits the moment the seats are drawn; in the simulator (`DuelRun.judge_work`) it decides on its
+   own engine (sim.network_duels) and commits only if its decision is ready when the last block of the
+   commit window is mined, else its seats are silent, as a live judge still waiting for its model is.
 4. after the reveals the round-1 loser may `appeal` (its `AppealPolicy`): 2K+1 seats drawn at the next
    epoch's first block, commit and reveal again; that verdict is final.
 5. `settle_duel`. The result says who gained and lost what, in wei, from the events the model emitted
    for this duel (each one is a balance change: escrow, appeal fee, slashes, payments).
 
 Both drivers use these steps: the attack bench (`run_duel`) mines the clock from step to step; the
-simulator (sim.network) calls them from its event loop at the simulated block height, and has B's
-engine run the request between the draw and the answer.
+simulator (sim.network) calls them from its event loop at the simulated block height, has B's engine
+run the request between the draw and the answer, and each judge's engine its two model calls between
+the draw of its seats and the end of the commit window.
 
 What the model cannot know is which answer is better. Each node has a `quality` q in (0, 1), its win
 rate against the field (the paper measured 0.57 / 0.53 / 0.39 for Qwen3-8B / 4B / 0.6B). An answer gets
@@ -73,7 +77,7 @@ from wwwserve.sim.duels.judging import (
     silent,
 )
 from wwwserve.sim.duels.ledger import ContractLedger, DuelRecord, Simulation
-from wwwserve.sim.duels.run import DuelResult, DuelRun, EvidencePolicy, RoundRecord, run_duel
+from wwwserve.sim.duels.run import DuelResult, DuelRun, EvidencePolicy, JudgeWork, RoundRecord, run_duel
 
 __all__ = [
     "APPEAL_POLICIES",
@@ -92,6 +96,7 @@ __all__ = [
     "Evidence",
     "EvidencePolicy",
     "JudgeStrategy",
+    "JudgeWork",
     "Member",
     "RoundRecord",
     "SeatView",

@@ -1,5 +1,6 @@
 """One duel through the contract's real lifecycle on a `DuelChain`, step by step at the blocks the contract's
-windows allow (`DuelRun`), and `run_duel`, which mines the clock from step to step (see sim.duels)."""
+windows allow (`DuelRun`), and `run_duel`, which mines the clock from step to step (see sim.duels). A
+driver that models how long judges take sets `DuelRun.judge_work` (the simulator: sim.network_duels)."""
 
 from __future__ import annotations
 
@@ -40,20 +41,28 @@ from wwwserve.sim.duels.judging import (
     honest_vote,
 )
 
-__all__ = ["DuelResult", "DuelRun", "EvidencePolicy", "RoundRecord", "run_duel"]
+__all__ = ["DuelResult", "DuelRun", "EvidencePolicy", "JudgeWork", "RoundRecord", "run_duel"]
 
 MAX_SEATS = 8  # the contract's MAX_SEATS: 2K+1 <= 7 appeal seats
 
 EvidencePolicy = Callable[["DuelRun"], Evidence]
 
+JudgeWork = Callable[["DuelRun", str, bool], Callable[[], bool]]
+"""(Simulator) `judge_work(run, judge, asks_model)`: a seat holder starts deciding its vote for the round
+whose seats were just drawn (`asks_model`: with every piece of evidence in hand it asks its model in both
+A/B orders; else the evidence alone decides). The check it returns says, when the last block of the
+commit window is mined, whether the decision is ready: a judge that is not ready stays silent."""
+
 
 @dataclass
 class RoundRecord:
-    """One round's seats (draw order), each seat's vote (None: not revealed) and its honest vote."""
+    """One round's seats (draw order), each seat's vote (None: not revealed) and its honest vote; `late`: the
+    seat holders whose decision was not ready when the commit window closed (silent; `DuelRun.judge_work`)."""
 
     seats: list[str]
     votes: list[Vote | None] = field(default_factory=list)
     honest_votes: list[Vote] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
 
     def verdict(self, honest_only: bool = False) -> Outcome:
         """The seat majority (the contract's tally) of the votes cast, or of the honest votes."""
@@ -110,8 +119,8 @@ class DuelResult:
 
 
 # step names
-_OPEN, _CHALLENGER, _ANSWER, _COMMIT, _REVEAL, _APPEAL, _SETTLE, _DONE = (
-    "open", "challenger", "answer", "commit", "reveal", "appeal", "settle", "done")
+_OPEN, _CHALLENGER, _ANSWER, _COMMIT, _DECIDED, _REVEAL, _APPEAL, _SETTLE, _DONE = (
+    "open", "challenger", "answer", "commit", "decided", "reveal", "appeal", "settle", "done")
 
 
 class DuelRun:
@@ -120,6 +129,12 @@ class DuelRun:
     `auto_answer`: B answers as soon as it is drawn (the bench). The simulator passes False, runs the
     request on B's engine and calls `b_answered()` when the answer is ready (if the answer window is
     over by then, the step due at its end settles the duel: B pays its bond for not answering).
+
+    `judge_work` (the simulator sets it once the duel is open): judges take time to decide. Without it
+    (the bench) every seat holder commits the moment its round's seats are drawn. With it each one starts
+    its work then, and commits at the last block of the commit window only if its decision is ready by
+    then (the live judge commits as soon as it has decided; one still waiting for its model when the
+    window closes never commits, and the seat is silent).
     """
 
     def __init__(self, chain: DuelChain, origin: str, a: str, key: str, *, evidence: EvidencePolicy | None = None,
@@ -156,6 +171,8 @@ class DuelRun:
         self.request = request_bytes("chat", {"model": chain.model_name, "max_tokens": 256,
                                               "messages": [{"role": "user", "content": key}]})
         self._awaiting_b = False
+        self.judge_work: JudgeWork | None = None
+        self._ready: dict[str, Callable[[], bool]] = {}  # seat holder -> is its decision in (judge_work)
 
     # ---- what strategies may ask
     @property
@@ -216,8 +233,9 @@ class DuelRun:
         elif step == _ANSWER:
             self._answer()
         elif step == _COMMIT:
-            self._commit(self.chain.model.preview_judges(self.duel_id, block_number=self.chain.block,
-                                                         blockhash=self.chain.blockhash))
+            self._commit(self._appeal_seats())
+        elif step == _DECIDED:
+            self._commit_ready()
         elif step == _REVEAL:
             self._reveal()
         elif step == _APPEAL:
@@ -277,7 +295,9 @@ class DuelRun:
             return
         self._commit(seats)
 
-    def _honest_vote(self, judge: str, round_: int, seat: int) -> Vote:
+    def _evidence_rule(self) -> Vote | None:
+        """The vote the evidence alone decides (docs/duels.md: no request from anyone, no evidence; A's
+        answer from nobody, B; B's from nobody, A); None when every piece is there for the model."""
         ev = self.evidence
         request = ev.origin_serves_request or ev.a_serves_request or ev.b_serves
         answer_a = ev.origin_serves_answer_a or ev.a_serves_answer_a
@@ -287,6 +307,19 @@ class DuelRun:
             return Vote.B
         if not ev.b_serves:
             return Vote.A
+        return None
+
+    def _asks_model(self, judge: str, round_: int, seat: int) -> bool:
+        """Whether an honest judge of this seat asks its model (every piece in hand, and it got the request)."""
+        if self._evidence_rule() is not None:
+            return False
+        drawn = self._u_judge.get(round_)
+        return drawn is None or drawn[seat][3] >= self._behaviour(judge).no_evidence
+
+    def _honest_vote(self, judge: str, round_: int, seat: int) -> Vote:
+        ruled = self._evidence_rule()
+        if ruled is not None:
+            return ruled
         member = self.chain.members.get(judge)
         accuracy = self.chain.accuracy if member is None or member.accuracy is None else member.accuracy
         behaviour = self._behaviour(judge)
@@ -315,31 +348,69 @@ class DuelRun:
         self._u_judge[round_] = [(rng.random(), rng.random(), rng.random(), rng.random(), rng.random())
                                  for _ in range(MAX_SEATS)]
 
-    def _commit(self, seats: list[str]) -> None:
+    def _appeal_seats(self) -> list[str]:
+        """Round 2's seats, once its seed block is mined. With `judge_work` the origin draws them now
+        (`drawJudges`, as the live origin does: a judge learns it holds a seat only once they are drawn, and
+        a round nobody commits in keeps its panel); the bench leaves the draw to the first commit."""
         chain, model = self.chain, self.chain.model
+        if self.judge_work is None:
+            return model.preview_judges(self.duel_id, block_number=chain.block, blockhash=chain.blockhash)
+        try:
+            return model.draw_judges(self.origin, self.duel_id, block_number=chain.block, blockhash=chain.blockhash)
+        except ModelRevert:  # no judge stake: settlement lets round 1 stand
+            return []
+
+    def _commit(self, seats: list[str]) -> None:
+        """A round's seats are drawn: each seat holder decides its vote (once for all its seats) and commits
+        it, at once (the bench) or when its decision is ready (`judge_work`, see `_commit_ready`)."""
+        model = self.chain.model
         self.round = model.duels[self.duel_id].round
         record = RoundRecord(list(seats))
         self._draw_judges(self.round, seats)
         for i, judge in enumerate(seats):
             record.honest_votes.append(self._honest_vote(judge, self.round, i))
         self.result.rounds.append(record)
-        self._votes, self._salts = {}, {}
+        self._votes, self._salts, self._ready = {}, {}, {}
         first_seat: dict[str, int] = {}
         for i, judge in enumerate(seats):
             first_seat.setdefault(judge, i)
         for judge, i in first_seat.items():
-            member = chain.members.get(judge)
+            member = self.chain.members.get(judge)
             coin = Vote.A if self._u_coin[self.round - 1][i] < 0.5 else Vote.B
             view = SeatView(self, judge, self.round, record.honest_votes[i], coin)
             vote = (member.judge if member is not None else honest)(view)
             drawn = self._u_judge.get(self.round)
             if drawn is not None and drawn[i][4] < self._behaviour(judge).silent:
                 vote = None  # it commits, then misses the reveal window (busy, offline): SILENT_PENALTY
-            salt = bytes(keccak(text=f"{chain.seed}/{self.key}/{self.round}/{judge}"))
-            self._votes[judge], self._salts[judge] = vote, salt
-            commitment = model.vote_commitment(self.duel_id, self.round, judge, int(vote or Vote.A), salt)
-            model.commit_vote(judge, self.duel_id, commitment, block_number=chain.block, blockhash=chain.blockhash)
-        self.step, self.due_block = _REVEAL, model.duels[self.duel_id].deadline + 1
+            self._votes[judge] = vote
+            self._salts[judge] = bytes(keccak(text=f"{self.chain.seed}/{self.key}/{self.round}/{judge}"))
+        deadline = model.duels[self.duel_id].deadline
+        if self.judge_work is None:
+            for judge in first_seat:
+                self._commit_vote(judge)
+            self.step, self.due_block = _REVEAL, deadline + 1
+            return
+        for judge, i in first_seat.items():
+            self._ready[judge] = self.judge_work(self, judge, self._asks_model(judge, self.round, i))
+        self.step, self.due_block = _DECIDED, deadline
+
+    def _commit_ready(self) -> None:
+        """(`judge_work`) The last block of the commit window: every seat holder whose decision is ready has
+        committed it; the others never commit (their seats are silent, `RoundRecord.late`)."""
+        record = self.result.rounds[-1]
+        for judge in self._votes:
+            if self._ready[judge]():
+                self._commit_vote(judge)
+            else:
+                self._votes[judge] = None
+                record.late.append(judge)
+        self.step, self.due_block = _REVEAL, self.chain.model.duels[self.duel_id].deadline + 1
+
+    def _commit_vote(self, judge: str) -> None:
+        chain, model = self.chain, self.chain.model
+        vote, salt = self._votes[judge], self._salts[judge]
+        commitment = model.vote_commitment(self.duel_id, self.round, judge, int(vote or Vote.A), salt)
+        model.commit_vote(judge, self.duel_id, commitment, block_number=chain.block, blockhash=chain.blockhash)
 
     def _reveal(self) -> None:
         chain, model = self.chain, self.chain.model
