@@ -24,7 +24,8 @@ asserted: a slow machine changes the numbers, never the exit status (the load av
     .venv/bin/python bench/sim_vs_live.py                      # 500 requests, ~6 minutes
     .venv/bin/python bench/sim_vs_live.py --quick              # 120 requests, ~3 minutes
     .venv/bin/python bench/sim_vs_live.py --no-live            # the simulator side only (seconds)
-    .venv/bin/python bench/sim_vs_live.py --live-seeds 2 --json out.json --report out.md
+    .venv/bin/python bench/sim_vs_live.py --live-seeds 3 --json out.json --report out.md
+    .venv/bin/python bench/sim_vs_live.py --live-from out.json    # stored live runs vs today's simulator
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sim_vs_live.compare import DUEL_OUTCOMES, DuelRow, RequestRow, ks_critical, ks_distance, summarize
-from sim_vs_live.scenario import Scenario, node_specs, sim_config, workload
+from sim_vs_live.scenario import Scenario, node_specs, scenario_from_dict, sim_config, workload
 
 from wwwserve.sim.metrics import mean_interval
 from wwwserve.sim.network import Simulation
@@ -128,6 +130,20 @@ def print_table(seed: int, result: dict[str, Any], n_sims: int) -> list[str]:
     return lines
 
 
+def code_state() -> dict[str, Any]:
+    """The commit both sides ran, and the code paths that differed from it (the checkout is shared)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--short", "--", "sim", "node", "ledger", "judge", "contracts", "devnet", "bench/sim_vs_live")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": dirty.splitlines()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="First workload seed (live seed i uses seed + i).")
@@ -139,6 +155,9 @@ def main() -> None:
     parser.add_argument("--no-live", action="store_true", help="The simulator side only.")
     parser.add_argument("--duel-timeout", type=float, default=600.0,
                         help="Seconds after the last answer to wait for the live duels to end.")
+    parser.add_argument("--live-from", type=Path,
+                        help="Compare the live runs stored in this --json file (same scenario) with the simulator "
+                        "as it is now, instead of running the network again.")
     parser.add_argument("--json", type=Path, help="Write every figure (and the raw latencies) here.")
     parser.add_argument("--report", type=Path, help="Write the tables as Markdown here.")
     args = parser.parse_args()
@@ -146,10 +165,18 @@ def main() -> None:
     scenario = dataclasses.replace(base, requests=args.requests or (120 if args.quick else base.requests),
                                    rate_per_s=args.rate or base.rate_per_s)
     sim_seeds = args.sim_seeds if not args.quick or args.sim_seeds != 10 else 5
+    stored: dict[int, dict[str, Any]] = {}
+    if args.live_from:
+        old = json.loads(args.live_from.read_text())
+        scenario = scenario_from_dict(old["scenario"])
+        stored = {r["seed"]: r for r in old["runs"] if "live" in r}
     nodes = [name for name, _ in scenario.nodes]
     started = time.monotonic()
-    seeds = [args.seed + i for i in range(max(1, args.live_seeds))]
-    out: dict[str, Any] = {"scenario": dataclasses.asdict(scenario), "sim_seeds": sim_seeds, "runs": []}
+    seeds = sorted(stored) if stored else [args.seed + i for i in range(max(1, args.live_seeds))]
+    out: dict[str, Any] = {"scenario": dataclasses.asdict(scenario), "sim_seeds": sim_seeds, "code": code_state(),
+                           "runs": []}
+    if stored:
+        out["live_from"] = {"file": str(args.live_from), "code": old.get("code")}
     lines = [f"sim_vs_live: {scenario.requests} requests at {scenario.rate_per_s}/s over {len(nodes)} fake-backend "
              f"nodes, p_inspect {scenario.p_inspect}, blocks of {scenario.block_time_s} s", ""]
     for seed in seeds:
@@ -160,7 +187,9 @@ def main() -> None:
         log(f"simulated workload seed {seed} under {sim_seeds} simulator seeds")
         live_raw = None
         live = None
-        if not args.no_live:
+        if seed in stored:
+            live = stored[seed]["live"]
+        elif not args.no_live:
             from sim_vs_live.live import run_live
 
             live_raw = run_live(scenario, seed, log, args.duel_timeout)
@@ -178,9 +207,12 @@ def main() -> None:
                          f"{live_raw['load_average']['after_requests'][0]:.2f} after the requests, on "
                          f"{live_raw['cpus']} CPUs")
             lines.append("")
+        if seed in stored:
+            entry["live"] = live
+            entry.update({k: stored[seed][k] for k in ("live_run", "live_failures") if k in stored[seed]})
         out["runs"].append(entry)
         lines += [*print_table(seed, result, sim_seeds), ""]
-    if len(seeds) > 1 and not args.no_live:
+    if len(seeds) > 1 and (stored or not args.no_live):
         lines.append(f"### over {len(seeds)} live seeds (mean [95 % interval] of the live values)")
         for label, _ in metric_rows(nodes):
             values = [float(r["table"][i]["live"]) for r in out["runs"]

@@ -85,10 +85,14 @@ async def _send_all(scenario: Scenario, seed: int, ports: dict[str, int], names:
 def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
              duel_timeout_s: float = 600.0) -> dict[str, Any]:
     """One live run: its request rows, duel rows, timings and the machine's load."""
+    from wwwserve.devnet.anvil import ensure_anvil
     from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
     from wwwserve.ledger.chain import connect
     from wwwserve.ledger.indexer import Indexer
 
+    # anvil from where the user has it (found or installed under their own WWWSERVE_HOME, once), not
+    # installed again into every run's fresh home
+    os.environ.setdefault("WWWSERVE_ANVIL", str(ensure_anvil(quiet=True)))
     home = Path(tempfile.mkdtemp(prefix="wwwserve-sim-vs-live-"))
     os.environ["WWWSERVE_HOME"] = str(home)  # wallets, identities and deployment of this run only
     procs = Processes(home)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.node.policy import PolicyConfig
@@ -20,7 +21,7 @@ from wwwserve.sim.config import JudgeBehaviour, NodeSpec, RequestSpec, SimConfig
 from wwwserve.sim.engine import fake_backend_profile
 
 __all__ = ["MODEL", "SCRIPTED_JUDGE", "FakeProfile", "Scenario", "live_sets", "node_specs", "policy", "prompt_text",
-           "sim_config", "workload"]
+           "scenario_from_dict", "sim_config", "workload"]
 
 # The model every node serves, live and simulated. The simulator's duel chain knows one model, "qwen3-8b"
 # (sim/duels/chain.py `DuelChain(model_name=...)`, which sim/duels/ledger.py leaves at its default), and
@@ -67,6 +68,13 @@ class Scenario:
     def __post_init__(self) -> None:
         if len(self.source_weights) != len(self.nodes):
             raise ValueError("one source weight per node")
+
+
+def scenario_from_dict(data: dict[str, Any]) -> Scenario:
+    """The `Scenario` that `dataclasses.asdict` (then JSON) turned into `data`."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    fields["nodes"] = tuple((name, FakeProfile(**profile)) for name, profile in data["nodes"])
+    return Scenario(**fields)
 
 
 def policy(scenario: Scenario) -> PolicyConfig:

@@ -5,7 +5,9 @@ distance and the summary of a run; and the scenario simulated end to end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -134,6 +136,11 @@ def test_live_nodes_get_the_simulated_nodes_policy_and_engine() -> None:
     assert spec.policy.p_inspect == 0.2 and spec.policy.reoffer_interval_s == 0.0
     config = scenario.sim_config(s, 7)
     assert config.contract and config.seed == 7 and config.block_time_s == s.block_time_s
+
+
+def test_a_stored_scenario_reads_back_as_it_was() -> None:
+    s = scenario.Scenario(requests=7, rate_per_s=1.5)
+    assert scenario.scenario_from_dict(json.loads(json.dumps(dataclasses.asdict(s)))) == s
 
 
 # ---- comparing ----------------------------------------------------------------------------------------
