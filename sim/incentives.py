@@ -88,11 +88,23 @@ class JudgeSetting:
     note: str = ""
 
 
-def settings_for(weak_accuracy: float = 0.7) -> tuple[JudgeSetting, ...]:
-    """The three settings `wwwserve sim incentives` runs: the measured judges, weaker ones, weaker ones of
-    which a third always abstain (SmolLM2-135M as measured)."""
+def settings_for(weak_accuracy: float = 0.7, names: Sequence[str] | None = None) -> tuple[JudgeSetting, ...]:
+    """The settings `wwwserve sim incentives` runs (`names` of them, in that order; default all three): the
+    measured judges, weaker ones, weaker ones of which a third always abstain (SmolLM2-135M as measured)."""
     if not 0.0 <= weak_accuracy <= 1.0:
         raise IncentiveSetupError(f"--judge-accuracy must be between 0 and 1, not {weak_accuracy:g}")
+    every = _settings(weak_accuracy)
+    if names is None:
+        return every
+    by_name = {s.name: s for s in every}
+    unknown = [n for n in names if n not in by_name]
+    if unknown or not names or len(set(names)) != len(names):
+        raise IncentiveSetupError(f"--settings takes distinct names from {', '.join(by_name)}; got "
+                                  f"{','.join(names)!r}")
+    return tuple(by_name[n] for n in names)
+
+
+def _settings(weak_accuracy: float) -> tuple[JudgeSetting, ...]:
     return (
         JudgeSetting("measured", 0.9, note="the live network's judge behaviour (SimConfig.judges default: two "
                                            "orders, 4.1 % silent seats), right per order with probability 0.9 "

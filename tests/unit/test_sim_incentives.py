@@ -104,6 +104,8 @@ def test_parallel_runs_write_what_serial_runs_write(tmp_path: Path) -> None:
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--credit", "-1"], "--credit must be >= 0"),
+    (["--settings", "weak,strong"], "--settings takes distinct names from measured, weak, weak+abstaining"),
+    (["--settings", "weak,weak"], "--settings takes distinct names"),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["sim", "incentives", "--out", str(tmp_path), *args])
@@ -123,6 +125,12 @@ def test_the_command_prints_the_tables_and_writes_the_folder(tmp_path: Path) -> 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert list(summary["settings"]) == ["measured", "weak", "weak+abstaining"]
     assert summary["setup"]["requests"] == 300
+    only = CliRunner().invoke(app, ["sim", "incentives", "--out", str(tmp_path / "weak"), "--seeds", "1",
+                                    "--nodes", "1", "--random-nodes", "1", "--dispatchers", "1", "--requests", "50",
+                                    "--settings", "weak+abstaining,weak", "--judge-accuracy", "0.6", "--json"])
+    assert only.exit_code == 0, only.output
+    picked = json.loads((tmp_path / "weak" / "summary.json").read_text())["settings"]
+    assert set(picked) == {"weak+abstaining", "weak"} and picked["weak"]["setting"]["accuracy"] == 0.6
 
 
 def test_setups_the_run_cannot_take_are_refused() -> None:

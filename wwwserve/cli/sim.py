@@ -194,6 +194,8 @@ def sim_incentives(
                                                        "measured setting's is 0.9).")] = 0.7,
     credit: Annotated[float, typer.Option(help="Credits each executor starts with, beside its MIN_STAKE.")]
     = 1_000.0,
+    settings: Annotated[str, typer.Option(help="Judge settings to run, comma-separated.")]
+    = "measured,weak,weak+abstaining",
     restake: Annotated[bool, typer.Option(help="Executors stake all their free credit, so duels move routing "
                                                "weight (default: each holds MIN_STAKE).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -209,7 +211,8 @@ def sim_incentives(
             raise IncentiveSetupError(f"--credit must be >= 0, not {credit:g}")
         setup = IncentiveSetup(per_class=nodes, random_nodes=random_nodes, dispatchers=dispatchers,
                                requests=requests, credit_wei=round(credit * WEI_PER_CREDIT), restake=restake)
-        result = run_incentives(out, setup, settings_for(judge_accuracy), seed=seed, seeds=seeds, jobs=jobs,
+        chosen = settings_for(judge_accuracy, [name.strip() for name in settings.split(",")])
+        result = run_incentives(out, setup, chosen, seed=seed, seeds=seeds, jobs=jobs,
                                 progress=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
     except IncentiveSetupError as exc:
         fail(str(exc))
