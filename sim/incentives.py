@@ -6,7 +6,7 @@ executors in four quality classes, `per_class` each of A, B, C with the paper's 
 as qualities and `random_nodes` of class R, a random responder (quality 0.02: its answer is the better
 one in about 3 % of duels against class C, 1.5 % against A). Every executor holds the contract's minimum
 stake, topped up from its free credit after a duel took some (`PolicyConfig.fixed_stake_wei`, as the quality
-scenario and `bench/incentives.py`), and starts with `credit_wei` (1,000 credits: the live bench's
+scenario and `bench/incentives.py`), and starts with `credit_wei`, its stake included (1,000 credits: the live bench's
 `--credit 1.0`). Users send `requests` math requests (answers log-normal, median 700 tokens, cut at 4,096, as
 the quality scenario) to the dispatchers in turn, Poisson at `rate_per_executor` per executor. Stake,
 credit and duels run on the contract's reference model (`SimConfig.contract`): an executor's credit moves
@@ -289,7 +289,8 @@ def run_one(setup: IncentiveSetup, setting: JudgeSetting, seed: int,
         mine = sum(1 for a in served_by[name] if a < cut)
         responders[name] = {"bankrupt_s": when, "recovered": recovered, "served": len(served_by[name]),
                             "served_before": mine, "arrived_before": before,
-                            "served_share_before": mine / before if before else 0.0}
+                            "served_share_before": mine / before if before else 0.0,
+                            "final_wei": sum(samples[-1][1][name])}
     won = dict.fromkeys(CLASSES, 0)
     lost = dict.fromkeys(CLASSES, 0)
     for d in ledger.duels:
@@ -344,6 +345,7 @@ def aggregate(runs: Sequence[dict[str, Any]], setup: IncentiveSetup, setting: Ju
         per_seed_time = []
         per_seed_bankrupt = []
         per_seed_share = []
+        per_seed_final = []
         recovered = 0
         for r in runs:
             rs = r["responders"].values()
@@ -351,11 +353,13 @@ def aggregate(runs: Sequence[dict[str, Any]], setup: IncentiveSetup, setting: Ju
                                      for x in rs) / len(rs))
             per_seed_bankrupt.append(sum(x["bankrupt_s"] is not None for x in rs) / len(rs))
             per_seed_share.append(sum(x["served_share_before"] for x in rs) / len(rs))
+            per_seed_final.append(sum(x["final_wei"] for x in rs) / len(rs) / WEI_PER_CREDIT)
             recovered += sum(x["recovered"] for x in rs)
         out["random_responder"] = {
             "bankrupt_s": _figure(per_seed_time), "bankrupt_share": _figure(per_seed_bankrupt),
             "served_share_before": _figure(per_seed_share), "equal_share": 1 / setup.executors,
             "recovered": recovered, "responders": setup.random_nodes * len(runs),
+            "final_credits": _figure(per_seed_final), "start_credits": setup.credit_wei / WEI_PER_CREDIT,
         }
     out["verdicts"] = _verdicts(out, len(runs))
     return out
@@ -563,7 +567,7 @@ def markdown(summary: dict[str, Any]) -> str:
              f"{s['random_quality']}, judging with per-order accuracy {s['random_judge_accuracy']}); "
              + ("each stakes all its free credit (--restake)" if s["restake"] else
                 f"each holds MIN_STAKE ({s['min_stake_wei'] // WEI_PER_CREDIT} credits) topped up from credit")
-             + f", starting with {s['credit_wei'] // WEI_PER_CREDIT:,} credits besides MIN_STAKE; duel bond "
+             + f", starting with {s['credit_wei'] // WEI_PER_CREDIT:,} credits, its stake included; duel bond "
              f"{s['duel_bond_wei'] // WEI_PER_CREDIT} credits",
              f"- dispatchers: {s['dispatchers']} (the only origins, P_INSPECT {s['p_inspect']}, "
              f"{s['dispatcher_credit_wei'] // WEI_PER_CREDIT:,} credits each)",
@@ -599,7 +603,9 @@ def markdown(summary: dict[str, Any]) -> str:
                           f"run, at {it(rr['bankrupt_s'], 1, 0)} s (one not bankrupt counts at the run's end: a lower "
                           f"bound); before that each served {it(rr['served_share_before'], 100, 2, share=True)} % of "
                           f"the users' requests (an equal split: {rr['equal_share'] * 100:.2f} %); "
-                          f"{rr['recovered']} of {rr['responders']} came back above MIN_STAKE later."]
+                          f"{rr['recovered']} of {rr['responders']} came back above MIN_STAKE later. Stake + credit "
+                          f"of each: {rr['start_credits']:,.0f} credits at the start, "
+                          f"{it(rr['final_credits'], 1, 0)} at the end."]
         lines.append("")
         for claim, v in agg["verdicts"].items():
             lines.append(f"- {claim}: **{v['verdict']}** ({v['why']})")

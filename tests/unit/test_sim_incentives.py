@@ -68,6 +68,7 @@ def test_strong_judges_order_the_classes_and_bankrupt_the_random_responder() -> 
         # once bankrupt it is no longer routed to: every request it executed arrived before
         assert r["served"] == r["served_before"] > 0
         assert r["served_share_before"] < 2 / setup.executors
+        assert r["final_wei"] < setup.credit_wei  # it lost money; A, B and C gained
     # a bankrupt responder's stake is below MIN_STAKE, so its stake share falls below its start share
     assert final["R"]["stake"] < 2 / setup.executors
 
@@ -92,6 +93,7 @@ def test_parallel_runs_write_what_serial_runs_write(tmp_path: Path) -> None:
     series = agg["series"]["R"]["total"]
     assert len(series) == SMALL.bins + 1 and all(p["lo"] is not None for p in series)
     assert set(agg["verdicts"]) == {"better_gain", "better_stake", "random_bankrupt"}
+    assert agg["random_responder"]["start_credits"] == 1000 and agg["random_responder"]["final_credits"]["n"] == 2
     header = (tmp_path / "serial" / "shares.csv").read_text().splitlines()[0]
     assert header == "setting,class,kind,t_s,mean,lo,hi,seeds"
     assert "## weak" in (tmp_path / "serial" / "summary.md").read_text()

@@ -192,7 +192,7 @@ def sim_incentives(
     requests: Annotated[int, typer.Option(help="User requests per run.")] = 40_000,
     judge_accuracy: Annotated[float, typer.Option(help="Per-order accuracy of the weaker judge settings (the "
                                                        "measured setting's is 0.9).")] = 0.7,
-    credit: Annotated[float, typer.Option(help="Credits each executor starts with, beside its MIN_STAKE.")]
+    credit: Annotated[float, typer.Option(help="Credits each executor starts with (MIN_STAKE of them staked).")]
     = 1_000.0,
     settings: Annotated[str, typer.Option(help="Judge settings to run, comma-separated.")]
     = "measured,weak,weak+abstaining",
@@ -244,6 +244,8 @@ def _print_incentives(summary: dict[str, Any]) -> None:
             console.print(f"random responders: {interval_text(rr['bankrupt_share'], 100, 0, share=True)} % "
                           f"bankrupt, at {interval_text(rr['bankrupt_s'], 1, 0)} s; each served "
                           f"{interval_text(rr['served_share_before'], 100, 2, share=True)} % of the requests before "
-                          f"that (equal split {rr['equal_share'] * 100:.2f} %)", highlight=False)
+                          f"that (equal split {rr['equal_share'] * 100:.2f} %); stake + credit "
+                          f"{rr['start_credits']:,.0f} -> {interval_text(rr['final_credits'], 1, 0)} credits each",
+                          highlight=False)
         for claim, v in agg["verdicts"].items():
             console.print(f"{claim}: {v['verdict']} ({v['why']})", highlight=False)
