@@ -25,7 +25,7 @@ asserted: a slow machine changes the numbers, never the exit status (the load av
     .venv/bin/python bench/sim_vs_live.py --quick              # 120 requests, ~3 minutes
     .venv/bin/python bench/sim_vs_live.py --no-live            # the simulator side only (seconds)
     .venv/bin/python bench/sim_vs_live.py --live-seeds 3 --json out.json --report out.md
-    .venv/bin/python bench/sim_vs_live.py --live-from out.json    # stored live runs vs today's simulator
+    .venv/bin/python bench/sim_vs_live.py --live-from a.json b.json   # stored live runs vs today's simulator
 """
 
 from __future__ import annotations
@@ -98,8 +98,10 @@ def compare_one(live: dict[str, Any] | None, sims: list[dict[str, Any]], nodes: 
         f = mean_interval(sim_values)
         live_value = None if live is None else read(live)
         ratio = None if live_value is None or not f["mean"] else float(live_value) / float(f["mean"])
+        z = None if live_value is None or not f["sd"] else (float(live_value) - float(f["mean"])) / float(f["sd"])
         table.append({"metric": label, "live": live_value, "sim_mean": f["mean"], "sim_lo": f["lo"],
-                      "sim_hi": f["hi"], "sim_text": interval_text(sim_values), "ratio": ratio})
+                      "sim_hi": f["hi"], "sim_sd": f["sd"], "sim_text": interval_text(sim_values), "ratio": ratio,
+                      "z": z})
     pooled = [x for s in sims for x in s["latencies_s"]]
     ks: dict[str, Any] = {"sim_vs_sim": [ks_distance(a["latencies_s"], b["latencies_s"])
                                          for a, b in itertools.pairwise(sims)]}
@@ -112,13 +114,19 @@ def compare_one(live: dict[str, Any] | None, sims: list[dict[str, Any]], nodes: 
 
 def print_table(seed: int, result: dict[str, Any], n_sims: int) -> list[str]:
     lines = [f"### workload seed {seed}", "",
-             f"| figure | live | simulated: mean [95 % interval] over {n_sims} seeds | live / simulated |",
-             "|---|---:|---:|---:|"]
+             f"| figure | live | simulated: mean [95 % interval] over {n_sims} seeds | simulated sd | live / simulated "
+             "| (live - mean) / sd |",
+             "|---|---:|---:|---:|---:|---:|"]
     for row in result["table"]:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
-        lines.append(f"| {row['metric']} | {fmt(row['live'])} | {row['sim_text']} | {ratio} |")
+        z = "-" if row.get("z") is None else f"{row['z']:+.1f}"
+        lines.append(f"| {row['metric']} | {fmt(row['live'])} | {row['sim_text']} | {fmt(row.get('sim_sd'))} | {ratio} "
+                     f"| {z} |")
     ks = result["ks"]
     lines.append("")
+    lines.append("The interval is the simulator's mean's; one run, live or simulated, also varies by its own random "
+                 "draws: the simulated sd is one simulated run's spread, and (live - mean) / sd says how far the live "
+                 "run lies out in it.")
     if "live_vs_sim_pooled" in ks:
         each = mean_interval(ks["live_vs_each_sim"])
         lines.append(f"KS distance of end-to-end latency, live vs simulated: {ks['live_vs_sim_pooled']:.3f} against "
@@ -144,6 +152,36 @@ def code_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": dirty.splitlines()}
 
 
+def live_line(run: dict[str, Any]) -> str:
+    """How long a live run took and how busy the machine was."""
+    load = run["load_average"]
+    return (f"live run: set-up {run['setup_s']} s, requests {run['send_s']} s, {run['total_s']} s in all; load "
+            f"average (1 min) {load['before'][0]:.2f} before, {load['after_requests'][0]:.2f} after the requests, "
+            f"on {run['cpus']} CPUs")
+
+
+def summary_lines(runs: list[dict[str, Any]], nodes: list[str]) -> list[str]:
+    """Over every live run: the live values, the simulator's mean for the same workload, and their paired
+    difference, each a mean with a 95 % interval over the live runs."""
+    lines = [f"### over {len(runs)} live runs (mean [95 % interval] over the runs; the difference is paired: "
+             "each live run minus the simulator's mean on its workload)", "",
+             "| figure | live | simulated | live - simulated |", "|---|---:|---:|---:|"]
+    for label, _ in metric_rows(nodes):
+        pairs = [(float(row["live"]), float(row["sim_mean"])) for r in runs for row in r["table"]
+                 if row["metric"] == label and row["live"] is not None and row["sim_mean"] is not None]
+        if len(pairs) < 2:
+            continue
+        diffs = [a - b for a, b in pairs]
+        lines.append(f"| {label} | {interval_text([a for a, _ in pairs])} | {interval_text([b for _, b in pairs])} | "
+                     f"{interval_text(diffs)} |")
+    ks = [r["ks"]["live_vs_sim_pooled"] for r in runs if "live_vs_sim_pooled" in r["ks"]]
+    noise = [x for r in runs for x in r["ks"]["sim_vs_sim"]]
+    if ks:
+        lines += ["", f"KS distance live vs simulated: {interval_text(ks)} (each run: "
+                  f"{', '.join(f'{x:.3f}' for x in ks)}); between two simulator seeds: {interval_text(noise)}."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="First workload seed (live seed i uses seed + i).")
@@ -155,8 +193,8 @@ def main() -> None:
     parser.add_argument("--no-live", action="store_true", help="The simulator side only.")
     parser.add_argument("--duel-timeout", type=float, default=600.0,
                         help="Seconds after the last answer to wait for the live duels to end.")
-    parser.add_argument("--live-from", type=Path,
-                        help="Compare the live runs stored in this --json file (same scenario) with the simulator "
+    parser.add_argument("--live-from", type=Path, nargs="+",
+                        help="Compare the live runs stored in these --json files (one scenario) with the simulator "
                         "as it is now, instead of running the network again.")
     parser.add_argument("--json", type=Path, help="Write every figure (and the raw latencies) here.")
     parser.add_argument("--report", type=Path, help="Write the tables as Markdown here.")
@@ -165,60 +203,55 @@ def main() -> None:
     scenario = dataclasses.replace(base, requests=args.requests or (120 if args.quick else base.requests),
                                    rate_per_s=args.rate or base.rate_per_s)
     sim_seeds = args.sim_seeds if not args.quick or args.sim_seeds != 10 else 5
-    stored: dict[int, dict[str, Any]] = {}
-    if args.live_from:
-        old = json.loads(args.live_from.read_text())
+    stored: list[dict[str, Any]] = []  # live runs read back, each with "seed", "live" and maybe "live_run"
+    sources = []
+    for path in args.live_from or []:
+        old = json.loads(path.read_text())
+        if scenario_from_dict(old["scenario"]) != scenario and stored:
+            raise SystemExit(f"{path} ran another scenario than the files before it")
         scenario = scenario_from_dict(old["scenario"])
-        stored = {r["seed"]: r for r in old["runs"] if "live" in r}
+        stored += [r for r in old["runs"] if "live" in r]
+        sources.append({"file": str(path), "code": old.get("code")})
     nodes = [name for name, _ in scenario.nodes]
     started = time.monotonic()
-    seeds = sorted(stored) if stored else [args.seed + i for i in range(max(1, args.live_seeds))]
+    plan: list[tuple[int, dict[str, Any] | None]] = (
+        [(r["seed"], r) for r in stored] if stored
+        else [(args.seed + i, None) for i in range(max(1, args.live_seeds))])
     out: dict[str, Any] = {"scenario": dataclasses.asdict(scenario), "sim_seeds": sim_seeds, "code": code_state(),
                            "runs": []}
-    if stored:
-        out["live_from"] = {"file": str(args.live_from), "code": old.get("code")}
+    if sources:
+        out["live_from"] = sources
     lines = [f"sim_vs_live: {scenario.requests} requests at {scenario.rate_per_s}/s over {len(nodes)} fake-backend "
              f"nodes, p_inspect {scenario.p_inspect}, blocks of {scenario.block_time_s} s", ""]
-    for seed in seeds:
-        sims = []
-        for k in range(sim_seeds):
-            run = run_sim(scenario, seed, seed + k)
-            sims.append(summarize(run["requests"], run["duels"], nodes))
-        log(f"simulated workload seed {seed} under {sim_seeds} simulator seeds")
-        live_raw = None
+    simulated: dict[int, list[dict[str, Any]]] = {}
+    for seed, old_run in plan:
+        if seed not in simulated:
+            simulated[seed] = [summarize(*run_sim(scenario, seed, seed + k).values(), nodes) for k in range(sim_seeds)]
+            log(f"simulated workload seed {seed} under {sim_seeds} simulator seeds")
+        sims = simulated[seed]
+        entry: dict[str, Any] = {"seed": seed}
         live = None
-        if seed in stored:
-            live = stored[seed]["live"]
+        if old_run is not None:
+            live = old_run["live"]
+            entry.update({k: old_run[k] for k in ("live_run", "live_failures") if k in old_run})
         elif not args.no_live:
             from sim_vs_live.live import run_live
 
             live_raw = run_live(scenario, seed, log, args.duel_timeout)
             live = summarize(live_raw["requests"], live_raw["duels"], nodes)
-        result = compare_one(live, sims, nodes)
-        entry: dict[str, Any] = {"seed": seed, **result,
-                                 "sim": [{k: v for k, v in s.items() if k != "latencies_s"} for s in sims]}
-        if live is not None and live_raw is not None:
-            entry["live"] = live
             entry["live_run"] = {k: v for k, v in live_raw.items() if k not in ("requests", "duels")}
             entry["live_failures"] = sorted({r.status for r in live_raw["requests"] if r.status != "done"})
-            lines.append(f"live run: set-up {live_raw['setup_s']} s, requests {live_raw['send_s']} s, "
-                         f"{live_raw['total_s']} s in all; load average (1 min) "
-                         f"{live_raw['load_average']['before'][0]:.2f} before, "
-                         f"{live_raw['load_average']['after_requests'][0]:.2f} after the requests, on "
-                         f"{live_raw['cpus']} CPUs")
-            lines.append("")
-        if seed in stored:
+        entry.update(compare_one(live, sims, nodes))
+        entry["sim"] = [{k: v for k, v in s.items() if k != "latencies_s"} for s in sims]
+        if live is not None:
             entry["live"] = live
-            entry.update({k: stored[seed][k] for k in ("live_run", "live_failures") if k in stored[seed]})
         out["runs"].append(entry)
-        lines += [*print_table(seed, result, sim_seeds), ""]
-    if len(seeds) > 1 and (stored or not args.no_live):
-        lines.append(f"### over {len(seeds)} live seeds (mean [95 % interval] of the live values)")
-        for label, _ in metric_rows(nodes):
-            values = [float(r["table"][i]["live"]) for r in out["runs"]
-                      for i, row in enumerate(r["table"]) if row["metric"] == label and row["live"] is not None]
-            if values:
-                lines.append(f"- {label}: {interval_text(values)}")
+        if "live_run" in entry:
+            lines += [live_line(entry["live_run"]), ""]
+        lines += [*print_table(seed, entry, sim_seeds), ""]
+    live_runs = [r for r in out["runs"] if "live" in r]
+    if len(live_runs) > 1:
+        lines += [*summary_lines(live_runs, nodes), ""]
     out["seconds"] = round(time.monotonic() - started, 1)
     lines.append(f"{out['seconds']} s in all")
     print("\n".join(lines))
