@@ -139,6 +139,8 @@ class SimConfig:
     contract_params: DeploymentParams = field(default_factory=DeploymentParams)
     judge_accuracy: float = 1.0  # per A/B order: the chance a judge's reply prefers the better answer
     judges: JudgeBehaviour = REFERENCE_JUDGE  # abstentions, no-evidence votes, missed reveals (measured live)
-    appeal: str = "never"  # when a duelist that lost round 1 appeals: never, split (a seat voted for it), always
+    # When a duelist that lost round 1 appeals: split (a seat voted for it; the live judge.appeal default),
+    # never, always.
+    appeal: str = "split"
     sample_every_s: float = 30.0  # stake and credit samples (contract only)
 

@@ -53,9 +53,13 @@ Simplifications (each one says what it changes):
   back, over work delegated straight from it (a multi-hop answer is attested to the last hop). The user
   gets A's answer only. B, the contract's draw, fetches the request from the origin one link delay after
   the seed block and runs it on its own engine (it competes with its other work); an answer not done
-  by the end of the answer window is no answer (B pays its bond). Judges vote at once (their two model
-  calls are not run on their engines) and reveal when the commit window ends; steps follow the
-  contract's windows at the simulated block height, and the run goes on until every duel has ended.
+  by the end of the answer window is no answer (B pays its bond). Each seat holder fetches the evidence
+  and runs both A/B judge calls on its own engine (competing with its serving work); it commits only if
+  both are done by the last block of the commit window, else its seats are silent (sim.network_duels),
+  and reveals when the window ends. A duelist that lost round 1 appeals by `SimConfig.appeal` (default
+  "split", the live `judge.appeal` default). Steps follow the contract's windows at the simulated block
+  height, and the run goes on until every duel has ended. Not modelled: a judge on a separate endpoint
+  (`judge.base_url`), the judge prompt's cut of long answers, and prompt caching between the two orders.
 - A node that leaves drops its work at once: requests it was executing for others are re-dispatched by
   the node that sent them one link delay later (the live sender sees the connection fail); requests of
   its own users fail. Peers stop routing to it at once (connection refused; the live node bans it).
@@ -167,7 +171,7 @@ class Simulation(NodeEvents, DuelEvents):
         self.delegations = 0
         self.events = 0
         self._duels_open = 0
-        self._duel_requests: dict[int, InFlightRequest] = {}  # an open duel's served request, until B is drawn
+        self._duel_requests: dict[int, InFlightRequest] = {}  # an open duel's served request, until the duel ends
         self._duel_copies: dict[int, InFlightRequest] = {}  # the challenger's copy, while it runs
 
     # ---- the event queue ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class SimulationCore:
     _seq: int
     _open: int  # user requests not done, timed out or failed yet
     _duels_open: int
-    _duel_requests: dict[int, InFlightRequest]  # an open duel's served request, until B is drawn
+    _duel_requests: dict[int, InFlightRequest]  # an open duel's served request, until the duel ends
     _duel_copies: dict[int, InFlightRequest]  # the challenger's copy, while it runs
 
     def _push(self, t: float, kind: int, *args: Any) -> None:

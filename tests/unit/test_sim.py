@@ -318,7 +318,8 @@ def test_duels_follow_the_contracts_lifecycle_and_quality_earns_credit() -> None
 
     scenario = build("quality", 0)
     assert scenario.config is not None
-    sim = Simulation(scenario.nodes, scenario.requests, replace(scenario.config, seed=0))
+    # One round per duel (no appeals: the default "split" is test_a_simulated_loser_appeals_by_its_policy's)
+    sim = Simulation(scenario.nodes, scenario.requests, replace(scenario.config, seed=0, appeal="never"))
     records = sim.run()
     ledger = sim.ledger
     assert ledger is not None and all(r.status == "done" for r in records)
@@ -370,3 +371,11 @@ def test_a_simulated_loser_appeals_by_its_policy() -> None:
     decided = [d for d in ledger.duels if d.outcome in ("a_won", "b_won")]
     assert decided and all(d.round == 2 and len(d.judges) == 7 for d in decided)  # every loser appealed
     assert ledger.model.balance_wei == ledger.model.liabilities_wei()
+    # The default is the live judge.appeal default: appeal when round 1's revealed votes were split.
+    assert SimConfig().appeal == "split"
+    sim = Simulation(scenario.nodes, scenario.requests[:600], replace(scenario.config, seed=0))
+    sim.run()
+    assert sim.ledger is not None
+    rounds = Counter(d.round for d in sim.ledger.duels if d.outcome in ("a_won", "b_won"))
+    assert rounds[1] > 0 and rounds[2] > 0  # unanimous round-1 verdicts stand, split ones went to appeal
+    assert sim.ledger.model.balance_wei == sim.ledger.model.liabilities_wei()
