@@ -174,8 +174,9 @@ QUALITY_CLASSES = {"A": 0.57, "B": 0.53, "C": 0.39}
 
 def _quality(seed: int) -> Scenario:
     """The reference's incentive setup (PAPER.md §6.5): node0 a pure dispatcher, nodes 1-6 pure executors in
-    three quality classes (two each), every executor holding the contract's minimum stake (topped up from
-    credit after a lost duel), 10,000 credits each; 2,000 MATH500 requests to node0, 4 every 6 s, with
+    three quality classes (two each), every executor holding the contract's minimum stake (its fixed stake:
+    topped up from credit after a lost duel, a won bond's excess unstaked back to credit after the unbonding
+    period), 10,000 credits each; 2,000 MATH500 requests to node0, 4 every 6 s, with
     P_INSPECT 0.1; answers without thinking (max_tokens 4,096, as the reference's executors)."""
     unit = WEI_PER_CREDIT
     min_stake = DeploymentParams().min_stake_wei
