@@ -17,8 +17,11 @@ sources weighted towards the two small nodes, answers of 20-60 words).
 Printed per live seed: executor shares per node, delegation rate (executed by a node other than the
 user's), latency mean / p50 / p90, the two-sample Kolmogorov-Smirnov distance between the live and the
 simulated latencies (beside the distance between two simulator seeds, the simulator's own noise, and the
-5 % critical value), and duels opened, settled and by outcome; the live value, the simulator's mean with a
-95 % interval over its seeds (`wwwserve.sim.metrics.mean_interval`), and their ratio. No figure is
+5 % critical value), duels opened, settled and by outcome, and the dispatch decisions of all nodes by
+action (local, offload, queue, retry: each live node's /metrics, the simulator's counters); the live value,
+the simulator's mean with a 95 % interval over its seeds (`wwwserve.sim.metrics.mean_interval`), its
+per-run sd, and their ratio. `--metrics-interval` sets how often a live node reads its backend's load
+(`backend.metrics_interval_s`, 0.1 s here; the node's default is 0.5 s); the simulator reads it at once. No figure is
 asserted: a slow machine changes the numbers, never the exit status (the load average is printed).
 
     .venv/bin/python bench/sim_vs_live.py                      # 500 requests, ~6 minutes
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sim_vs_live.compare import DUEL_OUTCOMES, DuelRow, RequestRow, ks_critical, ks_distance, summarize
+from sim_vs_live.compare import DECISIONS, DUEL_OUTCOMES, DuelRow, RequestRow, ks_critical, ks_distance, summarize
 from sim_vs_live.scenario import Scenario, node_specs, scenario_from_dict, sim_config, workload
 
 from wwwserve.sim.metrics import mean_interval
@@ -60,7 +63,12 @@ def run_sim(scenario: Scenario, workload_seed: int, sim_seed: int) -> dict[str, 
     assert sim.ledger is not None
     duels = [DuelRow({"cancelled": "cancelled"}.get(d.outcome, d.outcome), d.cancel_reason, d.votes)
              for d in sim.ledger.duels]
-    return {"requests": rows, "duels": duels}
+    return {"requests": rows, "duels": duels, "decisions": dict(sim.decisions)}
+
+
+def summarize_run(run: dict[str, Any], nodes: list[str]) -> dict[str, Any]:
+    """`compare.summarize` of one side's run (rows, duels and, where counted, dispatch decisions)."""
+    return summarize(run["requests"], run["duels"], nodes, run.get("decisions"))
 
 
 def metric_rows(nodes: list[str]) -> list[tuple[str, Any]]:
@@ -74,6 +82,8 @@ def metric_rows(nodes: list[str]) -> list[tuple[str, Any]]:
              ("duels opened", lambda s: s["duels_opened"]),
              ("duels settled", lambda s: s["duels_settled"])]
     rows += [(f"duels {o}", lambda s, o=o: s["duel_outcomes"][o]) for o in DUEL_OUTCOMES]
+    rows += [(f"decisions {a}", lambda s, a=a: None if not s.get("decisions") else s["decisions"][a])
+             for a in DECISIONS]
     return rows
 
 
@@ -196,6 +206,8 @@ def main() -> None:
     parser.add_argument("--live-from", type=Path, nargs="+",
                         help="Compare the live runs stored in these --json files (one scenario) with the simulator "
                         "as it is now, instead of running the network again.")
+    parser.add_argument("--metrics-interval", type=float, default=0.1,
+                        help="The live nodes' backend.metrics_interval_s: how stale the load their policy sees is.")
     parser.add_argument("--json", type=Path, help="Write every figure (and the raw latencies) here.")
     parser.add_argument("--report", type=Path, help="Write the tables as Markdown here.")
     args = parser.parse_args()
@@ -226,7 +238,7 @@ def main() -> None:
     simulated: dict[int, list[dict[str, Any]]] = {}
     for seed, old_run in plan:
         if seed not in simulated:
-            simulated[seed] = [summarize(*run_sim(scenario, seed, seed + k).values(), nodes) for k in range(sim_seeds)]
+            simulated[seed] = [summarize_run(run_sim(scenario, seed, seed + k), nodes) for k in range(sim_seeds)]
             log(f"simulated workload seed {seed} under {sim_seeds} simulator seeds")
         sims = simulated[seed]
         entry: dict[str, Any] = {"seed": seed}
@@ -237,9 +249,9 @@ def main() -> None:
         elif not args.no_live:
             from sim_vs_live.live import run_live
 
-            live_raw = run_live(scenario, seed, log, args.duel_timeout)
-            live = summarize(live_raw["requests"], live_raw["duels"], nodes)
-            entry["live_run"] = {k: v for k, v in live_raw.items() if k not in ("requests", "duels")}
+            live_raw = run_live(scenario, seed, log, args.duel_timeout, args.metrics_interval)
+            live = summarize_run(live_raw, nodes)
+            entry["live_run"] = {k: v for k, v in live_raw.items() if k not in ("requests", "duels", "decisions")}
             entry["live_failures"] = sorted({r.status for r in live_raw["requests"] if r.status != "done"})
         entry.update(compare_one(live, sims, nodes))
         entry["sim"] = [{k: v for k, v in s.items() if k != "latencies_s"} for s in sims]

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DUEL_OUTCOMES", "DuelRow", "RequestRow", "ks_critical", "ks_distance", "percentile", "summarize"]
+__all__ = ["DECISIONS", "DUEL_OUTCOMES", "DuelRow", "RequestRow", "ks_critical", "ks_distance", "percentile",
+           "summarize"]
 
 DUEL_OUTCOMES = ("a_won", "b_won", "tie", "voided", "cancelled", "open")
 
@@ -72,8 +73,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def summarize(requests: Sequence[RequestRow], duels: Sequence[DuelRow], nodes: Sequence[str]) -> dict[str, Any]:
-    """Every figure of one run (one side, one seed)."""
+DECISIONS = ("local", "offload", "queue", "retry")
+
+
+def summarize(requests: Sequence[RequestRow], duels: Sequence[DuelRow], nodes: Sequence[str],
+              decisions: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every figure of one run (one side, one seed); `decisions`: the dispatch decisions of all nodes by
+    action, where the run counted them."""
     done = [r for r in requests if r.status == "done"]
     latencies = [r.latency_s for r in done if r.latency_s is not None]
     by_executor = Counter(r.executor for r in done)
@@ -94,4 +100,5 @@ def summarize(requests: Sequence[RequestRow], duels: Sequence[DuelRow], nodes: S
         "duel_outcomes": {o: outcomes.get(o, 0) for o in DUEL_OUTCOMES},
         "cancel_reasons": dict(Counter(d.cancel_reason for d in duels if d.outcome == "cancelled")),
         "votes": dict(votes),
+        "decisions": None if decisions is None else {a: float(decisions.get(a, 0)) for a in DECISIONS},
     }

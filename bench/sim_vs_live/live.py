@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.node_metrics import dispatch_counters
 from harness.procs import NodeSpec, Processes, demo_password, free_port_block, node_launch
 
 from sim_vs_live.compare import DuelRow, RequestRow
@@ -82,9 +83,21 @@ async def _send_all(scenario: Scenario, seed: int, ports: dict[str, int], names:
     return [r for r in rows if r is not None]
 
 
+def decisions_of(ports: list[int]) -> dict[str, float]:
+    """Every node's dispatch decisions so far (its /metrics), summed by action."""
+    out: dict[str, float] = {}
+    for port in ports:
+        for name, value in dispatch_counters(port).items():
+            if name.startswith("wwwserve_dispatch_decisions_total{"):
+                action = name.split('action="', 1)[1].split('"', 1)[0]
+                out[action] = out.get(action, 0.0) + value
+    return out
+
+
 def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
-             duel_timeout_s: float = 600.0) -> dict[str, Any]:
-    """One live run: its request rows, duel rows, timings and the machine's load."""
+             duel_timeout_s: float = 600.0, metrics_interval_s: float = 0.1) -> dict[str, Any]:
+    """One live run: its request rows, duel rows, dispatch decisions, timings and the machine's load.
+    `metrics_interval_s`: how often each node reads its backend's load (`backend.metrics_interval_s`)."""
     from wwwserve.devnet.anvil import ensure_anvil
     from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
     from wwwserve.ledger.chain import connect
@@ -112,7 +125,8 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": demo_password(),
                "PYTHONUNBUFFERED": "1"}
         common = [f"chain.rpc_url={anvil.rpc_url}", f"chain.contract_address={deployment.address}",
-                  "chain.poll_interval_s=0.5", "judge.poll_interval_s=0.5", "backend.metrics_interval_s=0.1"]
+                  "chain.poll_interval_s=0.5", "judge.poll_interval_s=0.5",
+                  f"backend.metrics_interval_s={metrics_interval_s}"]
         started = []
         for i, (name, node) in enumerate(zip(names, demo, strict=True)):
             spec = NodeSpec(node.wallet, base + i, [*common, *live_sets(scenario, name)])
@@ -126,6 +140,7 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         t_send = time.monotonic()
         rows = asyncio.run(_send_all(scenario, seed, ports, by_address, progress))
         send_s = time.monotonic() - t_send
+        decisions = decisions_of(list(ports.values()))
         load_during = os.getloadavg()
         index = Indexer(w3, deployment.address, f"sqlite:///{home / 'index.sqlite'}")
         deadline = time.monotonic() + duel_timeout_s
@@ -146,6 +161,8 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         return {
             "requests": rows,
             "duels": [_duel_row(d, by_address) for d in duels],
+            "decisions": decisions,
+            "metrics_interval_s": metrics_interval_s,
             "setup_s": round(setup_s, 1),
             "send_s": round(send_s, 1),
             "total_s": round(time.monotonic() - t_start, 1),

@@ -168,6 +168,9 @@ def test_summarize_counts_shares_delegations_and_duels() -> None:
     assert s["duels_opened"] == 3 and s["duels_settled"] == 1
     assert s["duel_outcomes"]["tie"] == 1 and s["duel_outcomes"]["cancelled"] == 1 and s["duel_outcomes"]["open"] == 1
     assert s["cancel_reasons"] == {"no_answer": 1} and s["votes"] == {"ABSTAIN": 3}
+    assert s["decisions"] is None  # not counted
+    counted = compare.summarize(rows, duels, ["a", "b"], {"local": 3, "offload": 1, "other": 9})
+    assert counted["decisions"] == {"local": 3.0, "offload": 1.0, "queue": 0.0, "retry": 0.0}
 
 
 def test_the_scenario_runs_in_the_simulator_on_slot_engines_with_duels() -> None:
