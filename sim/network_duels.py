@@ -56,7 +56,7 @@ class DuelEvents(SimulationCore):
         if ledger is None or req.duel_origin < 0 or req.route != [req.duel_origin]:
             return
         origin = self.nodes[req.duel_origin]
-        run = ledger.open(self.now, origin, executor, req.request_id)
+        run = ledger.open(self.now, origin, executor, req.request_id, req.model)
         if run is not None:
             run.judge_work = self._judge_work
             self._duels_open += 1

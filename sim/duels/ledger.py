@@ -239,12 +239,13 @@ class ContractLedger:
         self.chain.mine_to(max(self.chain.block, self.block(now_s)))
 
     # ---- duels
-    def open(self, now_s: float, origin: _Node, a: _Node, request_id: str) -> DuelRun | None:
-        """The origin opens a duel over A's answer (it committed to it before dispatching); None when the
-        contract refuses (e.g. the origin cannot escrow the fees, A's free stake is below the bond)."""
+    def open(self, now_s: float, origin: _Node, a: _Node, request_id: str, model: str) -> DuelRun | None:
+        """The origin opens a duel over A's answer to a request for `model` (it committed to it before
+        dispatching); None when the contract refuses (e.g. the origin cannot escrow the fees, A's free stake
+        is below the bond)."""
         self.tick(now_s)
         run = DuelRun(self.chain, self.address[origin.address], self.address[a.address], request_id,
-                      auto_answer=False)
+                      auto_answer=False, model=model)
         if not run.open():
             self.refused[run.result.refused] = self.refused.get(run.result.refused, 0) + 1
             return None

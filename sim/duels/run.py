@@ -25,6 +25,7 @@ from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
     inspect_commitment,
+    model_hash,
     request_bytes,
     request_id_hash,
     sign_work,
@@ -138,8 +139,9 @@ class DuelRun:
     """
 
     def __init__(self, chain: DuelChain, origin: str, a: str, key: str, *, evidence: EvidencePolicy | None = None,
-                 auto_answer: bool = True) -> None:
+                 auto_answer: bool = True, model: str | None = None) -> None:
         self.chain = chain
+        self.model = chain.model_name if model is None else model  # the request's model (the chain's by default)
         self.origin = origin
         self.a = a
         self.b = ""
@@ -168,7 +170,7 @@ class DuelRun:
         self._salts: dict[str, bytes] = {}
         self._work: WorkAttestation | None = None
         self._salt = bytes(keccak(text=f"{chain.seed}/inspect/{key}"))
-        self.request = request_bytes("chat", {"model": chain.model_name, "max_tokens": 256,
+        self.request = request_bytes("chat", {"model": self.model, "max_tokens": 256,
                                               "messages": [{"role": "user", "content": key}]})
         self._awaiting_b = False
         self.judge_work: JudgeWork | None = None
@@ -200,7 +202,7 @@ class DuelRun:
         origin's blind commitment to duel (`wants_duel`)."""
         chain = self.chain
         rid = request_id_hash(self.key)
-        work = WorkAttestation(self.origin, self.a, rid, bytes(keccak(self.request)), chain.model_hash,
+        work = WorkAttestation(self.origin, self.a, rid, bytes(keccak(self.request)), model_hash(self.model),
                                answer_hash(f"{self.a}/{self.key}"), inspect_commitment(rid, wants_duel, self._salt),
                                chain.now_s)
         return sign_work(chain.members[self.a].account, CHAIN_ID, CONTRACT_ADDRESS, work)

@@ -379,3 +379,19 @@ def test_a_simulated_loser_appeals_by_its_policy() -> None:
     rounds = Counter(d.round for d in sim.ledger.duels if d.outcome in ("a_won", "b_won"))
     assert rounds[1] > 0 and rounds[2] > 0  # unanimous round-1 verdicts stand, split ones went to appeal
     assert sim.ledger.model.balance_wei == sim.ledger.model.liabilities_wei()
+
+
+def test_simulated_duels_are_over_the_requests_model() -> None:
+    """A network serving a model other than the duel chain's default one still duels: the work attestation
+    names the request's model, which the contract checks its challenger draw against."""
+    from dataclasses import replace
+
+    scenario = build("quality", 0)
+    assert scenario.config is not None
+    nodes = [replace(n, models=("bench-model",)) for n in scenario.nodes]
+    requests = [replace(r, model="bench-model") for r in scenario.requests[:400]]
+    sim = Simulation(nodes, requests, replace(scenario.config, seed=0))
+    sim.run()
+    assert sim.ledger is not None
+    assert "Duel: unknown model" not in sim.ledger.refused
+    assert any(d.outcome in ("a_won", "b_won") for d in sim.ledger.duels)
