@@ -20,7 +20,9 @@ Each judge setting (`settings_for`: the measured judges, weaker ones, weaker one
 as SmolLM2-135M did) runs over `seeds` seeds. A class's **routable stake share** is its stake counted as
 routing and the contract's sortition count it (a stake below MIN_STAKE counts 0) over all executors'; its
 **stake share** the same for active stake, its **credit share** for free credit, its **total share** for
-stake + credit; each per time bin is the seed mean with a 95 % t-interval (`metrics.mean_interval`), and
+stake + credit (the ledger's samples count stake on its way back to credit, unbonding, as stake, so a
+won bond shows as routable until the fixed-stake rule's unstake is withdrawn); each per time bin is the
+seed mean with a 95 % t-interval (`metrics.mean_interval`), and
 `RULES` turns the final shares and the bankruptcies into a verdict per claim of the paper.
 
 **Bankruptcy** of a random responder: the first balance sample (every `sample_every_s`) at which its
