@@ -46,12 +46,17 @@ class JudgeBehaviour:
     no_letter: float = 0.0  # per order: the reply names no letter (parses as an abstention)
     no_evidence: float = 0.0  # per seat holder and round: votes NO_EVIDENCE
     silent: float = 8 / 195  # per seat holder and round: commits but misses the reveal
+    # Tokens each of its model calls answers with, i.e. how long the call holds a slot of its engine (None: the
+    # whole `judge.max_tokens` budget, 16). The fake backend's scripted judge answers one word ("A", "B", "#").
+    reply_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("position_bias", "no_letter", "no_evidence", "silent"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"JudgeBehaviour.{name} must be in [0, 1], got {value}")
+        if self.reply_tokens is not None and self.reply_tokens < 1:
+            raise ValueError(f"JudgeBehaviour.reply_tokens must be >= 1, got {self.reply_tokens}")
 
 
 REFERENCE_JUDGE = JudgeBehaviour()

@@ -12,12 +12,13 @@ competing with their other work, as on the live node (judge/manager.py):
   A/B orders at once (`judge.runner.JudgeRunner.decide`): two requests on its own engine, each a prompt
   of the request and both answers in the reference template (`judge.prompt.build_prompt`; the answers
   are counted whole: the reference's cut to 1.2 characters per token of the request's `max_tokens`
-  leaves the workloads' answers whole but for their longest) and an answer of `JUDGE_MAX_TOKENS`
-  (`judge.max_tokens`, 16). A judge whose two replies are not both in when the last block of the commit
-  window is mined never commits: its seats are silent, as a live judge still waiting for its model
-  (behind user requests) when the window closes. A judge offline then (or when its work would start)
-  is silent too. `JudgeBehaviour` (`SimConfig.judges`) adds its own rates on top: no-evidence votes (no
-  model call then) and reveals missed after committing.
+  leaves the workloads' answers whole but for their longest) and an answer of `JudgeBehaviour.reply_tokens`
+  (default: the whole `judge.max_tokens` budget, `JUDGE_MAX_TOKENS`, 16; the fake backend's scripted judge
+  answers one word, and so holds its slot for the first word only). A judge whose two replies are not
+  both in when the last block of the commit window is mined never commits: its seats are silent, as a
+  live judge still waiting for its model (behind user requests) when the window closes. A judge offline
+  then (or when its work would start) is silent too. `JudgeBehaviour` (`SimConfig.judges`) adds its own
+  rates on top: no-evidence votes (no model call then) and reveals missed after committing.
 
 Model calls are requests like B's copy: an `InFlightRequest` whose `duel_of` is the duel, never sent
 to a user (sim.network hands a finished one to `ContractLedger.b_answered`, which ignores all but B's
@@ -117,15 +118,16 @@ class DuelEvents(SimulationCore):
         spec = served.spec
         # The request and both answers (B ran the same request: as long as A's) in the reference template.
         prompt = spec.prompt_tokens + 2 * spec.output_tokens + JUDGE_TEMPLATE_TOKENS
-        call = RequestSpec(self.now, judge.address, prompt, JUDGE_MAX_TOKENS, spec.model)
+        behaviour = judge.spec.judges or self.config.judges
+        reply = JUDGE_MAX_TOKENS if behaviour.reply_tokens is None else behaviour.reply_tokens
+        call = RequestSpec(self.now, judge.address, prompt, reply, spec.model)
         region = judge.spec.region
         parties = {run.origin, run.a, run.b} - {""}
         fetch = max((2 * self.config.latency.one_way(region, self._by_name[self.ledger.name[p]].spec.region)
                      for p in parties), default=0.0)
         calls = []
         for _order in range(2):  # (A, B) and swapped, asked at once
-            copy = InFlightRequest(RequestRecord(served.record.rid, judge.address, self.now, prompt, JUDGE_MAX_TOKENS),
-                                   call)
+            copy = InFlightRequest(RequestRecord(served.record.rid, judge.address, self.now, prompt, reply), call)
             copy.request_id = f"{served.request_id}/judge"
             copy.duel_of = run
             calls.append(copy)

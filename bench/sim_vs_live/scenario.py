@@ -23,17 +23,19 @@ from wwwserve.sim.engine import fake_backend_profile
 __all__ = ["MODEL", "SCRIPTED_JUDGE", "FakeProfile", "Scenario", "live_sets", "node_specs", "policy", "prompt_text",
            "scenario_from_dict", "sim_config", "workload"]
 
-# The model every node serves, live and simulated. The simulator's duel chain knows one model, "qwen3-8b"
-# (sim/duels/chain.py `DuelChain(model_name=...)`, which sim/duels/ledger.py leaves at its default), and
-# refuses duels over any other ("unknown model"), so the live nodes serve it under that name too.
+# The model every node serves, live and simulated (a simulated duel is over the request's model since ba4ab2f;
+# before, the simulator's duel chain knew only "qwen3-8b", hence this name).
 MODEL = "qwen3-8b"
 
 # The live judges are fake backends with `judge_rule=longer`: a judge prompt gets "A" or "B" by answer
 # length, "#" (abstain) when the two answers are as long. Both duelists of this scenario run the same fake
 # backend code on the same request, so their answers are identical: every reply is "#" in both A/B orders,
 # i.e. a reply naming no letter. Nothing makes a scripted judge miss its reveal, so none is silent here
-# (the live run counts the silent seats it actually had).
-SCRIPTED_JUDGE = JudgeBehaviour(no_letter=1.0, silent=0.0)
+# (the live run counts the silent seats it actually had). The reply is one word, so each judge call holds a
+# slot of the judge's engine for the first word only (0.3 s), not for the 16 tokens of `judge.max_tokens`
+# (1.05 s on a 20 words/s engine): judge calls made the simulated engines busier than the live ones, and
+# their offers were refused more often (bench/README.md, sim_vs_live).
+SCRIPTED_JUDGE = JudgeBehaviour(no_letter=1.0, silent=0.0, reply_tokens=1)
 
 
 @dataclass(frozen=True)
