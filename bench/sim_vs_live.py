@@ -20,9 +20,10 @@ simulated latencies (beside the distance between two simulator seeds, the simula
 5 % critical value), duels opened, settled and by outcome, and the dispatch decisions of all nodes by
 action (local, offload, queue, retry: each live node's /metrics, the simulator's counters); the live value,
 the simulator's mean with a 95 % interval over its seeds (`wwwserve.sim.metrics.mean_interval`), its
-per-run sd, and their ratio. `--metrics-interval` sets how often a live node reads its backend's load
-(`backend.metrics_interval_s`, 0.1 s here; the node's default is 0.5 s); the simulator reads it at once. No figure is
-asserted: a slow machine changes the numbers, never the exit status (the load average is printed).
+per-run sd, and their ratio. A live node reads its fake backend's load in memory at every decision and
+probe, as the simulator does (`backend.metrics_interval_s` is read by nothing in node/; an earlier
+`--metrics-interval` flag set it to no effect). No figure is asserted: a slow machine changes the numbers,
+never the exit status (the load average is printed).
 
     .venv/bin/python bench/sim_vs_live.py                      # 500 requests, ~6 minutes
     .venv/bin/python bench/sim_vs_live.py --quick              # 120 requests, ~3 minutes
@@ -206,8 +207,6 @@ def main() -> None:
     parser.add_argument("--live-from", type=Path, nargs="+",
                         help="Compare the live runs stored in these --json files (one scenario) with the simulator "
                         "as it is now, instead of running the network again.")
-    parser.add_argument("--metrics-interval", type=float, default=0.1,
-                        help="The live nodes' backend.metrics_interval_s: how stale the load their policy sees is.")
     parser.add_argument("--json", type=Path, help="Write every figure (and the raw latencies) here.")
     parser.add_argument("--report", type=Path, help="Write the tables as Markdown here.")
     args = parser.parse_args()
@@ -249,7 +248,7 @@ def main() -> None:
         elif not args.no_live:
             from sim_vs_live.live import run_live
 
-            live_raw = run_live(scenario, seed, log, args.duel_timeout, args.metrics_interval)
+            live_raw = run_live(scenario, seed, log, args.duel_timeout)
             live = summarize_run(live_raw, nodes)
             entry["live_run"] = {k: v for k, v in live_raw.items() if k not in ("requests", "duels", "decisions")}
             entry["live_failures"] = sorted({r.status for r in live_raw["requests"] if r.status != "done"})

@@ -32,6 +32,15 @@ __all__ = ["run_live"]
 READY_TIMEOUT_S = 180.0
 
 
+def _duel_blocks(duel: Any) -> dict[str, Any]:
+    """When one duel's steps happened, in blocks (one a second): opened, the challenger's seed block, B's
+    answer mined, and each seat's commit and reveal (None: never). The simulator's duel work starts at the
+    seed block (B) and after B's answer (the judges), all at once; these say how the live work spreads."""
+    return {"opened": duel.opened_block, "seed": duel.seed_block, "answered": duel.answered_block,
+            "settled": duel.settled_block, "committed": [s.committed_block for s in duel.judges],
+            "revealed": [s.revealed_block for s in duel.judges]}
+
+
 def _duel_row(duel: Any, names: dict[str, str]) -> DuelRow:
     if duel.status == "settled":
         outcome = duel.outcome or "settled"
@@ -95,9 +104,8 @@ def decisions_of(ports: list[int]) -> dict[str, float]:
 
 
 def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
-             duel_timeout_s: float = 600.0, metrics_interval_s: float = 0.1) -> dict[str, Any]:
-    """One live run: its request rows, duel rows, dispatch decisions, timings and the machine's load.
-    `metrics_interval_s`: how often each node reads its backend's load (`backend.metrics_interval_s`)."""
+             duel_timeout_s: float = 600.0) -> dict[str, Any]:
+    """One live run: its request rows, duel rows, dispatch decisions, timings and the machine's load."""
     from wwwserve.devnet.anvil import ensure_anvil
     from wwwserve.devnet.deploy import bring_up_demo_nodes, ensure_deployment
     from wwwserve.ledger.chain import connect
@@ -125,8 +133,7 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         env = {**os.environ, "WWWSERVE_HOME": str(home), "WWWSERVE_PASSWORD": demo_password(),
                "PYTHONUNBUFFERED": "1"}
         common = [f"chain.rpc_url={anvil.rpc_url}", f"chain.contract_address={deployment.address}",
-                  "chain.poll_interval_s=0.5", "judge.poll_interval_s=0.5",
-                  f"backend.metrics_interval_s={metrics_interval_s}"]
+                  "chain.poll_interval_s=0.5", "judge.poll_interval_s=0.5"]
         started = []
         for i, (name, node) in enumerate(zip(names, demo, strict=True)):
             spec = NodeSpec(node.wallet, base + i, [*common, *live_sets(scenario, name)])
@@ -138,6 +145,7 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         ports = {name: base + i for i, name in enumerate(names)}
         progress(f"live: {len(names)} nodes ready after {setup_s:.0f} s; sending {scenario.requests} requests")
         t_send = time.monotonic()
+        first_block = w3.eth.block_number  # the block the requests start at
         rows = asyncio.run(_send_all(scenario, seed, ports, by_address, progress))
         send_s = time.monotonic() - t_send
         decisions = decisions_of(list(ports.values()))
@@ -161,8 +169,9 @@ def run_live(scenario: Scenario, seed: int, progress: Callable[[str], None],
         return {
             "requests": rows,
             "duels": [_duel_row(d, by_address) for d in duels],
+            "duel_blocks": [_duel_blocks(d) for d in duels],
+            "first_block": first_block,
             "decisions": decisions,
-            "metrics_interval_s": metrics_interval_s,
             "setup_s": round(setup_s, 1),
             "send_s": round(send_s, 1),
             "total_s": round(time.monotonic() - t_start, 1),
