@@ -21,9 +21,9 @@ simulated latencies (beside the distance between two simulator seeds, the simula
 action (local, offload, queue, retry: each live node's /metrics, the simulator's counters); the live value,
 the simulator's mean with a 95 % interval over its seeds (`wwwserve.sim.metrics.mean_interval`), its
 per-run sd, and their ratio. A live node reads its fake backend's load in memory at every decision and
-probe, as the simulator does (`backend.metrics_interval_s` is read by nothing in node/; an earlier
-`--metrics-interval` flag set it to no effect). No figure is asserted: a slow machine changes the numbers,
-never the exit status (the load average is printed).
+probe, as the simulator does (`backend.metrics_interval_s` only spaces an openai or vllm backend's /metrics
+scrapes; an earlier `--metrics-interval` flag set it to no effect on the fake). No figure is asserted: a
+slow machine changes the numbers, never the exit status (the load average is printed).
 
     .venv/bin/python bench/sim_vs_live.py                      # 500 requests, ~6 minutes
     .venv/bin/python bench/sim_vs_live.py --quick              # 120 requests, ~3 minutes

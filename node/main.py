@@ -68,7 +68,8 @@ def build_backends(settings: NodeSettings) -> list[Backend]:
             raise SettingsError(["backend.openai.base_url: required when backend.kind is 'openai'"])
         api_key = openai.api_key.get_secret_value() if openai.api_key is not None else None
         return [OpenAIBackend(str(openai.base_url), models=list(backend.models), api_key=api_key,
-                              timeout_s=settings.server.request_timeout_s)]
+                              timeout_s=settings.server.request_timeout_s,
+                              metrics_ttl_s=backend.metrics_interval_s)]
     raise SettingsError([f"backend.kind: unknown kind {backend.kind!r}"])
 
 

@@ -160,7 +160,7 @@ def load_models(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call, unused-ignore]
     if _cache_complete(cache_dir):
         progress(f"loading {cache_dir}")
         tokenizer = AutoTokenizer.from_pretrained(cache_dir)
@@ -171,7 +171,7 @@ def load_models(
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are plain fp32 tensors now; only the quantizer tag blocks save_pretrained.
-    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types the attribute loosely
+    model.hf_quantizer = None  # type: ignore[assignment, unused-ignore]  # transformers types the attribute loosely
     progress(f"saving the converted model to {cache_dir}")
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(cache_dir)

@@ -187,6 +187,7 @@ class VllmBackend:
         stable_after_s: float = 60.0,
         max_backoff_s: float = 60.0,
         stop_timeout_s: float = 15.0,
+        metrics_ttl_s: float = 0.5,
     ) -> None:
         if settings.model is None:
             raise VllmBackendError("backend.vllm.model is required to start vLLM")
@@ -203,7 +204,8 @@ class VllmBackend:
         self._stable_after_s = stable_after_s
         self._max_backoff_s = max(max_backoff_s, settings.restart_backoff_s)
         self._stop_timeout_s = stop_timeout_s
-        self._inner = OpenAIBackend(self.base_url, models=self.models, timeout_s=timeout_s, name=self.name)
+        self._inner = OpenAIBackend(self.base_url, models=self.models, timeout_s=timeout_s, name=self.name,
+                                    metrics_ttl_s=metrics_ttl_s)
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
         self._state: VllmState = "idle"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -504,4 +506,5 @@ def build_vllm_backend(settings: NodeSettings) -> VllmBackend:
         settings.backend.vllm,
         models=list(settings.backend.models),
         timeout_s=settings.server.request_timeout_s,
+        metrics_ttl_s=settings.backend.metrics_interval_s,
     )

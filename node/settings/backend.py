@@ -115,7 +115,9 @@ class BackendSettings(Section):
         description="Model names served (as users request them); unset: the local/vllm/fake model's own name.",
     )
     metrics_interval_s: float = Field(
-        default=0.5, gt=0, le=60, description="Seconds between reads of the backend's load metrics."
+        default=0.5, gt=0, le=60,
+        description="Seconds an openai or vllm backend reuses its last scrape of the engine's load metrics "
+        "(/metrics); the local and fake backends count their load in memory at every read."
     )
     openai: OpenAIBackendSettings = Field(default_factory=OpenAIBackendSettings)
     vllm: VllmBackendSettings = Field(default_factory=VllmBackendSettings)

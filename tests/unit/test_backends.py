@@ -625,6 +625,35 @@ def test_openai_load_from_vllm_metrics(live: LiveServer) -> None:
 
 
 @pytest.mark.component
+def test_backend_metrics_interval_sets_how_long_a_scrape_is_reused(live: LiveServer) -> None:
+    """`backend.metrics_interval_s` reaches the backends that scrape /metrics (it was once read by nothing)."""
+    from wwwserve.node.backends.vllm import build_vllm_backend
+    from wwwserve.node.main import build_backends
+    from wwwserve.node.settings import load_settings
+
+    def built(interval: float) -> OpenAIBackend:
+        settings = load_settings(None, {"backend.kind": "openai", "backend.openai.base_url": live.url,
+                                        "backend.models": ["tiny"], "backend.metrics_interval_s": interval})
+        (backend,) = build_backends(settings)
+        assert isinstance(backend, OpenAIBackend)
+        return backend
+
+    async def go() -> None:
+        fresh, cached = built(0.001), built(60.0)
+        assert (await fresh.load()).kv_usage == (await cached.load()).kv_usage == 0.5
+        live.state.metrics_text = VLLM_V0_METRICS
+        await asyncio.sleep(0.01)  # past the 1 ms interval (a wait on the clock the interval is about)
+        assert (await fresh.load()).kv_usage == 0.83
+        assert (await cached.load()).kv_usage == 0.5  # within its 60 s: the last scrape
+        for b in (fresh, cached):
+            await b.aclose()
+
+    asyncio.run(go())
+    vllm = load_settings(None, {"backend.kind": "vllm", "backend.vllm.model": "m", "backend.metrics_interval_s": 7})
+    assert build_vllm_backend(vllm)._inner._metrics_ttl_s == 7
+
+
+@pytest.mark.component
 def test_openai_load_without_metrics_counts_in_flight(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["endless"], metrics_url=live.url + "/nope", max_concurrency=4)
