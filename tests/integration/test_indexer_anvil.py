@@ -1,16 +1,16 @@
 """Event indexer against a real anvil (JSON-RPC over HTTP, --prune-history), with locally signed txs.
 
 Small on purpose: deploy (the extension, then WWWServe), two nodes deposit/register/stake, sync,
-restart the indexer on the same SQLite file, add events, sync again; no duplicates and every indexed
-balance equals the contract's.
+restart the indexer on the same database, add events, sync again; no duplicates and every indexed
+balance equals the contract's. Runs on SQLite and, in the `postgres` tier, on a throwaway PostgreSQL
+(`fresh_index_url`, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -22,8 +22,6 @@ from wwwserve.ledger.chain import connect
 from wwwserve.ledger.client import WWWServeClient
 from wwwserve.ledger.indexer import Indexer
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
-
-pytestmark = pytest.mark.integration
 
 DEV_KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 PARAMS = DeploymentParams()
@@ -60,7 +58,7 @@ class Signer:
                                                "nonce": self.nonce}))
 
 
-def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) -> None:
+def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, fresh_index_url: Callable[[], str]) -> None:
     w3 = connect(anvil.rpc_url)
     funder = Signer(w3, Account.from_key(DEV_KEY0))
     # the extension first, then WWWServe over it; every event comes from WWWServe's address
@@ -85,7 +83,7 @@ def test_indexer_follows_anvil_and_resumes(anvil: AnvilProcess, tmp_path: Path) 
                   value=PARAMS.registration_bond_wei)
         node.call(f.stake(MIN * (i + 1)))
 
-    db_url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    db_url = fresh_index_url()
     idx = Indexer(w3, contract.address, db_url, batch_blocks=3)  # several batches over a short chain
     first = idx.sync()
     assert first.events_applied == 6 and first.batches > 1

@@ -9,15 +9,16 @@ withheld, published and answered, with a silent judge; one cancelled for a withh
 still awaiting its answer). The challenger and the judges are drawn by the contract (seats exclude
 nobody: the origin and the challenger may judge; A's active stake is below MIN_STAKE, so it is never
 drawn), so the tests compare the index with the contract's own views rather than with fixed
-addresses. Each test snapshots the chain and reverts it afterwards, and indexes into its own SQLite
-file.
+addresses. Each test snapshots the chain and reverts it afterwards, and indexes into its own database:
+the tests that take `db_url` (or `fresh_index_url`) run once on a SQLite file and once, in the
+`postgres` tier, on a throwaway PostgreSQL server (tests/conftest.py, tests/postgres_server.py).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -242,8 +243,9 @@ def chain(scenario: Chain) -> Iterator[Chain]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'index.sqlite'}"
+def db_url(fresh_index_url: Callable[[], str]) -> str:
+    """A fresh index database: a SQLite file, or (the `postgres` tier) a PostgreSQL database."""
+    return fresh_index_url()
 
 
 def new_indexer(chain: Chain, db_url: str, **kwargs: Any) -> Indexer:
@@ -605,7 +607,9 @@ def test_reorg_between_batches_stops_the_catch_up(
     assert cursor is not None and cursor.block_number == 19  # the first batch only
 
 
-def test_confirmations_and_to_block_limit_the_range(chain: Chain, db_url: str) -> None:
+def test_confirmations_and_to_block_limit_the_range(
+    chain: Chain, db_url: str, fresh_index_url: Callable[[], str]
+) -> None:
     head = chain.w3.eth.block_number
     idx = new_indexer(chain, db_url, confirmations=3)
     report = idx.sync()
@@ -613,7 +617,7 @@ def test_confirmations_and_to_block_limit_the_range(chain: Chain, db_url: str) -
     cursor = idx.cursor()
     assert cursor is not None and cursor.block_number == head - 3
 
-    other = new_indexer(chain, f"{db_url}-2", batch_blocks=7)
+    other = new_indexer(chain, fresh_index_url(), batch_blocks=7)
     part = other.sync(to_block=20)
     assert (part.to_block, part.batches) == (20, 3)
     rest = other.sync()
@@ -683,9 +687,11 @@ def test_run_loop_stops_on_reorg(chain: Chain, db_url: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # storage
-def test_uint256_round_trips_and_sorts_on_sqlite(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'u.sqlite'}")
-    values = [2**256 - 1, 0, 10**30, 2**64, 5]
+def test_uint256_round_trips_and_sorts(db_url: str) -> None:
+    """Wei above 64 bits, up to 2**256 - 1, round-trip exactly and sort numerically (a string column on
+    SQLite, NUMERIC(78, 0) on PostgreSQL)."""
+    engine = make_engine(db_url)
+    values = [2**256 - 1, 0, 10**30, 2**64, 2**63, 5]
     with Session(engine) as s, s.begin():
         for i, v in enumerate(values):
             s.add(AccountRow(address=f"0x{i:040x}", credit_wei=v, pending_withdrawal_wei=0, withdrawable_at=0,
@@ -719,8 +725,8 @@ def test_default_db_url_uses_wwwserve_home(tmp_path: Path, monkeypatch: pytest.M
     assert idx.accounts() == [] and idx.cursor() is not None
 
 
-def test_a_database_of_another_schema_version_is_rebuilt(chain: Chain, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+def test_a_database_of_another_schema_version_is_rebuilt(chain: Chain, db_url: str) -> None:
+    url = db_url
     idx = new_indexer(chain, url)
     idx.sync()
     assert schema_version(idx.engine) == SCHEMA_VERSION

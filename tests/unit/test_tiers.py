@@ -32,7 +32,7 @@ def test_the_rule_places_known_tests(request: pytest.FixtureRequest, collected_t
         folder = Path(item.path).resolve().relative_to(ROOT / "tests").parts[0]
         if "smollm2" in item.name.lower() or item.path.name in ("test_local_backend.py", "test_vllm_cpu.py"):
             assert tier == "slow", nodeid
-        elif tier not in ("component", "slow"):
+        elif tier not in ("component", "postgres", "slow"):
             assert tier == FOLDER_TIERS[folder], nodeid
 
 
