@@ -44,6 +44,7 @@ from wwwserve.ledger.db import (
     Uint256,
     VoucherClaimRow,
     default_db_url,
+    drop_index,
     make_engine,
     schema_version,
 )
@@ -739,6 +740,21 @@ def test_a_database_of_another_schema_version_is_rebuilt(chain: Chain, db_url: s
     assert again.cursor() is None and again.event_count() == 0
     again.sync()
     assert again.event_count() == chain.log_count and again.reconcile() == []
+
+
+def test_drop_index_empties_the_database_for_a_fresh_read(chain: Chain, db_url: str) -> None:
+    """A chain reset with the operator's own chain.index_db_url (node/managers/ledger/reset.py) empties that
+    database in place and reads the new chain into it: on PostgreSQL as on SQLite."""
+    idx = new_indexer(chain, db_url)
+    idx.sync()
+    assert idx.event_count() == chain.log_count
+    idx.close()
+    drop_index(db_url)
+    again = new_indexer(chain, db_url)
+    assert again.cursor() is None and again.event_count() == 0 and again.accounts() == []
+    again.sync()
+    assert again.event_count() == chain.log_count and again.reconcile() == []
+    again.close()
 
 
 def test_tables_from_before_schema_versions_are_rebuilt(tmp_path: Path) -> None:
