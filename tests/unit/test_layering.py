@@ -1,10 +1,11 @@
 """The floor plan, checked over the import graph (AST, every import statement, TYPE_CHECKING ones too):
 
     wwwserve.errors  ←  contracts  ←  ledger  ←  node  ←  judge  ←  wwwserve (the CLI: composition root)
-                                         ↑          ↑
-                                      devnet       sim
+                                         ↑          ↑        ↑
+                                      devnet       sim ──────┘
 
-`devnet` may use `ledger` and `contracts`; `sim` may use `node` and `ledger`; `bench/` and `tests/` anything.
+`devnet` may use `ledger` and `contracts`; `sim` may use `node`, `judge` (the judge's prompt and reply budget:
+what a simulated judge's calls cost its engine) and `ledger`; `bench/` and `tests/` anything.
 No package may import one above it or beside it, no two modules may import each other through any
 chain (no file cycle), and nothing imports the folders by their bare names (`node`, `ledger`, ...): a
 second copy of a module under another name splits its classes and state in two.
@@ -28,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "devnet": {"errors", "contracts", "ledger"},
     "node": {"errors", "contracts", "ledger"},
     "judge": {"errors", "contracts", "ledger", "node"},
-    "sim": {"errors", "contracts", "ledger", "node"},
+    "sim": {"errors", "contracts", "ledger", "node", "judge"},
     "cli": {"errors", "contracts", "ledger", "devnet", "node", "judge", "sim"},
 }
 
