@@ -12,10 +12,12 @@
 
 The rule: a test's tier is the one tier mark it carries (on the function, its class or its module's
 `pytestmark`), else its folder's. Two tier marks on one test are an error at collection. The README's
-test command runs every tier but `slow` and `compose` (`addopts = -m "not slow and not compose"` in
+test command runs every tier but `slow`, `compose` and `postgres` (`addopts = -m "not slow and not compose and
+not postgres"` in
 pyproject.toml); `pytest -m slow` runs the slow tier, `pytest -m unit` (or `component`, ...) one tier.
 `postgres` tests are the indexer's tests run a second time against a real PostgreSQL (the `fresh_index_url`
-fixture's second case): they are in the README's run, and fail, not skip, when PostgreSQL is not installed.
+fixture's second case): .ci/run runs them after the README's run (which leaves them out, so that it needs no
+PostgreSQL), and they fail, not skip, when PostgreSQL is not installed.
 `compose` needs a Docker engine and docker-compose (../shared/tools/docker-standins.sh sets them up
 offline); .ci/run runs it last.
 

@@ -58,9 +58,9 @@ def test_the_rule_on_made_up_tests() -> None:
         tier_of(FakeItem("tests/new_folder/test_x.py"))  # type: ignore[arg-type]
 
 
-def test_the_default_run_leaves_out_the_slow_and_compose_tiers_and_registers_every_tier() -> None:
+def test_the_default_run_leaves_out_the_slow_compose_and_postgres_tiers_and_registers_every_tier() -> None:
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-    assert "-m 'not slow and not compose'" in ini["addopts"]
+    assert "-m 'not slow and not compose and not postgres'" in ini["addopts"]
     registered = {line.split(":")[0] for line in ini["markers"]}
     assert set(TIERS) <= registered
 
