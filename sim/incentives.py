@@ -58,13 +58,13 @@ from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
 from wwwserve.node.policy import PolicyConfig
 from wwwserve.sim.config import REFERENCE_JUDGE, SMOLLM2_JUDGE, JudgeBehaviour, NodeSpec, RequestSpec, SimConfig
 from wwwserve.sim.engine import PROFILES
-from wwwserve.sim.metrics import mean_interval
+from wwwserve.sim.metrics import interval_text, mean_interval
 from wwwserve.sim.network import Simulation
 from wwwserve.sim.scenarios import QUALITY_CLASSES
 from wwwserve.sim.workloads import MODEL, MathLengths
 
 __all__ = ["CLASSES", "DEFAULT_SETTINGS", "KINDS", "RULES", "IncentiveSetup", "IncentiveSetupError", "JudgeSetting",
-           "bankruptcy_times", "build_network", "interval_text", "run_incentives", "run_one", "settings_for"]
+           "bankruptcy_times", "build_network", "run_incentives", "run_one", "settings_for"]
 
 RANDOM_QUALITY = 0.02
 CLASSES: dict[str, float] = {**QUALITY_CLASSES, "R": RANDOM_QUALITY}
@@ -404,20 +404,6 @@ RULES = {
                        "falls below MIN_STAKE. Reproduced: every random responder of every seed within the run; "
                        "partly: some; not: none",
 }
-
-
-def interval_text(f: dict[str, Any] | None, scale: float = 1.0, digits: int = 1, sign: bool = False,
-                  share: bool = False) -> str:
-    """`mean [lo, hi]` of a `mean_interval` figure times `scale` (the mean alone for one seed; - for none);
-    a `share`'s interval is cut to 0-1 (times `scale`): the t-interval of a few seeds can reach past it."""
-    if f is None:
-        return "-"
-    spec = f"{'+' if sign else ''}.{digits}f"
-    text = format(f["mean"] * scale, spec)
-    if f.get("lo") is None:
-        return text
-    lo, hi = (max(0.0, f["lo"]), min(1.0, f["hi"])) if share else (f["lo"], f["hi"])
-    return f"{text} [{format(lo * scale, spec)}, {format(hi * scale, spec)}]"
 
 
 @dataclass

@@ -9,10 +9,11 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from wwwserve.sim.records import RequestRecord
 
-__all__ = ["mean_interval", "mean_latency", "mean_latency_by_source", "slo_attainment", "t_975",
+__all__ = ["interval_text", "mean_interval", "mean_latency", "mean_latency_by_source", "slo_attainment", "t_975",
            "windowed_latency", "write_records"]
 
 CSV_FIELDS = ("rid", "source", "arrival_s", "prompt_tokens", "output_tokens", "status", "executor", "hops",
@@ -93,3 +94,17 @@ def mean_interval(values: Sequence[float]) -> dict[str, float | int | None]:
     sd = statistics.stdev(values)
     half = t_975(len(values) - 1) * sd / math.sqrt(len(values))
     return {"mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "n": len(values)}
+
+
+def interval_text(f: dict[str, Any] | None, scale: float = 1.0, digits: int = 1, sign: bool = False,
+                  share: bool = False) -> str:
+    """`mean [lo, hi]` of a `mean_interval` figure times `scale` (the mean alone for one seed; - for none);
+    a `share`'s interval is cut to 0-1 (times `scale`): the t-interval of a few seeds can reach past it."""
+    if f is None:
+        return "-"
+    spec = f"{'+' if sign else ''}.{digits}f"
+    text = format(f["mean"] * scale, spec)
+    if f.get("lo") is None:
+        return text
+    lo, hi = (max(0.0, f["lo"]), min(1.0, f["hi"])) if share else (f["lo"], f["hi"])
+    return f"{text} [{format(lo * scale, spec)}, {format(hi * scale, spec)}]"

@@ -22,7 +22,14 @@ from typing import Any
 
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.sim.claims import RULES, aggregate, aggregate_quality
-from wwwserve.sim.metrics import mean_latency, mean_latency_by_source, slo_attainment, windowed_latency, write_records
+from wwwserve.sim.metrics import (
+    interval_text,
+    mean_latency,
+    mean_latency_by_source,
+    slo_attainment,
+    windowed_latency,
+    write_records,
+)
 from wwwserve.sim.records import RequestRecord
 from wwwserve.sim.scenarios import BURST_S, MODES, SCENARIOS, Scenario, build, parameters, run_modes
 from wwwserve.sim.workloads import MathLengths
@@ -76,14 +83,8 @@ def scenario_summary(scenario: Scenario, results: dict[str, list[RequestRecord]]
 
 
 def _fmt(f: dict[str, Any] | None, scale: float = 1.0, digits: int = 2, sign: bool = False) -> str:
-    """`mean [lo, hi]` of a `mean_interval` figure (the mean alone for one seed)."""
-    if f is None:
-        return "-"
-    spec = f"{'+' if sign else ''}.{digits}f"
-    text = format(f["mean"] * scale, spec)
-    if f.get("lo") is None:
-        return text
-    return f"{text} [{format(f['lo'] * scale, spec)}, {format(f['hi'] * scale, spec)}]"
+    """`mean [lo, hi]` of a `mean_interval` figure (the mean alone for one seed), two decimals by default."""
+    return interval_text(f, scale, digits, sign)
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:

@@ -226,7 +226,8 @@ def sim_incentives(
 
 
 def _print_incentives(summary: dict[str, Any]) -> None:
-    from wwwserve.sim.incentives import CLASSES, KINDS, interval_text
+    from wwwserve.sim.incentives import CLASSES, KINDS
+    from wwwserve.sim.metrics import interval_text
 
     for name, agg in summary["settings"].items():
         table = Table(title=f"{name} judges: {agg['setting']['note']} ({len(agg['seeds'])} seeds, % with 95 % "
