@@ -56,6 +56,7 @@ from typing import Any
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
 from wwwserve.node.policy import PolicyConfig
+from wwwserve.sim.claims import figure
 from wwwserve.sim.config import REFERENCE_JUDGE, SMOLLM2_JUDGE, JudgeBehaviour, NodeSpec, RequestSpec, SimConfig
 from wwwserve.sim.engine import PROFILES
 from wwwserve.sim.metrics import interval_text, mean_interval
@@ -314,34 +315,30 @@ def _run_task(task: _Task) -> dict[str, Any]:
     return run_one(task.setup, task.setting, task.seed, task.grid)
 
 
-def _figure(values: Sequence[float]) -> dict[str, Any]:
-    return {**mean_interval(values), "values": list(values)}
-
-
 def aggregate(runs: Sequence[dict[str, Any]], setup: IncentiveSetup, setting: JudgeSetting,
               grid: Sequence[float]) -> dict[str, Any]:
     """One setting's runs (one per seed, seed order) as means with 95 % intervals, and its verdicts."""
     classes = [c for c in CLASSES if c in runs[0]["final"]]
     series = {c: {k: [mean_interval([r["series"][i][c][k] for r in runs]) for i in range(len(grid))] for k in KINDS}
               for c in classes}
-    final = {c: {k: _figure([r["final"][c][k] for r in runs]) for k in KINDS} for c in classes}
+    final = {c: {k: figure([r["final"][c][k] for r in runs]) for k in KINDS} for c in classes}
     win_rate = {}
     for c in classes:
         rates = [r["won"][c] / (r["won"][c] + r["lost"][c]) for r in runs if r["won"][c] + r["lost"][c]]
-        win_rate[c] = _figure(rates) if rates else None
+        win_rate[c] = figure(rates) if rates else None
     out: dict[str, Any] = {
         "setting": asdict(setting), "seeds": [r["seed"] for r in runs],
-        "simulated_s": _figure([r["simulated_s"] for r in runs]), "duels": _figure([r["duels"] for r in runs]),
-        "done_share": _figure([r["done"] / r["requests"] for r in runs]),
-        "outcomes": {o: _figure([r["outcomes"].get(o, 0) for r in runs])
+        "simulated_s": figure([r["simulated_s"] for r in runs]), "duels": figure([r["duels"] for r in runs]),
+        "done_share": figure([r["done"] / r["requests"] for r in runs]),
+        "outcomes": {o: figure([r["outcomes"].get(o, 0) for r in runs])
                      for o in sorted({o for r in runs for o in r["outcomes"]})},
-        "served_share": {c: _figure([r["served"][c] / r["requests"] for r in runs]) for c in classes},
+        "served_share": {c: figure([r["served"][c] / r["requests"] for r in runs]) for c in classes},
         "win_rate": win_rate, "final": final, "series": series,
         # a class's share an equal split would give it (every executor holds MIN_STAKE and the same credit)
         "start_share": {c: (setup.per_class if c != "R" else setup.random_nodes) / setup.executors for c in classes},
     }
     pairs = [(a, b) for a, b in (("A", "B"), ("B", "C"), ("A", "C")) if a in classes and b in classes]
-    out["share_differences"] = {kind: {f"{a}-{b}": _figure([r["final"][a][kind] - r["final"][b][kind] for r in runs])
+    out["share_differences"] = {kind: {f"{a}-{b}": figure([r["final"][a][kind] - r["final"][b][kind] for r in runs])
                                        for a, b in pairs} for kind in ("total", "routable")}
     if setup.random_nodes:
         per_seed_time = []
@@ -358,10 +355,10 @@ def aggregate(runs: Sequence[dict[str, Any]], setup: IncentiveSetup, setting: Ju
             per_seed_final.append(sum(x["final_wei"] for x in rs) / len(rs) / WEI_PER_CREDIT)
             recovered += sum(x["recovered"] for x in rs)
         out["random_responder"] = {
-            "bankrupt_s": _figure(per_seed_time), "bankrupt_share": _figure(per_seed_bankrupt),
-            "served_share_before": _figure(per_seed_share), "equal_share": 1 / setup.executors,
+            "bankrupt_s": figure(per_seed_time), "bankrupt_share": figure(per_seed_bankrupt),
+            "served_share_before": figure(per_seed_share), "equal_share": 1 / setup.executors,
             "recovered": recovered, "responders": setup.random_nodes * len(runs),
-            "final_credits": _figure(per_seed_final), "start_credits": setup.credit_wei / WEI_PER_CREDIT,
+            "final_credits": figure(per_seed_final), "start_credits": setup.credit_wei / WEI_PER_CREDIT,
         }
     out["verdicts"] = _verdicts(out, len(runs))
     return out
