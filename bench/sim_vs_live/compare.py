@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DECISIONS", "DUEL_OUTCOMES", "DuelRow", "RequestRow", "ks_critical", "ks_distance", "percentile",
-           "summarize"]
+from harness.stats import percentile
+
+__all__ = ["DECISIONS", "DUEL_OUTCOMES", "DuelRow", "RequestRow", "ks_critical", "ks_distance", "summarize"]
 
 DUEL_OUTCOMES = ("a_won", "b_won", "tie", "voided", "cancelled", "open")
 
@@ -62,17 +63,6 @@ def ks_critical(n: int, m: int, alpha: float = 0.05) -> float:
     return c * math.sqrt((n + m) / (n * m))
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The `q` quantile (0..1) by linear interpolation between order statistics."""
-    if not values:
-        raise ValueError("no values")
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 DECISIONS = ("local", "offload", "queue", "retry")
 
 
@@ -92,8 +82,8 @@ def summarize(requests: Sequence[RequestRow], duels: Sequence[DuelRow], nodes: S
         "shares": {n: by_executor.get(n, 0) / len(done) if done else 0.0 for n in nodes},
         "delegation_rate": sum(r.executor != r.source for r in done) / len(done) if done else 0.0,
         "latency_mean_s": sum(latencies) / len(latencies) if latencies else None,
-        "latency_p50_s": percentile(latencies, 0.5) if latencies else None,
-        "latency_p90_s": percentile(latencies, 0.9) if latencies else None,
+        "latency_p50_s": percentile(latencies, 50) if latencies else None,
+        "latency_p90_s": percentile(latencies, 90) if latencies else None,
         "latencies_s": latencies,
         "duels_opened": len(duels),
         "duels_settled": sum(d.outcome in ("a_won", "b_won", "tie", "voided") for d in duels),
