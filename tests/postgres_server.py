@@ -18,12 +18,13 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from wwwserve.devnet.ports import free_port
 
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
 SYSTEM_USER = "postgres"  # the Debian package's system user, which runs the server when we are root
@@ -31,12 +32,6 @@ SYSTEM_USER = "postgres"  # the Debian package's system user, which runs the ser
 
 class PostgresUnavailableError(RuntimeError):
     """PostgreSQL's programs are not installed, or the server did not start."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _binaries() -> dict[str, str]:
@@ -106,7 +101,7 @@ def start_postgres(*, fsync: bool = False) -> PostgresServer:
         os.chown(root, account.pw_uid, account.pw_gid)
         user = SYSTEM_USER
         as_user = ["runuser", "-u", SYSTEM_USER, "--"]
-    server = PostgresServer(root=root, port=_free_port(), user=user, as_user=as_user, binaries=binaries)
+    server = PostgresServer(root=root, port=free_port(), user=user, as_user=as_user, binaries=binaries)
     try:
         _run(server, [binaries["initdb"], "-D", str(server.data_dir), "-U", user, "--auth=trust",
                       "--encoding=UTF8", "--no-sync"])
