@@ -3,9 +3,11 @@
     wwwserve.errors  ←  contracts  ←  ledger  ←  node  ←  judge  ←  wwwserve (the CLI: composition root)
                                          ↑          ↑        ↑
                                       devnet       sim ──────┘
+                                                 explorer ───┘
 
 `devnet` may use `ledger` and `contracts`; `sim` may use `node`, `judge` (the judge's prompt and reply budget:
-what a simulated judge's calls cost its engine) and `ledger`; `bench/` and `tests/` anything.
+what a simulated judge's calls cost its engine) and `ledger`; `explorer` may use `judge` (the Bradley–Terry
+leaderboard), `node` and `ledger`; `bench/` and `tests/` anything.
 No package may import one above it or beside it, no two modules may import each other through any
 chain (no file cycle), and nothing imports the folders by their bare names (`node`, `ledger`, ...): a
 second copy of a module under another name splits its classes and state in two.
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("contracts", "devnet", "ledger", "node", "judge", "sim")
+PACKAGES = ("contracts", "devnet", "ledger", "node", "judge", "sim", "explorer")
 # What each layer may import besides itself (wwwserve.errors is the base of every layer).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -30,7 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"errors", "contracts", "ledger"},
     "judge": {"errors", "contracts", "ledger", "node"},
     "sim": {"errors", "contracts", "ledger", "node", "judge"},
-    "cli": {"errors", "contracts", "ledger", "devnet", "node", "judge", "sim"},
+    "explorer": {"errors", "contracts", "ledger", "node", "judge"},
+    "cli": {"errors", "contracts", "ledger", "devnet", "node", "judge", "sim", "explorer"},
 }
 
 
