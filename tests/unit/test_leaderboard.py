@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from wwwserve.judge.leaderboard import DuelResult, bradley_terry, results_from_duels
+from wwwserve.judge.leaderboard import Z95, DuelResult, bradley_terry, results_from_duels
 
 
 def simulate(strengths: dict[str, float], duels: int, seed: int) -> list[DuelResult]:
@@ -84,3 +84,85 @@ def test_results_from_indexed_duels_keep_settled_games_only() -> None:
              _Duel("b", "c", "voided"), _Duel("b", "c", None)]
     assert results_from_duels(duels) == [DuelResult("a", "b", "a"), DuelResult("a", "b", "b"),
                                          DuelResult("a", "c", None)]
+
+
+# 40 duels among six nodes (seeded, 4 ties) and the standings the pure-Python fit gave before the numpy
+# rewrite (judge/leaderboard.py at 7f37d25): the sparse MM iterations and the numpy inverse must agree.
+_REFERENCE_DUELS = [
+    ('0', '4', '0'),
+    ('0', '3', '0'),
+    ('1', '0', '1'),
+    ('0', '4', '0'),
+    ('1', '4', '4'),
+    ('4', '5', '5'),
+    ('1', '0', '1'),
+    ('1', '2', '1'),
+    ('4', '0', '0'),
+    ('4', '1', '4'),
+    ('4', '1', '1'),
+    ('4', '0', '0'),
+    ('4', '1', '1'),
+    ('4', '3', '3'),
+    ('3', '4', '4'),
+    ('2', '5', '2'),
+    ('1', '5', None),
+    ('2', '4', '2'),
+    ('2', '3', '2'),
+    ('0', '5', '0'),
+    ('1', '2', '1'),
+    ('3', '5', None),
+    ('5', '0', '0'),
+    ('4', '2', '4'),
+    ('2', '4', '2'),
+    ('3', '0', '0'),
+    ('2', '3', '3'),
+    ('0', '5', '5'),
+    ('2', '4', '4'),
+    ('3', '2', '2'),
+    ('5', '2', None),
+    ('3', '2', '3'),
+    ('0', '3', None),
+    ('2', '1', '1'),
+    ('3', '5', '5'),
+    ('3', '0', '3'),
+    ('3', '4', '3'),
+    ('1', '3', '3'),
+    ('2', '3', '3'),
+    ('5', '3', '3'),
+]
+_REFERENCE_STANDINGS = [  # node, duels, wins, losses, ties, score, ci_low, ci_high
+    ('0', 13, 8, 4, 1, 0.5237686537445256, -0.42494293784368486, 1.4724802453327361),
+    ('1', 11, 7, 3, 1, 0.49372983464870474, -0.5466182125500643, 1.5340778818474736),
+    ('3', 16, 8, 6, 2, 0.1400904276666591, -0.6952885340835945, 0.9754693894169127),
+    ('5', 10, 3, 4, 3, -0.09843327034393387, -1.1296880624601138, 0.932821521772246),
+    ('2', 14, 5, 8, 1, -0.4494469918574399, -1.35694987157904, 0.45805588786416024),
+    ('4', 16, 5, 11, 0, -0.6097086538585156, -1.486932091083524, 0.2675147833664928),
+]
+
+
+def test_the_numpy_fit_gives_the_pure_python_standings() -> None:
+    results = [DuelResult(a, b, w) for a, b, w in _REFERENCE_DUELS]
+    standings = bradley_terry(results)
+    assert [s.node for s in standings] == [row[0] for row in _REFERENCE_STANDINGS]
+    for s, (node, duels, wins, losses, ties, score, low, high) in zip(standings, _REFERENCE_STANDINGS, strict=True):
+        assert (s.node, s.duels, s.wins, s.losses, s.ties) == (node, duels, wins, losses, ties)
+        assert abs(s.score - score) < 1e-9 and abs(s.ci_low - low) < 1e-9 and abs(s.ci_high - high) < 1e-9
+
+
+def test_a_single_duel_matches_its_closed_form() -> None:
+    # w beats l once; each also has the prior's virtual tie with the reference player (strength 1). By
+    # symmetry p_l = 1/p_w, and w's MM fixed point solves 1.5 = p/(p+1) + p²/(p²+1); the score is ln p.
+    low_p, high_p = 1.0, 4.0
+    for _ in range(200):
+        mid = (low_p + high_p) / 2
+        low_p, high_p = (mid, high_p) if mid / (mid + 1) + mid**2 / (mid**2 + 1) < 1.5 else (low_p, mid)
+    p, q = low_p, 1 / low_p
+    # Information [[d, -g], [-g, d]] with g = pq/(p+q)², d = g + p/(p+1)² (= g + q/(q+1)², equal by symmetry);
+    # Var(θ_w − θ̄) = Var((θ_w − θ_l)/2) = (C11 + C22 − 2 C12)/4 = 1/(2 (d + g)).
+    g = p * q / (p + q) ** 2
+    d = g + p / (p + 1) ** 2
+    half = Z95 * math.sqrt(1 / (2 * (d + g)))
+    w, lose = bradley_terry([DuelResult("w", "l", "w")])
+    assert (w.node, lose.node) == ("w", "l")
+    assert abs(w.score - math.log(p)) < 1e-8 and abs(lose.score + math.log(p)) < 1e-8
+    assert abs((w.ci_high - w.score) - half) < 1e-8 and abs((w.score - w.ci_low) - half) < 1e-8
