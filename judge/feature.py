@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from starlette.types import ASGIApp
+
 from wwwserve.judge.manager import PATH_EVIDENCE, DuelManager, EvidenceRefusedError, model_asker, request_runner
 from wwwserve.node.backends.base import GenerationRequest
 from wwwserve.node.backends.fake import FakeBackend
@@ -35,6 +37,9 @@ class DuelFeature:
 
     def peer_routes(self) -> Mapping[str, PeerHandler]:
         return {PATH_EVIDENCE: self.evidence}
+
+    def mounts(self) -> Mapping[str, ASGIApp]:
+        return {}  # duels serve peers only
 
     async def evidence(self, sender: str, data: dict[str, Any]) -> Mapping[str, Any]:
         """`/peer/evidence` {duel_id}: the pieces this node holds, for a seat holder (the request alone for

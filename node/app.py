@@ -7,6 +7,7 @@ manager the app also serves the peer API (`node.api.peer`). Where things live:
 
 - `node.api.routes`: the thin routes; `node.api.completions`: the serving class (validate, dispatch,
   format, sign); `node.api.peer`: the peer API; `node.api.io`: body limits, JSON, disconnects;
+- `node.recent`: the log of requests answered (route, executor, latency, status), which the explorer shows;
 - `node.attestation`: this node's signatures; `node.managers`: model, request, policy, dispatch (with
   `node.planner`), communication, ledger; `node.extensions`: how a feature plugs in (the duel feature,
   `wwwserve.judge.feature`, is one: the node serves without it).
@@ -46,6 +47,7 @@ from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import RequestManager
 from wwwserve.node.metrics import Metrics, MetricsMiddleware, measured
 from wwwserve.node.policy import Policy, load_policy
+from wwwserve.node.recent import RecentRequests
 from wwwserve.node.settings import NodeSettings
 
 __all__ = ["EXECUTOR_HEADER", "ROUTES", "NodeApp", "NodeLedger", "create_app"]
@@ -121,6 +123,9 @@ class NodeApp(FastAPI):
                 raise ValueError(f"{path}: a node without peers has no peer API")
             self.node_metrics.known_routes = self.node_metrics.known_routes | {path}
             self.add_route(path, node.peer_api.feature_route(path, handler), methods=["POST"])
+        for prefix, sub_app in feature.mounts().items():
+            self.node_metrics.known_routes = self.node_metrics.known_routes | {prefix}
+            self.mount(prefix, sub_app)
         self.state.parts.features.append(feature)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -238,8 +243,9 @@ def create_app(
         communication=communication, ledger=ledger, fees=fees, max_hops=peers.max_hops,
         no_peer_wait_s=peers.no_peer_wait_s, max_redispatches=peers.max_redispatches, k_exec=config.k_exec,
         retry_delay_s=config.retry_delay_s, reoffer_interval_s=config.reoffer_interval_s, metrics=metrics)
+    recent = RecentRequests()
     serving = CompletionsServing(dispatcher, ResultSigner(signing_key, node_address, chain_id),
-                                 WorkSigner(ledger, node_address))
+                                 WorkSigner(ledger, node_address), recent)
     billing = PeerBilling(peers.fee_wei, peers.credit_limit_fees * peers.fee_wei)
     peer_api = None if communication is None else PeerAPI(settings, communication, serving, policy_manager,
                                                           ledger, billing, metrics)
@@ -252,7 +258,7 @@ def create_app(
     # Handles tests and operators' tools reach for.
     app.state.model_manager, app.state.request_manager = model_manager, requests
     app.state.policy_manager, app.state.dispatcher = policy_manager, dispatcher
-    app.state.billing, app.state.metrics = billing, metrics
+    app.state.billing, app.state.metrics, app.state.recent = billing, metrics, recent
     # The request-path routes take the raw Request and validate it themselves: served directly (NodeApp).
     app.add_fast_route("/v1/chat/completions", routes.chat_completions)
     app.add_fast_route("/v1/completions", routes.completions)
@@ -265,7 +271,7 @@ def create_app(
         app.add_fast_route(PATH_DELEGATE, peer_api.delegate)
         app.add_api_route(PATH_VOUCHER, peer_api.voucher, methods=["POST"])
     context = NodeContext(settings, node_address, ledger, communication, policy, requests, model_manager,
-                          backends, metrics)
+                          backends, metrics, recent)
     for factory in features:
         feature = factory(context)
         if feature is not None:

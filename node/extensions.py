@@ -6,6 +6,7 @@ A feature gets a `NodeContext` (what it may use of the node), and gives back:
 - `duels`: the hooks the request path calls (`DuelHooks`): the origin's blind draw before delegating, the
   checked answer it may duel, the work an executor keeps as evidence; None when it has none;
 - `peer_routes`: extra peer API paths, served behind the same envelope checks as the node's own;
+- `mounts`: ASGI apps the node serves under a path prefix, as they are (the explorer at `/explorer` is one);
 - `start` / `aclose`: its background work, run for the app's lifetime.
 """
 
@@ -17,6 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from starlette.types import ASGIApp
+
 from wwwserve.ledger.work import WorkAttestation, inspect_commitment, request_id_hash
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from wwwserve.node.managers.request import RequestManager
     from wwwserve.node.metrics import Metrics
     from wwwserve.node.policy import Policy
+    from wwwserve.node.recent import RecentRequests
     from wwwserve.node.settings import NodeSettings
 
 __all__ = ["DuelHooks", "FeatureFactory", "Inspection", "NodeContext", "NodeFeature", "PeerHandler"]
@@ -67,6 +71,7 @@ class NodeContext:
     model_manager: ModelManager
     backends: Sequence[Backend]
     metrics: Metrics
+    recent: RecentRequests | None = None  # the log of requests this node answered (node.recent)
 
 
 class DuelHooks(Protocol):
@@ -94,6 +99,8 @@ class NodeFeature(Protocol):
     def duels(self) -> DuelHooks | None: ...
 
     def peer_routes(self) -> Mapping[str, PeerHandler]: ...
+
+    def mounts(self) -> Mapping[str, ASGIApp]: ...
 
     def start(self) -> None: ...
 

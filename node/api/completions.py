@@ -7,6 +7,7 @@ Routes (`node.api.routes`) only read the body and call `serve`; this holds every
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from wwwserve.node.api.io import SSE_HEADERS, ClosingStreamingResponse, unless_disconnected, validate
@@ -39,9 +41,13 @@ from wwwserve.node.protocol import (
     new_request_id,
     sse_event,
 )
-from wwwserve.node.signing import TokenUsage
+from wwwserve.node.recent import RecentRequests
+from wwwserve.node.signing import SignedResult, TokenUsage
 
 __all__ = ["EXECUTOR_HEADER", "CompletionsServing", "sse_events"]
+
+CLIENT_CLOSED_STATUS = 499
+"""The status logged for a request whose client hung up first (nginx's "client closed request")."""
 
 EXECUTOR_HEADER = "X-WWWServe-Executor"
 """Names the node that executed a request; sent on every generation answer, streamed or not."""
@@ -50,10 +56,12 @@ EXECUTOR_HEADER = "X-WWWServe-Executor"
 class CompletionsServing:
     """Serves `/v1/chat/completions` and `/v1/completions`, for this node's users and for peers."""
 
-    def __init__(self, dispatcher: Dispatcher, signer: ResultSigner, work_signer: WorkSigner) -> None:
+    def __init__(self, dispatcher: Dispatcher, signer: ResultSigner, work_signer: WorkSigner,
+                 recent: RecentRequests | None = None) -> None:
         self.dispatcher = dispatcher
         self.signer = signer
         self.work_signer = work_signer
+        self.recent = recent  # the log of requests answered, which the explorer shows (node.recent)
 
     async def serve(
         self,
@@ -72,10 +80,34 @@ class CompletionsServing:
         or a stream still waiting for its first output, is abandoned (the engine stops) when the client
         behind `receive` hangs up first. `on_unanswered` is called when a stream ends without its signed
         answer (it was abandoned or failed: the peer that asked will not pay for it)."""
+        started_s = time.time()
         job = _Job.of(kind, raw, route, source, request_id, inspect)
-        if not job.req.stream:
-            return await self._whole(job, receive)
-        return await self._stream(job, receive, on_unanswered)
+        try:
+            if not job.req.stream:
+                return await self._whole(job, receive, started_s)
+            return await self._stream(job, receive, on_unanswered, started_s)
+        except BaseException as exc:  # logged with its status, then answered as before
+            gone = isinstance(exc, ClientDisconnect | asyncio.CancelledError)
+            self._log(job, started_s, None, getattr(exc, "http_status", CLIENT_CLOSED_STATUS if gone else 500),
+                      error=str(getattr(exc, "code", None) or type(exc).__name__))
+            raise
+
+    def _log(self, job: _Job, started_s: float, remote: SignedResult | None, status: int, *,
+             executor: str | None = None, error: str | None = None) -> None:
+        """Log the request for the explorer (`node.recent`): its route, executor, latency and status."""
+        if self.recent is None:
+            return
+        me = self.signer.node_address
+        if remote is not None:
+            executor = remote.executor
+        # The unsigned route of a peer's answer lists every hop to its executor; a local answer's ends here.
+        hops = remote.route if remote is not None and remote.route else (*job.route, me)
+        if executor is not None and (not hops or hops[-1] != executor):
+            hops = (*hops, executor)
+        self.recent.record(request_id=job.request_id, started_s=started_s, model=job.model, kind=job.kind,
+                           source="user" if job.source == "user" else "peer", route=hops, executor=executor,
+                           status=status, stream=bool(job.req.stream), signature_checked=remote is not None,
+                           error=error)
 
     def _own_work(self, job: _Job, text: str) -> dict[str, Any]:
         """This node's work over a peer's request it ran itself (kept as evidence too)."""
@@ -84,7 +116,7 @@ class CompletionsServing:
             self.dispatcher.duels.keep_work(work, job.kind, job.raw, text)
         return work.to_json()
 
-    async def _whole(self, job: _Job, receive: Receive | None) -> Response:
+    async def _whole(self, job: _Job, receive: Receive | None, started_s: float) -> Response:
         generating = self.dispatcher.generate(job.greq, job.kind, job.raw, job.prompt, job.route, job.source,
                                               job.inspect)
         result, remote, work = await (generating if receive is None else unless_disconnected(receive, generating))
@@ -97,25 +129,28 @@ class CompletionsServing:
                      result.completion_tokens, attestation)
         if job.route:
             body["wwwserve_work"] = work.to_json() if work is not None else self._own_work(job, result.text)
+        self._log(job, started_s, remote, 200, executor=executor)
         return JSONResponse(body, headers={EXECUTOR_HEADER: executor})
 
     async def _stream(self, job: _Job, receive: Receive | None, on_unanswered: Callable[[], object] | None,
-                      ) -> Response:
+                      started_s: float) -> Response:
         opening = self.dispatcher.open_stream(job.greq, job.kind, job.raw, job.prompt, job.route, job.source,
                                               job.inspect)
         # A stream may wait long for its first output (a busy engine's queue): a client that leaves meanwhile
         # gives its place up at once instead of when the first write fails.
         stream = await (opening if receive is None else unless_disconnected(receive, opening))
         answered = False
+        checked: SignedResult | None = None
 
         def sign(text: str, usage: TokenUsage) -> dict[str, Any]:
-            nonlocal answered
+            nonlocal answered, checked
             answered = True
             extensions: dict[str, Any] = {}
             if isinstance(stream, RemoteStream):
                 # The text reached the user already: a failed work check keeps it (no duel over it).
                 attestation, work = self.dispatcher.finish_remote(stream, text, job.prompt, usage,
                                                                   strict_work=False)
+                checked = attestation
                 extensions["wwwserve"] = attestation.to_json()
                 if job.route and work is not None:
                     extensions["wwwserve_work"] = work.to_json()
@@ -126,12 +161,17 @@ class CompletionsServing:
                     extensions["wwwserve_work"] = self._own_work(job, text)
             return extensions
 
+        executor = stream.peer.address if isinstance(stream, RemoteStream) else self.signer.node_address
+
         async def close() -> None:
             await stream.aclose()
+            # Ended without its signed answer: the client left, or the executor failed midway (the client saw
+            # the error event); both logged as 502, the answer the client did not get.
+            self._log(job, started_s, checked, 200 if answered else 502, executor=executor,
+                      error=None if answered else "stream_ended_unanswered")
             if not answered and on_unanswered is not None:
                 on_unanswered()
 
-        executor = stream.peer.address if isinstance(stream, RemoteStream) else self.signer.node_address
         return ClosingStreamingResponse(_chunks(job, stream, sign), on_close=close, media_type="text/event-stream",
                                         headers={**SSE_HEADERS, EXECUTOR_HEADER: executor})
 

@@ -1488,3 +1488,37 @@ async def test_a_queued_request_that_is_cancelled_while_offered_releases_everyth
     assert a.app.state.request_manager.running == 0  # no slot left taken (the occupier bypassed the node)
     assert b.app.state.billing.billed_wei(a.address) == 0
     occupier.cancel()
+
+
+# ---- the recent-request log (node.recent), which the explorer shows ------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_recent_request_log_names_route_executor_and_checked_signature_on_both_nodes(
+        net: Net, stream: bool) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    b = net.add("b", policy=EXECUTOR)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert resp.status_code == 200, resp.text
+    origin_log, executor_log = a.app.state.recent, b.app.state.recent
+    assert origin_log.count == executor_log.count == 1
+    [seen] = origin_log.entries()
+    assert seen["route"] == [a.address, b.address] and seen["executor"] == b.address
+    assert seen["signature_checked"] is True and seen["source"] == "user"
+    assert seen["status"] == 200 and seen["stream"] is stream and seen["error"] is None
+    assert seen["model"] == MODEL and seen["kind"] == "chat" and seen["latency_ms"] >= 0
+    [ran] = executor_log.entries()
+    assert ran["id"] == seen["id"]  # one request, seen on both hops under the origin's id
+    assert ran["route"] == [a.address, b.address] and ran["executor"] == b.address
+    assert ran["source"] == "peer" and ran["signature_checked"] is False  # it ran there: nothing to check
+
+
+async def test_the_recent_request_log_records_a_failed_request_with_its_status(net: Net) -> None:
+    a = net.add("a", policy=DISPATCHER)
+    async with net.client("a") as client:
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "model": "nowhere"})
+    assert resp.status_code == 404, resp.text
+    [failed] = a.app.state.recent.entries()
+    assert failed["status"] == 404 and failed["executor"] is None and failed["error"] == "model_not_found"
+    assert failed["signature_checked"] is False
