@@ -26,6 +26,7 @@ from wwwserve.node.backends.base import Backend
 from wwwserve.node.backends.fake import FakeBackend
 from wwwserve.node.backends.openai_compat import OpenAIBackend
 from wwwserve.node.extensions import FeatureFactory
+from wwwserve.node.logs import LogFormat, configure_logging
 from wwwserve.node.settings import NodeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -211,15 +212,15 @@ class _QuietServer(uvicorn.Server):
 DEFAULT_RECURSION_LIMIT = 1000  # CPython's own
 
 
-def run_node(settings: NodeSettings, *, log_level: str = "info", features: Sequence[FeatureFactory] = ()) -> None:
+def run_node(settings: NodeSettings, *, log_level: str = "info", log_format: LogFormat = "text",
+             features: Sequence[FeatureFactory] = ()) -> None:
     """Resolve the node's address, key and chain, then serve until SIGINT/SIGTERM (graceful shutdown).
-    `features` plug into the app (`node.extensions`): `wwwserve node run` passes the duel feature."""
+    `features` plug into the app (`node.extensions`): `wwwserve node run` passes the duel feature.
+    `log_format` "json" writes one JSON object per log line, uvicorn's included (`node.logs`)."""
     from wwwserve.node.app import create_app
 
     # The node's own messages (model loading, peers banned, transactions sent) next to uvicorn's.
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(levelname)s:     %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per httpx call would drown the rest
+    configure_logging(log_level, log_format)
     backends = build_backends(settings)  # first: a settings problem is reported before any I/O
     address = node_address(settings)
     key = identity_key(settings)
@@ -233,6 +234,8 @@ def run_node(settings: NodeSettings, *, log_level: str = "info", features: Seque
     limits = ConnectionLimits(settings.server.header_timeout_s, settings.server.max_connections_per_client)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
                             lifespan="on", timeout_graceful_shutdown=10, access_log=settings.server.access_log,
+                            # JSON lines: uvicorn's loggers propagate to the root handler instead of their own.
+                            log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
                             http=protocol_class(limits),  # header deadline, per-client cap (slowloris)
                             # No X-Forwarded-* rewriting: the node never uses the client address, and it
                             # is one middleware less per request.

@@ -124,11 +124,16 @@ def node_run(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting: section.field=value "
                                                   "(repeat).")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="Log lines as 'text' or 'json' (one JSON "
+                                            "object per line, with the request id).")] = "text",
 ) -> None:
     """Serve the OpenAI-compatible API from this node's backend until Ctrl-C (or SIGTERM)."""
+    from wwwserve.node.logs import LOG_FORMATS
     from wwwserve.node.main import NodeStartupError, run_node
     from wwwserve.node.settings import SettingsError, load_settings, parse_override_pairs
 
+    if log_format not in LOG_FORMATS:
+        fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}", 2)
     opts = options_of(ctx)
     try:
         overrides = parse_override_pairs(set_ or [])
@@ -148,6 +153,7 @@ def node_run(
     from wwwserve.judge.feature import duel_feature
 
     try:
-        run_node(settings, features=(duel_feature,))  # the composition root: serving, plus duels
+        # The composition root: serving, plus duels.
+        run_node(settings, log_format=log_format, features=(duel_feature,))
     except (NodeStartupError, SettingsError) as exc:
         fail(str(exc).replace("\n", " "), 1 if isinstance(exc, NodeStartupError) else 2)

@@ -1,0 +1,93 @@
+"""The node's log lines: plain text by default, or one JSON object per line (`wwwserve node run --log-format
+json`), each with the id of the request being served when there is one.
+
+The request id lives in a `ContextVar` (`REQUEST_ID`). The code that first knows a request's id binds it
+(`bind_request_id`): the Dispatcher for every request it dispatches (a user's, whose id the serving class made,
+or a peer's), the peer API for a delegated request as soon as its body is read. The id travels with a
+delegated request (`DelegateBody.request_id`) and the executor serves it under the same id, so the origin's
+and the executor's lines about one request carry the same `request_id`. asyncio copies the context into
+tasks a request starts (a stream's body, `asyncio.to_thread`), so their lines carry it too.
+
+A JSON line holds `time` (ISO 8601, UTC, milliseconds), `level`, `logger`, `message`, `request_id` (only when
+one is in scope) and `exc_info` (the traceback, when the record has one).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from contextvars import ContextVar
+from typing import Literal
+
+__all__ = ["LOG_FORMATS", "REQUEST_ID", "JsonFormatter", "LogFormat", "RequestIdFilter", "bind_request_id",
+           "configure_logging", "current_request_id"]
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("wwwserve_request_id", default=None)
+"""The id of the request the running code serves (None outside a request)."""
+
+TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+"""The plain format: the node's own lines next to uvicorn's, which look the same."""
+
+
+def bind_request_id(request_id: str) -> None:
+    """Make `request_id` the current request's id for the rest of the running task (each HTTP request is
+    served in a task of its own, so it ends with the request) and the tasks it starts from now on."""
+    REQUEST_ID.set(request_id)
+
+
+def current_request_id() -> str | None:
+    """The id bound by `bind_request_id` in this context, or None."""
+    return REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on every record (`record.request_id`, None outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module docstring for its fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        line: dict[str, object] = {
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "info", log_format: LogFormat = "text") -> None:
+    """Send the root logger's records to stderr in `log_format`, at `level` (a logging level name).
+
+    With "json", uvicorn must be run with `log_config=None`: its own loggers then propagate here instead
+    of writing text lines through handlers of their own.
+    """
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per httpx call would drown the rest
