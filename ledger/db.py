@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 # 2: duels over attested work (challenger drawn on-chain, rounds, appeal, bonds, reserve)
 # 3: registry slots (nodes.slot_held: a registration bond is held until the slot is released)
-SCHEMA_VERSION = 3
+# 4: stake_history (a node's active stake after each block that changed it, for the explorer's chart)
+SCHEMA_VERSION = 4
 UINT256_MAX = 2**256 - 1
 UINT256_DIGITS = 78  # len(str(2**256 - 1))
 ADDRESS_LEN = 42  # "0x" + 40 hex digits, EIP-55 checksummed
@@ -158,6 +159,18 @@ class AccountRow(Base):
     # amount taken out of it (the contract's `reserved`)
     bonded_wei: Mapped[int] = mapped_column(Uint256, default=0)
     updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StakeHistoryRow(Base):
+    """An address's active stake at the end of a block that changed it (Staked, UnstakeRequested, or a
+    StakeSlashed that took from active stake): one row per (block, address). The stake at any block is
+    the row of the latest block at or before it; the explorer samples network shares from these rows."""
+
+    __tablename__ = "stake_history"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # leads the key: the block index
+    address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True, index=True)
+    active_stake_wei: Mapped[int] = mapped_column(Uint256)
 
 
 class ContractStateRow(Base):

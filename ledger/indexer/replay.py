@@ -13,6 +13,9 @@ cancelled (saturating at zero, like the contract). The reserve is the amount Res
 This is exact only if the indexer has seen every event since deployment (start_block <= the
 deployment block); a debit that would go below zero raises `IndexerStateError`.
 
+Every change of an address's active stake also writes its new value to `stake_history` under the
+event's block (one row per block and address: a later change in the same block overwrites it).
+
 Each handler runs inside the batch transaction of `Indexer.sync()`.
 """
 
@@ -31,6 +34,7 @@ from wwwserve.ledger.db import (
     DuelJudgeRow,
     DuelRow,
     NodeRow,
+    StakeHistoryRow,
     StakeMoveRow,
     VoucherClaimRow,
 )
@@ -141,6 +145,17 @@ class EventReplay:
         setattr(row, field, current - amount)
 
     @staticmethod
+    def _stake_changed(session: Session, row: AccountRow, ctx: LogContext) -> None:
+        """Record `row`'s active stake as of this event's block in `stake_history`."""
+        entry = session.get(StakeHistoryRow, (ctx.block_number, row.address))
+        if entry is None:
+            session.add(StakeHistoryRow(block_number=ctx.block_number, address=row.address,
+                                        active_stake_wei=row.active_stake_wei))
+            session.flush()  # a second change in this block finds the row
+        else:
+            entry.active_stake_wei = row.active_stake_wei
+
+    @staticmethod
     def _duel(session: Session, duel_id: int, ctx: LogContext) -> DuelRow:
         row = session.get(DuelRow, duel_id)
         if row is None:
@@ -233,6 +248,7 @@ class EventReplay:
         amount = int(args["amount"])
         self._debit(row, "credit_wei", amount, ctx)
         row.active_stake_wei += amount
+        self._stake_changed(session, row, ctx)
 
     def _on_unstake_requested(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
@@ -241,6 +257,7 @@ class EventReplay:
         row.unbonding_stake_wei += amount
         row.unbonding_end = int(args["unbondingEnd"])
         row.unbonding_block = ctx.block_number
+        self._stake_changed(session, row, ctx)
 
     def _on_stake_withdrawn(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
@@ -382,6 +399,8 @@ class EventReplay:
         from_active = min(amount, row.active_stake_wei)
         self._debit(row, "active_stake_wei", from_active, ctx)
         self._debit(row, "unbonding_stake_wei", amount - from_active, ctx)
+        if from_active:
+            self._stake_changed(session, row, ctx)
         kind = SLASH_KIND.get(int(args["reason"]), f"slashed_{int(args['reason'])}")
         self._move(session, ctx, int(args["duelId"]), args["node"], amount, kind)
 

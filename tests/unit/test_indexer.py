@@ -41,6 +41,7 @@ from wwwserve.ledger.db import (
     Base,
     CursorRow,
     EventRow,
+    StakeHistoryRow,
     Uint256,
     VoucherClaimRow,
     default_db_url,
@@ -56,6 +57,7 @@ from wwwserve.ledger.indexer import (
     IndexerReorgError,
     IndexerStateError,
 )
+from wwwserve.ledger.indexer.replay import EventReplay, LogContext
 from wwwserve.ledger.params import WEI_PER_CREDIT
 from wwwserve.ledger.tx import TxSender
 
@@ -484,6 +486,80 @@ def test_sync_twice_and_rereading_add_no_duplicates(chain: Chain, db_url: str) -
     assert (again.events_applied, again.events_skipped) == (0, count)
     assert idx.event_count() == count
     assert idx.reconcile() == []
+
+
+def stake_history(idx: Indexer) -> list[tuple[int, str, int]]:
+    with Session(idx.engine) as s:
+        rows = s.scalars(select(StakeHistoryRow).order_by(StakeHistoryRow.block_number, StakeHistoryRow.address))
+        return [(r.block_number, r.address, r.active_stake_wei) for r in rows]
+
+
+def expected_stake_history(idx: Indexer) -> list[tuple[int, str, int]]:
+    """stake_history recomputed from the stored events: active stake moves on Staked (+), UnstakeRequested
+    (-) and the active part of StakeSlashed (active first, as the contract takes it)."""
+    active: dict[str, int] = {}
+    at_block: dict[tuple[int, str], int] = {}
+    with Session(idx.engine) as s:
+        events = s.scalars(select(EventRow).order_by(EventRow.block_number, EventRow.log_index)).all()
+    for e in events:
+        if e.event_name not in ("Staked", "UnstakeRequested", "StakeSlashed"):
+            continue
+        who, amount = e.args["node"], int(e.args["amount"])
+        before = active.get(who, 0)
+        after = {"Staked": before + amount, "UnstakeRequested": before - amount}.get(
+            e.event_name, before - min(amount, before))
+        active[who] = after
+        if after != before or e.event_name != "StakeSlashed":
+            at_block[(e.block_number, who)] = after
+    return sorted((block, who, value) for (block, who), value in at_block.items())
+
+
+def test_stake_history_has_every_active_stake_change_once(chain: Chain, db_url: str) -> None:
+    idx = new_indexer(chain, db_url)
+    idx.sync()
+    history = stake_history(idx)
+    assert history == expected_stake_history(idx)
+    with Session(idx.engine) as s:
+        taken = {(e.block_number, e.args["node"]) for e in s.scalars(
+            select(EventRow).where(EventRow.event_name.in_(("StakeSlashed", "UnstakeRequested"))))}
+    assert len(taken & {(block, who) for block, who, _ in history}) >= 2  # not only the Staked rows
+    latest = {who: value for _, who, value in history}  # the rows are in block order
+    assert latest == {a.address: a.active_stake_wei for a in idx.accounts() if a.address in latest}
+    assert all(a.active_stake_wei == 0 for a in idx.accounts() if a.address not in latest)
+
+    # Re-reading the whole history (cursor forgotten) and a fresh indexer on the same database add nothing.
+    with Session(idx.engine) as s, s.begin():
+        s.query(CursorRow).delete()
+    idx.sync()
+    assert stake_history(idx) == history
+    idx.close()
+    again = new_indexer(chain, db_url)
+    again.sync()
+    assert stake_history(again) == history
+
+    # A later stake lands as one new row under its own block.
+    send(chain.w3, chain.contract.functions.deposit(), chain.nodes[0], value=MIN)
+    send(chain.w3, chain.contract.functions.stake(MIN), chain.nodes[0])
+    again.sync()
+    grown = stake_history(again)
+    block = chain.w3.eth.block_number
+    assert grown[:-1] == history
+    assert grown[-1] == (block, chain.nodes[0], chain.contract.functions.activeStake(chain.nodes[0]).call())
+
+
+def test_two_stake_changes_in_one_block_leave_one_row(db_url: str) -> None:
+    engine = make_engine(db_url)
+    replay = EventReplay("0x" + "11" * 20, 31337)
+    node = "0x" + "22" * 20
+    with Session(engine) as s, s.begin():
+        replay.apply(s, "CreditDeposited", LogContext(1, 7, "0x01"), {"account": node, "amount": 10 * C})
+        replay.apply(s, "Staked", LogContext(2, 7, "0x01"), {"node": node, "amount": 4 * C})
+        replay.apply(s, "Staked", LogContext(3, 7, "0x02"), {"node": node, "amount": 5 * C})
+        replay.apply(s, "Staked", LogContext(4, 8, "0x03"), {"node": node, "amount": 1 * C})
+    with Session(engine) as s:
+        rows = [(r.block_number, r.address, r.active_stake_wei) for r in s.scalars(select(StakeHistoryRow))]
+    assert sorted(rows) == [(7, node, 9 * C), (8, node, 10 * C)]
+    engine.dispose()
 
 
 def test_new_indexer_resumes_from_cursor(chain: Chain, db_url: str) -> None:
