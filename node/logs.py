@@ -90,4 +90,10 @@ def configure_logging(level: str = "info", log_format: LogFormat = "text") -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    if log_format == "json":
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # text handlers of an earlier dictConfig
+            uvicorn_logger = logging.getLogger(name)
+            for old in list(uvicorn_logger.handlers):
+                uvicorn_logger.removeHandler(old)
+            uvicorn_logger.propagate = True
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per httpx call would drown the rest

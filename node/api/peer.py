@@ -11,6 +11,7 @@ one over its rate costs a lookup, before the body is read or a signature checked
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from wwwserve.node.errors import (
     RateLimitError,
 )
 from wwwserve.node.extensions import PeerHandler
+from wwwserve.node.logs import bind_request_id
 from wwwserve.node.managers.communication import (
     PATH_DELEGATE,
     PATH_PROBE,
@@ -45,6 +47,8 @@ from wwwserve.node.serving import PeerRateLimiter
 from wwwserve.node.settings import NodeSettings
 
 __all__ = ["PeerAPI", "PeerLedger"]
+
+logger = logging.getLogger(__name__)
 
 class PeerLedger(Protocol):
     """What the peer API needs of the Ledger manager: the senders' standing and their vouchers."""
@@ -105,6 +109,9 @@ class PeerAPI:
     async def delegate(self, request: Request) -> Response:
         sender, data = await self.verified(request, PATH_DELEGATE)
         body = validate(DelegateBody, data)
+        # The origin's request id, on this node's log lines about it too (node.logs).
+        bind_request_id(body.request_id)
+        logger.debug("delegation from %s, %d hop(s) so far", sender, len(body.route))
         max_hops = self.settings.peers.max_hops
         if body.route[-1].lower() != sender.lower():
             raise InvalidRequestError("The route must end with the sending node.", param="route")

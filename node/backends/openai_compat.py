@@ -23,6 +23,7 @@ upstream message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -216,6 +217,7 @@ class OpenAIBackend:
         self._metrics_at = -math.inf
         self._metrics_lock = asyncio.Lock()
         self._metrics_malformed = False  # the last scrape's page did not parse (logged once per spell)
+        self._refresh: asyncio.Task[None] | None = None  # a scrape `engine_kv_usage` started
         # After aclose every call is refused without I/O: a call would otherwise open a new connection
         # pool that nobody closes any more.
         self._closed = False
@@ -480,6 +482,23 @@ class OpenAIBackend:
         return BackendLoad(
             kv_usage=kv_usage, running=running, waiting=waiting, max_context_tokens=min(limits) if limits else None
         )
+
+    def engine_kv_usage(self) -> float | None:
+        """The KV-cache usage (0..1) the engine's /metrics said at the last scrape, None when it exports none
+        (the metrics gauge `wwwserve_engine_kv_cache_usage_ratio` is then absent, not an estimate). Never
+        waits: a scrape older than `metrics_ttl_s` is renewed in the background, for the next read."""
+        if not self._closed and time.monotonic() - self._metrics_at >= self._metrics_ttl_s \
+                and (self._refresh is None or self._refresh.done()):
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to renew it on
+                self._refresh = asyncio.get_running_loop().create_task(self._renew_quietly())
+        metrics = self._metrics
+        return metrics.kv_usage if metrics is not None else None
+
+    async def _renew_quietly(self) -> None:
+        try:
+            await self.load()
+        except Exception:
+            logger.debug("renewing the engine's load for the metrics failed", exc_info=True)
 
     async def aclose(self) -> None:
         """Cancel in-flight requests and close the HTTP client if this backend created it; idempotent, and

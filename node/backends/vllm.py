@@ -494,6 +494,10 @@ class VllmBackend:
             return False
         return response.status_code == 200
 
+    def engine_kv_usage(self) -> float | None:
+        """vLLM's KV-cache usage at the last scrape of its metrics (`OpenAIBackend.engine_kv_usage`)."""
+        return self._inner.engine_kv_usage() if self._state == "ready" else None
+
     async def load(self) -> BackendLoad:
         """KV-cache usage, running and waiting requests from vLLM's Prometheus metrics."""
         await self._ensure_serving()

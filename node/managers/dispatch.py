@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -67,6 +68,7 @@ from wwwserve.node.errors import (
     UpstreamTimeoutError,
 )
 from wwwserve.node.extensions import DuelHooks, Inspection
+from wwwserve.node.logs import bind_request_id
 from wwwserve.node.managers.communication import (
     CommunicationManager,
     PeerFailedError,
@@ -76,7 +78,7 @@ from wwwserve.node.managers.fees import FeeBook
 from wwwserve.node.managers.offers import Delegation, LivePeers, Offers, Source
 from wwwserve.node.managers.policy import PolicyManager
 from wwwserve.node.managers.request import LocalStream, RequestManager
-from wwwserve.node.metrics import Metrics
+from wwwserve.node.metrics import GENERATION_DURATION, TIME_TO_FIRST_TOKEN, Metrics
 from wwwserve.node.planner import DispatchLimits, PlanRequest
 from wwwserve.node.policy import Action
 from wwwserve.node.signing import SignedResult, SigningError, TokenUsage
@@ -141,10 +143,32 @@ class Dispatcher:
         self.fees = fees if fees is not None else FeeBook(None, 0)
         # Set by the app when the node takes part in duels (the duel feature, node.extensions.DuelHooks).
         self.duels: DuelHooks | None = None
+        if metrics is not None:
+            self._watch(metrics)
 
     def _count(self, name: str, **labels: str) -> None:
         if self.metrics is not None:
             self.metrics.count(name, **labels)
+
+    def _watch(self, metrics: Metrics) -> None:
+        """The gauges read at scrape time from what the dispatcher holds (built once per node, it is handed
+        every part they read): the Request manager's queues, the engines' KV caches and the Ledger manager's
+        stake, credit and transactions (`LedgerManager.watch`)."""
+        requests = self.requests
+        metrics.sample("wwwserve_requests_running", lambda: requests.running)
+        metrics.sample("wwwserve_requests_waiting",
+                       lambda: {(source,): requests.waiting_from(source) for source in ("user", "node")})
+        models = requests.model_manager
+        metrics.sample("wwwserve_engine_kv_cache_usage_ratio",
+                       lambda: {(name,): usage for name, usage in models.engine_kv_usage().items()} or None)
+        watch = getattr(self.ledger, "watch", None)
+        if watch is not None:
+            watch(metrics)
+
+    def _timed(self, greq: GenerationRequest, kind: str, source: Source, stream: bool) -> _Answered:
+        """What observes `greq`'s answer for the metrics (and binds its id to the log lines from here on)."""
+        bind_request_id(greq.request_id)
+        return _Answered(self.metrics, kind, source, stream)
 
     # ---- planning ----------------------------------------------------------------------------
 
@@ -209,6 +233,7 @@ class Dispatcher:
             return Action.QUEUE if outcome.queued else Action.LOCAL
         if isinstance(outcome, planner.Delegated):
             assert remote is not None
+            logger.debug("delegated to %s", remote.peer.address)
             return remote
         if outcome.reason == "model_not_found":
             raise ModelNotFoundError(model)
@@ -341,18 +366,23 @@ class Dispatcher:
 
         Nothing is sent before the end, so a peer failing at any point is replaced (re-dispatch).
         """
+        answered = self._timed(greq, kind, source, stream=False)
         job = Delegation(greq, kind, raw_request, route, self.work_terms(greq, kind, raw_request, route, inspect),
                          source)
         for attempt in itertools.count():  # the planner refuses after `limits.max_redispatches` failures
             planned = await self._plan(job, attempt)
             if planned is Action.LOCAL:
-                return await self.requests.generate(greq, source=source), None, None
+                local = await self.requests.generate(greq, source=source)
+                answered.done("local")
+                return local, None, None
             try:
                 if planned is Action.QUEUE:
                     # Run as a stream here, so its first output says when it left the engine's queue.
                     served = await self.offers.run_queued(job)
                     if isinstance(served, LocalStream):
-                        return await collect(served), None, None
+                        queued = await collect(served)
+                        answered.done("local")
+                        return queued, None, None
                 else:
                     assert isinstance(planned, RemoteStream)
                     served = planned
@@ -365,6 +395,7 @@ class Dispatcher:
                 logger.info("re-dispatching %s after %s", greq.request_id, exc)
                 job.avoid.add(exc.address.lower())
                 continue
+            answered.done("peer")
             return result, attestation, work
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -380,15 +411,65 @@ class Dispatcher:
     ) -> LocalStream | RemoteStream:
         """A primed stream from here or a peer (failures before the first output were re-dispatched); the
         caller checks a remote one with `finish_remote(strict_work=False)` when it ends."""
+        answered = self._timed(greq, kind, source, stream=True)
         job = Delegation(greq, kind, raw_request, route, self.work_terms(greq, kind, raw_request, route, inspect),
                          source)
         planned = await self._plan(job)
+        stream: LocalStream | RemoteStream
         if planned is Action.LOCAL:
-            return await self.requests.open_stream(greq, source=source)
-        if planned is Action.QUEUE:
-            return await self.offers.run_queued(job)
-        assert isinstance(planned, RemoteStream)
-        return planned
+            stream = await self.requests.open_stream(greq, source=source)
+        elif planned is Action.QUEUE:
+            stream = await self.offers.run_queued(job)
+        else:
+            assert isinstance(planned, RemoteStream)
+            stream = planned
+        answered.watch(stream)
+        return stream
+
+
+class _Answered:
+    """Observes one request's answer for the metrics: a user's request in the generation histograms (from
+    dispatch to its first content chunk, streams only, and to its last token), a peer's in
+    `wwwserve_delegations_received_total` (executed here, or relayed to a further peer). Only answered
+    requests are observed: a failure is in the HTTP counters by its status."""
+
+    __slots__ = ("_first_seen", "kind", "metrics", "source", "started", "stream")
+
+    def __init__(self, metrics: Metrics | None, kind: str, source: Source, stream: bool) -> None:
+        self.metrics = metrics
+        self.kind = kind
+        self.source = source
+        self.stream = stream
+        self.started = time.perf_counter()
+        self._first_seen = False
+
+    def watch(self, served: LocalStream | RemoteStream) -> None:
+        """Observe a stream's deltas as it hands them to the client."""
+        if self.metrics is None:
+            return
+        executor = "peer" if isinstance(served, RemoteStream) else "local"
+
+        def on_delta(delta: StreamDelta) -> None:
+            if delta.text and not self._first_seen:
+                self._first_seen = True
+                if self.source == "user" and self.metrics is not None:
+                    self.metrics.record(TIME_TO_FIRST_TOKEN, time.perf_counter() - self.started, kind=self.kind,
+                                        executor=executor)
+            if delta.is_final:
+                self.done(executor)
+
+        served.on_delta = on_delta
+
+    def done(self, executor: str) -> None:
+        """The answer is complete; `executor` is "local" (this node's engine) or "peer"."""
+        if self.metrics is None:
+            return
+        if self.source == "user":
+            self.metrics.record(GENERATION_DURATION, time.perf_counter() - self.started, kind=self.kind,
+                                stream="true" if self.stream else "false", executor=executor)
+        else:
+            self.metrics.count("wwwserve_delegations_received_total",
+                               outcome="executed" if executor == "local" else "relayed")
 
 
 async def collect(stream: LocalStream | RemoteStream) -> GenerationResult:

@@ -70,6 +70,17 @@ class ModelManager:
                 loads[id(backend)] = None
         return {model: loads[id(backend)] for model, backend in self._by_model.items()}
 
+    def engine_kv_usage(self) -> dict[str, float]:
+        """Backend name → the KV-cache usage (0..1) its engine last reported, for the backends that report one
+        (`engine_kv_usage()`: the openai and vllm backends over an engine with /metrics); no I/O."""
+        out: dict[str, float] = {}
+        for backend in self.backends:
+            report = getattr(backend, "engine_kv_usage", None)
+            usage = report() if callable(report) else None
+            if usage is not None:
+                out[backend.name] = float(usage)
+        return out
+
     async def aclose(self) -> None:
         """Close every backend (errors are logged, so one cannot keep the others open)."""
         for backend in self.backends:

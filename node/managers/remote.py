@@ -68,6 +68,7 @@ class RemoteStream:
         self._finished = False
         self._closed = False
         self._agen: AsyncGenerator[StreamDelta, None] = self._read()
+        self.on_delta: Callable[[StreamDelta], object] | None = None  # told each delta handed out (metrics)
 
     @property
     def executor(self) -> str:
@@ -152,6 +153,8 @@ class RemoteStream:
             self._started = True
             if first.is_final:
                 self._finished = True
+            if self.on_delta is not None:
+                self.on_delta(first)
             yield first
         while not self._finished and not self._closed:
             try:
@@ -171,6 +174,8 @@ class RemoteStream:
             self._started = True
             if delta.is_final:
                 self._finished = True
+            if self.on_delta is not None:
+                self.on_delta(delta)
             yield delta
 
     async def aclose(self) -> None:

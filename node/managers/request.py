@@ -19,7 +19,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -225,6 +225,7 @@ class LocalStream:
         self.attestation = None  # a local stream is signed by this node itself (see RemoteStream)
         self._finished = False  # the final delta was seen (nothing left to abort)
         self._closed = False
+        self.on_delta: Callable[[StreamDelta], object] | None = None  # told each delta handed out (metrics)
 
     async def _next(self) -> StreamDelta:
         try:
@@ -248,12 +249,16 @@ class LocalStream:
         """The deltas: text pieces, then one final delta (a stream ending without one ends early)."""
         if self._first is not None:
             first, self._first = self._first, None
+            if self.on_delta is not None:
+                self.on_delta(first)
             yield first
         while not self._finished and not self._closed:
             try:
                 delta = await self._next()
             except StopAsyncIteration:
                 return
+            if self.on_delta is not None:
+                self.on_delta(delta)
             yield delta
 
     async def aclose(self) -> None:

@@ -654,6 +654,40 @@ def test_backend_metrics_interval_sets_how_long_a_scrape_is_reused(live: LiveSer
 
 
 @pytest.mark.component
+def test_the_engines_kv_usage_is_on_the_nodes_metrics_page_and_absent_where_it_reports_none(
+        live: LiveServer) -> None:
+    """`wwwserve_engine_kv_cache_usage_ratio{backend}` is the engine's own figure from its last /metrics scrape;
+    a scrape older than the interval is renewed in the background by a read, so the next scrape is current.
+    A backend whose engine exports no KV metric has no series (not the in-flight estimate `load()` falls
+    back on)."""
+    import httpx
+    import nacl.signing
+
+    from wwwserve.node.app import create_app
+    from wwwserve.node.settings import load_settings
+
+    async def go() -> None:
+        engine = OpenAIBackend(live.url, models=["tiny"], metrics_ttl_s=60, name="engine")
+        blind = OpenAIBackend(live.url, models=["other"], metrics_url=live.url + "/nope", name="blind")
+        settings = load_settings(overrides={"backend": {"kind": "fake", "models": ["tiny"]}})
+        app = create_app(settings, [engine, blind], nacl.signing.SigningKey(b"\x07" * 32), "0x" + "ab" * 20, 31337)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            first = (await client.get("/metrics")).text
+            assert "wwwserve_engine_kv_cache_usage_ratio{" not in first  # nothing scraped yet: no series
+            assert engine._refresh is not None and blind._refresh is not None  # the read started the scrapes
+            await asyncio.gather(engine._refresh, blind._refresh)
+            second = (await client.get("/metrics")).text
+        assert 'wwwserve_engine_kv_cache_usage_ratio{backend="engine"} 0.5' in second  # mean of 0.25 and 0.75
+        assert 'backend="blind"' not in second
+        assert (await blind.load()).kv_usage == 0.0  # load() estimates; the gauge does not
+        for backend in (engine, blind):
+            await backend.aclose()
+
+    asyncio.run(go())
+
+
+@pytest.mark.component
 def test_openai_load_without_metrics_counts_in_flight(live: LiveServer) -> None:
     async def go() -> None:
         backend = OpenAIBackend(live.url, models=["endless"], metrics_url=live.url + "/nope", max_concurrency=4)

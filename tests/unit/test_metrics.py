@@ -20,11 +20,48 @@ def samples(metrics: Metrics) -> list[Sample]:
 
 
 def test_every_declared_metric_is_on_the_page_with_its_type_and_help() -> None:
-    families = {f.name: f for f in text_string_to_metric_families(Metrics().render())}
+    metrics = Metrics()
+    bare = {s.name for f in text_string_to_metric_families(metrics.render()) for s in f.samples}
+    assert bare == {"wwwserve_http_requests_in_flight"}  # sampled gauges without a source are absent, not 0
+    for name, spec in METRICS.items():
+        if spec.sampled:
+            metrics.sample(name, lambda spec=spec: {tuple("x" for _ in spec.labels): 1.0})
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
     for name, spec in METRICS.items():
         family = families[name.removesuffix("_total") if spec.kind == "counter" else name]
         assert (family.type, family.documentation) == (spec.kind, spec.help), name
-    assert {s.name for f in families.values() for s in f.samples} == {"wwwserve_http_requests_in_flight"}
+
+
+def test_sampled_gauges_are_read_at_scrape_time_and_absent_when_their_source_says_none() -> None:
+    metrics = Metrics()
+    queue = {"user": 2, "node": 0}
+    kv: dict[str, float] = {}
+    metrics.sample("wwwserve_requests_waiting", lambda: {(source,): n for source, n in queue.items()})
+    metrics.sample("wwwserve_engine_kv_cache_usage_ratio", lambda: {(name,): v for name, v in kv.items()} or None)
+    metrics.sample("wwwserve_stake_wei", lambda: None)
+    metrics.sample("wwwserve_credit_wei", lambda: 1 / 0)  # a failing source leaves its series out
+    assert metrics.reading("wwwserve_requests_waiting", source="user") == 2
+    queue["user"] = 5
+    kv["vllm"] = 0.25
+    page = {(s.name, tuple(s.labels.values())): s.value for s in samples(metrics)}
+    assert page[("wwwserve_requests_waiting", ("user",))] == 5
+    assert page[("wwwserve_engine_kv_cache_usage_ratio", ("vllm",))] == 0.25
+    assert not {"wwwserve_stake_wei", "wwwserve_credit_wei"} & {name for name, _ in page}
+    assert metrics.reading("wwwserve_stake_wei") is None
+    with pytest.raises(ValueError, match="unknown sampled gauge"):
+        metrics.sample("wwwserve_delegations_total", lambda: 1.0)
+
+
+def test_record_observes_a_declared_histogram_with_its_labels() -> None:
+    metrics = Metrics(buckets_s=(0.1, 1.0))
+    labels = {"kind": "chat", "stream": "true", "executor": "peer"}
+    metrics.record("wwwserve_generation_duration_seconds", 0.5, **labels)
+    assert metrics.value("wwwserve_generation_duration_seconds_bucket", **labels, le="0.1") == 0
+    assert metrics.value("wwwserve_generation_duration_seconds_bucket", **labels, le="1.0") == 1
+    with pytest.raises(ValueError, match="takes the labels"):
+        metrics.record("wwwserve_time_to_first_token_seconds", 0.1, kind="chat")
+    with pytest.raises(ValueError, match="unknown histogram"):
+        metrics.record("wwwserve_delegations_total", 0.1, outcome="ok")
 
 
 def test_count_keeps_one_series_per_label_set() -> None:
