@@ -5,8 +5,8 @@ wallet, a wrong password, an unreachable chain or a contract revert print one cl
 (`error: ...`) and exit non-zero; tracebacks are for bugs only.
 
 One module per command group: `devnet`, `wallet`, `node` (with `node run`), `credit`, `stake`, `duel`,
-`sim`, and the top-level `up`, `burst` and `verify`; `common` holds the global options, the error line and the
-argument helpers they share. The console script `wwwserve` and `python -m wwwserve.cli` both run `main`.
+`sim`, and the top-level `up`, `burst`, `verify` and `explorer`; `common` holds the global options, the error
+line and the argument helpers they share. The console script `wwwserve` and `python -m wwwserve.cli` both run `main`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from wwwserve.cli.common import DEFAULT_RPC_URL, Options, console, friendly_erro
 from wwwserve.cli.credit import credit_app
 from wwwserve.cli.devnet import devnet_app
 from wwwserve.cli.duel import duel_app
+from wwwserve.cli.explorer import explorer
 from wwwserve.cli.node import node_app
 from wwwserve.cli.sim import sim_app
 from wwwserve.cli.stake import stake_app
@@ -58,6 +59,7 @@ for sub, name in ((devnet_app, "devnet"), (wallet_app, "wallet"), (node_app, "no
 app.command("up")(up)
 app.command("verify")(verify)
 app.command("burst")(burst)
+app.command("explorer")(explorer)
 
 
 def _print_version(value: bool) -> None:

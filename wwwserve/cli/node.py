@@ -150,10 +150,11 @@ def node_run(
             settings = load_settings(config, {**overrides, **fill})
     except SettingsError as exc:
         fail("; ".join(exc.problems), 2)
+    from wwwserve.explorer.feature import explorer_feature
     from wwwserve.judge.feature import duel_feature
 
     try:
-        # The composition root: serving, plus duels.
-        run_node(settings, log_format=log_format, features=(duel_feature,))
+        # The composition root: serving, plus duels, plus the explorer at /explorer.
+        run_node(settings, log_format=log_format, features=(duel_feature, explorer_feature))
     except (NodeStartupError, SettingsError) as exc:
         fail(str(exc).replace("\n", " "), 1 if isinstance(exc, NodeStartupError) else 2)

@@ -155,6 +155,8 @@ def up(
         burst_url = "" if demo[0].endpoint == "http://127.0.0.1:9101" else f" {demo[0].endpoint}"
         console.print(f"Delegation and duels at work: wwwserve burst{burst_url}, then wwwserve {flag}duel list",
                       highlight=False)
+        console.print(f"The explorer (nodes, stakes, requests, duels, live): {demo[0].endpoint}/explorer/",
+                      highlight=False)
         console.print("Ctrl-C stops the network.")
         if exit_after_setup:
             return
