@@ -13,6 +13,9 @@ web3's own request retries off: the retries are the ones below). Per transaction
    checks whether our own transaction is already known, and only then re-signs once with a fresh nonce;
 4. waits for the receipt; a status-0 receipt is replayed with eth_call to recover the revert reason.
 
+`pending` counts the transactions it sent and has not seen mined (nor given up waiting for): the node's
+`wwwserve_chain_pending_transactions` gauge.
+
 Every read it makes goes through `ledger.chain.call_with_retries` with the sender's `RetryPolicy`: bounded
 retries with backoff for transient transport errors, ending in `ChainUnreachableError` naming the URL;
 reverts become typed errors (decoded by `ledger.chain.revert_reason_of`).
@@ -112,6 +115,7 @@ class TxSender:
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
         self._estimate_pending = True  # until the node says it cannot estimate against "pending"
+        self._unmined: set[str] = set()  # hashes sent and not yet seen mined by `wait`
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -130,6 +134,11 @@ class TxSender:
     @property
     def retry(self) -> RetryPolicy:
         return self._retry
+
+    @property
+    def pending(self) -> int:
+        """Transactions sent (the node holds them) whose receipt `wait` has not returned or given up on."""
+        return len(self._unmined)
 
     @property
     def chain_id(self) -> int:
@@ -184,7 +193,9 @@ class TxSender:
         tx: dict[str, Any] = {**call, "gas": gas, "chainId": self.chain_id, **fees}
         del tx["from"]
         with self._lock:
-            return self._send_locked(tx, call, function)
+            pending = self._send_locked(tx, call, function)
+            self._unmined.add(pending.tx_hash)
+            return pending
 
     def _estimate(self, call: dict[str, Any], function: str) -> int:
         """Gas of `call` in the pending block: anvil estimates against the latest block by default,
@@ -289,6 +300,12 @@ class TxSender:
     # -- receipts -----------------------------------------------------------------------------
     def wait(self, pending: PendingTx, timeout_s: float | None = None) -> TxReceipt:
         """Wait for `pending` to be mined; raise the typed revert error if it failed."""
+        try:
+            return self._wait(pending, timeout_s)
+        finally:
+            self._unmined.discard(pending.tx_hash)
+
+    def _wait(self, pending: PendingTx, timeout_s: float | None) -> TxReceipt:
         timeout = self._receipt_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         tx_hash = HexBytes(pending.tx_hash)

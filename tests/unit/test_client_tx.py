@@ -3,6 +3,7 @@ fees, receipts, and transport failures as ChainUnreachableError."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import threading
@@ -104,6 +105,24 @@ def test_concurrent_sends_from_one_sender_use_each_nonce_once(chain: Chain) -> N
     assert nonces == list(range(start_nonce, start_nonce + threads * per_thread))
     expected = sum(1000 * i + j + 1 for i in range(threads) for j in range(per_thread))
     assert client.credit(sender.address) == expected
+
+
+def test_pending_counts_sent_transactions_until_wait_sees_them_mined_or_gives_up(chain: Chain) -> None:
+    """`pending` is the node's wwwserve_chain_pending_transactions: sent, not yet seen mined."""
+    sender = TxSender(chain.w3, chain.accounts[1], retry=FAST_RETRY)
+    data = deposit_data(chain)
+    first = sender.submit(to=chain.address, data=data, value_wei=1, function="deposit")
+    second = sender.submit(to=chain.address, data=data, value_wei=2, function="deposit")
+    assert sender.pending == 2
+    sender.wait(first)
+    assert sender.pending == 1
+    unknown = dataclasses.replace(second, tx_hash="0x" + "00" * 32)
+    sender._unmined.add(unknown.tx_hash)
+    with pytest.raises(TransactionTimeoutError):
+        sender.wait(unknown, timeout_s=0)  # a wait that gives up stops counting it
+    assert sender.pending == 1
+    sender.wait(second)
+    assert sender.pending == 0
 
 
 def test_nonce_conflict_resyncs_once(chain: Chain) -> None:

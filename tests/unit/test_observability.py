@@ -6,9 +6,11 @@ Every value is read back from the node's own `/metrics` page or `Metrics`, after
 from __future__ import annotations
 
 import asyncio
+import http.server
 import io
 import json
 import logging
+import threading
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -217,3 +219,66 @@ async def test_the_origins_request_id_is_on_the_executors_log_lines(live_net: Ne
     assert [line.get("request_id") for line in origin] == [request_id]
     assert [line.get("request_id") for line in executor] == [request_id]
     assert all(set(line) >= {"time", "level", "logger", "message"} for line in lines)
+
+
+@pytest.fixture
+def erring_rpc() -> Iterator[str]:
+    """A JSON-RPC endpoint that answers eth_chainId, eth_call with a revert, eth_blockNumber with another error
+    answer, and anything else with HTTP 503."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            errors = {"eth_call": {"code": 3, "message": "execution reverted: WWWServe: no"},
+                      "eth_blockNumber": {"code": -32005, "message": "limit exceeded"}}
+            method = request["method"]
+            if method not in errors and method != "eth_chainId":
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            answer = {"result": "0x7a69"} if method == "eth_chainId" else {"error": errors[method]}
+            body = json.dumps({"jsonrpc": "2.0", "id": request["id"], **answer}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.component
+def test_failed_json_rpc_requests_are_counted_by_method_and_kind_each_try(erring_rpc: str) -> None:
+    """The Ledger manager's Web3s count every failed request (`count_rpc_errors`), retries included."""
+    from wwwserve.ledger.chain import RetryPolicy, call_with_retries, connect
+    from wwwserve.ledger.errors import LedgerError
+    from wwwserve.node.managers.ledger.base import count_rpc_errors
+    from wwwserve.node.metrics import Metrics
+
+    metrics = Metrics()
+    w3 = connect(erring_rpc)
+    count_rpc_errors(w3, lambda method, kind: metrics.count("wwwserve_chain_rpc_errors_total", method=method,
+                                                            kind=kind))
+    retry = RetryPolicy(attempts=3, backoff_s=0.0)
+    for op, function in ((lambda: w3.eth.call({"to": "0x" + "11" * 20, "data": "0x"}), "eth_call"),
+                         (lambda: w3.eth.block_number, "eth_blockNumber"),
+                         (lambda: w3.eth.gas_price, "eth_gasPrice")):
+        with pytest.raises((LedgerError, ValueError)):
+            call_with_retries(w3, op, function=function, retry=retry)  # type: ignore[arg-type]
+    counted = metrics.value
+    assert counted("wwwserve_chain_rpc_errors_total", method="eth_call", kind="revert") == 1
+    assert counted("wwwserve_chain_rpc_errors_total", method="eth_blockNumber", kind="rpc") == 1
+    assert counted("wwwserve_chain_rpc_errors_total", method="eth_gasPrice", kind="transport") == 3  # each try
+    # Counted where the request leaves (innermost): web3's own checks before eth_call are not its errors.
+    assert counted("wwwserve_chain_rpc_errors_total", method="eth_call", kind="transport") == 0
+    assert counted("wwwserve_chain_rpc_errors_total", method="eth_chainId", kind="rpc") == 0

@@ -21,6 +21,9 @@ from typing import TypeVar
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from web3 import Web3
+from web3.middleware import Web3Middleware
+from web3.types import MakeRequestFn, RPCEndpoint, RPCResponse
 
 from wwwserve.errors import WWWServeError
 from wwwserve.ledger.chain import connect
@@ -40,6 +43,7 @@ __all__ = [
     "LedgerManagerError",
     "PeerRecord",
     "checksum_or_none",
+    "count_rpc_errors",
     "default_index_db_url",
     "logger",
 ]
@@ -109,6 +113,30 @@ def default_index_db_url(home: Path, chain_id: int, contract: str, node: str, in
     return f"sqlite:///{home / 'indexes' / f'{chain_id}-{contract}-{node}{suffix}.sqlite'}"
 
 
+def count_rpc_errors(w3: Web3, report: Callable[[str, str], object]) -> None:
+    """Tell `report(method, kind)` of every JSON-RPC request of `w3` that fails, each try on its own (the
+    retries of `ledger.chain` are requests too): "transport" when no answer came (refused, timed out, an HTTP
+    error), "revert" when the node answered that the contract reverted, "rpc" for any other error answer."""
+
+    class RpcErrorCounter(Web3Middleware):
+        def wrap_make_request(self, make_request: MakeRequestFn) -> MakeRequestFn:
+            def counted(method: RPCEndpoint, params: object) -> RPCResponse:
+                try:
+                    response = make_request(method, params)
+                except Exception:
+                    report(str(method), "transport")
+                    raise
+                error = response.get("error")
+                if error is not None:
+                    message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+                    report(str(method), "revert" if "revert" in message.lower() else "rpc")
+                return response
+
+            return counted
+
+    w3.middleware_onion.inject(RpcErrorCounter, "wwwserve_rpc_errors", layer=0)
+
+
 class LedgerBase:
     """The Ledger manager's state and the steps its jobs share (see node.managers.ledger)."""
 
@@ -159,6 +187,9 @@ class LedgerBase:
         self._min_stake_wei = 1  # the contract's MIN_STAKE, read when the chain is opened
         self._indexer: Indexer | None = None
         self._client: WWWServeClient | None = None
+        self._sender: TxSender | None = None
+        # Told of every failed JSON-RPC request, (method, kind): `LedgerManager.watch` counts them.
+        self.on_rpc_error: Callable[[str, str], object] | None = None
         # One thread for indexer syncs, one for transactions: each kind is serialized, neither waits on the other.
         self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sync")
         self._tx_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-tx")
@@ -182,16 +213,23 @@ class LedgerBase:
     def _open(self) -> None:
         # Two Web3 instances: the sync thread and the tx thread never share one HTTP session.
         sync_w3 = connect(self.rpc_url)
+        count_rpc_errors(sync_w3, self._rpc_failed)
         self._indexer = Indexer(sync_w3, self.contract_address, self._index_db_url, start_block=self._index_start_block)
         if self._indexer.chain_id != self.chain_id:
             raise LedgerChainMismatchError(
                 f"{self.rpc_url} serves chain {self._indexer.chain_id}, the node is configured for {self.chain_id}"
             )
         tx_w3 = connect(self.rpc_url)
+        count_rpc_errors(tx_w3, self._rpc_failed)
         sender = TxSender(tx_w3, self._account) if self._account is not None else None
+        self._sender = sender
         self._client = WWWServeClient(tx_w3, self.contract_address, sender)
         # The contract routes and draws judges by stake only from MIN_STAKE up; so does this node.
         self._min_stake_wei = self._client.params().min_stake_wei
+
+    def _rpc_failed(self, method: str, kind: str) -> None:
+        if self.on_rpc_error is not None:
+            self.on_rpc_error(method, kind)
 
     async def _in_pool(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)

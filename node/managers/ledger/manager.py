@@ -22,6 +22,7 @@ from wwwserve.node.managers.ledger.base import LedgerAccountMissingError, logger
 from wwwserve.node.managers.ledger.payment import LedgerPayments
 from wwwserve.node.managers.ledger.reset import LedgerResets
 from wwwserve.node.managers.ledger.stake import LedgerStaking
+from wwwserve.node.metrics import Metrics
 from wwwserve.node.policy import LoadSnapshot, Policy
 from wwwserve.node.settings import NodeSettings
 
@@ -95,6 +96,17 @@ class LedgerManager(LedgerPayments, LedgerStaking, LedgerResets):
             load_snapshot=load_snapshot,
             index_start_block=start_block,
         )
+
+    def watch(self, metrics: Metrics) -> None:
+        """Report to `metrics` (node.metrics), read at scrape time from the view and the sender: this node's
+        stake and free credit (absent before the first sync), its transactions not yet mined (absent without
+        an account); and count every failed JSON-RPC request by method and kind."""
+        metrics.sample("wwwserve_stake_wei", lambda: None if self._view.own is None else self.stake_wei())
+        metrics.sample("wwwserve_credit_wei", lambda: None if self._view.own is None else self.credit_wei())
+        metrics.sample("wwwserve_chain_pending_transactions",
+                       lambda: None if self._sender is None else self._sender.pending)
+        self.on_rpc_error = lambda method, kind: metrics.count("wwwserve_chain_rpc_errors_total", method=method,
+                                                               kind=kind)
 
     def use_policy(self, policy: Policy, load_snapshot: Callable[[], Awaitable[LoadSnapshot]]) -> None:
         """Drive auto-stake (or the fixed stake) with `policy` and live load; call before `start()`."""
