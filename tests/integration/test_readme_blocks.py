@@ -78,6 +78,7 @@ BLOCKS = (
           "step with docker-compose v1.29 on the real file: a signed completion over a published port checked "
           "by the host's `wwwserve verify`, the stakes read by the host's `stake show --all`, `down -v`"),
     Block("contracts/   Vyper sources", NOT_RUN, "the source tree's layout, not commands"),
+    Block("/explorer/api/totals", RUN, "line by line beside the quickstart's `wwwserve up`"),
 )
 
 # A command that asks the demo's node 1 when the line names no node: the address it then uses.
@@ -158,6 +159,18 @@ def _check_burst(out: str, net: Net) -> None:
     assert answered and answered.group(1) == answered.group(2), out
 
 
+def _check_explorer_totals(out: str, net: Net) -> None:
+    totals = json.loads(out)
+    assert totals["nodes_active"] == NODES and totals["chain_id"] == 31337, totals
+    assert int(totals["stake_total_wei"]) == NODES * 10**18, totals  # each demo node stakes 1 ETH
+
+
+def _check_explorer_nodes(out: str, net: Net) -> None:
+    nodes = json.loads(out)
+    assert {row["address"] for row in nodes["items"]} == DEMO_ADDRESSES, nodes
+    assert all(int(row["stake_wei"]) == 10**18 for row in nodes["items"]), nodes
+
+
 def _exits_0(out: str, net: Net) -> None:
     """Only the exit status: what it lists depends on which requests were dueled (none with few requests)."""
 
@@ -166,6 +179,8 @@ def _exits_0(out: str, net: Net) -> None:
 CHECKS: tuple[tuple[str, Callable[[str, Net], None]], ...] = (
     (".venv/bin/wwwserve stake show --all", _check_stake_show),  # every demo node's row
     (".venv/bin/wwwserve devnet status", _check_status),  # the chain at its address, the contract deployed
+    ("curl -s http://127.0.0.1:9101/explorer/api/totals", _check_explorer_totals),  # 3 nodes, 3 ETH staked
+    ("curl -s 'http://127.0.0.1:9101/explorer/api/nodes", _check_explorer_nodes),  # the demo nodes, 1 ETH each
     ("curl ", _check_curl),  # a signed chat completion, or a stream saved whole
     (".venv/bin/wwwserve verify answer.sse", _check_verify),  # ✓ signed by a demo node, its model
     (".venv/bin/wwwserve burst", _check_burst),  # every request answered
