@@ -35,6 +35,8 @@ class DuelistDuties(DuelDuties):
         """For each open duel this node is a duelist of: appeal a lost first round (by `appeal`), draw the
         appeal panel, and settle if the origin has not (a duelist's bond stays reserved until then)."""
         for state in self.chain.as_duelist():
+            is_a = state.a is not None and state.a.lower() == self._me
+            self._party(state, "executor" if is_a else "challenger")
             if self._should_appeal(state, block):
                 self._appealed.add(state.duel_id)
                 await self._act(state, "appeal", block, functools.partial(self.chain.appeal, state.duel_id),

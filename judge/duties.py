@@ -19,13 +19,17 @@ from wwwserve.judge.evidence import EvidencePieces
 from wwwserve.judge.journal import DuelView, VoteJournal
 from wwwserve.judge.runner import JUDGE_MAX_TOKENS, JudgeModel, JudgeRunner
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
-from wwwserve.ledger.records import DuelState, DuelStatus, Vote
+from wwwserve.ledger.records import DuelOutcome, DuelState, DuelStatus, Vote
 from wwwserve.ledger.work import WorkAttestation
 from wwwserve.node.managers.communication import CommunicationManager
 
 __all__ = ["APPEAL_POLICIES", "AppealPolicy", "DuelChain", "DuelDuties", "RequestRunner"]
 
 logger = logging.getLogger(__name__)
+
+# `wwwserve_duel_outcomes_total{outcome}` of a duel that ended, by its status and outcome.
+_OUTCOME_LABELS = {DuelOutcome.A_WON: "a_won", DuelOutcome.B_WON: "b_won", DuelOutcome.TIE: "tie",
+                   DuelOutcome.VOIDED: "void"}
 
 AppealPolicy = Literal["split", "never", "always"]
 APPEAL_POLICIES: tuple[AppealPolicy, ...] = ("split", "never", "always")
@@ -143,6 +147,10 @@ class DuelDuties:
         self._tried: dict[tuple[int, str], int] = {}  # (duel, action) -> block of the last attempt
         self._appealed: set[int] = set()
         self._done: set[tuple[int, str, int, int]] = set()  # (duel, action, deadline, round) mined
+        # Open duels this node is a party of, with its role, as last seen: one that leaves the open set is
+        # counted by how it ended (`_count_ended`). `_seen_open` collects this pass's open duels.
+        self._parties: dict[int, str] = {}
+        self._seen_open: set[int] = set()
         self._last_prune = 0.0
 
     # ---- the chain ----------------------------------------------------------------------------
@@ -180,6 +188,27 @@ class DuelDuties:
             if found is not None:
                 self._challengers[key] = found
         return found
+
+    def _party(self, state: DuelState, role: str) -> None:
+        """This pass saw `state` open, with this node as `role` (origin, executor, challenger)."""
+        self._parties.setdefault(state.duel_id, role)
+        self._seen_open.add(state.duel_id)
+
+    def _count_ended(self) -> None:
+        """Count the duels this node was a party of that left the open set since the last pass, by how they
+        ended (`wwwserve_duel_outcomes_total`); one the indexer does not show ended yet is looked at again."""
+        for duel_id in [d for d in self._parties if d not in self._seen_open]:
+            state = self.chain.duel(duel_id)
+            if state is not None and state.is_open:
+                continue
+            role = self._parties.pop(duel_id)
+            if state is None:
+                continue  # gone from the index (a reset chain): nothing to say about it
+            outcome = "cancelled" if state.status is DuelStatus.CANCELLED else _OUTCOME_LABELS.get(state.outcome)
+            if outcome is not None:
+                self._count("wwwserve_duel_outcomes_total", role=role, outcome=outcome)
+                logger.info("duel %d ended: %s (this node: %s)", duel_id, outcome, role)
+        self._seen_open = set()
 
     def _first_try(self, duel_id: int, action: str, block: int) -> bool:
         """At most one attempt per duel, action and block: a revert is not retried within the same block."""

@@ -40,7 +40,9 @@ an origin whose revealed wantsDuel = true was not followed by `openDuel` within 
 Decisions that wait for a model (a judge's verdict, the challenger's answer) run in lanes of their own,
 so they never delay a commit, a reveal or a settlement: the chain's windows are counted in blocks and do
 not wait. Everything here is off the request path and never raises into it: a failure is logged and
-counted (`wwwserve_duels_total{event}`), and the next pass looks again.
+counted (`wwwserve_duels_total{event}`), and the next pass looks again. A duel this node is a party of (origin,
+executor or challenger) is counted once more when a pass finds it ended, by how
+(`wwwserve_duel_outcomes_total{role,outcome}`).
 
 `DuelManager` is one class to its callers; its duties live by role in modules of their own:
 
@@ -137,6 +139,7 @@ class DuelManager(OriginDuties, DuelistDuties, ExecutorDuties, ChallengerDuties)
         if lane == "chain":
             await self._origin_duties(block)
             await self._duelist_duties(block)
+            self._count_ended()
             await self._prune()
         steps = [JudgeStep.DECIDE] if lane == "decide" else [s for s in JudgeStep if s is not JudgeStep.DECIDE]
         for action in await runner.run_once(steps):

@@ -50,6 +50,7 @@ class OriginDuties(DuelDuties):
         chain = self.chain
         for state in chain.opened_by_me():
             duel_id = state.duel_id
+            self._party(state, "origin")
             if state.status is DuelStatus.AWAITING_ANSWER and state.b is None \
                     and state.seed_block < block <= state.deadline \
                     and block >= state.deadline - self.draw_margin_blocks:

@@ -23,7 +23,7 @@ from wwwserve.judge.evidence import EvidencePieces
 from wwwserve.judge.journal import DuelView, VoteJournal
 from wwwserve.judge.manager import PATH_EVIDENCE, DuelManager, EvidenceRefusedError
 from wwwserve.judge.store import EvidenceStore, StoredEvidence
-from wwwserve.ledger.records import DuelRound, DuelState, DuelStatus
+from wwwserve.ledger.records import DuelOutcome, DuelRound, DuelState, DuelStatus
 from wwwserve.ledger.work import (
     WorkAttestation,
     answer_hash,
@@ -521,3 +521,39 @@ def test_evidence_being_written_stays_visible_and_a_second_flush_waits_for_it(se
         assert s.manager._pending == []
 
     asyncio.run(go())
+
+
+def test_the_duels_a_node_took_part_in_are_counted_by_role_and_outcome_when_they_end(tmp_path: Path) -> None:
+    """`wwwserve_duel_outcomes_total{role,outcome}`: counted once, when a pass finds a duel it saw open over."""
+
+    def counting(s: Setup) -> list[dict[str, str]]:
+        ended: list[dict[str, str]] = []
+
+        def count(name: str, **labels: str) -> None:
+            if name == "wwwserve_duel_outcomes_total":
+                ended.append(labels)
+
+        s.manager._count = count
+        return ended
+
+    s = make(tmp_path, me=A)
+    ended = counting(s)
+    s.chain.duels = {11: judging(11), 12: judging(12, a=STRANGER), 13: awaiting(13, a=STRANGER, b=A),
+                     14: judging(14, a=STRANGER, origin=STRANGER)}  # 12 and 14 are not this node's duels
+    s.run()
+    assert ended == []  # all open
+    s.chain.duels[11] = replace(judging(11), status=DuelStatus.SETTLED, outcome=DuelOutcome.A_WON)
+    s.chain.duels[13] = replace(awaiting(13, a=STRANGER, b=A), status=DuelStatus.CANCELLED)
+    s.chain.duels[14] = replace(judging(14, a=STRANGER, origin=STRANGER), status=DuelStatus.SETTLED,
+                                outcome=DuelOutcome.TIE)
+    s.run()
+    s.run()  # counted once
+    assert sorted(ended, key=lambda labels: labels["role"]) == [
+        {"role": "challenger", "outcome": "cancelled"}, {"role": "executor", "outcome": "a_won"}]
+    origin = make(tmp_path, me=ORIGIN)
+    ended = counting(origin)
+    origin.chain.duels = {21: judging(21)}
+    origin.run()
+    origin.chain.duels[21] = replace(judging(21), status=DuelStatus.SETTLED, outcome=DuelOutcome.VOIDED)
+    origin.run()
+    assert ended == [{"role": "origin", "outcome": "void"}]
