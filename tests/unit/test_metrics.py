@@ -142,3 +142,45 @@ def test_histogram_buckets_must_increase() -> None:
         Metrics(buckets_s=(0.5, 0.1))
     with pytest.raises(ValueError, match="strictly increasing"):
         Metrics(buckets_s=(0.1, 0.1, 0.5))
+
+
+def _dashboard_panels() -> list[dict[str, object]]:
+    import json
+
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    assert dashboard["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def test_the_grafana_dashboard_charts_exactly_the_declared_metrics_with_their_labels() -> None:
+    """docs/grafana-dashboard.json cannot drift from METRICS: every expression names declared metrics (a
+    histogram by its _bucket series) and groups by their declared labels; every declared metric is charted."""
+    import re
+
+    charted: set[str] = set()
+    panels = _dashboard_panels()
+    assert panels
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        targets = panel["targets"]
+        assert isinstance(targets, list) and targets, panel["title"]
+        for target in targets:
+            expr = target["expr"]
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
+            names = set(re.findall(r"\bwwwserve_[a-z0-9_]+", expr))
+            assert names, f"{panel['title']}: {expr} charts no wwwserve metric"
+            labels: set[str] = {"le", "instance"}
+            for sample in names:
+                base = next((sample.removesuffix(s) for s in ("_bucket", "_sum", "_count")
+                             if sample.endswith(s) and sample.removesuffix(s) in METRICS), sample)
+                assert base in METRICS, f"{panel['title']}: {sample} is not declared in node.metrics.METRICS"
+                assert (METRICS[base].kind == "histogram") == (base != sample), f"{sample}: use a histogram's series"
+                charted.add(base)
+                labels |= set(METRICS[base].labels)
+            for group in re.findall(r"\bby \(([^)]*)\)", expr):
+                used = {label.strip() for label in group.split(",")}
+                assert used <= labels, f"{panel['title']}: {expr} groups by undeclared labels {used - labels}"
+    assert charted == set(METRICS), f"not charted: {sorted(set(METRICS) - charted)}"
