@@ -184,3 +184,18 @@ def test_the_grafana_dashboard_charts_exactly_the_declared_metrics_with_their_la
                 used = {label.strip() for label in group.split(",")}
                 assert used <= labels, f"{panel['title']}: {expr} groups by undeclared labels {used - labels}"
     assert charted == set(METRICS), f"not charted: {sorted(set(METRICS) - charted)}"
+
+
+def test_the_module_docstring_and_the_readme_list_every_declared_metric_and_no_other() -> None:
+    import re
+
+    import wwwserve.node.metrics as module
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Metrics and logs"):]
+    section = section[:section.index("\n## ") if "\n## " in section else len(section)]
+    section = section[:section.index("\n### ", 1) if "\n### " in section[1:] else len(section)]
+    for where, text in (("node/metrics.py's docstring", module.__doc__ or ""), ("README's Metrics and logs", section)):
+        named = set(re.findall(r"\bwwwserve_[a-z0-9_]+", text))
+        missing, extra = sorted(set(METRICS) - named), sorted(named - set(METRICS))
+        assert not missing and not extra, f"{where}: missing {missing}, extra {extra}"
