@@ -58,6 +58,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wwwserve.node.logs import request_scope
+
 __all__ = ["DEFAULT_BUCKETS_S", "METRICS", "PROMETHEUS_CONTENT_TYPE", "GaugeSource", "MetricSpec", "Metrics",
            "MetricsMiddleware"]
 
@@ -295,7 +297,8 @@ class Metrics:
 
 async def measured(metrics: Metrics, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """Run `app` for one HTTP request, timing it and counting its status (500 when it raised before
-    answering). Shared by `MetricsMiddleware` and the node's direct request-path routes."""
+    answering), in a `node.logs.request_scope`. Shared by `MetricsMiddleware` and the node's direct
+    request-path routes."""
     status = 500
     started = time.perf_counter()
 
@@ -307,7 +310,8 @@ async def measured(metrics: Metrics, app: ASGIApp, scope: Scope, receive: Receiv
 
     metrics.in_flight.inc()
     try:
-        await app(scope, receive, send_wrapper)
+        with request_scope():  # the request id, for every line logged about this request (node.logs)
+            await app(scope, receive, send_wrapper)
     finally:
         metrics.in_flight.dec()
         metrics.observe(metrics.route_label(scope["path"]), scope["method"], status, time.perf_counter() - started)

@@ -20,6 +20,7 @@ from wwwserve.node.logs import (
     bind_request_id,
     configure_logging,
     current_request_id,
+    request_scope,
 )
 
 
@@ -106,3 +107,29 @@ def test_node_run_refuses_an_unknown_log_format() -> None:
     result = CliRunner().invoke(app, ["node", "run", "--log-format", "xml"])
     assert result.exit_code == 2
     assert "--log-format must be one of text, json" in result.output
+
+
+def test_an_id_bound_in_a_task_the_request_started_names_the_requests_later_lines(
+        captured: tuple[logging.Logger, io.StringIO]) -> None:
+    """The serving class runs a whole answer in a task of its own; uvicorn's access line is written by the
+    request's task afterwards: the request scope carries the id back."""
+    logger, stream = captured
+
+    async def request(scoped: bool) -> None:
+        async def generate() -> None:
+            bind_request_id("chatcmpl-in-a-task")
+
+        if scoped:
+            with request_scope():
+                await asyncio.create_task(generate())
+                logger.info("access line")
+        else:
+            await asyncio.create_task(generate())
+            logger.info("unscoped")
+        logger.info("after the request")
+
+    asyncio.run(request(scoped=True))
+    asyncio.run(request(scoped=False))
+    lines = [(line["message"], line.get("request_id")) for line in _json_lines(stream)]
+    assert lines == [("access line", "chatcmpl-in-a-task"), ("after the request", None),
+                     ("unscoped", None), ("after the request", None)]
