@@ -322,7 +322,7 @@ function stakeChart(history) {
   const rows = blocks.map((b, j) => h("tr", {},
     h("th", { scope: "row", class: "num" }, b),
     series.map((ser) => h("td", { class: "num" }, percent(ser.share[j])))));
-  const data = h("details", { class: "chart-data" },
+  const data = h("details", { class: "chart-data", "data-keep": "stake-table" },
     h("summary", {}, "The chart's figures as a table"),
     table({ caption: "Share of active stake per sampled block", testid: "stake-table",
             columns: [{ label: "Block", num: true }, ...series.map((ser) => ({ label: ser.address ? shortAddress(ser.address) : "others", num: true }))],
@@ -576,11 +576,26 @@ async function render({ live = false } = {}) {
       h("p", { class: "error", role: "alert", "data-testid": "error" }, err instanceof ApiError ? err.message : `Could not load: ${err.message}`)];
   }
   if (gen !== state.generation) return; // a newer render owns the page
+  const fresh = document.createElement("div");
+  fresh.append(...[content].flat(Infinity).filter(Boolean));
+  const viewName = r.arg ? `${r.name}-detail` : r.name;
+  if (live && main.dataset.view === viewName) {
+    // what the reader opened stays open (the chart's table)
+    for (const open of main.querySelectorAll("details[open][data-keep]")) {
+      const same = fresh.querySelector(`details[data-keep="${CSS.escape(open.dataset.keep)}"]`);
+      if (same) same.open = true;
+    }
+    if (fresh.innerHTML === main.innerHTML) {
+      // nothing the reader can see changed: keep the page as it is (focus, selection, scroll untouched)
+      main.setAttribute("aria-busy", "false");
+      return;
+    }
+  }
   const focused = document.activeElement && main.contains(document.activeElement)
     ? document.activeElement.getAttribute("data-focus-key") || document.activeElement.id : null;
   const scroll = window.scrollY;
-  main.replaceChildren(...[content].flat(Infinity).filter(Boolean));
-  main.dataset.view = r.arg ? `${r.name}-detail` : r.name;
+  main.replaceChildren(...fresh.childNodes);
+  main.dataset.view = viewName;
   main.setAttribute("aria-busy", "false");
   document.title = `${view ? view.title : "Not found"} · wwwserve explorer`;
   if (live) {

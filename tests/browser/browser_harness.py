@@ -41,6 +41,9 @@ class WatchedPage:
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    # console errors about these URLs are expected (a test that blocks a URL on purpose says so); kept apart
+    expected_urls: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.page.on("console", self._console)
@@ -49,7 +52,10 @@ class WatchedPage:
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             where = message.location
-            self.errors.append(f"console error: {message.text} ({where.get('url')}:{where.get('lineNumber')})")
+            line = f"console error: {message.text} ({where.get('url')}:{where.get('lineNumber')})"
+            url = str(where.get("url") or "")
+            wanted = url and any(url.endswith(suffix) for suffix in self.expected_urls)
+            (self.expected if wanted else self.errors).append(line)
 
     def screenshot(self, name: str) -> Path:
         """A full-page screenshot at artifacts/browser/<name>.png."""

@@ -223,6 +223,23 @@ def test_the_page_works_from_the_keyboard(explorer: str, watched_page: WatchedPa
     assert outline not in ("", "none"), outline
 
 
+def test_without_the_stream_the_page_polls_and_still_follows_the_chain(network: Network, explorer: str,
+                                                                      watched_page: WatchedPage) -> None:
+    page = watched_page.page
+    watched_page.expected_urls.append("/explorer/api/stream")  # refused below, on purpose
+    page.route("**/explorer/api/stream", lambda route: route.abort())
+    open_view(page, explorer, "overview")
+    live = page.locator('[data-testid="live"]')
+    expect(live).to_have_attribute("data-state", "polling")
+    block = int(page.locator('[data-field="block"] dd').inner_text())
+    mark_document(page)
+    # a block every BLOCK_S: the next poll (every 5 s) sees a later one and the view follows
+    expect(live).not_to_have_attribute("data-block", str(block), timeout=UI_TIMEOUT_MS)
+    expect(page.locator('[data-field="block"] dd')).not_to_have_text(str(block), timeout=UI_TIMEOUT_MS)
+    assert int(page.locator('[data-field="block"] dd').inner_text()) > block
+    assert "polling" in live.inner_text() and same_document(page)
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_a_screenshot_of_every_view(network: Network, explorer: str, watched_page: WatchedPage, scheme: str) -> None:
     page = watched_page.page
