@@ -43,6 +43,13 @@ nothing has reached the user before the end, so any failure is re-dispatched, T2
 work attestation included; a streaming request that already sent text ends with an OpenAI error event
 if it fails or its result signature does, and keeps its text if only its work attestation fails (the
 peer is banned and unpaid, and that answer cannot be dueled).
+
+Observability (node.metrics, node.logs). Each request dispatched here binds its id to the log lines written
+while it is served (a peer's request keeps its origin's id). A user's answered request is timed from dispatch
+to its last token, and a stream to its first content chunk too (`_Answered`, fed by the streams' `on_delta`);
+a peer's answered request is counted as executed here or relayed. The gauges read at scrape time (queues,
+engine KV cache, the Ledger manager's stake, credit and transactions) are registered here, where every part
+they read is at hand (`Dispatcher._watch`); nothing is read on the request path for them.
 """
 
 from __future__ import annotations

@@ -148,6 +148,7 @@ def test_starts_in_background_answers_503_meanwhile_then_serves(tmp_path: Path) 
                 await backend.load()
             with pytest.raises(BackendUnavailableError):
                 [d async for d in backend.stream(chat("hello"))]
+            assert backend.engine_kv_usage() is None  # the metrics gauge has no series while vLLM starts
 
             gate.touch()
             await backend.wait_ready(READY_TIMEOUT_S)
@@ -160,6 +161,7 @@ def test_starts_in_background_answers_503_meanwhile_then_serves(tmp_path: Path) 
             assert deltas[-1].is_final and deltas[-1].completion_tokens == 4
             load = await backend.load()  # from the fake's vLLM-named Prometheus metrics
             assert (load.kv_usage, load.running, load.waiting, load.max_context_tokens) == (0.25, 1, 2, 2048)
+            assert backend.engine_kv_usage() == 0.25  # that scrape, for wwwserve_engine_kv_cache_usage_ratio
         finally:
             await backend.aclose()
 
