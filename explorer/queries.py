@@ -10,7 +10,7 @@ column over the page's addresses, and sums of uint256 columns run in SQL. On Pos
 NUMERIC and exact; SQLite stores uint256 as a zero-padded 78-digit string (`ledger.db.Uint256`), so it
 sums 12-digit slices as 64-bit integers and the slices are joined in Python (exact below 9.2 million rows;
 SQLite raises "integer overflow" rather than round beyond that). The one cache is the Bradley–Terry fit
-over all settled duels (`judge.leaderboard.bradley_terry`), recomputed when the indexed cursor block moves.
+over all settled duels (`judge.leaderboard.bradley_terry`), fitted again when a duel has settled since.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class ExplorerQueries:
         self._chain_id = chain_id
         self._contract = contract
         self._ranking_lock = threading.Lock()
-        self._ranking: tuple[int | None, dict[str, Ranking]] | None = None
+        self._ranking: tuple[tuple[int, int | None], dict[str, Ranking]] | None = None
 
     # -----------------------------------------------------------------------------------------
     # shared pieces
@@ -131,21 +131,22 @@ class ExplorerQueries:
 
     def ranking(self) -> dict[str, Ranking]:
         """Bradley–Terry standings of every node with a decided, settled duel (voided and cancelled duels
-        are not games), by address; fitted once per indexed block."""
+        are not games), by address. Fitted again only when that set of duels changed: a settled duel never
+        changes, so their count and the last settlement block identify it (one index-only query)."""
+        decided = (DuelRow.status == "settled", DuelRow.outcome.in_(_DECIDED))
         with self.engine.connect() as conn:
-            block = self._cursor_block(conn)
+            count, last = conn.execute(select(func.count(), func.max(DuelRow.settled_block)).where(*decided)).one()
+            key = (int(count), None if last is None else int(last))
             with self._ranking_lock:
-                if self._ranking is not None and self._ranking[0] == block:
+                if self._ranking is not None and self._ranking[0] == key:
                     return self._ranking[1]
                 rows = conn.execute(
-                    select(DuelRow.a, DuelRow.b, DuelRow.outcome)
-                    .where(DuelRow.status == "settled", DuelRow.outcome.in_(_DECIDED), DuelRow.b.is_not(None))
-                ).all()
+                    select(DuelRow.a, DuelRow.b, DuelRow.outcome).where(*decided, DuelRow.b.is_not(None))).all()
                 results = [DuelResult(a, b, a if outcome == "a_won" else b if outcome == "b_won" else None)
                            for a, b, outcome in rows if b is not None]
                 ranking = {s.node: Ranking(place, s.score, s.ci_low, s.ci_high)
                            for place, s in enumerate(bradley_terry(results), start=1)}
-                self._ranking = (block, ranking)
+                self._ranking = (key, ranking)
                 return ranking
 
     # -----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     Numeric,
@@ -54,7 +55,8 @@ log = logging.getLogger(__name__)
 # 2: duels over attested work (challenger drawn on-chain, rounds, appeal, bonds, reserve)
 # 3: registry slots (nodes.slot_held: a registration bond is held until the slot is released)
 # 4: stake_history (a node's active stake after each block that changed it, for the explorer's chart)
-SCHEMA_VERSION = 4
+# 5: the explorer's composite indexes (duels by duelist/status/outcome and in opening order, fees per node)
+SCHEMA_VERSION = 5
 UINT256_MAX = 2**256 - 1
 UINT256_DIGITS = 78  # len(str(2**256 - 1))
 ADDRESS_LEN = 42  # "0x" + 40 hex digits, EIP-55 checksummed
@@ -189,12 +191,21 @@ class DuelRow(Base):
     round 2 after an appeal) -> settled, or cancelled at any open step. Hashes are 0x-hex."""
 
     __tablename__ = "duels"
+    # The explorer's reads (bench/explorer.py): a page of duels newest first, all or of one status, without a
+    # sort; a node's duel record and the network's outcome counts from the index alone.
+    __table_args__ = (
+        Index("ix_duels_opened", "opened_block", "opened_event_id"),
+        Index("ix_duels_status_opened", "status", "opened_block", "opened_event_id"),
+        Index("ix_duels_status_outcome", "status", "outcome", "settled_block"),
+        Index("ix_duels_a_record", "a", "status", "outcome"),
+        Index("ix_duels_b_record", "b", "status", "outcome"),
+    )
 
     # a 63-bit hash of (origin, requestId): fits a signed 64-bit column
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     origin: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
-    a: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
-    b: Mapped[str | None] = mapped_column(String(ADDRESS_LEN), index=True)  # None until drawn
+    a: Mapped[str] = mapped_column(String(ADDRESS_LEN))  # indexed by ix_duels_a_record
+    b: Mapped[str | None] = mapped_column(String(ADDRESS_LEN))  # None until drawn; ix_duels_b_record
     request_id: Mapped[str] = mapped_column(String(HASH_LEN))
     request_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     model_hash: Mapped[str] = mapped_column(String(HASH_LEN))
@@ -210,7 +221,7 @@ class DuelRow(Base):
     reveal_end_r1: Mapped[int | None] = mapped_column(BigInteger)
     commit_end_r2: Mapped[int | None] = mapped_column(BigInteger)
     reveal_end_r2: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # indexed by ix_duels_status_*
     outcome: Mapped[str | None] = mapped_column(String(16))
     cancel_reason: Mapped[str | None] = mapped_column(String(16))
     final_round: Mapped[int | None] = mapped_column(Integer)  # the round whose verdict settled it
@@ -220,7 +231,7 @@ class DuelRow(Base):
     appellant: Mapped[str | None] = mapped_column(String(ADDRESS_LEN))
     appeal_deposit_wei: Mapped[int | None] = mapped_column(Uint256)
     request: Mapped[bytes | None] = mapped_column(LargeBinary)  # published on-chain, if ever
-    opened_block: Mapped[int] = mapped_column(BigInteger, index=True)
+    opened_block: Mapped[int] = mapped_column(BigInteger)  # indexed by ix_duels_opened
     opened_event_id: Mapped[int] = mapped_column(BigInteger)  # orders duels opened in one block
     answered_block: Mapped[int | None] = mapped_column(BigInteger)
     settled_block: Mapped[int | None] = mapped_column(BigInteger)  # settled or cancelled
@@ -263,11 +274,16 @@ class VoucherClaimRow(Base):
     """A fee voucher claim, with the credit/pending split the contract applied."""
 
     __tablename__ = "vouchers_claimed"
+    # fees earned (as executor) and paid (as origin) per node, summed from the index alone
+    __table_args__ = (
+        Index("ix_vouchers_executor_paid", "executor", "paid_wei"),
+        Index("ix_vouchers_origin_paid", "origin", "paid_wei"),
+    )
 
     id: Mapped[int] = mapped_column(_RowId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id"), index=True)
-    origin: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
-    executor: Mapped[str] = mapped_column(String(ADDRESS_LEN), index=True)
+    origin: Mapped[str] = mapped_column(String(ADDRESS_LEN))
+    executor: Mapped[str] = mapped_column(String(ADDRESS_LEN))
     cumulative_amount_wei: Mapped[int] = mapped_column(Uint256)
     paid_wei: Mapped[int] = mapped_column(Uint256)
     from_credit_wei: Mapped[int] = mapped_column(Uint256)

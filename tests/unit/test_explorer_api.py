@@ -281,15 +281,21 @@ def test_the_page_is_served_at_the_root(client: TestClient) -> None:
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
 
 
-def test_the_ranking_is_fitted_again_when_the_cursor_moves(synthetic: Engine) -> None:
+def test_the_ranking_is_fitted_again_when_a_duel_settles_not_when_the_cursor_moves(synthetic: Engine) -> None:
     queries = ExplorerQueries(synthetic)
     first = queries.ranking()
-    assert queries.ranking() is first  # same block: the cached fit
     with Session(synthetic) as s, s.begin():
-        s.execute(update(DuelRow).where(DuelRow.id == 4).values(outcome="b_won"))
         s.execute(update(CursorRow).values(block_number=41))
+    assert queries.ranking() is first  # the same settled duels: the cached fit
+    with Session(synthetic) as s, s.begin():
+        s.execute(update(DuelRow).where(DuelRow.id == MAX_ID).values(status="settled", outcome="b_won",
+                                                                      settled_block=41))
     again = queries.ranking()
-    assert again is not first and again[N2].score > first[N2].score  # N2 won duel 4 now
+    assert again is not first and again[N2].score > first[N2].score  # N2 beat N1 once more
+    fit = bradley_terry([DuelResult(N1, N2, N1), DuelResult(N2, N1, N2), DuelResult(N1, N3, None),
+                         DuelResult(N1, N2, N2)])
+    assert {node: (r.rank, r.score) for node, r in again.items()} == {
+        s.node: (place, pytest.approx(s.score)) for place, s in enumerate(fit, start=1)}
 
 
 # ---------------------------------------------------------------------------------------------
