@@ -63,3 +63,14 @@ class WatchedPage:
         path = ARTIFACTS / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+
+
+AUDIT_JS = Path(__file__).with_name("audit.js")
+
+
+def accessibility_problems(page: Page) -> list[str]:
+    """What the page's current view fails of the checks in audit.js (captions, scoped headers, labels, names,
+    text contrast of at least 4.5:1); an empty list when it passes them all."""
+    problems: list[str] = page.evaluate(AUDIT_JS.read_text())
+    return problems

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_harness import ARTIFACTS, WatchedPage
+from browser_harness import ARTIFACTS, WatchedPage, accessibility_problems
 from duel_network import Network, start_network
 from playwright.sync_api import Page, expect
 from test_duel_net import BLOCK_S, COMMON, MODEL, PARAMS, SPECS
@@ -241,28 +241,37 @@ def test_without_the_stream_the_page_polls_and_still_follows_the_chain(network: 
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_a_screenshot_of_every_view(network: Network, explorer: str, watched_page: WatchedPage, scheme: str) -> None:
+def test_every_view_is_labelled_and_legible_with_a_screenshot(network: Network, explorer: str,
+                                                              watched_page: WatchedPage, scheme: str) -> None:
+    """Each view, in each colour scheme: the accessibility checks (browser_harness.accessibility_problems:
+    captions, scoped headers, labels, names, text contrast at least 4.5:1), then a screenshot."""
     page = watched_page.page
     page.emulate_media(color_scheme=scheme)
+
+    def check_and_shoot(view: str) -> None:
+        page.locator("details").evaluate_all("(all) => all.forEach((d) => { d.open = true; })")  # the chart's table
+        assert accessibility_problems(page) == [], (scheme, view)
+        watched_page.screenshot(f"{scheme}-{view}")
+
     b = network.addresses[2]
     open_view(page, explorer, "overview")
     expect(page.locator('[data-testid="stake-chart"]')).to_be_visible()
     legend = page.locator('[data-testid="stake-legend"] li[data-address]')
     assert {legend.nth(i).get_attribute("data-address").lower() for i in range(legend.count())} == \
         {a.lower() for a in network.addresses}
-    watched_page.screenshot(f"{scheme}-overview")
+    check_and_shoot("overview")
     open_view(page, explorer + "#/nodes", "nodes")
-    watched_page.screenshot(f"{scheme}-nodes")
+    check_and_shoot("nodes")
     open_view(page, explorer + f"#/nodes/{b}", "nodes-detail")
     assert page.locator('[data-testid="node-address"]').inner_text().lower() == b.lower()
-    watched_page.screenshot(f"{scheme}-node")
+    check_and_shoot("node")
     open_view(page, explorer + "#/duels", "duels")
-    watched_page.screenshot(f"{scheme}-duels")
+    check_and_shoot("duels")
     duel = page.locator('[data-testid="duel-row"]').first
     duel_id = duel.get_attribute("data-duel-id")
     open_view(page, explorer + f"#/duels/{duel_id}", "duels-detail")
-    watched_page.screenshot(f"{scheme}-duel")
+    check_and_shoot("duel")
     open_view(page, explorer + "#/requests", "requests")
-    watched_page.screenshot(f"{scheme}-requests")
+    check_and_shoot("requests")
     for view in ("overview", "nodes", "node", "duels", "duel", "requests"):
         assert (ARTIFACTS / f"{scheme}-{view}.png").stat().st_size > 10_000
