@@ -118,15 +118,22 @@ def test_the_nodes_view_shows_every_node_with_the_stakes_the_cli_prints(network:
         assert int(wei) == parse_amount(text.lower()), (address, wei, text)  # exact wei
         assert shown_text.replace(",", "") == text, (address, shown_text, text)  # the same digits, BigInt-formatted
         assert int(wei) == network.chain.balances(address).active_stake_wei
+    # sorted by stake, largest first: B (10 ETH) heads the table
+    assert rows.first.get_attribute("data-address").lower() == network.addresses[2].lower()
+    watched_page.screenshot("nodes")
+    # in credit (the labelled select in the header), the same wei, the same exact formatting
+    page.get_by_label("Amounts in").select_option("credit")
+    for address in network.addresses:
+        cell = page.locator(f'[data-testid="node-row"][data-address="{address}" i] [data-field="stake_wei"]')
+        expect(cell).to_have_text(re.compile(r" credit$"))  # re-rendered
+        wei = int(cell.get_attribute("data-wei"))
+        assert cell.inner_text().replace(",", "") == format_wei(wei, "credit"), (address, cell.inner_text())
     # the page's formatter is exact far beyond a JS number's 2**53 (BigInt), in ETH and in credit
     for wei in (2**256 - 1, 10**18 + 1, 2**53 + 1):
         for unit in ("eth", "credit"):
             text = page.evaluate("([wei, unit]) => import('./app.js').then((m) => m.formatWei(wei, unit))",
                                  [str(wei), unit])
             assert text.replace(",", "") == format_wei(wei, unit), (wei, unit, text)
-    # sorted by stake, largest first: B (10 ETH) heads the table
-    assert rows.first.get_attribute("data-address").lower() == network.addresses[2].lower()
-    watched_page.screenshot("nodes")
 
 
 def test_a_request_shows_in_the_requests_view_without_a_reload(network: Network, explorer: str,
