@@ -234,7 +234,9 @@ function dl(pairs, testid) {
 // ---------- views ----------
 
 async function viewOverview() {
-  const [totals, history] = await Promise.all([api("totals"), api("stake-history", { points: 200, top: 8 })]);
+  // the chart may fail on its own: the totals still show
+  const [totals, history] = await Promise.all([api("totals"),
+    api("stake-history", { points: 200, top: 8 }).catch((err) => ({ error: err }))]);
   const d = totals.duels || {};
   const cards = [
     ["Indexed block", totals.block ?? "—", "block"],
@@ -258,7 +260,9 @@ async function viewOverview() {
       dl(cards, "totals")),
     h("section", { "aria-labelledby": "share-h" },
       h("h2", { id: "share-h" }, "Share of active stake over time"),
-      stakeChart(history)),
+      history.error
+        ? h("p", { class: "error", role: "alert", "data-testid": "error" }, `Could not load the chart: ${history.error.message}`)
+        : stakeChart(history)),
   ];
 }
 
