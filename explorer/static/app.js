@@ -4,13 +4,15 @@
 // Views: #/ (network totals and the stake-share chart), #/nodes, #/nodes/<address>, #/duels, #/duels/<id>,
 // #/requests. Query parameters of a view live in the hash (#/nodes?sort=rank&offset=50).
 // Live updates: an EventSource on api/stream; each `change` event refetches the current view. If the stream
-// fails, api/totals is polled every 5 s instead (and the stream is tried again in the background).
+// fails, api/totals is polled every 5 s instead, while the browser reconnects (or, when it gave up, the page
+// opens the stream again every 30 s); the first `change` ends the polling.
 // Money arrives as decimal strings of wei and is formatted with BigInt only: a JS number loses wei above 2**53.
 // Every string the API returns is shown with textContent, never parsed as HTML (endpoints and models are
 // whatever a node registered).
 
 const PAGE = 50;
 const POLL_MS = 5000;
+const STREAM_RETRY_MS = 30000; // after the browser gave up on api/stream (an error status), try it again
 const WEI_PER = { eth: 10n ** 18n, credit: 10n ** 15n };
 const UNIT_LABEL = { eth: "ETH", credit: "credit" };
 const OUTCOMES = { a_won: "A won", b_won: "B won", tie: "tie", voided: "void", void: "void" };
@@ -32,6 +34,7 @@ const state = {
   pollTimer: null,
   navigated: false, // the route changed since the page loaded (focus then moves to the new view)
   keepFocus: null, // data-focus-key of the control whose action changed the route
+  pendingNav: false, // the route changed and no render has shown the new view yet
 };
 
 // ---------- small helpers ----------
@@ -562,6 +565,7 @@ const VIEWS = {
 /** Render the current route into <main>. `live`: a refresh of the same view (keep focus and scroll, no
  * focus move), rather than a navigation. */
 async function render({ live = false } = {}) {
+  live = live && !state.pendingNav; // a refresh that overtakes a navigation finishes it (focus included)
   const gen = ++state.generation;
   const r = route();
   const view = VIEWS[r.name];
@@ -570,12 +574,15 @@ async function render({ live = false } = {}) {
     if (view && a.dataset.route === view.nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  main.setAttribute("aria-busy", "true");
+  if (!live) main.setAttribute("aria-busy", "true");
   let content;
   try {
     content = view ? await view.render(r) : [h("h1", {}, "Not found"), h("p", {}, "No such view. ", h("a", { href: "#/" }, "Overview"))];
   } catch (err) {
     if (gen !== state.generation) return;
+    if (live && main.dataset.view === (r.arg ? `${r.name}-detail` : r.name)) {
+      return; // a refresh that failed leaves what is shown; the next change tries again
+    }
     content = [h("h1", {}, view ? view.title : "Error"),
       h("p", { class: "error", role: "alert", "data-testid": "error" }, err instanceof ApiError ? err.message : `Could not load: ${err.message}`)];
   }
@@ -616,6 +623,7 @@ async function render({ live = false } = {}) {
     main.focus({ preventScroll: true }); // a screen reader starts at the new view
   }
   state.keepFocus = null;
+  state.pendingNav = false;
   main.dataset.rendered = String(Number(main.dataset.rendered || 0) + 1);
 }
 
@@ -677,7 +685,10 @@ function startStream() {
   source.addEventListener("error", () => {
     // EventSource reconnects by itself while readyState is CONNECTING; poll meanwhile, and for good once
     // it has given up (CLOSED).
-    if (source.readyState === EventSource.CLOSED) state.source = null;
+    if (source.readyState === EventSource.CLOSED) {
+      state.source = null;
+      setTimeout(startStream, STREAM_RETRY_MS);
+    }
     startPolling();
   });
 }
@@ -723,6 +734,7 @@ function init() {
   });
   window.addEventListener("hashchange", () => {
     state.navigated = true;
+    state.pendingNav = true;
     render();
   });
   document.getElementById("skip-link").addEventListener("click", (e) => {
