@@ -26,12 +26,15 @@ it fast.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from duel_network import Network, NodeSpec, cli, start_network
+from prometheus_client.parser import text_string_to_metric_families
 
 from wwwserve.ledger.client import DuelOutcome, DuelStatus, Vote
 from wwwserve.ledger.params import DeploymentParams
@@ -120,6 +123,17 @@ def test_a_users_request_becomes_a_duel_that_is_answered_judged_appealed_and_set
 
     standings = json.loads(cli("duel", "leaderboard", "--json"))
     assert [s["node"] for s in standings] == [b, a]
+
+    # Each party's /metrics counts the duel once, by its role, when its next pass finds it over.
+    def counted_once(node: int, role: str) -> bool:
+        page = httpx.get(f"http://127.0.0.1:{net.ports[node]}/metrics", timeout=10).text
+        ended = {(s.labels["role"], s.labels["outcome"]): s.value for f in text_string_to_metric_families(page)
+                 for s in f.samples if s.name == "wwwserve_duel_outcomes_total"}
+        return ended == {(role, "b_won"): 1.0}
+
+    for node, role in ((0, "origin"), (1, "executor"), (2, "challenger")):
+        net.wait(f"node {node + 1} to count the duel as its {role}", functools.partial(counted_once, node, role),
+                 timeout_s=30, duel_id=duel_id)
 
 
 def test_a_duel_survives_its_origin_going_offline_after_opening(network: Network) -> None:
