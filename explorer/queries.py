@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, Engine, case, cast, func, or_, select
+from sqlalchemy import BigInteger, Engine, case, cast, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -411,7 +411,10 @@ class ExplorerQueries:
     def stake_history(self, *, points: int = 200, top: int = 8) -> dict[str, Any]:
         """Shares of total active stake over time: the `top` nodes by current stake, one series each, and
         everyone else summed in `others`, at most `points` blocks evenly spaced from the first stake change
-        to the indexed block (the state at a block is its latest change at or before it)."""
+        to the indexed block (the state at a block is its latest change at or before it).
+
+        Reads only the leaders' rows and one sum per sample: the network's total at sample k is the sum of
+        every gain minus every loss up to it, grouped in SQL by the sample each row falls before."""
         with self.engine.connect() as conn:
             leaders = list(conn.execute(
                 select(AccountRow.address).where(AccountRow.active_stake_wei > 0)
@@ -419,27 +422,34 @@ class ExplorerQueries:
             ).scalars())
             first, last = conn.execute(
                 select(func.min(StakeHistoryRow.block_number), func.max(StakeHistoryRow.block_number))).one()
-            cursor = self._cursor_block(conn)
-            rows = conn.execute(
+            if first is None:
+                return {"blocks": [], "series": [{"address": a, "share": []} for a in leaders], "others": []}
+            first, end = int(first), max(int(last), self._cursor_block(conn) or 0)
+            span = end - first
+            count = min(points, span + 1)
+            steps = max(count - 1, 1)
+            blocks = [first + span * k // steps for k in range(count)]  # strictly increasing: span >= steps
+            # the first sample at or after a row's block: ceil((block - first) * steps / span)
+            sample: ColumnElement[Any] = (
+                ((StakeHistoryRow.block_number - first) * steps + (span - 1)).self_group().op("/")(span) if span
+                else literal(0))
+            gained, lost = self._sum(StakeHistoryRow.gained_wei), self._sum(StakeHistoryRow.lost_wei)
+            k = len(gained.columns)
+            net = [0] * count
+            for row in conn.execute(select(sample, *gained.columns, *lost.columns).group_by(sample)):
+                net[int(row[0])] = gained.value(row[1:1 + k]) - lost.value(row[1 + k:])
+            leader_rows = conn.execute(
                 select(StakeHistoryRow.block_number, StakeHistoryRow.address, StakeHistoryRow.active_stake_wei)
-                .order_by(StakeHistoryRow.block_number)
-            ).all() if first is not None else []
-        if first is None:
-            return {"blocks": [], "series": [{"address": a, "share": []} for a in leaders], "others": []}
-        end = max(int(last), cursor or 0)
-        span = end - int(first)
-        count = min(points, span + 1)
-        blocks = sorted({int(first) + (span * k) // max(count - 1, 1) for k in range(count)})
+                .where(StakeHistoryRow.address.in_(leaders)).order_by(StakeHistoryRow.block_number)
+            ).all() if leaders else []
         stakes: dict[str, int] = {}
-        total = 0
         shares: dict[str, list[float]] = {a: [] for a in leaders}
         others: list[float] = []
-        i = 0
-        for block in blocks:
-            while i < len(rows) and rows[i].block_number <= block:
-                _, address, stake = rows[i]
-                total += stake - stakes.get(address, 0)
-                stakes[address] = stake
+        total = i = 0
+        for block, change in zip(blocks, net, strict=True):
+            total += change
+            while i < len(leader_rows) and leader_rows[i][0] <= block:
+                stakes[leader_rows[i][1]] = leader_rows[i][2]
                 i += 1
             held = 0
             for address in leaders:
@@ -448,4 +458,3 @@ class ExplorerQueries:
                 shares[address].append(stake / total if total else 0.0)
             others.append((total - held) / total if total else 0.0)
         return {"blocks": blocks, "series": [{"address": a, "share": shares[a]} for a in leaders], "others": others}
-

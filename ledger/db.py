@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 # 2: duels over attested work (challenger drawn on-chain, rounds, appeal, bonds, reserve)
 # 3: registry slots (nodes.slot_held: a registration bond is held until the slot is released)
 # 4: stake_history (a node's active stake after each block that changed it, for the explorer's chart)
-# 5: the explorer's composite indexes (duels by duelist/status/outcome and in opening order, fees per node)
+# 5: the explorer's composite indexes (duels by duelist/status/outcome and in opening order, fees per node);
+#    stake_history's previous stake and net change per block
 SCHEMA_VERSION = 5
 UINT256_MAX = 2**256 - 1
 UINT256_DIGITS = 78  # len(str(2**256 - 1))
@@ -166,13 +167,19 @@ class AccountRow(Base):
 class StakeHistoryRow(Base):
     """An address's active stake at the end of a block that changed it (Staked, UnstakeRequested, or a
     StakeSlashed that took from active stake): one row per (block, address). The stake at any block is
-    the row of the latest block at or before it; the explorer samples network shares from these rows."""
+    the row of the latest block at or before it, and the network's total the sum of gains minus losses up
+    to it; the explorer samples network shares from these rows."""
 
     __tablename__ = "stake_history"
 
     block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # leads the key: the block index
     address: Mapped[str] = mapped_column(String(ADDRESS_LEN), primary_key=True, index=True)
     active_stake_wei: Mapped[int] = mapped_column(Uint256)
+    previous_stake_wei: Mapped[int] = mapped_column(Uint256)  # at the end of the block before
+    # the block's net change, as two unsigned amounts (one of them 0), so that SQL can sum the network's
+    # total stake up to any block without reading every row
+    gained_wei: Mapped[int] = mapped_column(Uint256)
+    lost_wei: Mapped[int] = mapped_column(Uint256)
 
 
 class ContractStateRow(Base):

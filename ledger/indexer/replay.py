@@ -14,7 +14,8 @@ This is exact only if the indexer has seen every event since deployment (start_b
 deployment block); a debit that would go below zero raises `IndexerStateError`.
 
 Every change of an address's active stake also writes its new value to `stake_history` under the
-event's block (one row per block and address: a later change in the same block overwrites it).
+event's block (one row per block and address: a later change in the same block updates it), with the
+stake before that block and the block's net change as a gain or a loss.
 
 Each handler runs inside the batch transaction of `Indexer.sync()`.
 """
@@ -145,15 +146,18 @@ class EventReplay:
         setattr(row, field, current - amount)
 
     @staticmethod
-    def _stake_changed(session: Session, row: AccountRow, ctx: LogContext) -> None:
-        """Record `row`'s active stake as of this event's block in `stake_history`."""
+    def _stake_changed(session: Session, row: AccountRow, before: int, ctx: LogContext) -> None:
+        """Record `row`'s active stake as of this event's block in `stake_history` (`before`: the stake
+        before this event; the row keeps the stake before the block, and the block's net change)."""
         entry = session.get(StakeHistoryRow, (ctx.block_number, row.address))
         if entry is None:
-            session.add(StakeHistoryRow(block_number=ctx.block_number, address=row.address,
-                                        active_stake_wei=row.active_stake_wei))
-            session.flush()  # a second change in this block finds the row
-        else:
-            entry.active_stake_wei = row.active_stake_wei
+            entry = StakeHistoryRow(block_number=ctx.block_number, address=row.address, previous_stake_wei=before)
+            session.add(entry)
+        new, previous = row.active_stake_wei, entry.previous_stake_wei
+        entry.active_stake_wei = new
+        entry.gained_wei = max(new - previous, 0)
+        entry.lost_wei = max(previous - new, 0)
+        session.flush()  # a second change in this block finds the row
 
     @staticmethod
     def _duel(session: Session, duel_id: int, ctx: LogContext) -> DuelRow:
@@ -248,7 +252,7 @@ class EventReplay:
         amount = int(args["amount"])
         self._debit(row, "credit_wei", amount, ctx)
         row.active_stake_wei += amount
-        self._stake_changed(session, row, ctx)
+        self._stake_changed(session, row, row.active_stake_wei - amount, ctx)
 
     def _on_unstake_requested(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
@@ -257,7 +261,7 @@ class EventReplay:
         row.unbonding_stake_wei += amount
         row.unbonding_end = int(args["unbondingEnd"])
         row.unbonding_block = ctx.block_number
-        self._stake_changed(session, row, ctx)
+        self._stake_changed(session, row, row.active_stake_wei + amount, ctx)
 
     def _on_stake_withdrawn(self, session: Session, ctx: LogContext, args: Mapping[str, Any]) -> None:
         row = self._account(session, args["node"], ctx)
@@ -400,7 +404,7 @@ class EventReplay:
         self._debit(row, "active_stake_wei", from_active, ctx)
         self._debit(row, "unbonding_stake_wei", amount - from_active, ctx)
         if from_active:
-            self._stake_changed(session, row, ctx)
+            self._stake_changed(session, row, row.active_stake_wei + from_active, ctx)
         kind = SLASH_KIND.get(int(args["reason"]), f"slashed_{int(args['reason'])}")
         self._move(session, ctx, int(args["duelId"]), args["node"], amount, kind)
 

@@ -121,9 +121,13 @@ def fill_synthetic(engine: Engine) -> None:
             s.add(VoucherClaimRow(event_id=5, origin=origin, executor=executor, cumulative_amount_wei=paid,
                                   paid_wei=paid, from_credit_wei=paid, from_pending_wei=0, block_number=30,
                                   tx_hash="0x" + "05" * 32))
+        before: dict[str, int] = {}
         for block, who, stake in ((5, N1, E18), (5, N2, E18), (8, N4, 2 * E18), (30, N1, BIG), (30, N2, 3 * E18),
                                   (33, N4, E18)):
-            s.add(StakeHistoryRow(block_number=block, address=who, active_stake_wei=stake))
+            previous = before.get(who, 0)
+            s.add(StakeHistoryRow(block_number=block, address=who, active_stake_wei=stake, previous_stake_wei=previous,
+                                  gained_wei=max(stake - previous, 0), lost_wei=max(previous - stake, 0)))
+            before[who] = stake
 
 
 @pytest.fixture
@@ -241,8 +245,23 @@ def test_stake_history_samples_shares(client: TestClient) -> None:
     assert body["series"][0]["share"] == pytest.approx(expected_n1)
     assert body["series"][1]["share"] == pytest.approx(expected_n2)
     assert body["others"] == pytest.approx([1 - a - b for a, b in zip(expected_n1, expected_n2, strict=True)])
+    every = client.get("api/stake-history", params={"points": 1000, "top": 1}).json()  # one sample per block
+    assert every["blocks"] == list(range(5, 41))
+    n1 = dict(zip(every["blocks"], every["series"][0]["share"], strict=True))
+    assert (n1[5], n1[7], n1[8], n1[29]) == (0.5, 0.5, 0.25, 0.25) and n1[30] == pytest.approx(BIG / late)
     few = client.get("api/stake-history", params={"points": 3, "top": 0}).json()
     assert few["blocks"] == [5, 22, 40] and few["series"] == [] and few["others"] == pytest.approx([1.0] * 3)
+
+
+def test_stake_history_of_a_single_block(fresh_index_url: Callable[[], str]) -> None:
+    engine = make_engine(fresh_index_url())
+    with Session(engine) as s, s.begin():
+        s.add(account(N1, E18))
+        s.add(StakeHistoryRow(block_number=5, address=N1, active_stake_wei=E18, previous_stake_wei=0, gained_wei=E18,
+                              lost_wei=0))
+    body = ExplorerQueries(engine).stake_history()
+    assert body == {"blocks": [5], "series": [{"address": N1, "share": [1.0]}], "others": [0.0]}
+    engine.dispose()
 
 
 @pytest.mark.parametrize(("url", "param"), [

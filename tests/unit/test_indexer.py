@@ -523,6 +523,15 @@ def test_stake_history_has_every_active_stake_change_once(chain: Chain, db_url: 
         taken = {(e.block_number, e.args["node"]) for e in s.scalars(
             select(EventRow).where(EventRow.event_name.in_(("StakeSlashed", "UnstakeRequested"))))}
     assert len(taken & {(block, who) for block, who, _ in history}) >= 2  # not only the Staked rows
+    with Session(idx.engine) as s:
+        rows = s.scalars(select(StakeHistoryRow).order_by(StakeHistoryRow.block_number)).all()
+        before: dict[str, int] = {}
+        for r in rows:  # each row's previous stake is the one before it, its net change the difference
+            assert r.previous_stake_wei == before.get(r.address, 0)
+            assert r.gained_wei - r.lost_wei == r.active_stake_wei - r.previous_stake_wei
+            assert min(r.gained_wei, r.lost_wei) == 0
+            before[r.address] = r.active_stake_wei
+    assert any(r.lost_wei for r in rows) and any(r.gained_wei for r in rows)
     latest = {who: value for _, who, value in history}  # the rows are in block order
     assert latest == {a.address: a.active_stake_wei for a in idx.accounts() if a.address in latest}
     assert all(a.active_stake_wei == 0 for a in idx.accounts() if a.address not in latest)
@@ -545,6 +554,7 @@ def test_stake_history_has_every_active_stake_change_once(chain: Chain, db_url: 
     block = chain.w3.eth.block_number
     assert grown[:-1] == history
     assert grown[-1] == (block, chain.nodes[0], chain.contract.functions.activeStake(chain.nodes[0]).call())
+    again.close()
 
 
 def test_two_stake_changes_in_one_block_leave_one_row(db_url: str) -> None:
@@ -556,9 +566,14 @@ def test_two_stake_changes_in_one_block_leave_one_row(db_url: str) -> None:
         replay.apply(s, "Staked", LogContext(2, 7, "0x01"), {"node": node, "amount": 4 * C})
         replay.apply(s, "Staked", LogContext(3, 7, "0x02"), {"node": node, "amount": 5 * C})
         replay.apply(s, "Staked", LogContext(4, 8, "0x03"), {"node": node, "amount": 1 * C})
+        replay.apply(s, "UnstakeRequested", LogContext(5, 9, "0x04"), {"node": node, "amount": 3 * C,
+                                                                       "unbondingEnd": 100})
+        replay.apply(s, "Staked", LogContext(6, 9, "0x05"), {"node": node, "amount": 0})
     with Session(engine) as s:
-        rows = [(r.block_number, r.address, r.active_stake_wei) for r in s.scalars(select(StakeHistoryRow))]
-    assert sorted(rows) == [(7, node, 9 * C), (8, node, 10 * C)]
+        rows = [(r.block_number, r.address, r.active_stake_wei, r.previous_stake_wei, r.gained_wei, r.lost_wei)
+                for r in s.scalars(select(StakeHistoryRow))]
+    assert sorted(rows) == [(7, node, 9 * C, 0, 9 * C, 0), (8, node, 10 * C, 9 * C, C, 0),
+                            (9, node, 7 * C, 10 * C, 0, 3 * C)]
     engine.dispose()
 
 
