@@ -8,8 +8,10 @@ challenger; every seat votes for the longer answer, B's, so A loses round 1, app
 In order (one network for the module): the nodes view shows every node with exactly the stakes
 `wwwserve stake show --all` prints; a user's request to node 1 appears in the requests view without a reload;
 the duel it becomes is shown open, then settled with its outcome and votes, again without a reload; the page
-works from the keyboard; a screenshot of every view, light and dark, lands in artifacts/browser/. Any console
-error or uncaught exception on a page fails its test (conftest.watched_page).
+works from the keyboard; with api/stream refused it polls; `wwwserve explorer` (no node) serves the same page
+over its own index; every view passes the accessibility audit (browser_harness) in light and dark, and a
+screenshot of each lands in artifacts/browser/. Any console error or uncaught exception on a page fails its
+test (conftest.watched_page).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +31,7 @@ from duel_network import Network, start_network
 from playwright.sync_api import Page, expect
 from test_duel_net import BLOCK_S, COMMON, MODEL, PARAMS, SPECS
 
+from wwwserve.devnet.ports import free_port
 from wwwserve.ledger.client import DuelOutcome, DuelStatus, Vote
 from wwwserve.ledger.units import format_wei, parse_amount
 
@@ -245,6 +249,42 @@ def test_without_the_stream_the_page_polls_and_still_follows_the_chain(network: 
     expect(page.locator('[data-field="block"] dd')).not_to_have_text(str(block), timeout=UI_TIMEOUT_MS)
     assert int(page.locator('[data-field="block"] dd').inner_text()) > block
     assert "polling" in live.inner_text() and same_document(page)
+
+
+def test_the_same_page_served_without_a_node(network: Network, tmp_path: Path, watched_page: WatchedPage) -> None:
+    """`wwwserve explorer` (its own index of the same chain, no node): the same nodes and stakes, no request log."""
+    page, port, log = watched_page.page, free_port(), tmp_path / "explorer.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "wwwserve.cli", "explorer", "--port", str(port),
+                                 "--poll-interval", "0.2"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}/explorer/"
+
+        def indexed() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                resp = httpx.get(base + "api/totals", timeout=5)
+            except httpx.HTTPError:
+                return False
+            return resp.status_code == 200 and resp.json()["nodes_registered"] == len(network.addresses)
+
+        network.wait("wwwserve explorer to index the chain", indexed, timeout_s=60)
+        open_view(page, base, "overview")
+        expect(page.locator("main")).to_contain_text("served without a node")
+        open_view(page, base + "#/nodes", "nodes")
+        rows = page.locator('[data-testid="node-row"]')
+        expect(rows).to_have_count(len(network.addresses))
+        for address in network.addresses:
+            cell = page.locator(f'[data-testid="node-row"][data-address="{address}" i] [data-field="stake_wei"]')
+            assert int(cell.get_attribute("data-wei")) == network.chain.balances(address).active_stake_wei
+        open_view(page, base + "#/requests", "requests")
+        expect(page.locator('[data-testid="requests-unavailable"]')).to_be_visible()
+        watched_page.screenshot("standalone-requests")
+    finally:
+        page.goto("about:blank")  # an open api/stream holds `wwwserve explorer` past SIGTERM (no graceful timeout)
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
