@@ -8,6 +8,7 @@ contract's own views. Both run on SQLite and, in the postgres tier, on PostgreSQ
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from eth_utils.address import to_checksum_address
 from ledger_world import C, World, make_world
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from wwwserve.explorer.api import explorer_app
@@ -293,6 +295,15 @@ def test_requests_and_an_unknown_route(synthetic: Engine) -> None:
                                                 "available": False}
         totals = c.get("api/totals").json()
         assert (totals["requests_logged"], totals["node"]) == (None, None)
+
+
+def test_every_route_that_reads_the_database_runs_in_the_thread_pool(synthetic: Engine) -> None:
+    """Plain functions, which Starlette runs in its thread pool: a slow query never holds the node's event loop.
+    Only the stream is a coroutine (it reads the cursor through anyio.to_thread)."""
+    app = explorer_app(ExplorerQueries(synthetic))
+    coroutines = {route.path for route in app.routes
+                  if isinstance(route, Route) and inspect.iscoroutinefunction(route.endpoint)}
+    assert coroutines == {"/api/stream"}
 
 
 def test_the_page_is_served_at_the_root(client: TestClient) -> None:
