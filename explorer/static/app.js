@@ -326,12 +326,16 @@ function stakeChart(history) {
       h("span", { class: "swatch", style: `background:${ser.color}`, "aria-hidden": "true" }),
       ser.address ? nodeLink(ser.address) : "others",
       h("span", { class: "muted" }, ` ${percent(ser.share[ser.share.length - 1])}`))));
-  const rows = blocks.map((b, j) => h("tr", {},
-    h("th", { scope: "row", class: "num" }, b),
-    series.map((ser) => h("td", { class: "num" }, percent(ser.share[j])))));
+  // the table keeps the samples where a shown share changed (and the last): the steps of the chart, no repeats
+  const shown = (j) => series.map((ser) => percent(ser.share[j])).join();
+  const rows = blocks.flatMap((b, j) => (j === 0 || j === blocks.length - 1 || shown(j) !== shown(j - 1)
+    ? [h("tr", {},
+        h("th", { scope: "row", class: "num" }, b),
+        series.map((ser) => h("td", { class: "num" }, percent(ser.share[j]))))]
+    : []));
   const data = h("details", { class: "chart-data", "data-keep": "stake-table" },
     h("summary", {}, "The chart's figures as a table"),
-    table({ caption: "Share of active stake per sampled block", testid: "stake-table",
+    table({ caption: "Share of active stake at the sampled blocks where it changed, and the latest", testid: "stake-table",
             columns: [{ label: "Block", num: true }, ...series.map((ser) => ({ label: ser.address ? shortAddress(ser.address) : "others", num: true }))],
             rows }));
   return h("figure", { class: "chart-box" }, svg,

@@ -296,8 +296,10 @@ def test_every_view_is_labelled_and_legible_with_a_screenshot(network: Network, 
     page.emulate_media(color_scheme=scheme)
 
     def check_and_shoot(view: str) -> None:
-        page.locator("details").evaluate_all("(all) => all.forEach((d) => { d.open = true; })")  # the chart's table
+        details = page.locator("details")  # the chart's table: audited open, photographed closed
+        details.evaluate_all("(all) => all.forEach((d) => { d.open = true; })")
         assert accessibility_problems(page) == [], (scheme, view)
+        details.evaluate_all("(all) => all.forEach((d) => { d.open = false; })")
         watched_page.screenshot(f"{scheme}-{view}")
 
     b = network.addresses[2]
@@ -306,6 +308,12 @@ def test_every_view_is_labelled_and_legible_with_a_screenshot(network: Network, 
     legend = page.locator('[data-testid="stake-legend"] li[data-address]')
     assert {legend.nth(i).get_attribute("data-address").lower() for i in range(legend.count())} == \
         {a.lower() for a in network.addresses}
+    # the chart ends at each node's share of the active stake on the chain now (the legend rounds to 0.1 %)
+    stakes = {a.lower(): network.chain.balances(a).active_stake_wei for a in network.addresses}
+    for i in range(legend.count()):
+        share = float(re.search(r"([0-9.]+)%", legend.nth(i).inner_text())[1])
+        address = legend.nth(i).get_attribute("data-address").lower()
+        assert abs(share - 100 * stakes[address] / sum(stakes.values())) <= 0.051, (address, share, stakes)
     check_and_shoot("overview")
     open_view(page, explorer + "#/nodes", "nodes")
     check_and_shoot("nodes")
