@@ -8,13 +8,15 @@ thread pool, so a slow query never blocks the node's event loop. A bad parameter
 or duel a 404, both in the node's OpenAI error shape (`node.errors`).
 
 `api/stream` is Server-Sent Events: a `change` event with `{"block", "requests"}` (the indexed block and the
-count of requests logged, null without a request log) when the app starts streaming and whenever either
-changes (checked every `poll_interval_s`), and a `: keepalive` comment every `keepalive_s`. The page refetches
-its view on each change.
+count of requests logged, null without a request log) when a stream opens and whenever either changes (checked
+every `poll_interval_s` by one poller for all streams, `ChangeFeed`), and a `: keepalive` comment after
+`keepalive_s` without one. At most `max_streams` (64) are open at once; the next is a 503 `explorer_busy`, and
+the page polls `api/totals` instead. The page refetches its view on each change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -30,9 +32,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wwwserve.explorer.queries import DUEL_FILTERS, NODE_FILTERS, NODE_SORTS, ExplorerQueries
-from wwwserve.node.errors import InvalidRequestError, NodeError
+from wwwserve.node.errors import InvalidRequestError, NodeError, OverloadedError, error_response
 
-__all__ = ["STATIC_DIR", "ExplorerNotFoundError", "RequestLog", "explorer_app"]
+__all__ = ["STATIC_DIR", "ChangeFeed", "ExplorerBusyError", "ExplorerNotFoundError", "RequestLog", "explorer_app"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ MAX_LIMIT = 200  # items in one page
 MAX_POINTS = 1000  # samples of the stake-share chart
 MAX_TOP = 50  # series of the stake-share chart
 DUEL_ID_LIMIT = 2**63  # duel ids are 63-bit hashes
+MAX_STREAMS = 64  # live streams served at once (`ChangeFeed`)
 
 _T = TypeVar("_T", bound=str)
 
@@ -67,6 +70,12 @@ class ExplorerNotFoundError(NodeError):
     error_type = "invalid_request_error"
     code: str | None = "not_found"
     default_message = "Not found."
+
+
+class ExplorerBusyError(OverloadedError):
+    """As many live streams as the explorer serves at once are open (503, with Retry-After)."""
+
+    code = "explorer_busy"
 
 
 def _invalid(param: str, message: str) -> InvalidRequestError:
@@ -117,6 +126,7 @@ def explorer_app(
     contract: str | None = None,
     poll_interval_s: float = 0.5,
     keepalive_s: float = 15.0,
+    max_streams: int = MAX_STREAMS,
 ) -> Starlette:
     """The explorer over `queries`: `recent` is this node's request log (None without a node, or on a private
     node), `node_address` this node's address; `chain_id` and `contract` override what the index records."""
@@ -175,14 +185,18 @@ def explorer_app(
     def unknown(request: Request) -> Response:
         raise ExplorerNotFoundError(f"no explorer API route {request.url.path}")
 
+    feed = ChangeFeed(queries.indexed_block, recent, poll_interval_s=poll_interval_s, max_streams=max_streams)
+
     async def stream(request: Request) -> Response:
-        return StreamingResponse(_changes(queries.indexed_block, recent, poll_interval_s, keepalive_s),
-                                 media_type="text/event-stream",
+        if feed.streams >= feed.max_streams:
+            raise ExplorerBusyError(f"{feed.max_streams} live streams are open on this node: poll api/totals "
+                                    "instead, or try again later", retry_after_s=30.0)
+        return StreamingResponse(feed.events(keepalive_s), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NodeError)
-        return JSONResponse(exc.envelope(), status_code=exc.http_status)
+        return error_response(exc, request)
 
     routes = [
         Route("/api/totals", totals),
@@ -199,24 +213,63 @@ def explorer_app(
     return Starlette(routes=routes, exception_handlers={NodeError: on_error})
 
 
-async def _changes(indexed_block: Callable[[], int | None], recent: RequestLog | None, poll_interval_s: float,
-                   keepalive_s: float) -> AsyncIterator[str]:
-    """The SSE body of `api/stream` (see the module docstring); ends when the client goes (Starlette cancels)."""
-    last: tuple[int | None, int | None] | None = None
-    quiet_s = 0.0
-    while True:
+class ChangeFeed:
+    """What `api/stream` tells: one poller per app, however many streams are open.
+
+    The poller reads the indexed block (a query, in a worker thread) and the request count every
+    `poll_interval_s` while at least one stream is open, and wakes every stream when either changed; it stops
+    when the last stream closes. So a stranger who opens many streams costs the node one query per tick, not
+    one per stream per tick, and at most `max_streams` are served at once (the next gets a 503, and the page
+    polls instead).
+    """
+
+    def __init__(self, indexed_block: Callable[[], int | None], recent: RequestLog | None, *,
+                 poll_interval_s: float, max_streams: int) -> None:
+        self.indexed_block = indexed_block
+        self.recent = recent
+        self.poll_interval_s = poll_interval_s
+        self.max_streams = max_streams
+        self.streams = 0
+        self.state: tuple[int | None, int | None] | None = None
+        self._changed = asyncio.Event()  # set, and replaced, at each change
+        self._poller: asyncio.Task[None] | None = None
+
+    def _read(self) -> tuple[int | None, int | None]:
         try:
-            block = await anyio.to_thread.run_sync(indexed_block)  # a query: off the event loop
-        except Exception:  # a database hiccup: the page keeps its view; try again on the next tick
+            block = self.indexed_block()
+        except Exception:  # a database hiccup: the pages keep their view; try again on the next tick
             log.warning("explorer stream: reading the indexed block failed", exc_info=True)
-            block = last[0] if last is not None else None
-        state = (block, None if recent is None else recent.count)
-        if state != last:
-            last = state
-            quiet_s = 0.0
-            yield f"event: change\ndata: {json.dumps({'block': state[0], 'requests': state[1]})}\n\n"
-        elif quiet_s >= keepalive_s:
-            quiet_s = 0.0
-            yield ": keepalive\n\n"
-        await anyio.sleep(poll_interval_s)
-        quiet_s += poll_interval_s
+            block = self.state[0] if self.state is not None else None
+        return block, None if self.recent is None else self.recent.count
+
+    async def _poll(self) -> None:
+        try:
+            while self.streams > 0:
+                state = await anyio.to_thread.run_sync(self._read)
+                if state != self.state:
+                    self.state = state
+                    changed, self._changed = self._changed, asyncio.Event()
+                    changed.set()
+                await asyncio.sleep(self.poll_interval_s)
+        finally:
+            self._poller = None  # no await since the loop's test: a stream opened meanwhile starts a new one
+
+    async def events(self, keepalive_s: float) -> AsyncIterator[str]:
+        """One stream's SSE body: a `change` event for the state now and for each change, a keepalive comment
+        after `keepalive_s` without one; ends when the client goes (Starlette cancels it)."""
+        self.streams += 1
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="explorer-changes")
+        try:
+            sent: tuple[int | None, int | None] | None = None
+            while True:
+                if self.state is not None and self.state != sent:
+                    sent = self.state
+                    yield f"event: change\ndata: {json.dumps({'block': sent[0], 'requests': sent[1]})}\n\n"
+                    continue
+                try:
+                    await asyncio.wait_for(self._changed.wait(), keepalive_s)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+        finally:
+            self.streams -= 1

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from wwwserve.judge.leaderboard import DuelResult, bradley_terry
+from wwwserve.judge.outcomes import duel_explanation
 from wwwserve.ledger.db import (
     UINT256_DIGITS,
     AccountRow,
@@ -334,6 +335,7 @@ class ExplorerQueries:
             "status": row.status,
             "outcome": row.outcome,
             "cancel_reason": row.cancel_reason,
+            "why": duel_explanation(row),  # a cancel, a void or a tie in words (judge.outcomes); else None
             "origin": row.origin,
             "a": row.a,
             "b": row.b,

@@ -8,6 +8,7 @@ contract's own views. Both run on SQLite and, in the postgres tier, on PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from eth_utils.address import to_checksum_address
 from ledger_world import C, World, make_world
@@ -26,6 +28,7 @@ from starlette.testclient import TestClient
 from wwwserve.explorer.api import explorer_app
 from wwwserve.explorer.queries import ExplorerQueries
 from wwwserve.judge.leaderboard import DuelResult, bradley_terry
+from wwwserve.judge.outcomes import CANCEL_WHY
 from wwwserve.ledger.client import Vote
 from wwwserve.ledger.db import (
     AccountRow,
@@ -211,8 +214,9 @@ def test_duels_page_filters_and_pages(client: TestClient) -> None:
     body = client.get("api/duels", params={"status": "settled", "node": N2, "limit": 1}).json()
     assert body["total"] == 3 and len(body["items"]) == 1
     first = client.get("api/duels", params={"status": "cancelled"}).json()["items"][0]
-    assert first == {"id": "5", "status": "cancelled", "outcome": None, "cancel_reason": "no_answer", "origin": N3,
-                     "a": N3, "b": N1, "round": 1, "final_round": None, "votes_a": None, "votes_b": None,
+    assert first == {"id": "5", "status": "cancelled", "outcome": None, "cancel_reason": "no_answer",
+                     "why": CANCEL_WHY["no_answer"], "origin": N3, "a": N3, "b": N1, "round": 1,
+                     "final_round": None, "votes_a": None, "votes_b": None,
                      "stake_moved_wei": None, "opened_block": 14, "settled_block": 24}
 
 
@@ -390,6 +394,44 @@ async def test_the_stream_says_when_the_block_or_the_request_count_changes(synth
     assert [change(e) for e in events[:3]] == [{"block": 40, "requests": 0}, {"block": 40, "requests": 1},
                                                {"block": 41, "requests": 1}]
     assert events[3] == ": keepalive"  # nothing changed after that
+
+
+@pytest.mark.anyio
+async def test_many_streams_share_one_poller_and_one_too_many_is_a_503(synthetic: Engine) -> None:
+    reads = 0
+
+    class CountingQueries(ExplorerQueries):
+        def indexed_block(self) -> int | None:
+            nonlocal reads
+            reads += 1
+            return super().indexed_block()
+
+    log = Log()
+    app = explorer_app(CountingQueries(synthetic), recent=log, poll_interval_s=0.01, keepalive_s=0.05,
+                       max_streams=3)
+    opened = anyio.Event()
+    streams_open = 0
+
+    def at_first_event(number: int) -> None:
+        nonlocal streams_open
+        if number == 1:
+            streams_open += 1
+            if streams_open == 3:
+                opened.set()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(read_stream, app, lambda evs: '"requests": 1' in evs[-1], at_first_event)
+        await opened.wait()
+        pollers = [t for t in asyncio.all_tasks() if t.get_name() == "explorer-changes"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as client:
+            busy = await client.get("/api/stream")
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "explorer_busy"
+        assert "retry-after" in busy.headers
+        log.count = 1  # every stream hears of it, and ends
+    assert len(pollers) == 1 and reads > 0  # three streams, one poller reading the index
+    with anyio.fail_after(5):
+        await pollers[0]  # and it stops once the last stream has closed
 
 
 # ---------------------------------------------------------------------------------------------
