@@ -22,8 +22,19 @@ const VOTES = { a: "A", b: "B", abstain: "abstain", no_evidence: "no evidence" }
 const PALETTE = ["#3b6fd4", "#d4603b", "#2f9e6a", "#a855c7", "#a87f0c", "#1f9bb4", "#d44a85", "#6b8e23"];
 const OTHERS_COLOR = "#8a8f98";
 
+/** A remembered setting; null where the browser keeps no storage for this page. */
+function stored(key, value) {
+  try {
+    if (value === undefined) return localStorage.getItem(key);
+    localStorage.setItem(key, value);
+  } catch {
+    // storage refused (a sandboxed or private context): the setting lasts for this page only
+  }
+  return null;
+}
+
 const state = {
-  unit: localStorage.getItem("wwwserve-explorer-unit") === "credit" ? "credit" : "eth",
+  unit: stored("wwwserve-explorer-unit") === "credit" ? "credit" : "eth",
   generation: 0, // bumped per render: an older render's late answer is dropped
   rendering: null, // the promise of the render in flight
   again: false, // a change arrived during a render: render once more after it
@@ -174,7 +185,13 @@ function route() {
   const parts = path.split("/").filter(Boolean);
   const params = Object.fromEntries(new URLSearchParams(query));
   const name = parts[0] || "overview";
-  return { name, arg: parts[1] ? decodeURIComponent(parts[1]) : null, params };
+  let arg = parts[1] ?? null;
+  try {
+    arg = arg === null ? null : decodeURIComponent(arg);
+  } catch {
+    // a malformed escape: look it up as typed (the API answers 400 or 404)
+  }
+  return { name, arg, params };
 }
 
 function intParam(params, key, fallback) {
@@ -733,7 +750,7 @@ function init() {
   unit.value = state.unit;
   unit.addEventListener("change", () => {
     state.unit = unit.value === "credit" ? "credit" : "eth";
-    localStorage.setItem("wwwserve-explorer-unit", state.unit);
+    stored("wwwserve-explorer-unit", state.unit);
     refresh();
   });
   window.addEventListener("hashchange", () => {
