@@ -35,6 +35,9 @@ PLACEHOLDERS: what a page writes that differs here is replaced in the open, per 
 machine), `0xCa401...` becomes the address `wallet new carol` printed, and on the user page the model
 `SmolLM2-135M-Instruct` becomes `fake` (what `--backend fake` serves).
 
+Two in-process checks run first: every block says how it is checked (and the help-only ones parse), and every
+relative link of a page names a file that exists and, with `#anchor`, a heading there.
+
 Help-only blocks (and why): provider.md's OpenAI-compatible backend (a server of your own at that URL), vLLM
 (an NVIDIA GPU, vLLM and the model's weights), the judge on another endpoint (that endpoint), researcher.md's
 new live run of bench/sim_vs_live.py (anvil and six nodes for minutes). Scaled: researcher.md's `sim
@@ -145,6 +148,34 @@ def test_every_block_says_how_it_is_checked(page: Path) -> None:
             for line in command_lines(block.text):
                 if _words(line)[0] == "wwwserve":
                     _parse_wwwserve(_words(line), cwd=None)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings (lines in fenced blocks are not headings)."""
+    anchors, fenced = set(), False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            anchors.add(_slug(line.lstrip("#")))
+    return anchors
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("page", [USER, PROVIDER, RESEARCHER], ids=lambda p: p.name)
+def test_every_link_of_a_guide_leads_somewhere(page: Path) -> None:
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", page.read_text()) if not t.startswith("http")]
+    assert links, page
+    for link in links:
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.is_file(), f"{page.name}: ({link}) names no file"
+        assert not anchor or anchor in _anchors(target), f"{page.name}: ({link}): no such heading in {target.name}"
 
 
 # ---- help-only: the CLI's own parser and the node's own settings loader ----
