@@ -1,8 +1,8 @@
 """Shared fixtures (a real anvil devnet process, an isolated WWWSERVE_HOME, a throwaway PostgreSQL server and
 index database URLs on SQLite and on it) and the test tiers.
 
-Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `postgres`, `slow`, `compose`)
-at collection, by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a
+Every test gets exactly one tier (`unit`, `component`, `integration`, `property`, `postgres`, `browser`, `slow`,
+`compose`) at collection, by the rule in tests/tiers.py: its one tier mark, else its folder's. `unit` tests run under a
 guard that fails them if they open a socket or start a process.
 """
 

@@ -420,7 +420,7 @@ function duelRows(duels, { withNode = null } = {}) {
     h("td", { class: "num", dataset: { field: "votes" } },
       d.votes_a === null || d.votes_a === undefined ? "—" : `${d.votes_a} : ${d.votes_b}`),
     weiCell("stake_moved_wei", d.stake_moved_wei),
-    h("td", { dataset: { field: "cancel_reason" } }, words(d.cancel_reason)),
+    h("td", { dataset: { field: "cancel_reason" }, title: d.why || "" }, words(d.cancel_reason)),
     h("td", { class: "num" }, d.opened_block),
     h("td", { class: "num" }, d.settled_block ?? "—")));
 }
@@ -508,7 +508,7 @@ async function viewDuel({ arg }) {
     dl([
       ["Status", statusBadge(d.status), "status"],
       ["Outcome", outcomeText(d), "outcome"],
-      ["Why cancelled / void", words(d.cancel_reason) || "—", "cancel_reason"],
+      ["Why cancelled / void / tied", d.why || words(d.cancel_reason) || "—", "cancel_reason"],
       ["Origin", nodeLink(d.origin, { full: true }), "origin"],
       ["A (executor)", nodeLink(d.a, { full: true }), "a"],
       ["B (challenger)", d.b ? nodeLink(d.b, { full: true }) : "not drawn yet", "b"],

@@ -64,6 +64,8 @@ def explorer(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(f"explorer of {address} on chain {chain_id}: http://{shown}:{port}/explorer/  (Ctrl-C stops it)")
     try:
-        uvicorn.run(standalone_app(explorer_state), host=host, port=port, log_level="warning")
+        # Open live streams (a browser's api/stream) never end by themselves: stop waiting for them after 5 s.
+        uvicorn.run(standalone_app(explorer_state), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=5)
     finally:
         explorer_state.stop()
