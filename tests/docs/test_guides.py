@@ -35,8 +35,9 @@ PLACEHOLDERS: what a page writes that differs here is replaced in the open, per 
 machine), `0xCa401...` becomes the address `wallet new carol` printed, and on the user page the model
 `SmolLM2-135M-Instruct` becomes `fake` (what `--backend fake` serves).
 
-Two in-process checks run first: every block says how it is checked (and the help-only ones parse), and every
-relative link of a page names a file that exists and, with `#anchor`, a heading there.
+Three in-process checks run first: every block says how it is checked (and the help-only ones parse); every
+relative link of a page names a file that exists and, with `#anchor`, a heading there; every `wwwserve ...`
+command the running text names exists, with the options it names.
 
 Help-only blocks (and why): provider.md's OpenAI-compatible backend (a server of your own at that URL), vLLM
 (an NVIDIA GPU, vLLM and the model's weights), the judge on another endpoint (that endpoint), researcher.md's
@@ -176,6 +177,36 @@ def test_every_link_of_a_guide_leads_somewhere(page: Path) -> None:
         target = (page.parent / path).resolve() if path else page
         assert target.is_file(), f"{page.name}: ({link}) names no file"
         assert not anchor or anchor in _anchors(target), f"{page.name}: ({link}): no such heading in {target.name}"
+
+
+GLOBAL_OPTIONS_WITH_VALUE = ("-w", "--wallet", "--rpc-url", "--contract", "--home")
+
+
+def _prose(page: Path) -> str:
+    """A page's text outside its fenced blocks."""
+    return re.sub(r"^\s*```.*?^\s*```\s*$", "", page.read_text(), flags=re.S | re.M)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("page", [USER, PROVIDER, RESEARCHER], ids=lambda p: p.name)
+def test_every_wwwserve_command_in_the_prose_exists(page: Path) -> None:
+    """The commands the running text names (`wwwserve wallet import NAME --key-file FILE`, ...) exist, with
+    those options: the blocks are run, the prose is not."""
+    spans = {" ".join(span.split()) for span in re.findall(r"`(wwwserve [^`]+)`", _prose(page))}
+    assert spans, page
+    root: Any = typer.main.get_command(app)
+    for span in spans:
+        words = span.split()[1:]
+        while words and words[0] in GLOBAL_OPTIONS_WITH_VALUE:
+            words = words[2:]
+        command, path = root, [root]
+        while words and words[0] in getattr(command, "commands", {}):
+            command = command.commands[words.pop(0)]
+            path.append(command)
+        assert command is not root, f"{page.name}: `{span}`: no such command"
+        known = {opt for cmd in path for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
+        named = {word.split("=")[0] for word in words if word.startswith("-")}
+        assert named <= known, f"{page.name}: `{span}`: {sorted(named - known)} are not its options"
 
 
 # ---- help-only: the CLI's own parser and the node's own settings loader ----
