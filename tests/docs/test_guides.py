@@ -414,6 +414,7 @@ def test_user_page_runs_as_written(guide_machine: Machine) -> None:
         ("/v1/models", _json_with("data")),
         ("python -m json.tool answer.json", _holds('"wwwserve"', '"signature"')),
         ("> answer.sse", _file_holds("answer.sse", '"wwwserve"', "data: [DONE]")),
+        ("/v1/completions", _json_with("choices", "wwwserve")),
         ("python chat.py", _holds("written by 0x", "stream written by 0x")),
         ("wwwserve verify answer", _signed_by(lambda: DEMO_ADDRESSES)),
         ("wwwserve verify reply.json", _signed_by(lambda: DEMO_ADDRESSES)),
