@@ -49,6 +49,7 @@ more than it saves).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -137,7 +138,6 @@ def how_run(block: GuideBlock, page: str) -> str:
     return "background" if block.directive("background") is not None else "run"
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("page", [USER, PROVIDER, RESEARCHER], ids=lambda p: p.name)
 def test_every_block_says_how_it_is_checked(page: Path) -> None:
     blocks = guide_blocks(page)
@@ -167,7 +167,6 @@ def _anchors(path: Path) -> set[str]:
     return anchors
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("page", [USER, PROVIDER, RESEARCHER], ids=lambda p: p.name)
 def test_every_link_of_a_guide_leads_somewhere(page: Path) -> None:
     links = [t for t in re.findall(r"\]\(([^)\s]+)\)", page.read_text()) if not t.startswith("http")]
@@ -187,7 +186,6 @@ def _prose(page: Path) -> str:
     return re.sub(r"^\s*```.*?^\s*```\s*$", "", page.read_text(), flags=re.S | re.M)
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("page", [USER, PROVIDER, RESEARCHER], ids=lambda p: p.name)
 def test_every_wwwserve_command_in_the_prose_exists(page: Path) -> None:
     """The commands the running text names (`wwwserve wallet import NAME --key-file FILE`, ...) exist, with
@@ -347,6 +345,9 @@ def _file_holds(name: str, *texts: str) -> Callable[[str, Machine], None]:
     return check
 
 
+PLOTS = importlib.util.find_spec("matplotlib") is not None  # the `sim` extra: `sim reproduce` plots only with it
+
+
 def _files_in(folder: str, *names: str) -> Callable[[str, Machine], None]:
     """The line wrote every one of `names` into `folder`."""
     def check(out: str, machine: Machine) -> None:
@@ -480,7 +481,8 @@ def test_researcher_page_runs_as_written(guide_machine: Machine) -> None:
     guide.checks = [
         ("--out runs/hetero-seed3", _files_in("runs/hetero-seed3", "hetero_decentralized.csv", "hetero_single.csv")),
         ("--json > join-leave.json", _file_holds("join-leave.json", '"modes"', '"decentralized"')),
-        ("sim reproduce", _files_in("results", "summary.json", "summary.md", "slo_schedule.png", "credit_quality.png")),
+        ("sim reproduce", _files_in("results", "summary.json", "summary.md",
+                                    *(("slo_schedule.png", "credit_quality.png") if PLOTS else ()))),
         ("python claims.py", _holds("seeds [0, 1]", "-> ")),
         ("python seeds.py", _holds("mean latency vs single:", "(5 seeds)")),
         ("--out results/incentives ", _holds("shares.csv")),
