@@ -285,6 +285,14 @@ def test_the_host_cli_reads_the_stakes(compose: Compose) -> None:
     assert set(ADDRESS_RE.findall(show.stdout)) >= {demo_account(i + 1).address for i in range(NODES)}, show.stdout
 
 
+def test_a_published_node_port_serves_the_explorer_over_the_nodes_index(compose: Compose) -> None:
+    base = f"http://127.0.0.1:{compose.node_ports[0]}/explorer"
+    page = httpx.get(f"{base}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text[:500]
+    nodes = httpx.get(f"{base}/api/nodes", timeout=30).json()
+    assert {row["address"] for row in nodes["items"]} == {demo_account(i + 1).address for i in range(NODES)}, nodes
+
+
 def test_a_burst_is_delegated_between_containers(compose: Compose) -> None:
     entry = demo_account(1).address
     started = time.monotonic()
