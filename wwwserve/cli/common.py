@@ -91,6 +91,19 @@ def contract_address(w3: Any, opts: Options) -> str:
     return str(address)
 
 
+def index_start_block(chain_id: int, address: str) -> int:
+    """Where an index of the contract at `address` starts reading: its deployment block when this home's
+    deployment record names it, else block 0."""
+    from wwwserve.ledger.deployment import load_deployment
+    from wwwserve.ledger.errors import DeploymentNotFoundError
+
+    try:
+        record = load_deployment(chain_id)
+    except DeploymentNotFoundError:
+        return 0
+    return record.block_number if record.address == address else 0
+
+
 def ask_password(confirm: bool = False) -> str:
     env = os.environ.get("WWWSERVE_PASSWORD")
     if env is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from wwwserve.cli.common import console, contract_address, fmt_wei, options_of, web3_for
+from wwwserve.cli.common import console, contract_address, fmt_wei, index_start_block, options_of, web3_for
 from wwwserve.judge.outcomes import duel_explanation
 from wwwserve.ledger.records import Vote
 
@@ -31,8 +31,6 @@ def _duel_index(ctx: typer.Context) -> Any:
     listed from their events. The index lives in WWWSERVE_HOME (one file per chain and contract) and
     only reads new blocks on later calls; a restarted devnet (same address, other blocks) rebuilds it.
     """
-    from wwwserve.ledger.deployment import load_deployment
-    from wwwserve.ledger.errors import DeploymentNotFoundError
     from wwwserve.ledger.home import wwwserve_home
     from wwwserve.ledger.indexer import Indexer, IndexerReorgError
 
@@ -40,13 +38,7 @@ def _duel_index(ctx: typer.Context) -> Any:
     w3 = web3_for(opts.rpc_url)
     address = contract_address(w3, opts)
     chain_id = int(w3.eth.chain_id)
-    start = 0
-    try:
-        record = load_deployment(chain_id)
-        if record.address == address:
-            start = record.block_number
-    except DeploymentNotFoundError:
-        pass
+    start = index_start_block(chain_id, address)
     path = wwwserve_home() / "cli" / f"index-{chain_id}-{address}.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
 

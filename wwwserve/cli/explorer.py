@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from wwwserve.cli.common import console, contract_address, options_of, web3_for
+from wwwserve.cli.common import console, contract_address, index_start_block, options_of, web3_for
 
 __all__ = ["explorer"]
 
@@ -28,8 +28,6 @@ def explorer(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from wwwserve.explorer.standalone import StandaloneExplorer, standalone_app
-    from wwwserve.ledger.deployment import load_deployment
-    from wwwserve.ledger.errors import DeploymentNotFoundError
     from wwwserve.ledger.home import wwwserve_home
     from wwwserve.ledger.indexer import Indexer
 
@@ -38,13 +36,7 @@ def explorer(
     w3 = web3_for(url)
     address = contract_address(w3, opts)
     chain_id = int(w3.eth.chain_id)
-    start = 0
-    try:
-        record = load_deployment(chain_id)
-        if record.address == address:
-            start = record.block_number
-    except DeploymentNotFoundError:
-        pass
+    start = index_start_block(chain_id, address)
     if index_db_url is None:
         path = wwwserve_home() / "explorer" / f"index-{chain_id}-{address}.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
