@@ -62,7 +62,15 @@ from typing import Any
 
 import pytest
 import typer
-from integration.doc_commands import ROOT, Machine, command_lines, free_port, http_status, wait_until
+from integration.doc_commands import (
+    ROOT,
+    Machine,
+    cli_span_problem,
+    command_lines,
+    free_port,
+    http_status,
+    wait_until,
+)
 
 from wwwserve.cli import app
 from wwwserve.devnet.anvil import increase_time, mine
@@ -178,9 +186,6 @@ def test_every_link_of_a_guide_leads_somewhere(page: Path) -> None:
         assert not anchor or anchor in _anchors(target), f"{page.name}: ({link}): no such heading in {target.name}"
 
 
-GLOBAL_OPTIONS_WITH_VALUE = ("-w", "--wallet", "--rpc-url", "--contract", "--home")
-
-
 def _prose(page: Path) -> str:
     """A page's text outside its fenced blocks."""
     return re.sub(r"^\s*```.*?^\s*```\s*$", "", page.read_text(), flags=re.S | re.M)
@@ -192,19 +197,9 @@ def test_every_wwwserve_command_in_the_prose_exists(page: Path) -> None:
     those options: the blocks are run, the prose is not."""
     spans = {" ".join(span.split()) for span in re.findall(r"`(wwwserve [^`]+)`", _prose(page))}
     assert spans, page
-    root: Any = typer.main.get_command(app)
     for span in spans:
-        words = span.split()[1:]
-        while words and words[0] in GLOBAL_OPTIONS_WITH_VALUE:
-            words = words[2:]
-        command, path = root, [root]
-        while words and words[0] in getattr(command, "commands", {}):
-            command = command.commands[words.pop(0)]
-            path.append(command)
-        assert command is not root, f"{page.name}: `{span}`: no such command"
-        known = {opt for cmd in path for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
-        named = {word.split("=")[0] for word in words if word.startswith("-")}
-        assert named <= known, f"{page.name}: `{span}`: {sorted(named - known)} are not its options"
+        problem = cli_span_problem(span.split()[1:])
+        assert problem is None, f"{page.name}: `{span}`: {problem}"
 
 
 # ---- help-only: the CLI's own parser and the node's own settings loader ----

@@ -21,14 +21,40 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+
+from wwwserve.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
+GLOBAL_OPTIONS_WITH_VALUE = ("-w", "--wallet", "--rpc-url", "--contract", "--home")  # `wwwserve -w NAME ...`
 READY_DEADLINE_S = 240.0  # a hung process fails the test instead of hanging it; not a performance bound
+
+
+def cli_span_problem(words: Sequence[str]) -> str | None:
+    """What is wrong with a `wwwserve ...` command named in running text, given its words after `wwwserve`:
+    None when they name a real command, with options it has; else the problem, in words."""
+    root: Any = typer.main.get_command(app)  # a click Group (typer's own copy of click: typed loosely here)
+    rest = list(words)
+    while rest and rest[0] in GLOBAL_OPTIONS_WITH_VALUE:
+        rest = rest[2:]
+    command, path = root, [root]
+    while rest and rest[0] in getattr(command, "commands", {}):
+        command = command.commands[rest.pop(0)]
+        path.append(command)
+    if command is root:
+        return "no such command"
+    known = {opt for cmd in path for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
+    named = {word.split("=")[0] for word in rest if word.startswith("-")}
+    if not named <= known:
+        where = " ".join(str(cmd.name) for cmd in path[1:])
+        return f"{sorted(named - known)} are not options of `wwwserve {where}`"
+    return None
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,10 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import typer
-from doc_commands import ROOT, Fence, Machine, command_lines, fenced_blocks, free_port, wait_until
+from doc_commands import ROOT, Fence, Machine, cli_span_problem, command_lines, fenced_blocks, free_port, wait_until
 
-from wwwserve.cli import app
 from wwwserve.devnet.deploy import demo_account
 
 README = ROOT / "README.md"
@@ -247,23 +244,9 @@ def _words(span: str) -> list[str]:
     return span.replace("\\|", "|").replace("[", " ").replace("]", " ").split()
 
 
-GLOBAL_OPTIONS_WITH_VALUE = ("-w", "--wallet", "--rpc-url", "--contract", "--home")
-
-
 def test_every_wwwserve_command_the_readme_names_exists() -> None:
     spans = sorted(set(re.findall(r"`(wwwserve [^`]+)`", README.read_text())))
     assert len(spans) > 20, spans
-    root: Any = typer.main.get_command(app)  # a click Group (typer's own copy of click: typed loosely here)
     for span in spans:
-        words = _words(span)[1:]
-        while words and words[0] in GLOBAL_OPTIONS_WITH_VALUE:
-            words = words[2:]
-        command, path = root, [root]
-        while words and words[0] in getattr(command, "commands", {}):
-            command = command.commands[words.pop(0)]
-            path.append(command)
-        assert command is not root, f"`{span}`: no such command"
-        known = {opt for cmd in path for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
-        named = {word.split("=")[0] for word in words if word.startswith("-")}
-        where = " ".join(str(cmd.name) for cmd in path[1:])
-        assert named <= known, f"`{span}`: {sorted(named - known)} are not options of `wwwserve {where}`"
+        problem = cli_span_problem(_words(span)[1:])
+        assert problem is None, f"`{span}`: {problem}"
