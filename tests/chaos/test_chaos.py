@@ -29,7 +29,6 @@ Runs only with WWWSERVE_CHAOS=1 (CI runs it after the README's test command; abo
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import os
@@ -46,6 +45,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from bench_scripts import load_bench_script
 
 from wwwserve.devnet.anvil import AnvilProcess, start_anvil
 from wwwserve.devnet.deploy import DEMO_PASSWORD, DemoNode, bring_up_demo_nodes, ensure_deployment
@@ -61,12 +61,7 @@ from wwwserve.node.signing import SignedResult, SigningError, verify_result
 
 def _bench_sse() -> ModuleType:
     """bench/harness/sse.py, the SSE reader bench/soak.py uses too (bench/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "harness" / "sse.py"
-    spec = importlib.util.spec_from_file_location("bench_harness_sse", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("harness/sse.py", "bench_harness_sse")
 
 
 SSEReader = _bench_sse().SSEReader

@@ -4,13 +4,11 @@ the balance changes, the same seed giving the same duels, and the bench's cells 
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench_script
 
 from wwwserve.ledger.model import Vote
 from wwwserve.ledger.params import WEI_PER_CREDIT, DeploymentParams
@@ -33,13 +31,7 @@ STRIDE = 6 * PARAMS.epoch_blocks
 
 
 def _bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "attacks.py"
-    spec = importlib.util.spec_from_file_location("bench_attacks", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_attacks"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("attacks.py", "bench_attacks")
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench_script
 from sqlalchemy import Engine, func, select
 
 from wwwserve.explorer.queries import ExplorerQueries
 from wwwserve.ledger.db import AccountRow, StakeHistoryRow, make_engine
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "explorer.py"
-
 
 def load_bench() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the file as a module
-    spec = importlib.util.spec_from_file_location("bench_explorer", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("explorer.py", "bench_explorer")
 
 
 def latest_stakes(engine: Engine) -> dict[str, int]:

@@ -4,28 +4,11 @@ and reads its options."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from bench_scripts import load_bench_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "incentives.py"
-
-
-def _load() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the file as a module (it puts bench/ on sys.path for
-    # bench/harness/ and bench/quality_classes/).
-    spec = importlib.util.spec_from_file_location("bench_incentives", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = _load()
+# bench/incentives.py puts bench/ on sys.path for bench/harness/ and bench/quality_classes/
+bi = load_bench_script("incentives.py", "bench_incentives")
 
 from quality_classes import analysis, judge  # noqa: E402  (bench/quality_classes/, on sys.path now)
 

@@ -4,7 +4,6 @@ and the SSE reader bench/soak.py and the chaos tier share."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_scripts import load_bench_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # bench/ is a folder of scripts, not a package: its harness is imported the way the scripts import it.
@@ -21,11 +21,7 @@ from harness import common, fake_backend, load, node_metrics, profiling, report,
 
 
 def test_the_scenario_script_loads_and_reads_its_options() -> None:
-    spec = importlib.util.spec_from_file_location("bench_serving", BENCH / "serving.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
+    module = load_bench_script("serving.py", "bench_serving")
     args = module.parse_args(["--quick", "--no-litellm"])
     assert (args.concurrency, args.latency_requests, args.ttft_requests) == ([32], 300, 30)
     assert module.fake_backend_command(8000)[-2:] == ["--serve-fake-backend", "8000"]

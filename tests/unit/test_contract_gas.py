@@ -15,10 +15,8 @@ prints figures a few thousand gas apart from run to run.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
-import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ import boa
 import eth._utils.headers
 import eth_tester.backends.pyevm.main as pyevm_backend
 import pytest
+from bench_scripts import load_bench_script
 from contract_fixtures import (  # noqa: F401  (fixtures register under their own names)
     B_VOTE,
     MIN_STAKE,
@@ -175,12 +174,7 @@ OVER = {
 
 
 def _load_bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("wwwserve_bench_gas", ROOT / "bench" / "gas.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("gas.py", "wwwserve_bench_gas")
 
 
 @pytest.fixture(scope="module", name="budgets")
