@@ -48,6 +48,18 @@ def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
     return result.output
 
 
+def register_operator(wallet: str = "op", model: str = "fake-model") -> tuple[str, int]:
+    """A deployment without demo nodes and one operator on it: the wallet `wallet`, funded with 2 ETH and
+    registered at http://127.0.0.1:<a free port> serving `model`. Returns its address and that port, for the
+    node a test then starts (WWWSERVE_PASSWORD and WWWSERVE_RPC_URL set by the test)."""
+    cli("devnet", "up", "--demo-nodes", "0")
+    address = cli("wallet", "new", wallet).split(": ")[1].split()[0]
+    cli("devnet", "fund", address, "2eth")
+    port = free_port()
+    cli("-w", wallet, "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", model)
+    return address, port
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One node: the models it registers, its stake and credit deposit (CLI amounts such as "1eth"), and

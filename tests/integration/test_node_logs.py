@@ -9,11 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from duel_network import cli
+from duel_network import register_operator
 
 from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.localnet import LocalNet, NodeLaunch
-from wwwserve.devnet.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +30,7 @@ def test_node_run_writes_json_lines_with_the_request_id(
 ) -> None:
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
-    cli("devnet", "up", "--demo-nodes", "0")
-    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
-    cli("devnet", "fund", address, "2eth")
-    port = free_port()
-    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+    _, port = register_operator()
     net = LocalNet(tmp_path)
     node = net.start_node(JsonLogLaunch("node", port, tmp_path / "node.log", wallet="op", overrides=(
         "backend.kind=fake", "backend.models=['fake-model']", "server.access_log=true")))

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from duel_network import cli
+from duel_network import cli, register_operator
 
 from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.localnet import LocalNet, NodeLaunch
-from wwwserve.devnet.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +30,7 @@ def test_node_run_serves_signed_answers_that_verify(
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
 
-    cli("devnet", "up", "--demo-nodes", "0")
-    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
-    cli("devnet", "fund", address, "2eth")
-    port = free_port()
-    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+    address, port = register_operator()
 
     # Bad settings never start a server: exit 2, one error line naming the field.
     bad = cli("-w", "op", "node", "run", "--set", "backend.kind=fake", "--set", "server.port=-1", code=2)
@@ -124,11 +119,7 @@ def test_a_node_set_to_exit_on_a_chain_reset_stops_with_one_line(
 
     monkeypatch.setenv("WWWSERVE_PASSWORD", PASSWORD)
     monkeypatch.setenv("WWWSERVE_RPC_URL", anvil.rpc_url)
-    cli("devnet", "up", "--demo-nodes", "0")
-    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
-    cli("devnet", "fund", address, "2eth")
-    port = free_port()
-    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+    _, port = register_operator()
     net = LocalNet(tmp_path)
     node = net.start_node(NodeLaunch("node", port, tmp_path / "node.log", wallet="op", overrides=(
         "backend.kind=fake", "backend.models=['fake-model']", "chain.on_reset=exit", "chain.poll_interval_s=0.2")))

@@ -9,11 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from duel_network import cli
+from duel_network import cli, register_operator
 
 from wwwserve.devnet.anvil import AnvilProcess
 from wwwserve.devnet.localnet import LocalNet, NodeLaunch
-from wwwserve.devnet.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +32,7 @@ def test_a_stream_saved_with_curl_verifies_and_a_tampered_one_does_not(
         assert len(lines) == 1 and lines[0].startswith("error:"), lines
         return lines[0]
 
-    cli("devnet", "up", "--demo-nodes", "0")
-    address = cli("wallet", "new", "op").split(": ")[1].split()[0]
-    cli("devnet", "fund", address, "2eth")
-    port = free_port()
-    cli("-w", "op", "node", "register", "--endpoint", f"http://127.0.0.1:{port}", "-m", "fake-model")
+    address, port = register_operator()
     net = LocalNet(tmp_path)
     node = net.start_node(NodeLaunch("node", port, tmp_path / "node.log", wallet="op",
                                      overrides=("backend.kind=fake", "backend.models=['fake-model']")))
