@@ -55,16 +55,17 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 def explorer(network: Network) -> str:
     """Node 1's explorer page, once its index is open and has read the chain (before that api/ answers 503)."""
     base = f"http://127.0.0.1:{network.ports[0]}/explorer/"
-
-    def indexed() -> bool:
-        try:
-            resp = httpx.get(base + "api/totals", timeout=5)
-        except httpx.HTTPError:
-            return False
-        return resp.status_code == 200 and resp.json()["nodes_registered"] == len(network.addresses)
-
-    network.wait("node 1's explorer to serve its index", indexed, timeout_s=60)
+    network.wait("node 1's explorer to serve its index", lambda: serves_index(base, network), timeout_s=60)
     return base
+
+
+def serves_index(base: str, network: Network) -> bool:
+    """The explorer at `base` answers from an index that has read every node's registration."""
+    try:
+        resp = httpx.get(base + "api/totals", timeout=5)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200 and resp.json()["nodes_registered"] == len(network.addresses)
 
 
 @pytest.fixture(scope="module")
@@ -262,11 +263,7 @@ def test_the_same_page_served_without_a_node(network: Network, tmp_path: Path, w
 
         def indexed() -> bool:
             assert proc.poll() is None, log.read_text()
-            try:
-                resp = httpx.get(base + "api/totals", timeout=5)
-            except httpx.HTTPError:
-                return False
-            return resp.status_code == 200 and resp.json()["nodes_registered"] == len(network.addresses)
+            return serves_index(base, network)
 
         network.wait("wwwserve explorer to index the chain", indexed, timeout_s=60)
         open_view(page, base, "overview")
