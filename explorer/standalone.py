@@ -27,7 +27,7 @@ __all__ = ["StandaloneExplorer", "standalone_app"]
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-"""Told (indexed block, chain head) after each batch of the first catch-up."""
+"""Told (indexed block, block caught up to) after each batch of the first catch-up (`Indexer.sync`)."""
 
 
 @dataclass
@@ -48,28 +48,15 @@ class StandaloneExplorer:
         """Open the index and read the chain up to its head, `progress` told after each batch."""
         index = self.open_index()
         try:
-            self._catch_up(index, progress)
+            index.sync(progress=progress)
         except IndexerReorgError:
             log.warning("the indexed chain is gone (a reset devnet?): emptying %s and reading the chain anew",
                         self.db_url)
             index.close()
             drop_index(self.db_url)
             index = self.open_index()
-            self._catch_up(index, progress)
+            index.sync(progress=progress)
         self.indexer = index
-
-    @staticmethod
-    def _catch_up(index: Indexer, progress: Progress | None) -> None:
-        head = int(index.w3.eth.block_number)
-        while True:
-            cursor = index.cursor()
-            done = cursor.block_number if cursor is not None else index.start_block - 1
-            if done >= head:
-                break
-            index.sync(to_block=min(head, done + index.batch_blocks))
-            cursor = index.cursor()
-            if progress is not None and cursor is not None:
-                progress(cursor.block_number, head)
 
     def start(self) -> None:
         """Keep the index in sync in a daemon thread (after `catch_up`)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from eth_typing import ABIEvent
@@ -188,8 +188,9 @@ class Indexer:
                 "the chain reorganised below the cursor; re-index into a fresh database"
             )
 
-    def sync(self, to_block: int | None = None) -> SyncReport:
-        """Index every log up to min(to_block, head - confirmations), one transaction per batch.
+    def sync(self, to_block: int | None = None, progress: Callable[[int, int], None] | None = None) -> SyncReport:
+        """Index every log up to min(to_block, head - confirmations), one transaction per batch;
+        `progress(last block indexed, target block)` is told after each batch (a catch-up's progress display).
 
         Raises `IndexerReorgError` if a block already indexed is no longer on the chain (checked
         before the first batch and between batches). Safe to call from several threads: calls
@@ -213,6 +214,8 @@ class Indexer:
                 skipped += batch_skipped
                 batches += 1
                 start = end + 1
+                if progress is not None:
+                    progress(end, target)
                 if start <= target:
                     # a reorg during a long catch-up must not splice two chains together
                     self._verify_cursor(CursorInfo(end, end_hash))

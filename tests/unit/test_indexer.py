@@ -488,6 +488,20 @@ def test_sync_twice_and_rereading_add_no_duplicates(chain: Chain, db_url: str) -
     assert idx.reconcile() == []
 
 
+def test_sync_tells_its_progress_after_each_batch(chain: Chain, db_url: str) -> None:
+    idx = new_indexer(chain, db_url, batch_blocks=3)
+    told: list[tuple[int, int]] = []
+    report = idx.sync(progress=lambda block, target: told.append((block, target)))
+    assert len(told) == report.batches > 1
+    assert [block for block, _ in told] == sorted({block for block, _ in told})  # rising, one call a batch
+    assert told[-1] == (report.to_block, report.to_block)  # the last batch ends at the target
+    cursor = idx.cursor()
+    assert cursor is not None and cursor.block_number == report.to_block
+    told.clear()
+    idx.sync(progress=lambda block, target: told.append((block, target)))
+    assert told == []  # nothing left to read, no batch
+
+
 def stake_history(idx: Indexer) -> list[tuple[int, str, int]]:
     with Session(idx.engine) as s:
         rows = s.scalars(select(StakeHistoryRow).order_by(StakeHistoryRow.block_number, StakeHistoryRow.address))
